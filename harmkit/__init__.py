@@ -1,0 +1,38 @@
+"""harmkit: harmonize multicenter PET data and benchmark harmonization methods on equal terms.
+
+>>> import harmkit as hk
+>>> cohort = hk.load_cohort("manifest.csv")          # doctest: +SKIP
+>>> combat = hk.get_harmonizer("combat")             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .data import Cohort, Scan, load_cohort
+from .errors import HarmkitError
+from .hookspecs import hookimpl
+from .interfaces import EvaluationResult, Evaluator, FeatureExtractor, FeatureHarmonizer, ImageHarmonizer
+from .methods import parse_method, parse_methods
+from .plugins import get_evaluator, get_extractor, get_harmonizer, list_plugins, load_model
+
+__all__ = [
+    "__version__",
+    "Cohort",
+    "Scan",
+    "load_cohort",
+    "HarmkitError",
+    "hookimpl",
+    "ImageHarmonizer",
+    "FeatureHarmonizer",
+    "FeatureExtractor",
+    "Evaluator",
+    "EvaluationResult",
+    "parse_method",
+    "parse_methods",
+    "get_harmonizer",
+    "get_extractor",
+    "get_evaluator",
+    "list_plugins",
+    "load_model",
+]

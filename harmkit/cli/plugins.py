@@ -1,0 +1,33 @@
+"""``harmkit plugins``: what is installed."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.option("--errors", "show_errors", is_flag=True, help="Show the full traceback of plugins that failed to load.")
+def plugins(show_errors: bool) -> None:
+    """List installed plugins: name, kind, providing distribution and version, description.
+
+    \b
+    Example:
+      harmkit plugins
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..plugins import get_registry
+
+    registry = get_registry()
+    console = Console()
+    table = Table(title="harmkit plugins", show_lines=False)
+    for column in ("name", "kind", "aliases", "distribution", "description"):
+        table.add_column(column)
+    for info in registry.all():
+        table.add_row(info.name, info.kind, ", ".join(info.aliases), f"{info.distribution} {info.version}", info.description)
+    console.print(table)
+    for error in registry.errors:
+        console.print(f"[red]failed to load[/] entry point {error.entry_point!r} of {error.distribution}: {error.error}")
+        if show_errors:
+            console.print(error.details)

@@ -1,0 +1,300 @@
+"""The four interfaces every harmkit plugin implements.
+
+They follow scikit-learn's estimator contract: the constructor stores
+hyper-parameters and does nothing else; ``fit`` validates, learns, stores
+state in attributes whose names end in ``_`` and returns ``self``;
+``transform`` checks that ``fit`` ran and never learns. Fitted state is saved
+as JSON plus ``.npz`` arrays (never pickle), so loading a model from an
+untrusted source cannot execute code.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
+
+import numpy as np
+
+from .errors import HarmkitError, NotFittedError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    import SimpleITK as sitk
+
+    from .data import Cohort, Scan
+
+STATE_FILE = "harmkit-model.json"
+ARRAYS_FILE = "arrays.npz"
+
+
+class Component(ABC):
+    """Base of every plugin class: a registered name, a description, parameters.
+
+    Subclasses set the class attributes ``name`` (the short name users type),
+    ``description`` (one line for ``harmkit plugins``) and optionally
+    ``aliases``.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    aliases: ClassVar[tuple[str, ...]] = ()
+    kind: ClassVar[str] = ""
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor parameters and their current values (scikit-learn style)."""
+        sig = inspect.signature(type(self).__init__)
+        return {
+            p: getattr(self, p)
+            for p in sig.parameters
+            if p != "self" and sig.parameters[p].kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        }
+
+    def set_params(self, **params: Any) -> "Component":
+        valid = self.get_params()
+        for key, value in params.items():
+            if key not in valid:
+                raise HarmkitError(
+                    f"{self.name or type(self).__name__}: unknown parameter {key!r}; valid parameters: {', '.join(sorted(valid))}"
+                )
+            setattr(self, key, value)
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+
+class Fittable(Component):
+    """A component with learned state that can be saved and loaded."""
+
+    def _fitted_attributes(self) -> list[str]:
+        return [k for k in vars(self) if k.endswith("_") and not k.startswith("_")]
+
+    def check_fitted(self) -> None:
+        """Raise :class:`NotFittedError` unless ``fit`` has run."""
+        if not self._fitted_attributes():
+            raise NotFittedError(
+                f"{self.name or type(self).__name__} is not fitted yet: call fit() first, or load() a saved model"
+            )
+
+    # -- persistence -------------------------------------------------------
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Fitted state as (JSON-serialisable dict, named numpy arrays).
+
+        The default collects every attribute ending in ``_``: numpy arrays go
+        to the array file, everything else must be JSON-serialisable.
+        Subclasses with richer state (data frames, networks) override this and
+        :meth:`set_state`.
+        """
+        self.check_fitted()
+        meta: dict[str, Any] = {}
+        arrays: dict[str, np.ndarray] = {}
+        for key in self._fitted_attributes():
+            value = getattr(self, key)
+            if isinstance(value, np.ndarray):
+                if value.dtype == object:
+                    raise TypeError(f"{key}: object arrays cannot be saved safely")
+                arrays[key] = value
+            else:
+                json.dumps(value)  # fail early with the attribute's name in the traceback
+                meta[key] = value
+        return meta, arrays
+
+    def set_state(self, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+        for key, value in {**meta, **arrays}.items():
+            setattr(self, key, value)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write parameters and fitted state to the directory ``path``.
+
+        The directory holds ``harmkit-model.json`` and ``arrays.npz``. It is
+        written under a temporary name and renamed, so an interrupted save
+        never leaves a model that looks complete.
+        """
+        from . import __version__
+
+        path = Path(path)
+        meta, arrays = self.get_state()
+        document = {
+            "format": "harmkit-model/1",
+            "plugin": self.name,
+            "kind": self.kind,
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "harmkit_version": __version__,
+            "params": self.get_params(),
+            "state": meta,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        (tmp / STATE_FILE).write_text(json.dumps(document, indent=2, default=_json_default))
+        np.savez_compressed(tmp / ARRAYS_FILE, **arrays)
+        self._save_extra(tmp)
+        if path.exists():
+            import shutil
+
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+        return path
+
+    def _save_extra(self, directory: Path) -> None:
+        """Hook for subclasses that keep more files (e.g. network weights)."""
+
+    def _load_extra(self, directory: Path) -> None:
+        """Counterpart of :meth:`_save_extra`."""
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Fittable":
+        """Load a model written by :meth:`save`. Arrays load with ``allow_pickle=False``."""
+        path = Path(path)
+        document = read_model_document(path)
+        if cls.name and document.get("plugin") not in (cls.name, *cls.aliases):
+            raise HarmkitError(
+                f"{path}: this model was saved by plugin {document.get('plugin')!r}, not {cls.name!r}; "
+                f"load it with harmkit.load_model()"
+            )
+        obj = cls(**document.get("params", {}))
+        with np.load(path / ARRAYS_FILE, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        obj.set_state(document.get("state", {}), arrays)
+        obj._load_extra(path)
+        return obj
+
+
+def read_model_document(path: Path) -> dict[str, Any]:
+    """Read and check the JSON header of a saved model directory."""
+    state_file = Path(path) / STATE_FILE
+    if not state_file.is_file():
+        raise HarmkitError(f"{path}: not a saved harmkit model (no {STATE_FILE}); pass the directory written by save() or 'harmkit train'")
+    try:
+        document = json.loads(state_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise HarmkitError(f"{state_file}: corrupt model file ({exc}); save the model again") from None
+    if document.get("format") != "harmkit-model/1":
+        raise HarmkitError(f"{state_file}: unknown model format {document.get('format')!r}")
+    return document
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot store {type(value).__name__} in a model file")
+
+
+class ImageHarmonizer(Fittable):
+    """Translates scans into the style of a reference site group.
+
+    ``fit`` learns from a :class:`~harmkit.data.Cohort` (unpaired; it may use
+    any scans and masks but never counterfactual rows). ``transform`` returns
+    a new :class:`~harmkit.data.Scan` whose image has the input's exact
+    geometry (size, spacing, origin, direction) and stays in SUV.
+    """
+
+    kind: ClassVar[str] = "image-harmonizer"
+
+    @abstractmethod
+    def fit(self, cohort: "Cohort", reference_site: str) -> "ImageHarmonizer":
+        """Learn the mapping of every other site group onto ``reference_site`` (a site group name)."""
+
+    @abstractmethod
+    def transform(self, scan: "Scan", target_site: str | None = None) -> "Scan":
+        """Harmonize one scan towards ``target_site`` (default: the fitted reference)."""
+
+    def fit_transform(self, cohort: "Cohort", reference_site: str) -> list["Scan"]:
+        self.fit(cohort, reference_site)
+        return [self.transform(scan) for scan in cohort]
+
+
+class FeatureHarmonizer(Fittable):
+    """Removes site effects from a feature table (rows: scans, columns: features).
+
+    Usable inside a cross-validation fold: fit on training rows, transform test
+    rows. ``sites`` is given separately so it never becomes a model feature.
+    """
+
+    kind: ClassVar[str] = "feature-harmonizer"
+
+    @abstractmethod
+    def fit(
+        self,
+        features: "pd.DataFrame",
+        sites: Sequence[str],
+        covariates: "pd.DataFrame | None" = None,
+        reference_site: str | None = None,
+    ) -> "FeatureHarmonizer":
+        """Learn per-site location/scale effects from ``features``."""
+
+    @abstractmethod
+    def transform(
+        self,
+        features: "pd.DataFrame",
+        sites: Sequence[str],
+        covariates: "pd.DataFrame | None" = None,
+    ) -> "pd.DataFrame":
+        """Return a harmonized copy of ``features`` (same index and columns)."""
+
+    def fit_transform(self, features, sites, covariates=None, reference_site=None):
+        return self.fit(features, sites, covariates, reference_site).transform(features, sites, covariates)
+
+
+class FeatureExtractor(Component):
+    """Computes named features from an image inside a mask."""
+
+    kind: ClassVar[str] = "feature-extractor"
+
+    @abstractmethod
+    def extract(self, image: "sitk.Image", mask: "sitk.Image") -> dict[str, float]:
+        """Return ``{feature_name: value}`` for the voxels where ``mask`` is non-zero."""
+
+    @abstractmethod
+    def feature_classes(self) -> dict[str, str]:
+        """Map each feature name this extractor returns to its class (``firstorder``, ``glcm``, ...)."""
+
+    def settings(self) -> dict[str, Any]:
+        """Every setting that affects the values, recorded in results and cache keys."""
+        return self.get_params()
+
+    @property
+    def version(self) -> str:
+        """Version string that changes whenever computed values may change (part of cache keys)."""
+        return "0"
+
+
+@dataclass
+class EvaluationResult:
+    """What an evaluator returns: named tables, figure files, summary numbers."""
+
+    name: str
+    tables: dict[str, "pd.DataFrame"] = field(default_factory=dict)
+    figures: dict[str, Path] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    skipped: str | None = None  # why the evaluator had nothing to evaluate
+
+
+class Evaluator(Component):
+    """Consumes what a benchmark run produced and returns tables, figures and statistics."""
+
+    kind: ClassVar[str] = "evaluator"
+
+    @abstractmethod
+    def evaluate(self, context: Any) -> EvaluationResult:
+        """Evaluate a benchmark context (see :mod:`harmkit.bench`)."""
+
+
+KINDS = {
+    ImageHarmonizer.kind: ImageHarmonizer,
+    FeatureHarmonizer.kind: FeatureHarmonizer,
+    FeatureExtractor.kind: FeatureExtractor,
+    Evaluator.kind: Evaluator,
+}
