@@ -35,4 +35,27 @@ __all__ = [
     "get_evaluator",
     "list_plugins",
     "load_model",
+    "simulate",
+    "extract",
+    "train",
+    "harmonize",
+    "bench",
 ]
+
+# Entry points whose modules pull in heavier dependencies load on first use.
+_LAZY = {
+    "simulate": ("harmkit.simulation", "simulate"),
+    "extract": ("harmkit.extraction", "extract"),
+    "train": ("harmkit.harmonize", "train"),
+    "harmonize": ("harmkit.harmonize", "harmonize"),
+    "bench": ("harmkit.bench", "run_bench"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module_name, attribute = _LAZY[name]
+        return getattr(importlib.import_module(module_name), attribute)
+    raise AttributeError(f"module 'harmkit' has no attribute {name!r}")
