@@ -1,0 +1,198 @@
+"""Statistics used by the benchmark: confidence intervals, paired tests, DeLong's test, CCC.
+
+Everything here is a small function on numpy arrays with no hidden state, so
+it can be checked on simulated numbers (see ``tests/test_stats.py``).
+
+DeLong's test follows DeLong, DeLong & Clarke-Pearson (1988, Biometrics 44:837)
+in the fast midrank formulation of Sun & Xu (2014, IEEE Signal Processing
+Letters 21:1389): the AUC of each score is a two-sample U-statistic, its
+structural components (placement values) give the covariance matrix of the
+AUCs of several scores computed on the same cases.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from scipy import stats as _st
+
+__all__ = [
+    "mean_ci",
+    "paired_test",
+    "auc",
+    "delong_covariance",
+    "delong_test",
+    "DeLongResult",
+    "concordance_correlation",
+    "bootstrap_auc_difference_variance",
+]
+
+
+def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """Mean of ``values`` and its ``confidence`` interval from Student's t distribution.
+
+    Used for the AUC over Monte Carlo splits, as in the paper (mean and 95 % CI
+    over the 100 test-set AUCs). Non-finite values are ignored; with fewer than
+    two values the interval is ``(nan, nan)``.
+    """
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(x.mean())
+    if x.size < 2:
+        return mean, math.nan, math.nan
+    sem = float(x.std(ddof=1) / math.sqrt(x.size))
+    if sem == 0.0:
+        return mean, mean, mean
+    half = float(_st.t.ppf(0.5 + confidence / 2, x.size - 1)) * sem
+    return mean, mean - half, mean + half
+
+
+def paired_test(a: Sequence[float], b: Sequence[float], alpha: float = 0.05) -> tuple[str, float]:
+    """Two-sided paired test of ``a`` against ``b`` (same splits / same features, in order).
+
+    The paper's rule: Shapiro-Wilk on the paired differences; if normality is
+    not rejected at ``alpha``, Student's paired t test, otherwise the Wilcoxon
+    signed-rank test. Returns ``(test name, p value)``; ``p = 1`` when all
+    differences are zero, ``nan`` with fewer than three finite pairs.
+    """
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired_test: a has {a.shape} values, b has {b.shape}")
+    keep = np.isfinite(a) & np.isfinite(b)
+    d = a[keep] - b[keep]
+    if d.size < 3:
+        return "none", math.nan
+    if np.allclose(d, 0.0, atol=1e-12):
+        return "wilcoxon", 1.0
+    normal = np.ptp(d) > 0 and _st.shapiro(d).pvalue >= alpha
+    if normal:
+        return "paired-t", float(_st.ttest_rel(a[keep], b[keep]).pvalue)
+    return "wilcoxon", float(_st.wilcoxon(a[keep], b[keep], zero_method="wilcox").pvalue)
+
+
+def _midrank(x: np.ndarray) -> np.ndarray:
+    """Midranks (1-based; ties get the mean of their ranks)."""
+    return _st.rankdata(x, method="average")
+
+
+def _check_labels(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y).astype(int).ravel()
+    if not set(np.unique(y)) <= {0, 1}:
+        raise ValueError("labels must be 0/1")
+    pos, neg = y == 1, y == 0
+    if pos.sum() == 0 or neg.sum() == 0:
+        raise ValueError("DeLong's test needs at least one positive and one negative case")
+    return pos, neg
+
+
+def auc(y: Sequence[int], score: Sequence[float]) -> float:
+    """Area under the ROC curve (Mann-Whitney form; ties count one half)."""
+    pos, neg = _check_labels(np.asarray(y))
+    s = np.asarray(score, dtype=float)
+    m, n = int(pos.sum()), int(neg.sum())
+    ranks = _midrank(s)
+    return float((ranks[pos].sum() - m * (m + 1) / 2) / (m * n))
+
+
+def delong_covariance(y: Sequence[int], scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AUCs of ``k`` scores on the same cases and their DeLong covariance matrix.
+
+    ``scores`` has shape ``(k, n_cases)`` (or ``(n_cases,)`` for one score).
+    Returns ``(aucs (k,), covariance (k, k))``.
+    """
+    pos, neg = _check_labels(np.asarray(y))
+    s = np.atleast_2d(np.asarray(scores, dtype=float))
+    m, n = int(pos.sum()), int(neg.sum())
+    k = s.shape[0]
+    x, yy = s[:, pos], s[:, neg]
+    tx = np.empty((k, m))
+    ty = np.empty((k, n))
+    tz = np.empty((k, m + n))
+    for r in range(k):
+        tx[r] = _midrank(x[r])
+        ty[r] = _midrank(yy[r])
+        tz[r] = _midrank(np.concatenate([x[r], yy[r]]))
+    aucs = (tz[:, :m].sum(axis=1) / m - (m + 1) / 2) / n
+    v01 = (tz[:, :m] - tx) / n  # placement of each positive among the negatives
+    v10 = 1.0 - (tz[:, m:] - ty) / m  # placement of each negative among the positives
+    sx = np.atleast_2d(np.cov(v01)) if m > 1 else np.zeros((k, k))
+    sy = np.atleast_2d(np.cov(v10)) if n > 1 else np.zeros((k, k))
+    return aucs, sx / m + sy / n
+
+
+@dataclass(frozen=True)
+class DeLongResult:
+    """DeLong's paired test of two AUCs computed on the same cases."""
+
+    auc_a: float
+    auc_b: float
+    difference: float  # auc_a - auc_b
+    variance: float  # variance of the difference
+    z: float
+    p: float
+    n_positive: int
+    n_negative: int
+
+
+def delong_test(y: Sequence[int], score_a: Sequence[float], score_b: Sequence[float]) -> DeLongResult:
+    """Two-sided DeLong test that two correlated AUCs (same cases) are equal.
+
+    Identical scores give a zero difference with zero variance: ``z = 0``,
+    ``p = 1``.
+    """
+    pos, _ = _check_labels(np.asarray(y))
+    aucs, cov = delong_covariance(y, np.vstack([np.asarray(score_a, float), np.asarray(score_b, float)]))
+    diff = float(aucs[0] - aucs[1])
+    var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    if var <= 1e-15:
+        z, p = 0.0, 1.0 if abs(diff) < 1e-12 else 0.0
+    else:
+        z = diff / math.sqrt(var)
+        p = float(2 * _st.norm.sf(abs(z)))
+    return DeLongResult(float(aucs[0]), float(aucs[1]), diff, max(var, 0.0), z, p, int(pos.sum()), int((~pos).sum()))
+
+
+def bootstrap_auc_difference_variance(
+    y: Sequence[int], score_a: Sequence[float], score_b: Sequence[float], n_boot: int = 2000, seed: int = 0
+) -> float:
+    """Variance of ``AUC(a) - AUC(b)`` over stratified bootstrap resamples of the cases.
+
+    The reference against which :func:`delong_test`'s variance is checked.
+    """
+    y = np.asarray(y).astype(int)
+    a = np.asarray(score_a, float)
+    b = np.asarray(score_b, float)
+    rng = np.random.default_rng(seed)
+    pos_idx, neg_idx = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    diffs = np.empty(n_boot)
+    for i in range(n_boot):
+        idx = np.concatenate([rng.choice(pos_idx, pos_idx.size), rng.choice(neg_idx, neg_idx.size)])
+        diffs[i] = auc(y[idx], a[idx]) - auc(y[idx], b[idx])
+    return float(diffs.var(ddof=1))
+
+
+def concordance_correlation(x: Sequence[float], y: Sequence[float]) -> float:
+    """Lin's concordance correlation coefficient (1989): agreement with the identity line.
+
+    ``2 cov(x, y) / (var x + var y + (mean x - mean y)^2)``, population moments.
+    ``nan`` when fewer than two finite pairs or both inputs are constant and different.
+    """
+    x = np.asarray(x, float)
+    y = np.asarray(y, float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if x.size < 2:
+        return math.nan
+    mx, my = x.mean(), y.mean()
+    vx, vy = x.var(), y.var()
+    cov = ((x - mx) * (y - my)).mean()
+    denom = vx + vy + (mx - my) ** 2
+    if denom == 0:
+        return 1.0
+    return float(2 * cov / denom)
