@@ -1,0 +1,324 @@
+"""Run per-scan work on one machine or a cluster through one interface.
+
+>>> from harmkit.execution import get_executor
+>>> with get_executor(jobs=2) as executor:                  # doctest: +SKIP
+...     results = executor.map(square, [1, 2, 3], label="squaring")
+>>> [r.value for r in results]                              # doctest: +SKIP
+[1, 4, 9]
+
+Three engines share the :class:`Executor` interface:
+
+* ``jobs=1``: in this process, no pool (easiest to debug);
+* ``jobs=N`` (default: every core this process may use): a local process pool;
+* ``scheduler="tcp://HOST:PORT"``: a running Dask distributed cluster, or
+  ``scheduler="local"``: a Dask ``LocalCluster`` started for the executor.
+
+Whatever the engine, :meth:`Executor.map` returns one :class:`TaskResult` per
+item in input order, and a failing item never loses the others: its
+``error`` holds a one-line message and the other items keep their values.
+The function must be picklable (defined at module level) and, on a remote
+cluster, importable on the workers (install harmkit and its plugins there).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+from .errors import HarmkitError
+
+__all__ = ["TaskResult", "Executor", "LocalExecutor", "DaskExecutor", "get_executor", "available_cores"]
+
+
+@dataclass
+class TaskResult:
+    """The outcome of one item: ``value`` when it worked, ``error`` (one line) when it failed."""
+
+    value: Any = None
+    error: str | None = None
+    details: str | None = None  # full traceback of unexpected errors, for logs
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def available_cores() -> int:
+    """Number of CPU cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def run_task(fn: Callable[[Any], Any], item: Any) -> TaskResult:
+    """Call ``fn(item)`` and capture any exception as a :class:`TaskResult`.
+
+    A :class:`HarmkitError` is a user-facing problem: its message is kept as
+    is. Any other exception becomes ``"<Type>: <message>"`` with the
+    traceback in ``details``.
+    """
+    try:
+        return TaskResult(value=fn(item))
+    except HarmkitError as exc:
+        return TaskResult(error=str(exc))
+    except Exception as exc:  # noqa: BLE001 - one item's failure must not stop the others
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return TaskResult(error=f"{type(exc).__name__}: {message}" if message else type(exc).__name__, details=traceback.format_exc())
+
+
+class _Progress:
+    """A rich progress bar that is silent when disabled or when there is nothing to do."""
+
+    def __init__(self, label: str, total: int, enabled: bool):
+        self.enabled = enabled and total > 0
+        self.total = total
+        self.label = label
+        self._progress = None
+        self._task = None
+
+    def __enter__(self) -> "_Progress":
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                transient=False,
+            )
+            self._progress.__enter__()
+            self._task = self._progress.add_task(self.label, total=self.total)
+        return self
+
+    def advance(self, n: int = 1) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task, n)
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+
+class Executor:
+    """Maps a function over items; subclasses choose where the calls run."""
+
+    engine: str = ""
+
+    def __init__(self, progress: bool = True):
+        self.progress = progress
+
+    @property
+    def workers(self) -> int:
+        """How many items run at the same time."""
+        return 1
+
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any], label: str = "working") -> list[TaskResult]:
+        """Apply ``fn`` to every item; one :class:`TaskResult` per item, in input order."""
+        items = list(items)
+        if not items:
+            return []
+        with _Progress(label, len(items), self.progress) as progress:
+            return self._map(fn, items, progress)
+
+    def _map(self, fn, items: Sequence[Any], progress: _Progress) -> list[TaskResult]:
+        results = []
+        for item in items:
+            results.append(run_task(fn, item))
+            progress.advance()
+        return results
+
+    def close(self) -> None:
+        """Release workers (no-op for the in-process engine)."""
+
+    def __enter__(self) -> "Executor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def describe(self) -> dict[str, Any]:
+        """Engine and worker count, for run records."""
+        return {"engine": self.engine, "workers": self.workers}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(workers={self.workers})"
+
+
+class InProcessExecutor(Executor):
+    """Runs every item in this process, one after the other (``jobs=1``)."""
+
+    engine = "in-process"
+
+
+class LocalExecutor(Executor):
+    """A pool of ``jobs`` worker processes on this machine.
+
+    Workers start from a clean ``forkserver`` process (not a fork of this
+    one, whose threads, such as a progress bar, could be in any state) and
+    stay alive across :meth:`map` calls until :meth:`close`. If a worker dies
+    (segmentation fault, out of memory), the items it took down are retried
+    one at a time, so only the item that kills its worker reports an error.
+    """
+
+    engine = "process-pool"
+
+    def __init__(self, jobs: int, progress: bool = True):
+        super().__init__(progress)
+        self.jobs = int(jobs)
+        self._pool: ProcessPoolExecutor | None = None
+
+    @property
+    def workers(self) -> int:
+        return self.jobs
+
+    def _get_pool(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            methods = multiprocessing.get_all_start_methods()
+            method = "forkserver" if "forkserver" in methods else "spawn"
+            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=multiprocessing.get_context(method))
+        return self._pool
+
+    def _reset_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def _map(self, fn, items, progress) -> list[TaskResult]:
+        results: list[TaskResult | None] = [None] * len(items)
+        broken: list[int] = []
+        pool = self._get_pool()
+        futures = {pool.submit(run_task, fn, item): i for i, item in enumerate(items)}
+        for future in as_completed(futures):
+            index = futures[future]
+            try:
+                results[index] = future.result()
+                progress.advance()
+            except BrokenProcessPool:
+                broken.append(index)
+        if broken:
+            # A worker died and took its pool down: retry those items one at a time.
+            self._reset_pool()
+            for index in sorted(broken):
+                try:
+                    results[index] = self._get_pool().submit(run_task, fn, items[index]).result()
+                except BrokenProcessPool:
+                    results[index] = TaskResult(error="the worker process died while processing this item (crash or out of memory)")
+                    self._reset_pool()
+                progress.advance()
+        return results  # type: ignore[return-value]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
+class DaskExecutor(Executor):
+    """Runs items on a Dask distributed cluster.
+
+    ``scheduler`` is a scheduler address (``tcp://HOST:PORT``) or ``"local"``
+    to start a ``LocalCluster`` with ``jobs`` single-threaded workers
+    (``processes=False`` keeps them as threads in this process, which starts
+    faster but shares the interpreter lock). Workers of a remote cluster need
+    harmkit and the plugins in use installed in the same versions.
+    """
+
+    engine = "dask"
+
+    def __init__(self, scheduler: str, jobs: int | None = None, progress: bool = True, processes: bool = True):
+        super().__init__(progress)
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:  # pragma: no cover - dask is a core dependency
+            raise HarmkitError("--scheduler needs dask distributed: pip install 'dask[distributed]'") from None
+        self.scheduler = scheduler
+        self._cluster = None
+        if scheduler == "local":
+            self._cluster = LocalCluster(
+                n_workers=jobs or available_cores(),
+                threads_per_worker=1,
+                processes=processes,
+                dashboard_address=None,
+                silence_logs=40,
+            )
+            address = self._cluster
+        else:
+            if not scheduler.startswith(("tcp://", "tls://", "inproc://", "ws://", "wss://", "ucx://")):
+                raise HarmkitError(f"--scheduler {scheduler!r}: expected a Dask scheduler address such as tcp://HOST:8786, or 'local'")
+            address = scheduler
+        try:
+            self._client = Client(address, timeout="20s", set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            if self._cluster is not None:
+                self._cluster.close()
+            raise HarmkitError(
+                f"cannot connect to the Dask scheduler at {scheduler} ({exc}); start one with 'dask scheduler' and 'dask worker {scheduler}', or use --scheduler local"
+            ) from None
+
+    @property
+    def workers(self) -> int:
+        info = self._client.scheduler_info()
+        return sum(w.get("nthreads", 1) for w in info.get("workers", {}).values()) or 1
+
+    def _map(self, fn, items, progress) -> list[TaskResult]:
+        from distributed import as_completed as dask_as_completed
+
+        futures = self._client.map(run_task, [fn] * len(items), items, pure=False)
+        position = {f.key: i for i, f in enumerate(futures)}
+        results: list[TaskResult | None] = [None] * len(items)
+        for future in dask_as_completed(futures, loop=self._client.loop):
+            index = position[future.key]
+            try:
+                results[index] = future.result()
+            except Exception as exc:  # worker lost, unpicklable result, ...
+                results[index] = TaskResult(error=f"Dask task failed: {type(exc).__name__}: {exc}")
+            progress.advance()
+        return results  # type: ignore[return-value]
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": self.engine, "workers": self.workers, "scheduler": self.scheduler}
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
+
+
+def get_executor(jobs: int | None = None, scheduler: str | None = None, progress: bool = True, **options: Any) -> Executor:
+    """The executor for ``jobs`` and ``scheduler``.
+
+    * ``scheduler`` set: a :class:`DaskExecutor` (``"local"`` starts a
+      LocalCluster of ``jobs`` workers; extra ``options`` such as
+      ``processes=False`` go to it).
+    * ``jobs`` is ``None``: a :class:`LocalExecutor` using every available core.
+    * ``jobs == 1``: an :class:`InProcessExecutor` (no pool).
+    * ``jobs > 1``: a :class:`LocalExecutor` of that many processes.
+
+    Use it as a context manager (or call ``close()``) to release workers.
+    """
+    if jobs is not None:
+        try:
+            jobs = int(jobs)
+        except (TypeError, ValueError):
+            raise HarmkitError(f"--jobs {jobs!r}: expected a positive whole number") from None
+        if jobs < 1:
+            raise HarmkitError(f"--jobs {jobs}: expected a positive whole number (1 runs in this process)")
+    if scheduler:
+        return DaskExecutor(scheduler, jobs=jobs, progress=progress, **options)
+    if options:
+        raise HarmkitError(f"unknown executor option(s) {', '.join(sorted(options))} (only Dask clusters take options)")
+    n = available_cores() if jobs is None else jobs
+    if n == 1:
+        return InProcessExecutor(progress=progress)
+    return LocalExecutor(n, progress=progress)
