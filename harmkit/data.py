@@ -57,6 +57,8 @@ class Scan:
 
         if isinstance(self.image, sitk.Image):
             return self.image
+        if self.image is None or str(self.image) == "":
+            raise HarmkitError(f"{self.label} has no image; fill its 'image' cell in the manifest")
         return read_image(self.image, what=f"image of {self.label}")
 
     def load_mask(self, name: str) -> sitk.Image:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterable
 
 from .data import Cohort, Scan
-from .errors import HarmkitError, ManifestError
+from .errors import HarmkitError, ManifestError, Problem
 
 REQUIRED_COLUMNS = ("subject_id", "site", "image")
 RESERVED_COLUMNS = (*REQUIRED_COLUMNS, "outcome", "site_group")
@@ -23,7 +23,26 @@ MASK_PREFIX = "mask_"
 
 
 def read_manifest(path: Path, validate: bool = True) -> Cohort:
-    """Read ``path`` into a :class:`Cohort`; structural problems raise :class:`ManifestError`."""
+    """Read ``path`` into a :class:`Cohort`; structural problems raise :class:`ManifestError`.
+
+    With ``validate=False`` the rows are read as they are (a duplicate subject
+    or a non-binary outcome does not stop reading); use
+    :func:`read_manifest_problems` to get the problems as well.
+    """
+    cohort, problems = read_manifest_problems(path)
+    if validate and problems:
+        raise ManifestError(path, problems)
+    return cohort
+
+
+def read_manifest_problems(path: str | os.PathLike) -> tuple[Cohort, list[Problem]]:
+    """Read ``path`` and list its structural problems (one :class:`Problem` per row and problem).
+
+    Structural problems are those visible in the CSV itself: empty required
+    cells, outcome values that are not 0/1, duplicate subject ids, no rows.
+    Files are not opened here (see :func:`harmkit.validation.validate_manifest`).
+    A manifest without the required columns raises :class:`HarmkitError`.
+    """
     path = Path(path)
     if not path.is_file():
         raise HarmkitError(f"manifest not found: {path}")
@@ -31,7 +50,8 @@ def read_manifest(path: Path, validate: bool = True) -> Cohort:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             columns = [c.strip() for c in (reader.fieldnames or [])]
-            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+            raw_rows = list(reader)
+        rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in raw_rows]
     except (UnicodeDecodeError, csv.Error) as exc:
         raise HarmkitError(f"{path}: not a readable CSV file ({exc})") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
@@ -43,27 +63,31 @@ def read_manifest(path: Path, validate: bool = True) -> Cohort:
     root = path.parent
     mask_columns = [c for c in columns if c.startswith(MASK_PREFIX)]
     covariate_columns = [c for c in columns if c not in RESERVED_COLUMNS and c not in mask_columns]
-    problems: list[str] = []
+    problems: list[Problem] = []
     scans: list[Scan] = []
     for number, row in enumerate(rows, start=1):
-        where = f"row {number}"
         subject = row.get("subject_id", "")
-        if subject:
-            where += f" (subject {subject})"
+        site = row.get("site", "")
+
+        def problem(message: str) -> None:
+            problems.append(Problem(message, row=number, subject=subject or None, site=site or None))
+
+        if raw_rows[number - 1].get(None):
+            problem(f"more cells than the header has columns ({len(columns)}); check for a stray comma or quote")
         if not subject:
-            problems.append(f"{where}: empty subject_id")
-        if not row.get("site"):
-            problems.append(f"{where}: empty site")
+            problem("empty subject_id; give every scan a unique subject id")
+        if not site:
+            problem("empty site; name the site (or acquisition protocol) of every scan")
         if not row.get("image"):
-            problems.append(f"{where}: empty image path")
-        outcome = _parse_outcome(row.get("outcome", ""), where, problems) if "outcome" in columns else None
+            problem("empty image path; give the image file or DICOM folder, relative to the manifest")
+        outcome = _parse_outcome(row.get("outcome", ""), problem) if "outcome" in columns else None
         masks = {c[len(MASK_PREFIX):]: root / row[c] for c in mask_columns if row.get(c)}
         covariates = {c: _parse_value(row.get(c, "")) for c in covariate_columns}
         scans.append(
             Scan(
                 subject_id=subject,
-                site=row.get("site", ""),
-                image=root / row.get("image", ""),
+                site=site,
+                image=root / row["image"] if row.get("image") else None,
                 masks=masks,
                 outcome=outcome,
                 covariates=covariates,
@@ -71,21 +95,34 @@ def read_manifest(path: Path, validate: bool = True) -> Cohort:
                 row=number,
             )
         )
-    seen: dict[str, int] = {}
+    problems += duplicate_subject_problems(scans)
+    if not scans:
+        problems.append(Problem("no data rows; add one row per scan below the header"))
+    return Cohort(scans, root=root, manifest=path), problems
+
+
+def duplicate_subject_problems(scans: Iterable[Scan]) -> list[Problem]:
+    """One problem for each scan whose subject id was already used by an earlier scan."""
+    problems: list[Problem] = []
+    seen: dict[str, Scan] = {}
     for scan in scans:
         if scan.subject_id and scan.subject_id in seen:
+            first = seen[scan.subject_id]
+            first_where = f"row {first.row}" if first.row is not None else "an earlier scan"
             problems.append(
-                f"row {scan.row} (subject {scan.subject_id}): duplicate subject_id, first used in row {seen[scan.subject_id]}; subject ids must be unique"
+                Problem(
+                    f"duplicate subject_id, first used in {first_where}; subject ids must be unique "
+                    f"(for repeated scans of one subject use e.g. '{scan.subject_id}_2')",
+                    row=scan.row,
+                    subject=scan.subject_id,
+                    site=scan.site or None,
+                )
             )
-        seen.setdefault(scan.subject_id, scan.row or 0)
-    if not scans:
-        problems.append("no data rows")
-    if validate and problems:
-        raise ManifestError(path, problems)
-    return Cohort(scans, root=root, manifest=path)
+        seen.setdefault(scan.subject_id, scan)
+    return problems
 
 
-def _parse_outcome(text: str, where: str, problems: list[str]) -> int | None:
+def _parse_outcome(text: str, problem) -> int | None:
     if text == "" or text.lower() in ("na", "nan"):
         return None
     try:
@@ -93,7 +130,7 @@ def _parse_outcome(text: str, where: str, problems: list[str]) -> int | None:
     except ValueError:
         value = math.nan
     if value not in (0.0, 1.0):
-        problems.append(f"{where}: outcome {text!r} is not binary; use 0 or 1 (empty when unknown)")
+        problem(f"outcome {text!r} is not binary; use 0 or 1 (empty when unknown)")
         return None
     return int(value)
 

@@ -1,0 +1,70 @@
+"""``harmkit validate``: check a manifest and summarise it per site. Writes nothing."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+@click.command()
+@click.argument("manifest", type=click.Path(dir_okay=False))
+@click.option("--min-scans-per-site", default=2, show_default=True, type=click.IntRange(min=1),
+              help="Fewest scans a site group may have (ComBat needs 2; a CycleGAN far more).")
+@click.option("--require-outcome", is_flag=True, help="Every scan needs a 0/1 outcome, and both classes must occur.")
+@click.option("--mask", "masks", multiple=True, metavar="NAME",
+              help="A mask every scan must have (repeatable), e.g. --mask lesion.")
+@click.option("--headers-only", is_flag=True,
+              help="Check files and geometry from headers only; skip the NaN and empty-mask checks (faster).")
+def validate(manifest: str, min_scans_per_site: int, require_outcome: bool, masks: tuple[str, ...], headers_only: bool) -> None:
+    """Check a cohort: files, geometry, masks, voxels, subject ids, outcomes, sites.
+
+    Prints a per-site summary (scans, matrix sizes, voxel sizes, outcome counts,
+    like Table 1 of a multicenter study) and every problem, one line each,
+    naming the manifest row and subject. Exits with status 1 when there is an
+    error (warnings alone exit 0). Nothing is written.
+
+    \b
+    Example:
+      harmkit validate data/manifest.csv --mask lesion --require-outcome
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..validation import validate_manifest
+
+    console = Console(highlight=False)
+    if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
+        console = Console(highlight=False, width=max(console.width, 120))
+    report = validate_manifest(
+        manifest,
+        min_scans_per_site=min_scans_per_site,
+        require_outcome=require_outcome,
+        masks=list(masks),
+        check_voxels=not headers_only,
+        progress=console.is_terminal,
+    )
+    summary = report.summary_table()
+    table = Table(title=f"{manifest}: {len(report.cohort)} scans, {len(report.cohort.sites)} sites")
+    with_groups = any(s.site_group and s.site_group != s.site for s in report.cohort)
+    with_outcome = any(s.outcome is not None for s in report.cohort)
+    with_unreadable = bool(len(summary) and summary["unreadable"].sum())
+    columns = ["site", *(["site group"] if with_groups else []), "scans", "matrix (voxels)", "voxel size (mm)"]
+    columns += (["outcome 1/0/missing"] if with_outcome else []) + (["unreadable"] if with_unreadable else [])
+    for column in columns:
+        table.add_column(column, justify="right" if column in ("scans", "unreadable") else "left", no_wrap=True)
+    for row in summary.itertuples(index=False):
+        cells = [row.site, *([row.site_group] if with_groups else []), str(row.scans), row.matrix, row.voxel_mm]
+        cells += [f"{row.outcome_1}/{row.outcome_0}/{row.outcome_missing}"] if with_outcome else []
+        cells += [str(row.unreadable)] if with_unreadable else []
+        table.add_row(*cells)
+    console.print(table)
+    for problem in report.problems:
+        style = "bold red" if problem.severity == "error" else "yellow"
+        console.print(f"[{style}]{problem.severity}:[/] ", end="")
+        console.print(str(problem), markup=False, soft_wrap=True)
+    n_errors, n_warnings = len(report.errors), len(report.warnings)
+    if n_errors:
+        console.print(f"[bold red]{n_errors} error(s)[/], {n_warnings} warning(s): fix the errors above, then run harmkit validate again")
+        sys.exit(1)
+    console.print(f"[green]OK[/]: {len(report.cohort)} scans, {n_warnings} warning(s)")
