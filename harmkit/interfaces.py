@@ -159,8 +159,18 @@ class Fittable(Component):
                 f"load it with harmkit.load_model()"
             )
         obj = cls(**document.get("params", {}))
-        with np.load(path / ARRAYS_FILE, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+        try:
+            with np.load(path / ARRAYS_FILE, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except FileNotFoundError:
+            raise HarmkitError(f"{path}: {ARRAYS_FILE} is missing; the model directory is incomplete, save it again") from None
+        except ValueError as exc:
+            if "pickle" not in str(exc).lower():
+                raise HarmkitError(f"{path / ARRAYS_FILE}: corrupt array file ({exc}); save the model again") from None
+            raise HarmkitError(
+                f"{path / ARRAYS_FILE} holds pickled (object) arrays; harmkit refuses to load them because unpickling "
+                f"a file from an untrusted source can execute code. Save the model again with harmkit"
+            ) from None
         obj.set_state(document.get("state", {}), arrays)
         obj._load_extra(path)
         return obj

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import HarmkitError
-from .plugins import HARMONIZER_KINDS, get_registry
+from .plugins import HARMONIZER_KINDS, Registry, get_registry
 
 BASELINE = "none"
 
@@ -42,12 +42,13 @@ class Method:
         return not self.stages
 
 
-def parse_method(text: str) -> Method:
+def parse_method(text: str, registry: "Registry | None" = None) -> Method:
     """Parse ``"gan+combat"`` into its stages; ``"none"`` is the unharmonized baseline.
 
     Image stages must come before feature stages: features are computed from
     images, so an image stage after a feature stage would have no effect.
     Unknown names fail with the list of available names and a close match.
+    ``registry`` defaults to the installed plugins (:func:`harmkit.plugins.get_registry`).
 
     >>> parse_method("none").stages
     ()
@@ -57,10 +58,13 @@ def parse_method(text: str) -> Method:
         raise HarmkitError("empty method name; use e.g. 'none', 'combat' or 'gan+combat'")
     if label == BASELINE:
         return Method(BASELINE, ())
-    registry = get_registry()
+    registry = registry if registry is not None else get_registry()
     stages: list[Stage] = []
-    for part in label.split("+"):
-        part = part.strip()
+    parts = [part.strip() for part in label.split("+")]
+    if "" in parts:
+        raise HarmkitError(f"method {text!r} has an empty stage; join stage names with single '+', e.g. 'gan+combat'")
+    label = "+".join(parts)
+    for part in parts:
         if part == BASELINE:
             raise HarmkitError(f"method {text!r}: 'none' cannot be combined with other stages")
         info = registry.get(part, HARMONIZER_KINDS)
@@ -77,9 +81,13 @@ def parse_method(text: str) -> Method:
     return Method(label, tuple(stages))
 
 
-def parse_methods(text: str) -> list[Method]:
-    """Parse a comma-separated list; the baseline ``none`` is always included first."""
-    methods = [parse_method(part) for part in text.split(",") if part.strip()]
+def parse_methods(text: str, registry: "Registry | None" = None) -> list[Method]:
+    """Parse a comma-separated list; the baseline ``none`` is always included first.
+
+    >>> [m.label for m in parse_methods("none")]
+    ['none']
+    """
+    methods = [parse_method(part, registry) for part in text.split(",") if part.strip()]
     labels = [m.label for m in methods]
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
     if duplicates:

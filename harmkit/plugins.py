@@ -50,6 +50,8 @@ class Registry:
         self.plugins: dict[tuple[str, str], PluginInfo] = {}
         self.aliases: dict[tuple[str, str], str] = {}
         self.errors: list[PluginLoadError] = []
+        # names claimed by more than one distribution: looking them up is an error naming both
+        self.conflicts: dict[tuple[str, str], str] = {}
         self.manager = pluggy.PluginManager(hookspecs.PROJECT)
         self.manager.add_hookspecs(hookspecs)
 
@@ -84,7 +86,10 @@ class Registry:
                 )
                 continue
             for cls in classes:
-                self._add(kind, cls, distribution, version)
+                try:
+                    self._add(kind, cls, distribution, version)
+                except HarmkitError as exc:  # a bad class or a name conflict; the other classes still load
+                    self.errors.append(PluginLoadError(entry_point, distribution, str(exc), ""))
 
     def _add(self, kind: str, cls: type, distribution: str, version: str) -> None:
         base = KINDS[kind]
@@ -97,11 +102,13 @@ class Registry:
         for label in (name, *getattr(cls, "aliases", ())):
             existing = self._lookup(namespace, label)
             if existing is not None and existing.cls is not cls:
-                raise HarmkitError(
+                message = (
                     f"two plugins claim the name {label!r}: {existing.cls.__name__} from distribution "
                     f"{existing.distribution} and {cls.__name__} from distribution {distribution}; "
                     f"uninstall one of them"
                 )
+                self.conflicts[(namespace, label)] = message
+                raise HarmkitError(message)
         info = PluginInfo(name, kind, cls, distribution, version, getattr(cls, "description", ""), tuple(getattr(cls, "aliases", ())))
         self.plugins[(namespace, name)] = info
         for alias in info.aliases:
@@ -125,6 +132,9 @@ class Registry:
         if isinstance(kinds, str):
             kinds = (kinds,)
         namespaces = {"harmonizer" if k in HARMONIZER_KINDS else k for k in kinds}
+        for namespace in namespaces:
+            if (namespace, name) in self.conflicts:
+                raise HarmkitError(self.conflicts[(namespace, name)])
         for namespace in namespaces:
             info = self._lookup(namespace, name)
             if info is not None and info.kind in kinds:

@@ -21,9 +21,12 @@ def plugins(show_errors: bool) -> None:
 
     registry = get_registry()
     console = Console()
+    if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
+        console = Console(width=max(console.width, 140))
     table = Table(title="harmkit plugins", show_lines=False)
-    for column in ("name", "kind", "aliases", "distribution", "description"):
-        table.add_column(column)
+    for column in ("name", "kind", "aliases", "distribution"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("description")
     for info in registry.all():
         table.add_row(info.name, info.kind, ", ".join(info.aliases), f"{info.distribution} {info.version}", info.description)
     console.print(table)
