@@ -7,5 +7,12 @@ from .hookspecs import hookimpl
 
 @hookimpl
 def harmkit_evaluators() -> list[type]:
-    # Filled in as evaluators land (harmkit/evaluators/).
-    return []
+    from .evaluators import (
+        FidelityEvaluator,
+        ImageQualityEvaluator,
+        PredictionEvaluator,
+        QCEvaluator,
+        ReproducibilityEvaluator,
+    )
+
+    return [ImageQualityEvaluator, ReproducibilityEvaluator, PredictionEvaluator, FidelityEvaluator, QCEvaluator]

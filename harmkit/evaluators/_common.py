@@ -1,0 +1,50 @@
+"""Small helpers shared by the built-in evaluators."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def row_key(method: str, reference: str) -> str:
+    """Key of one summary row: method and reference site group."""
+    return f"{method}|{reference}"
+
+
+def finite(value: Any) -> Any:
+    """``None`` for NaN/inf (JSON has no NaN), plain floats otherwise."""
+    if value is None:
+        return None
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return value
+    return value if math.isfinite(value) else None
+
+
+def savefig(fig, path) -> Any:
+    """Save a matplotlib figure as PNG (atomically) and close it."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    fig.savefig(tmp, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def plt():
+    """matplotlib.pyplot with the non-interactive Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as pyplot
+
+    return pyplot

@@ -1,0 +1,237 @@
+"""Prediction evaluator: does harmonization help a radiomics model predict the outcome?
+
+The paper's protocol, made leakage-free:
+
+* the same stratified Monte Carlo splits (default 100 × 80/20) for every method;
+* features of the ``--voi`` VOI (every feature column finite for every
+  method, the same columns for every method), standardized on the training
+  rows, logistic regression (L2, C = 1), no feature selection;
+* a method's feature stages (ComBat) are fitted on the training rows of each
+  split and applied to its test rows (``--fit-on train``, default), or fitted
+  once on every row as in the paper (``--fit-on all``);
+* AUC on each split's test rows; mean and 95 % CI (Student's t over splits).
+
+Against the baseline ``none`` two tests are reported:
+
+* **paired test over splits**: the per-split AUCs of the method and of the
+  baseline are paired by split (Shapiro-Wilk on the differences, then paired
+  t or Wilcoxon signed-rank: the paper's rule);
+* **DeLong test on pooled out-of-split predictions**: each subject's predicted
+  probability is averaged over the splits in which it was a test subject
+  (about ``test_size × folds`` of them), giving one out-of-sample score per
+  subject and method. DeLong's test compares the ROC AUCs of the method's and
+  the baseline's averaged scores on the same subjects (subjects never drawn
+  into a test set are left out and counted). The median of the per-split
+  DeLong p-values (each on one split's test rows) is reported alongside.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+from ..interfaces import EvaluationResult, Evaluator
+from ._common import finite, row_key, savefig
+
+
+def _fit_predict(Xtr, ytr, Xte, C: float, max_iter: int) -> np.ndarray:
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        model.fit(np.asarray(Xtr, float), ytr)
+        return model.predict_proba(np.asarray(Xte, float))[:, 1]
+
+
+def cross_validate(ctx, method, reference: str, X, groups, C: float = 1.0, max_iter: int = 1000) -> dict[str, Any]:
+    """Run ``method``'s feature stages and the classifier on every split.
+
+    ``X``: feature DataFrame indexed by subject (every subject of the splits);
+    ``groups``: site group per row (the batches of the feature stages).
+    Returns ``{"auc": [per split], "scores": [per split, test order]}``.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    splits = ctx.splits
+    subjects = list(splits.subjects)
+    y = ctx.outcome.loc[subjects].to_numpy().astype(int)
+    X = X.loc[subjects]
+    groups = np.asarray(groups.loc[subjects] if hasattr(groups, "loc") else groups)
+    if method is not None and method.feature_stages and ctx.config.fit_on == "all":
+        X = ctx.feature_stage(method, reference, X, groups, [(X, groups)])[0]
+    aucs, scores = [], []
+    for train, test in splits:
+        Xtr, Xte = X.iloc[train], X.iloc[test]
+        if method is not None and method.feature_stages and ctx.config.fit_on == "train":
+            Xtr, Xte = ctx.feature_stage(method, reference, Xtr, groups[train], [(Xtr, groups[train]), (Xte, groups[test])])
+        p = _fit_predict(Xtr, y[train], Xte, C, max_iter)
+        aucs.append(float(roc_auc_score(y[test], p)) if len(set(y[test])) == 2 else float("nan"))
+        scores.append([float(v) for v in p])
+    return {"auc": aucs, "scores": scores}
+
+
+def pooled_scores(splits, scores: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean out-of-split score per subject and the number of splits it was tested in."""
+    n = len(splits.subjects)
+    total = np.zeros(n)
+    count = np.zeros(n, dtype=int)
+    for (_, test), s in zip(splits, scores):
+        total[test] += s
+        count[test] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan), count
+
+
+class PredictionEvaluator(Evaluator):
+    """AUC of a logistic regression over Monte Carlo splits; paired and DeLong tests against the baseline."""
+
+    name = "prediction"
+    description = "Outcome prediction: logistic regression AUC over stratified Monte Carlo splits, paired + DeLong tests vs baseline"
+
+    def __init__(self, C: float = 1.0, max_iter: int = 1000):
+        self.C = C
+        self.max_iter = max_iter
+
+    def run_cv(self, ctx, method, reference, voi: str) -> dict[str, Any]:
+        from ..bench.protocol import plugin_key
+
+        table = ctx.features[(method.label, reference)][voi]
+        columns = ctx.feature_columns(voi)
+        X = table[columns].astype(float)
+        groups = table["site_group"]
+        parts = (
+            method.label,
+            reference if method.stages else "-",
+            X,
+            list(groups),
+            ctx.splits.digest(),
+            ctx.config.fit_on if method.feature_stages else "-",
+            self.get_params(),
+            plugin_key(ctx.config, method),
+            list(ctx.outcome.items()),
+        )
+        return ctx.memo("prediction-cv", parts, lambda: cross_validate(ctx, method, reference, X, groups, self.C, self.max_iter))
+
+    def evaluate(self, ctx) -> EvaluationResult:
+        import pandas as pd
+
+        from .. import stats
+
+        if ctx.splits is None:
+            return EvaluationResult(self.name, skipped=f"prediction skipped: {ctx.prediction_skipped}")
+        voi = ctx.config.voi
+        splits = ctx.splits
+        subjects = list(splits.subjects)
+        y = ctx.outcome.loc[subjects].to_numpy().astype(int)
+        runs: dict[tuple[str, str], dict] = {}
+        for method in ctx.methods:
+            for ref in ctx.references:
+                runs[(method.label, ref)] = self.run_cv(ctx, method, ref, voi)
+        split_rows, summary, pooled_rows = [], {}, []
+        roc_data: dict[str, list] = {}
+        for (label, ref), run in runs.items():
+            base = runs[("none", ref)]
+            mean, lo, hi = stats.mean_ci(run["auc"])
+            pooled, count = pooled_scores(splits, run["scores"])
+            base_pooled, _ = pooled_scores(splits, base["scores"])
+            seen = count > 0
+            entry = {
+                "auc_mean": finite(mean),
+                "auc_ci_low": finite(lo),
+                "auc_ci_high": finite(hi),
+                "auc_sd": finite(np.nanstd(run["auc"], ddof=1)) if len(run["auc"]) > 1 else None,
+                "n_splits": len(run["auc"]),
+                "auc_pooled": finite(stats.auc(y[seen], pooled[seen])) if len(set(y[seen])) == 2 else None,
+                "n_pooled_subjects": int(seen.sum()),
+            }
+            if label != "none":
+                test_name, p = stats.paired_test(run["auc"], base["auc"])
+                entry["delta_auc"] = finite(mean - np.nanmean(base["auc"]))
+                entry["paired_test"] = test_name
+                entry["p_paired"] = finite(p)
+                if len(set(y[seen])) == 2:
+                    dl = stats.delong_test(y[seen], pooled[seen], base_pooled[seen])
+                    entry["p_delong"] = finite(dl.p)
+                    entry["delong_z"] = finite(dl.z)
+                split_p = []
+                for (_, test), s, sb in zip(splits, run["scores"], base["scores"]):
+                    if len(set(y[test])) == 2:
+                        split_p.append(stats.delong_test(y[test], s, sb).p)
+                entry["p_delong_split_median"] = finite(np.median(split_p)) if split_p else None
+                entry["share_splits_delong_p05"] = finite(np.mean(np.array(split_p) < 0.05)) if split_p else None
+            summary[row_key(label, ref)] = entry
+            for i, value in enumerate(run["auc"]):
+                split_rows.append({"method": label, "reference": ref, "split": i, "auc": value})
+            for sid, value, n in zip(subjects, pooled, count):
+                pooled_rows.append({"method": label, "reference": ref, "subject_id": sid, "outcome": int(y[subjects.index(sid)]), "mean_score": finite(value), "n_test_splits": int(n)})
+            roc_data.setdefault(ref, []).append((label, y[seen], pooled[seen]))
+        figures = {}
+        if ctx.figure_dir is not None:
+            figures["roc"] = self._roc_figure(roc_data, ctx.figure_dir / "roc_curves.png")
+            figures["auc_splits"] = self._auc_figure(pd.DataFrame(split_rows), ctx.figure_dir / "auc_per_split.png")
+        summary_table = pd.DataFrame([{"method": k.split("|")[0], "reference": k.split("|")[1], **v} for k, v in summary.items()])
+        return EvaluationResult(
+            self.name,
+            tables={"auc_per_split": pd.DataFrame(split_rows), "summary": summary_table, "pooled_scores": pd.DataFrame(pooled_rows)},
+            figures=figures,
+            summary={
+                "by_method": summary,
+                "voi": voi,
+                "n_features": len(ctx.feature_columns(voi)),
+                "n_subjects": len(subjects),
+                "n_positive": int(y.sum()),
+                "folds": splits.n_splits,
+                "test_size": splits.test_size,
+                "splits_digest": splits.digest(),
+                "fit_on": ctx.config.fit_on,
+                "classifier": f"StandardScaler + LogisticRegression(C={self.C}, L2), no feature selection",
+                "delong_input": "per-subject mean of out-of-split predicted probabilities (subjects tested in >= 1 split), paired with the baseline's",
+            },
+        )
+
+    @staticmethod
+    def _roc_figure(roc_data, path):
+        from sklearn.metrics import roc_curve
+
+        from ._common import plt as _plt
+
+        plt = _plt()
+        refs = list(roc_data)
+        fig, axes = plt.subplots(1, len(refs), figsize=(4.2 * len(refs), 4), squeeze=False)
+        for ax, ref in zip(axes[0], refs):
+            for label, y, s in roc_data[ref]:
+                if len(set(y)) < 2:
+                    continue
+                fpr, tpr, _ = roc_curve(y, s)
+                from ..stats import auc
+
+                ax.plot(fpr, tpr, label=f"{label} (AUC {auc(y, s):.2f})")
+            ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+            ax.set_title(f"reference {ref}\n(pooled out-of-split predictions)", fontsize=9)
+            ax.set_xlabel("false positive rate")
+            ax.set_ylabel("true positive rate")
+            ax.legend(fontsize=7, loc="lower right")
+        return savefig(fig, path)
+
+    @staticmethod
+    def _auc_figure(frame, path):
+        from ._common import plt as _plt
+
+        plt = _plt()
+        refs = list(dict.fromkeys(frame["reference"]))
+        fig, axes = plt.subplots(1, len(refs), figsize=(4.2 * len(refs), 3.6), squeeze=False)
+        for ax, ref in zip(axes[0], refs):
+            sub = frame[frame["reference"] == ref]
+            labels = list(dict.fromkeys(sub["method"]))
+            ax.boxplot([sub[sub["method"] == m]["auc"].dropna() for m in labels], labels=labels)
+            ax.set_title(f"test AUC per split, reference {ref}", fontsize=9)
+            ax.set_ylabel("AUC")
+            ax.tick_params(axis="x", labelsize=7, rotation=20)
+        return savefig(fig, path)

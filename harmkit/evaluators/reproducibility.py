@@ -1,0 +1,207 @@
+"""Reproducibility evaluator: do the sites' feature distributions overlap more after harmonization?
+
+The paper's Table 2 and Figs. 6-7, computed with :mod:`harmkit.reproducibility`
+for the lesion VOI (``--voi``) and the reference-tissue VOI
+(``--reference-voi``, the simulator's ``mask_reference``; for lung the 3 cm
+liver sphere):
+
+* for every feature, the **overlap coefficient** of its distribution in each
+  non-reference site group and in the reference group
+  (:func:`harmkit.reproducibility.overlap_coefficient`; 1 = identical
+  distributions, 0 = disjoint), before (baseline ``none``) and after the
+  method; feature stages are fitted on every row here (no outcome is involved);
+* per feature class, the mean ± SD of the improvement (after − before, in
+  percentage points) and the Wilcoxon signed-rank p-value over the class's
+  features (paired before/after);
+* the **COV** (σ/μ of SUV inside the VOI, from ``firstorder_Variance`` and
+  ``firstorder_Mean``) per scan, per site group, before and after, and the
+  Mann-Whitney p-value between each non-reference group and the reference
+  group.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import HarmkitError
+from ..interfaces import EvaluationResult, Evaluator
+from ._common import finite, row_key, savefig
+
+
+def _overlap_function():
+    try:
+        from ..reproducibility import overlap_coefficient
+    except ImportError as exc:
+        raise HarmkitError(f"the reproducibility evaluator needs harmkit.reproducibility.overlap_coefficient ({exc})") from None
+    return overlap_coefficient
+
+
+def cov_from_features(table) -> Any:
+    """COV per scan: sqrt(firstorder_Variance) / firstorder_Mean (NaN when absent)."""
+    if "firstorder_Variance" not in table.columns or "firstorder_Mean" not in table.columns:
+        return None
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sqrt(table["firstorder_Variance"].clip(lower=0)) / table["firstorder_Mean"]
+
+
+class ReproducibilityEvaluator(Evaluator):
+    """Overlap of feature distributions between site groups, per feature class, and COV, before/after."""
+
+    name = "reproducibility"
+    description = "Inter-site reproducibility: feature overlap coefficient per class (Wilcoxon) and COV, before/after"
+
+    def evaluate(self, ctx) -> EvaluationResult:
+        import pandas as pd
+        from scipy import stats as st
+
+        overlap = _overlap_function()
+        rows, cov_rows, class_rows = [], [], []
+        summary: dict[str, dict] = {}
+        for voi in ctx.vois:
+            columns = ctx.feature_columns(voi)
+            base_table = ctx.features[("none", ctx.references[0])][voi]
+            before = ctx.harmonized_features(ctx.methods[0] if ctx.methods[0].label == "none" else _none(ctx), ctx.references[0], voi)
+            for method in ctx.methods:
+                for ref in ctx.references:
+                    table = ctx.features[(method.label, ref)][voi]
+                    after = ctx.harmonized_features(method, ref, voi)
+                    groups = table["site_group"]
+                    for g in ctx.groups:
+                        if g == ref:
+                            continue
+                        a_rows, r_rows = groups == g, groups == ref
+                        for feature in columns:
+                            b = overlap(before.loc[a_rows, feature].to_numpy(), before.loc[r_rows, feature].to_numpy())
+                            a = overlap(after.loc[a_rows, feature].to_numpy(), after.loc[r_rows, feature].to_numpy())
+                            rows.append({
+                                "method": method.label, "reference": ref, "voi": voi, "group": g, "feature": feature,
+                                "class": ctx.feature_classes.get(feature, feature.split("_")[0]),
+                                "overlap_before": float(b), "overlap_after": float(a), "improvement": float(a - b),
+                            })
+                    cov = cov_from_features(after)
+                    cov_before = cov_from_features(base_table)
+                    if cov is not None:
+                        for sid in after.index:
+                            cov_rows.append({
+                                "method": method.label, "reference": ref, "voi": voi, "subject_id": sid,
+                                "site_group": groups.loc[sid], "cov_before": finite(cov_before.loc[sid]), "cov_after": finite(cov.loc[sid]),
+                            })
+        table = pd.DataFrame(rows)
+        covs = pd.DataFrame(cov_rows)
+        if table.empty:
+            return EvaluationResult(self.name, skipped="no feature to compare")
+        for (label, ref, voi, cls), sub in table.groupby(["method", "reference", "voi", "class"], sort=False):
+            d = sub["improvement"].to_numpy()
+            p = float("nan")
+            if len(d) >= 6 and np.any(np.abs(d) > 1e-12):
+                p = float(st.wilcoxon(sub["overlap_after"], sub["overlap_before"]).pvalue)
+            elif not np.any(np.abs(d) > 1e-12):
+                p = 1.0
+            class_rows.append({
+                "method": label, "reference": ref, "voi": voi, "class": cls, "n_features": len(sub),
+                "overlap_before_mean": float(sub["overlap_before"].mean()), "overlap_after_mean": float(sub["overlap_after"].mean()),
+                "improvement_pct_mean": float(100 * d.mean()), "improvement_pct_sd": float(100 * d.std(ddof=1)) if len(d) > 1 else 0.0,
+                "p_wilcoxon": finite(p),
+            })
+        by_class = pd.DataFrame(class_rows)
+        cov_stats = []
+        if not covs.empty:
+            for (label, ref, voi), sub in covs.groupby(["method", "reference", "voi"], sort=False):
+                ref_before = sub[sub["site_group"] == ref]["cov_before"].dropna()
+                ref_after = sub[sub["site_group"] == ref]["cov_after"].dropna()
+                for g, gsub in sub.groupby("site_group"):
+                    entry = {
+                        "method": label, "reference": ref, "voi": voi, "site_group": g,
+                        "cov_median_before": finite(gsub["cov_before"].median()), "cov_median_after": finite(gsub["cov_after"].median()),
+                        "cov_iqr_after": finite(gsub["cov_after"].quantile(0.75) - gsub["cov_after"].quantile(0.25)),
+                    }
+                    if g != ref and len(ref_before) > 1 and gsub["cov_before"].notna().sum() > 1:
+                        entry["p_mannwhitney_vs_reference_before"] = finite(st.mannwhitneyu(gsub["cov_before"].dropna(), ref_before).pvalue)
+                        entry["p_mannwhitney_vs_reference_after"] = finite(st.mannwhitneyu(gsub["cov_after"].dropna(), ref_after).pvalue)
+                        entry["median_gap_before"] = finite(abs(gsub["cov_before"].median() - ref_before.median()))
+                        entry["median_gap_after"] = finite(abs(gsub["cov_after"].median() - ref_after.median()))
+                    cov_stats.append(entry)
+        cov_table = pd.DataFrame(cov_stats)
+        for (label, ref), sub in by_class.groupby(["method", "reference"], sort=False):
+            entry: dict[str, Any] = {}
+            for voi, vsub in sub.groupby("voi", sort=False):
+                per = table[(table["method"] == label) & (table["reference"] == ref) & (table["voi"] == voi)]
+                entry[f"overlap_improvement_pct_{voi}"] = finite(100 * per["improvement"].mean())
+                entry[f"overlap_after_{voi}"] = finite(per["overlap_after"].mean())
+                for row in vsub.to_dict("records"):
+                    entry[f"overlap_improvement_pct_{voi}_{row['class']}"] = finite(row["improvement_pct_mean"])
+            summary[row_key(label, ref)] = entry
+        figures = {}
+        if ctx.figure_dir is not None:
+            figures["overlap_per_class"] = self._overlap_figure(table, ctx.figure_dir / "overlap_per_class.png")
+            if not covs.empty:
+                figures["cov_distributions"] = self._cov_figure(covs, ctx.figure_dir / "cov_distributions.png")
+        return EvaluationResult(
+            self.name,
+            tables={"overlap_per_feature": table, "overlap_per_class": by_class, "cov_per_scan": covs, "cov_by_group": cov_table},
+            figures=figures,
+            summary={
+                "by_method": summary,
+                "vois": list(ctx.vois),
+                "overlap": "overlap coefficient of each feature's distributions in a non-reference group and the reference group",
+                "feature_stages": "fitted on every row (no outcome involved)",
+            },
+        )
+
+    @staticmethod
+    def _overlap_figure(table, path):
+        from ._common import plt as _plt
+
+        plt = _plt()
+        combos = [c for c in dict.fromkeys(zip(table["method"], table["reference"], table["voi"])) if c[0] != "none"]
+        if not combos:
+            combos = list(dict.fromkeys(zip(table["method"], table["reference"], table["voi"])))
+        classes = list(dict.fromkeys(table["class"]))
+        fig, axes = plt.subplots(len(combos), 1, figsize=(max(6, 1.2 * len(classes)), 2.8 * len(combos)), squeeze=False)
+        for ax, (label, ref, voi) in zip(axes[:, 0], combos):
+            sub = table[(table["method"] == label) & (table["reference"] == ref) & (table["voi"] == voi)]
+            positions, data, colors = [], [], []
+            for i, cls in enumerate(classes):
+                c = sub[sub["class"] == cls]
+                data += [c["overlap_before"].to_numpy(), c["overlap_after"].to_numpy()]
+                positions += [3 * i, 3 * i + 1]
+                colors += ["tab:blue", "tab:orange"]
+            parts = ax.boxplot(data, positions=positions, patch_artist=True, widths=0.8)
+            for patch, color in zip(parts["boxes"], colors):
+                patch.set_facecolor(color)
+                patch.set_alpha(0.6)
+            ax.set_xticks([3 * i + 0.5 for i in range(len(classes))])
+            ax.set_xticklabels(classes, fontsize=8)
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_ylabel("overlap")
+            ax.set_title(f"{label} -> {ref}, VOI {voi}: before (blue) / after (orange)", fontsize=9)
+        return savefig(fig, path)
+
+    @staticmethod
+    def _cov_figure(covs, path):
+        from ._common import plt as _plt
+
+        plt = _plt()
+        combos = [c for c in dict.fromkeys(zip(covs["method"], covs["reference"], covs["voi"])) if c[0] != "none"]
+        if not combos:
+            combos = list(dict.fromkeys(zip(covs["method"], covs["reference"], covs["voi"])))
+        fig, axes = plt.subplots(1, len(combos), figsize=(3.6 * len(combos), 3.4), squeeze=False)
+        for ax, (label, ref, voi) in zip(axes[0], combos):
+            sub = covs[(covs["method"] == label) & (covs["reference"] == ref) & (covs["voi"] == voi)]
+            data, names = [], []
+            for g in dict.fromkeys(sub["site_group"]):
+                gs = sub[sub["site_group"] == g]
+                data += [gs["cov_before"].dropna(), gs["cov_after"].dropna()]
+                names += [f"{g}\nbefore", f"{g}\nafter"]
+            ax.boxplot(data, labels=names)
+            ax.set_title(f"COV ({voi}) {label} -> {ref}", fontsize=9)
+            ax.tick_params(axis="x", labelsize=7)
+        return savefig(fig, path)
+
+
+def _none(ctx):
+    from ..methods import Method
+
+    return Method("none", ())
