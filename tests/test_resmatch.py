@@ -1,0 +1,152 @@
+"""Resolution matching image harmonizer (plugin harmkit-histmatch, name ``resmatch``)."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy.ndimage import gaussian_filter
+
+from harmkit.data import Cohort, Scan
+from harmkit.errors import HarmkitError
+from harmkit.imageio import same_geometry
+from harmkit_histmatch import ResolutionMatching, gaussian_smooth, noise_smoothness
+
+SHAPE = (40, 40, 40)  # z, y, x
+SPACING = 2.0  # mm, isotropic
+SHARP_FWHM = 4.0  # mm: the noise texture of the sharp site
+BLUR_FWHM = 6.0  # mm: the extra Gaussian that makes the smooth site
+
+
+def sphere(radius_vox):
+    z, y, x = np.indices(SHAPE)
+    c = (np.asarray(SHAPE) - 1) / 2
+    return ((z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2 <= radius_vox**2).astype(np.uint8)
+
+
+def fwhm_to_sigma_vox(fwhm_mm):
+    return fwhm_mm / (2 * np.sqrt(2 * np.log(2))) / SPACING
+
+
+def make_scan(subject, site, seed, extra_blur_mm=0.0):
+    """Liver-like uniform uptake (SUV 2) with correlated noise, optionally blurred by a known Gaussian."""
+    rng = np.random.default_rng(seed)
+    noise = gaussian_filter(rng.normal(size=SHAPE), fwhm_to_sigma_vox(SHARP_FWHM), mode="wrap")
+    noise /= noise.std()
+    values = sphere(17) * (2.0 + 0.3 * noise)
+    if extra_blur_mm:
+        values = gaussian_filter(values, fwhm_to_sigma_vox(extra_blur_mm), mode="nearest")
+    image = sitk.GetImageFromArray(values.astype(np.float32))
+    image.SetSpacing((SPACING,) * 3)
+    image.SetOrigin((10.0, -20.0, 5.0))
+    masks = {}
+    for name, radius in (("reference", 8), ("body", 17)):
+        m = sitk.GetImageFromArray(sphere(radius))
+        m.CopyInformation(image)
+        masks[name] = m
+    return Scan(subject, site, image, masks=masks)
+
+
+@pytest.fixture(scope="module")
+def data():
+    scans = [make_scan(f"a{i}", "SHARP", seed=i) for i in range(3)]
+    scans += [make_scan(f"b{i}", "SMOOTH", seed=100 + i, extra_blur_mm=BLUR_FWHM) for i in range(3)]
+    return Cohort(scans)
+
+
+def test_known_blur_is_recovered_by_the_fitted_width_within_20_percent(data):
+    model = ResolutionMatching().fit(data, "SMOOTH")
+    assert model.fwhm_mm_["SMOOTH"] == 0.0
+    assert abs(model.fwhm_mm_["SHARP"] - BLUR_FWHM) <= 0.2 * BLUR_FWHM, model.fwhm_mm_
+    assert model.site_statistics_["SHARP"] < model.site_statistics_["SMOOTH"]
+    assert model.matched_statistics_["SHARP"] == pytest.approx(model.site_statistics_["SMOOTH"], rel=0.01)
+
+
+def test_known_blur_is_recovered_with_the_correlation_statistic(data):
+    model = ResolutionMatching(statistic="correlation").fit(data, "SMOOTH")
+    assert abs(model.fwhm_mm_["SHARP"] - BLUR_FWHM) <= 0.2 * BLUR_FWHM, model.fwhm_mm_
+
+
+def test_sharper_reference_is_refused_because_smoothing_cannot_sharpen(data):
+    with pytest.raises(HarmkitError, match="'SHARP' is sharper than site group 'SMOOTH'.*cannot sharpen"):
+        ResolutionMatching().fit(data, "SHARP")
+
+
+def test_smoothed_scans_have_the_smooth_sites_texture_and_keep_mean_suv(data):
+    model = ResolutionMatching().fit(data, "SMOOTH")
+    ref = sitk.GetArrayFromImage(data[0].masks["reference"]) > 0
+
+    def texture(scans):
+        return np.mean([noise_smoothness(sitk.GetArrayFromImage(s.load_image()), ref, (SPACING,) * 3) for s in scans])
+
+    sharp = [s for s in data if s.site == "SHARP"]
+    target = texture([s for s in data if s.site == "SMOOTH"])
+    outputs = [model.transform(s) for s in sharp]
+    assert texture(sharp) < 0.7 * target
+    assert texture(outputs) == pytest.approx(target, rel=0.05)
+    for scan, out in zip(sharp, outputs):
+        before = sitk.GetArrayFromImage(scan.load_image())[ref]
+        after = sitk.GetArrayFromImage(out.load_image())[ref]
+        assert after.mean() == pytest.approx(before.mean(), rel=0.01)
+        assert after.std() < before.std()
+
+
+def test_given_width_is_applied_as_a_gaussian_of_that_fwhm(data):
+    model = ResolutionMatching(fwhm_mm=5.0).fit(data, "SMOOTH")
+    assert model.fwhm_mm_ == {"SMOOTH": 0.0, "SHARP": 5.0}
+    out = sitk.GetArrayFromImage(model.transform(data[1]).load_image())
+    expected = gaussian_filter(sitk.GetArrayFromImage(data[1].load_image()), fwhm_to_sigma_vox(5.0), mode="nearest")
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+def test_gaussian_width_is_in_millimetres_on_anisotropic_grids():
+    array = np.zeros((21, 41, 41), np.float32)
+    array[10, 20, 20] = 1.0
+    out = gaussian_smooth(array, (4.0, 1.0, 1.0), 8.0)  # z voxels are 4 mm, y/x voxels 1 mm
+    profile_x = out[10, 20, :]
+    above_half = np.flatnonzero(profile_x >= profile_x.max() / 2)
+    assert 7 <= above_half.size <= 9  # FWHM of 8 mm = 8 voxels of 1 mm
+    assert out.sum() == pytest.approx(1.0, rel=1e-4)
+
+
+def test_output_is_on_the_input_grid_and_reference_scans_are_unchanged(data):
+    model = ResolutionMatching(fwhm_mm=3.0).fit(data, "SMOOTH")
+    out = model.transform(data[0])
+    assert same_geometry(out.load_image(), data[0].load_image())
+    assert out.load_image().GetPixelID() == sitk.sitkFloat32
+    same = model.transform(data[4])
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(same.load_image()), sitk.GetArrayFromImage(data[4].image))
+
+
+def test_site_group_unseen_at_fit_is_refused_when_widths_were_fitted(data):
+    model = ResolutionMatching().fit(data, "SMOOTH")
+    stranger = make_scan("z0", "OTHER", seed=7)
+    with pytest.raises(HarmkitError, match="'OTHER' was not in the cohort at fit"):
+        model.transform(stranger)
+
+
+def test_save_load_and_pickle_keep_the_fitted_widths(data, tmp_path):
+    import harmkit
+
+    model = ResolutionMatching().fit(data, "SMOOTH")
+    loaded = harmkit.load_model(model.save(tmp_path / "rm"))
+    assert loaded.fwhm_mm_ == model.fwhm_mm_ and loaded.reference_site_ == "SMOOTH"
+    expected = sitk.GetArrayFromImage(model.transform(data[1]).load_image())
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(loaded.transform(data[1]).load_image()), expected)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(pickle.loads(pickle.dumps(model.transform))(data[1]).load_image()), expected)
+
+
+def test_missing_reference_mask_is_named(data):
+    bare = Scan("q1", "SHARP", data[0].image, masks={})
+    with pytest.raises(HarmkitError, match="'q1'.*no mask 'reference'"):
+        ResolutionMatching().fit(Cohort([bare, *list(data)[3:]]), "SMOOTH")
+
+
+def test_registered_as_resmatch_from_its_own_distribution():
+    import harmkit
+
+    info = {p.name: p for p in harmkit.list_plugins()}["resmatch"]
+    assert info.distribution == "harmkit-histmatch" and info.kind == "image-harmonizer"
+    assert harmkit.get_harmonizer("resmatch", fwhm_mm=6.0).fwhm_mm == 6.0
