@@ -96,6 +96,7 @@ def read_manifest_problems(path: str | os.PathLike) -> tuple[Cohort, list[Proble
             )
         )
     problems += duplicate_subject_problems(scans)
+    problems.sort(key=lambda p: p.row or 0)
     if not scans:
         problems.append(Problem("no data rows; add one row per scan below the header"))
     return Cohort(scans, root=root, manifest=path), problems

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,22 @@ def write_scan(folder: Path, name: str, values: np.ndarray, spacing=(2.0, 2.0, 3
     path.parent.mkdir(parents=True, exist_ok=True)
     sitk.WriteImage(image, str(path))
     return path
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``folder`` with its size and modification time (to assert nothing was written)."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def edit_manifest(manifest: Path, row: int, **cells) -> None:
+    """Change cells of data row ``row`` (1-based) of a manifest in place."""
+    with manifest.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    rows[row - 1].update(cells)
+    with manifest.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 @pytest.fixture

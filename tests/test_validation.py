@@ -15,22 +15,7 @@ from harmkit.data import Cohort, Scan
 from harmkit.errors import HarmkitError, ManifestError
 from harmkit.validation import validate_cohort, validate_manifest
 
-from conftest import write_scan
-
-
-def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
-
-
-def edit_manifest(manifest: Path, row: int, **cells) -> None:
-    """Change cells of data row ``row`` (1-based) of a manifest in place."""
-    with manifest.open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    rows[row - 1].update(cells)
-    with manifest.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+from conftest import edit_manifest, snapshot, write_scan
 
 
 def only_error(report):
