@@ -309,8 +309,11 @@ def _check_voxels(scan: Scan, header: dict, mask_headers: dict, problems: list[P
     voxels = sitk.GetArrayViewFromImage(image)
     finite = np.isfinite(voxels)
     bad = int(voxels.size - np.count_nonzero(finite))
+    n_nan = int(np.count_nonzero(np.isnan(voxels))) if bad else 0
+    if not bad and isinstance(scan.image, (str, Path)) and str(scan.image).endswith((".nii", ".nii.gz")):
+        # SimpleITK's NIfTI reader silently turns NaN/inf into 0: look at the stored values
+        bad, n_nan = _nifti_non_finite(Path(scan.image))
     if bad:
-        n_nan = int(np.count_nonzero(np.isnan(voxels)))
         problems.append(
             _problem(
                 scan,
@@ -340,6 +343,59 @@ def _check_voxels(scan: Scan, header: dict, mask_headers: dict, problems: list[P
             problems.append(
                 _problem(scan, f"mask {name!r} is empty (no non-zero voxel) in {_source(scan.masks[name])}; fix the segmentation or remove the row")
             )
+
+
+_NIFTI_FLOAT_TYPES = {16: np.float32, 64: np.float64}
+
+
+def _nifti_non_finite(path: Path, chunk_bytes: int = 1 << 24) -> tuple[int, int]:
+    """(non-finite, NaN) counts of the voxels stored in a float NIfTI-1/2 file, streamed in chunks.
+
+    SimpleITK (nifticlib) replaces non-finite floats with 0 when it reads a
+    NIfTI file, so they must be counted in the raw data. Non-float files and
+    headers this function does not understand give (0, 0).
+    """
+    import gzip
+    import struct
+
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            head = handle.read(540)
+            if len(head) < 348:
+                return 0, 0
+            for order in "<>":
+                size = struct.unpack_from(order + "i", head, 0)[0]
+                if size in (348, 540):
+                    break
+            else:
+                return 0, 0
+            if size == 348:
+                dims = struct.unpack_from(order + "8h", head, 40)
+                datatype = struct.unpack_from(order + "h", head, 70)[0]
+                offset = int(struct.unpack_from(order + "f", head, 108)[0])
+            else:
+                datatype = struct.unpack_from(order + "h", head, 12)[0]
+                dims = struct.unpack_from(order + "8q", head, 16)
+                offset = struct.unpack_from(order + "q", head, 168)[0]
+            if datatype not in _NIFTI_FLOAT_TYPES or not 1 <= dims[0] <= 7:
+                return 0, 0
+            dtype = np.dtype(_NIFTI_FLOAT_TYPES[datatype]).newbyteorder(order)
+            remaining = int(np.prod([max(d, 1) for d in dims[1 : dims[0] + 1]], dtype=np.int64)) * dtype.itemsize
+            handle.seek(max(offset, size))
+            bad = nan = 0
+            while remaining > 0:
+                block = handle.read(min(chunk_bytes, remaining))
+                if not block:
+                    break
+                block = block[: len(block) - len(block) % dtype.itemsize]
+                values = np.frombuffer(block, dtype=dtype)
+                bad += int(values.size - np.count_nonzero(np.isfinite(values)))
+                nan += int(np.count_nonzero(np.isnan(values)))
+                remaining -= len(block)
+    except (OSError, EOFError, struct.error):
+        return 0, 0
+    return bad, nan
 
 
 def _cohort_problems(cohort: Cohort, min_scans_per_site: int, require_outcome: bool) -> list[Problem]:

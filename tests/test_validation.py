@@ -91,6 +91,18 @@ def test_non_finite_voxels_are_reported(tiny_cohort, bad, words):
     assert message.startswith("row 5 (subject B1, site B)") and "1 non-finite voxel(s)" in message and words in message
 
 
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_non_finite_voxels_in_nifti_are_found_although_simpleitk_reads_them_as_zero(tiny_cohort, suffix):
+    values = np.ones((6, 8, 8), np.float32)
+    values[1, 2, 3] = np.nan
+    values[2, 2, 3] = -np.inf
+    write_scan(tiny_cohort.parent / "images", f"A0_nan{suffix}", values)
+    edit_manifest(tiny_cohort, 1, image=f"images/A0_nan{suffix}")
+    assert not np.isnan(sitk.GetArrayFromImage(sitk.ReadImage(str(tiny_cohort.parent / "images" / f"A0_nan{suffix}")))).any()
+    message = only_error(run(tiny_cohort))
+    assert message.startswith("row 1 (subject A0, site A)") and "2 non-finite voxel(s) (1 NaN, 1 infinite)" in message
+
+
 def test_headers_only_skips_voxel_checks(tiny_cohort):
     write_scan(tiny_cohort.parent / "images", "A2_lesion.nii.gz", np.zeros((6, 8, 8), np.uint8))
     assert run(tiny_cohort, check_voxels=False).ok
