@@ -301,6 +301,13 @@ def test_small_sites_are_warned_about_and_report_is_a_fitted_attribute():
     json.dumps(report)
 
 
+def test_site_test_can_be_skipped_but_small_sites_are_still_warned_about():
+    features, sites, _ = make_table(n_per_site=(30, 12, 30))
+    with pytest.warns(ComBatWarning, match="'S1' has 12 scans"):
+        model = ComBat(site_test=None).fit(features, sites)
+    assert model.site_difference_ is None
+
+
 # ----------------------------------------------------------- scikit-learn
 def test_transformer_in_cross_val_score_fits_per_fold_and_hides_the_site():
     from sklearn.base import clone

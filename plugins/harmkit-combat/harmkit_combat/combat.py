@@ -69,8 +69,9 @@ class ComBat(FeatureHarmonizer):
     smooth_term_bounds : (float or None, float or None), default (None, None)
         Range of the spline basis of a single smooth term; widen it when the
         rows you will transform cover a wider range than the training rows.
-    site_test : {"ks", "ad"}, default "ks"
-        Test used by the pre-harmonization check ``site_difference_``.
+    site_test : {"ks", "ad"} or None, default "ks"
+        Test used by the pre-harmonization check ``site_difference_``
+        (``None`` skips it; worth it only for very large tables).
     alpha : float, default 0.05
         Significance level of that check.
     min_scans_per_site : int, default 20
@@ -181,14 +182,24 @@ class ComBat(FeatureHarmonizer):
         if not keep:
             raise HarmkitError("ComBat: every feature is constant within at least one site; nothing to harmonize")
 
-        report = site_difference(
-            pd.DataFrame(values[:, keep], columns=[feature_names[j] for j in keep]),
-            site_labels,
-            test=self.site_test,
-            alpha=self.alpha,
-            min_scans=self.min_scans_per_site,
-        )
-        for message in report.messages:
+        if self.site_test is not None:
+            report = site_difference(
+                pd.DataFrame(values[:, keep], columns=[feature_names[j] for j in keep]),
+                site_labels,
+                test=self.site_test,
+                alpha=self.alpha,
+                min_scans=self.min_scans_per_site,
+            )
+            messages = report.messages
+        else:  # the test skipped; small sites are still reported
+            report = None
+            messages = [
+                f"site {s!r} has {n} scans (< {self.min_scans_per_site}): ComBat's site estimates are unreliable "
+                f"(Orlhac et al., J Nucl Med 2022)"
+                for s, n in site_counts.items()
+                if n < self.min_scans_per_site
+            ]
+        for message in messages:
             warnings.warn(f"ComBat: {message}", ComBatWarning, stacklevel=2)
 
         internal = {name: f"c{i}" for i, name in enumerate(cov_names)}
@@ -220,7 +231,7 @@ class ComBat(FeatureHarmonizer):
         )
         self.smooth_terms_ = smooth
         self.eb_used_ = eb
-        self.site_difference_ = report.to_dict()
+        self.site_difference_ = report.to_dict() if report is not None else None
         self.B_hat_ = np.asarray(model["B_hat"], dtype=float)
         self.grand_mean_ = np.asarray(model["stand_mean"][:, 0], dtype=float)
         self.var_pooled_ = np.asarray(model["var_pooled"], dtype=float).reshape(-1)
