@@ -62,7 +62,7 @@ def time_harmonizer(harmonizer, cohort, reference: str, jobs: int):
     harmonizer.fit(cohort, reference)
     fit_s = time.perf_counter() - start
     sources = [s for s in cohort if s.group != reference]
-    with get_executor(jobs=jobs) as executor:
+    with get_executor(jobs=jobs, progress=False) as executor:
         start = time.perf_counter()
         results = executor.map(harmonizer.transform, sources, label=harmonizer.name)
         transform_s = time.perf_counter() - start

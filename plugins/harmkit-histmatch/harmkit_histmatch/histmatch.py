@@ -78,7 +78,7 @@ class HistogramMatching(ImageHarmonizer):
         quantiles, counts = [], []
         for scan in progress(scans, len(scans), f"histmatch: reference {reference_site}"):
             _, array, mask = image_and_mask(scan, self.mask)
-            voxels = array[mask].astype(np.float64)
+            voxels = array[mask]
             quantiles.append(quantiles_of(voxels, _GRID))
             counts.append(voxels.size)
         self.reference_site_ = str(reference_site)
@@ -114,12 +114,13 @@ def quantiles_of(values: np.ndarray, levels: np.ndarray) -> np.ndarray:
 
     One code path for fit and transform, so a scan matched to itself maps exactly onto itself.
     """
-    ordered = np.sort(np.asarray(values, dtype=np.float64).ravel())
+    ordered = np.sort(np.asarray(values).ravel())  # in the input's precision (float32 images sort faster)
     position = np.asarray(levels, dtype=np.float64) * (ordered.size - 1)
     lower = np.floor(position).astype(np.int64)
     upper = np.minimum(lower + 1, ordered.size - 1)
     fraction = position - lower
-    return ordered[lower] + (ordered[upper] - ordered[lower]) * fraction
+    low = ordered[lower].astype(np.float64)
+    return low + (ordered[upper].astype(np.float64) - low) * fraction
 
 
 def pooled_quantiles(quantiles: np.ndarray, counts: np.ndarray, levels: np.ndarray) -> np.ndarray:
