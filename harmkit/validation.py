@@ -19,7 +19,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -134,6 +134,8 @@ def validate_manifest(
     masks: Sequence[str] | None = None,
     check_voxels: bool = True,
     progress: bool = False,
+    jobs: int | None = 1,
+    scheduler: str | None = None,
 ) -> ValidationReport:
     """Read ``manifest`` and validate it: structural problems of the CSV plus :func:`validate_cohort`.
 
@@ -145,7 +147,7 @@ def validate_manifest(
     from .manifest import read_manifest_problems
 
     cohort, structural = read_manifest_problems(manifest)
-    return _validate(cohort, structural, min_scans_per_site, require_outcome, masks, check_voxels, progress)
+    return _validate(cohort, structural, min_scans_per_site, require_outcome, masks, check_voxels, progress, jobs, scheduler)
 
 
 def validate_cohort(
@@ -155,6 +157,8 @@ def validate_cohort(
     masks: Sequence[str] | None = None,
     check_voxels: bool = True,
     progress: bool = False,
+    jobs: int | None = 1,
+    scheduler: str | None = None,
 ) -> ValidationReport:
     """Check every scan of ``cohort`` and return a :class:`ValidationReport` (nothing is written).
 
@@ -175,6 +179,10 @@ def validate_cohort(
         memory at a time). ``False`` checks headers only, which is much faster.
     progress:
         Show a rich progress bar.
+    jobs, scheduler:
+        Check scans in parallel through :func:`harmkit.execution.get_executor`
+        (default: one scan after the other in this process; ``jobs=None``
+        uses every core, ``scheduler`` a Dask cluster).
     """
     if not isinstance(cohort, Cohort):
         cohort = Cohort(list(cohort))
@@ -184,22 +192,27 @@ def validate_cohort(
     for scan in cohort:
         if scan.outcome is not None and scan.outcome not in (0, 1):
             structural.append(_problem(scan, f"outcome {scan.outcome!r} is not binary; use 0 or 1 (None when unknown)"))
-    return _validate(cohort, structural, min_scans_per_site, require_outcome, masks, check_voxels, progress)
+    return _validate(cohort, structural, min_scans_per_site, require_outcome, masks, check_voxels, progress, jobs, scheduler)
 
 
-def _validate(cohort, structural, min_scans_per_site, require_outcome, masks, check_voxels, progress) -> ValidationReport:
+def _validate(cohort, structural, min_scans_per_site, require_outcome, masks, check_voxels, progress, jobs=1, scheduler=None) -> ValidationReport:
+    from .execution import get_executor
+
     if min_scans_per_site < 1:
         raise HarmkitError(f"min_scans_per_site must be at least 1, got {min_scans_per_site}")
     report = ValidationReport(cohort, list(structural), min_scans_per_site=min_scans_per_site)
     required_masks = list(masks or [])
-    per_scan: list[Problem] = []
-    with _progress(progress, len(cohort)) as advance:
-        for scan in cohort:
-            info = _check_scan(scan, required_masks, check_voxels, per_scan)
-            if info is not None:
-                report.scans.append(info)
-            advance()
-    report.problems += per_scan
+    tasks = [(scan, required_masks, check_voxels) for scan in cohort]
+    with get_executor(jobs=jobs, scheduler=scheduler, progress=progress) as executor:
+        results = executor.map(_scan_task, tasks, label="validating")
+    for scan, result in zip(cohort, results):
+        if result.error is not None:
+            report.problems.append(_problem(scan, f"could not be checked: {result.error}"))
+            continue
+        info, problems = result.value
+        if info is not None:
+            report.scans.append(info)
+        report.problems += problems
     report.problems += _cohort_problems(cohort, min_scans_per_site, require_outcome)
     report.problems.sort(key=lambda p: (p.row is None, p.row or 0))
     return report
@@ -207,6 +220,14 @@ def _validate(cohort, structural, min_scans_per_site, require_outcome, masks, ch
 
 def _problem(scan: Scan, message: str, severity: str = "error") -> Problem:
     return Problem(message, row=scan.row, subject=scan.subject_id or None, site=scan.site or None, severity=severity)
+
+
+def _scan_task(task: tuple) -> tuple[ScanInfo | None, list[Problem]]:
+    """One scan's checks as a picklable task for the executor: (header facts or None, problems)."""
+    scan, required_masks, check_voxels = task
+    problems: list[Problem] = []
+    info = _check_scan(scan, required_masks, check_voxels, problems)
+    return info, problems
 
 
 def _check_scan(scan: Scan, required_masks: list[str], check_voxels: bool, problems: list[Problem]) -> ScanInfo | None:
@@ -448,26 +469,3 @@ def _format_spacing(spacing: Sequence[float]) -> str:
 
 def _format_point(point: Sequence[float]) -> str:
     return "(" + ", ".join(f"{v:.2f}" for v in point) + ")"
-
-
-class _progress:
-    """A rich progress bar when asked for, else a no-op; yields an ``advance()`` callable."""
-
-    def __init__(self, enabled: bool, total: int):
-        self.enabled = enabled
-        self.total = total
-        self._bar = None
-
-    def __enter__(self) -> Callable[[], None]:
-        if not self.enabled:
-            return lambda: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._bar = Progress(TextColumn("validating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
-        self._bar.__enter__()
-        task = self._bar.add_task("validate", total=self.total)
-        return lambda: self._bar.advance(task)
-
-    def __exit__(self, *exc) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)

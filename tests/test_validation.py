@@ -238,3 +238,12 @@ def test_real_ibsi_scans_group_into_three_protocols(ibsi_manifest, tmp_path):
     assert table.loc["4.688mm", "matrix"] == "28–30×28–29×47–51"
     # the committed manifest says the same
     assert validate_manifest(ibsi_manifest, masks=["lesion"]).summary_table()["scans"].sum() == 6
+
+
+def test_parallel_validation_gives_the_same_report(tiny_cohort):
+    edit_manifest(tiny_cohort, 2, image="images/nowhere.nii.gz")
+    write_scan(tiny_cohort.parent / "images", "B0_lesion.nii.gz", np.zeros((6, 8, 8), np.uint8), spacing=(3.0, 3.0, 3.0))
+    serial = run(tiny_cohort)
+    parallel = run(tiny_cohort, jobs=2)
+    assert [str(p) for p in parallel.problems] == [str(p) for p in serial.problems] and len(serial.errors) == 2
+    assert parallel.summary_table().equals(serial.summary_table())

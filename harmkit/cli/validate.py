@@ -16,7 +16,11 @@ import click
               help="A mask every scan must have (repeatable), e.g. --mask lesion.")
 @click.option("--headers-only", is_flag=True,
               help="Check files and geometry from headers only; skip the NaN and empty-mask checks (faster).")
-def validate(manifest: str, min_scans_per_site: int, require_outcome: bool, masks: tuple[str, ...], headers_only: bool) -> None:
+@click.option("--jobs", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Worker processes checking scans in parallel (0: every core).")
+@click.option("--scheduler", help="Dask scheduler address tcp://HOST:PORT, or 'local' for a local Dask cluster.")
+def validate(manifest: str, min_scans_per_site: int, require_outcome: bool, masks: tuple[str, ...], headers_only: bool,
+             jobs: int, scheduler: str | None) -> None:
     """Check a cohort: files, geometry, masks, voxels, subject ids, outcomes, sites.
 
     Prints a per-site summary (scans, matrix sizes, voxel sizes, outcome counts,
@@ -27,6 +31,7 @@ def validate(manifest: str, min_scans_per_site: int, require_outcome: bool, mask
     \b
     Example:
       harmkit validate data/manifest.csv --mask lesion --require-outcome
+      harmkit validate big/manifest.csv --headers-only --jobs 0
     """
     from rich.console import Console
     from rich.table import Table
@@ -43,6 +48,8 @@ def validate(manifest: str, min_scans_per_site: int, require_outcome: bool, mask
         masks=list(masks),
         check_voxels=not headers_only,
         progress=console.is_terminal,
+        jobs=None if jobs == 0 else jobs,
+        scheduler=scheduler,
     )
     summary = report.summary_table()
     table = Table(title=f"{manifest}: {len(report.cohort)} scans, {len(report.cohort.sites)} sites")
