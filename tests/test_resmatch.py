@@ -12,7 +12,7 @@ from scipy.ndimage import gaussian_filter
 from harmkit.data import Cohort, Scan
 from harmkit.errors import HarmkitError
 from harmkit.imageio import same_geometry
-from harmkit_histmatch import ResolutionMatching, gaussian_smooth, noise_smoothness
+from harmkit_histmatch import ResolutionMatching, ResolutionMatchingWarning, gaussian_smooth, noise_smoothness
 
 SHAPE = (40, 40, 40)  # z, y, x
 SPACING = 2.0  # mm, isotropic
@@ -142,6 +142,14 @@ def test_missing_reference_mask_is_named(data):
     bare = Scan("q1", "SHARP", data[0].image, masks={})
     with pytest.raises(HarmkitError, match="'q1'.*no mask 'reference'"):
         ResolutionMatching().fit(Cohort([bare, *list(data)[3:]]), "SMOOTH")
+
+
+def test_small_reference_voi_is_warned_about(data):
+    small = sitk.GetImageFromArray(sphere(3))
+    small.CopyInformation(data[0].image)
+    scans = [Scan(s.subject_id, s.site, s.image, masks={"reference": small}) for s in data]
+    with pytest.warns(ResolutionMatchingWarning, match="fewer than 200 voxels"):
+        ResolutionMatching().fit(Cohort(scans), "SMOOTH")
 
 
 def test_registered_as_resmatch_from_its_own_distribution():

@@ -7,6 +7,6 @@
 """
 
 from .histmatch import HistogramMatching
-from .resmatch import ResolutionMatching, gaussian_smooth, noise_smoothness
+from .resmatch import ResolutionMatching, ResolutionMatchingWarning, gaussian_smooth, noise_smoothness
 
-__all__ = ["HistogramMatching", "ResolutionMatching", "gaussian_smooth", "noise_smoothness"]
+__all__ = ["HistogramMatching", "ResolutionMatching", "ResolutionMatchingWarning", "gaussian_smooth", "noise_smoothness"]

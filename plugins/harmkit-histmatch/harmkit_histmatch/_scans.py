@@ -45,9 +45,12 @@ def group_scans(cohort, group: str, what: str) -> list:
 
 def progress(items: Iterable, total: int, label: str):
     """A rich progress bar over ``items`` when there are enough of them to notice."""
-    if total < 8:
+    import sys
+
+    if total < 8 or not sys.stderr.isatty():
         yield from items
         return
+    from rich.console import Console
     from rich.progress import track
 
-    yield from track(items, total=total, description=label, transient=True)
+    yield from track(items, total=total, description=label, transient=True, console=Console(stderr=True))

@@ -26,6 +26,7 @@ refuses.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -36,6 +37,11 @@ from ._scans import group_scans, image_and_mask, progress, rebuild
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 STATISTICS = ("smoothness", "correlation", "cov")
+SMALL_VOI_VOXELS = 200  # below this the texture statistic of one VOI is too noisy to trust
+
+
+class ResolutionMatchingWarning(UserWarning):
+    """The fitted width may be unreliable (small VOI, sites hardly different)."""
 
 
 def gaussian_smooth(array: np.ndarray, spacing_zyx, fwhm_mm: float) -> np.ndarray:
@@ -180,20 +186,45 @@ class ResolutionMatching(ImageHarmonizer):
         for scan in progress(all_scans, len(all_scans), "resmatch: reading VOIs"):
             patches.setdefault(scan.group, []).append(_Patch(scan, self.mask, float(self.max_fwhm_mm)))
 
-        def mean_stat(group: str, fwhm: float) -> float:
-            values = [p.statistic(name, fwhm) for p in patches[group]]
-            values = [v for v in values if np.isfinite(v)]
-            if not values:
+        def stats(group: str, fwhm: float) -> np.ndarray:
+            values = np.asarray([p.statistic(name, fwhm) for p in patches[group]])
+            values = values[np.isfinite(values)]
+            if not len(values):
                 raise HarmkitError(f"resmatch: statistic {name!r} is undefined in every VOI of site group {group!r} (constant VOI?)")
-            return float(np.mean(values))
+            return values
 
-        target = mean_stat(reference_site, 0.0)
+        def mean_stat(group: str, fwhm: float) -> float:
+            return float(np.mean(stats(group, fwhm)))
+
+        def standard_error(values: np.ndarray) -> float:
+            return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+
+        small = sorted({p.label for ps in patches.values() for p in ps if p.mask.sum() < SMALL_VOI_VOXELS})
+        if small:
+            warnings.warn(
+                f"resmatch: mask {self.mask!r} has fewer than {SMALL_VOI_VOXELS} voxels in {len(small)} scan(s) "
+                f"(e.g. {small[0]}); the texture statistic of such a small VOI is noisy and the fitted width unreliable",
+                ResolutionMatchingWarning,
+                stacklevel=2,
+            )
+        reference_values = stats(reference_site, 0.0)
+        target = float(np.mean(reference_values))
         site_stats = {reference_site: target}
         matched = {reference_site: target}
         widths = {reference_site: 0.0}
         for group in groups:
-            start = mean_stat(group, 0.0)
+            group_values = stats(group, 0.0)
+            start = float(np.mean(group_values))
             site_stats[group] = start
+            noise = math.hypot(standard_error(reference_values), standard_error(group_values))
+            if noise > 0 and abs(target - start) < 2 * noise:
+                warnings.warn(
+                    f"resmatch: the {name} of site group {group!r} ({start:.4g}) and of the reference "
+                    f"{reference_site!r} ({target:.4g}) differ by less than twice their standard error; "
+                    f"the fitted width for {group!r} is unreliable (more scans or a larger VOI help)",
+                    ResolutionMatchingWarning,
+                    stacklevel=2,
+                )
             gap = (target - start) if increasing else (start - target)
             if gap <= 0:
                 if abs(gap) <= self.tolerance * abs(target):
