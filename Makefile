@@ -25,6 +25,7 @@ $(STAMP): $(SETUP_INPUTS)
 
 bench: setup
 	$(VENV)/bin/harmkit plugins
+	$(VENV)/bin/harmkit validate tests/data/ibsi1-pet/manifest.csv --mask lesion
 
 test: setup
 	$(PY) -m pytest -ra

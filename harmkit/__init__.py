@@ -35,6 +35,7 @@ __all__ = [
     "get_evaluator",
     "list_plugins",
     "load_model",
+    "validate",
     "simulate",
     "extract",
     "train",
@@ -44,6 +45,7 @@ __all__ = [
 
 # Entry points whose modules pull in heavier dependencies load on first use.
 _LAZY = {
+    "validate": ("harmkit.validation", "validate_manifest"),
     "simulate": ("harmkit.simulation", "simulate"),
     "extract": ("harmkit.extraction", "extract"),
     "train": ("harmkit.harmonize", "train"),
