@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -128,11 +129,17 @@ class BenchContext:
 
         outputs = [x for x, _ in apply_to]
         current_train = train
-        for stage in method.feature_stages:
+        stages = method.feature_stages
+        for number, stage in enumerate(stages):
             harmonizer = get_harmonizer(stage.name, **plugin_params(self.config, stage.name))
-            harmonizer.fit(current_train, list(train_groups), None, reference_site=reference)
-            outputs = [harmonizer.transform(x, list(groups)) for x, (_, groups) in zip(outputs, apply_to)]
-            current_train = harmonizer.transform(current_train, list(train_groups))
+            if "random_state" in harmonizer.get_params():
+                harmonizer.set_params(random_state=self.config.seed)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # small-site warnings of ComBat repeat on every split
+                harmonizer.fit(current_train, list(train_groups), None, reference_site=reference)
+                outputs = [harmonizer.transform(x, list(groups)) for x, (_, groups) in zip(outputs, apply_to)]
+                if number + 1 < len(stages):
+                    current_train = harmonizer.transform(current_train, list(train_groups))
         return outputs
 
     def harmonized_features(self, method: Method, reference: str, voi: str):
@@ -154,8 +161,17 @@ class BenchContext:
 
     def memo(self, name: str, parts: tuple, compute: Callable[[], Any]):
         """``compute()`` once per content key (``name`` + ``parts``), stored in the bench cache."""
-        key = self.cache.key("bench-memo", name, *parts)
+        key = self.cache.key("bench-memo", name, *[_hashable(p) for p in parts])
         return self.cache.get_or_compute(key, compute)
+
+
+def _hashable(part: Any) -> Any:
+    """DataFrames as (columns, index, values): what identifies a feature table for a cache key."""
+    if hasattr(part, "columns") and hasattr(part, "index") and hasattr(part, "to_numpy"):
+        return ["frame", [str(c) for c in part.columns], [str(i) for i in part.index], np.ascontiguousarray(part.to_numpy(dtype=float))]
+    if isinstance(part, (list, tuple)):
+        return [_hashable(p) for p in part]
+    return part
 
 
 def plugin_params(config: BenchConfig, name: str) -> dict[str, Any]:
@@ -404,11 +420,63 @@ def _image_digest(scan: Scan) -> str:
     return hash_parts(image)
 
 
-def _run_image_stages(ctx: BenchContext, console) -> None:
-    """Fit each image stage once (per method prefix) and harmonize the non-reference scans towards each reference."""
-    from ..plugins import get_harmonizer
+class _TargetNotFitted(Exception):
+    """An image model fitted towards one reference cannot transform towards another."""
 
-    cache_root = ctx.cache.root
+
+def _fit_image_model(ctx: BenchContext, stage, current: Cohort, current_key: str, fit_ref: str, console) -> tuple[str, Path]:
+    """Fit (or find in the cache) the model of ``stage`` on ``current`` with reference ``fit_ref``."""
+    from ..plugins import HARMONIZER_KINDS, get_harmonizer, get_registry
+
+    params = plugin_params(ctx.config, stage.name)
+    info = get_registry().get(stage.name, HARMONIZER_KINDS)
+    model_key = ctx.cache.key("image-model", current_key, stage.name, info.distribution, info.version, params, fit_ref, ctx.config.seed)
+    model_dir = ctx.cache.root / "models" / model_key[:24]
+    if not (model_dir / "harmkit-model.json").is_file():
+        console.log(f"fitting image stage [bold]{stage.name}[/] on {len(current)} scans (reference {fit_ref})")
+        t0 = time.time()
+        harmonizer = get_harmonizer(stage.name, **params)
+        if "random_state" in harmonizer.get_params() and harmonizer.get_params()["random_state"] is None:
+            harmonizer.set_params(random_state=ctx.config.seed)
+        harmonizer.fit(current, fit_ref)
+        harmonizer.save(model_dir)
+        (model_dir / "fit-seconds.txt").write_text(f"{time.time() - t0:.1f}\n")
+    return model_key, model_dir
+
+
+def _transform_towards(ctx: BenchContext, label: str, stage, model_key: str, model_dir: Path, current: Cohort, ref: str, digests: dict, first: bool) -> dict[str, Path]:
+    """Harmonize every scan of ``current`` outside group ``ref`` towards ``ref``; files cached by content."""
+    items, outputs = [], {}
+    for scan in current:
+        if scan.group == ref:
+            continue
+        source = digests[scan.subject_id] if first else str(scan.image)
+        key = ctx.cache.key("harmonized", model_key, source, ref)
+        out_path = ctx.cache.root / "images" / key[:2] / f"{key[:24]}.nii.gz"
+        outputs[scan.subject_id] = out_path
+        if not out_path.is_file():
+            items.append((str(model_dir), scan, ref, str(out_path)))
+    if items:
+        results = ctx.executor.map(_transform_one, items, label=f"{label}: {stage.name} -> {ref}")
+        failed = [(item[1], r.error) for item, r in zip(items, results) if not r.ok]
+        if failed and len(failed) == len(items) and "fitted towards" in (failed[0][1] or ""):
+            raise _TargetNotFitted(failed[0][1])
+        if failed:
+            scan, error = failed[0]
+            raise HarmkitError(f"image stage {stage.name!r} failed on {len(failed)} scan(s) towards {ref}; first: {scan.label}: {error}")
+    return outputs
+
+
+def _run_image_stages(ctx: BenchContext, console) -> None:
+    """Fit each image stage once (per method prefix) and harmonize the non-reference scans towards each reference.
+
+    The first image stage of a method sees the original cohort whatever the
+    reference, so it is fitted once (reference: the first site group) and
+    reused for every direction with ``transform(scan, target_site=ref)``; a
+    harmonizer that can only map towards the reference it was fitted with is
+    fitted once per reference instead. Later stages of a chain see a
+    reference-specific input and are fitted per reference.
+    """
     digests = {s.subject_id: _image_digest(s) for s in ctx.cohort}
     cohort_key = ctx.cache.key("cohort", sorted((s.subject_id, s.site, s.group, digests[s.subject_id]) for s in ctx.cohort))
     for method in ctx.methods:
@@ -421,39 +489,14 @@ def _run_image_stages(ctx: BenchContext, console) -> None:
             current_key = cohort_key
             changed: dict[str, Scan] = {}
             for index, stage in enumerate(method.image_stages):
-                params = plugin_params(ctx.config, stage.name)
-                from ..plugins import HARMONIZER_KINDS, get_registry
-
-                info = get_registry().get(stage.name, HARMONIZER_KINDS)
-                # The first stage sees the original cohort for every reference: one fit serves all
-                # directions (transform(scan, target_site=ref)). Later stages see a reference-specific input.
                 fit_ref = ctx.references[0] if index == 0 else ref
-                model_key = ctx.cache.key("image-model", current_key, stage.name, info.version, params, fit_ref, ctx.config.seed)
-                model_dir = cache_root / "models" / model_key[:24]
-                if not (model_dir / "harmkit-model.json").is_file():
-                    console.log(f"fitting image stage [bold]{stage.name}[/] on {len(current)} scans (reference {fit_ref})")
-                    t0 = time.time()
-                    harmonizer = get_harmonizer(stage.name, **params)
-                    if "random_state" in harmonizer.get_params() and harmonizer.get_params()["random_state"] is None:
-                        harmonizer.set_params(random_state=ctx.config.seed)
-                    harmonizer.fit(current, fit_ref)
-                    harmonizer.save(model_dir)
-                    (model_dir / "fit-seconds.txt").write_text(f"{time.time() - t0:.1f}\n")
-                targets = [s for s in current if s.group != ref]
-                items = []
-                outputs: dict[str, Path] = {}
-                for scan in targets:
-                    key = ctx.cache.key("harmonized", model_key, digests.get(scan.subject_id) if index == 0 else str(scan.image), ref)
-                    out_path = cache_root / "images" / key[:2] / f"{key[:24]}.nii.gz"
-                    outputs[scan.subject_id] = out_path
-                    if not out_path.is_file():
-                        items.append((str(model_dir), scan, ref, str(out_path)))
-                if items:
-                    results = ctx.executor.map(_transform_one, items, label=f"{method.label}: {stage.name} -> {ref}")
-                    failed = [(item[1], r.error) for item, r in zip(items, results) if not r.ok]
-                    if failed:
-                        scan, error = failed[0]
-                        raise HarmkitError(f"image stage {stage.name!r} failed on {len(failed)} scan(s); first: {scan.label}: {error}")
+                model_key, model_dir = _fit_image_model(ctx, stage, current, current_key, fit_ref, console)
+                try:
+                    outputs = _transform_towards(ctx, method.label, stage, model_key, model_dir, current, ref, digests, index == 0)
+                except _TargetNotFitted:
+                    ctx.notes.append(f"image stage {stage.name!r} maps only towards the reference it was fitted with: fitted once per reference")
+                    model_key, model_dir = _fit_image_model(ctx, stage, current, current_key, ref, console)
+                    outputs = _transform_towards(ctx, method.label, stage, model_key, model_dir, current, ref, digests, index == 0)
                 new_scans = []
                 for scan in current:
                     if scan.subject_id in outputs:
@@ -483,9 +526,9 @@ def extract_features(ctx: BenchContext, cohort: Cohort, voi: str, what: str):
         cohort,
         voi=voi,
         extractor=extractor,
-        jobs=ctx.config.jobs,
-        scheduler=ctx.config.scheduler,
         cache_dir=ctx.cache.root / "features",
+        executor=ctx.executor,
+        progress=ctx.config.progress,
     )
     if "site_group" not in table.columns:
         table.insert(1, "site_group", [cohort.get(s).group for s in table.index])
@@ -564,10 +607,21 @@ def _prepare_ground_truth(ctx: BenchContext, cohort_info: dict, vois: list[str],
     if groups:
         cf = cf.regroup(groups)
     ctx.counterfactuals = cf
-    for voi in vois:
-        if all(voi in s.masks for s in cf):
-            console.log(f"features of the counterfactual scans in VOI [bold]{voi}[/]")
-            ctx.cf_features[voi] = extract_features(ctx, cf, voi, "counterfactual")
+    # only the counterfactuals fidelity compares with: each non-reference subject at each reference group
+    from ..evaluators.fidelity import counterfactual_lookup, target_scan
+
+    lookup = counterfactual_lookup(ctx)
+    needed = {}
+    for ref in ctx.references:
+        for scan in ctx.cohort:
+            if scan.group != ref:
+                target = target_scan(ctx, lookup, scan.subject_id, ref)
+                if target is not None:
+                    needed[target.subject_id] = target
+    voi = ctx.config.voi
+    if needed and all(voi in s.masks for s in needed.values()):
+        console.log(f"features of {len(needed)} counterfactual scans in VOI [bold]{voi}[/]")
+        ctx.cf_features[voi] = extract_features(ctx, Cohort(list(needed.values()), cf.root, cf.manifest), voi, "counterfactual")
     truth = _truth_cohort(manifest.parent, sim, ctx)
     if truth is not None and ctx.config.voi in truth.mask_names:
         console.log("features of the truth images (oracle)")
@@ -589,7 +643,8 @@ def _truth_cohort(root: Path, sim: dict, ctx: BenchContext) -> Cohort | None:
         return None
     table = pd.read_csv(root / name)
     image_col = next((c for c in ("truth_image", "image") if c in table.columns), None)
-    mask_col = next((c for c in (f"truth_mask_{ctx.config.voi}", f"mask_{ctx.config.voi}", "truth_mask", "lesion_mask") if c in table.columns), None)
+    voi = ctx.config.voi
+    mask_col = next((c for c in (f"truth_{voi}", f"truth_mask_{voi}", f"mask_{voi}", "truth_mask") if c in table.columns), None)
     if image_col is None or mask_col is None or "subject_id" not in table.columns:
         return None
     scans = []

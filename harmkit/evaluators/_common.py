@@ -48,3 +48,13 @@ def plt():
     import matplotlib.pyplot as pyplot
 
     return pyplot
+
+
+def boxplot(ax, data, labels=None, **kwargs):
+    """``ax.boxplot`` with tick labels, across matplotlib versions (``labels`` was renamed)."""
+    parts = ax.boxplot([list(d) for d in data], **kwargs)
+    if labels is not None:
+        positions = kwargs.get("positions") or range(1, len(data) + 1)
+        ax.set_xticks(list(positions))
+        ax.set_xticklabels(labels)
+    return parts

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..interfaces import EvaluationResult, Evaluator
-from ._common import finite, row_key, savefig
+from ._common import boxplot, finite, row_key, savefig
 
 
 def masked_metrics(original: np.ndarray, other: np.ndarray, mask: np.ndarray, data_range: float) -> dict[str, float]:
@@ -162,7 +162,7 @@ class ImageQualityEvaluator(Evaluator):
                     data.append(sub.to_numpy())
                     labels.append(f"{mask}\n{label}->{ref}")
                     colors.append(f"C{ci}")
-            parts = ax.boxplot(data, patch_artist=True, labels=labels)
+            parts = boxplot(ax, data, labels, patch_artist=True)
             for patch, color in zip(parts["boxes"], colors):
                 patch.set_facecolor(color)
                 patch.set_alpha(0.5)

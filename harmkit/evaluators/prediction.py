@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ..interfaces import EvaluationResult, Evaluator
-from ._common import finite, row_key, savefig
+from ._common import boxplot, finite, row_key, savefig
 
 
 def _fit_predict(Xtr, ytr, Xte, C: float, max_iter: int) -> np.ndarray:
@@ -230,7 +230,7 @@ class PredictionEvaluator(Evaluator):
         for ax, ref in zip(axes[0], refs):
             sub = frame[frame["reference"] == ref]
             labels = list(dict.fromkeys(sub["method"]))
-            ax.boxplot([sub[sub["method"] == m]["auc"].dropna() for m in labels], labels=labels)
+            boxplot(ax, [sub[sub["method"] == m]["auc"].dropna() for m in labels], labels)
             ax.set_title(f"test AUC per split, reference {ref}", fontsize=9)
             ax.set_ylabel("AUC")
             ax.tick_params(axis="x", labelsize=7, rotation=20)

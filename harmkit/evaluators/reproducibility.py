@@ -27,15 +27,7 @@ import numpy as np
 
 from ..errors import HarmkitError
 from ..interfaces import EvaluationResult, Evaluator
-from ._common import finite, row_key, savefig
-
-
-def _overlap_function():
-    try:
-        from ..reproducibility import overlap_coefficient
-    except ImportError as exc:
-        raise HarmkitError(f"the reproducibility evaluator needs harmkit.reproducibility.overlap_coefficient ({exc})") from None
-    return overlap_coefficient
+from ._common import boxplot, finite, row_key, savefig
 
 
 def cov_from_features(table) -> Any:
@@ -56,56 +48,80 @@ class ReproducibilityEvaluator(Evaluator):
         import pandas as pd
         from scipy import stats as st
 
-        overlap = _overlap_function()
-        rows, cov_rows, class_rows = [], [], []
-        summary: dict[str, dict] = {}
+        try:
+            from ..reproducibility import class_summary, feature_overlap  # noqa: F401
+        except ImportError as exc:
+            raise HarmkitError(f"the reproducibility evaluator needs harmkit.reproducibility ({exc})") from None
+        from ..bench.protocol import _hashable
+
+        # 1. every overlap table needed: (voi, ref, group, method) -> features of the two groups
+        jobs: dict[str, tuple] = {}
+        plan = []
         for voi in ctx.vois:
             columns = ctx.feature_columns(voi)
-            base_table = ctx.features[("none", ctx.references[0])][voi]
-            before = ctx.harmonized_features(ctx.methods[0] if ctx.methods[0].label == "none" else _none(ctx), ctx.references[0], voi)
             for method in ctx.methods:
                 for ref in ctx.references:
                     table = ctx.features[(method.label, ref)][voi]
                     after = ctx.harmonized_features(method, ref, voi)
-                    groups = table["site_group"]
                     for g in ctx.groups:
                         if g == ref:
                             continue
-                        a_rows, r_rows = groups == g, groups == ref
-                        for feature in columns:
-                            b = overlap(before.loc[a_rows, feature].to_numpy(), before.loc[r_rows, feature].to_numpy())
-                            a = overlap(after.loc[a_rows, feature].to_numpy(), after.loc[r_rows, feature].to_numpy())
-                            rows.append({
-                                "method": method.label, "reference": ref, "voi": voi, "group": g, "feature": feature,
-                                "class": ctx.feature_classes.get(feature, feature.split("_")[0]),
-                                "overlap_before": float(b), "overlap_after": float(a), "improvement": float(a - b),
-                            })
-                    cov = cov_from_features(after)
-                    cov_before = cov_from_features(base_table)
-                    if cov is not None:
-                        for sid in after.index:
-                            cov_rows.append({
-                                "method": method.label, "reference": ref, "voi": voi, "subject_id": sid,
-                                "site_group": groups.loc[sid], "cov_before": finite(cov_before.loc[sid]), "cov_after": finite(cov.loc[sid]),
-                            })
+                        rows = (table["site_group"] == g) | (table["site_group"] == ref)
+                        frame = after.loc[rows, columns].astype(float)
+                        groups = table.loc[rows, "site_group"]
+                        key = ctx.cache.key("overlap-table", _hashable(frame), list(groups), g, ref, "v1")
+                        jobs[key] = (frame, list(groups), g, ref, dict(ctx.feature_classes))
+                        plan.append((voi, method.label, ref, g, key))
+        results = {k: ctx.cache.get(k) for k in jobs}
+        missing = [k for k, v in results.items() if v is None]
+        if missing:
+            computed = ctx.executor.map(_overlap_job, [jobs[k] for k in missing], label="feature overlap")
+            for k, r in zip(missing, computed):
+                if not r.ok:
+                    raise HarmkitError(f"feature overlap failed: {r.error}")
+                results[k] = ctx.cache.put(k, r.value)
+        # 2. before (baseline) vs after (method), per feature and per class
+        rows, class_rows = [], []
+        baseline = {(voi, ref, g): key for voi, label, ref, g, key in plan if label == "none"}
+        for voi, label, ref, g, key in plan:
+            before = results[baseline[(voi, ref, g)]]
+            after = results[key]
+            change = pd.DataFrame({"class": before["class"], "overlap_before": before["overlap"], "overlap_after": after.loc[before.index, "overlap"]})
+            change["improvement"] = change["overlap_after"] - change["overlap_before"]
+            for feature, r in change.iterrows():
+                rows.append({"method": label, "reference": ref, "voi": voi, "group": g, "feature": feature, **r.to_dict()})
+            summary_table = class_summary(change)
+            for cls, r in summary_table.iterrows():
+                class_rows.append({
+                    "method": label, "reference": ref, "voi": voi, "group": g, "class": cls, "n_features": int(r["n_features"]),
+                    "overlap_before_mean": finite(r["before_mean"]), "overlap_after_mean": finite(r["after_mean"]),
+                    "improvement_pct_mean": finite(100 * r["improvement_mean"]), "improvement_pct_sd": finite(100 * r["improvement_sd"]),
+                    "p_wilcoxon": finite(r["wilcoxon_p"]),
+                })
         table = pd.DataFrame(rows)
-        covs = pd.DataFrame(cov_rows)
+        by_class = pd.DataFrame(class_rows)
         if table.empty:
             return EvaluationResult(self.name, skipped="no feature to compare")
-        for (label, ref, voi, cls), sub in table.groupby(["method", "reference", "voi", "class"], sort=False):
-            d = sub["improvement"].to_numpy()
-            p = float("nan")
-            if len(d) >= 6 and np.any(np.abs(d) > 1e-12):
-                p = float(st.wilcoxon(sub["overlap_after"], sub["overlap_before"]).pvalue)
-            elif not np.any(np.abs(d) > 1e-12):
-                p = 1.0
-            class_rows.append({
-                "method": label, "reference": ref, "voi": voi, "class": cls, "n_features": len(sub),
-                "overlap_before_mean": float(sub["overlap_before"].mean()), "overlap_after_mean": float(sub["overlap_after"].mean()),
-                "improvement_pct_mean": float(100 * d.mean()), "improvement_pct_sd": float(100 * d.std(ddof=1)) if len(d) > 1 else 0.0,
-                "p_wilcoxon": finite(p),
-            })
-        by_class = pd.DataFrame(class_rows)
+        summary: dict[str, dict] = {}
+        cov_rows = []
+        for voi in ctx.vois:
+            base_table = ctx.features[("none", ctx.references[0])][voi]
+            cov_before = cov_from_features(base_table)
+            if cov_before is None:
+                continue
+            for method in ctx.methods:
+                for ref in ctx.references:
+                    full = ctx.features[(method.label, ref)][voi]
+                    after = ctx.harmonized_features(method, ref, voi)
+                    if "firstorder_Variance" not in after.columns or "firstorder_Mean" not in after.columns:
+                        after = full
+                    cov = cov_from_features(after)
+                    for sid in after.index:
+                        cov_rows.append({
+                            "method": method.label, "reference": ref, "voi": voi, "subject_id": sid,
+                            "site_group": full.loc[sid, "site_group"], "cov_before": finite(cov_before.loc[sid]), "cov_after": finite(cov.loc[sid]),
+                        })
+        covs = pd.DataFrame(cov_rows)
         cov_stats = []
         if not covs.empty:
             for (label, ref, voi), sub in covs.groupby(["method", "reference", "voi"], sort=False):
@@ -125,7 +141,7 @@ class ReproducibilityEvaluator(Evaluator):
                     cov_stats.append(entry)
         cov_table = pd.DataFrame(cov_stats)
         for (label, ref), sub in by_class.groupby(["method", "reference"], sort=False):
-            entry: dict[str, Any] = {}
+            entry = {}
             for voi, vsub in sub.groupby("voi", sort=False):
                 per = table[(table["method"] == label) & (table["reference"] == ref) & (table["voi"] == voi)]
                 entry[f"overlap_improvement_pct_{voi}"] = finite(100 * per["improvement"].mean())
@@ -168,7 +184,7 @@ class ReproducibilityEvaluator(Evaluator):
                 data += [c["overlap_before"].to_numpy(), c["overlap_after"].to_numpy()]
                 positions += [3 * i, 3 * i + 1]
                 colors += ["tab:blue", "tab:orange"]
-            parts = ax.boxplot(data, positions=positions, patch_artist=True, widths=0.8)
+            parts = boxplot(ax, data, None, positions=positions, patch_artist=True, widths=0.8)
             for patch, color in zip(parts["boxes"], colors):
                 patch.set_facecolor(color)
                 patch.set_alpha(0.6)
@@ -195,10 +211,25 @@ class ReproducibilityEvaluator(Evaluator):
                 gs = sub[sub["site_group"] == g]
                 data += [gs["cov_before"].dropna(), gs["cov_after"].dropna()]
                 names += [f"{g}\nbefore", f"{g}\nafter"]
-            ax.boxplot(data, labels=names)
+            boxplot(ax, data, names)
             ax.set_title(f"COV ({voi}) {label} -> {ref}", fontsize=9)
             ax.tick_params(axis="x", labelsize=7)
         return savefig(fig, path)
+
+
+def _overlap_job(item: tuple):
+    """Worker: overlap coefficient of every feature between two site groups (harmkit.reproducibility)."""
+    from ..reproducibility import feature_overlap
+
+    frame, groups, group_a, group_b, classes = item
+    table = feature_overlap(frame, groups=pd_series(groups, frame.index), group_a=group_a, group_b=group_b, feature_classes=classes)
+    return table[["class", "overlap"]]
+
+
+def pd_series(values, index):
+    import pandas as pd
+
+    return pd.Series(list(values), index=index)
 
 
 def _none(ctx):
