@@ -114,9 +114,22 @@ def test_fit_on_train_apply_to_test_equals_transductive_when_train_is_all_rows()
 
     features, sites, cov = make_table(covariates=True, seed=4)
     covars = pd.DataFrame({"SITE": sites.to_numpy(), "age": cov["age"].to_numpy(), "sex": cov["sex"].to_numpy()})
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         _, transductive = harmonizationLearn(features.to_numpy(), covars)
     model = quiet_fit(ComBat(), features, sites, cov)
+    np.testing.assert_allclose(model.transform(features, sites, cov).to_numpy(), transductive, atol=1e-10, rtol=0)
+
+
+def test_apply_equals_neuroharmonize_transductive_result_in_reference_mode():
+    from neuroHarmonize import harmonizationLearn
+
+    features, sites, cov = make_table(covariates=True, seed=10)
+    covars = pd.DataFrame({"SITE": sites.to_numpy(), "age": cov["age"].to_numpy(), "sex": cov["sex"].to_numpy()})
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, transductive = harmonizationLearn(features.to_numpy(), covars, ref_batch="S0")
+    model = quiet_fit(ComBat(), features, sites, cov, reference_site="S0")
     np.testing.assert_allclose(model.transform(features, sites, cov).to_numpy(), transductive, atol=1e-10, rtol=0)
 
 

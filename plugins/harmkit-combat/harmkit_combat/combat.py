@@ -509,4 +509,6 @@ def _quiet():
     """neuroHarmonize prints to stdout and numpy warns on its internals: keep the terminal clean."""
     with contextlib.redirect_stdout(io.StringIO()), np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)  # numpy deprecations inside neuroHarmonize
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
         yield
