@@ -58,14 +58,15 @@ def _extract_one(task: ExtractionTask) -> dict[str, Any]:
         if task.largest_component:
             mask = largest_component(mask)
         cache = Cache(task.cache_root)
-        key = cache.key(KEY_FORMAT, task.fingerprint, image, mask)
-        stored = cache.get(key)
+        key = cache.key(KEY_FORMAT, task.fingerprint, image, mask) if cache.enabled else None
+        stored = cache.get(key) if cache.enabled else None
         if stored is not None:
             return {"features": stored["features"], "cached": True, "key": key}
         started = time.perf_counter()
         features = {name: float(value) for name, value in task.extractor.extract(image, mask).items()}
         seconds = time.perf_counter() - started
-        cache.put(key, {"features": features, "seconds": seconds})
+        if cache.enabled:
+            cache.put(key, {"features": features, "seconds": seconds})
         return {"features": features, "cached": False, "key": key, "seconds": seconds}
     except HarmkitError as exc:
         raise HarmkitError(f"{scan.label}: {exc}") from None
@@ -167,7 +168,7 @@ def extract(
             hits += 1
         else:
             computed += 1
-            if cache.enabled and value["key"] not in cache:  # a remote worker without the shared cache
+            if cache.enabled and value["key"] and value["key"] not in cache:  # a remote worker without the shared cache
                 cache.put(value["key"], {"features": value["features"], "seconds": value.get("seconds")})
         rows.append({"site": scan.site, "site_group": scan.group, **value["features"]})
         index.append(scan.subject_id)

@@ -220,16 +220,9 @@ class RadiomicsExtractor(FeatureExtractor):
     def _engine(self):
         engine = self.__dict__.get("_engine_cache")
         if engine is None:
-            _, featureextractor = _pyradiomics()
             config = self._configuration()
             params = {k: config[k] for k in ("setting", "imageType", "featureClass")}
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", DeprecationWarning)  # pykwalify's load_module()
-                    engine = featureextractor.RadiomicsFeatureExtractor(params)
-            except Exception as exc:  # pyradiomics validates the parameters (pykwalify)
-                raise HarmkitError(f"radiomics: invalid pyradiomics parameters ({exc})") from None
-            quiet_pyradiomics()
+            engine = _engine_for(params)
             self.__dict__["_engine_cache"] = engine
         return engine
 
@@ -343,6 +336,30 @@ class RadiomicsExtractor(FeatureExtractor):
         if "geometry" in first.lower():
             return f"mask and image geometry do not match ({first}); resample the mask onto the image grid"
         return f"pyradiomics rejected the input: {first}"
+
+
+_ENGINES: dict[str, Any] = {}
+
+
+def _engine_for(params: dict[str, Any]):
+    """One pyradiomics extractor per configuration and process: building one
+    validates the parameters and costs ~0.1 s, too much to repeat per scan in
+    pool workers, which receive a fresh copy of the harmkit extractor with each task."""
+    import json
+
+    key = json.dumps(params, sort_keys=True, default=str)
+    engine = _ENGINES.get(key)
+    if engine is None:
+        _, featureextractor = _pyradiomics()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # pykwalify's load_module()
+                engine = featureextractor.RadiomicsFeatureExtractor(params)
+        except Exception as exc:  # pyradiomics validates the parameters (pykwalify)
+            raise HarmkitError(f"radiomics: invalid pyradiomics parameters ({exc})") from None
+        quiet_pyradiomics()
+        _ENGINES[key] = engine
+    return engine
 
 
 def _binary_mask(mask: sitk.Image) -> sitk.Image:
