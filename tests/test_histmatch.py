@@ -159,3 +159,17 @@ def test_registered_as_histmatch_from_its_own_distribution():
     info = {p.name: p for p in harmkit.list_plugins()}["histmatch"]
     assert info.distribution == "harmkit-histmatch" and info.kind == "image-harmonizer"
     assert isinstance(harmkit.get_harmonizer("histmatch", mask="body"), HistogramMatching)
+
+
+def test_works_on_a_cohort_read_from_a_manifest(tiny_cohort):
+    import harmkit
+
+    data = harmkit.load_cohort(tiny_cohort)
+    model = HistogramMatching(mask="lesion").fit(data, "A")
+    for scan in data.by_group("B"):
+        out = model.transform(scan)
+        assert same_geometry(out.load_image(), scan.load_image())
+        lesion = sitk.GetArrayFromImage(scan.load_mask("lesion")) > 0
+        assert np.median(sitk.GetArrayFromImage(out.load_image())[lesion]) == pytest.approx(
+            model.reference_landmarks_[model.landmarks_.index(50.0)], rel=0.2
+        )
