@@ -10,7 +10,11 @@ process pool, in-process (``jobs=1``) or a Dask cluster (``scheduler``). Each
 task looks up, and after computing stores, its features in the
 content-addressed cache (:mod:`harmkit.cache`) under a key made of the image
 voxels and geometry, the VOI mask voxels, the extractor's name, version and
-every setting. A rerun finds everything; a changed image, mask or setting
+every setting. A second, cheap key made of the files' stamps (path, size,
+inode, modification and change times, as git's index does) points to that
+entry, so a rerun on unchanged files is answered without reading them or
+starting workers; any change to a file changes its stamp and sends the scan
+back through the content key. A rerun finds everything; a changed image, mask or setting
 recomputes only what it touches; a scan that fails or a run that crashes
 loses nothing already computed.
 """
@@ -47,12 +51,35 @@ class ExtractionTask:
     largest_component: bool
 
 
+def _file_stamp(path: Any) -> list | None:
+    """What identifies a file's current version without reading it (like git's index):
+    path, size, inode, modification and change times. ``None`` for in-memory images."""
+    if not isinstance(path, (str, os.PathLike)):
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [str(Path(path).resolve()), st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _quick_key(task: ExtractionTask) -> str | None:
+    """A key from file stamps, so a rerun on unchanged files skips reading them."""
+    if task.cache_root is None:
+        return None
+    stamps = [_file_stamp(task.scan.image), _file_stamp(task.scan.masks.get(task.voi))]
+    if None in stamps:
+        return None
+    return hash_parts(KEY_FORMAT, "stamp", task.fingerprint, task.largest_component, stamps)
+
+
 def _extract_one(task: ExtractionTask) -> dict[str, Any]:
     """Worker function: features of one scan, from the cache when possible."""
     from .voi import largest_component
 
     scan = task.scan
     try:
+        quick = _quick_key(task)  # stamped before reading, so a file changed meanwhile cannot be recorded as unchanged
         image = scan.load_image()
         mask = scan.load_mask(task.voi)
         if task.largest_component:
@@ -61,13 +88,17 @@ def _extract_one(task: ExtractionTask) -> dict[str, Any]:
         key = cache.key(KEY_FORMAT, task.fingerprint, image, mask) if cache.enabled else None
         stored = cache.get(key) if cache.enabled else None
         if stored is not None:
-            return {"features": stored["features"], "cached": True, "key": key}
+            if quick:
+                cache.put(quick, {"key": key})
+            return {"features": stored["features"], "cached": True, "key": key, "quick": quick}
         started = time.perf_counter()
         features = {name: float(value) for name, value in task.extractor.extract(image, mask).items()}
         seconds = time.perf_counter() - started
         if cache.enabled:
             cache.put(key, {"features": features, "seconds": seconds})
-        return {"features": features, "cached": False, "key": key, "seconds": seconds}
+            if quick:
+                cache.put(quick, {"key": key})
+        return {"features": features, "cached": False, "key": key, "quick": quick, "seconds": seconds}
     except HarmkitError as exc:
         raise HarmkitError(f"{scan.label}: {exc}") from None
 
@@ -123,7 +154,7 @@ def extract(
     ``largest_component``, ``cache`` ({"hits", "computed"}) and ``failed``.
     """
     from .data import Cohort, load_cohort
-    from .execution import get_executor
+    from .execution import TaskResult, get_executor
     from .plugins import get_extractor
 
     if on_error not in ("raise", "keep"):
@@ -146,18 +177,30 @@ def extract(
     fingerprint = hash_parts(extractor.name, version, settings)
     tasks = [ExtractionTask(scan, voi, extractor, fingerprint, cache_root, bool(largest_component)) for scan in cohort]
 
-    own_executor = executor is None
-    if own_executor:
-        executor = get_executor(jobs=jobs, scheduler=scheduler, progress=progress)
-    try:
-        results = executor.map(_extract_one, tasks, label=f"extracting {voi} features")
-    finally:
+    # unchanged files found by their stamps need neither reading nor a worker
+    cache = Cache(cache_root)
+    results: list[TaskResult | None] = [None] * len(tasks)
+    for i, task in enumerate(tasks):
+        quick = _quick_key(task)
+        pointer = cache.get(quick) if quick else None
+        stored = cache.get(pointer["key"]) if isinstance(pointer, dict) and "key" in pointer else None
+        if stored is not None:
+            results[i] = TaskResult(value={"features": stored["features"], "cached": True, "key": pointer["key"]})
+    pending = [i for i, r in enumerate(results) if r is None]
+    if pending:
+        own_executor = executor is None
         if own_executor:
-            executor.close()
+            executor = get_executor(jobs=jobs, scheduler=scheduler, progress=progress)
+        try:
+            done = executor.map(_extract_one, [tasks[i] for i in pending], label=f"extracting {voi} features")
+        finally:
+            if own_executor:
+                executor.close()
+        for i, result in zip(pending, done):
+            results[i] = result
 
     rows, index, failed = [], [], {}
     hits = computed = 0
-    cache = Cache(cache_root)
     for scan, result in zip(cohort, results):
         if not result.ok:
             error = result.error or "unknown error"
@@ -170,6 +213,8 @@ def extract(
             computed += 1
             if cache.enabled and value["key"] and value["key"] not in cache:  # a remote worker without the shared cache
                 cache.put(value["key"], {"features": value["features"], "seconds": value.get("seconds")})
+                if value.get("quick"):
+                    cache.put(value["quick"], {"key": value["key"]})
         rows.append({"site": scan.site, "site_group": scan.group, **value["features"]})
         index.append(scan.subject_id)
 

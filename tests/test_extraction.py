@@ -191,3 +191,26 @@ def test_cli_reports_bad_scans_in_one_message_without_traceback(bad_manifest, tm
     result = _cli("extract", "--cohort", str(bad_manifest), "--out", str(out), "--jobs", "1", "--no-cache", "--params", str(params), "--keep-going")
     assert result.returncode == 1
     assert read_features(out).index.tolist() == ["s0", "s3"]
+
+
+def test_warm_rerun_reads_no_image_and_starts_no_worker(cohort_manifest, tmp_path, monkeypatch):
+    extract(cohort_manifest, extractor=RadiomicsExtractor(classes=FAST), jobs=1, cache_dir=tmp_path, progress=False)
+    import harmkit.execution as execution
+
+    def no_executor(*args, **kwargs):
+        raise AssertionError("a warm rerun must not start an executor")
+
+    monkeypatch.setattr(execution, "get_executor", no_executor)
+    again = extract(cohort_manifest, extractor=RadiomicsExtractor(classes=FAST), jobs=1, cache_dir=tmp_path, progress=False)
+    assert again.attrs["cache"]["hits"] == 6
+
+
+def test_a_rewritten_image_is_recomputed(tmp_path):
+    manifest = make_cohort(tmp_path / "c", n_per_site=1)
+    first = extract(manifest, extractor=RadiomicsExtractor(classes=FAST), jobs=1, cache_dir=tmp_path / "cache", progress=False)
+    image, _ = _scan_images(99)
+    write_image(image, tmp_path / "c" / "s0.nii.gz")  # same path, new content
+    second = extract(manifest, extractor=RadiomicsExtractor(classes=FAST), jobs=1, cache_dir=tmp_path / "cache", progress=False)
+    assert second.attrs["cache"] == {"dir": str((tmp_path / "cache").resolve()), "hits": 1, "computed": 1}
+    assert second.loc["s0", "firstorder_Mean"] != first.loc["s0", "firstorder_Mean"]
+    assert second.loc["s1", "firstorder_Mean"] == first.loc["s1", "firstorder_Mean"]
