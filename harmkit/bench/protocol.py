@@ -436,8 +436,12 @@ def _fit_image_model(ctx: BenchContext, stage, current: Cohort, current_key: str
         console.log(f"fitting image stage [bold]{stage.name}[/] on {len(current)} scans (reference {fit_ref})")
         t0 = time.time()
         harmonizer = get_harmonizer(stage.name, **params)
-        if "random_state" in harmonizer.get_params() and harmonizer.get_params()["random_state"] is None:
-            harmonizer.set_params(random_state=ctx.config.seed)
+        current_params = harmonizer.get_params()
+        for name in ("random_state", "seed"):
+            if name in current_params and current_params[name] is None:
+                harmonizer.set_params(**{name: ctx.config.seed})
+        if "progress" in current_params and not ctx.config.progress:
+            harmonizer.set_params(progress=False)
         harmonizer.fit(current, fit_ref)
         harmonizer.save(model_dir)
         (model_dir / "fit-seconds.txt").write_text(f"{time.time() - t0:.1f}\n")

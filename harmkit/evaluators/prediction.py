@@ -146,14 +146,15 @@ class PredictionEvaluator(Evaluator):
                 "auc_mean": finite(mean),
                 "auc_ci_low": finite(lo),
                 "auc_ci_high": finite(hi),
-                "auc_sd": finite(np.nanstd(run["auc"], ddof=1)) if len(run["auc"]) > 1 else None,
+                "auc_sd": finite(np.std(np.asarray(run["auc"])[np.isfinite(run["auc"])], ddof=1)) if np.isfinite(run["auc"]).sum() > 1 else None,
                 "n_splits": len(run["auc"]),
                 "auc_pooled": finite(stats.auc(y[seen], pooled[seen])) if len(set(y[seen])) == 2 else None,
                 "n_pooled_subjects": int(seen.sum()),
             }
             if label != "none":
                 test_name, p = stats.paired_test(run["auc"], base["auc"])
-                entry["delta_auc"] = finite(mean - np.nanmean(base["auc"]))
+                base_auc = np.asarray(base["auc"], float)
+                entry["delta_auc"] = finite(mean - base_auc[np.isfinite(base_auc)].mean()) if np.isfinite(base_auc).any() else None
                 entry["paired_test"] = test_name
                 entry["p_paired"] = finite(p)
                 if len(set(y[seen])) == 2:
@@ -217,7 +218,8 @@ class PredictionEvaluator(Evaluator):
             ax.set_title(f"reference {ref}\n(pooled out-of-split predictions)", fontsize=9)
             ax.set_xlabel("false positive rate")
             ax.set_ylabel("true positive rate")
-            ax.legend(fontsize=7, loc="lower right")
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7, loc="lower right")
         return savefig(fig, path)
 
     @staticmethod

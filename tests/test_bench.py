@@ -1,0 +1,149 @@
+"""End-to-end ``harmkit bench`` through the command line on a small simulated cohort (slow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HARMKIT = str(Path(sys.executable).with_name("harmkit"))
+EXAMPLE = Path(__file__).parent / "plugins" / "harmkit-example"
+SMALL = ["--subjects-per-site", "12", "--folds", "10", "--test-size", "0.25", "--jobs", "2", "--quiet",
+         "--param", "cyclegan.steps=4"]
+
+
+def run_bench(args, env=None, timeout=600):
+    result = subprocess.run([HARMKIT, "bench", *args], capture_output=True, text=True, timeout=timeout,
+                            env={**os.environ, "COLUMNS": "200", **(env or {})})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def small_bench(tmp_path_factory):
+    work = tmp_path_factory.mktemp("bench")
+    out, cache = work / "out", work / "cache"
+    run_bench(["--methods", "gan,combat,gan+combat", "--out", str(out), "--cache-dir", str(cache), *SMALL])
+    return out, cache, json.loads((out / "results.json").read_text())
+
+
+@pytest.mark.slow
+def test_small_bench_writes_every_output(small_bench):
+    out, _, results = small_bench
+    for name in ("report.html", "report.md", "results.json", "tables/summary.csv", "tables/splits.csv"):
+        assert (out / name).is_file(), name
+    for figure in ("roc_curves.png", "image_quality.png", "overlap_per_class.png", "cov_distributions.png"):
+        assert (out / "figures" / figure).is_file(), figure
+    assert list((out / "figures").glob("mip_*.png"))
+    assert not list(out.glob(".bench-*")), "staging folder left behind"
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "src='figures/" not in html
+
+
+@pytest.mark.slow
+def test_small_bench_rows_and_sane_numbers(small_bench):
+    _, _, results = small_bench
+    rows = {(r["method"], r["reference"]): r for r in results["summary"]}
+    assert set(results["methods"]) == {"none", "gan", "combat", "gan+combat"}
+    assert set(rows) == {(m, ref) for m in results["methods"] for ref in results["references"]}
+    assert set(results["references"]) == {"CHUM-HMR", "HGJ"}
+    per_split = results["evaluators"]["prediction"]["tables"]["auc_per_split"]
+    aucs = [r["auc"] for r in per_split if r["auc"] is not None]
+    assert aucs and all(0 <= a <= 1 for a in aucs)
+    for row in rows.values():
+        if row.get("auc_mean") is not None:
+            assert 0 <= row["auc_mean"] <= 1
+        if row.get("p_delong") is not None:
+            assert 0 <= row["p_delong"] <= 1
+    # the baseline changes nothing: its overlap "improvement" is exactly zero
+    overlap = results["evaluators"]["reproducibility"]["tables"]["overlap_per_feature"]
+    assert all(r["improvement"] == 0 for r in overlap if r["method"] == "none")
+    assert rows[("none", "HGJ")]["overlap_voi"] == 0
+    # image metrics only for methods with an image stage
+    assert rows[("gan", "HGJ")]["ssim"] is not None and rows[("combat", "HGJ")].get("ssim") is None
+    assert 0 < rows[("gan", "HGJ")]["ssim"] <= 1
+
+
+@pytest.mark.slow
+def test_small_bench_same_folds_for_every_method(small_bench):
+    _, _, results = small_bench
+    pooled = results["evaluators"]["prediction"]["tables"]["pooled_scores"]
+    tested = {}
+    for r in pooled:
+        tested.setdefault((r["method"], r["reference"]), {})[r["subject_id"]] = r["n_test_splits"]
+    first = next(iter(tested.values()))
+    assert all(t == first for t in tested.values())
+    n_splits = {r["n_splits"] for r in results["evaluators"]["prediction"]["summary"]["by_method"].values()}
+    assert n_splits == {10}
+
+
+@pytest.mark.slow
+def test_report_numbers_equal_results_json(small_bench):
+    from harmkit.bench.report import SUMMARY_COLUMNS, auc_text, fmt
+
+    out, _, results = small_bench
+    lines = (out / "report.md").read_text().splitlines()
+    start = lines.index("## Summary") + 2
+    header = [c.strip() for c in lines[start].strip("|").split("|")]
+    body = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        body.append([c.strip().replace("\\|", "|") for c in line.strip().strip("|").split(" | ")])
+    assert len(body) == len(results["summary"])
+    titles = [t for _, t, _ in SUMMARY_COLUMNS]
+    assert header[2:] == titles
+    numbers_seen = 0
+    for cells, row in zip(body, results["summary"]):
+        assert cells[:2] == [row["method"], row["reference"]]
+        for (key, _, spec), cell in zip(SUMMARY_COLUMNS, cells[2:]):
+            expected = auc_text(row) if key == "auc" else fmt(row.get(key), spec)
+            assert cell == expected, (key, cell, expected)
+            if key == "auc" and row.get("auc_mean") is not None:
+                mean, lo, hi = map(float, re.findall(r"[0-9.]+", cell)[:3])
+                assert mean == pytest.approx(row["auc_mean"], abs=5e-4)
+                assert lo == pytest.approx(row["auc_ci_low"], abs=5e-4) and hi == pytest.approx(row["auc_ci_high"], abs=5e-4)
+                numbers_seen += 1
+            elif cell not in ("–",) and spec not in ("p", "d", "+.0%"):
+                assert float(cell.replace("+", "")) == pytest.approx(row[key], abs=0.051)
+                numbers_seen += 1
+    assert numbers_seen > 10
+
+
+@pytest.mark.slow
+def test_rerun_with_nothing_changed_recomputes_nothing(small_bench):
+    out, cache, first = small_bench
+    run_bench(["--methods", "gan,combat,gan+combat", "--out", str(out), "--cache-dir", str(cache), *SMALL])
+    second = json.loads((out / "results.json").read_text())
+    assert second["cache"]["misses"] == 0
+    assert second["summary"] == first["summary"]
+
+
+@pytest.fixture(scope="module")
+def example_site(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("example")
+    source = work / "src"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    target = work / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+                    "--no-build-isolation", "--target", str(target), str(source)], check=True, capture_output=True, text=True)
+    return target
+
+
+@pytest.mark.slow
+def test_third_party_plugin_runs_in_the_bench_by_name(small_bench, example_site, tmp_path):
+    _, cache, _ = small_bench
+    out = tmp_path / "zscore"
+    run_bench(["--methods", "zscore", "--out", str(out), "--cache-dir", str(cache), *SMALL], env={"PYTHONPATH": str(example_site)})
+    results = json.loads((out / "results.json").read_text())
+    assert results["methods"] == ["none", "zscore"]
+    rows = {(r["method"], r["reference"]): r for r in results["summary"]}
+    assert rows[("zscore", "HGJ")]["auc_mean"] is not None
+    assert rows[("zscore", "HGJ")]["overlap_voi"] is not None
+    assert "feature-harmonizer:zscore" in results["versions"]["plugins"]
