@@ -161,9 +161,17 @@ class InProcessExecutor(Executor):
 class LocalExecutor(Executor):
     """A pool of ``jobs`` worker processes on this machine.
 
-    Workers start from a clean ``forkserver`` process (not a fork of this
-    one, whose threads, such as a progress bar, could be in any state) and
-    stay alive across :meth:`map` calls until :meth:`close`. If a worker dies
+    Workers are forked from this process when that is safe: when it runs a
+    single thread and has not loaded torch (whose OpenMP threads do not
+    survive a fork). Forked workers start fast, inherit everything already
+    imported, and work from any script, ``python -`` or a notebook. Otherwise
+    they start from a clean ``forkserver`` process, which, like ``spawn``,
+    imports the main script again in each worker: scripts then need the usual
+    ``if __name__ == "__main__":`` guard. ``HARMKIT_START_METHOD`` (``fork``,
+    ``forkserver``, ``spawn``) overrides the choice.
+
+    All workers start before the progress bar (a thread) appears and stay
+    alive across :meth:`map` calls until :meth:`close`. If a worker dies
     (segmentation fault, out of memory), the items it took down are retried
     one at a time, so only the item that kills its worker reports an error.
     """
@@ -174,16 +182,25 @@ class LocalExecutor(Executor):
         super().__init__(progress)
         self.jobs = int(jobs)
         self._pool: ProcessPoolExecutor | None = None
+        self.start_method: str | None = None
 
     @property
     def workers(self) -> int:
         return self.jobs
 
+    def map(self, fn, items, label: str = "working") -> list[TaskResult]:
+        items = list(items)
+        if items:
+            self._get_pool()  # start workers now, before the progress bar's thread exists
+        return super().map(fn, items, label)
+
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            methods = multiprocessing.get_all_start_methods()
-            method = "forkserver" if "forkserver" in methods else "spawn"
-            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=multiprocessing.get_context(method))
+            self.start_method = _start_method()
+            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=multiprocessing.get_context(self.start_method))
+            if self.start_method == "fork":
+                # a fork-context pool launches every worker at its first submit
+                self._pool.submit(_noop).result()
         return self._pool
 
     def _reset_pool(self) -> None:
@@ -219,6 +236,26 @@ class LocalExecutor(Executor):
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+
+
+def _noop() -> None:
+    return None
+
+
+def _start_method() -> str:
+    """``fork`` when it is safe here (one thread, no torch), else ``forkserver`` (or ``spawn``)."""
+    import sys
+    import threading
+
+    methods = multiprocessing.get_all_start_methods()
+    chosen = os.environ.get("HARMKIT_START_METHOD", "").strip()
+    if chosen:
+        if chosen not in methods:
+            raise HarmkitError(f"HARMKIT_START_METHOD={chosen!r}: use one of {', '.join(methods)}")
+        return chosen
+    if "fork" in methods and threading.active_count() == 1 and "torch" not in sys.modules:
+        return "fork"
+    return "forkserver" if "forkserver" in methods else "spawn"
 
 
 class DaskExecutor(Executor):

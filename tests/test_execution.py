@@ -74,3 +74,38 @@ def test_dask_local_cluster_gives_the_same_results_as_the_pool():
         assert dask.workers == 2
         got = dask.map(slow_square, range(8), "dask")
     assert [(r.value, r.error) for r in got] == [(r.value, r.error) for r in expected]
+
+
+def test_pool_works_from_a_script_read_on_stdin():
+    import subprocess
+    import sys
+
+    code = "from harmkit.execution import get_executor\nimport math\nwith get_executor(jobs=2, progress=False) as ex:\n    print([r.value for r in ex.map(math.sqrt, [4, 9, 16], 'x')], ex.start_method)\n"
+    result = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[2.0,", "3.0,", "4.0]", "fork"]
+
+
+def test_pool_with_threads_running_uses_forkserver():
+    import threading
+
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        with LocalExecutor(2, progress=False) as executor:
+            assert [r.value for r in executor.map(math.sqrt, [4, 9], "x")] == [2.0, 3.0]
+            assert executor.start_method == "forkserver"
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_start_method_can_be_forced(monkeypatch):
+    monkeypatch.setenv("HARMKIT_START_METHOD", "spawn")
+    with LocalExecutor(2, progress=False) as executor:
+        assert [r.value for r in executor.map(math.sqrt, [4], "x")] == [2.0]
+        assert executor.start_method == "spawn"
+    monkeypatch.setenv("HARMKIT_START_METHOD", "teleport")
+    with pytest.raises(HarmkitError, match="HARMKIT_START_METHOD"):
+        LocalExecutor(2, progress=False).map(math.sqrt, [4], "x")
