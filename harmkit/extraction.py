@@ -100,7 +100,8 @@ def _extract_one(task: ExtractionTask) -> dict[str, Any]:
                 cache.put(quick, {"key": key})
         return {"features": features, "cached": False, "key": key, "quick": quick, "seconds": seconds}
     except HarmkitError as exc:
-        raise HarmkitError(f"{scan.label}: {exc}") from None
+        message = str(exc)
+        raise HarmkitError(message if message.startswith(scan.label) else f"{scan.label}: {message}") from None
 
 
 def extract(
@@ -163,6 +164,9 @@ def extract(
         cohort = load_cohort(cohort)
     if len(cohort) == 0:
         raise HarmkitError("the cohort has no scans; nothing to extract")
+    if not any(voi in scan.masks for scan in cohort):
+        available = ", ".join(cohort.mask_names) or "none"
+        raise HarmkitError(f"no scan of {cohort.manifest or 'the cohort'} has a mask {voi!r} (masks: {available}); choose --voi among them or add a 'mask_{voi}' column to the manifest")
     if extractor is None:
         extractor = get_extractor("radiomics")
     elif isinstance(extractor, str):

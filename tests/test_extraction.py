@@ -147,8 +147,19 @@ def test_bad_scans_are_named_and_the_good_ones_are_cached(bad_manifest, tmp_path
 
 
 def test_missing_voi_names_the_mask_column(cohort_manifest):
-    with pytest.raises(HarmkitError, match="mask_liver"):
+    with pytest.raises(HarmkitError, match=r"no scan .* has a mask 'liver' \(masks: lesion\).*mask_liver"):
         extract(cohort_manifest, voi="liver", extractor=RadiomicsExtractor(classes=FAST), jobs=1, cache_dir=False, progress=False)
+
+
+def test_a_scan_without_the_voi_is_named_once(cohort_manifest):
+    from dataclasses import replace
+
+    cohort = load_cohort(cohort_manifest)
+    cohort.scans[2] = replace(cohort.scans[2], masks={})
+    with pytest.raises(HarmkitError) as info:
+        extract(cohort, extractor=RadiomicsExtractor(classes=FAST), jobs=1, cache_dir=False, progress=False)
+    line = str(info.value).splitlines()[1]
+    assert line.count("subject 's2'") == 1 and "mask_lesion" in line
 
 
 def test_feature_table_round_trips_through_csv(cohort_manifest, tmp_path):
