@@ -225,3 +225,22 @@ def test_a_rewritten_image_is_recomputed(tmp_path):
     assert second.attrs["cache"] == {"dir": str((tmp_path / "cache").resolve()), "hits": 1, "computed": 1}
     assert second.loc["s0", "firstorder_Mean"] != first.loc["s0", "firstorder_Mean"]
     assert second.loc["s1", "firstorder_Mean"] == first.loc["s1", "firstorder_Mean"]
+
+
+@pytest.mark.slow
+def test_simulated_lung_cohort_liver_spheres_and_reference_features(tmp_path):
+    """End to end on the simulator's lung preset: spheres placed in the liver, 93 features per scan."""
+    simulation = pytest.importorskip("harmkit.simulation")
+    from harmkit.voi import add_reference_spheres, voi_cov
+
+    manifest = simulation.simulate("lung", out=tmp_path / "sim", seed=0, subjects_per_site=2, counterfactuals=False, jobs=2, progress=False)
+    cohort = add_reference_spheres(load_cohort(manifest), tmp_path / "spheres", organ="liver", name="sphere")
+    for scan in cohort:
+        sphere = sitk.GetArrayFromImage(scan.load_mask("sphere")).astype(bool)
+        liver = sitk.GetArrayFromImage(scan.load_mask("liver")).astype(bool)
+        assert sphere.any() and not (sphere & ~liver).any()
+        assert 0 < voi_cov(scan.load_image(), scan.load_mask("sphere")) < 1
+    table = extract(tmp_path / "spheres" / "manifest.csv", voi="sphere", jobs=2, cache_dir=tmp_path / "cache", progress=False)
+    assert table.shape == (len(cohort), 95)
+    assert set(table["site_group"]) == {"TUB", "BUD"}
+    assert np.isfinite(table.iloc[:, 2:].to_numpy()).all()
