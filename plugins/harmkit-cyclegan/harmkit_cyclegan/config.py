@@ -1,0 +1,169 @@
+"""Every hyper-parameter of the 3D CycleGAN, and the two profiles.
+
+``paper`` holds the published architecture and optimisation settings (the
+reference implementation's defaults, as listed in docs/methods/cyclegan.md);
+``quick`` is a small model that trains in a few minutes on a 2-core CPU.
+Any field can be overridden on top of a profile. Imports only the standard
+library, so it can be used on a machine that has nothing but torch and numpy.
+
+Array axis order is (z, y, x) throughout, as in ``SimpleITK.GetArrayFromImage``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+Triple = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class CycleGANConfig:
+    """Hyper-parameters of one CycleGAN model and its training run."""
+
+    # --- generator (3D ResNet) ---------------------------------------------
+    ngf: int = 64
+    """Feature maps of the generator's first 7^3 convolution (then 2x, 4x after the downsamplings)."""
+    n_res_blocks: int = 9
+    """Residual blocks at the bottleneck (the paper used 9)."""
+    n_downsampling: int = 2
+    """Stride-2 convolutions down (and transposed convolutions up); patches and windows must be multiples of 2**n."""
+    # --- discriminator (3D PatchGAN) --------------------------------------
+    ndf: int = 64
+    """Feature maps of the discriminator's first 4^3 convolution (64-128-256-512)."""
+    n_d_layers: int = 3
+    """Stride-2 layers of the PatchGAN; 3 gives a 70^3 receptive field."""
+    # --- losses and optimisation ------------------------------------------
+    lambda_cycle: float = 10.0
+    """Weight of the cycle-consistency L1 loss."""
+    lambda_identity: float = 0.5
+    """Identity loss weight, relative to ``lambda_cycle`` (as in the CycleGAN code)."""
+    lr: float = 2e-4
+    """Adam learning rate for generators and discriminators."""
+    beta1: float = 0.5
+    beta2: float = 0.999
+    decay_start: float = 0.5
+    """Fraction of ``steps`` after which the learning rate decays linearly to zero."""
+    pool_size: int = 50
+    """Image pool of generated patches shown to the discriminators (0 disables it)."""
+    steps: int = 200_000
+    """Optimisation steps (one batch of each domain per step)."""
+    batch_size: int = 1
+    # --- data ---------------------------------------------------------------
+    patch_size: Triple = (64, 128, 128)
+    """Training patch (z, y, x) in voxels at the training spacing."""
+    spacing: tuple[float, float, float] | None = None
+    """Training voxel spacing (x, y, z) in mm; None: the median spacing of the reference site group."""
+    body_fraction: float = 0.9
+    """Share of training patches centred on a voxel inside the body mask (the rest anywhere)."""
+    body_threshold: float = 0.1
+    """SUV threshold for a body mask where the manifest has no ``mask_body`` (the paper's 0.1 SUV)."""
+    suv_max: float = 50.0
+    """SUV mapped to +1 by the intensity transform; higher SUVs are clipped (see intensity.py)."""
+    suv_scale: float = 1.0
+    """SUV scale of the log compression ``log1p(SUV / suv_scale)``."""
+    # --- inference ----------------------------------------------------------
+    window: Triple = (64, 128, 128)
+    """Sliding-window size (z, y, x); the reference used 128x128x64 (x, y, z)."""
+    overlap: float = 0.85
+    """Fraction of the window shared by neighbouring windows."""
+    blend_sigma: float = 0.125
+    """Gaussian blending weight: sigma as a fraction of the window size."""
+    infer_batch: int = 1
+    """Windows evaluated together during inference (memory grows with it)."""
+    # --- execution ----------------------------------------------------------
+    precision: str = "auto"
+    """'fp32', 'bf16' (autocast) or 'auto' (bf16 on CUDA and on CPUs with native bf16, else fp32)."""
+    channels_last: bool = True
+    """Use the channels_last_3d memory format (faster 3D convolutions on CPU)."""
+    checkpoint_every: int = 1000
+    """Steps between checkpoints (each writes a PNG of input / output / difference)."""
+    seed: int = 0
+
+    # ------------------------------------------------------------------------
+    def with_overrides(self, **overrides: Any) -> "CycleGANConfig":
+        """A copy with the given fields changed (``None`` values are ignored)."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown CycleGAN hyper-parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+        changes = {k: _normalise(k, v) for k, v in overrides.items() if v is not None}
+        return replace(self, **changes).validated()
+
+    def validated(self) -> "CycleGANConfig":
+        """Check consistency; raise ``ValueError`` naming the parameter."""
+        multiple = 2 ** self.n_downsampling
+        for name in ("patch_size", "window"):
+            value = getattr(self, name)
+            if len(value) != 3 or any(int(v) <= 0 or int(v) % multiple for v in value):
+                raise ValueError(f"{name}={value}: need three positive sizes (z, y, x), each a multiple of {multiple}")
+        for size in self.patch_size:
+            for _ in range(self.n_d_layers):
+                size = (size - 2) // 2 + 1
+            if size - 1 < 2:
+                raise ValueError(
+                    f"patch_size={self.patch_size}: too small for a PatchGAN with n_d_layers={self.n_d_layers}; "
+                    f"use at least {2 ** self.n_d_layers * 3} voxels per axis or fewer layers"
+                )
+        if not 0.0 <= self.overlap < 1.0:
+            raise ValueError(f"overlap={self.overlap}: must be in [0, 1)")
+        if not 0.0 <= self.decay_start <= 1.0:
+            raise ValueError(f"decay_start={self.decay_start}: must be in [0, 1]")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision={self.precision!r}: use 'auto', 'fp32' or 'bf16'")
+        if self.steps < 1 or self.batch_size < 1 or self.infer_batch < 1 or self.checkpoint_every < 1:
+            raise ValueError("steps, batch_size, infer_batch and checkpoint_every must be positive")
+        if self.suv_max <= 0 or self.suv_scale <= 0:
+            raise ValueError("suv_max and suv_scale must be positive")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "CycleGANConfig":
+        return cls().with_overrides(**data)
+
+
+def _normalise(name: str, value: Any) -> Any:
+    if name in ("patch_size", "window"):
+        if isinstance(value, int):
+            value = (value, value, value)
+        return tuple(int(v) for v in value)
+    if name == "spacing":
+        if isinstance(value, (int, float)):
+            value = (value, value, value)
+        return tuple(float(v) for v in value)
+    return value
+
+
+PROFILES: dict[str, CycleGANConfig] = {
+    # The published architecture and optimisation settings. `steps` was not
+    # published; 200k single-patch steps match CycleGAN's 100 + 100 epochs of ~1000 images.
+    "paper": CycleGANConfig(),
+    # Small enough for a 2-core CPU: a few minutes of training (measured in
+    # benchmarks/cyclegan.py and docs/performance.md).
+    "quick": CycleGANConfig(
+        ngf=8,
+        n_res_blocks=4,
+        ndf=8,
+        patch_size=(32, 32, 32),
+        batch_size=1,
+        steps=400,
+        window=(64, 64, 64),
+        overlap=0.25,
+        infer_batch=1,
+        checkpoint_every=100,
+    ),
+}
+
+
+def get_profile(name: str) -> CycleGANConfig:
+    """The named profile (``paper`` or ``quick``)."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown CycleGAN profile {name!r}; use one of {', '.join(PROFILES)}") from None
+
+
+PARAMETER_NAMES: tuple[str, ...] = tuple(f.name for f in fields(CycleGANConfig))

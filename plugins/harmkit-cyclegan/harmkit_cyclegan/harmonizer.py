@@ -1,0 +1,515 @@
+"""The CycleGAN :class:`~harmkit.interfaces.ImageHarmonizer` (the SimpleITK-facing side).
+
+``fit`` resamples every scan to one training spacing, writes the volumes and
+body masks to a :class:`~harmkit.volumestore.VolumeStore`, and trains one
+CycleGAN between the reference site group and all other groups (merged into
+one source domain, as the paper merged CHUM and HMR). One training gives both
+directions: ``transform(scan)`` maps towards the reference, and
+``transform(scan, target_site=<a source group>)`` maps the other way. Fitting
+again with the other group of a two-group cohort as reference reuses the
+trained networks.
+
+``transform`` resamples the scan to the training spacing, converts SUV with
+the fixed transform of :mod:`.intensity`, runs sliding-window inference,
+converts back to SUV and resamples onto the input's exact grid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from harmkit.errors import HarmkitError
+from harmkit.interfaces import ImageHarmonizer
+
+from .config import PARAMETER_NAMES, CycleGANConfig, get_profile
+from .intensity import to_network, to_suv
+
+GENERATORS_FILE = "generators.pt"
+GENERATORS_FORMAT = "harmkit-cyclegan-generators/1"
+# Hyper-parameters that do not change what is learned (not part of the training key).
+_NOT_IN_KEY = {"checkpoint_every", "window", "overlap", "blend_sigma", "infer_batch"}
+
+
+class CycleGANHarmonizer(ImageHarmonizer):
+    """3D CycleGAN image harmonizer (Haberl et al. 2024), quantitative in SUV.
+
+    Parameters
+    ----------
+    profile : ``"quick"`` (small, minutes on a CPU; default) or ``"paper"``
+        (the published architecture and settings). Every other parameter left
+        at ``None`` takes the profile's value; see
+        :class:`harmkit_cyclegan.config.CycleGANConfig` for their meaning.
+    device : ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+    work_dir : folder for the volume store, checkpoints, loss log and
+        previews. An interrupted ``fit`` with the same ``work_dir`` resumes,
+        and a finished training is reused. ``None``: a temporary folder.
+    progress : show rich progress bars.
+    threads : torch CPU threads while fitting and transforming (``None``: torch's
+        default). On a CPU shared with other work, 1 avoids thread contention.
+    """
+
+    name = "cyclegan"
+    aliases = ("gan",)
+    description = "3D CycleGAN (Haberl et al. 2024): unpaired image-to-image translation in SUV, both directions"
+
+    def __init__(
+        self,
+        profile: str = "quick",
+        steps: int | None = None,
+        seed: int | None = None,
+        device: str = "auto",
+        work_dir: str | None = None,
+        progress: bool = True,
+        threads: int | None = None,
+        ngf: int | None = None,
+        n_res_blocks: int | None = None,
+        ndf: int | None = None,
+        n_d_layers: int | None = None,
+        patch_size: Any = None,
+        batch_size: int | None = None,
+        spacing: Any = None,
+        lr: float | None = None,
+        beta1: float | None = None,
+        beta2: float | None = None,
+        decay_start: float | None = None,
+        lambda_cycle: float | None = None,
+        lambda_identity: float | None = None,
+        pool_size: int | None = None,
+        body_fraction: float | None = None,
+        body_threshold: float | None = None,
+        suv_max: float | None = None,
+        suv_scale: float | None = None,
+        window: Any = None,
+        overlap: float | None = None,
+        blend_sigma: float | None = None,
+        infer_batch: int | None = None,
+        precision: str | None = None,
+        channels_last: bool | None = None,
+        checkpoint_every: int | None = None,
+    ) -> None:
+        self.profile = profile
+        self.steps = steps
+        self.seed = seed
+        self.device = device
+        self.work_dir = work_dir
+        self.progress = progress
+        self.threads = threads
+        self.ngf = ngf
+        self.n_res_blocks = n_res_blocks
+        self.ndf = ndf
+        self.n_d_layers = n_d_layers
+        self.patch_size = patch_size
+        self.batch_size = batch_size
+        self.spacing = spacing
+        self.lr = lr
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.decay_start = decay_start
+        self.lambda_cycle = lambda_cycle
+        self.lambda_identity = lambda_identity
+        self.pool_size = pool_size
+        self.body_fraction = body_fraction
+        self.body_threshold = body_threshold
+        self.suv_max = suv_max
+        self.suv_scale = suv_scale
+        self.window = window
+        self.overlap = overlap
+        self.blend_sigma = blend_sigma
+        self.infer_batch = infer_batch
+        self.precision = precision
+        self.channels_last = channels_last
+        self.checkpoint_every = checkpoint_every
+
+    # -- configuration -------------------------------------------------------
+    def make_config(self) -> CycleGANConfig:
+        """The profile with this harmonizer's explicit parameters applied."""
+        try:
+            base = get_profile(self.profile)
+            overrides = {k: getattr(self, k) for k in PARAMETER_NAMES if hasattr(self, k)}
+            return base.with_overrides(**overrides)
+        except ValueError as exc:
+            raise HarmkitError(f"cyclegan: {exc}") from None
+
+    def _torch_device(self):
+        import torch
+
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device not in ("cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise HarmkitError(f"cyclegan: device {self.device!r} unknown; use 'auto', 'cpu' or 'cuda'")
+        if str(self.device).startswith("cuda") and not torch.cuda.is_available():
+            raise HarmkitError("cyclegan: device 'cuda' requested but torch sees no CUDA GPU; use --device cpu")
+        return torch.device(self.device)
+
+    # -- fit -----------------------------------------------------------------
+    def fit(self, cohort, reference_site: str) -> "CycleGANHarmonizer":
+        """Train (or reuse) a CycleGAN between ``reference_site`` and every other site group."""
+        config = self.make_config()
+        reference = _resolve_group(cohort, reference_site)
+        groups = cohort.site_groups
+        sources = [g for g in groups if g != reference]
+        if not sources:
+            raise HarmkitError(
+                f"cyclegan: the cohort has only site group {reference!r}; harmonization needs scans of at least one other site"
+            )
+        domain_pair = sorted([tuple(sorted(sources)), (reference,)])
+        fingerprint = _cohort_fingerprint(cohort)
+        key = _training_key(domain_pair, config, fingerprint)
+        site_groups = {s.site: s.group for s in cohort}
+        if getattr(self, "training_key_", None) == key and self._generators is not None:
+            # Same data, same split: the trained networks already give both directions.
+            self.reference_site_ = reference
+            self.site_groups_ = site_groups
+            return self
+
+        temporary = None
+        if self.work_dir is None:
+            temporary = tempfile.mkdtemp(prefix="harmkit-cyclegan-")
+            run_dir = Path(temporary)
+        else:
+            run_dir = Path(self.work_dir) / f"run-{key[:16]}"
+        try:
+            spacing = config.spacing or _median_spacing(cohort.by_group(reference))
+            with _torch_threads(self.threads):
+                trainer = self._train(cohort, config, domain_pair, spacing, run_dir)
+            self._generators = trainer.generator_state()
+            self._nets = {}
+            losses = (run_dir / "training" / "losses.csv")
+            self._training_log = losses.read_text() if losses.exists() else ""
+            self._training_dir = None if temporary else run_dir / "training"
+        finally:
+            if temporary is not None:
+                shutil.rmtree(temporary, ignore_errors=True)
+        self.config_ = config.to_dict()
+        self.domains_ = {"x": list(domain_pair[0]), "y": list(domain_pair[1])}
+        self.reference_site_ = reference
+        self.site_groups_ = site_groups
+        self.spacing_ = [float(s) for s in spacing]
+        self.training_key_ = key
+        self.training_ = {
+            "steps": trainer.step,
+            "precision": trainer.precision,
+            "device": str(trainer.device),
+            "seconds": round(trainer.seconds, 1),
+            "scans": len(cohort),
+        }
+        return self
+
+    def _train(self, cohort, config: CycleGANConfig, domain_pair, spacing, run_dir: Path):
+        from .training import Trainer
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        store = self._volume_store(cohort, config, spacing, run_dir / "volumes.h5")
+        try:
+            transform = lambda patch: to_network(patch, config.suv_max, config.suv_scale)  # noqa: E731
+            sample_x = store.sampler(_keys_of(store, domain_pair[0]), config.patch_size, config.body_fraction, transform)
+            sample_y = store.sampler(_keys_of(store, domain_pair[1]), config.patch_size, config.body_fraction, transform)
+            device = self._torch_device()
+            with _progress(self.progress, "CycleGAN training", config.steps) as advance:
+                trainer = Trainer(config, sample_x, sample_y, run_dir / "training", device=device, progress=advance)
+                started = time.perf_counter()
+                trainer.run()
+                trainer.seconds = time.perf_counter() - started
+        finally:
+            store.file.close()
+        return trainer
+
+    def _volume_store(self, cohort, config: CycleGANConfig, spacing, path: Path):
+        from harmkit.volumestore import VolumeStore
+
+        if path.exists():
+            try:
+                store = VolumeStore(path)
+                if len(store) == len(cohort):
+                    return store
+                store.file.close()
+            except HarmkitError:
+                pass
+            path.unlink()
+        with _progress(self.progress, "Writing volume store", len(cohort)) as advance, VolumeStore.create(path) as writer:
+            for index, scan in enumerate(cohort):
+                image = scan.load_image()
+                mask = scan.load_mask("body") if "body" in scan.masks else sitk.Cast(image > config.body_threshold, sitk.sitkUInt8)
+                image = resample_to_spacing(image, spacing, sitk.sitkLinear)
+                mask = resample_to_spacing(mask, spacing, sitk.sitkNearestNeighbor)
+                writer.add(
+                    f"{index:06d}",
+                    sitk.GetArrayFromImage(image),
+                    spacing=image.GetSpacing(),
+                    mask=sitk.GetArrayFromImage(mask),
+                    origin=image.GetOrigin(),
+                    direction=image.GetDirection(),
+                    chunks=(32, 32, 32),
+                    seed=index,
+                    subject=scan.subject_id,
+                    site=scan.site,
+                    group=scan.group,
+                )
+                advance(index + 1, len(cohort), {})
+        return VolumeStore(path)
+
+    # -- transform -----------------------------------------------------------
+    def transform(self, scan, target_site: str | None = None):
+        """Harmonize ``scan`` towards ``target_site`` (default: the reference); same grid, SUV.
+
+        A scan that already belongs to the target's domain is returned unchanged.
+        """
+        self.check_fitted()
+        target = self.site_groups_.get(target_site, target_site) if target_site else self.reference_site_
+        if target in self.domains_["y"]:
+            target_domain = "y"
+        elif target in self.domains_["x"]:
+            target_domain = "x"
+        else:
+            known = sorted(self.domains_["x"] + self.domains_["y"])
+            raise HarmkitError(f"cyclegan: target site {target_site!r} was not part of training; use one of {', '.join(known)}")
+        image = scan.load_image()
+        if scan.group in self.domains_[target_domain]:
+            return scan.with_image(image)
+        direction = "x_to_y" if target_domain == "y" else "y_to_x"
+        with _torch_threads(self.threads):
+            return scan.with_image(self.translate(image, direction))
+
+    def translate(self, image: sitk.Image, direction: str = "x_to_y") -> sitk.Image:
+        """Run one generator on a SimpleITK SUV image; returns SUV on the input's grid."""
+        from .inference import sliding_window
+        from .training import resolve_precision
+
+        config = CycleGANConfig.from_dict(self.config_)
+        net = self._network(direction)
+        device = next(net.parameters()).device
+        precision = resolve_precision(config.precision, device)
+        resampled = resample_to_spacing(image, self.spacing_, sitk.sitkLinear)
+        values = to_network(sitk.GetArrayViewFromImage(resampled), config.suv_max, config.suv_scale)
+        windows = _count_windows(values.shape, config.window, config.overlap)
+        with _progress(self.progress and windows > 8, "CycleGAN inference", windows) as advance:
+            result = sliding_window(
+                values,
+                net,
+                config.window,
+                overlap=config.overlap,
+                batch_size=config.infer_batch,
+                sigma_scale=config.blend_sigma,
+                device=device,
+                precision=precision,
+                channels_last=config.channels_last,
+                progress=lambda done, total: advance(done, total, {}),
+            )
+        del values
+        suv = to_suv(result, config.suv_max, config.suv_scale)
+        del result
+        out = sitk.GetImageFromArray(suv)
+        out.CopyInformation(resampled)
+        if out.GetSize() != image.GetSize() or not np.allclose(out.GetSpacing(), image.GetSpacing()):
+            out = sitk.Resample(out, image, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        else:
+            out.CopyInformation(image)
+        # Above suv_max the transform clips; keep the input's own value there.
+        original = sitk.GetArrayViewFromImage(image)
+        hot = original > config.suv_max
+        if hot.any():
+            array = sitk.GetArrayFromImage(out)
+            array[hot] = original[hot]
+            fixed = sitk.GetImageFromArray(array)
+            fixed.CopyInformation(image)
+            out = fixed
+        return out
+
+    def _network(self, direction: str):
+        import torch
+
+        from .training import build_generator
+
+        nets = self.__dict__.setdefault("_nets", {})
+        if direction not in nets:
+            config = CycleGANConfig.from_dict(self.config_)
+            device = self._torch_device()
+            net = build_generator(config)
+            net.load_state_dict(self._generators[direction])
+            net.eval().requires_grad_(False)
+            memory_format = torch.channels_last_3d if config.channels_last else torch.contiguous_format
+            nets[direction] = net.to(device, memory_format=memory_format)
+        return nets[direction]
+
+    # -- persistence ---------------------------------------------------------
+    _generators: dict | None = None
+    _training_log: str = ""
+    _training_dir: Path | None = None
+
+    def get_state(self):
+        self.check_fitted()
+        meta = {k: getattr(self, k) for k in ("config_", "domains_", "reference_site_", "site_groups_", "spacing_", "training_key_", "training_")}
+        return meta, {}
+
+    def _save_extra(self, directory: Path) -> None:
+        from .training import save_state_dict
+
+        save_state_dict({"format": GENERATORS_FORMAT, **self._generators}, directory / GENERATORS_FILE)
+        training = directory / "training"
+        training.mkdir(exist_ok=True)
+        if self._training_log:
+            (training / "losses.csv").write_text(self._training_log)
+        if self._training_dir is not None and Path(self._training_dir).is_dir():
+            for png in sorted(Path(self._training_dir).glob("preview_*.png")):
+                shutil.copy2(png, training / png.name)
+
+    def _load_extra(self, directory: Path) -> None:
+        import pickle
+
+        import torch
+
+        path = Path(directory) / GENERATORS_FILE
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise HarmkitError(f"{directory}: {GENERATORS_FILE} is missing; save or train the model again") from None
+        except (pickle.UnpicklingError, RuntimeError, AttributeError, ValueError, EOFError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise HarmkitError(
+                f"{path}: refused to load: the file is damaged or holds objects other than tensors ({first}); "
+                f"only load models you trust or trained yourself"
+            ) from None
+        if not isinstance(state, dict) or state.get("format") != GENERATORS_FORMAT:
+            raise HarmkitError(f"{path}: not a harmkit CycleGAN generator file")
+        self._generators = {k: state[k] for k in ("x_to_y", "y_to_x")}
+        self._nets = {}
+
+
+# -- helpers ---------------------------------------------------------------------
+def resample_to_spacing(image: sitk.Image, spacing, interpolator=sitk.sitkLinear) -> sitk.Image:
+    """``image`` on a grid of ``spacing`` (x, y, z) covering the same extent; unchanged if already there."""
+    spacing = tuple(float(s) for s in spacing)
+    old = image.GetSpacing()
+    if np.allclose(old, spacing, rtol=1e-4, atol=1e-6):
+        return image
+    size = [max(1, int(round(n * o / s))) for n, o, s in zip(image.GetSize(), old, spacing)]
+    # Keep the physical centre of the first voxel's corner: shift the origin by half a voxel difference.
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    shift = direction @ ((np.asarray(spacing) - np.asarray(old)) / 2.0)
+    origin = tuple(np.asarray(image.GetOrigin()) + shift)
+    pixel = image.GetPixelID()
+    return sitk.Resample(image, size, sitk.Transform(), interpolator, origin, spacing, image.GetDirection(), 0.0, pixel)
+
+
+def _resolve_group(cohort, reference: str) -> str:
+    if reference in cohort.site_groups:
+        return reference
+    for scan in cohort:
+        if scan.site == reference:
+            return scan.group
+    raise HarmkitError(
+        f"cyclegan: reference site {reference!r} is not in the cohort; site groups: {', '.join(cohort.site_groups)}"
+    )
+
+
+def _median_spacing(scans) -> tuple[float, float, float]:
+    spacings = []
+    for scan in scans:
+        if isinstance(scan.image, sitk.Image):
+            spacings.append(scan.image.GetSpacing())
+        else:
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(scan.image))
+            try:
+                reader.ReadImageInformation()
+                spacings.append(reader.GetSpacing())
+            except RuntimeError:
+                spacings.append(scan.load_image().GetSpacing())
+    return tuple(float(v) for v in np.median(np.asarray(spacings), axis=0))
+
+
+def _keys_of(store, groups) -> list[str]:
+    keys = [k for g in groups for k in store.keys(group=g)]
+    if not keys:
+        raise HarmkitError(f"cyclegan: no scans of site group(s) {', '.join(groups)} in the volume store")
+    return keys
+
+
+def _cohort_fingerprint(cohort) -> str:
+    rows = []
+    for scan in cohort:
+        if isinstance(scan.image, (str, os.PathLike)):
+            image = str(Path(scan.image).resolve())
+        else:  # an in-memory image: its voxels and geometry
+            digest = hashlib.sha256(np.ascontiguousarray(sitk.GetArrayViewFromImage(scan.image)).tobytes())
+            digest.update(repr((scan.image.GetSpacing(), scan.image.GetOrigin(), scan.image.GetDirection())).encode())
+            image = digest.hexdigest()
+        rows.append([scan.subject_id, scan.site, scan.group, image])
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+
+
+def _training_key(domain_pair, config: CycleGANConfig, fingerprint: str) -> str:
+    params = {k: v for k, v in config.to_dict().items() if k not in _NOT_IN_KEY}
+    blob = json.dumps({"domains": [list(d) for d in domain_pair], "config": params, "data": fingerprint}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _count_windows(shape, window, overlap) -> int:
+    from .inference import window_starts
+
+    count = 1
+    for s, w in zip(shape, window):
+        count *= len(window_starts(s, w, overlap))
+    return count
+
+
+class _torch_threads:
+    """Set torch's CPU thread count for a block (``None``: leave it)."""
+
+    def __init__(self, threads: int | None) -> None:
+        self.threads, self.before = threads, None
+
+    def __enter__(self):
+        if self.threads:
+            import torch
+
+            self.before = torch.get_num_threads()
+            torch.set_num_threads(int(self.threads))
+        return self
+
+    def __exit__(self, *exc):
+        if self.before is not None:
+            import torch
+
+            torch.set_num_threads(self.before)
+        return False
+
+
+class _progress:
+    """Context manager yielding ``advance(done, total, info)`` backed by a rich progress bar."""
+
+    def __init__(self, enabled: bool, label: str, total: int) -> None:
+        self.enabled, self.label, self.total = enabled, label, total
+        self.bar = None
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda done, total, info=None: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=True)
+        self.bar.start()
+        task = self.bar.add_task(self.label, total=self.total, info="")
+
+        def advance(done, total, info=None):
+            text = ""
+            if info and "loss_G" in info:
+                text = f"G {info['loss_G']:.3f}  D {info['loss_D_a'] + info['loss_D_b']:.3f}"
+            self.bar.update(task, completed=done, total=total, info=text)
+
+        return advance
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+        return False

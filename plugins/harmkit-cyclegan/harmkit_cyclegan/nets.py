@@ -1,0 +1,140 @@
+"""The published 3D CycleGAN networks (torch only).
+
+Generator: a 3D ResNet -- 7^3 convolution to ``ngf`` features, two stride-2
+3^3 convolutions (2*ngf, 4*ngf), ``n_res_blocks`` residual blocks, two
+stride-2 transposed convolutions back, a 7^3 convolution to one channel and
+tanh; instance normalisation, reflection padding, ReLU.
+
+Discriminator: a 3D PatchGAN -- 4^3 convolutions with ``ndf``, 2*ndf, 4*ndf
+(stride 2) and 8*ndf (stride 1) features, instance normalisation except on
+the first, LeakyReLU(0.2), then a 4^3 convolution to one channel. With three
+stride-2 layers each output voxel sees 70^3 input voxels.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ResidualBlock(nn.Module):
+    """Two reflection-padded 3^3 convolutions with instance norm and a skip connection."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.ReflectionPad3d(1),
+            nn.Conv3d(channels, channels, kernel_size=3),
+            nn.InstanceNorm3d(channels),
+            nn.ReLU(inplace=True),
+            nn.ReflectionPad3d(1),
+            nn.Conv3d(channels, channels, kernel_size=3),
+            nn.InstanceNorm3d(channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class ResnetGenerator3d(nn.Module):
+    """3D ResNet generator (one input and one output channel, output in [-1, 1])."""
+
+    def __init__(self, ngf: int = 64, n_res_blocks: int = 9, n_downsampling: int = 2) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [
+            nn.ReflectionPad3d(3),
+            nn.Conv3d(1, ngf, kernel_size=7),
+            nn.InstanceNorm3d(ngf),
+            nn.ReLU(inplace=True),
+        ]
+        for i in range(n_downsampling):
+            mult = 2**i
+            layers += [
+                nn.Conv3d(ngf * mult, ngf * mult * 2, kernel_size=3, stride=2, padding=1),
+                nn.InstanceNorm3d(ngf * mult * 2),
+                nn.ReLU(inplace=True),
+            ]
+        mult = 2**n_downsampling
+        layers += [ResidualBlock(ngf * mult) for _ in range(n_res_blocks)]
+        for i in range(n_downsampling):
+            mult = 2 ** (n_downsampling - i)
+            layers += [
+                nn.ConvTranspose3d(ngf * mult, ngf * mult // 2, kernel_size=3, stride=2, padding=1, output_padding=1),
+                nn.InstanceNorm3d(ngf * mult // 2),
+                nn.ReLU(inplace=True),
+            ]
+        layers += [nn.ReflectionPad3d(3), nn.Conv3d(ngf, 1, kernel_size=7), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class PatchDiscriminator3d(nn.Module):
+    """3D PatchGAN discriminator: one realness score per overlapping input patch."""
+
+    def __init__(self, ndf: int = 64, n_layers: int = 3) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv3d(1, ndf, kernel_size=4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)]
+        mult = 1
+        for n in range(1, n_layers + 1):
+            previous, mult = mult, min(2**n, 8)
+            stride = 2 if n < n_layers else 1
+            layers += [
+                nn.Conv3d(ndf * previous, ndf * mult, kernel_size=4, stride=stride, padding=1),
+                nn.InstanceNorm3d(ndf * mult),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
+        layers += [nn.Conv3d(ndf * mult, 1, kernel_size=4, stride=1, padding=1)]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+def receptive_field(module: nn.Module) -> int:
+    """Receptive field (voxels along one axis) of a plain stack of convolutions."""
+    convs = [m for m in module.modules() if isinstance(m, nn.Conv3d)]
+    field = 1
+    for conv in reversed(convs):
+        field = (field - 1) * conv.stride[0] + conv.kernel_size[0]
+    return field
+
+
+def init_weights(module: nn.Module, gain: float = 0.02) -> None:
+    """CycleGAN's initialisation: conv weights ~ N(0, 0.02), biases 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)):
+            nn.init.normal_(m.weight, 0.0, gain)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def conv_flops(module: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-add FLOPs (2 per MAC) of every 3D (transposed) convolution for one forward pass."""
+    total = 0
+    hooks = []
+
+    def hook(m, inputs, output):
+        nonlocal total
+        if isinstance(m, nn.ConvTranspose3d):
+            voxels = inputs[0].shape[0] * inputs[0][0, 0].numel()
+        else:
+            voxels = output.shape[0] * output[0, 0].numel()
+        k = m.kernel_size[0] * m.kernel_size[1] * m.kernel_size[2]
+        total += 2 * voxels * k * m.in_channels * m.out_channels // m.groups
+
+    for m in module.modules():
+        if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)):
+            hooks.append(m.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            module(torch.zeros(input_shape, device=next(module.parameters()).device))
+    finally:
+        for h in hooks:
+            h.remove()
+    return total

@@ -1,0 +1,419 @@
+"""CycleGAN training with safe, resumable checkpoints (torch + numpy + standard library only).
+
+One :class:`Trainer` learns both directions at once: ``G_ab`` (domain A ->
+domain B) and ``G_ba`` (B -> A), judged by ``D_b`` and ``D_a``. Data comes
+from two *samplers*, callables ``sample(rng, n) -> float32 array (n, 1, z, y,
+x)`` already in the network's [-1, 1] intensity range; all randomness of
+training (patch positions, image pool) is drawn from one numpy generator
+whose state is checkpointed, and weights are initialised from the seeded
+torch generator, so a run interrupted and resumed gives the same weights as
+an uninterrupted one on CPU.
+
+Files in ``out_dir``:
+
+- ``checkpoint.pt`` -- networks, optimizers, schedulers, image pools, RNG
+  states, step; written to a temporary name and renamed; read back with
+  ``torch.load(weights_only=True)``, so a tampered file cannot run code.
+- ``losses.csv`` -- one row per step (rows after the last checkpoint are
+  dropped on resume, so the log always matches the weights).
+- ``preview_<step>.png`` -- input / A->B output / difference of a fixed patch
+  (middle slice) at each checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import pickle
+import struct
+import tempfile
+import time
+import zlib
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import CycleGANConfig
+from .nets import PatchDiscriminator3d, ResnetGenerator3d, init_weights
+
+Sampler = Callable[[np.random.Generator, int], np.ndarray]
+CHECKPOINT = "checkpoint.pt"
+LOSSES = "losses.csv"
+FORMAT = "harmkit-cyclegan-checkpoint/1"
+LOSS_COLUMNS = ("step", "loss_G", "adv_ab", "adv_ba", "cycle", "identity", "loss_D_a", "loss_D_b", "lr", "seconds")
+# Config fields that may differ between an interrupted run and its resumption.
+_RESUMABLE_CHANGES = {"checkpoint_every"}
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot or must not be loaded (message says why and what to do)."""
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> 'bf16' on CUDA with bf16 and on CPUs with native bf16 (AVX512-BF16/AMX), else 'fp32'."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    cpu = getattr(torch, "cpu", None)
+    native = any(getattr(cpu, name, lambda: False)() for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+    return "bf16" if native else "fp32"
+
+
+def build_generator(config: CycleGANConfig) -> ResnetGenerator3d:
+    return ResnetGenerator3d(config.ngf, config.n_res_blocks, config.n_downsampling)
+
+
+def build_networks(config: CycleGANConfig) -> dict[str, nn.Module]:
+    """The four networks, initialised from the current torch RNG state."""
+    nets: dict[str, nn.Module] = {
+        "G_ab": build_generator(config),
+        "G_ba": build_generator(config),
+        "D_a": PatchDiscriminator3d(config.ndf, config.n_d_layers),
+        "D_b": PatchDiscriminator3d(config.ndf, config.n_d_layers),
+    }
+    for net in nets.values():
+        init_weights(net)
+    return nets
+
+
+class ImagePool:
+    """Buffer of generated patches; the discriminator sees a mix of new and older fakes."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.images: list[torch.Tensor] = []
+
+    def query(self, images: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        if self.size == 0:
+            return images
+        out = []
+        for image in images:
+            image = image[None].detach().clone()
+            if len(self.images) < self.size:
+                self.images.append(image)
+                out.append(image)
+            elif rng.random() > 0.5:
+                index = int(rng.integers(0, self.size))
+                out.append(self.images[index].clone())
+                self.images[index] = image
+            else:
+                out.append(image)
+        return torch.cat(out, 0)
+
+    def state(self) -> torch.Tensor:
+        if not self.images:
+            return torch.zeros(0)
+        return torch.cat(self.images, 0).cpu()
+
+    def load(self, stacked: torch.Tensor, device: torch.device) -> None:
+        self.images = [t[None].to(device) for t in stacked] if stacked.numel() else []
+
+
+def lr_factor(step: int, total: int, decay_start: float) -> float:
+    """Constant learning rate, then linear decay to zero over the last ``1 - decay_start`` of training."""
+    begin = int(total * decay_start)
+    if step < begin:
+        return 1.0
+    return max(0.0, 1.0 - (step - begin) / float(max(total - begin, 1)))
+
+
+class Trainer:
+    """Trains a CycleGAN between samplers A and B, checkpointing into ``out_dir``."""
+
+    def __init__(
+        self,
+        config: CycleGANConfig,
+        sample_a: Sampler,
+        sample_b: Sampler,
+        out_dir: str | os.PathLike,
+        device: str | torch.device = "cpu",
+        progress: Callable[[int, int, dict], None] | None = None,
+    ) -> None:
+        self.config = config.validated()
+        self.sample_a = sample_a
+        self.sample_b = sample_b
+        self.out_dir = Path(out_dir)
+        self.device = torch.device(device)
+        self.precision = resolve_precision(config.precision, self.device)
+        self.progress = progress
+        self.memory_format = torch.channels_last_3d if config.channels_last else torch.contiguous_format
+
+        torch.manual_seed(config.seed)
+        self.rng = np.random.default_rng(config.seed)
+        self.nets = build_networks(config)
+        for name, net in self.nets.items():
+            self.nets[name] = net.to(self.device, memory_format=self.memory_format)
+        betas = (config.beta1, config.beta2)
+        self.opt_G = torch.optim.Adam(
+            list(self.nets["G_ab"].parameters()) + list(self.nets["G_ba"].parameters()), lr=config.lr, betas=betas
+        )
+        self.opt_D = torch.optim.Adam(
+            list(self.nets["D_a"].parameters()) + list(self.nets["D_b"].parameters()), lr=config.lr, betas=betas
+        )
+        schedule = lambda step: lr_factor(step, config.steps, config.decay_start)  # noqa: E731
+        self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, schedule)
+        self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, schedule)
+        self.pool_a = ImagePool(config.pool_size)
+        self.pool_b = ImagePool(config.pool_size)
+        self.step = 0
+        # A fixed preview patch, drawn from its own generator so it never shifts the training stream.
+        self.preview = sample_a(np.random.default_rng(config.seed + 7919), 1)
+
+    # -- checkpoints ----------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / CHECKPOINT
+
+    def state_dict(self) -> dict:
+        return {
+            "format": FORMAT,
+            "step": self.step,
+            "config": self.config.to_dict(),
+            "precision": self.precision,
+            "nets": {name: net.state_dict() for name, net in self.nets.items()},
+            "optimizers": {"G": self.opt_G.state_dict(), "D": self.opt_D.state_dict()},
+            "schedulers": {"G": self.sched_G.state_dict(), "D": self.sched_D.state_dict()},
+            "pools": {"a": self.pool_a.state(), "b": self.pool_b.state()},
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "numpy": json.dumps(self.rng.bit_generator.state),
+            },
+        }
+
+    def save_checkpoint(self) -> Path:
+        """Write the whole training state atomically (temporary file, then rename)."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{CHECKPOINT}.", dir=self.out_dir)
+        os.close(fd)
+        try:
+            torch.save(self.state_dict(), tmp)
+            os.replace(tmp, self.checkpoint_path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return self.checkpoint_path
+
+    def load_checkpoint(self, path: str | os.PathLike | None = None) -> int:
+        """Restore everything from a checkpoint; returns its step."""
+        state = load_checkpoint(path or self.checkpoint_path, map_location=self.device)
+        saved = state["config"]
+        current = self.config.to_dict()
+        changed = sorted(k for k in current if k not in _RESUMABLE_CHANGES and saved.get(k) != current[k])
+        if changed:
+            raise CheckpointError(
+                f"{path or self.checkpoint_path}: written with different hyper-parameters ({', '.join(changed)}); "
+                f"use a fresh output folder or the same settings to resume"
+            )
+        for name, net in self.nets.items():
+            net.load_state_dict(state["nets"][name])
+        self.opt_G.load_state_dict(state["optimizers"]["G"])
+        self.opt_D.load_state_dict(state["optimizers"]["D"])
+        self.sched_G.load_state_dict(state["schedulers"]["G"])
+        self.sched_D.load_state_dict(state["schedulers"]["D"])
+        self.pool_a.load(state["pools"]["a"], self.device)
+        self.pool_b.load(state["pools"]["b"], self.device)
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.rng.bit_generator.state = json.loads(state["rng"]["numpy"])
+        self.step = int(state["step"])
+        return self.step
+
+    # -- training ---------------------------------------------------------------
+    def _autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _batch(self, sampler: Sampler) -> torch.Tensor:
+        array = np.ascontiguousarray(sampler(self.rng, self.config.batch_size), dtype=np.float32)
+        return torch.from_numpy(array).to(self.device).contiguous(memory_format=self.memory_format)
+
+    def train_step(self) -> dict[str, float]:
+        """One optimisation step of both generators, then both discriminators."""
+        cfg = self.config
+        G_ab, G_ba, D_a, D_b = (self.nets[k] for k in ("G_ab", "G_ba", "D_a", "D_b"))
+        real_a = self._batch(self.sample_a)
+        real_b = self._batch(self.sample_b)
+
+        for d in (D_a, D_b):
+            d.requires_grad_(False)
+        with self._autocast():
+            fake_b = G_ab(real_a)
+            rec_a = G_ba(fake_b)
+            fake_a = G_ba(real_b)
+            rec_b = G_ab(fake_a)
+            adv_ab = _lsgan(D_b(fake_b), True)
+            adv_ba = _lsgan(D_a(fake_a), True)
+            if cfg.lambda_identity > 0:
+                idt_b = G_ab(real_b)
+                idt_a = G_ba(real_a)
+        cycle = cfg.lambda_cycle * (F.l1_loss(rec_a.float(), real_a) + F.l1_loss(rec_b.float(), real_b))
+        if cfg.lambda_identity > 0:
+            identity = cfg.lambda_cycle * cfg.lambda_identity * (F.l1_loss(idt_b.float(), real_b) + F.l1_loss(idt_a.float(), real_a))
+        else:
+            identity = torch.zeros((), device=self.device)
+        loss_G = adv_ab + adv_ba + cycle + identity
+        self.opt_G.zero_grad(set_to_none=True)
+        loss_G.backward()
+        self.opt_G.step()
+
+        for d in (D_a, D_b):
+            d.requires_grad_(True)
+        pooled_b = self.pool_b.query(fake_b.detach().float(), self.rng).contiguous(memory_format=self.memory_format)
+        pooled_a = self.pool_a.query(fake_a.detach().float(), self.rng).contiguous(memory_format=self.memory_format)
+        with self._autocast():
+            loss_D_b = 0.5 * (_lsgan(D_b(real_b), True) + _lsgan(D_b(pooled_b), False))
+            loss_D_a = 0.5 * (_lsgan(D_a(real_a), True) + _lsgan(D_a(pooled_a), False))
+        self.opt_D.zero_grad(set_to_none=True)
+        (loss_D_a + loss_D_b).backward()
+        self.opt_D.step()
+        lr = self.opt_G.param_groups[0]["lr"]
+        self.sched_G.step()
+        self.sched_D.step()
+        self.step += 1
+        values = {"loss_G": loss_G, "adv_ab": adv_ab, "adv_ba": adv_ba, "cycle": cycle, "identity": identity, "loss_D_a": loss_D_a, "loss_D_b": loss_D_b}
+        result = {k: float(v.detach()) for k, v in values.items()}
+        result["lr"] = lr
+        return result
+
+    def run(self, resume: bool = True, stop_after: int | None = None) -> "Trainer":
+        """Train to ``config.steps``, resuming from ``out_dir``'s checkpoint when there is one.
+
+        ``stop_after`` ends this call after that many steps without a final
+        checkpoint (what an interrupted run leaves behind; used by tests).
+        """
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if resume and self.checkpoint_path.exists():
+            self.load_checkpoint()
+        _truncate_log(self.out_dir / LOSSES, self.step)
+        total = self.config.steps
+        done_here = 0
+        with open(self.out_dir / LOSSES, "a", newline="") as handle:
+            writer = csv.writer(handle)
+            if handle.tell() == 0:
+                writer.writerow(LOSS_COLUMNS)
+            while self.step < total:
+                if stop_after is not None and done_here >= stop_after:
+                    return self
+                started = time.perf_counter()
+                losses = self.train_step()
+                seconds = time.perf_counter() - started
+                done_here += 1
+                writer.writerow([self.step, *(f"{losses[k]:.6g}" for k in LOSS_COLUMNS[1:-1]), f"{seconds:.4f}"])
+                handle.flush()
+                if self.step % self.config.checkpoint_every == 0 or self.step == total:
+                    self.save_checkpoint()
+                    self.write_preview()
+                if self.progress is not None:
+                    self.progress(self.step, total, losses)
+        return self
+
+    @property
+    def finished(self) -> bool:
+        return self.step >= self.config.steps
+
+    def write_preview(self) -> Path:
+        """PNG of the preview patch's middle slice: input | A->B output | difference."""
+        G = self.nets["G_ab"]
+        G.eval()
+        with torch.no_grad(), self._autocast():
+            x = torch.from_numpy(self.preview).to(self.device).contiguous(memory_format=self.memory_format)
+            y = G(x).float()
+        G.train()
+        mid = x.shape[2] // 2
+        a = x[0, 0, mid].cpu().numpy()
+        b = y[0, 0, mid].cpu().numpy()
+        diff = b - a
+        scale = max(float(np.abs(diff).max()), 1e-6)
+        panels = [(a + 1) / 2, (b + 1) / 2, diff / (2 * scale) + 0.5]
+        gap = np.ones((a.shape[0], 2), dtype=np.float32)
+        image = np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
+        path = self.out_dir / f"preview_{self.step:07d}.png"
+        write_png(path, np.clip(image * 255, 0, 255).astype(np.uint8)[::-1])
+        return path
+
+    def generator_state(self) -> dict[str, dict[str, torch.Tensor]]:
+        """CPU state dicts of both generators (what inference needs): ``x_to_y`` (A->B) and ``y_to_x``."""
+        names = {"x_to_y": "G_ab", "y_to_x": "G_ba"}
+        return {k: {n: t.detach().cpu().contiguous() for n, t in self.nets[v].state_dict().items()} for k, v in names.items()}
+
+
+def _lsgan(prediction: torch.Tensor, real: bool) -> torch.Tensor:
+    prediction = prediction.float()
+    target = torch.ones_like(prediction) if real else torch.zeros_like(prediction)
+    return F.mse_loss(prediction, target)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint with ``weights_only=True``; anything but tensors and plain data is refused."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: checkpoint not found") from None
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, ValueError, EOFError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{path}: refused to load this checkpoint: it is damaged or holds objects other than tensors and "
+            f"plain data ({first}); only load checkpoints you trained yourself"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a harmkit CycleGAN checkpoint")
+    return state
+
+
+def save_state_dict(state: dict, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary name, then rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep only the rows up to ``step`` (those that match the checkpointed weights)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step] if rows else []
+    if len(kept) == len(rows):
+        return
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent, text=True)
+    with os.fdopen(fd, "w", newline="") as handle:
+        csv.writer(handle).writerows(kept)
+    os.replace(tmp, path)
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """Write an 8-bit grayscale PNG with the standard library (no imaging dependency)."""
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    height, width = image.shape
+    raw = b"".join(b"\x00" + image[row].tobytes() for row in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    payload = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+    payload += chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(payload)
+    os.replace(tmp, path)
+    return path

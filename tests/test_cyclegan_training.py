@@ -1,0 +1,103 @@
+"""CycleGAN training: resume equals uninterrupted, checkpoints are safe, logs and previews are written."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from harmkit_cyclegan.config import get_profile  # noqa: E402
+from harmkit_cyclegan.training import CHECKPOINT, FORMAT, CheckpointError, Trainer, load_checkpoint, lr_factor  # noqa: E402
+
+PATCH = 24
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Two cores shared with other work: one torch thread avoids OpenMP contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _config(**overrides):
+    base = dict(ngf=2, ndf=2, n_res_blocks=1, patch_size=PATCH, steps=9, checkpoint_every=4, precision="fp32", pool_size=3, seed=3)
+    base.update(overrides)
+    return get_profile("quick").with_overrides(**base)
+
+
+def _sample_a(rng, n):
+    return rng.uniform(-1, -0.5, (n, 1, PATCH, PATCH, PATCH)).astype(np.float32)
+
+
+def _sample_b(rng, n):
+    return np.tanh(rng.normal(0, 0.5, (n, 1, PATCH, PATCH, PATCH))).astype(np.float32)
+
+
+def _weights(trainer):
+    return {f"{k}.{n}": t.clone() for k, net in trainer.nets.items() for n, t in net.state_dict().items()}
+
+
+@pytest.mark.slow
+def test_interrupted_and_resumed_training_equals_uninterrupted(tmp_path):
+    cfg = _config()
+    straight = Trainer(cfg, _sample_a, _sample_b, tmp_path / "straight").run()
+    # An interrupted run: killed after 6 steps, i.e. 2 steps after its last checkpoint (step 4).
+    Trainer(cfg, _sample_a, _sample_b, tmp_path / "resumed").run(stop_after=6)
+    assert load_checkpoint(tmp_path / "resumed" / CHECKPOINT)["step"] == 4
+    resumed = Trainer(cfg, _sample_a, _sample_b, tmp_path / "resumed").run()
+    assert resumed.step == straight.step == 9
+    a, b = _weights(straight), _weights(resumed)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.opt_G.state_dict()["state"][0]["step"] == straight.opt_G.state_dict()["state"][0]["step"]
+    # The loss log matches the weights: one row per step, the same values.
+    rows = [list(csv.reader(open(tmp_path / d / "losses.csv"))) for d in ("straight", "resumed")]
+    assert [r[0] for r in rows[1][1:]] == [str(i) for i in range(1, 10)]
+    assert [r[:-1] for r in rows[0]] == [r[:-1] for r in rows[1]]
+
+
+def test_checkpoint_holds_all_training_state_and_previews_are_pngs(tmp_path):
+    Trainer(_config(steps=4), _sample_a, _sample_b, tmp_path).run()
+    state = load_checkpoint(tmp_path / CHECKPOINT)
+    assert set(state["nets"]) == {"G_ab", "G_ba", "D_a", "D_b"}
+    assert set(state["optimizers"]) == set(state["schedulers"]) == {"G", "D"}
+    assert state["pools"]["a"].shape == (3, 1, PATCH, PATCH, PATCH)  # pool filled with 3 of 4 fakes
+    assert {"torch", "numpy"} <= set(state["rng"])
+    png = (tmp_path / "preview_0000004.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and b"IEND" in png
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_with_a_pickled_payload_is_refused(tmp_path):
+    marker = tmp_path / "payload-ran"
+    payload = _Payload()
+    payload.marker = marker
+    torch.save({"format": FORMAT, "step": 1, "config": {}, "nets": payload}, tmp_path / CHECKPOINT)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(tmp_path / CHECKPOINT)
+    with pytest.raises(CheckpointError, match="refused"):
+        Trainer(_config(), _sample_a, _sample_b, tmp_path).run()
+    assert not marker.exists()
+
+
+def test_resuming_with_other_hyper_parameters_is_refused(tmp_path):
+    Trainer(_config(steps=4), _sample_a, _sample_b, tmp_path).run()
+    with pytest.raises(CheckpointError, match="lr"):
+        Trainer(_config(steps=4, lr=1e-3), _sample_a, _sample_b, tmp_path).run()
+
+
+def test_learning_rate_is_constant_then_decays_linearly_to_zero():
+    factors = [lr_factor(s, 100, 0.5) for s in range(100)]
+    assert factors[:50] == [1.0] * 50
+    assert all(b < a for a, b in zip(factors[50:], factors[51:]))
+    assert factors[-1] < 0.03
