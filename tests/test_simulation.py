@@ -21,7 +21,7 @@ from harmkit.simulation.scanner import (
     blur_truth,
     point_response_fwhm,
     render,
-    resample_mask,
+    resample_labels,
     site_grid,
     sphere_mask,
 )
@@ -180,8 +180,8 @@ def test_masks_align_with_anatomy_on_every_site_grid(preset_name):
         for protocol in site.protocols:
             grid = site_grid(protocol, preset, "quick")
             image = render(blur_truth(phantom.suv, fine, grid, site.scanner), fine, grid, site.scanner)
-            body = resample_mask(phantom.mask("body"), fine, grid).astype(bool)
-            lesion = resample_mask(phantom.lesion, fine, grid).astype(bool)
+            labels = resample_labels(phantom.labels, fine, grid)
+            body, lesion = labels > 0, labels == phantom.label_codes["lesion"]
             reference = sphere_mask(grid, phantom.reference_center, phantom.reference_radius).astype(bool)
             where = f"{site.name} {protocol.label}"
             centre = np.array([(lesion * c).sum() / lesion.sum() for c in np.broadcast_arrays(*grid.mesh())])
@@ -193,7 +193,7 @@ def test_masks_align_with_anatomy_on_every_site_grid(preset_name):
             assert reference.any() and not (reference & ~body).any(), where
             assert image[~body].mean() < 0.1 * image[body].mean(), where
             if preset_name == "lung":
-                liver = resample_mask(phantom.mask("liver"), fine, grid).astype(bool)
+                liver = labels == phantom.label_codes["liver"]
                 assert not (reference & ~liver).any(), where
                 assert image[reference].mean() == pytest.approx(design["uptake"]["liver"] * (1 + site.scanner.calibration_bias), rel=0.05), where
 

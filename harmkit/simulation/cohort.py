@@ -24,7 +24,8 @@ from .grid import Grid
 from .outcome import calibrate_intercept, linear_predictor, probability
 from .phantom import LATENT, build_phantom, draw_design, fine_grid
 from .presets import SIZES, Preset, get_preset
-from .scanner import blur_truth, render, resample_mask, site_grid, sphere_mask
+from .scanner import blur_truth, render, resample_labels, site_grid, sphere_mask
+from .writer import quantize_suv, write_volume
 
 MASKS = {
     "headneck": ("body", "lesion", "reference"),
@@ -83,9 +84,7 @@ def _rel(path: Path, root: Path) -> str:
 
 
 def _write(array: np.ndarray, grid: Grid, path: Path) -> None:
-    from ..imageio import write_image
-
-    write_image(grid.to_image(array), path)
+    write_volume(array, grid, path)
 
 
 def simulate_subject(task: dict) -> dict:
@@ -106,7 +105,7 @@ def simulate_subject(task: dict) -> dict:
         "truth_lesion": truth_dir / f"{subject}_lesion.nii.gz",
         "truth_labels": truth_dir / f"{subject}_labels.nii.gz",
     }
-    _write(phantom.suv, fine, truth_files["truth_image"])
+    _write(quantize_suv(phantom.suv), fine, truth_files["truth_image"])
     _write(phantom.lesion.astype(np.uint8), fine, truth_files["truth_lesion"])
     _write(phantom.labels, fine, truth_files["truth_labels"])
     lesion_values = phantom.suv[phantom.lesion]
@@ -131,11 +130,14 @@ def simulate_subject(task: dict) -> dict:
         blurred = blur_truth(phantom.suv, fine, grid, site.scanner)
         folder = root / ("scans" if own else "counterfactuals") / subject / site.name
         masks = {}
+        labels = resample_labels(phantom.labels, fine, grid)
         for name in MASKS[preset.anatomy]:
             if name == "reference":
                 mask = sphere_mask(grid, phantom.reference_center, phantom.reference_radius)
+            elif name == "body":
+                mask = (labels > 0).astype(np.uint8)
             else:
-                mask = resample_mask(phantom.mask(name), fine, grid)
+                mask = (labels == phantom.label_codes[name]).astype(np.uint8)
             path = folder / f"mask_{name}.nii.gz"
             _write(mask, grid, path)
             masks[name] = _rel(path, root)
@@ -147,7 +149,7 @@ def simulate_subject(task: dict) -> dict:
                 noise_scale = float(math.exp(site.scanner.noise_scale_sd * rng.standard_normal()))
             else:
                 rng, noise_scale = None, 1.0
-            image = render(blurred, fine, grid, site.scanner, rng, noise_scale)
+            image = quantize_suv(render(blurred, fine, grid, site.scanner, rng, noise_scale))
             name = "pet.nii.gz" if kind == "scan" else "pet_counterfactual.nii.gz"
             path = folder / name
             _write(image, grid, path)

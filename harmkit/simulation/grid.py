@@ -95,11 +95,30 @@ def _axis_weights(src: Grid, dst: Grid, axis: int):
     position = (dst.coords(axis).astype(np.float64) - src.origin[axis]) / src.spacing[axis]
     n = src.size_xyz[axis]
     lower = np.floor(position).astype(np.int64)
-    weight = (position - lower).astype(np.float32)
     inside = (position >= -1e-6) & (position <= n - 1 + 1e-6)
     lower = np.clip(lower, 0, max(n - 2, 0))
     weight = np.where(inside, position - lower, 0).astype(np.float32)
     return lower, weight, inside
+
+
+def resample_nearest(array: np.ndarray, src: Grid, dst: Grid, outside=0) -> np.ndarray:
+    """Sample a label map ``array`` (on ``src``) at ``dst``'s voxel centres by nearest neighbour.
+
+    Label maps are never interpolated (a label between two organs is neither); outside ``src``
+    the value is ``outside``.
+    """
+    index, valid = [], []
+    for axis in range(3):
+        position = (dst.coords(axis).astype(np.float64) - src.origin[axis]) / src.spacing[axis]
+        nearest = np.rint(position).astype(np.int64)
+        n = src.size_xyz[axis]
+        valid.append((nearest >= 0) & (nearest < n))
+        index.append(np.clip(nearest, 0, n - 1))
+    out = array[np.ix_(index[2], index[1], index[0])]
+    inside = valid[2][:, None, None] & valid[1][None, :, None] & valid[0][None, None, :]
+    if not inside.all():
+        out = np.where(inside, out, np.asarray(outside, dtype=out.dtype))
+    return np.ascontiguousarray(out)
 
 
 def resample_linear(array: np.ndarray, src: Grid, dst: Grid) -> np.ndarray:

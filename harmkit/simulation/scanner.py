@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from .grid import Grid, gaussian_blur, gaussian_kernel, resample_linear
+from .grid import Grid, gaussian_blur, gaussian_kernel, resample_linear, resample_nearest
 from .presets import FWHM_PER_SIGMA, GridProtocol, Preset, ScannerModel
 
 NOISE_FLOOR_SUV = 0.01  # activity below which noise stops shrinking (air, randoms/scatter floor)
@@ -118,6 +118,11 @@ def resample_mask(mask: np.ndarray, fine: Grid, grid: Grid) -> np.ndarray:
     if mask.any() and not out.any():
         out = fraction >= fraction.max() - 1e-6
     return out.astype(np.uint8)
+
+
+def resample_labels(labels: np.ndarray, fine: Grid, grid: Grid) -> np.ndarray:
+    """The truth label map on ``grid`` (nearest neighbour; air outside the truth)."""
+    return resample_nearest(labels, fine, grid, outside=0)
 
 
 def sphere_mask(grid: Grid, center, radius: float) -> np.ndarray:
