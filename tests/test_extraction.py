@@ -244,3 +244,24 @@ def test_simulated_lung_cohort_liver_spheres_and_reference_features(tmp_path):
     assert table.shape == (len(cohort), 95)
     assert set(table["site_group"]) == {"TUB", "BUD"}
     assert np.isfinite(table.iloc[:, 2:].to_numpy()).all()
+
+
+def test_cli_places_liver_spheres_and_extracts_from_them(tmp_path):
+    from test_voi import liver
+
+    organ = liver()
+    image = sitk.Cast(organ, sitk.sitkFloat32) * 2.0 + 0.2
+    noise = sitk.GetImageFromArray(np.random.default_rng(0).normal(0, 0.2, sitk.GetArrayViewFromImage(organ).shape).astype(np.float32))
+    noise.CopyInformation(image)
+    write_image(image + noise, tmp_path / "a.nii.gz")
+    write_image(organ, tmp_path / "a_liver.nii.gz")
+    (tmp_path / "manifest.csv").write_text("subject_id,site,image,mask_liver\na,S1,a.nii.gz,a_liver.nii.gz\n")
+    out = tmp_path / "liver.csv"
+    result = _cli("extract", "--cohort", str(tmp_path / "manifest.csv"), "--sphere-in", "liver", "--out", str(out), "--jobs", "1", "--no-cache")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "liver-spheres" / "a_sphere.nii.gz").is_file()
+    table = read_features(out)
+    assert table.attrs["voi"] == "sphere" and table.shape == (1, 95)
+    assert table.loc["a", "firstorder_Mean"] == pytest.approx(2.2, abs=0.1)
+    clash = _cli("extract", "--cohort", str(tmp_path / "manifest.csv"), "--sphere-in", "liver", "--voi", "liver", "--out", str(out))
+    assert clash.returncode == 2 and "--sphere-in" in clash.stderr

@@ -16,12 +16,14 @@ import click
 @click.option("--bin-width", type=float, help="Fixed bin width in SUV (radiomics; default 0.25).")
 @click.option("--spacing", type=float, help="Isotropic resampling in mm (radiomics; default 3; 0 keeps the native grid).")
 @click.option("--largest-component", is_flag=True, help="Keep only the largest connected component of the VOI.")
+@click.option("--sphere-in", "sphere_organ", metavar="ORGAN", help="Place a reference sphere in mask ORGAN of every scan (upper right part, fully inside; EANM liver VOI), write the spheres next to --out, and extract from them instead of --voi.")
+@click.option("--sphere-diameter", type=float, default=30.0, show_default=True, help="Diameter of the --sphere-in sphere in mm.")
 @click.option("--jobs", type=int, help="Worker processes (default: every core; 1 runs in this process).")
 @click.option("--scheduler", help="Dask scheduler address tcp://HOST:PORT, or 'local' for a local Dask cluster.")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False), help="Cache directory (default $HARMKIT_CACHE or ~/.cache/harmkit).")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the cache.")
 @click.option("--keep-going", is_flag=True, help="Write the table of the scans that worked even if some failed (exit code 1).")
-def extract(manifest, voi, out, extractor_name, params_file, bin_width, spacing, largest_component, jobs, scheduler, cache_dir, no_cache, keep_going):
+def extract(manifest, voi, out, extractor_name, params_file, bin_width, spacing, largest_component, sphere_organ, sphere_diameter, jobs, scheduler, cache_dir, no_cache, keep_going):
     """Extract radiomic features from a VOI of every scan in a cohort.
 
     One row per scan (subject_id, site, site_group, then features). Scans run
@@ -34,6 +36,7 @@ def extract(manifest, voi, out, extractor_name, params_file, bin_width, spacing,
       harmkit extract --cohort data/manifest.csv --voi reference --out liver.csv --jobs 8
       harmkit extract --cohort m.csv --out f.csv --scheduler tcp://10.0.0.5:8786
       harmkit extract --cohort m.csv --out f.csv --params my_pyradiomics.yaml
+      harmkit extract --cohort lung/manifest.csv --sphere-in liver --out liver.csv
     """
     from rich.console import Console
     from rich.table import Table
@@ -58,8 +61,21 @@ def extract(manifest, voi, out, extractor_name, params_file, bin_width, spacing,
         raise HarmkitError(f"--extractor {extractor_name}: does not take these options ({exc})") from None
 
     started = time.perf_counter()
+    cohort = manifest
+    if sphere_organ:
+        from pathlib import Path
+
+        from ..data import load_cohort
+        from ..voi import add_reference_spheres
+
+        if click.get_current_context().get_parameter_source("voi").name != "DEFAULT":
+            raise HarmkitError("--sphere-in extracts from the spheres it places; do not combine it with --voi")
+        spheres = Path(out).with_name(Path(out).stem + "-spheres")
+        cohort = add_reference_spheres(load_cohort(manifest), spheres, organ=sphere_organ, name="sphere", diameter_mm=sphere_diameter)
+        voi = "sphere"
+        click.echo(f"reference spheres ({sphere_diameter:g} mm in {sphere_organ}) written to {spheres}/ (manifest.csv lists them as mask_sphere)", err=True)
     table = run_extract(
-        manifest,
+        cohort,
         voi=voi,
         extractor=extractor,
         jobs=jobs,
