@@ -1,0 +1,181 @@
+"""The CycleGAN image harmonizer: learns a texture, keeps geometry and SUV units, both directions, save/load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+import SimpleITK as sitk  # noqa: E402
+from scipy import ndimage  # noqa: E402
+
+import harmkit as hk  # noqa: E402
+from harmkit.data import Cohort, Scan  # noqa: E402
+from harmkit.errors import HarmkitError  # noqa: E402
+from harmkit.imageio import same_geometry  # noqa: E402
+
+TINY = dict(ngf=4, ndf=4, n_res_blocks=2, patch_size=24, window=(24, 32, 32), overlap=0.25, progress=False, device="cpu", threads=1)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Two cores shared with other work: one torch thread avoids OpenMP contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def phantom(rng, shape):
+    """A body ellipsoid (SUV 1) with four hot spheres (SUV 3-8) on a zero background."""
+    z, y, x = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    body = (z / 0.9) ** 2 + (y / 0.75) ** 2 + (x / 0.85) ** 2 <= 1
+    image = np.where(body, 1.0, 0.0)
+    for _ in range(4):
+        c = rng.uniform(-0.5, 0.5, 3)
+        r = rng.uniform(0.1, 0.2)
+        image[(z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2 <= r * r] = rng.uniform(3, 8)
+    return image, body
+
+
+def site_scan(site, index, seed, shape=(40, 48, 48), spacing=(4.0, 4.0, 4.0), direction=None):
+    """Site A: blurred (Gaussian sigma 1.5 voxels), little noise. Any other site: sharp and noisy."""
+    rng = np.random.default_rng(seed)
+    image, body = phantom(rng, shape)
+    if site == "A":
+        image = ndimage.gaussian_filter(image, 1.5) + rng.normal(0, 0.02, image.shape)
+    else:
+        image = image + rng.normal(0, 0.25, image.shape) * np.sqrt(np.maximum(image, 0.05))
+    itk = sitk.GetImageFromArray(np.maximum(image, 0).astype(np.float32))
+    itk.SetSpacing(spacing)
+    itk.SetOrigin((-10.0, 5.0, 3.0))
+    if direction is not None:
+        itk.SetDirection(direction)
+    mask = sitk.GetImageFromArray(body.astype(np.uint8))
+    mask.CopyInformation(itk)
+    return Scan(f"{site}{index}", site, itk, {"body": mask})
+
+
+def texture(scan_or_image, body_mask):
+    """High-frequency energy inside the (eroded) body: std of image minus its Gaussian-smoothed self."""
+    image = scan_or_image.load_image() if isinstance(scan_or_image, Scan) else scan_or_image
+    array = sitk.GetArrayFromImage(image).astype(np.float64)
+    inside = ndimage.binary_erosion(sitk.GetArrayFromImage(body_mask) > 0, iterations=2)
+    return float((array - ndimage.gaussian_filter(array, 1.0))[inside].std())
+
+
+def two_site_cohort(n=3, shape=(40, 48, 48)):
+    return Cohort([site_scan(s, i, 100 * (s == "B") + i, shape) for s in "AB" for i in range(n)])
+
+
+@pytest.mark.slow
+def test_training_moves_the_texture_of_a_to_b_outputs_towards_site_b():
+    cohort = two_site_cohort()
+    gan = hk.get_harmonizer("gan", steps=160, seed=0, **TINY).fit(cohort, "B")
+    a_scans, b_scans = cohort.by_group("A"), cohort.by_group("B")
+    tex_a = np.mean([texture(s, s.masks["body"]) for s in a_scans])
+    tex_b = np.mean([texture(s, s.masks["body"]) for s in b_scans])
+    assert tex_b > 3 * tex_a  # the domains really differ
+    for scan in a_scans:
+        out = gan.transform(scan)
+        moved = texture(out, scan.masks["body"])
+        # At least half-way from site A's texture to site B's.
+        assert moved > tex_a + 0.5 * (tex_b - tex_a), (scan.subject_id, tex_a, moved, tex_b)
+        body = sitk.GetArrayFromImage(scan.masks["body"]) > 0
+        before = sitk.GetArrayFromImage(scan.load_image())[body].mean()
+        after = sitk.GetArrayFromImage(out.load_image())[body].mean()
+        assert after == pytest.approx(before, rel=0.2)  # SUV stays SUV
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """A harmonizer trained for a few steps only: enough for geometry and persistence."""
+    cohort = two_site_cohort(n=2, shape=(24, 28, 28))
+    work = tmp_path_factory.mktemp("work")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    gan = hk.get_harmonizer("cyclegan", steps=2, work_dir=str(work), **TINY).fit(cohort, "B")
+    torch.set_num_threads(before)
+    return gan, cohort, work
+
+
+def test_output_has_the_input_grid_and_suv_units_for_any_spacing_size_and_direction(fitted):
+    gan, _, _ = fitted
+    tilted = (0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+    for scan in (
+        site_scan("A", 7, 7, shape=(23, 31, 19)),  # not multiples of 4 or of the window
+        site_scan("A", 8, 8, shape=(17, 30, 26), spacing=(3.0, 3.0, 5.0), direction=tilted),  # other spacing: resampled
+    ):
+        image = scan.load_image()
+        out = gan.transform(scan).load_image()
+        assert same_geometry(out, image, tolerance=1e-9)
+        assert out.GetPixelID() == sitk.sitkFloat32
+        values = sitk.GetArrayFromImage(out)
+        assert np.isfinite(values).all() and values.min() >= 0 and values.max() <= 50 + 1e-3
+
+
+def test_reference_scans_pass_unchanged_and_both_directions_are_available(fitted):
+    gan, cohort, _ = fitted
+    b = cohort.by_group("B")[0]
+    assert np.array_equal(sitk.GetArrayFromImage(gan.transform(b).load_image()), sitk.GetArrayFromImage(b.load_image()))
+    to_a = gan.transform(b, target_site="A").load_image()
+    assert not np.array_equal(sitk.GetArrayFromImage(to_a), sitk.GetArrayFromImage(b.load_image()))
+    with pytest.raises(HarmkitError, match="not part of training"):
+        gan.transform(b, target_site="Z")
+
+
+def test_fitting_the_other_reference_reuses_the_trained_networks(fitted, monkeypatch):
+    gan, cohort, work = fitted
+    import harmkit_cyclegan.training as training
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    # A fresh harmonizer with the same work_dir and the other reference: no new training.
+    monkeypatch.setattr(training.Trainer, "train_step", no_training)
+    other = hk.get_harmonizer("cyclegan", steps=2, work_dir=str(work), **TINY).fit(cohort, "A")
+    a = cohort.by_group("A")[0]
+    b = cohort.by_group("B")[0]
+    assert other.reference_site_ == "A"
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(other.transform(b).load_image()),
+        sitk.GetArrayFromImage(gan.transform(b, target_site="A").load_image()),
+    )
+    assert np.array_equal(sitk.GetArrayFromImage(other.transform(a).load_image()), sitk.GetArrayFromImage(a.load_image()))
+
+
+def test_save_and_load_round_trip_gives_identical_outputs(fitted, tmp_path):
+    gan, cohort, _ = fitted
+    path = gan.save(tmp_path / "model")
+    assert (path / "generators.pt").is_file() and (path / "training" / "losses.csv").is_file()
+    loaded = hk.load_model(path)
+    assert loaded.reference_site_ == "B" and loaded.make_config() == gan.make_config()
+    scan = cohort.by_group("A")[0]
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(loaded.transform(scan).load_image()), sitk.GetArrayFromImage(gan.transform(scan).load_image())
+    )
+
+
+def test_a_tampered_generator_file_is_refused(fitted, tmp_path):
+    import os
+
+    gan, _, _ = fitted
+    path = gan.save(tmp_path / "model")
+    marker = tmp_path / "payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"format": "harmkit-cyclegan-generators/1", "x_to_y": Payload(), "y_to_x": {}}, path / "generators.pt")
+    with pytest.raises(HarmkitError, match="refused"):
+        hk.load_model(path)
+    assert not marker.exists()
+
+
+def test_more_than_two_site_groups_merge_all_others_into_the_source_domain(tmp_path):
+    scans = [site_scan(s, i, 10 * i + ord(s), shape=(24, 28, 28)) for s in ("A", "B", "C") for i in range(1)]
+    gan = hk.get_harmonizer("gan", steps=1, **TINY).fit(Cohort(scans), "C")
+    assert sorted([gan.domains_["x"], gan.domains_["y"]]) == [["A", "B"], ["C"]]
+    with pytest.raises(HarmkitError, match="reference site 'Q'"):
+        hk.get_harmonizer("gan", steps=1, **TINY).fit(Cohort(scans), "Q")
