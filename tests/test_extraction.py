@@ -191,6 +191,7 @@ def test_cli_writes_the_table_and_its_settings(cohort_manifest, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 
+@pytest.mark.slow
 def test_cli_reports_bad_scans_in_one_message_without_traceback(bad_manifest, tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("setting:\n  binWidth: 0.25\n  resampledPixelSpacing: [3, 3, 3]\nfeatureClass:\n  firstorder: [Mean]\n")
@@ -246,6 +247,7 @@ def test_simulated_lung_cohort_liver_spheres_and_reference_features(tmp_path):
     assert np.isfinite(table.iloc[:, 2:].to_numpy()).all()
 
 
+@pytest.mark.slow
 def test_cli_places_liver_spheres_and_extracts_from_them(tmp_path):
     from test_voi import liver
 
