@@ -16,7 +16,7 @@ from harmkit.execution import get_executor
 from harmkit.methods import Method, parse_methods
 
 
-def synthetic_context(tmp_path: Path, methods="combat", n=60, folds=10, site_shift=2.0, seed=0) -> BenchContext:
+def synthetic_context(tmp_path: Path, methods="combat", n=60, folds=6, site_shift=2.0, seed=0) -> BenchContext:
     """Two site groups A/B; the outcome depends on a latent signal; B's features carry an additive site effect."""
     rng = np.random.default_rng(seed)
     groups = np.array(["A"] * (n // 2) + ["B"] * (n - n // 2))
@@ -58,7 +58,7 @@ def test_prediction_aucs_are_valid_and_baseline_has_no_test(tmp_path):
     assert set(rows) == {"none|A", "none|B", "combat|A", "combat|B"}
     for row in rows.values():
         assert 0 <= row["auc_ci_low"] <= row["auc_mean"] <= row["auc_ci_high"] <= 1
-        assert row["n_splits"] == 10
+        assert row["n_splits"] == 6
     assert "p_delong" not in rows["none|A"]
     assert 0 <= rows["combat|A"]["p_delong"] <= 1
     per_split = result.tables["auc_per_split"]

@@ -228,8 +228,61 @@ def _transform_one(item: tuple[str, Scan, str, str]) -> str:
     original = scan.load_image()
     if not same_geometry(image, original):
         raise HarmkitError(f"{scan.label}: the image harmonizer returned an image of a different geometry; it must keep size, spacing and origin")
+    import SimpleITK as sitk
+
+    values = sitk.GetArrayViewFromImage(image)
+    if not np.isfinite(values).all():
+        raise HarmkitError(
+            f"{scan.label}: the image harmonizer returned {int((~np.isfinite(values)).sum())} non-finite voxel(s) "
+            f"(model {model_dir}); its training may have diverged: check its loss log, or change its parameters (--param)"
+        )
     write_image(image, out_path)
     return out_path
+
+
+BODY_THRESHOLD_SUV = 0.1  # the paper's first step of its body masks
+
+
+def _body_mask_one(item: tuple[Scan, str]) -> str:
+    """Worker: a body mask (SUV > 0.1, largest connected component, holes filled) written atomically."""
+    import SimpleITK as sitk
+
+    from ..imageio import write_image
+
+    scan, out_path = item
+    image = scan.load_image()
+    mask = sitk.BinaryThreshold(image, BODY_THRESHOLD_SUV, 1e30, 1, 0)
+    components = sitk.RelabelComponent(sitk.ConnectedComponent(mask), sortByObjectSize=True)
+    mask = sitk.Cast(components == 1, sitk.sitkUInt8)
+    mask = sitk.BinaryFillhole(mask)
+    write_image(sitk.Cast(mask, sitk.sitkUInt8), out_path)
+    return out_path
+
+
+def _add_body_masks(ctx: "BenchContext", console) -> None:
+    """Scans without a ``body`` mask get one by thresholding (cached); the report notes it."""
+    missing = [s for s in ctx.cohort if "body" not in s.masks]
+    if not missing:
+        return
+    items, paths = [], {}
+    for scan in missing:
+        key = ctx.cache.key("body-mask", _image_digest(scan), BODY_THRESHOLD_SUV, "v1")
+        path = ctx.cache.root / "masks" / key[:2] / f"{key[:24]}.nii.gz"
+        paths[scan.subject_id] = path
+        if not path.is_file():
+            items.append((scan, str(path)))
+    if items:
+        console.log(f"{len(items)} scan(s) have no body mask: thresholding at SUV {BODY_THRESHOLD_SUV}")
+        results = ctx.executor.map(_body_mask_one, items, label="body masks")
+        failed = [(item[0], r.error) for item, r in zip(items, results) if not r.ok]
+        if failed:
+            raise HarmkitError(f"could not make a body mask for {failed[0][0].label}: {failed[0][1]}; add a mask_body column to the manifest")
+    scans = [replace(s, masks={**s.masks, "body": paths[s.subject_id]}) if s.subject_id in paths else s for s in ctx.cohort]
+    ctx.cohort = Cohort(scans, ctx.cohort.root, ctx.cohort.manifest, ctx.cohort.metadata)
+    ctx.notes.append(
+        f"{len(missing)} scan(s) had no body mask: made one as SUV > {BODY_THRESHOLD_SUV} (largest connected component, holes filled), "
+        "the paper's first step; used by image harmonizers, image quality and QC"
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -293,6 +346,7 @@ def run_bench(config: BenchConfig | None = None, **options: Any) -> "BenchResult
             ctx.notes.append(f"no reference-tissue VOI {config.reference_voi!r} in every scan: reproducibility uses the {config.voi!r} VOI only")
 
         t = time.time()
+        _add_body_masks(ctx, console)
         _run_image_stages(ctx, console)
         timings["image stages"] = time.time() - t
 
@@ -442,6 +496,9 @@ def _fit_image_model(ctx: BenchContext, stage, current: Cohort, current_key: str
                 harmonizer.set_params(**{name: ctx.config.seed})
         if "progress" in current_params and not ctx.config.progress:
             harmonizer.set_params(progress=False)
+        if "work_dir" in current_params and current_params["work_dir"] is None:
+            # checkpoints inside the bench cache: an interrupted fit resumes on the next run
+            harmonizer.set_params(work_dir=str(ctx.cache.root / "work" / model_key[:24]))
         harmonizer.fit(current, fit_ref)
         harmonizer.save(model_dir)
         (model_dir / "fit-seconds.txt").write_text(f"{time.time() - t0:.1f}\n")
@@ -483,35 +540,51 @@ def _run_image_stages(ctx: BenchContext, console) -> None:
     """
     digests = {s.subject_id: _image_digest(s) for s in ctx.cohort}
     cohort_key = ctx.cache.key("cohort", sorted((s.subject_id, s.site, s.group, digests[s.subject_id]) for s in ctx.cohort))
+    failed: dict[str, str] = {}
     for method in ctx.methods:
         for ref in ctx.references:
             ctx.harmonized[(method.label, ref)] = {}
         if not method.image_stages:
             continue
-        for ref in ctx.references:
-            current = ctx.cohort
-            current_key = cohort_key
-            changed: dict[str, Scan] = {}
-            for index, stage in enumerate(method.image_stages):
-                fit_ref = ctx.references[0] if index == 0 else ref
-                model_key, model_dir = _fit_image_model(ctx, stage, current, current_key, fit_ref, console)
-                try:
-                    outputs = _transform_towards(ctx, method.label, stage, model_key, model_dir, current, ref, digests, index == 0)
-                except _TargetNotFitted:
-                    ctx.notes.append(f"image stage {stage.name!r} maps only towards the reference it was fitted with: fitted once per reference")
-                    model_key, model_dir = _fit_image_model(ctx, stage, current, current_key, ref, console)
-                    outputs = _transform_towards(ctx, method.label, stage, model_key, model_dir, current, ref, digests, index == 0)
-                new_scans = []
-                for scan in current:
-                    if scan.subject_id in outputs:
-                        harmonized = replace(scan, image=outputs[scan.subject_id], masks=dict(scan.masks))
-                        changed[scan.subject_id] = harmonized
-                        new_scans.append(harmonized)
-                    else:
-                        new_scans.append(scan)
-                current = Cohort(new_scans, ctx.cohort.root, ctx.cohort.manifest, ctx.cohort.metadata)
-                current_key = ctx.cache.key("stage-output", model_key, ref)
-            ctx.harmonized[(method.label, ref)] = changed
+        try:
+            _run_method_image_stages(ctx, method, digests, cohort_key, console)
+        except HarmkitError as exc:
+            failed[method.label] = str(exc)
+            console.print(f"[red]method {method.label} dropped:[/] {exc}")
+    if failed:
+        ctx.methods = [m for m in ctx.methods if m.label not in failed]
+        for label, message in failed.items():
+            ctx.notes.append(f"method {label!r} was dropped from this bench because its image stage failed: {message}")
+            for ref in ctx.references:
+                ctx.harmonized.pop((label, ref), None)
+
+
+def _run_method_image_stages(ctx: BenchContext, method: Method, digests: dict, cohort_key: str, console) -> None:
+    """Fit and apply the image stages of one method, towards every reference."""
+    for ref in ctx.references:
+        current = ctx.cohort
+        current_key = cohort_key
+        changed: dict[str, Scan] = {}
+        for index, stage in enumerate(method.image_stages):
+            fit_ref = ctx.references[0] if index == 0 else ref
+            model_key, model_dir = _fit_image_model(ctx, stage, current, current_key, fit_ref, console)
+            try:
+                outputs = _transform_towards(ctx, method.label, stage, model_key, model_dir, current, ref, digests, index == 0)
+            except _TargetNotFitted:
+                ctx.notes.append(f"image stage {stage.name!r} maps only towards the reference it was fitted with: fitted once per reference")
+                model_key, model_dir = _fit_image_model(ctx, stage, current, current_key, ref, console)
+                outputs = _transform_towards(ctx, method.label, stage, model_key, model_dir, current, ref, digests, index == 0)
+            new_scans = []
+            for scan in current:
+                if scan.subject_id in outputs:
+                    harmonized = replace(scan, image=outputs[scan.subject_id], masks=dict(scan.masks))
+                    changed[scan.subject_id] = harmonized
+                    new_scans.append(harmonized)
+                else:
+                    new_scans.append(scan)
+            current = Cohort(new_scans, ctx.cohort.root, ctx.cohort.manifest, ctx.cohort.metadata)
+            current_key = ctx.cache.key("stage-output", model_key, ref)
+        ctx.harmonized[(method.label, ref)] = changed
 
 
 def _cohort_for(ctx: BenchContext, method: Method, ref: str) -> Cohort:

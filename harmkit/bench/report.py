@@ -191,9 +191,11 @@ def _report_blocks(ctx, results: dict) -> list[tuple]:
     b.append(("p", f"Cohort: {cohort.get('source')} — {cohort['n_scans']} scans, manifest `{cohort['manifest']}`. "
                    f"Site groups: " + "; ".join(f"{g} ({', '.join(s)})" for g, s in cohort["site_groups"].items()) + "."))
     b.append(("p", f"Methods: {', '.join(results['methods'])}. References (each site group serves once): {', '.join(ctx.references)}. "
-                   f"VOIs: {', '.join(ctx.vois)}. Splits: {cfg.folds} stratified Monte Carlo {1 - cfg.test_size:.0%}/{cfg.test_size:.0%}, seed {cfg.seed}, "
-                   f"the same for every method (digest {results['seeds']['splits_digest']}). Feature stages (ComBat) fitted on "
-                   + ("the training rows of each split (leakage-free)." if cfg.fit_on == "train" else "all rows, as in the paper (leaks test rows into the harmonization).")))
+                   f"VOIs: {', '.join(ctx.vois)}. "
+                   + (f"Splits: {cfg.folds} stratified Monte Carlo {1 - cfg.test_size:.0%}/{cfg.test_size:.0%}, seed {cfg.seed}, "
+                      f"the same for every method (digest {results['seeds']['splits_digest']}). Feature stages (ComBat) fitted on "
+                      + ("the training rows of each split (leakage-free)." if cfg.fit_on == "train" else "all rows, as in the paper (leaks test rows into the harmonization).")
+                      if ctx.splits is not None else "No splits: prediction was skipped (see below). Feature stages fitted on all rows.")))
     b.append(("p", f"harmkit {results['versions']['harmkit']}, created {results['created']}, profile `{cfg.profile}`, total time {results['timings_s'].get('total', 0):.0f} s. "
                    "Every number below is in `results.json`; tables in `tables/*.csv`. docs/bench.md explains each number."))
     b.append(("h2", "Summary"))
@@ -356,13 +358,19 @@ def print_summary(ctx, console) -> None:
     """The summary table in the terminal (rich)."""
     from rich.table import Table
 
-    table = Table(title="harmkit bench: one row per method and reference site group", show_lines=False)
-    table.add_column("method")
-    table.add_column("reference")
-    for _, title, _ in SUMMARY_COLUMNS:
-        table.add_column(title, justify="right")
-    for row in summary_rows(ctx):
-        table.add_row(*_cells(row))
+    short = {"auc": "AUC [95% CI]", "p_paired": "p", "p_delong": "p DeLong", "overlap_voi": "Δovl VOI",
+             "overlap_ref": "Δovl ref", "ssim": "SSIM", "psnr": "PSNR", "cf_ssim": "SSIM truth", "cf_feature_ccc": "CCC truth",
+             "gap_closed": "gap closed", "qc_flagged": "QC"}
+    table = Table(title="harmkit bench: one row per method and reference site group (details: report.html)", show_lines=False, padding=(0, 1))
+    table.add_column("method", overflow="fold")
+    table.add_column("reference", overflow="fold")
+    rows = [_cells(row) for row in summary_rows(ctx)]
+    # columns without any number (e.g. prediction on a cohort without outcome) are left out here
+    keep = [i for i in range(2, 2 + len(SUMMARY_COLUMNS)) if any(r[i] != "–" for r in rows)]
+    for i in keep:
+        table.add_column(short.get(SUMMARY_COLUMNS[i - 2][0], ""), justify="right", overflow="fold")
+    for cells in rows:
+        table.add_row(*cells[:2], *(cells[i] for i in keep))
     console.print(table)
     for name, result in ctx.results.items():
         if result.skipped:

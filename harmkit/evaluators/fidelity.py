@@ -82,7 +82,7 @@ class FidelityEvaluator(Evaluator):
         from .. import stats
 
         if ctx.counterfactuals is None:
-            return EvaluationResult(self.name, skipped=f"fidelity skipped: {ctx.fidelity_skipped}")
+            return EvaluationResult(self.name, skipped=str(ctx.fidelity_skipped))
         lookup = counterfactual_lookup(ctx)
         voxel_rows, feature_rows = [], []
         summary: dict[str, dict] = {}

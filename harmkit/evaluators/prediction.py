@@ -125,7 +125,7 @@ class PredictionEvaluator(Evaluator):
         from .. import stats
 
         if ctx.splits is None:
-            return EvaluationResult(self.name, skipped=f"prediction skipped: {ctx.prediction_skipped}")
+            return EvaluationResult(self.name, skipped=str(ctx.prediction_skipped))
         voi = ctx.config.voi
         splits = ctx.splits
         subjects = list(splits.subjects)
