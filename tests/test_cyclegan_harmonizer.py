@@ -177,5 +177,9 @@ def test_more_than_two_site_groups_merge_all_others_into_the_source_domain(tmp_p
     scans = [site_scan(s, i, 10 * i + ord(s), shape=(24, 28, 28)) for s in ("A", "B", "C") for i in range(1)]
     gan = hk.get_harmonizer("gan", steps=1, **TINY).fit(Cohort(scans), "C")
     assert sorted([gan.domains_["x"], gan.domains_["y"]]) == [["A", "B"], ["C"]]
+    out = gan.transform(scans[0])  # A -> C
+    assert same_geometry(out.load_image(), scans[0].load_image())
+    with pytest.raises(HarmkitError, match="fitted towards 'C'.*reference_site='A'"):
+        gan.transform(scans[2], target_site="A")  # A alone is not a domain of this model
     with pytest.raises(HarmkitError, match="reference site 'Q'"):
         hk.get_harmonizer("gan", steps=1, **TINY).fit(Cohort(scans), "Q")

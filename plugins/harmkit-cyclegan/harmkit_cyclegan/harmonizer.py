@@ -273,6 +273,12 @@ class CycleGANHarmonizer(ImageHarmonizer):
         else:
             known = sorted(self.domains_["x"] + self.domains_["y"])
             raise HarmkitError(f"cyclegan: target site {target_site!r} was not part of training; use one of {', '.join(known)}")
+        if len(self.domains_[target_domain]) > 1:
+            raise HarmkitError(
+                f"cyclegan: this model was fitted towards {self.reference_site_!r} with site groups "
+                f"{', '.join(self.domains_[target_domain])} merged into one source domain, so it cannot map towards "
+                f"{target!r} alone; fit it with reference_site={target!r}"
+            )
         image = scan.load_image()
         if scan.group in self.domains_[target_domain]:
             return scan.with_image(image)

@@ -13,7 +13,7 @@ The log compression spends the network's dynamic range on the low and medium
 uptakes (background, organs, lesion margins) instead of on rare hot spots.
 Negative SUVs (reconstruction noise) become 0 and SUVs above ``suv_max`` are
 clipped; :class:`~harmkit_cyclegan.harmonizer.CycleGANHarmonizer` puts the
-input's own values back wherever the input lies outside [0, suv_max].
+input's own values back wherever the input exceeds suv_max.
 """
 
 from __future__ import annotations
