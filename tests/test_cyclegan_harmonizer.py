@@ -134,6 +134,7 @@ def test_fitting_the_other_reference_reuses_the_trained_networks(fitted, monkeyp
     # A fresh harmonizer with the same work_dir and the other reference: no new training.
     monkeypatch.setattr(training.Trainer, "train_step", no_training)
     other = hk.get_harmonizer("cyclegan", steps=2, work_dir=str(work), **TINY).fit(cohort, "A")
+    assert list(work.glob("run-*/training/checkpoint.pt")) and not list(work.glob("run-*/volumes.h5"))
     a = cohort.by_group("A")[0]
     b = cohort.by_group("B")[0]
     assert other.reference_site_ == "A"

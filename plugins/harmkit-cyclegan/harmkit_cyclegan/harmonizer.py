@@ -206,22 +206,34 @@ class CycleGANHarmonizer(ImageHarmonizer):
         return self
 
     def _train(self, cohort, config: CycleGANConfig, domain_pair, spacing, run_dir: Path):
-        from .training import Trainer
+        from .training import CHECKPOINT, CheckpointError, Trainer, load_checkpoint
 
         run_dir.mkdir(parents=True, exist_ok=True)
-        store = self._volume_store(cohort, config, spacing, run_dir / "volumes.h5")
+        checkpoint = run_dir / "training" / CHECKPOINT
+        store_path = run_dir / "volumes.h5"
+        store = None
         try:
-            transform = lambda patch: to_network(patch, config.suv_max, config.suv_scale)  # noqa: E731
-            sample_x = store.sampler(_keys_of(store, domain_pair[0]), config.patch_size, config.body_fraction, transform)
-            sample_y = store.sampler(_keys_of(store, domain_pair[1]), config.patch_size, config.body_fraction, transform)
+            finished = checkpoint.exists() and load_checkpoint(checkpoint)["step"] >= config.steps
+            if finished:  # a finished training: load it, no data needed
+                sample_x = sample_y = _no_data
+            else:
+                store = self._volume_store(cohort, config, spacing, store_path)
+                transform = lambda patch: to_network(patch, config.suv_max, config.suv_scale)  # noqa: E731
+                sample_x = store.sampler(_keys_of(store, domain_pair[0]), config.patch_size, config.body_fraction, transform)
+                sample_y = store.sampler(_keys_of(store, domain_pair[1]), config.patch_size, config.body_fraction, transform)
             device = self._torch_device()
-            with _progress(self.progress, "CycleGAN training", config.steps) as advance:
+            with _progress(self.progress and not finished, "CycleGAN training", config.steps) as advance:
                 trainer = Trainer(config, sample_x, sample_y, run_dir / "training", device=device, progress=advance)
                 started = time.perf_counter()
                 trainer.run()
                 trainer.seconds = time.perf_counter() - started
+        except CheckpointError as exc:
+            raise HarmkitError(f"cyclegan: {exc}") from None
         finally:
-            store.file.close()
+            if store is not None:
+                store.file.close()
+        # The store is only needed to resume an unfinished training.
+        store_path.unlink(missing_ok=True)
         return trainer
 
     def _volume_store(self, cohort, config: CycleGANConfig, spacing, path: Path):
@@ -432,6 +444,10 @@ def _median_spacing(scans) -> tuple[float, float, float]:
             except RuntimeError:
                 spacings.append(scan.load_image().GetSpacing())
     return tuple(float(v) for v in np.median(np.asarray(spacings), axis=0))
+
+
+def _no_data(rng, n):
+    raise RuntimeError("a finished training asked for data")
 
 
 def _keys_of(store, groups) -> list[str]:

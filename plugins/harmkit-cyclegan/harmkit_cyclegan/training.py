@@ -163,8 +163,14 @@ class Trainer:
         self.pool_a = ImagePool(config.pool_size)
         self.pool_b = ImagePool(config.pool_size)
         self.step = 0
-        # A fixed preview patch, drawn from its own generator so it never shifts the training stream.
-        self.preview = sample_a(np.random.default_rng(config.seed + 7919), 1)
+        self._preview: np.ndarray | None = None
+
+    @property
+    def preview(self) -> np.ndarray:
+        """A fixed patch of domain A, drawn from its own generator so it never shifts the training stream."""
+        if self._preview is None:
+            self._preview = self.sample_a(np.random.default_rng(self.config.seed + 7919), 1)
+        return self._preview
 
     # -- checkpoints ----------------------------------------------------------
     @property
