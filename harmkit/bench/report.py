@@ -231,10 +231,10 @@ def _report_blocks(ctx, results: dict) -> list[tuple]:
     if "reproducibility" in ev and not ev["reproducibility"]["skipped"]:
         b.append(("h2", "Reproducibility (feature overlap between site groups)"))
         per_class = ev["reproducibility"]["tables"].get("overlap_per_class", [])
-        rows = [[r["method"], r["reference"], r["voi"], r["class"], str(r["n_features"]), fmt(r["overlap_before_mean"], ".3f"),
+        rows = [[r["method"], r["reference"], r.get("group", ""), r["voi"], r["class"], str(r["n_features"]), fmt(r["overlap_before_mean"], ".3f"),
                  fmt(r["overlap_after_mean"], ".3f"), f"{fmt(r['improvement_pct_mean'], '+.1f')} ± {fmt(r['improvement_pct_sd'], '.1f')}", fmt(r.get("p_wilcoxon"), "p")]
                 for r in per_class if r["method"] != "none"]
-        b.append(("table", ["method", "reference", "VOI", "class", "n", "overlap before", "overlap after", "improvement (pp, mean ± SD)", "p (Wilcoxon)"], rows, "overlap"))
+        b.append(("table", ["method", "reference", "compared group", "VOI", "class", "n", "overlap before", "overlap after", "improvement (pp, mean ± SD)", "p (Wilcoxon)"], rows, "overlap"))
         cov = ev["reproducibility"]["tables"].get("cov_by_group", [])
         if cov:
             rows = [[r["method"], r["reference"], r["voi"], r["site_group"], fmt(r.get("cov_median_before"), ".3f"), fmt(r.get("cov_median_after"), ".3f"),
