@@ -125,22 +125,11 @@ class BenchContext:
         site group of each row (the batches). Stages chain: each is fitted on
         the previous stage's output of the training rows.
         """
-        from ..plugins import get_harmonizer
+        return apply_feature_stages(self.stage_specs(method), self.config.seed, reference, train, train_groups, apply_to)
 
-        outputs = [x for x, _ in apply_to]
-        current_train = train
-        stages = method.feature_stages
-        for number, stage in enumerate(stages):
-            harmonizer = get_harmonizer(stage.name, **plugin_params(self.config, stage.name))
-            if "random_state" in harmonizer.get_params():
-                harmonizer.set_params(random_state=self.config.seed)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # small-site warnings of ComBat repeat on every split
-                harmonizer.fit(current_train, list(train_groups), None, reference_site=reference)
-                outputs = [harmonizer.transform(x, list(groups)) for x, (_, groups) in zip(outputs, apply_to)]
-                if number + 1 < len(stages):
-                    current_train = harmonizer.transform(current_train, list(train_groups))
-        return outputs
+    def stage_specs(self, method: Method) -> list[tuple[str, dict]]:
+        """``[(plugin name, parameters)]`` of ``method``'s feature stages (picklable)."""
+        return [(stage.name, plugin_params(self.config, stage.name)) for stage in method.feature_stages]
 
     def harmonized_features(self, method: Method, reference: str, voi: str):
         """Features of every scan after all of ``method``'s stages, feature stages fitted on all rows.
@@ -172,6 +161,25 @@ def _hashable(part: Any) -> Any:
     if isinstance(part, (list, tuple)):
         return [_hashable(p) for p in part]
     return part
+
+
+def apply_feature_stages(specs: list[tuple[str, dict]], seed: int, reference: str, train, train_groups, apply_to: list[tuple[Any, Any]]):
+    """Fit the feature stages ``specs`` on ``train`` and apply them to each ``(X, groups)`` (module level: runs in workers)."""
+    from ..plugins import get_harmonizer
+
+    outputs = [x for x, _ in apply_to]
+    current_train = train
+    for number, (name, params) in enumerate(specs):
+        harmonizer = get_harmonizer(name, **params)
+        if "random_state" in harmonizer.get_params():
+            harmonizer.set_params(random_state=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # small-site warnings of ComBat repeat on every split
+            harmonizer.fit(current_train, list(train_groups), None, reference_site=reference)
+            outputs = [harmonizer.transform(x, list(groups)) for x, (_, groups) in zip(outputs, apply_to)]
+            if number + 1 < len(specs):
+                current_train = harmonizer.transform(current_train, list(train_groups))
+    return outputs
 
 
 def plugin_params(config: BenchConfig, name: str) -> dict[str, Any]:

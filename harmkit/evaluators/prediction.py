@@ -51,26 +51,39 @@ def _fit_predict(Xtr, ytr, Xte, C: float, max_iter: int) -> np.ndarray:
 
 
 def cross_validate(ctx, method, reference: str, X, groups, C: float = 1.0, max_iter: int = 1000) -> dict[str, Any]:
-    """Run ``method``'s feature stages and the classifier on every split.
+    """Run ``method``'s feature stages and the classifier on every split (in this process).
 
     ``X``: feature DataFrame indexed by subject (every subject of the splits);
     ``groups``: site group per row (the batches of the feature stages).
     Returns ``{"auc": [per split], "scores": [per split, test order]}``.
     """
+    return cv_job(cv_item(ctx, method, reference, X, groups, C, max_iter))
+
+
+def cv_item(ctx, method, reference, X, groups, C, max_iter) -> tuple:
+    """Everything :func:`cv_job` needs, picklable."""
+    subjects = list(ctx.splits.subjects)
+    y = ctx.outcome.loc[subjects].to_numpy().astype(int)
+    groups = np.asarray(groups.loc[subjects] if hasattr(groups, "loc") else groups)
+    specs = ctx.stage_specs(method) if method is not None else []
+    return (X.loc[subjects], groups, y, ctx.splits.test_masks, specs, ctx.config.seed, reference, ctx.config.fit_on, C, max_iter)
+
+
+def cv_job(item: tuple) -> dict[str, Any]:
+    """Worker: feature stages (fitted per split or on all rows) + classifier on every split."""
     from sklearn.metrics import roc_auc_score
 
-    splits = ctx.splits
-    subjects = list(splits.subjects)
-    y = ctx.outcome.loc[subjects].to_numpy().astype(int)
-    X = X.loc[subjects]
-    groups = np.asarray(groups.loc[subjects] if hasattr(groups, "loc") else groups)
-    if method is not None and method.feature_stages and ctx.config.fit_on == "all":
-        X = ctx.feature_stage(method, reference, X, groups, [(X, groups)])[0]
+    from ..bench.protocol import apply_feature_stages
+
+    X, groups, y, test_masks, specs, seed, reference, fit_on, C, max_iter = item
+    if specs and fit_on == "all":
+        X = apply_feature_stages(specs, seed, reference, X, groups, [(X, groups)])[0]
     aucs, scores = [], []
-    for train, test in splits:
+    for mask in test_masks:
+        train, test = np.flatnonzero(~mask), np.flatnonzero(mask)
         Xtr, Xte = X.iloc[train], X.iloc[test]
-        if method is not None and method.feature_stages and ctx.config.fit_on == "train":
-            Xtr, Xte = ctx.feature_stage(method, reference, Xtr, groups[train], [(Xtr, groups[train]), (Xte, groups[test])])
+        if specs and fit_on == "train":
+            Xtr, Xte = apply_feature_stages(specs, seed, reference, Xtr, groups[train], [(Xtr, groups[train]), (Xte, groups[test])])
         p = _fit_predict(Xtr, y[train], Xte, C, max_iter)
         aucs.append(float(roc_auc_score(y[test], p)) if len(set(y[test])) == 2 else float("nan"))
         scores.append([float(v) for v in p])
@@ -99,25 +112,45 @@ class PredictionEvaluator(Evaluator):
         self.C = C
         self.max_iter = max_iter
 
-    def run_cv(self, ctx, method, reference, voi: str) -> dict[str, Any]:
-        from ..bench.protocol import plugin_key
+    def cv_key(self, ctx, method, reference, voi: str):
+        from ..bench.protocol import _hashable, plugin_key
 
         table = ctx.features[(method.label, reference)][voi]
-        columns = ctx.feature_columns(voi)
-        X = table[columns].astype(float)
-        groups = table["site_group"]
+        X = table[ctx.feature_columns(voi)].astype(float)
         parts = (
             method.label,
             reference if method.stages else "-",
             X,
-            list(groups),
+            list(table["site_group"]),
             ctx.splits.digest(),
             ctx.config.fit_on if method.feature_stages else "-",
             self.get_params(),
             plugin_key(ctx.config, method),
             list(ctx.outcome.items()),
         )
-        return ctx.memo("prediction-cv", parts, lambda: cross_validate(ctx, method, reference, X, groups, self.C, self.max_iter))
+        key = ctx.cache.key("bench-memo", "prediction-cv", *[_hashable(p) for p in parts])
+        return key, X, table["site_group"]
+
+    def run_all(self, ctx, voi: str) -> dict[tuple[str, str], dict]:
+        """Cross-validation of every method and reference: cached ones read, the others in parallel on the executor."""
+        runs, todo = {}, []
+        for method in ctx.methods:
+            for ref in ctx.references:
+                key, X, groups = self.cv_key(ctx, method, ref, voi)
+                cached = ctx.cache.get(key)
+                if cached is not None:
+                    runs[(method.label, ref)] = cached
+                else:
+                    todo.append(((method.label, ref), key, cv_item(ctx, method, ref, X, groups, self.C, self.max_iter)))
+        if todo:
+            results = ctx.executor.map(cv_job, [t[2] for t in todo], label=f"prediction: {ctx.splits.n_splits} splits x {len(todo)} method/reference")
+            for (name, key, _), r in zip(todo, results):
+                if not r.ok:
+                    from ..errors import HarmkitError
+
+                    raise HarmkitError(f"prediction failed for method {name[0]!r} (reference {name[1]}): {r.error}")
+                runs[name] = ctx.cache.put(key, r.value)
+        return runs
 
     def evaluate(self, ctx) -> EvaluationResult:
         import pandas as pd
@@ -130,10 +163,8 @@ class PredictionEvaluator(Evaluator):
         splits = ctx.splits
         subjects = list(splits.subjects)
         y = ctx.outcome.loc[subjects].to_numpy().astype(int)
-        runs: dict[tuple[str, str], dict] = {}
-        for method in ctx.methods:
-            for ref in ctx.references:
-                runs[(method.label, ref)] = self.run_cv(ctx, method, ref, voi)
+        runs = self.run_all(ctx, voi)
+        runs = {(m.label, ref): runs[(m.label, ref)] for m in ctx.methods for ref in ctx.references}
         split_rows, summary, pooled_rows = [], {}, []
         roc_data: dict[str, list] = {}
         for (label, ref), run in runs.items():
