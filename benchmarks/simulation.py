@@ -122,7 +122,7 @@ def main(argv=None) -> None:
     parser.add_argument("--keep", action="store_true", help="keep the generated cohorts")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    console = Console()
+    console = Console(width=max(Console().width, 150))
     for name in [p.strip() for p in args.presets.split(",") if p.strip()]:
         bench_preset(name, args, console)
 

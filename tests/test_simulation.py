@@ -106,11 +106,28 @@ def test_a_failed_run_leaves_no_output_folder(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("bad", [{"preset": "brain"}, {"size": "huge"}, {"seed": -1}, {"subjects_per_site": 0}])
-def test_bad_arguments_name_the_option(tmp_path, bad):
+@pytest.mark.parametrize(
+    "bad, message",
+    [({"preset": "brain"}, "unknown simulation preset 'brain'"), ({"size": "huge"}, "unknown size 'huge'"),
+     ({"seed": -1}, "seed must be"), ({"subjects_per_site": 0}, "subjects per site"), ({"out": None}, "output folder")],
+)
+def test_bad_arguments_name_the_option(tmp_path, bad, message):
     arguments = {"preset": "headneck", "out": tmp_path / "x", **bad}
-    with pytest.raises(HarmkitError, match=str(list(bad.values())[0]).strip("-")):
+    with pytest.raises(HarmkitError, match=message):
         hk.simulate(**arguments)
+    assert not (tmp_path / "x").exists()
+
+
+def test_full_size_uses_the_papers_matrices_and_quick_keeps_the_voxel_size():
+    preset = get_preset("lung")
+    for site in preset.sites:
+        for protocol in site.protocols:
+            full, quick = site_grid(protocol, preset, "full"), site_grid(protocol, preset, "quick")
+            assert full.size_xyz[:2] == protocol.matrix
+            assert full.spacing == quick.spacing == protocol.voxel_mm
+            assert quick.size_xyz[0] * quick.spacing[0] >= preset.fov_mm[0]
+    full_fine = fine_grid(preset, "full")
+    assert full_fine.size_xyz[0] * full_fine.spacing[0] >= preset.body_extent_mm[0]
 
 
 # --- physics --------------------------------------------------------------------------------

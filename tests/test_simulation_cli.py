@@ -88,7 +88,7 @@ def test_lung_liver_voi_cov_medians_and_site_difference_follow_the_paper(tmp_pat
 
     import harmkit as hk
 
-    manifest = hk.simulate("lung", out=tmp_path / "lung", seed=0, subjects_per_site=12, counterfactuals=False, jobs=2, progress=False)
+    manifest = hk.simulate("lung", out=tmp_path / "lung", seed=0, subjects_per_site=20, counterfactuals=False, jobs=2, progress=False)
     cov: dict[str, list[float]] = {}
     for scan in hk.load_cohort(manifest):
         image = sitk.GetArrayFromImage(scan.load_image())
