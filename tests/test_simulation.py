@@ -301,3 +301,19 @@ def test_resampling_keeps_a_linear_ramp_and_blur_keeps_the_mean():
     assert np.allclose(resample_linear(ramp, src, dst), 1 + 0.1 * Xd + 0.05 * Yd - 0.02 * Zd, atol=1e-4)
     noise = np.random.default_rng(0).random((20, 20, 20)).astype(np.float32)
     assert gaussian_blur(noise, (2, 2, 2), mode="wrap").mean() == pytest.approx(noise.mean(), rel=1e-4)
+
+
+def test_suv_volumes_read_back_as_float_suv_within_the_storage_quantum(tmp_path):
+    from harmkit.imageio import read_image
+    from harmkit.simulation.writer import SUV_QUANTUM, quantize_suv, write_volume
+
+    grid = Grid.centered((7, 6, 5), (2.0, 2.5, 3.0))
+    values = np.random.default_rng(0).gamma(2.0, 2.0, grid.shape).astype(np.float32)
+    path = write_volume(values, grid, tmp_path / "pet.nii.gz", suv=True)
+    image = read_image(path)
+    back = sitk.GetArrayFromImage(image)
+    assert image.GetSpacing() == grid.spacing and image.GetOrigin() == pytest.approx(grid.origin)
+    assert np.abs(back - values).max() <= SUV_QUANTUM / 2 + 1e-6
+    assert np.array_equal(back, quantize_suv(values))
+    header = path.read_bytes()[:10]
+    assert header[:2] == b"\x1f\x8b" and header[4:8] == b"\x00\x00\x00\x00"  # gzip without a timestamp

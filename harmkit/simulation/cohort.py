@@ -25,7 +25,7 @@ from .outcome import calibrate_intercept, linear_predictor, probability
 from .phantom import LATENT, build_phantom, draw_design, fine_grid
 from .presets import SIZES, Preset, get_preset
 from .scanner import blur_truth, render, resample_labels, site_grid, sphere_mask
-from .writer import quantize_suv, write_volume
+from .writer import write_volume
 
 MASKS = {
     "headneck": ("body", "lesion", "reference"),
@@ -83,8 +83,8 @@ def _rel(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
 
 
-def _write(array: np.ndarray, grid: Grid, path: Path) -> None:
-    write_volume(array, grid, path)
+def _write(array: np.ndarray, grid: Grid, path: Path, suv: bool = False) -> None:
+    write_volume(array, grid, path, suv=suv)
 
 
 def simulate_subject(task: dict) -> dict:
@@ -105,7 +105,7 @@ def simulate_subject(task: dict) -> dict:
         "truth_lesion": truth_dir / f"{subject}_lesion.nii.gz",
         "truth_labels": truth_dir / f"{subject}_labels.nii.gz",
     }
-    _write(quantize_suv(phantom.suv), fine, truth_files["truth_image"])
+    _write(phantom.suv, fine, truth_files["truth_image"], suv=True)
     _write(phantom.lesion.astype(np.uint8), fine, truth_files["truth_lesion"])
     _write(phantom.labels, fine, truth_files["truth_labels"])
     lesion_values = phantom.suv[phantom.lesion]
@@ -149,10 +149,10 @@ def simulate_subject(task: dict) -> dict:
                 noise_scale = float(math.exp(site.scanner.noise_scale_sd * rng.standard_normal()))
             else:
                 rng, noise_scale = None, 1.0
-            image = quantize_suv(render(blurred, fine, grid, site.scanner, rng, noise_scale))
+            image = render(blurred, fine, grid, site.scanner, rng, noise_scale)
             name = "pet.nii.gz" if kind == "scan" else "pet_counterfactual.nii.gz"
             path = folder / name
-            _write(image, grid, path)
+            _write(image, grid, path, suv=True)
             result["renderings"].append(
                 {"kind": kind, "site": site.name, "site_group": site.site_group, "image": _rel(path, root),
                  "masks": masks, "noise_scale": noise_scale, "grid": protocol.label}
