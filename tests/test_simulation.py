@@ -317,3 +317,20 @@ def test_suv_volumes_read_back_as_float_suv_within_the_storage_quantum(tmp_path)
     assert np.array_equal(back, quantize_suv(values))
     header = path.read_bytes()[:10]
     assert header[:2] == b"\x1f\x8b" and header[4:8] == b"\x00\x00\x00\x00"  # gzip without a timestamp
+
+
+def test_latent_biology_predicts_the_outcome():
+    from sklearn.metrics import roc_auc_score
+
+    designs = [d for seed in range(5) for d in plan_cohort("headneck", seed)]
+    outcome = [d["outcome"] for d in designs]
+    assert roc_auc_score(outcome, [d["linear_predictor"] for d in designs]) > 0.7
+
+
+def test_sites_sharing_a_scanner_model_render_a_subject_identically_on_the_same_grid():
+    preset, design, fine, phantom = _phantom("headneck")
+    chum, hmr = preset.site("CHUM"), preset.site("HMR")
+    assert chum.scanner == hmr.scanner
+    grid = site_grid(hmr.protocols[0], preset, "quick")
+    images = [render(blur_truth(phantom.suv, fine, grid, s.scanner), fine, grid, s.scanner) for s in (chum, hmr)]
+    assert np.array_equal(images[0], images[1])
