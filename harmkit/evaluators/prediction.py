@@ -42,7 +42,8 @@ def _fit_predict(Xtr, ytr, Xte, C: float, max_iter: int) -> np.ndarray:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
+    # Newton-Cholesky: the same L2 solution as lbfgs, ~10x faster for ~100 features and a few hundred rows
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter, solver="newton-cholesky"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -71,11 +72,18 @@ def cv_item(ctx, method, reference, X, groups, C, max_iter) -> tuple:
 
 def cv_job(item: tuple) -> dict[str, Any]:
     """Worker: feature stages (fitted per split or on all rows) + classifier on every split."""
+    from threadpoolctl import threadpool_limits
+
+    X, groups, y, test_masks, specs, seed, reference, fit_on, C, max_iter = item
+    with threadpool_limits(1):  # one BLAS thread per worker: the executor already runs one job per core
+        return _cv(X, groups, y, test_masks, specs, seed, reference, fit_on, C, max_iter)
+
+
+def _cv(X, groups, y, test_masks, specs, seed, reference, fit_on, C, max_iter) -> dict[str, Any]:
     from sklearn.metrics import roc_auc_score
 
     from ..bench.protocol import apply_feature_stages
 
-    X, groups, y, test_masks, specs, seed, reference, fit_on, C, max_iter = item
     if specs and fit_on == "all":
         X = apply_feature_stages(specs, seed, reference, X, groups, [(X, groups)])[0]
     aucs, scores = [], []
@@ -127,6 +135,7 @@ class PredictionEvaluator(Evaluator):
             self.get_params(),
             plugin_key(ctx.config, method),
             list(ctx.outcome.items()),
+            "newton-cholesky",
         )
         key = ctx.cache.key("bench-memo", "prediction-cv", *[_hashable(p) for p in parts])
         return key, X, table["site_group"]
@@ -223,7 +232,7 @@ class PredictionEvaluator(Evaluator):
                 "test_size": splits.test_size,
                 "splits_digest": splits.digest(),
                 "fit_on": ctx.config.fit_on,
-                "classifier": f"StandardScaler + LogisticRegression(C={self.C}, L2), no feature selection",
+                "classifier": f"StandardScaler + LogisticRegression(C={self.C}, L2, newton-cholesky), no feature selection",
                 "delong_input": "per-subject mean of out-of-split predicted probabilities (subjects tested in >= 1 split), paired with the baseline's",
             },
         )
