@@ -119,19 +119,28 @@ def window_count(shape, window, overlap) -> int:
     return math.prod(len(window_starts(s, w, overlap)) for s, w in zip(shape, window))
 
 
+def part_shape(shape, window, overlap, max_windows):
+    """A sub-volume of ``shape`` needing at most ``max_windows`` windows (grown z, then y, then x)."""
+    part = [min(s, w) for s, w in zip(shape, window)]
+    if max_windows is None or window_count(shape, window, overlap) <= max_windows:
+        return tuple(shape)
+    for axis in range(3):
+        while part[axis] < shape[axis]:
+            trial = list(part)
+            trial[axis] += 1
+            if window_count(trial, window, overlap) > max_windows:
+                break
+            part = trial
+    return tuple(part)
+
+
 def infer_direct(config, shape, device, precision, channels_last, max_windows=None):
     """Sliding-window inference with the torch/numpy core only (GPU machine): seconds, windows, peak GPU bytes."""
     net = build_generator(config).to(device).eval()
     if channels_last:
         net = net.to(memory_format=torch.channels_last_3d)
     full = window_count(shape, config.window, config.overlap)
-    part = shape
-    if max_windows is not None and full > max_windows:
-        # Time a z-slab and extrapolate (labelled by the caller).
-        z = config.window[0]
-        while window_count((z + 1, *shape[1:]), config.window, config.overlap) <= max_windows and z < shape[0]:
-            z += 1
-        part = (z, *shape[1:])
+    part = part_shape(shape, config.window, config.overlap, max_windows)
     volume = np.random.default_rng(0).uniform(-1, 1, part).astype(np.float32)
     sliding_window(volume[: config.window[0], : config.window[1], : config.window[2]], net, config.window, config.overlap, config.infer_batch, device=device, precision=precision, channels_last=channels_last)  # warm-up
     sync(device)
@@ -167,11 +176,7 @@ def _child(spec: dict) -> None:
     config = get_profile(spec["profile"]).with_overrides(precision=spec["precision"], channels_last=spec["channels_last"])
     shape = tuple(spec["shape"])
     full = window_count(shape, config.window, config.overlap)
-    if spec["max_windows"] and full > spec["max_windows"]:
-        z = config.window[0]
-        while window_count((z + 1, *shape[1:]), config.window, config.overlap) <= spec["max_windows"] and z < shape[0]:
-            z += 1
-        shape = (z, *shape[1:])
+    shape = part_shape(shape, config.window, config.overlap, spec["max_windows"])
     torch.manual_seed(0)
     gan = CycleGANHarmonizer(profile=spec["profile"], device="cpu", progress=False, precision=spec["precision"], channels_last=spec["channels_last"])
     gan.config_ = config.to_dict()
@@ -189,6 +194,7 @@ def _child(spec: dict) -> None:
         "voxels": int(np.prod(shape)),
         "windows": window_count(shape, config.window, config.overlap),
         "windows_full": full,
+        "part": list(shape),
         "self_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }))
 
@@ -206,7 +212,8 @@ def cpu_suite(profiles, device, results):
     results["matmul_gflops"] = {"fp32": fp32_peak, "bf16": bf16_peak}
     print(f"# device: {device}  torch {torch.__version__}  threads {torch.get_num_threads()}  shipped precision: {shipped}")
     print(f"# dense matmul 2048^2: fp32 {fp32_peak:.0f} GFLOP/s, bf16 {bf16_peak:.0f} GFLOP/s (measured now)")
-    rows = []
+    rows = results.setdefault("rows", [])
+    print_rows([], header=True)
     for profile in profiles:
         config = get_profile(profile)
         # The paper's 64x128x128 patch takes minutes per step on this CPU: time 32^3 and scale by voxels.
@@ -220,10 +227,11 @@ def cpu_suite(profiles, device, results):
             note = "" if scale == 1 else f"timed at {patch[0]}^3 patches; x{scale:.0f} voxels for the paper's {config.patch_size}"
             rows.append({"profile": profile, "variant": label, "precision": precision, "what": "train step", "seconds": seconds,
                          "seconds_full_patch_est": seconds * scale, "gflops": gflops, "fraction_of_matmul": gflops / peak, "note": note})
+            print_rows(rows[-1:], header=False)
         for label, precision, channels_last in (("shipped", shipped, True), ("eager fp32", "fp32", False)):
             max_windows = None
             if profile == "paper":
-                max_windows = 2
+                max_windows = 1
             elif precision == "fp32":
                 max_windows = 64
             data = infer_child(profile, precision, channels_last, VOLUME, max_windows)
@@ -231,11 +239,10 @@ def cpu_suite(profiles, device, results):
             full_seconds = per_window * data["windows_full"] if data["windows"] < data["windows_full"] else data["seconds"]
             voxels_s = math.prod(VOLUME) / full_seconds
             note = "" if data["windows"] == data["windows_full"] else (
-                f"timed {data['windows']} of {data['windows_full']} windows ({data['voxels']} voxel slab); full volume extrapolated, peak RSS is the slab's")
+                f"timed {data['windows']} of {data['windows_full']} windows on a {'x'.join(map(str, data['part'][::-1]))} part; full volume extrapolated; peak RSS is the part's")
             rows.append({"profile": profile, "variant": label, "precision": precision, "what": "inference 400x400x300",
                          "seconds": full_seconds, "voxels_per_s": voxels_s, "peak_rss_gib": data["child_peak_rss_bytes"] / 2**30, "note": note})
-    results["rows"] = rows
-    print_rows(rows)
+            print_rows(rows[-1:], header=False)
 
 
 def gpu_suite(device, results, small=False):
