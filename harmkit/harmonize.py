@@ -55,7 +55,7 @@ def train(method: str, cohort: Cohort | str | os.PathLike, reference: str, out: 
     out = Path(out)
     harmonizer = make_image_harmonizer(method, **params)
     if "work_dir" in harmonizer.get_params() and harmonizer.get_params()["work_dir"] is None:
-        harmonizer.set_params(work_dir=str(out.parent / f".{out.name}.work"))
+        harmonizer.set_params(work_dir=str((out.parent / f".{out.name}.work").resolve()))
     harmonizer.fit(_as_cohort(cohort), reference)
     return harmonizer.save(out)
 
