@@ -263,7 +263,7 @@ def _report_blocks(ctx, results: dict) -> list[tuple]:
                        + f"Counterfactual: {s['counterfactual']}. nMAE: {s['nmae']}. Voxels: {s['voxel_metrics']}."))
         rows = [[r["method"], r["reference"], fmt(r.get("cf_ssim"), ".3f"), fmt(r.get("cf_psnr"), ".1f"), fmt(r.get("cf_feature_nmae"), ".3f"),
                  fmt(r.get("cf_feature_ccc"), ".3f"), fmt(r.get("gap_closed"), "+.0%")] for r in results["summary"]]
-        b.append(("table", ["method", "reference", "SSIM vs counterfactual", "PSNR vs counterfactual", "feature nMAE", "feature CCC", "gap closed"], rows, "fidelity"))
+        b.append(("table", ["method", "reference", "SSIM vs counterfactual", "PSNR vs counterfactual", "feature nMAE (median)", "feature CCC (mean)", "gap closed"], rows, "fidelity"))
         if "fidelity_ccc" in ev["fidelity"]["figures"]:
             b.append(("fig", ev["fidelity"]["figures"]["fidelity_ccc"], "feature fidelity per class"))
     # QC

@@ -147,7 +147,7 @@ class FidelityEvaluator(Evaluator):
                         })
         features = pd.DataFrame(feature_rows)
         by_class = (
-            features.groupby(["method", "reference", "class"], sort=False)[["nmae", "ccc"]].mean().reset_index()
+            features.groupby(["method", "reference", "class"], sort=False).agg(nmae_median=("nmae", "median"), ccc=("ccc", "mean")).reset_index()
             if not features.empty
             else pd.DataFrame()
         )
@@ -183,11 +183,11 @@ class FidelityEvaluator(Evaluator):
                         entry["cf_psnr"] = finite(v["psnr"].mean())
                 f = features[(features["method"] == method.label) & (features["reference"] == ref)] if not features.empty else features
                 if not f.empty:
-                    entry["cf_feature_nmae"] = finite(f["nmae"].mean())
+                    entry["cf_feature_nmae"] = finite(f["nmae"].median())  # median: robust to features with a tiny SD
                     entry["cf_feature_ccc"] = finite(f["ccc"].mean())
                     for cls, csub in f.groupby("class", sort=False):
                         entry[f"cf_ccc_{cls}"] = finite(csub["ccc"].mean())
-                        entry[f"cf_nmae_{cls}"] = finite(csub["nmae"].mean())
+                        entry[f"cf_nmae_{cls}"] = finite(csub["nmae"].median())
                 if oracle and prediction is not None and not prediction.skipped:
                     rows = prediction.summary["by_method"]
                     auc_m = rows.get(row_key(method.label, ref), {}).get("auc_mean")

@@ -203,8 +203,12 @@ class ReproducibilityEvaluator(Evaluator):
         combos = [c for c in dict.fromkeys(zip(covs["method"], covs["reference"], covs["voi"])) if c[0] != "none"]
         if not combos:
             combos = list(dict.fromkeys(zip(covs["method"], covs["reference"], covs["voi"])))
-        fig, axes = plt.subplots(1, len(combos), figsize=(3.6 * len(combos), 3.4), squeeze=False)
-        for ax, (label, ref, voi) in zip(axes[0], combos):
+        ncols = min(4, len(combos))
+        nrows = (len(combos) + ncols - 1) // ncols
+        fig, axes = plt.subplots(nrows, ncols, figsize=(3.8 * ncols, 3.4 * nrows), squeeze=False)
+        for ax in axes.ravel()[len(combos):]:
+            ax.set_visible(False)
+        for ax, (label, ref, voi) in zip(axes.ravel(), combos):
             sub = covs[(covs["method"] == label) & (covs["reference"] == ref) & (covs["voi"] == voi)]
             data, names = [], []
             for g in dict.fromkeys(sub["site_group"]):
@@ -213,6 +217,7 @@ class ReproducibilityEvaluator(Evaluator):
                 names += [f"{g}\nbefore", f"{g}\nafter"]
             boxplot(ax, data, names)
             ax.set_title(f"COV ({voi}) {label} -> {ref}", fontsize=9)
+            ax.set_ylabel("COV = SD / mean")
             ax.tick_params(axis="x", labelsize=7)
         return savefig(fig, path)
 
@@ -221,8 +226,11 @@ def _overlap_job(item: tuple):
     """Worker: overlap coefficient of every feature between two site groups (harmkit.reproducibility)."""
     from ..reproducibility import feature_overlap
 
+    from threadpoolctl import threadpool_limits
+
     frame, groups, group_a, group_b, classes = item
-    table = feature_overlap(frame, groups=pd_series(groups, frame.index), group_a=group_a, group_b=group_b, feature_classes=classes)
+    with threadpool_limits(1):
+        table = feature_overlap(frame, groups=pd_series(groups, frame.index), group_a=group_a, group_b=group_b, feature_classes=classes)
     return table[["class", "overlap"]]
 
 
