@@ -138,3 +138,28 @@ def test_quick_and_paper_profiles_are_valid_and_overrides_are_checked():
         get_profile("quick").with_overrides(window=(30, 64, 64))
     with pytest.raises(ValueError, match="unknown"):
         get_profile("quick").with_overrides(nfg=3)
+
+
+def test_networks_training_and_inference_import_only_torch_and_numpy():
+    """The GPU machine has torch and numpy only: these modules must not need anything else."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import harmkit_cyclegan
+
+    blocker = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] in ('SimpleITK', 'harmkit', 'radiomics', 'neuroHarmonize', 'h5py', 'scipy', 'pandas'):\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import harmkit_cyclegan.config, harmkit_cyclegan.intensity, harmkit_cyclegan.nets\n"
+        "import harmkit_cyclegan.training, harmkit_cyclegan.inference\n"
+        "print('ok')\n"
+    )
+    package_root = str(Path(harmkit_cyclegan.__file__).resolve().parents[1])
+    result = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True, env={"PYTHONPATH": package_root, "PATH": ""})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
