@@ -92,3 +92,36 @@ def test_train_rejects_an_unknown_reference_site(manifest, tmp_path):
     with pytest.raises(HarmkitError, match="reference site 'Nowhere'"):
         hk.train("gan", manifest, "Nowhere", tmp_path / "m", steps=1, progress=False)
     assert not (tmp_path / "m").exists()
+
+
+def test_an_interrupted_train_resumes_to_the_same_model(manifest, tmp_path, monkeypatch):
+    import harmkit_cyclegan.training as training
+
+    params = dict(steps=5, checkpoint_every=2, seed=2, ngf=2, ndf=2, n_res_blocks=1, patch_size=24, threads=1, progress=False, device="cpu", precision="fp32")
+    straight = hk.train("gan", manifest, "B", tmp_path / "straight", **params)
+
+    original = training.Trainer.train_step
+
+    def interrupted(self):
+        if self.step == 3:  # after the checkpoint at step 2
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(training.Trainer, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        hk.train("gan", manifest, "B", tmp_path / "resumed", **params)
+    assert not (tmp_path / "resumed").exists()  # no model that looks complete
+    calls = []
+
+    def counted(self):
+        calls.append(self.step)
+        return original(self)
+
+    monkeypatch.setattr(training.Trainer, "train_step", counted)
+    resumed = hk.train("gan", manifest, "B", tmp_path / "resumed", **params)
+    assert calls == [2, 3, 4]  # resumed from the checkpoint at step 2, not from scratch
+
+    a = torch.load(straight / "generators.pt", weights_only=True)
+    b = torch.load(resumed / "generators.pt", weights_only=True)
+    for direction in ("x_to_y", "y_to_x"):
+        assert all(torch.equal(a[direction][k], b[direction][k]) for k in a[direction])
