@@ -273,8 +273,10 @@ def _report_blocks(ctx, results: dict) -> list[tuple]:
         b.append(("p", f"Rule: {s['rule']}. Flagged scans: {s['n_flagged']}."))
         flagged = ev["qc"]["tables"].get("flagged", [])
         if flagged:
-            rows = [[r["method"], r["reference"], r["subject_id"], r["site"], fmt(r["edge_mean_abs_pct"], ".1f"), fmt(r["interior_mean_abs_pct"], ".1f")] for r in flagged[:30]]
-            b.append(("table", ["method", "reference", "subject", "site", "edge mean |%diff|", "interior mean |%diff|"], rows, "qc"))
+            rows = [[r["method"], r["reference"], r["subject_id"], r["site"], r.get("reason", ""), fmt(r["edge_mean_abs_pct"], ".1f"), fmt(r["interior_mean_abs_pct"], ".1f")] for r in flagged[:30]]
+            b.append(("table", ["method", "reference", "subject", "site", "reason", "edge mean |%diff|", "interior mean |%diff|"], rows, "qc"))
+            if len(flagged) > 30:
+                b.append(("p", f"… and {len(flagged) - 30} more in `tables/qc__flagged.csv`."))
         for key, path in ev["qc"]["figures"].items():
             b.append(("fig", path, key.replace("mip_", "MIPs ").replace("_", " → ")))
     # other evaluators (plugins)
@@ -355,23 +357,34 @@ def render_html(blocks: list[tuple], root: Path) -> str:
 
 
 def print_summary(ctx, console) -> None:
-    """The summary table in the terminal (rich)."""
+    """The summary in the terminal (rich): one row per method and reference.
+
+    Two tables (prediction; harmonization effects) so that it stays readable
+    in an 80-column terminal; columns without any number are left out.
+    """
     from rich.table import Table
 
-    short = {"auc": "AUC [95% CI]", "p_paired": "p", "p_delong": "p DeLong", "overlap_voi": "Δovl VOI",
+    short = {"auc": "AUC [95% CI]", "p_paired": "p paired", "p_delong": "p DeLong", "overlap_voi": "Δovl VOI",
              "overlap_ref": "Δovl ref", "ssim": "SSIM", "psnr": "PSNR", "cf_ssim": "SSIM truth", "cf_feature_ccc": "CCC truth",
-             "gap_closed": "gap closed", "qc_flagged": "QC"}
-    table = Table(title="harmkit bench: one row per method and reference site group (details: report.html)", show_lines=False, padding=(0, 1))
-    table.add_column("method", overflow="fold")
-    table.add_column("reference", overflow="fold")
+             "gap_closed": "gap closed", "qc_flagged": "QC flag"}
+    keys = [key for key, _, _ in SUMMARY_COLUMNS]
+    groups = (
+        ("prediction", ["auc", "p_paired", "p_delong", "gap_closed"]),
+        ("harmonization: feature overlap (pp), image change, agreement with truth, QC", ["overlap_voi", "overlap_ref", "ssim", "psnr", "cf_ssim", "cf_feature_ccc", "qc_flagged"]),
+    )
     rows = [_cells(row) for row in summary_rows(ctx)]
-    # columns without any number (e.g. prediction on a cohort without outcome) are left out here
-    keep = [i for i in range(2, 2 + len(SUMMARY_COLUMNS)) if any(r[i] != "–" for r in rows)]
-    for i in keep:
-        table.add_column(short.get(SUMMARY_COLUMNS[i - 2][0], ""), justify="right", overflow="fold")
-    for cells in rows:
-        table.add_row(*cells[:2], *(cells[i] for i in keep))
-    console.print(table)
+    for title, wanted in groups:
+        keep = [2 + keys.index(k) for k in wanted if any(r[2 + keys.index(k)] != "–" for r in rows)]
+        if not keep:
+            continue
+        table = Table(title=f"harmkit bench: {title}", show_lines=False, padding=(0, 1))
+        table.add_column("method", no_wrap=True)
+        table.add_column("reference", no_wrap=True)
+        for i in keep:
+            table.add_column(short[keys[i - 2]], justify="right", overflow="fold")
+        for cells in rows:
+            table.add_row(*cells[:2], *(cells[i] for i in keep))
+        console.print(table)
     for name, result in ctx.results.items():
         if result.skipped:
             console.print(f"[yellow]{name} skipped:[/] {result.skipped}")

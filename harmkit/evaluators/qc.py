@@ -9,7 +9,8 @@ meaningless), inside the body mask (or where SUV > 0.1 without one). The
 
 A scan is **flagged** when the mean absolute percent difference in the edge
 band exceeds ``threshold`` percent *and* is more than twice that of the
-interior. Flagged scans (and, for each method, the scan with the largest
+interior ("edge change"), or when the interior's exceeds twice ``threshold``
+("large change everywhere": a harmonizer that rewrote the image). Flagged scans (and, for each method, the scan with the largest
 edge change) are shown as coronal maximum-intensity projections: original,
 harmonized, and the mean percent difference along the projection axis.
 """
@@ -143,7 +144,10 @@ class QCEvaluator(Evaluator):
         table = pd.DataFrame(rows)
         if table.empty:
             return EvaluationResult(self.name, skipped="no harmonized scan to check")
-        table["flagged"] = (table["edge_mean_abs_pct"] > threshold) & (table["edge_mean_abs_pct"] > 2 * table["interior_mean_abs_pct"])
+        edge = (table["edge_mean_abs_pct"] > threshold) & (table["edge_mean_abs_pct"] > 2 * table["interior_mean_abs_pct"])
+        overall = (table["interior_mean_abs_pct"] > 2 * threshold) & ~edge
+        table["flagged"] = edge | overall
+        table["reason"] = np.where(edge, "edge change", np.where(overall, "large change everywhere", ""))
         figures, summary = {}, {}
         for (label, ref), sub in table.groupby(["method", "reference"], sort=False):
             summary[row_key(label, ref)] = {
@@ -156,7 +160,7 @@ class QCEvaluator(Evaluator):
             worst = sub.sort_values("edge_mean_abs_pct", ascending=False)
             chosen = list(worst[worst["flagged"]]["subject_id"][:4])
             for sid in worst["subject_id"]:
-                if len(chosen) >= max(self.examples, len(chosen)) and chosen:
+                if len(chosen) >= self.examples:
                     break
                 if sid not in chosen:
                     chosen.append(sid)
@@ -175,7 +179,10 @@ class QCEvaluator(Evaluator):
                 "by_method": summary,
                 "edge_fraction": fraction,
                 "threshold_pct": threshold,
-                "rule": f"flagged when mean |% difference| in the outer {fraction:.0%} of the volume > {threshold}% and > 2x the interior's",
+                "rule": (
+                    f"flagged when mean |% difference| in the outer {fraction:.0%} of the volume > {threshold}% and > 2x the interior's "
+                    f"(edge change), or when the interior's mean |% difference| > {2 * threshold}% (large change everywhere)"
+                ),
                 "n_flagged": int(table["flagged"].sum()),
             },
         )
