@@ -48,8 +48,8 @@ _LAZY = {
     "validate": ("harmkit.validation", "validate_manifest"),
     "simulate": ("harmkit.simulation", "simulate"),
     "extract": ("harmkit.extraction", "extract"),
-    "train": ("harmkit.harmonize", "train"),
-    "harmonize": ("harmkit.harmonize", "harmonize"),
+    "train": ("harmkit.image_harmonization", "train"),
+    "harmonize": ("harmkit.image_harmonization", "harmonize"),
     "bench": ("harmkit.bench", "run_bench"),
 }
 

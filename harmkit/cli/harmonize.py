@@ -25,7 +25,7 @@ def harmonize(model_dir, manifest, out, target_site, overwrite) -> None:
     """
     from rich.console import Console
 
-    from ..harmonize import harmonize as run
+    from ..image_harmonization import harmonize as run
 
     path = run(model_dir, manifest, out, target_site=target_site, overwrite=overwrite)
     Console().print(f"harmonized cohort written: [bold]{path}[/]")

@@ -44,7 +44,7 @@ def train(method, manifest, reference, out, profile, device, steps, seed, extra)
     from rich.table import Table
 
     from ..errors import HarmkitError
-    from ..harmonize import train as train_model
+    from ..image_harmonization import train as train_model
     from ..interfaces import read_model_document
 
     params = {k: v for k, v in {"profile": profile, "device": device, "steps": steps, "seed": seed}.items() if v is not None}

@@ -143,20 +143,3 @@ class _bar:
         if self.progress is not None:
             self.progress.stop()
         return False
-
-
-# ``harmkit.harmonize`` is both this module and the public function
-# ``hk.harmonize`` (lazy in harmkit/__init__.py). Once the module is imported
-# Python binds the package attribute to the module, so the module itself
-# forwards calls to the function: ``hk.harmonize(model, cohort, out)`` works
-# whether or not the module was imported first.
-import sys as _sys  # noqa: E402
-import types as _types  # noqa: E402
-
-
-class _CallableModule(_types.ModuleType):
-    def __call__(self, *args: Any, **kwargs: Any) -> Path:
-        return harmonize(*args, **kwargs)
-
-
-_sys.modules[__name__].__class__ = _CallableModule
