@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 
 import pandas as pd
 
+from .atomic import atomic_file
 from .cache import Cache, default_cache_dir, hash_parts
 from .errors import HarmkitError
 
@@ -262,14 +262,8 @@ def write_features(table: pd.DataFrame, path: str | os.PathLike) -> Path:
         (path, lambda handle: table.to_csv(handle, float_format="%.17g")),
         (sidecar, lambda handle: json.dump(table.attrs, handle, indent=2, default=str)),
     ):
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent, text=True)
-        try:
-            with os.fdopen(fd, "w", newline="") as handle:
-                write(handle)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(target) as tmp, open(tmp, "w", newline="") as handle:
+            write(handle)
     return path
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import SimpleITK as sitk
 
+from .atomic import atomic_file
 from .errors import HarmkitError
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -45,16 +45,8 @@ def read_mask(path: str | os.PathLike, what: str = "mask") -> sitk.Image:
 def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> Path:
     """Write ``image`` atomically (temporary name, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes) or ".nii.gz"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        sitk.WriteImage(image, tmp, compress)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, suffix="".join(path.suffixes) or ".nii.gz") as tmp:
+        sitk.WriteImage(image, str(tmp), compress)
     return path
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import csv
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
+from .atomic import atomic_file
 from .data import Cohort, Scan
 from .errors import HarmkitError, ManifestError, Problem
 
@@ -160,8 +160,7 @@ def write_manifest(scans: Iterable[Scan], path: str | os.PathLike, covariate_col
     header = ["subject_id", "site", *(["site_group"] if with_groups else []), "image", *(f"{MASK_PREFIX}{m}" for m in mask_names)]
     header += (["outcome"] if with_outcome else []) + covariate_columns
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent, text=True)
-    with os.fdopen(fd, "w", newline="") as handle:
+    with atomic_file(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         for scan in scans:
@@ -174,7 +173,6 @@ def write_manifest(scans: Iterable[Scan], path: str | os.PathLike, covariate_col
                 row.append("" if scan.outcome is None else str(int(scan.outcome)))
             row += ["" if scan.covariates.get(c) is None else scan.covariates[c] for c in covariate_columns]
             writer.writerow(row)
-    os.replace(tmp, path)
     return path
 
 

@@ -118,3 +118,16 @@ def test_cohort_helpers(tiny_cohort):
     assert cohort.get("B1").row == 5
     with pytest.raises(HarmkitError, match="no subject 'Z9'"):
         cohort.get("Z9")
+
+
+def test_written_files_get_ordinary_permissions_not_private_temp_mode(tmp_path):
+    import os
+    import stat
+
+    from harmkit.atomic import atomic_write_text
+
+    target = atomic_write_text(tmp_path / "out.txt", "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]  # no temporary left behind

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_file, atomic_write_text
 from ..errors import HarmkitError
 from .grid import Grid
 from .outcome import calibrate_intercept, linear_predictor, probability
@@ -176,12 +177,10 @@ def _run(tasks: list[dict], jobs: int | None, progress: bool) -> list[dict]:
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent, text=True)
-    with os.fdopen(fd, "w", newline="") as handle:
+    with atomic_file(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _fmt(value):
@@ -242,10 +241,7 @@ def _write_outputs(root: Path, preset: Preset, designs: list[dict], results: lis
     }
     params["outcome_intercepts"] = {site.name: calibrate_intercept(site.prevalence, preset.outcome_coef) for site in preset.sites}
     text = json.dumps(params, indent=2, sort_keys=True) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=".simulation.json.", dir=root, text=True)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, root / "simulation.json")
+    atomic_write_text(root / "simulation.json", text)
     return manifest
 
 
