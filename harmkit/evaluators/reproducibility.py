@@ -193,6 +193,7 @@ class ReproducibilityEvaluator(Evaluator):
             ax.set_ylim(-0.02, 1.02)
             ax.set_ylabel("overlap")
             ax.set_title(f"{label} -> {ref}, VOI {voi}: before (blue) / after (orange)", fontsize=9)
+        fig.subplots_adjust(hspace=0.5)
         return savefig(fig, path)
 
     @staticmethod
@@ -219,6 +220,7 @@ class ReproducibilityEvaluator(Evaluator):
             ax.set_title(f"COV ({voi}) {label} -> {ref}", fontsize=9)
             ax.set_ylabel("COV = SD / mean")
             ax.tick_params(axis="x", labelsize=7)
+        fig.subplots_adjust(hspace=0.6, wspace=0.35)
         return savefig(fig, path)
 
 
