@@ -81,7 +81,7 @@ def _feed(h: "hashlib._Hash", part: Any) -> None:
     elif _is_pandas(part):
         import pandas as pd
 
-        tagged(b"P", json.dumps([list(map(str, getattr(part, "columns", [part.name]))), str(part.index.name)]).encode())
+        tagged(b"P", json.dumps([list(map(str, part.columns if isinstance(part, pd.DataFrame) else [part.name])), str(part.index.name)]).encode())
         h.update(pd.util.hash_pandas_object(part, index=True).to_numpy().tobytes())
     else:
         try:

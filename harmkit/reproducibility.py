@@ -72,7 +72,7 @@ def overlap_coefficient(a: Sequence[float], b: Sequence[float], grid_size: int =
 
     Each sample's density is a Gaussian kernel density estimate with Scott's
     bandwidth; the OVL is ∫ min(f_a, f_b) dx, integrated with the trapezoid
-    rule on ``grid_size`` points spanning both samples ± 5 bandwidths. The
+    rule on at least ``grid_size`` points where both densities live (each sample ± 5 bandwidths). The
     samples may differ in size. NaN and infinite values are dropped; with
     fewer than two values in either sample the result is NaN.
 
@@ -91,8 +91,12 @@ def overlap_coefficient(a: Sequence[float], b: Sequence[float], grid_size: int =
     scale = float(np.std(pooled)) or 1.0
     fa, wa = _kde(a, scale)
     fb, wb = _kde(b, scale)
-    low = min(a.min() - 5 * wa, b.min() - 5 * wb)
-    high = max(a.max() + 5 * wa, b.max() + 5 * wb)
+    # min(f_a, f_b) is negligible (< the mass beyond 5 bandwidths) outside the
+    # stretch where both densities live, so only that stretch is integrated.
+    low = max(a.min() - 5 * wa, b.min() - 5 * wb)
+    high = min(a.max() + 5 * wa, b.max() + 5 * wb)
+    if high <= low:
+        return 0.0
     # a grid fine enough for the narrower kernel, within bounds
     points = int(min(max(grid_size, (high - low) / min(wa, wb) * 4), 200_000))
     x = np.linspace(low, high, points)
