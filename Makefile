@@ -23,9 +23,9 @@ $(STAMP): $(SETUP_INPUTS)
 	$(PIP) install -q --no-build-isolation -e ".[test]" $(foreach p,$(PLUGINS),-e $(dir $(p)))
 	touch $(STAMP)
 
+# The main job: simulate the head-and-neck cohort (cached), benchmark, report in harmkit-runs/bench-headneck/.
 bench: setup
-	$(VENV)/bin/harmkit plugins
-	$(VENV)/bin/harmkit validate tests/data/ibsi1-pet/manifest.csv --mask lesion
+	$(VENV)/bin/harmkit bench --methods gan,combat,gan+combat
 
 test: setup
 	$(PY) -m pytest -ra
