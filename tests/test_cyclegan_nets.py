@@ -62,6 +62,29 @@ def test_generator_keeps_the_patch_shape():
     assert out.abs().max() <= 1
 
 
+def test_an_untrained_residual_generator_is_exactly_the_identity():
+    from harmkit_cyclegan.training import build_networks
+
+    torch.manual_seed(0)
+    cfg = get_profile("quick").with_overrides(ngf=4, n_res_blocks=1)
+    assert cfg.residual and not get_profile("paper").residual
+    nets = build_networks(cfg)  # CycleGAN's N(0, 0.02) initialisation, then the residual path is zeroed
+    x = torch.rand(2, 1, 16, 20, 24) * 2 - 1
+    for name in ("G_ab", "G_ba"):
+        assert nets[name].residual
+        assert torch.equal(nets[name](x), x)
+    # The same parameter names as the published generator: checkpoints and saved models load either way.
+    plain = ResnetGenerator3d(4, 1)
+    assert list(plain.state_dict()) == list(nets["G_ab"].state_dict())
+    # One optimisation step moves it away from the identity (the zeroed convolution still learns).
+    gen = nets["G_ab"]
+    opt = torch.optim.Adam(gen.parameters(), lr=1e-3)
+    loss = (gen(x) - (x + 0.1)).abs().mean()
+    loss.backward()
+    opt.step()
+    assert not torch.equal(gen(x), x)
+
+
 def test_paper_profile_discriminator_is_a_70_voxel_patchgan():
     cfg = PROFILES["paper"]
     disc = PatchDiscriminator3d(cfg.ndf, cfg.n_d_layers)

@@ -11,7 +11,16 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from harmkit_cyclegan.config import get_profile  # noqa: E402
-from harmkit_cyclegan.training import CHECKPOINT, FORMAT, CheckpointError, Trainer, load_checkpoint, lr_factor  # noqa: E402
+from harmkit_cyclegan.training import (  # noqa: E402
+    CHECKPOINT,
+    FORMAT,
+    MAX_NONFINITE_STEPS,
+    CheckpointError,
+    Trainer,
+    TrainingError,
+    load_checkpoint,
+    lr_factor,
+)
 
 PATCH = 24
 
@@ -101,3 +110,32 @@ def test_learning_rate_is_constant_then_decays_linearly_to_zero():
     assert factors[:50] == [1.0] * 50
     assert all(b < a for a, b in zip(factors[50:], factors[51:]))
     assert factors[-1] < 0.03
+
+
+def test_a_non_finite_step_changes_no_weight_and_persistent_divergence_stops_training(tmp_path):
+    poison = {"on": False}
+
+    def poisoned_a(rng, n):  # while poison is on, batches of domain A hold a NaN
+        batch = _sample_a(rng, n)
+        if poison["on"]:
+            batch[0, 0, 0, 0, 0] = np.nan
+        return batch
+
+    trainer = Trainer(_config(steps=2), poisoned_a, _sample_b, tmp_path / "once").run()
+    before = _weights(trainer)
+    trainer.config = trainer.config.with_overrides(steps=3)
+    poison["on"] = True
+    trainer.train_step()  # the poisoned batch
+    assert trainer.skipped_steps == 1
+    after = _weights(trainer)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    poison["on"] = False
+    trainer.train_step()  # clean again: training goes on
+    assert trainer.skipped_steps == 1
+    assert all(torch.isfinite(t).all() for t in _weights(trainer).values())
+
+    def always_nan(rng, n):
+        return np.full((n, 1, PATCH, PATCH, PATCH), np.nan, dtype=np.float32)
+
+    with pytest.raises(TrainingError, match="fp32"):
+        Trainer(_config(steps=MAX_NONFINITE_STEPS + 5), always_nan, _sample_b, tmp_path / "always").run()

@@ -28,6 +28,9 @@ class CycleGANConfig:
     """Residual blocks at the bottleneck (the paper used 9)."""
     n_downsampling: int = 2
     """Stride-2 convolutions down (and transposed convolutions up); patches and windows must be multiples of 2**n."""
+    residual: bool = False
+    """Global skip connection: output = input + a learned correction whose last convolution starts at zero, so
+    the untrained generator is the identity (not in the paper; on in ``quick``, see docs/methods/cyclegan.md)."""
     # --- discriminator (3D PatchGAN) --------------------------------------
     ndf: int = 64
     """Feature maps of the discriminator's first 4^3 convolution (64-128-256-512)."""
@@ -145,6 +148,7 @@ PROFILES: dict[str, CycleGANConfig] = {
     # benchmarks/cyclegan.py and docs/performance.md).
     "quick": CycleGANConfig(
         ngf=8,
+        residual=True,
         n_res_blocks=4,
         ndf=8,
         patch_size=(32, 32, 32),

@@ -73,6 +73,7 @@ class CycleGANHarmonizer(ImageHarmonizer):
         threads: int | None = None,
         ngf: int | None = None,
         n_res_blocks: int | None = None,
+        residual: bool | None = None,
         ndf: int | None = None,
         n_d_layers: int | None = None,
         patch_size: Any = None,
@@ -106,6 +107,7 @@ class CycleGANHarmonizer(ImageHarmonizer):
         self.threads = threads
         self.ngf = ngf
         self.n_res_blocks = n_res_blocks
+        self.residual = residual
         self.ndf = ndf
         self.n_d_layers = n_d_layers
         self.patch_size = patch_size
@@ -201,12 +203,13 @@ class CycleGANHarmonizer(ImageHarmonizer):
             "precision": trainer.precision,
             "device": str(trainer.device),
             "seconds": round(trainer.seconds, 1),
+            "skipped_steps": trainer.skipped_steps,
             "scans": len(cohort),
         }
         return self
 
     def _train(self, cohort, config: CycleGANConfig, domain_pair, spacing, run_dir: Path):
-        from .training import CHECKPOINT, CheckpointError, Trainer, load_checkpoint
+        from .training import CHECKPOINT, CheckpointError, Trainer, TrainingError, load_checkpoint
 
         run_dir.mkdir(parents=True, exist_ok=True)
         checkpoint = run_dir / "training" / CHECKPOINT
@@ -227,7 +230,7 @@ class CycleGANHarmonizer(ImageHarmonizer):
                 started = time.perf_counter()
                 trainer.run()
                 trainer.seconds = time.perf_counter() - started
-        except CheckpointError as exc:
+        except (CheckpointError, TrainingError) as exc:
             raise HarmkitError(f"cyclegan: {exc}") from None
         finally:
             if store is not None:

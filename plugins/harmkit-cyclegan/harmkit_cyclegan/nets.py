@@ -5,6 +5,17 @@ Generator: a 3D ResNet -- 7^3 convolution to ``ngf`` features, two stride-2
 stride-2 transposed convolutions back, a 7^3 convolution to one channel and
 tanh; instance normalisation, reflection padding, ReLU.
 
+With ``residual=True`` (not in the paper; the ``quick`` profile) the
+generator instead outputs ``input + residual``: the final 7^3 convolution
+(no tanh) predicts a correction that is added to the input, and that
+convolution starts at zero (:meth:`ResnetGenerator3d.zero_residual`), so an
+untrained generator is exactly the identity. Training then only has to learn
+the difference between the sites rather than re-synthesise the whole image,
+which keeps anatomy and SUV intact when the training budget is small. The
+output is not clamped inside the network; the SUV transform clips it to
+[-1, 1] (see intensity.py). The parameter names of the two variants are the
+same.
+
 Discriminator: a 3D PatchGAN -- 4^3 convolutions with ``ndf``, 2*ndf, 4*ndf
 (stride 2) and 8*ndf (stride 1) features, instance normalisation except on
 the first, LeakyReLU(0.2), then a 4^3 convolution to one channel. With three
@@ -37,10 +48,15 @@ class ResidualBlock(nn.Module):
 
 
 class ResnetGenerator3d(nn.Module):
-    """3D ResNet generator (one input and one output channel, output in [-1, 1])."""
+    """3D ResNet generator (one input and one output channel).
 
-    def __init__(self, ngf: int = 64, n_res_blocks: int = 9, n_downsampling: int = 2) -> None:
+    ``residual=False``: the published generator, output ``tanh(...)`` in [-1, 1].
+    ``residual=True``: output ``clamp(input + conv(...), -1, 1)`` (a global skip connection).
+    """
+
+    def __init__(self, ngf: int = 64, n_res_blocks: int = 9, n_downsampling: int = 2, residual: bool = False) -> None:
         super().__init__()
+        self.residual = bool(residual)
         layers: list[nn.Module] = [
             nn.ReflectionPad3d(3),
             nn.Conv3d(1, ngf, kernel_size=7),
@@ -63,10 +79,29 @@ class ResnetGenerator3d(nn.Module):
                 nn.InstanceNorm3d(ngf * mult // 2),
                 nn.ReLU(inplace=True),
             ]
-        layers += [nn.ReflectionPad3d(3), nn.Conv3d(ngf, 1, kernel_size=7), nn.Tanh()]
+        layers += [nn.ReflectionPad3d(3), nn.Conv3d(ngf, 1, kernel_size=7)]
+        if not self.residual:
+            layers.append(nn.Tanh())
         self.model = nn.Sequential(*layers)
+        if self.residual:
+            self.zero_residual()
+
+    @property
+    def last_conv(self) -> nn.Conv3d:
+        """The final convolution (to one channel)."""
+        return [m for m in self.model if isinstance(m, nn.Conv3d)][-1]
+
+    def zero_residual(self) -> None:
+        """Zero the final convolution of a residual generator, making it the identity map."""
+        if self.residual:
+            with torch.no_grad():
+                self.last_conv.weight.zero_()
+                if self.last_conv.bias is not None:
+                    self.last_conv.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.residual:
+            return torch.clamp(x + self.model(x), -1.0, 1.0)
         return self.model(x)
 
 
@@ -102,12 +137,19 @@ def receptive_field(module: nn.Module) -> int:
 
 
 def init_weights(module: nn.Module, gain: float = 0.02) -> None:
-    """CycleGAN's initialisation: conv weights ~ N(0, 0.02), biases 0."""
+    """CycleGAN's initialisation: conv weights ~ N(0, 0.02), biases 0.
+
+    The final convolution of a residual generator is then set to zero again
+    (the untrained generator stays the identity).
+    """
     for m in module.modules():
         if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)):
             nn.init.normal_(m.weight, 0.0, gain)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+    for m in module.modules():
+        if isinstance(m, ResnetGenerator3d):
+            m.zero_residual()
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -55,6 +55,14 @@ class CheckpointError(Exception):
     """A checkpoint that cannot or must not be loaded (message says why and what to do)."""
 
 
+class TrainingError(Exception):
+    """Training diverged (message says what happened and what to do)."""
+
+
+# Consecutive optimisation steps with a non-finite loss or gradient after which training stops.
+MAX_NONFINITE_STEPS = 20
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     """'auto' -> 'bf16' on CUDA with bf16 and on CPUs with native bf16 (AVX512-BF16/AMX), else 'fp32'."""
     if precision != "auto":
@@ -67,7 +75,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def build_generator(config: CycleGANConfig) -> ResnetGenerator3d:
-    return ResnetGenerator3d(config.ngf, config.n_res_blocks, config.n_downsampling)
+    return ResnetGenerator3d(config.ngf, config.n_res_blocks, config.n_downsampling, residual=config.residual)
 
 
 def build_networks(config: CycleGANConfig) -> dict[str, nn.Module]:
@@ -163,6 +171,9 @@ class Trainer:
         self.pool_a = ImagePool(config.pool_size)
         self.pool_b = ImagePool(config.pool_size)
         self.step = 0
+        self.skipped_steps = 0
+        """Updates skipped because a loss or gradient was not finite (NaN guard; see train_step)."""
+        self._nonfinite_run = 0
         self._preview: np.ndarray | None = None
 
     @property
@@ -181,6 +192,7 @@ class Trainer:
         return {
             "format": FORMAT,
             "step": self.step,
+            "skipped_steps": self.skipped_steps,
             "config": self.config.to_dict(),
             "precision": self.precision,
             "nets": {name: net.state_dict() for name, net in self.nets.items()},
@@ -212,7 +224,9 @@ class Trainer:
         state = load_checkpoint(path or self.checkpoint_path, map_location=self.device)
         saved = state["config"]
         current = self.config.to_dict()
-        changed = sorted(k for k in current if k not in _RESUMABLE_CHANGES and saved.get(k) != current[k])
+        # A field missing from an older checkpoint had its default value then.
+        defaults = CycleGANConfig().to_dict()
+        changed = sorted(k for k in current if k not in _RESUMABLE_CHANGES and saved.get(k, defaults[k]) != current[k])
         if changed:
             raise CheckpointError(
                 f"{path or self.checkpoint_path}: written with different hyper-parameters ({', '.join(changed)}); "
@@ -231,6 +245,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.rng.bit_generator.state = json.loads(state["rng"]["numpy"])
         self.step = int(state["step"])
+        self.skipped_steps = int(state.get("skipped_steps", 0))
         return self.step
 
     # -- training ---------------------------------------------------------------
@@ -270,7 +285,9 @@ class Trainer:
         loss_G = adv_ab + adv_ba + cycle + identity
         self.opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
-        self.opt_G.step()
+        finite_G = _finite_update(loss_G, self.opt_G)
+        if finite_G:
+            self.opt_G.step()
 
         for d in (D_a, D_b):
             d.requires_grad_(True)
@@ -281,7 +298,22 @@ class Trainer:
             loss_D_a = 0.5 * (_lsgan(D_a(real_a), True) + _lsgan(D_a(pooled_a), False))
         self.opt_D.zero_grad(set_to_none=True)
         (loss_D_a + loss_D_b).backward()
-        self.opt_D.step()
+        finite_D = _finite_update(loss_D_a + loss_D_b, self.opt_D)
+        if finite_D:
+            self.opt_D.step()
+        # NaN guard: a step whose loss or gradients are not finite (e.g. a bf16 overflow) changes no
+        # weights; it is counted, logged (as NaN losses) and training goes on with the next batch.
+        if finite_G and finite_D:
+            self._nonfinite_run = 0
+        else:
+            self.skipped_steps += 1
+            self._nonfinite_run += 1
+            if self._nonfinite_run >= MAX_NONFINITE_STEPS:
+                raise TrainingError(
+                    f"training diverged: {self._nonfinite_run} consecutive steps up to step {self.step + 1} had a "
+                    f"non-finite loss or gradient (precision {self.precision}); retry with precision='fp32', a lower "
+                    f"lr (now {cfg.lr:g}) or residual=True"
+                )
         lr = self.opt_G.param_groups[0]["lr"]
         self.sched_G.step()
         self.sched_D.step()
@@ -344,13 +376,24 @@ class Trainer:
         gap = np.ones((a.shape[0], 2), dtype=np.float32)
         image = np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
         path = self.out_dir / f"preview_{self.step:07d}.png"
-        write_png(path, np.clip(image * 255, 0, 255).astype(np.uint8)[::-1])
+        write_png(path, np.clip(np.nan_to_num(image * 255), 0, 255).astype(np.uint8)[::-1])
         return path
 
     def generator_state(self) -> dict[str, dict[str, torch.Tensor]]:
         """CPU state dicts of both generators (what inference needs): ``x_to_y`` (A->B) and ``y_to_x``."""
         names = {"x_to_y": "G_ab", "y_to_x": "G_ba"}
         return {k: {n: t.detach().cpu().contiguous() for n, t in self.nets[v].state_dict().items()} for k, v in names.items()}
+
+
+def _finite_update(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> bool:
+    """True when ``loss`` and every gradient of ``optimizer``'s parameters are finite."""
+    if not bool(torch.isfinite(loss.detach())):
+        return False
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if not grads:
+        return True
+    norms = torch._foreach_norm(grads) if hasattr(torch, "_foreach_norm") else [g.norm() for g in grads]
+    return bool(torch.isfinite(torch.stack(norms)).all())
 
 
 def _lsgan(prediction: torch.Tensor, real: bool) -> torch.Tensor:
