@@ -125,8 +125,8 @@ def test_a_non_finite_step_changes_no_weight_and_persistent_divergence_stops_tra
     before = _weights(trainer)
     trainer.config = trainer.config.with_overrides(steps=3)
     poison["on"] = True
-    trainer.train_step()  # the poisoned batch
-    assert trainer.skipped_steps == 1
+    losses = trainer.train_step()  # the poisoned batch
+    assert trainer.skipped_steps == 1 and losses["skip_G"] == 1
     after = _weights(trainer)
     assert all(torch.equal(before[k], after[k]) for k in before)
     poison["on"] = False

@@ -15,7 +15,8 @@ Files in ``out_dir``:
   states, step; written to a temporary name and renamed; read back with
   ``torch.load(weights_only=True)``, so a tampered file cannot run code.
 - ``losses.csv`` -- one row per step (rows after the last checkpoint are
-  dropped on resume, so the log always matches the weights).
+  dropped on resume, so the log always matches the weights); ``skip_G`` /
+  ``skip_D`` are 1 where the NaN guard skipped that update.
 - ``preview_<step>.png`` -- input / A->B output / difference of a fixed patch
   (middle slice) at each checkpoint.
 """
@@ -46,7 +47,7 @@ Sampler = Callable[[np.random.Generator, int], np.ndarray]
 CHECKPOINT = "checkpoint.pt"
 LOSSES = "losses.csv"
 FORMAT = "harmkit-cyclegan-checkpoint/1"
-LOSS_COLUMNS = ("step", "loss_G", "adv_ab", "adv_ba", "cycle", "identity", "loss_D_a", "loss_D_b", "lr", "seconds")
+LOSS_COLUMNS = ("step", "loss_G", "adv_ab", "adv_ba", "cycle", "identity", "loss_D_a", "loss_D_b", "lr", "skip_G", "skip_D", "seconds")
 # Config fields that may differ between an interrupted run and its resumption.
 _RESUMABLE_CHANGES = {"checkpoint_every"}
 
@@ -321,6 +322,8 @@ class Trainer:
         values = {"loss_G": loss_G, "adv_ab": adv_ab, "adv_ba": adv_ba, "cycle": cycle, "identity": identity, "loss_D_a": loss_D_a, "loss_D_b": loss_D_b}
         result = {k: float(v.detach()) for k, v in values.items()}
         result["lr"] = lr
+        result["skip_G"] = 0 if finite_G else 1
+        result["skip_D"] = 0 if finite_D else 1
         return result
 
     def run(self, resume: bool = True, stop_after: int | None = None) -> "Trainer":
