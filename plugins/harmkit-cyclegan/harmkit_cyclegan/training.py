@@ -31,6 +31,7 @@ import pickle
 import struct
 import tempfile
 import time
+import warnings
 import zlib
 from pathlib import Path
 from typing import Callable
@@ -316,8 +317,12 @@ class Trainer:
                     f"lr (now {cfg.lr:g}) or residual=True"
                 )
         lr = self.opt_G.param_groups[0]["lr"]
-        self.sched_G.step()
-        self.sched_D.step()
+        with warnings.catch_warnings():
+            # A skipped (non-finite) first update makes torch warn that the schedule ran before the
+            # optimizer; the schedule counts steps, skipped or not, so the warning does not apply.
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+            self.sched_G.step()
+            self.sched_D.step()
         self.step += 1
         values = {"loss_G": loss_G, "adv_ab": adv_ab, "adv_ba": adv_ba, "cycle": cycle, "identity": identity, "loss_D_a": loss_D_a, "loss_D_b": loss_D_b}
         result = {k: float(v.detach()) for k, v in values.items()}
