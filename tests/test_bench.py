@@ -147,3 +147,20 @@ def test_third_party_plugin_runs_in_the_bench_by_name(small_bench, example_site,
     assert rows[("zscore", "HGJ")]["auc_mean"] is not None
     assert rows[("zscore", "HGJ")]["overlap_voi"] is not None
     assert "feature-harmonizer:zscore" in results["versions"]["plugins"]
+
+
+def test_misspelt_method_fails_before_simulating_or_writing(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "harmkit.cli", "bench", "--methods", "gann", "--out", str(out), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "did you mean 'gan'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not out.exists()

@@ -315,6 +315,8 @@ def run_bench(config: BenchConfig | None = None, **options: Any) -> "BenchResult
         config = load_config(options.pop("config", None), options)
     else:
         config = replace(config, **{k: v for k, v in options.items() if v is not None}).validate()
+    # Fail on a misspelt method before simulating or writing anything.
+    methods = parse_methods(config.methods)
     started = time.time()
     timings: dict[str, float] = {}
     out_dir = config.out_dir
@@ -332,7 +334,6 @@ def run_bench(config: BenchConfig | None = None, **options: Any) -> "BenchResult
             f"Check the 'site' column of the manifest, or do not merge every site with --site-groups"
         )
     references = _references(config, cohort, groups)
-    methods = parse_methods(config.methods)
     for voi in (config.voi,):
         missing = [s.label for s in cohort if voi not in s.masks]
         if missing:
