@@ -82,7 +82,8 @@ def body_ssim(original, harmonized, body):
 def test_training_keeps_the_image_and_moves_the_texture_of_a_to_b_outputs_towards_site_b():
     """The quick profile (residual generator): the image stays the image, the texture moves towards site B."""
     cohort = two_site_cohort()
-    gan = hk.get_harmonizer("gan", steps=160, seed=0, **TINY).fit(cohort, "B")
+    # fp32: bf16 autocast on CPU is not bit-reproducible run to run (oneDNN), fp32 is.
+    gan = hk.get_harmonizer("gan", steps=160, seed=0, precision="fp32", **TINY).fit(cohort, "B")
     assert gan.make_config().residual
     a_scans, b_scans = cohort.by_group("A"), cohort.by_group("B")
     tex_a = np.mean([texture(s, s.masks["body"]) for s in a_scans])
@@ -93,7 +94,7 @@ def test_training_keeps_the_image_and_moves_the_texture_of_a_to_b_outputs_toward
         out = gan.transform(scan)
         moved.append(texture(out, scan.masks["body"]))
         body = sitk.GetArrayFromImage(scan.masks["body"]) > 0
-        # Anatomy kept: SSIM to the input inside the body (measured 0.95-0.97; the published,
+        # Anatomy kept: SSIM to the input inside the body (measured 0.961-0.967 in fp32; the published,
         # non-residual generator after the same training: 0.27-0.31).
         assert body_ssim(scan.load_image(), out.load_image(), body) > 0.9, scan.subject_id
         before = sitk.GetArrayFromImage(scan.load_image())[body].mean()
