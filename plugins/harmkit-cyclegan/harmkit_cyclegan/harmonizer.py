@@ -385,23 +385,15 @@ class CycleGANHarmonizer(ImageHarmonizer):
                 shutil.copy2(png, training / png.name)
 
     def _load_extra(self, directory: Path) -> None:
-        import pickle
-
-        import torch
+        from .training import CheckpointError, load_checkpoint
 
         path = Path(directory) / GENERATORS_FILE
+        if not path.is_file():
+            raise HarmkitError(f"{directory}: {GENERATORS_FILE} is missing; save or train the model again")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise HarmkitError(f"{directory}: {GENERATORS_FILE} is missing; save or train the model again") from None
-        except (pickle.UnpicklingError, RuntimeError, AttributeError, ValueError, EOFError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise HarmkitError(
-                f"{path}: refused to load: the file is damaged or holds objects other than tensors ({first}); "
-                f"only load models you trust or trained yourself"
-            ) from None
-        if not isinstance(state, dict) or state.get("format") != GENERATORS_FORMAT:
-            raise HarmkitError(f"{path}: not a harmkit CycleGAN generator file")
+            state = load_checkpoint(path, expected_format=GENERATORS_FORMAT, what="generator file")
+        except CheckpointError as exc:
+            raise HarmkitError(str(exc)) from None
         self._generators = {k: state[k] for k in ("x_to_y", "y_to_x")}
         self._nets = {}
 

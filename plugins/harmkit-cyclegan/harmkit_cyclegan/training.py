@@ -410,21 +410,30 @@ def _lsgan(prediction: torch.Tensor, real: bool) -> torch.Tensor:
     return F.mse_loss(prediction, target)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint with ``weights_only=True``; anything but tensors and plain data is refused."""
+def load_checkpoint(
+    path: str | os.PathLike,
+    map_location: str | torch.device = "cpu",
+    expected_format: str = FORMAT,
+    what: str = "checkpoint",
+) -> dict:
+    """Read a training checkpoint (or another harmkit tensor file of ``expected_format``).
+
+    Loads with ``weights_only=True``: anything but tensors and plain data is
+    refused, so a tampered file cannot execute code.
+    """
     path = Path(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: checkpoint not found") from None
+        raise CheckpointError(f"{path}: {what} not found") from None
     except (pickle.UnpicklingError, RuntimeError, AttributeError, ValueError, EOFError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"{path}: refused to load this checkpoint: it is damaged or holds objects other than tensors and "
-            f"plain data ({first}); only load checkpoints you trained yourself"
+            f"{path}: refused to load this {what}: it is damaged or holds objects other than tensors and "
+            f"plain data ({first}); only load files you trust or trained yourself"
         ) from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a harmkit CycleGAN checkpoint")
+    if not isinstance(state, dict) or state.get("format") != expected_format:
+        raise CheckpointError(f"{path}: not a harmkit CycleGAN {what}")
     return state
 
 
