@@ -67,3 +67,14 @@ def tiny_cohort(tmp_path: Path) -> Path:
 def ibsi_manifest() -> Path:
     """Manifest of the six real IBSI FDG-PET scans in tests/data/ibsi1-pet (site = in-plane voxel size)."""
     return DATA / "ibsi1-pet" / "manifest.csv"
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run a test with one torch CPU thread (the CycleGAN tests use it), restoring the count after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -17,13 +17,8 @@ from harmkit.imageio import same_geometry  # noqa: E402
 TINY = dict(ngf=4, ndf=4, n_res_blocks=2, patch_size=24, window=(24, 32, 32), overlap=0.25, progress=False, device="cpu", threads=1)
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Two cores shared with other work: one torch thread avoids OpenMP contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Two cores shared with other work: one torch thread avoids OpenMP contention.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def phantom(rng, shape):

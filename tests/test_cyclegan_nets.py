@@ -14,13 +14,8 @@ from harmkit_cyclegan.intensity import to_network, to_suv  # noqa: E402
 from harmkit_cyclegan.nets import PatchDiscriminator3d, ResidualBlock, ResnetGenerator3d, receptive_field  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Two cores shared with other work: one torch thread avoids OpenMP contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Two cores shared with other work: one torch thread avoids OpenMP contention.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _layers(module, kinds):

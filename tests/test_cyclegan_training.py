@@ -25,13 +25,8 @@ from harmkit_cyclegan.training import (  # noqa: E402
 PATCH = 24
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Two cores shared with other work: one torch thread avoids OpenMP contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Two cores shared with other work: one torch thread avoids OpenMP contention.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _config(**overrides):
