@@ -3,6 +3,17 @@
 Everything here is a small function on numpy arrays with no hidden state, so
 it can be checked on simulated numbers (see ``tests/test_stats.py``).
 
+Scores over Monte Carlo splits share most of their training rows, so their
+Student-t interval and paired t test treat correlated values as independent
+and overstate certainty. :func:`corrected_resampled_ttest` and
+:func:`corrected_mean_ci` use the corrected resampled t of Nadeau & Bengio
+(2003, Machine Learning 52:239, "Inference for the generalization error";
+the form of Bouckaert & Frank 2004): the variance of the mean of ``J``
+per-split values is ``(1/J + n_test/n_train) S^2`` instead of ``S^2 / J``,
+with ``S^2`` their sample variance, and ``t`` has ``J - 1`` degrees of
+freedom. :func:`mean_ci` and :func:`paired_test` remain the paper's
+(Haberl et al. 2024) uncorrected versions.
+
 DeLong's test follows DeLong, DeLong & Clarke-Pearson (1988, Biometrics 44:837)
 in the fast midrank formulation of Sun & Xu (2014, IEEE Signal Processing
 Letters 21:1389): the AUC of each score is a two-sample U-statistic, its
@@ -22,6 +33,12 @@ from scipy import stats as _st
 __all__ = [
     "mean_ci",
     "paired_test",
+    "corrected_mean_ci",
+    "corrected_resampled_ttest",
+    "CorrectedTTest",
+    "holm",
+    "delong_auc_ci",
+    "bootstrap_auc_ci",
     "auc",
     "delong_covariance",
     "delong_test",
@@ -74,6 +91,125 @@ def paired_test(a: Sequence[float], b: Sequence[float], alpha: float = 0.05) -> 
     if normal:
         return "paired-t", float(_st.ttest_rel(a[keep], b[keep]).pvalue)
     return "wilcoxon", float(_st.wilcoxon(a[keep], b[keep], zero_method="wilcox").pvalue)
+
+
+def _correction(n_splits: int, n_train: float, n_test: float) -> float:
+    """Nadeau & Bengio's variance factor ``1/J + n_test/n_train`` (replaces ``1/J``)."""
+    for name, value in (("n_train", n_train), ("n_test", n_test)):
+        if not (isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive number of rows per split, got {value!r}")
+    return 1.0 / n_splits + float(n_test) / float(n_train)
+
+
+def corrected_mean_ci(
+    values: Sequence[float], n_train: float, n_test: float, confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """Mean of per-split ``values`` and its corrected resampled-t ``confidence`` interval.
+
+    ``values`` are one score per Monte Carlo split (e.g. test AUCs), each
+    split trained on ``n_train`` rows and tested on ``n_test`` rows (averages
+    when sizes vary). The half-width is ``t_{J-1} * sqrt((1/J + n_test/n_train)
+    S^2)`` with ``J`` finite values and ``S^2`` their sample variance
+    (``ddof=1``), Nadeau & Bengio (2003). Non-finite values are ignored;
+    with fewer than two values the interval is ``(nan, nan)``.
+    """
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(x.mean())
+    if x.size < 2:
+        return mean, math.nan, math.nan
+    se = math.sqrt(_correction(x.size, n_train, n_test) * float(x.var(ddof=1)))
+    if se == 0.0:
+        return mean, mean, mean
+    half = float(_st.t.ppf(0.5 + confidence / 2, x.size - 1)) * se
+    return mean, mean - half, mean + half
+
+
+@dataclass(frozen=True)
+class CorrectedTTest:
+    """Corrected resampled t test of paired per-split scores (Nadeau & Bengio 2003)."""
+
+    mean: float  # mean over splits of a - b
+    t: float
+    p: float  # two-sided
+    df: int
+    se: float  # corrected standard error of the mean difference
+    ci_low: float  # corrected confidence interval of the mean difference
+    ci_high: float
+    n_splits: int  # J: splits with a finite score for both methods
+    n_train: float
+    n_test: float
+    confidence: float
+
+
+def corrected_resampled_ttest(
+    a: Sequence[float], b: Sequence[float], n_train: float, n_test: float, confidence: float = 0.95
+) -> CorrectedTTest:
+    """Two-sided corrected resampled t test that two methods' mean per-split scores are equal.
+
+    ``a[j]`` and ``b[j]`` are the scores of two methods on split ``j`` (same
+    training and test rows); every split trains on ``n_train`` rows and tests
+    on ``n_test``. With ``d = a - b`` over the ``J`` splits where both are
+    finite::
+
+        t = mean(d) / sqrt((1/J + n_test/n_train) * var(d, ddof=1)),   df = J - 1
+
+    which is Student's paired t with the variance ``var(d)/J`` inflated for the
+    overlap of the training sets (Nadeau & Bengio 2003). Identical scores give
+    ``t = 0, p = 1``; constant non-zero differences ``t = ±inf, p = 0``; fewer
+    than two pairs give ``nan``. ``ci_low``/``ci_high`` bound the mean
+    difference at ``confidence``.
+    """
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(
+            f"corrected_resampled_ttest: a has {a.size} values, b has {b.size}; give both methods' scores on the same splits"
+        )
+    keep = np.isfinite(a) & np.isfinite(b)
+    d = a[keep] - b[keep]
+    j = int(d.size)
+    nan = math.nan
+    if j < 2:
+        _correction(max(j, 1), n_train, n_test)  # still reject bad sizes
+        mean = float(d.mean()) if j else nan
+        return CorrectedTTest(mean, nan, nan, max(j - 1, 0), nan, nan, nan, j, float(n_train), float(n_test), confidence)
+    mean = float(d.mean())
+    se = math.sqrt(_correction(j, n_train, n_test) * float(d.var(ddof=1)))
+    if se == 0.0:
+        t, p = (0.0, 1.0) if mean == 0.0 else (math.copysign(math.inf, mean), 0.0)
+        lo = hi = mean
+    else:
+        t = mean / se
+        p = float(2 * _st.t.sf(abs(t), j - 1))
+        half = float(_st.t.ppf(0.5 + confidence / 2, j - 1)) * se
+        lo, hi = mean - half, mean + half
+    return CorrectedTTest(mean, t, p, j - 1, se, lo, hi, j, float(n_train), float(n_test), confidence)
+
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm's (1979) step-down adjusted p-values, in the order given.
+
+    The family is the finite p-values; ``nan`` entries stay ``nan`` and do not
+    count. With ``m`` finite p-values sorted ascending, the ``i``-th (1-based)
+    becomes ``max_{k <= i} min(1, (m - k + 1) p_(k))``. Rejecting where the
+    adjusted p is below ``alpha`` controls the family-wise error rate at
+    ``alpha``.
+    """
+    p = np.asarray(pvalues, dtype=float).ravel()
+    out = np.full(p.shape, math.nan)
+    idx = np.flatnonzero(np.isfinite(p))
+    if idx.size == 0:
+        return out
+    if ((p[idx] < 0) | (p[idx] > 1)).any():
+        raise ValueError("p-values must lie in [0, 1]")
+    order = idx[np.argsort(p[idx], kind="stable")]
+    m = order.size
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(scaled)
+    return out
 
 
 def _midrank(x: np.ndarray) -> np.ndarray:
@@ -156,6 +292,53 @@ def delong_test(y: Sequence[int], score_a: Sequence[float], score_b: Sequence[fl
         z = diff / math.sqrt(var)
         p = float(2 * _st.norm.sf(abs(z)))
     return DeLongResult(float(aucs[0]), float(aucs[1]), diff, max(var, 0.0), z, p, int(pos.sum()), int((~pos).sum()))
+
+
+def delong_auc_ci(y: Sequence[int], score: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """AUC of ``score`` and its DeLong ``confidence`` interval: ``AUC ± z * sqrt(var)``, clipped to [0, 1].
+
+    The variance is DeLong's (:func:`delong_covariance`), as pROC's
+    ``ci.auc(method = "delong")``.
+    """
+    aucs, cov = delong_covariance(y, np.asarray(score, float))
+    value = float(aucs[0])
+    half = float(_st.norm.ppf(0.5 + confidence / 2)) * math.sqrt(max(float(cov[0, 0]), 0.0))
+    return value, max(0.0, value - half), min(1.0, value + half)
+
+
+def _bootstrap_aucs(y: np.ndarray, s: np.ndarray, n_boot: int, seed: int, batch: int = 256) -> np.ndarray:
+    """AUCs of ``n_boot`` stratified bootstrap resamples (positives and negatives resampled separately)."""
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    m, n = pos.size, neg.size
+    rng = np.random.default_rng(seed)
+    out = np.empty(n_boot)
+    for start in range(0, n_boot, batch):
+        k = min(batch, n_boot - start)
+        idx = np.concatenate([rng.choice(pos, (k, m)), rng.choice(neg, (k, n))], axis=1)
+        ranks = _st.rankdata(s[idx], method="average", axis=1)
+        out[start:start + k] = (ranks[:, :m].sum(axis=1) - m * (m + 1) / 2) / (m * n)
+    return out
+
+
+def bootstrap_auc_ci(
+    y: Sequence[int], score: Sequence[float], n_boot: int = 2000, seed: int = 0, confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """AUC of ``score`` and its stratified percentile bootstrap ``confidence`` interval.
+
+    Each of the ``n_boot`` resamples draws the positive cases and the
+    negative cases with replacement, each class keeping its size (as pROC's
+    ``ci.auc(method = "bootstrap", stratified = TRUE)``); the interval holds
+    the central ``confidence`` share of the resampled AUCs (linear
+    interpolation between order statistics). Deterministic for a ``seed``.
+    """
+    pos, _ = _check_labels(np.asarray(y))
+    if n_boot < 2:
+        raise ValueError(f"n_boot must be at least 2, got {n_boot}")
+    yy = pos.astype(int)
+    s = np.asarray(score, float)
+    boots = _bootstrap_aucs(yy, s, int(n_boot), seed)
+    lo, hi = np.quantile(boots, [0.5 - confidence / 2, 0.5 + confidence / 2])
+    return auc(yy, s), float(lo), float(hi)
 
 
 def bootstrap_auc_difference_variance(

@@ -109,6 +109,71 @@ def test_prediction_is_cached(tmp_path):
     assert first == second
 
 
+def _per_split(result, method, ref):
+    table = result.tables["auc_per_split"]
+    return table[(table["method"] == method) & (table["reference"] == ref)].sort_values("split")["auc"].to_numpy()
+
+
+def test_prediction_ci_is_the_corrected_resampled_t_and_the_papers_is_kept(tmp_path):
+    from harmkit import stats
+    from harmkit.evaluators import PredictionEvaluator
+
+    ctx = synthetic_context(tmp_path, folds=10)
+    result = PredictionEvaluator().evaluate(ctx)
+    row = result.summary["by_method"]["combat|B"]
+    aucs = _per_split(result, "combat", "B")
+    n_test = 12  # ceil(0.2 * 60) test rows, 48 training rows in every split
+    assert (row["n_train"], row["n_test"]) == (48, n_test)
+    _, lo, hi = stats.corrected_mean_ci(aucs, 48, n_test)
+    _, lo_t, hi_t = stats.mean_ci(aucs)
+    assert row["auc_ci_low"] == pytest.approx(max(lo, 0.0), abs=1e-12)
+    assert row["auc_ci_high"] == pytest.approx(min(hi, 1.0), abs=1e-12)
+    assert row["auc_ci_low_haberl"] == pytest.approx(lo_t, abs=1e-12)
+    assert row["auc_ci_high_haberl"] == pytest.approx(hi_t, abs=1e-12)
+
+
+def test_prediction_p_paired_is_the_corrected_t_and_the_papers_rule_is_kept(tmp_path):
+    from harmkit import stats
+    from harmkit.evaluators import PredictionEvaluator
+
+    ctx = synthetic_context(tmp_path, folds=10)
+    result = PredictionEvaluator().evaluate(ctx)
+    row = result.summary["by_method"]["combat|A"]
+    aucs, base = _per_split(result, "combat", "A"), _per_split(result, "none", "A")
+    corrected = stats.corrected_resampled_ttest(aucs, base, 48, 12)
+    assert row["p_paired"] == pytest.approx(corrected.p, abs=1e-12)
+    assert row["t_corrected"] == pytest.approx(corrected.t, abs=1e-12)
+    assert (row["paired_test_haberl"], row["p_paired_haberl"]) == stats.paired_test(aucs, base)
+
+
+def test_prediction_holm_adjusts_over_every_comparison_with_the_baseline(tmp_path):
+    from harmkit import stats
+    from harmkit.evaluators import PredictionEvaluator
+
+    ctx = synthetic_context(tmp_path, folds=8)
+    result = PredictionEvaluator().evaluate(ctx)
+    rows = result.summary["by_method"]
+    family = ["combat|A", "combat|B"]
+    for key in ("p_paired", "p_delong"):
+        expected = stats.holm([rows[k][key] for k in family])
+        assert [rows[k][f"{key}_holm"] for k in family] == pytest.approx(list(expected), abs=1e-12)
+    assert "2 comparisons against `none`" in result.summary["holm_family"]
+    assert "p_paired_holm" not in rows["none|A"]
+
+
+def test_prediction_pooled_auc_has_delong_and_seeded_bootstrap_intervals(tmp_path):
+    from harmkit.evaluators import PredictionEvaluator
+
+    ctx = synthetic_context(tmp_path)
+    result = PredictionEvaluator(n_bootstrap=500).evaluate(ctx)
+    assert result.summary["n_bootstrap"] == 500 and "seed 0" in result.summary["bootstrap"]
+    for row in result.summary["by_method"].values():
+        assert row["auc_pooled_delong_ci_low"] < row["auc_pooled"] < row["auc_pooled_delong_ci_high"]
+        assert row["auc_pooled_boot_ci_low"] <= row["auc_pooled"] <= row["auc_pooled_boot_ci_high"]
+    again = PredictionEvaluator(n_bootstrap=500).evaluate(ctx).summary["by_method"]
+    assert again["combat|A"]["auc_pooled_boot_ci_low"] == result.summary["by_method"]["combat|A"]["auc_pooled_boot_ci_low"]
+
+
 def test_splits_are_stratified_deterministic_and_sized():
     rng = np.random.default_rng(1)
     y = (rng.random(100) < 0.3).astype(int)

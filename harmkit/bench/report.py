@@ -21,8 +21,9 @@ from typing import Any
 
 SUMMARY_COLUMNS = (
     # (results key, column title, format)
-    ("auc", "AUC [95% CI]", None),
-    ("p_paired", "p (paired)", "p"),
+    ("auc", "AUC [95% CI, corrected]", None),
+    ("p_paired", "p (corrected t)", "p"),
+    ("p_paired_haberl", "p as in Haberl et al.", "p"),
     ("p_delong", "p (DeLong)", "p"),
     ("overlap_voi", "Δoverlap VOI (pp)", "+.1f"),
     ("overlap_ref", "Δoverlap ref. tissue (pp)", "+.1f"),
@@ -39,6 +40,8 @@ def fmt(value: Any, spec: str | None) -> str:
     """How the report prints a number (the test of the report uses the same function)."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
+    if isinstance(value, str):  # a label, e.g. the name of a test
+        return value
     if spec == "p":
         return "<0.0001" if value < 1e-4 else f"{value:.4f}"
     if spec == "d":
@@ -64,17 +67,30 @@ def summary_rows(ctx) -> list[dict[str, Any]]:
     return rows
 
 
-def auc_text(row: dict[str, Any]) -> str:
+def interval_text(row: dict[str, Any], low: str, high: str, spec: str = ".3f", sep: str = "–") -> str:
+    """``[low–high]`` of two keys of ``row`` (``sep=", "`` for signed bounds); ``–`` when both are missing."""
+    if row.get(low) is None and row.get(high) is None:
+        return "–"
+    return f"[{fmt(row.get(low), spec)}{sep}{fmt(row.get(high), spec)}]"
+
+
+def auc_text(row: dict[str, Any], haberl: bool = False) -> str:
+    """Mean AUC over the splits with its corrected (Nadeau-Bengio) 95 % CI, or the paper's with ``haberl``."""
     if row.get("auc_mean") is None:
         return "–"
-    return f"{row['auc_mean']:.3f} [{fmt(row.get('auc_ci_low'), '.3f')}–{fmt(row.get('auc_ci_high'), '.3f')}]"
+    suffix = "_haberl" if haberl else ""
+    return f"{row['auc_mean']:.3f} {interval_text(row, 'auc_ci_low' + suffix, 'auc_ci_high' + suffix)}"
+
+
+def cell_text(row: dict[str, Any], key: str, spec: str | None) -> str:
+    """One cell of a summary row: ``auc`` (mean, corrected CI), ``auc_haberl`` (mean, the paper's CI) or a number."""
+    if key in ("auc", "auc_haberl"):
+        return auc_text(row, haberl=key == "auc_haberl")
+    return fmt(row.get(key), spec)
 
 
 def _cells(row: dict[str, Any]) -> list[str]:
-    cells = [row["method"], row["reference"]]
-    for key, _, spec in SUMMARY_COLUMNS:
-        cells.append(auc_text(row) if key == "auc" else fmt(row.get(key), spec))
-    return cells
+    return [row["method"], row["reference"], *(cell_text(row, key, spec) for key, _, spec in SUMMARY_COLUMNS)]
 
 
 def _versions(ctx) -> dict[str, Any]:
@@ -201,8 +217,12 @@ def _report_blocks(ctx, results: dict) -> list[tuple]:
     b.append(("h2", "Summary"))
     header = ["method", "reference", *(title for _, title, _ in SUMMARY_COLUMNS)]
     b.append(("table", header, [_cells(r) for r in results["summary"]], "summary"))
-    b.append(("p", "AUC: mean test AUC over the splits with its 95 % CI; p (paired): paired test of per-split AUCs vs `none`; "
-                   "p (DeLong): DeLong test on each subject's mean out-of-split prediction vs `none`. Δoverlap: mean change of the "
+    b.append(("p", "AUC: mean test AUC over the splits with its 95 % CI from the corrected resampled t (Nadeau & Bengio 2003), "
+                   "which allows for the overlap of the splits' training rows; p (corrected t): corrected resampled t test of the "
+                   "per-split AUCs vs `none`; p as in Haberl et al.: the paper's uncorrected rule (Shapiro-Wilk, then paired t or "
+                   "Wilcoxon over the splits), too small because the splits overlap, for comparison with the paper; "
+                   "p (DeLong): DeLong test on each subject's mean out-of-split prediction vs `none`. No p-value here is adjusted "
+                   "for multiple comparisons; Holm-adjusted ones are in the Prediction section. Δoverlap: mean change of the "
                    "overlap coefficient between site groups (percentage points) over all features. SSIM/PSNR: harmonized vs original "
                    "in the body mask. SSIM vs truth scan / CCC vs truth features: agreement with the same subject scanned at the reference "
                    "site (simulated cohorts only). Gap closed: share of the baseline-to-oracle AUC gap the method closes."))
@@ -219,11 +239,28 @@ def _report_blocks(ctx, results: dict) -> list[tuple]:
         b.append(("h2", "Prediction"))
         b.append(("p", f"{s['classifier']}; VOI `{s['voi']}`, {s['n_features']} features, {s['n_subjects']} subjects "
                        f"({s['n_positive']} positive), {s['folds']} splits. DeLong input: {s['delong_input']}."))
+        corr = s.get("correction", {})
+        b.append(("p", f"AUC [95% CI, corrected]: {s['ci']} (here J = {s['folds']}, n_train = {fmt(corr.get('n_train'), '.1f')}, "
+                       f"n_test = {fmt(corr.get('n_test'), '.1f')}: the variance of the mean is {fmt(corr.get('factor'), '.3f')}·S² "
+                       f"instead of S²/{s['folds']}). ΔAUC: mean per-split difference to `none` with the same corrected CI. "
+                       f"p (corrected t): {s['paired_test']}. Holm-adjusted p: {s['holm_family']}. "
+                       f"Columns \"as in Haberl et al.\": {s['haberl']}. "
+                       f"Pooled AUC: AUC of the pooled out-of-split predictions, with DeLong's 95 % CI and a {s['bootstrap']} "
+                       "(both treat the pooled scores as fixed: they leave out the variability of model training)."))
         rows = []
         for r in results["summary"]:
-            rows.append([r["method"], r["reference"], auc_text(r), fmt(r.get("delta_auc"), "+.3f"), r.get("paired_test", "–"),
-                         fmt(r.get("p_paired"), "p"), fmt(r.get("p_delong"), "p"), fmt(r.get("p_delong_split_median"), "p"), fmt(r.get("auc_pooled"), ".3f")])
-        b.append(("table", ["method", "reference", "AUC [95% CI]", "ΔAUC", "test", "p (paired)", "p (DeLong, pooled)", "median p (DeLong per split)", "pooled AUC"], rows, "prediction"))
+            rows.append([r["method"], r["reference"], auc_text(r), interval_text(r, "auc_ci_low_haberl", "auc_ci_high_haberl"),
+                         f"{fmt(r.get('delta_auc'), '+.3f')} {interval_text(r, 'delta_auc_ci_low', 'delta_auc_ci_high', '+.3f', ', ')}"
+                         if r.get("delta_auc") is not None else "–",
+                         fmt(r.get("t_corrected"), "+.2f"), fmt(r.get("p_paired"), "p"), fmt(r.get("p_paired_holm"), "p"),
+                         r.get("paired_test_haberl", "–"), fmt(r.get("p_paired_haberl"), "p"),
+                         fmt(r.get("p_delong"), "p"), fmt(r.get("p_delong_holm"), "p"), fmt(r.get("p_delong_split_median"), "p"),
+                         fmt(r.get("auc_pooled"), ".3f"), interval_text(r, "auc_pooled_delong_ci_low", "auc_pooled_delong_ci_high"),
+                         interval_text(r, "auc_pooled_boot_ci_low", "auc_pooled_boot_ci_high")])
+        b.append(("table", ["method", "reference", "AUC [95% CI, corrected]", "95% CI as in Haberl et al.", "ΔAUC [95% CI, corrected]",
+                            "t (corrected)", "p (corrected t)", "p (corrected t, Holm)", "test as in Haberl et al.",
+                            "p as in Haberl et al.", "p (DeLong, pooled)", "p (DeLong, Holm)", "median p (DeLong per split)",
+                            "pooled AUC", "DeLong 95% CI", f"bootstrap 95% CI ({s.get('n_bootstrap', '–')} resamples)"], rows, "prediction"))
         for key in ("roc", "auc_splits"):
             if key in ev["prediction"]["figures"]:
                 b.append(("fig", ev["prediction"]["figures"][key], key.replace("_", " ")))
@@ -258,7 +295,7 @@ def _report_blocks(ctx, results: dict) -> list[tuple]:
         s = ev["fidelity"]["summary"]
         b.append(("h2", "Fidelity against the ground truth (simulation)"))
         oracle = s.get("oracle")
-        b.append(("p", (f"Oracle AUC (features of the true activity maps, same splits): {fmt(oracle['auc_mean'], '.3f')} "
+        b.append(("p", (f"Oracle AUC (features of the true activity maps, same splits; corrected 95 % CI): {fmt(oracle['auc_mean'], '.3f')} "
                         f"[{fmt(oracle['auc_ci_low'], '.3f')}–{fmt(oracle['auc_ci_high'], '.3f')}]. " if oracle else f"No oracle AUC: {s.get('oracle_note')}. ")
                        + f"Counterfactual: {s['counterfactual']}. nMAE: {s['nmae']}. Voxels: {s['voxel_metrics']}."))
         rows = [[r["method"], r["reference"], fmt(r.get("cf_ssim"), ".3f"), fmt(r.get("cf_psnr"), ".1f"), fmt(r.get("cf_feature_nmae"), ".3f"),
@@ -360,30 +397,41 @@ def print_summary(ctx, console) -> None:
     """The summary in the terminal (rich): one row per method and reference.
 
     Two tables (prediction; harmonization effects) so that it stays readable
-    in an 80-column terminal; columns without any number are left out.
+    in an 80-column terminal; columns without any number are left out. The
+    prediction table shows the corrected CI and p-values first and the
+    paper's (Haberl et al.) in labelled columns.
     """
     from rich.table import Table
 
-    short = {"auc": "AUC [95% CI]", "p_paired": "p paired", "p_delong": "p DeLong", "overlap_voi": "Δovl VOI",
+    specs = {key: spec for key, _, spec in SUMMARY_COLUMNS}
+    specs.update({"auc_haberl": None, "paired_test_haberl": None})
+    short = {"auc": "AUC [95% CI]", "p_paired": "p", "p_delong": "p DeLong", "auc_haberl": "AUC [95% CI]",
+             "p_paired_haberl": "p", "paired_test_haberl": "test", "overlap_voi": "Δovl VOI",
              "overlap_ref": "Δovl ref", "ssim": "SSIM", "psnr": "PSNR", "cf_ssim": "SSIM truth", "cf_feature_ccc": "CCC truth",
              "gap_closed": "gap closed", "qc_flagged": "QC flag"}
-    keys = [key for key, _, _ in SUMMARY_COLUMNS]
     groups = (
-        ("prediction", ["auc", "p_paired", "p_delong", "gap_closed"]),
-        ("harmonization: feature overlap (pp), image change, agreement with truth, QC", ["overlap_voi", "overlap_ref", "ssim", "psnr", "cf_ssim", "cf_feature_ccc", "qc_flagged"]),
+        ("prediction", ["auc", "p_paired", "p_delong", "gap_closed"],
+         "95% CI and p vs none: corrected resampled t over the splits (Nadeau & Bengio 2003). "
+         "Holm-adjusted p-values: report.md."),
+        ("prediction as in Haberl et al. (uncorrected, for comparison with the paper)",
+         ["auc_haberl", "p_paired_haberl", "paired_test_haberl"],
+         "Student-t CI over the splits; Shapiro-Wilk, then paired t or Wilcoxon. The splits overlap: too optimistic."),
+        ("harmonization: feature overlap (pp), image change, agreement with truth, QC",
+         ["overlap_voi", "overlap_ref", "ssim", "psnr", "cf_ssim", "cf_feature_ccc", "qc_flagged"], None),
     )
-    rows = [_cells(row) for row in summary_rows(ctx)]
-    for title, wanted in groups:
-        keep = [2 + keys.index(k) for k in wanted if any(r[2 + keys.index(k)] != "–" for r in rows)]
+    rows = summary_rows(ctx)
+    for title, wanted, caption in groups:
+        cells = {key: [cell_text(row, key, specs[key]) for row in rows] for key in wanted}
+        keep = [key for key in wanted if any(c != "–" for c in cells[key])]
         if not keep:
             continue
-        table = Table(title=f"harmkit bench: {title}", show_lines=False, padding=(0, 1))
+        table = Table(title=f"harmkit bench: {title}", caption=caption, caption_justify="left", show_lines=False, padding=(0, 1))
         table.add_column("method", no_wrap=True)
         table.add_column("reference", no_wrap=True)
-        for i in keep:
-            table.add_column(short[keys[i - 2]], justify="right", overflow="fold")
-        for cells in rows:
-            table.add_row(*cells[:2], *(cells[i] for i in keep))
+        for key in keep:
+            table.add_column(short[key], justify="right", overflow="fold")
+        for i, row in enumerate(rows):
+            table.add_row(row["method"], row["reference"], *(cells[key][i] for key in keep))
         console.print(table)
     for name, result in ctx.results.items():
         if result.skipped:

@@ -160,7 +160,7 @@ class FidelityEvaluator(Evaluator):
         elif ctx.splits is None:
             oracle_note = f"no prediction ({ctx.prediction_skipped})"
         else:
-            from .prediction import cross_validate
+            from .prediction import auc_intervals, cross_validate
 
             truth = ctx.truth_features
             columns = [c for c in ctx.feature_columns(voi) if c in truth.columns and np.isfinite(truth[c].to_numpy(float)).all()]
@@ -171,8 +171,7 @@ class FidelityEvaluator(Evaluator):
                 X = truth.loc[list(ctx.splits.subjects), columns].astype(float)
                 groups = pd.Series(["truth"] * len(X), index=X.index)
                 run = ctx.memo("oracle-cv", (X, ctx.splits.digest(), list(ctx.outcome.items()), "v1"), lambda: cross_validate(ctx, None, "", X, groups))
-                mean, lo, hi = stats.mean_ci(run["auc"])
-                oracle = {"auc_mean": finite(mean), "auc_ci_low": finite(lo), "auc_ci_high": finite(hi), "n_features": len(columns)}
+                oracle = {**auc_intervals(run["auc"], ctx.splits), "n_features": len(columns)}  # corrected CI, as the methods'
         for method in ctx.methods:
             for ref in ctx.references:
                 entry: dict[str, Any] = {}

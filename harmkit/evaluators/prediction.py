@@ -9,20 +9,30 @@ The paper's protocol, made leakage-free:
 * a method's feature stages (ComBat) are fitted on the training rows of each
   split and applied to its test rows (``--fit-on train``, default), or fitted
   once on every row as in the paper (``--fit-on all``);
-* AUC on each split's test rows; mean and 95 % CI (Student's t over splits).
+* AUC on each split's test rows; its mean with the 95 % CI of the corrected
+  resampled t (Nadeau & Bengio 2003; the splits share most training rows,
+  so Student's t over the splits is too narrow). The paper's Student-t CI is
+  kept as ``auc_ci_*_haberl``.
 
-Against the baseline ``none`` two tests are reported:
+Against the baseline ``none``:
 
-* **paired test over splits**: the per-split AUCs of the method and of the
-  baseline are paired by split (Shapiro-Wilk on the differences, then paired
-  t or Wilcoxon signed-rank: the paper's rule);
+* **corrected resampled t test over splits** (default ``p_paired``): the
+  per-split AUCs of the method and of the baseline are paired by split and the
+  variance of the mean difference inflated by ``1/J + n_test/n_train``;
+  Holm-adjusted over every comparison with ``none`` in the run
+  (``p_paired_holm``). The paper's rule (Shapiro-Wilk on the differences,
+  then paired t or Wilcoxon signed-rank) is kept as ``p_paired_haberl``;
 * **DeLong test on pooled out-of-split predictions**: each subject's predicted
   probability is averaged over the splits in which it was a test subject
   (about ``test_size × folds`` of them), giving one out-of-sample score per
   subject and method. DeLong's test compares the ROC AUCs of the method's and
   the baseline's averaged scores on the same subjects (subjects never drawn
-  into a test set are left out and counted). The median of the per-split
-  DeLong p-values (each on one split's test rows) is reported alongside.
+  into a test set are left out and counted); Holm-adjusted as ``p_delong_holm``.
+  The median of the per-split DeLong p-values (each on one split's test rows)
+  is reported alongside.
+
+The pooled AUC comes with DeLong's 95 % CI and a stratified, seeded
+percentile bootstrap 95 % CI (``n_bootstrap`` resamples of the subjects).
 """
 
 from __future__ import annotations
@@ -110,15 +120,54 @@ def pooled_scores(splits, scores: list[list[float]]) -> tuple[np.ndarray, np.nda
         return np.where(count > 0, total / np.maximum(count, 1), np.nan), count
 
 
+def split_sizes(splits) -> tuple[float, float]:
+    """Mean training and test rows per split: the ``n_train``, ``n_test`` of the corrected resampled t."""
+    n_test = float(splits.test_masks.sum(axis=1).mean())
+    return float(len(splits.subjects)) - n_test, n_test
+
+
+def auc_intervals(aucs, splits, confidence: float = 0.95) -> dict[str, Any]:
+    """Mean of per-split AUCs with the corrected resampled-t CI (default) and the paper's Student-t CI.
+
+    Both intervals are clipped to [0, 1], the range of an AUC. Keys:
+    ``auc_mean``, ``auc_ci_low``, ``auc_ci_high`` (corrected),
+    ``auc_ci_low_haberl``, ``auc_ci_high_haberl`` (Student's t over the
+    splits, as in Haberl et al.).
+    """
+    from .. import stats
+
+    n_train, n_test = split_sizes(splits)
+    mean, lo, hi = stats.corrected_mean_ci(aucs, n_train, n_test, confidence)
+    _, lo_h, hi_h = stats.mean_ci(aucs, confidence)
+    return {"auc_mean": finite(mean), "auc_ci_low": _clip01(lo), "auc_ci_high": _clip01(hi),
+            "auc_ci_low_haberl": _clip01(lo_h), "auc_ci_high_haberl": _clip01(hi_h)}
+
+
+def _clip01(value: float) -> float | None:
+    """A bound of an AUC interval clipped to [0, 1]; ``None`` when not finite."""
+    value = finite(value)
+    return None if value is None else min(1.0, max(0.0, value))
+
+
+HOLM_FAMILY = ("Holm over the {k} comparisons against `none` in this run ({methods} × references {refs}), "
+               "separately for the corrected t test and for DeLong's test")
+CI_TEXT = ("95 % CI of the mean over splits from the corrected resampled t (Nadeau & Bengio 2003): variance "
+           "(1/J + n_test/n_train)·S², J - 1 degrees of freedom, clipped to [0, 1]")
+HABERL_TEXT = ("the paper's statistics (Haberl et al. 2024): 95 % CI from Student's t over the splits; paired test: "
+               "Shapiro-Wilk on the per-split differences, then paired t if normal, else Wilcoxon signed-rank; both treat "
+               "the overlapping splits as independent and overstate certainty")
+
+
 class PredictionEvaluator(Evaluator):
     """AUC of a logistic regression over Monte Carlo splits; paired and DeLong tests against the baseline."""
 
     name = "prediction"
     description = "Outcome prediction: logistic regression AUC over stratified Monte Carlo splits, paired + DeLong tests vs baseline"
 
-    def __init__(self, C: float = 1.0, max_iter: int = 1000):
+    def __init__(self, C: float = 1.0, max_iter: int = 1000, n_bootstrap: int = 2000):
         self.C = C
         self.max_iter = max_iter
+        self.n_bootstrap = n_bootstrap
 
     def cv_key(self, ctx, method, reference, voi: str):
         from ..bench.protocol import _hashable, plugin_key
@@ -132,7 +181,7 @@ class PredictionEvaluator(Evaluator):
             list(table["site_group"]),
             ctx.splits.digest(),
             ctx.config.fit_on if method.feature_stages else "-",
-            self.get_params(),
+            {"C": self.C, "max_iter": self.max_iter},  # the classifier's parameters (not the statistics')
             plugin_key(ctx.config, method),
             list(ctx.outcome.items()),
             "newton-cholesky",
@@ -174,30 +223,42 @@ class PredictionEvaluator(Evaluator):
         y = ctx.outcome.loc[subjects].to_numpy().astype(int)
         runs = self.run_all(ctx, voi)
         runs = {(m.label, ref): runs[(m.label, ref)] for m in ctx.methods for ref in ctx.references}
+        n_train, n_test = split_sizes(splits)
         split_rows, summary, pooled_rows = [], {}, []
         roc_data: dict[str, list] = {}
         for (label, ref), run in runs.items():
             base = runs[("none", ref)]
-            mean, lo, hi = stats.mean_ci(run["auc"])
+            aucs = np.asarray(run["auc"], float)
             pooled, count = pooled_scores(splits, run["scores"])
             base_pooled, _ = pooled_scores(splits, base["scores"])
             seen = count > 0
+            both_classes = len(set(y[seen])) == 2
             entry = {
-                "auc_mean": finite(mean),
-                "auc_ci_low": finite(lo),
-                "auc_ci_high": finite(hi),
-                "auc_sd": finite(np.std(np.asarray(run["auc"])[np.isfinite(run["auc"])], ddof=1)) if np.isfinite(run["auc"]).sum() > 1 else None,
-                "n_splits": len(run["auc"]),
-                "auc_pooled": finite(stats.auc(y[seen], pooled[seen])) if len(set(y[seen])) == 2 else None,
+                **auc_intervals(aucs, splits),
+                "auc_sd": finite(np.std(aucs[np.isfinite(aucs)], ddof=1)) if np.isfinite(aucs).sum() > 1 else None,
+                "n_splits": len(aucs),
+                "n_train": n_train,
+                "n_test": n_test,
                 "n_pooled_subjects": int(seen.sum()),
             }
+            if both_classes:
+                _, dlo, dhi = stats.delong_auc_ci(y[seen], pooled[seen])
+                value, blo, bhi = stats.bootstrap_auc_ci(y[seen], pooled[seen], self.n_bootstrap, ctx.config.seed)
+                entry.update({"auc_pooled": finite(value), "auc_pooled_delong_ci_low": finite(dlo), "auc_pooled_delong_ci_high": finite(dhi),
+                              "auc_pooled_boot_ci_low": finite(blo), "auc_pooled_boot_ci_high": finite(bhi)})
+            else:
+                entry["auc_pooled"] = None
             if label != "none":
-                test_name, p = stats.paired_test(run["auc"], base["auc"])
-                base_auc = np.asarray(base["auc"], float)
-                entry["delta_auc"] = finite(mean - base_auc[np.isfinite(base_auc)].mean()) if np.isfinite(base_auc).any() else None
-                entry["paired_test"] = test_name
-                entry["p_paired"] = finite(p)
-                if len(set(y[seen])) == 2:
+                corrected = stats.corrected_resampled_ttest(aucs, base["auc"], n_train, n_test)
+                test_name, p_haberl = stats.paired_test(aucs, base["auc"])
+                entry["delta_auc"] = finite(corrected.mean)
+                entry["delta_auc_ci_low"] = finite(corrected.ci_low)
+                entry["delta_auc_ci_high"] = finite(corrected.ci_high)
+                entry["t_corrected"] = finite(corrected.t)
+                entry["p_paired"] = finite(corrected.p)
+                entry["paired_test_haberl"] = test_name
+                entry["p_paired_haberl"] = finite(p_haberl)
+                if both_classes:
                     dl = stats.delong_test(y[seen], pooled[seen], base_pooled[seen])
                     entry["p_delong"] = finite(dl.p)
                     entry["delong_z"] = finite(dl.z)
@@ -213,6 +274,14 @@ class PredictionEvaluator(Evaluator):
             for sid, value, n in zip(subjects, pooled, count):
                 pooled_rows.append({"method": label, "reference": ref, "subject_id": sid, "outcome": int(y[subjects.index(sid)]), "mean_score": finite(value), "n_test_splits": int(n)})
             roc_data.setdefault(ref, []).append((label, y[seen], pooled[seen]))
+        family = [k for k in summary if not k.startswith("none|")]
+        for key in ("p_paired", "p_delong"):
+            adjusted = stats.holm([summary[k].get(key) if summary[k].get(key) is not None else np.nan for k in family])
+            for k, value in zip(family, adjusted):
+                summary[k][f"{key}_holm"] = finite(value)
+        compared = [m.label for m in ctx.methods if m.label != "none"]
+        holm_family = HOLM_FAMILY.format(k=len(family), methods=", ".join(compared) or "no method",
+                                         refs=", ".join(ctx.references))
         figures = {}
         if ctx.figure_dir is not None:
             figures["roc"] = self._roc_figure(roc_data, ctx.figure_dir / "roc_curves.png")
@@ -234,6 +303,13 @@ class PredictionEvaluator(Evaluator):
                 "fit_on": ctx.config.fit_on,
                 "classifier": f"StandardScaler + LogisticRegression(C={self.C}, L2, newton-cholesky), no feature selection",
                 "delong_input": "per-subject mean of out-of-split predicted probabilities (subjects tested in >= 1 split), paired with the baseline's",
+                "ci": CI_TEXT,
+                "paired_test": "corrected resampled t test of the per-split AUCs vs `none` (Nadeau & Bengio 2003), two-sided",
+                "correction": {"n_train": n_train, "n_test": n_test, "factor": 1 / splits.n_splits + n_test / n_train},
+                "haberl": HABERL_TEXT,
+                "holm_family": holm_family,
+                "n_bootstrap": int(self.n_bootstrap),
+                "bootstrap": f"stratified percentile bootstrap of the subjects' pooled scores, {int(self.n_bootstrap)} resamples, seed {ctx.config.seed}",
             },
         )
 
