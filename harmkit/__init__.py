@@ -41,6 +41,7 @@ __all__ = [
     "train",
     "harmonize",
     "bench",
+    "diagnose",
 ]
 
 # Entry points whose modules pull in heavier dependencies load on first use.
@@ -51,6 +52,7 @@ _LAZY = {
     "train": ("harmkit.image_harmonization", "train"),
     "harmonize": ("harmkit.image_harmonization", "harmonize"),
     "bench": ("harmkit.bench", "run_bench"),
+    "diagnose": ("harmkit.diagnostics", "diagnose"),
 }
 
 

@@ -25,6 +25,7 @@ COMMANDS = {
     "train": "train:train",
     "harmonize": "harmonize:harmonize",
     "bench": "bench:bench",
+    "diagnose": "diagnose:diagnose",
 }
 
 

@@ -1,0 +1,276 @@
+"""Image-level separability: can a small classifier tell site groups apart from image patches?
+
+Every scan is resampled (linear) to one grid -- by default the median voxel
+spacing of the cohort, or the spacing an image harmonizer trains on -- and
+cubic patches of ``patch_size`` voxels are cut around random body voxels, as
+an image harmonizer's training sampler does. Each patch is divided by its own
+mean over body voxels, so that the classifier sees texture and resolution,
+not the SUV level (a calibration difference between sites is invisible to
+it). Hand-made texture descriptors of the normalised patch
+(:data:`DESCRIPTORS`) feed a gradient-boosting classifier (scikit-learn),
+scored on patches of subjects it never saw (folds grouped by subject).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from ..errors import HarmkitError
+
+# name -> what it measures, on the patch divided by its body mean (gaussian(x, s): Gaussian smoothing, s in voxels)
+DESCRIPTORS = {
+    "hp1_mad": "robust SD (1.4826 MAD) of x - gaussian(x, 1): finest-scale noise",
+    "band_mad": "robust SD of gaussian(x, 1) - gaussian(x, 2): mid-scale texture",
+    "hp2_sd": "SD of x - gaussian(x, 2): all fine structure and noise",
+    "fine_to_mid": "hp1_mad / band_mad: spectral slope (noise correlation and resolution)",
+    "acf1_x": "lag-1 autocorrelation of x - gaussian(x, 2) along x (noise correlation in-plane)",
+    "acf1_y": "the same along y",
+    "acf1_z": "the same along z (axial)",
+    "acf2_inplane": "lag-2 autocorrelation of x - gaussian(x, 2), mean of x and y",
+    "gradient": "median gradient magnitude (central differences, per voxel)",
+}
+BODY_SUV = 0.1
+MIN_BODY_FRACTION = 0.5
+
+
+def resample(image: sitk.Image, spacing: Sequence[float], interpolator=sitk.sitkLinear) -> sitk.Image:
+    """``image`` on a grid of ``spacing`` (x, y, z, mm) covering the same extent; unchanged if already there."""
+    spacing = tuple(float(s) for s in spacing)
+    old = image.GetSpacing()
+    if np.allclose(old, spacing, rtol=1e-4, atol=1e-6):
+        return image
+    size = [max(1, int(round(n * o / s))) for n, o, s in zip(image.GetSize(), old, spacing)]
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    origin = tuple(np.asarray(image.GetOrigin()) + direction @ ((np.asarray(spacing) - np.asarray(old)) / 2.0))
+    return sitk.Resample(image, size, sitk.Transform(), interpolator, origin, spacing, image.GetDirection(), 0.0, image.GetPixelID())
+
+
+def _mad(values: np.ndarray) -> float:
+    return 1.4826 * float(np.median(np.abs(values - np.median(values))))
+
+
+def _lag(residual: np.ndarray, valid: np.ndarray, axis: int, lag: int) -> float:
+    n = residual.shape[axis]
+    if lag >= n:
+        return math.nan
+    a = np.take(residual, range(0, n - lag), axis=axis)
+    b = np.take(residual, range(lag, n), axis=axis)
+    both = np.take(valid, range(0, n - lag), axis=axis) & np.take(valid, range(lag, n), axis=axis)
+    x, y = a[both], b[both]
+    denominator = math.sqrt(float((x * x).sum()) * float((y * y).sum()))
+    return float((x * y).sum()) / denominator if denominator > 0 else math.nan
+
+
+def describe_patch(patch: np.ndarray, body: np.ndarray, smooth1: np.ndarray, smooth2: np.ndarray) -> list[float]:
+    """The :data:`DESCRIPTORS` of one patch (arrays (z, y, x): image, body mask, the image smoothed by 1 and 2 voxels)."""
+    mean = float(patch[body].mean())
+    x, s1, s2 = patch / mean, smooth1 / mean, smooth2 / mean
+    hp1, band, hp2 = (x - s1)[body], (s1 - s2)[body], x - s2
+    hp1_mad, band_mad = _mad(hp1), _mad(band)
+    gz, gy, gx = np.gradient(x)
+    gradient = float(np.median(np.sqrt(gz * gz + gy * gy + gx * gx)[body]))
+    acf = [_lag(hp2, body, axis, 1) for axis in (2, 1, 0)]
+    acf2 = np.nanmean([_lag(hp2, body, 2, 2), _lag(hp2, body, 1, 2)])
+    return [hp1_mad, band_mad, float(hp2[body].std()), hp1_mad / band_mad if band_mad > 0 else math.nan, *acf, float(acf2), gradient]
+
+
+def scan_patches(item: tuple) -> np.ndarray:
+    """Worker: descriptors of ``n`` patches of one scan, ``(scan, spacing, patch_size, n, seed)`` -> array (n, D)."""
+    scan, spacing, patch_size, n, seed = item
+    image = resample(scan.load_image(), spacing)
+    array = sitk.GetArrayFromImage(image).astype(np.float64)
+    if "body" in scan.masks:
+        body = sitk.GetArrayFromImage(resample(scan.load_mask("body"), spacing, sitk.sitkNearestNeighbor)) > 0
+    else:
+        body = array > BODY_SUV
+    size = [min(patch_size, s) for s in array.shape]
+    smooth1 = ndimage.gaussian_filter(array, 1.0, mode="nearest")
+    smooth2 = ndimage.gaussian_filter(array, 2.0, mode="nearest")
+    # body fraction of every patch position at once (the box filter's value at a patch's centre voxel)
+    fraction = ndimage.uniform_filter(body.astype(np.float64), size, mode="constant")
+    inner = tuple(slice(s // 2, a - s + s // 2 + 1) for a, s in zip(array.shape, size))
+    corners = np.argwhere(fraction[inner] >= MIN_BODY_FRACTION - 1e-9)  # index in ``inner`` = the patch's corner
+    if len(corners) == 0:
+        raise HarmkitError(
+            f"{scan.label}: no patch of {size} voxels is at least half inside the body (SUV > {BODY_SUV}); "
+            "use a smaller patch size, or check that the image is in SUV"
+        )
+    rng = np.random.default_rng(seed)
+    chosen = corners[rng.choice(len(corners), size=n, replace=len(corners) < n)]
+    rows = []
+    for z, y, x in chosen:
+        box = (slice(z, z + size[0]), slice(y, y + size[1]), slice(x, x + size[2]))
+        rows.append(describe_patch(array[box], body[box] & (array[box] > 0), smooth1[box], smooth2[box]))
+    return np.asarray(rows, dtype=np.float64)
+
+
+def _spacing_of(scan) -> tuple[float, float, float]:
+    if isinstance(scan.image, sitk.Image):
+        return scan.image.GetSpacing()
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(scan.image))
+    try:
+        reader.ReadImageInformation()
+        return reader.GetSpacing()
+    except RuntimeError:
+        return scan.load_image().GetSpacing()
+
+
+def _resampled_size(scan, spacing) -> int:
+    """Smallest edge (voxels) of ``scan`` resampled to ``spacing``, from its header."""
+    if isinstance(scan.image, sitk.Image):
+        size, old = scan.image.GetSize(), scan.image.GetSpacing()
+    else:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(scan.image))
+        try:
+            reader.ReadImageInformation()
+            size, old = reader.GetSize(), reader.GetSpacing()
+        except RuntimeError:
+            image = scan.load_image()
+            size, old = image.GetSize(), image.GetSpacing()
+    return min(max(1, int(round(n * o / s))) for n, o, s in zip(size, old, spacing))
+
+
+def median_spacing(scans) -> tuple[float, float, float]:
+    """Median voxel spacing (x, y, z) of ``scans``, read from the headers."""
+    return tuple(float(v) for v in np.median(np.asarray([_spacing_of(s) for s in scans]), axis=0))
+
+
+def _classifier(seed: int):
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return HistGradientBoostingClassifier(
+        max_iter=150, learning_rate=0.1, max_leaf_nodes=15, l2_regularization=1.0,
+        early_stopping=False, class_weight="balanced", random_state=seed,
+    )
+
+
+def held_out_accuracy(X: np.ndarray, labels: Sequence[str], subjects: Sequence[str], folds: int = 5, seed: int = 0) -> dict[str, Any]:
+    """Balanced accuracy of the patch classifier on patches of held-out subjects (folds grouped by subject)."""
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    labels = np.asarray(labels)
+    subjects = np.asarray(subjects)
+    classes = list(dict.fromkeys(labels))
+    per_class = {c: len(set(subjects[labels == c])) for c in classes}
+    n_splits = min(folds, min(per_class.values()))
+    if n_splits < 2:
+        raise HarmkitError(f"patch classifier: each site group needs at least 2 scans (scans per group: {per_class})")
+    finite = np.isfinite(X).all(axis=1)
+    X, labels, subjects = X[finite], labels[finite], subjects[finite]
+    y = np.array([classes.index(c) for c in labels])
+    probability = np.zeros((len(y), len(classes)))
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    for train, test in splitter.split(X, y, subjects):
+        model = _classifier(seed).fit(X[train], y[train])
+        probability[test] = model.predict_proba(X[test])
+    predicted = probability.argmax(axis=1)
+    result = {
+        "accuracy": float(balanced_accuracy_score(y, predicted)),
+        "chance": 1.0 / len(classes),
+        "patches": int(len(y)),
+        "folds": int(n_splits),
+    }
+    if len(classes) == 2:
+        result["auc"] = float(roc_auc_score(y, probability[:, 1]))
+    # accuracy per scan: the share of its patches classified into its own group, averaged per group
+    own = probability[np.arange(len(y)), y] >= probability.max(axis=1)
+    result["per_group"] = {c: float(own[y == k].mean()) for k, c in enumerate(classes)}
+    return result
+
+
+def patch_separability(
+    cohort,
+    spacing: Sequence[float] | None = None,
+    patch_size: int = 32,
+    patches_per_scan: int = 16,
+    folds: int = 5,
+    seed: int = 0,
+    groups: dict[str, str] | None = None,
+    jobs: int | None = None,
+    executor=None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Held-out accuracy of a small classifier that tells site groups apart from image patches.
+
+    Parameters
+    ----------
+    cohort : Cohort
+        Scans with their site groups (``groups`` maps subject id to another
+        label, e.g. after harmonization, when given).
+    spacing : (x, y, z) mm, optional
+        The common grid; default the median spacing of the cohort.
+    patch_size : int
+        Cubic patch edge in voxels (32: the quick CycleGAN profile); shrunk to
+        the smallest resampled image where needed.
+    patches_per_scan : int
+        Random patches per scan (at least half inside the body: the ``body``
+        mask when the scan has one, else SUV > 0.1).
+    folds, seed :
+        Stratified folds grouped by subject, so a scan's patches are never in
+        both training and test; the seed fixes patch positions and folds.
+
+    Returns a dict: ``accuracy`` (balanced held-out accuracy; chance is one
+    over the number of groups), ``chance``, ``auc`` (two groups), ``per_group``,
+    ``pairs`` (accuracy of each pair of groups when there are more than two),
+    ``descriptor_medians`` ({group: {descriptor: median}}), ``spacing_mm``,
+    ``patch_size``, ``patches``, ``folds``.
+    """
+    from ..execution import get_executor
+
+    scans = list(cohort)
+    labels_of = {s.subject_id: (groups or {}).get(s.subject_id, s.group) for s in scans}
+    if len(set(labels_of.values())) < 2:
+        raise HarmkitError("patch classifier: the cohort has a single site group; nothing to tell apart")
+    if spacing is None:
+        spacing = median_spacing(scans)
+    patch_size = min(int(patch_size), *(_resampled_size(s, spacing) for s in scans))
+    if patch_size < 8:
+        raise HarmkitError(f"patch classifier: the smallest image is {patch_size} voxels across at {spacing} mm; patches need 8 or more")
+    items = [(s, tuple(spacing), int(patch_size), int(patches_per_scan), (int(seed), k)) for k, s in enumerate(scans)]
+    own = executor is None
+    if own:
+        executor = get_executor(jobs=jobs, progress=progress)
+    try:
+        results = executor.map(scan_patches, items, label="patch descriptors")
+    finally:
+        if own:
+            executor.close()
+    failed = [r.error for r in results if not r.ok]
+    if failed:
+        raise HarmkitError(f"patch descriptors failed for {len(failed)} scan(s): " + "; ".join(str(e) for e in failed[:3]))
+    X = np.concatenate([r.value for r in results])
+    subjects = np.repeat([s.subject_id for s in scans], [len(r.value) for r in results])
+    labels = np.array([labels_of[s] for s in subjects])
+    result = held_out_accuracy(_features(X), labels, subjects, folds, seed)
+    names = list(dict.fromkeys(labels))
+    if len(names) > 2:
+        pairs = {}
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                keep = (labels == a) | (labels == b)
+                pairs[f"{a} vs {b}"] = held_out_accuracy(_features(X[keep]), labels[keep], subjects[keep], folds, seed)["accuracy"]
+        result["pairs"] = pairs
+    result["descriptor_medians"] = {
+        g: {name: float(np.nanmedian(X[labels == g, j])) for j, name in enumerate(DESCRIPTORS)} for g in names
+    }
+    result.update(spacing_mm=[float(s) for s in spacing], patch_size=int(patch_size), patches_per_scan=int(patches_per_scan))
+    result["descriptors"] = X
+    result["labels"] = labels
+    return result
+
+
+def _features(X: np.ndarray) -> np.ndarray:
+    """Descriptors as the classifier sees them: logs of the positive ones, correlations as they are."""
+    out = X.copy()
+    positive = [j for j, name in enumerate(DESCRIPTORS) if not name.startswith("acf")]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out[:, positive] = np.log(np.where(out[:, positive] > 0, out[:, positive], np.nan))
+    return out
