@@ -73,12 +73,33 @@ def body_ssim(original, harmonized, body):
     return float(ssim_map[body].mean())
 
 
+def lowpass_ssim(original, harmonized, body, sigma=2.0):
+    """Mean SSIM inside the body of both images smoothed by a Gaussian of ``sigma`` voxels: anatomy, not texture.
+
+    Plain SSIM cannot tell anatomy from texture: the same phantom rendered at site B (the perfect translation)
+    has SSIM 0.55-0.59 to its site-A rendering. Smoothing first compares what the translation must keep.
+    """
+    from skimage.metrics import structural_similarity
+
+    x = sitk.GetArrayFromImage(original).astype(np.float64)
+    y = sitk.GetArrayFromImage(harmonized).astype(np.float64)
+    data_range = float(x[body].max() - x[body].min())
+    xs, ys = ndimage.gaussian_filter(x, sigma), ndimage.gaussian_filter(y, sigma)
+    _, ssim_map = structural_similarity(xs, ys, data_range=data_range, full=True, win_size=7)
+    return float(ssim_map[body].mean())
+
+
+# Learning options under test: the discriminators see an amplified high-pass copy of each patch and learn
+# at 1e-3 (docs/methods/cyclegan.md). Without them, 160 steps move the texture 1-2 % of the way (measured).
+LEARNING = dict(d_highpass_gain=8.0, lr_d=1e-3)
+
+
 @pytest.mark.slow
-def test_training_keeps_the_image_and_moves_the_texture_of_a_to_b_outputs_towards_site_b():
-    """The quick profile (residual generator): the image stays the image, the texture moves towards site B."""
+def test_training_keeps_the_anatomy_and_moves_the_texture_of_a_to_b_outputs_towards_site_b():
+    """The quick profile (residual generator) with a texture-seeing discriminator learns A -> B in 160 steps."""
     cohort = two_site_cohort()
-    # fp32: bf16 autocast on CPU is not bit-reproducible run to run (oneDNN), fp32 is.
-    gan = hk.get_harmonizer("gan", steps=160, seed=0, precision="fp32", **TINY).fit(cohort, "B")
+    # fp32: bf16 autocast on CPU is not bit-reproducible run to run (oneDNN), fp32 is (on one machine).
+    gan = hk.get_harmonizer("gan", steps=160, seed=0, precision="fp32", **LEARNING, **TINY).fit(cohort, "B")
     assert gan.make_config().residual
     a_scans, b_scans = cohort.by_group("A"), cohort.by_group("B")
     tex_a = np.mean([texture(s, s.masks["body"]) for s in a_scans])
@@ -89,15 +110,17 @@ def test_training_keeps_the_image_and_moves_the_texture_of_a_to_b_outputs_toward
         out = gan.transform(scan)
         moved.append(texture(out, scan.masks["body"]))
         body = sitk.GetArrayFromImage(scan.masks["body"]) > 0
-        # Anatomy kept: SSIM to the input inside the body (measured 0.961-0.967 in fp32; the published,
-        # non-residual generator after the same training: 0.27-0.31).
-        assert body_ssim(scan.load_image(), out.load_image(), body) > 0.9, scan.subject_id
+        # Anatomy kept: low-pass SSIM to the input inside the body (measured 0.9989-0.9995 over seeds 0-2).
+        assert lowpass_ssim(scan.load_image(), out.load_image(), body) > 0.98, scan.subject_id
         before = sitk.GetArrayFromImage(scan.load_image())[body].mean()
         after = sitk.GetArrayFromImage(out.load_image())[body].mean()
-        assert after == pytest.approx(before, rel=0.05)  # SUV stays SUV (measured within 1.5 %)
-    # The texture moves towards site B's, though only a little in 160 steps of a residual generator
-    # that starts at the identity (measured 0.070 -> 0.080-0.093; site B 0.453).
-    assert np.mean(moved) > tex_a + 0.02 * (tex_b - tex_a), (tex_a, moved, tex_b)
+        assert after == pytest.approx(before, rel=0.05)  # SUV stays SUV (measured within 1.4 %)
+    # The identity network (the untrained residual generator) leaves the texture at tex_a; the trained one
+    # must move it a clear fraction of the way to site B's. Measured fraction, seeds 0 / 1 / 2 of this test:
+    # 0.34 / 0.30 / 0.46 (texture 0.070 -> 0.19-0.25; site B 0.453). The threshold, 0.15, is half the lowest
+    # seed's value: a different machine's float rounding changes the run as a different seed would.
+    fraction = (np.mean(moved) - tex_a) / (tex_b - tex_a)
+    assert fraction > 0.15, (tex_a, moved, tex_b, fraction)
 
 
 @pytest.fixture(scope="module")

@@ -181,3 +181,20 @@ def test_networks_training_and_inference_import_only_torch_and_numpy():
     result = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True, env={"PYTHONPATH": package_root, "PATH": ""})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_high_pass_discriminator_sees_noise_amplified_and_smooth_regions_as_zero():
+    from harmkit_cyclegan.nets import HighPassDiscriminator3d
+
+    disc = HighPassDiscriminator3d(ndf=2, n_layers=2, gain=8.0)
+    flat = torch.full((1, 1, 24, 24, 24), 0.3)
+    ramp = torch.linspace(-1, 1, 24).view(1, 1, 24, 1, 1).expand(1, 1, 24, 24, 24)
+    # A constant and (away from the edges) a linear ramp have no high-pass content.
+    assert torch.allclose(disc.blur(flat), flat, atol=1e-6)
+    assert torch.allclose(disc.blur(ramp)[..., 3:-3, :, :], ramp[..., 3:-3, :, :], atol=1e-5)
+    torch.manual_seed(0)
+    noise = 0.05 * torch.randn(1, 1, 24, 24, 24)
+    high = disc.gain * (noise - disc.blur(noise))
+    assert high.std() > 4 * noise.std()  # white noise survives the high-pass, amplified by the gain
+    assert disc(flat + noise).shape[:2] == (1, 1)
+    assert disc.patch.model[0].in_channels == 2

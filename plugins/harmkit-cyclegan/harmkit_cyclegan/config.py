@@ -36,13 +36,18 @@ class CycleGANConfig:
     """Feature maps of the discriminator's first 4^3 convolution (64-128-256-512)."""
     n_d_layers: int = 3
     """Stride-2 layers of the PatchGAN; 3 gives a 70^3 receptive field."""
+    d_highpass_gain: float = 0.0
+    """> 0: the discriminators also see ``gain * (patch - Gaussian blur of it)`` as a second channel, where
+    noise texture lives (not in the paper; on in ``quick``, see docs/methods/cyclegan.md). 0: the published D."""
     # --- losses and optimisation ------------------------------------------
     lambda_cycle: float = 10.0
     """Weight of the cycle-consistency L1 loss."""
     lambda_identity: float = 0.5
     """Identity loss weight, relative to ``lambda_cycle`` (as in the CycleGAN code)."""
     lr: float = 2e-4
-    """Adam learning rate for generators and discriminators."""
+    """Adam learning rate of the generators (and of the discriminators unless ``lr_d`` is set)."""
+    lr_d: float | None = None
+    """Adam learning rate of the discriminators; None: ``lr`` (the paper's single rate)."""
     beta1: float = 0.5
     beta2: float = 0.999
     decay_start: float = 0.5
@@ -116,6 +121,8 @@ class CycleGANConfig:
             raise ValueError(f"precision={self.precision!r}: use 'auto', 'fp32' or 'bf16'")
         if self.steps < 1 or self.batch_size < 1 or self.infer_batch < 1 or self.checkpoint_every < 1:
             raise ValueError("steps, batch_size, infer_batch and checkpoint_every must be positive")
+        if self.lr <= 0 or (self.lr_d is not None and self.lr_d <= 0) or self.d_highpass_gain < 0:
+            raise ValueError("lr and lr_d must be positive and d_highpass_gain non-negative")
         if self.suv_max <= 0 or self.suv_scale <= 0:
             raise ValueError("suv_max and suv_scale must be positive")
         return self

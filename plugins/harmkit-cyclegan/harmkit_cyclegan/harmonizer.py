@@ -76,10 +76,12 @@ class CycleGANHarmonizer(ImageHarmonizer):
         residual: bool | None = None,
         ndf: int | None = None,
         n_d_layers: int | None = None,
+        d_highpass_gain: float | None = None,
         patch_size: Any = None,
         batch_size: int | None = None,
         spacing: Any = None,
         lr: float | None = None,
+        lr_d: float | None = None,
         beta1: float | None = None,
         beta2: float | None = None,
         decay_start: float | None = None,
@@ -110,10 +112,12 @@ class CycleGANHarmonizer(ImageHarmonizer):
         self.residual = residual
         self.ndf = ndf
         self.n_d_layers = n_d_layers
+        self.d_highpass_gain = d_highpass_gain
         self.patch_size = patch_size
         self.batch_size = batch_size
         self.spacing = spacing
         self.lr = lr
+        self.lr_d = lr_d
         self.beta1 = beta1
         self.beta2 = beta2
         self.decay_start = decay_start

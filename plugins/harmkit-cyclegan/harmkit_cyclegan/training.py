@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import CycleGANConfig
-from .nets import PatchDiscriminator3d, ResnetGenerator3d, init_weights
+from .nets import HighPassDiscriminator3d, PatchDiscriminator3d, ResnetGenerator3d, init_weights
 
 Sampler = Callable[[np.random.Generator, int], np.ndarray]
 CHECKPOINT = "checkpoint.pt"
@@ -80,13 +80,19 @@ def build_generator(config: CycleGANConfig) -> ResnetGenerator3d:
     return ResnetGenerator3d(config.ngf, config.n_res_blocks, config.n_downsampling, residual=config.residual)
 
 
+def build_discriminator(config: CycleGANConfig) -> nn.Module:
+    if config.d_highpass_gain > 0:
+        return HighPassDiscriminator3d(config.ndf, config.n_d_layers, gain=config.d_highpass_gain)
+    return PatchDiscriminator3d(config.ndf, config.n_d_layers)
+
+
 def build_networks(config: CycleGANConfig) -> dict[str, nn.Module]:
     """The four networks, initialised from the current torch RNG state."""
     nets: dict[str, nn.Module] = {
         "G_ab": build_generator(config),
         "G_ba": build_generator(config),
-        "D_a": PatchDiscriminator3d(config.ndf, config.n_d_layers),
-        "D_b": PatchDiscriminator3d(config.ndf, config.n_d_layers),
+        "D_a": build_discriminator(config),
+        "D_b": build_discriminator(config),
     }
     for net in nets.values():
         init_weights(net)
@@ -165,7 +171,9 @@ class Trainer:
             list(self.nets["G_ab"].parameters()) + list(self.nets["G_ba"].parameters()), lr=config.lr, betas=betas
         )
         self.opt_D = torch.optim.Adam(
-            list(self.nets["D_a"].parameters()) + list(self.nets["D_b"].parameters()), lr=config.lr, betas=betas
+            list(self.nets["D_a"].parameters()) + list(self.nets["D_b"].parameters()),
+            lr=config.lr if config.lr_d is None else config.lr_d,
+            betas=betas,
         )
         schedule = lambda step: lr_factor(step, config.steps, config.decay_start)  # noqa: E731
         self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, schedule)
