@@ -28,7 +28,10 @@ class Scan:
     ``image`` and each entry of ``masks`` is either a :class:`SimpleITK.Image`
     or a path loaded on demand by :meth:`load_image` / :meth:`load_mask`.
     ``site_group`` pools sites that share a scanner and protocol (the paper
-    merged CHUM and HMR); it defaults to ``site``.
+    merged CHUM and HMR); it defaults to ``site``. ``nan_to_zero`` makes
+    :meth:`load_image` read NaN and infinite voxels as 0 (set by the
+    ``--nan-to-zero`` option; by default such scans are refused by
+    :mod:`harmkit.validation`).
     """
 
     subject_id: str
@@ -39,6 +42,7 @@ class Scan:
     covariates: dict[str, Any] = field(default_factory=dict)
     site_group: str | None = None
     row: int | None = None  # 1-based data row in the manifest, for messages
+    nan_to_zero: bool = False
 
     @property
     def group(self) -> str:
@@ -56,10 +60,14 @@ class Scan:
         from .imageio import read_image
 
         if isinstance(self.image, sitk.Image):
+            if self.nan_to_zero:
+                from .imageio import zero_non_finite
+
+                return zero_non_finite(self.image)
             return self.image
         if self.image is None or str(self.image) == "":
             raise HarmkitError(f"{self.label} has no image; fill its 'image' cell in the manifest")
-        return read_image(self.image, what=f"image of {self.label}")
+        return read_image(self.image, what=f"image of {self.label}", nan_to_zero=self.nan_to_zero)
 
     def load_mask(self, name: str) -> sitk.Image:
         """The mask ``name`` as a UInt8 SimpleITK image on the image's grid."""
@@ -122,6 +130,15 @@ class Cohort(Sequence[Scan]):
     @property
     def subject_ids(self) -> list[str]:
         return [s.subject_id for s in self.scans]
+
+    def input_files(self) -> list[Path]:
+        """Every file or DICOM folder this cohort reads: the manifest, images and masks (in-memory ones left out)."""
+        paths = [self.manifest] if self.manifest is not None else []
+        for scan in self.scans:
+            for value in (scan.image, *scan.masks.values()):
+                if isinstance(value, (str, os.PathLike)) and str(value):
+                    paths.append(Path(value))
+        return list(dict.fromkeys(paths))
 
     def filter(self, predicate: Callable[[Scan], bool]) -> "Cohort":
         return Cohort([s for s in self.scans if predicate(s)], self.root, self.manifest, self.metadata)

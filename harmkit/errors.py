@@ -61,3 +61,38 @@ class ManifestError(HarmkitError):
 
 class NotFittedError(HarmkitError):
     """``transform`` was called before ``fit``."""
+
+
+class HarmkitWarning(UserWarning):
+    """Something the user should know that does not stop the run (a damaged cache entry, a fallback)."""
+
+
+def warn(message: str) -> None:
+    """Emit ``message`` as a :class:`HarmkitWarning` (the CLI prints it on one line, without a source line)."""
+    import warnings
+
+    warnings.warn(message, HarmkitWarning, stacklevel=3)
+
+
+def io_error(exc: OSError, path, action: str = "write") -> HarmkitError:
+    """A :class:`HarmkitError` for an operating-system error on ``path``, with what to do about it.
+
+    Covers the failures a user can fix: a read-only file system or folder,
+    a full disk or quota, a missing folder, a path that is a file.
+    """
+    import errno
+
+    where = getattr(exc, "filename", None) or path
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    fixes = {
+        errno.ENOSPC: "free some space or choose an output on another disk",
+        errno.EDQUOT: "free some space (disk quota exceeded) or choose an output on another disk",
+        errno.EROFS: "the file system is read-only; choose an output folder you can write to",
+        errno.EACCES: "you have no permission to write there; choose another output folder or fix its permissions",
+        errno.EPERM: "the operation is not permitted there; choose another output folder",
+        errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
+        errno.EISDIR: "the path is a folder; give a file name",
+        errno.ENOENT: "a folder of the path does not exist; create it or fix the path",
+    }
+    fix = fixes.get(exc.errno, "check the path and the disk")
+    return HarmkitError(f"cannot {action} {where}: {reason}; {fix}")

@@ -183,17 +183,24 @@ def _relative(value, root: Path, scan: Scan, what: str) -> str:
 
 
 def write_cohort(scans: Iterable[Scan], out_dir: str | os.PathLike, manifest_name: str = "manifest.csv") -> Path:
-    """Write every scan's image and masks as NIfTI under ``out_dir`` and a manifest pointing to them."""
+    """Write every scan's image and masks as NIfTI under ``out_dir`` and a manifest pointing to them.
+
+    Files go to ``images/<subject>/<site>_pet.nii.gz`` with names from
+    :func:`unique_file_names`, so two subjects never share a file whatever
+    characters their ids hold.
+    """
     from dataclasses import replace
+
+    import SimpleITK as sitk
 
     from .imageio import write_image
 
     out_dir = Path(out_dir)
+    scans = list(scans)
+    names = unique_file_names([s.subject_id for s in scans])
     written: list[Scan] = []
     for scan in scans:
-        import SimpleITK as sitk
-
-        folder = out_dir / "images" / _safe(scan.subject_id)
+        folder = out_dir / "images" / names[scan.subject_id]
         image = scan.load_image()
         image_path = write_image(image, folder / f"{_safe(scan.site)}_pet.nii.gz")
         masks = {}
@@ -203,8 +210,37 @@ def write_cohort(scans: Iterable[Scan], out_dir: str | os.PathLike, manifest_nam
     return write_manifest(written, out_dir / manifest_name)
 
 
+_SAFE_CHARACTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
 def _safe(text: str) -> str:
-    keep = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(text))
-    if not keep:
-        raise HarmkitError(f"cannot make a file name from {text!r}")
-    return keep
+    """A file name for ``text``: ``text`` itself when it is plain (ASCII letters, digits, ``-_.``, not starting
+    with a dot), else its plain characters plus a short hash of ``text``, so that different texts never share a
+    name (``"P 1"`` -> ``"P_1-<hash>"``, ``"P_1"`` -> ``"P_1"``)."""
+    import hashlib
+
+    text = str(text)
+    if text and text[0] != "." and all(ch in _SAFE_CHARACTERS for ch in text):
+        return text
+    plain = "".join(ch if ch in _SAFE_CHARACTERS else "_" for ch in text).lstrip(".")[:64] or "id"
+    return f"{plain}-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:8]}"
+
+
+def unique_file_names(ids: Iterable[str]) -> dict[str, str]:
+    """``{id: file name}`` with names distinct even on case-insensitive file systems (macOS, Windows).
+
+    Plain ids keep their name; ids that need changing, or whose names differ
+    only by case, get a hash of the id appended (see :func:`_safe`).
+    """
+    import hashlib
+    from collections import Counter
+
+    ids = list(dict.fromkeys(str(i) for i in ids))
+    names = {i: _safe(i) for i in ids}
+    clashes = Counter(n.casefold() for n in names.values())
+    for i, name in names.items():
+        if clashes[name.casefold()] > 1:
+            names[i] = f"{name}-{hashlib.sha256(i.encode('utf-8')).hexdigest()[:12]}"
+    if len({n.casefold() for n in names.values()}) != len(names):  # pragma: no cover - needs a SHA-256 collision
+        raise HarmkitError("could not give every subject a distinct file name; rename the subjects whose ids differ only in punctuation")
+    return names

@@ -170,11 +170,12 @@ def test_all_problems_are_reported_at_once_in_row_order(tiny_cohort):
     assert "4 problem(s)" in str(info.value)
 
 
-def test_bq_per_ml_values_give_a_warning_not_an_error(tiny_cohort):
-    write_scan(tiny_cohort.parent / "images", "A0_pet.nii.gz", np.full((6, 8, 8), 12000.0, np.float32))
-    report = run(tiny_cohort)
-    assert report.ok and len(report.warnings) == 1
-    assert str(report.warnings[0]).startswith("row 1 (subject A0, site A)") and "Bq/mL" in str(report.warnings[0])
+def test_bq_per_ml_values_are_an_error_with_a_units_hint(tiny_cohort):
+    values = np.random.default_rng(0).gamma(2.0, 6000.0, size=(6, 8, 8)).astype(np.float32)
+    write_scan(tiny_cohort.parent / "images", "A0_pet.nii.gz", values)
+    message = only_error(run(tiny_cohort))
+    assert message.startswith("row 1 (subject A0, site A)") and "implausible for SUV" in message
+    assert "it looks like Bq/mL: convert it to SUVbw" in message
 
 
 def test_in_memory_cohort_is_validated_without_a_manifest():
