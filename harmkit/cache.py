@@ -67,12 +67,23 @@ def _feed(h: "hashlib._Hash", part: Any) -> None:
             raise TypeError("cannot hash an object array; convert it to a numeric or string dtype")
         tagged(b"A", f"{array.dtype.str}|{array.shape}".encode())
         h.update(memoryview(array).cast("B"))
+    elif isinstance(part, Path) and part.is_dir():
+        # a folder (a DICOM series): every file by its name within the folder and its bytes
+        files = sorted(p for p in part.rglob("*") if p.is_file())
+        tagged(b"D", json.dumps([p.relative_to(part).as_posix() for p in files]).encode())
+        for path in files:
+            _feed(h, path)
     elif isinstance(part, Path):
         # content-addressed: a file counts by its bytes, not its name
         tagged(b"F", b"")
-        with open(part, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                h.update(block)
+        try:
+            with open(part, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    h.update(block)
+        except OSError as exc:
+            from .errors import io_error
+
+            raise io_error(exc, part, "read") from None
     elif hasattr(part, "GetSpacing") and hasattr(part, "GetPixelIDValue"):  # SimpleITK image
         import SimpleITK as sitk
 
@@ -133,12 +144,32 @@ class Cache:
     ``None`` (or ``default``), ``put(key, value)`` stores it atomically and
     returns it. ``hits`` and ``misses`` count lookups. ``Cache(None)`` is a
     disabled cache: every ``get`` misses and ``put`` stores nothing.
+
+    A damaged entry (unreadable, or rejected by the caller through
+    :meth:`discard`) is deleted with a :class:`~harmkit.errors.HarmkitWarning`
+    and counts as a miss, so it is recomputed. When an entry cannot be
+    written (read-only folder, full disk), the cache warns once and stores
+    nothing more: the run goes on uncached.
     """
 
     def __init__(self, root: str | os.PathLike | None):
         self.root = Path(root).expanduser() if root is not None else None
         self.hits = 0
         self.misses = 0
+        self.write_failed: str | None = None
+
+    @staticmethod
+    def usable(root: str | os.PathLike) -> str | None:
+        """``None`` when entries can be written under ``root``, else why not (one line)."""
+        root = Path(root).expanduser()
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=".write-test.", dir=root)
+            os.close(fd)
+            os.unlink(name)
+        except OSError as exc:
+            return f"{exc.strerror or exc} ({exc.filename or root})"
+        return None
 
     @property
     def enabled(self) -> bool:
@@ -168,24 +199,37 @@ class Cache:
         directory = self.path(key)
         try:
             meta = json.loads((directory / META).read_text())
+            if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+                raise ValueError(f"not a {FORMAT} entry")
             value = _load(directory, meta)
         except FileNotFoundError:
             self.misses += 1
             return default
-        except (OSError, ValueError, KeyError, json.JSONDecodeError):
-            # a damaged entry counts as a miss and is replaced on the next put
+        except Exception as exc:  # noqa: BLE001 - whatever is wrong with an entry, it is recomputed
+            self.discard(key, f"{type(exc).__name__}: {exc}")
             self.misses += 1
             return default
         self.hits += 1
         return value
 
+    def discard(self, key: str, reason: str) -> None:
+        """Delete the damaged entry ``key`` with a warning; the caller recomputes it."""
+        from .errors import warn
+
+        warn(f"cache entry {self.path(key)} is damaged ({reason.strip().splitlines()[0][:200]}); discarded and recomputed")
+        self.delete(key)
+
     def put(self, key: str, value: Any) -> Any:
         """Store ``value`` under ``key`` atomically and return it unchanged."""
-        if not self.enabled:
+        if not self.enabled or self.write_failed:
             return value
         directory = self.path(key)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key[:16]}.", dir=directory.parent))
+        try:
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{key[:16]}.", dir=directory.parent))
+        except OSError as exc:
+            self._write_failed(exc)
+            return value
         try:
             meta = _dump(tmp, value)
             meta["format"] = FORMAT
@@ -198,10 +242,19 @@ class Cache:
                 # another process stored the same key first: same content, keep theirs
                 if not (directory / META).is_file():
                     raise
+        except OSError as exc:
+            self._write_failed(exc)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
         return value
+
+    def _write_failed(self, exc: OSError) -> None:
+        from .errors import warn
+
+        self.write_failed = f"{exc.strerror or exc} ({exc.filename or self.root})"
+        warn(f"cannot write to the cache {self.root}: {self.write_failed}; going on without storing results there "
+             f"(choose a writable folder with --cache, or --no-cache)")
 
     def get_or_compute(self, key: str, compute) -> Any:
         """``get(key)``, or ``put(key, compute())`` on a miss."""

@@ -17,6 +17,13 @@ starting workers; any change to a file changes its stamp and sends the scan
 back through the content key. A rerun finds everything; a changed image, mask or setting
 recomputes only what it touches; a scan that fails or a run that crashes
 loses nothing already computed.
+
+Before any feature is computed, the scans to extract pass
+:func:`harmkit.validation.check_cohort`'s data checks (damaged files,
+NaN voxels, SUV range, the VOI mask, the grey levels the extractor's bin
+width would give); scans found by their stamps were checked when they were
+computed. The settings go to a sidecar ``<name>.settings.json`` beside the
+table (see :func:`write_features`).
 """
 
 from __future__ import annotations
@@ -32,11 +39,13 @@ import pandas as pd
 
 from .atomic import atomic_file
 from .cache import Cache, default_cache_dir, hash_parts
-from .errors import HarmkitError
+from .errors import HarmkitError, warn
 
-__all__ = ["extract", "write_features", "read_features", "ExtractionTask"]
+__all__ = ["extract", "write_features", "read_features", "check_feature_output", "sidecar_path", "ExtractionTask"]
 
 KEY_FORMAT = "harmkit-features/1"
+# quick (stamp) keys are written only for scans that passed validation; a new check set changes them
+QUICK_FORMAT = "validated/1"
 
 
 @dataclass
@@ -70,38 +79,77 @@ def _quick_key(task: ExtractionTask) -> str | None:
     stamps = [_file_stamp(task.scan.image), _file_stamp(task.scan.masks.get(task.voi))]
     if None in stamps:
         return None
-    return hash_parts(KEY_FORMAT, "stamp", task.fingerprint, task.largest_component, stamps)
+    return hash_parts(KEY_FORMAT, "stamp", QUICK_FORMAT, task.fingerprint, task.largest_component, task.scan.nan_to_zero, stamps)
+
+
+def _stored_features(cache: Cache, key: str) -> dict[str, float] | None:
+    """The features stored under ``key``, or ``None``; an entry that is not a table of numbers is discarded."""
+    stored = cache.get(key)
+    if stored is None:
+        return None
+    features = stored.get("features") if isinstance(stored, dict) else None
+    if not isinstance(features, dict) or not all(
+        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in features.items()
+    ):
+        cache.discard(key, "it does not hold a table of feature values")
+        return None
+    return features
+
+
+def _pointer(cache: Cache, quick: str) -> str | None:
+    """The content key a stamp key points to, or ``None``; a malformed pointer is discarded."""
+    pointer = cache.get(quick)
+    if pointer is None:
+        return None
+    key = pointer.get("key") if isinstance(pointer, dict) else None
+    if not isinstance(key, str) or len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+        cache.discard(quick, "it does not point to a feature entry")
+        return None
+    return key
 
 
 def _extract_one(task: ExtractionTask) -> dict[str, Any]:
-    """Worker function: features of one scan, from the cache when possible."""
+    """Worker function: features of one scan, from the cache when possible.
+
+    Warnings (a damaged cache entry, a cache that cannot be written) are
+    returned in ``"warnings"`` so that the caller shows them, whichever
+    process ran the task.
+    """
+    import warnings
+
     from .voi import largest_component
 
     scan = task.scan
-    try:
-        quick = _quick_key(task)  # stamped before reading, so a file changed meanwhile cannot be recorded as unchanged
-        image = scan.load_image()
-        mask = scan.load_mask(task.voi)
-        if task.largest_component:
-            mask = largest_component(mask)
-        cache = Cache(task.cache_root)
-        key = cache.key(KEY_FORMAT, task.fingerprint, image, mask) if cache.enabled else None
-        stored = cache.get(key) if cache.enabled else None
-        if stored is not None:
-            if quick:
-                cache.put(quick, {"key": key})
-            return {"features": stored["features"], "cached": True, "key": key, "quick": quick}
-        started = time.perf_counter()
-        features = {name: float(value) for name, value in task.extractor.extract(image, mask).items()}
-        seconds = time.perf_counter() - started
-        if cache.enabled:
-            cache.put(key, {"features": features, "seconds": seconds})
-            if quick:
-                cache.put(quick, {"key": key})
-        return {"features": features, "cached": False, "key": key, "quick": quick, "seconds": seconds}
-    except HarmkitError as exc:
-        message = str(exc)
-        raise HarmkitError(message if message.startswith(scan.label) else f"{scan.label}: {message}") from None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            quick = _quick_key(task)  # stamped before reading, so a file changed meanwhile cannot be recorded as unchanged
+            image = scan.load_image()
+            mask = scan.load_mask(task.voi)
+            if task.largest_component:
+                mask = largest_component(mask)
+            cache = Cache(task.cache_root)
+            key = cache.key(KEY_FORMAT, task.fingerprint, image, mask) if cache.enabled else None
+            stored = _stored_features(cache, key) if cache.enabled else None
+            if stored is not None:
+                if quick:
+                    cache.put(quick, {"key": key})
+                result = {"features": stored, "cached": True, "key": key, "quick": quick}
+            else:
+                started = time.perf_counter()
+                features = {name: float(value) for name, value in task.extractor.extract(image, mask).items()}
+                seconds = time.perf_counter() - started
+                if cache.enabled:
+                    cache.put(key, {"features": features, "seconds": seconds})
+                    if quick:
+                        cache.put(quick, {"key": key})
+                result = {"features": features, "cached": False, "key": key, "quick": quick, "seconds": seconds,
+                          "stored": bool(cache.enabled and not cache.write_failed)}
+        except HarmkitError as exc:
+            message = str(exc)
+            raise HarmkitError(message if message.startswith(scan.label) else f"{scan.label}: {message}") from None
+    result["warnings"] = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    return result
 
 
 def extract(
@@ -115,6 +163,8 @@ def extract(
     on_error: str = "raise",
     executor=None,
     progress: bool = True,
+    nan_to_zero: bool = False,
+    bin_width_option: str | None = "--bin-width",
 ) -> pd.DataFrame:
     """Extract features from the VOI ``voi`` of every scan of ``cohort``.
 
@@ -137,14 +187,21 @@ def extract(
         Keep only the largest connected component of the VOI (the paper's
         "largest lesion").
     on_error : ``"raise"`` or ``"keep"``
-        What to do when some scans fail (NaN in the image, empty mask after
-        resampling, mask/image mismatch, ...). Either way every other scan
-        is computed and cached first. ``"raise"`` (default) then raises one
-        :class:`HarmkitError` listing each failing scan and its problem;
+        What to do when some scans fail. Scans that fail validation (NaN in
+        the image, a damaged file, an empty or missing VOI mask, mask/image
+        mismatch, too many grey levels, ...) are found first: with
+        ``"raise"`` (default) one :class:`HarmkitError` lists each of them
+        and nothing is extracted. Scans that fail during extraction (a VOI
+        empty after resampling, ...) do not stop the others: every other
+        scan is computed and cached first, then one error lists them.
         ``"keep"`` returns the table of the scans that worked, with
         ``attrs["failed"] = {subject_id: message}``.
     executor : an executor from :func:`harmkit.execution.get_executor`, optional
         Reuse a running pool or cluster (not closed here).
+    nan_to_zero : bool
+        Read NaN and infinite voxels as 0 instead of refusing the scan.
+    bin_width_option : str or None
+        How messages name the bin-width setting (the CLI's ``--bin-width``).
 
     Returns
     -------
@@ -175,6 +232,15 @@ def extract(
         cache_root = None
     else:
         cache_root = str(Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser().resolve())
+        unusable = Cache.usable(cache_root)
+        if unusable:
+            warn(f"cannot write to the cache {cache_root}: {unusable}; extracting without the cache "
+                 f"(choose a writable folder with --cache, or pass --no-cache)")
+            cache_root = None
+    if nan_to_zero:
+        from .validation import with_nan_to_zero
+
+        cohort = with_nan_to_zero(cohort)
     settings = extractor.settings()
     version = extractor.version
     feature_classes = extractor.feature_classes()
@@ -186,36 +252,49 @@ def extract(
     results: list[TaskResult | None] = [None] * len(tasks)
     for i, task in enumerate(tasks):
         quick = _quick_key(task)
-        pointer = cache.get(quick) if quick else None
-        stored = cache.get(pointer["key"]) if isinstance(pointer, dict) and "key" in pointer else None
+        key = _pointer(cache, quick) if quick else None
+        stored = _stored_features(cache, key) if key else None
         if stored is not None:
-            results[i] = TaskResult(value={"features": stored["features"], "cached": True, "key": pointer["key"]})
+            results[i] = TaskResult(value={"features": stored, "cached": True, "key": key})
     pending = [i for i, r in enumerate(results) if r is None]
+    invalid: dict[int, str] = {}
     if pending:
         own_executor = executor is None
         if own_executor:
             executor = get_executor(jobs=jobs, scheduler=scheduler, progress=progress)
         try:
-            done = executor.map(_extract_one, [tasks[i] for i in pending], label=f"extracting {voi} features")
+            invalid = _invalid_scans(cohort, pending, voi, extractor, bin_width_option, executor)
+            if invalid and on_error == "raise":
+                lines = "\n".join(f"  - {message}" for message in invalid.values())
+                raise HarmkitError(f"{len(invalid)} of {len(cohort)} scan(s) cannot be used, so nothing was extracted; "
+                                   f"fix them (see 'harmkit validate'), or extract the others with --keep-going (on_error='keep'):\n{lines}")
+            runnable = [i for i in pending if i not in invalid]
+            done = executor.map(_extract_one, [tasks[i] for i in runnable], label=f"extracting {voi} features") if runnable else []
         finally:
             if own_executor:
                 executor.close()
-        for i, result in zip(pending, done):
+        for i, result in zip(runnable, done):
             results[i] = result
 
     rows, index, failed = [], [], {}
     hits = computed = 0
-    for scan, result in zip(cohort, results):
+    for number, (scan, result) in enumerate(zip(cohort, results)):
+        if number in invalid:
+            failed[scan.subject_id] = invalid[number]
+            continue
         if not result.ok:
             error = result.error or "unknown error"
             failed[scan.subject_id] = error if scan.label in error else f"{scan.label}: {error}"
             continue
         value = result.value
+        for message in value.get("warnings", ()):
+            warn(message)
         if value["cached"]:
             hits += 1
         else:
             computed += 1
-            if cache.enabled and value["key"] and value["key"] not in cache:  # a remote worker without the shared cache
+            if cache.enabled and value.get("stored") is not False and value["key"] and value["key"] not in cache:
+                # a remote worker without the shared cache
                 cache.put(value["key"], {"features": value["features"], "seconds": value.get("seconds")})
                 if value.get("quick"):
                     cache.put(value["quick"], {"key": value["key"]})
@@ -250,14 +329,93 @@ def extract(
     return table
 
 
-def write_features(table: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write a feature table as CSV (full float precision) plus ``<name>.json`` with its attrs.
+def _invalid_scans(cohort, pending: list[int], voi: str, extractor, bin_width_option, executor) -> dict[int, str]:
+    """Data checks of the scans to extract (see :mod:`harmkit.validation`): ``{index: message}`` of those that fail."""
+    from .data import Cohort
+    from .validation import bin_width_of, validate_cohort
 
-    Both files are written under temporary names and renamed.
+    subset = Cohort([cohort[i] for i in pending], cohort.root, cohort.manifest, cohort.metadata)
+    nan_to_zero = all(s.nan_to_zero for s in subset)
+    report = validate_cohort(subset, 1, False, [voi], True, use_masks=[voi], nan_to_zero=nan_to_zero,
+                             bin_width=bin_width_of(extractor), bin_width_option=bin_width_option, executor=executor)
+    for problem in report.warnings:
+        warn(str(problem))
+    invalid: dict[int, list[str]] = {}
+    for i, scan in zip(pending, subset):
+        messages = [p.message for p in report.errors if (p.row, p.subject) == (scan.row, scan.subject_id or None)]
+        if messages:
+            invalid[i] = messages
+    return {i: f"{cohort[i].label}: " + "; ".join(messages) for i, messages in invalid.items()}
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """Where :func:`write_features` puts the settings of the table ``path``: ``<stem>.settings.json`` beside it
+    (never the table itself, whatever its name)."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.settings.json")
+
+
+def _sidecar_of(path: Path) -> Path | None:
+    """The sidecar of an existing table: the current name, else the ``<stem>.json`` of older versions."""
+    for candidate in (sidecar_path(path), path.with_suffix(".json")):
+        if candidate != path and _is_sidecar(candidate):
+            return candidate
+    return None
+
+
+def _is_sidecar(path: Path) -> bool:
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(document, dict) and "feature_classes" in document and "extractor" in document
+
+
+def check_feature_output(path: str | os.PathLike, inputs=(), option: str = "--out") -> None:
+    """Refuse to write a feature table to ``path`` when that would destroy something harmkit did not write.
+
+    ``path`` and its sidecar must not be one of ``inputs`` (the manifest,
+    images, masks, a parameter file); an existing ``path`` must be a table
+    written by :func:`write_features` (its sidecar beside it), and an
+    existing sidecar must be one.
+    """
+    from .atomic import check_not_an_input
+
+    path = Path(path)
+    sidecar = sidecar_path(path)
+    check_not_an_input(path, inputs, option)
+    check_not_an_input(sidecar, inputs, f"{option} (settings file {sidecar.name})")
+    if path.is_dir():
+        raise HarmkitError(f"{option} {path}: is a folder; give the name of a CSV file, e.g. {path / 'features.csv'}")
+    if path.exists():
+        header = ""
+        try:
+            with open(path, newline="") as handle:
+                header = handle.readline()
+        except (OSError, UnicodeDecodeError):
+            pass
+        if not (header.startswith("subject_id,site,site_group,") and _sidecar_of(path)):
+            raise HarmkitError(
+                f"{option} {path}: exists and is not a feature table written by harmkit extract; harmkit will not "
+                f"overwrite it. Choose another --out, or delete the file yourself"
+            )
+    if sidecar.exists() and not _is_sidecar(sidecar):
+        raise HarmkitError(
+            f"{option} {path}: its settings file {sidecar} exists and was not written by harmkit extract; "
+            f"choose another --out, or delete that file yourself"
+        )
+
+
+def write_features(table: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a feature table as CSV (full float precision) plus ``<stem>.settings.json`` with its attrs.
+
+    Both files are written under temporary names and renamed. An existing
+    file that is not a harmkit feature table (or its sidecar) is never
+    overwritten (see :func:`check_feature_output`).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sidecar = path.with_suffix(".json")
+    check_feature_output(path, option="output")
+    sidecar = sidecar_path(path)
     for target, write in (
         (path, lambda handle: table.to_csv(handle, float_format="%.17g")),
         (sidecar, lambda handle: json.dump(table.attrs, handle, indent=2, default=str)),
@@ -272,8 +430,12 @@ def read_features(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise HarmkitError(f"feature table not found: {path}")
-    table = pd.read_csv(path, index_col="subject_id", dtype={"subject_id": str, "site": str, "site_group": str}, float_precision="round_trip")
-    sidecar = path.with_suffix(".json")
-    if sidecar.is_file():
+    try:
+        table = pd.read_csv(path, index_col="subject_id", dtype={"subject_id": str, "site": str, "site_group": str},
+                            float_precision="round_trip")
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise HarmkitError(f"{path}: not a feature table written by harmkit extract ({str(exc).splitlines()[0]})") from None
+    sidecar = _sidecar_of(path)
+    if sidecar is not None:
         table.attrs.update(json.loads(sidecar.read_text()))
     return table

@@ -502,7 +502,7 @@ def _check_voxels(scan: Scan, mask_headers: dict, problems: list[Problem], check
             problems.append(_problem(scan, f"image has {counts}; they are read as 0 (--nan-to-zero)", severity="warning"))
         else:
             problems.append(
-                _problem(scan, f"image has {counts}; replace them (e.g. with 0 outside the body) before harmonizing, "
+                _problem(scan, f"image has {counts}; replace them (e.g. with 0 outside the body), "
                                f"or pass --nan-to-zero to read them as 0")
             )
     if values.size:

@@ -129,21 +129,31 @@ def bad_manifest(tmp_path_factory):
     return make_cohort(tmp_path_factory.mktemp("bad"), n_per_site=3, bad={1: "nan", 2: "empty", 4: "mismatch", 5: "tiny"})
 
 
-def test_bad_scans_are_named_and_the_good_ones_are_cached(bad_manifest, tmp_path):
+def test_invalid_scans_are_named_before_anything_is_extracted(bad_manifest, tmp_path):
     with pytest.raises(HarmkitError) as info:
         extract(bad_manifest, extractor=RadiomicsExtractor(classes=FAST), jobs=2, cache_dir=tmp_path, progress=False)
     message = str(info.value)
-    assert "failed for 4 of 6 scan(s)" in message and "cached" in message
+    assert message.startswith("3 of 6 scan(s) cannot be used, so nothing was extracted")
     lines = message.splitlines()[1:]
-    assert len(lines) == 4
+    assert len(lines) == 3
     assert "subject 's1'" in lines[0] and "NaN" in lines[0]
-    assert "subject 's2'" in lines[1] and "mask is empty" in lines[1]
-    assert "subject 's4'" in lines[2] and "different grids" in lines[2]
-    assert "subject 's5'" in lines[3] and "smaller than one resampled voxel" in lines[3]
+    assert "subject 's2'" in lines[1] and "mask 'lesion' is empty" in lines[1]
+    assert "subject 's4'" in lines[2] and "not on the image grid" in lines[2]
+    assert not list(tmp_path.rglob("entry.json"))  # nothing computed, nothing cached
+
+
+def test_scans_failing_during_extraction_are_named_and_the_good_ones_are_cached(bad_manifest, tmp_path):
     kept = extract(bad_manifest, extractor=RadiomicsExtractor(classes=FAST), jobs=1, cache_dir=tmp_path, on_error="keep", progress=False)
     assert list(kept.index) == ["s0", "s3"]
-    assert kept.attrs["cache"] == {"dir": str(tmp_path.resolve()), "hits": 2, "computed": 0}
     assert sorted(kept.attrs["failed"]) == ["s1", "s2", "s4", "s5"]
+    assert "smaller than one resampled voxel" in kept.attrs["failed"]["s5"]
+    with pytest.raises(HarmkitError) as info:  # only s5 passes validation and then fails in pyradiomics
+        cohort = load_cohort(bad_manifest)
+        extract(cohort.filter(lambda s: s.subject_id in ("s0", "s3", "s5")), extractor=RadiomicsExtractor(classes=FAST),
+                jobs=1, cache_dir=tmp_path, progress=False)
+    assert "failed for 1 of 3 scan(s)" in str(info.value) and "cached" in str(info.value)
+    again = extract(bad_manifest, extractor=RadiomicsExtractor(classes=FAST), jobs=1, cache_dir=tmp_path, on_error="keep", progress=False)
+    assert again.attrs["cache"] == {"dir": str(tmp_path.resolve()), "hits": 2, "computed": 0}
 
 
 def test_missing_voi_names_the_mask_column(cohort_manifest):

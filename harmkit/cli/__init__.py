@@ -10,11 +10,12 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import warnings
 
 import click
 
 from .. import __version__
-from ..errors import HarmkitError
+from ..errors import HarmkitError, HarmkitWarning, io_error
 
 # name -> "module:function" (module relative to this package)
 COMMANDS = {
@@ -61,15 +62,41 @@ def cli() -> None:
     """
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings of harmkit on one line (no source line); other warnings as Python shows them."""
+    if issubclass(category, HarmkitWarning):
+        click.echo(f"Warning: {message}", err=True)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
+def _error(message: str) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True, highlight=False).print(f"[bold red]Error:[/] {escape(message)}", markup=True, soft_wrap=True)
+    sys.exit(2)
+
+
 def main(argv=None) -> None:
-    """Entry point: user mistakes end with one readable line and exit code 2, no traceback."""
+    """Entry point: user mistakes end with one readable line and exit code 2, no traceback.
+
+    A :class:`~harmkit.errors.HarmkitError` and an operating-system error
+    (read-only or full disk, missing permission) print ``Error: ...`` and exit
+    with status 2; harmkit's warnings print one ``Warning: ...`` line each.
+    """
+    warnings.showwarning = _show_warning
     try:
         cli.main(args=argv, prog_name="harmkit", standalone_mode=False)
     except HarmkitError as exc:
-        from rich.console import Console
-
-        Console(stderr=True, highlight=False).print(f"[bold red]Error:[/] {exc}", markup=True, soft_wrap=True)
-        sys.exit(2)
+        _error(str(exc))
+    except OSError as exc:
+        _error(str(io_error(exc, getattr(exc, "filename", None) or "a file", "use")))
+    except MemoryError:
+        _error("out of memory; process fewer scans at a time (--jobs 1) or use a machine with more memory")
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
