@@ -15,4 +15,6 @@ def harmkit_evaluators() -> list[type]:
         ReproducibilityEvaluator,
     )
 
-    return [ImageQualityEvaluator, ReproducibilityEvaluator, PredictionEvaluator, FidelityEvaluator, QCEvaluator]
+    from .evaluators.site_effects import SiteEffectsEvaluator
+
+    return [ImageQualityEvaluator, ReproducibilityEvaluator, PredictionEvaluator, FidelityEvaluator, QCEvaluator, SiteEffectsEvaluator]

@@ -54,16 +54,21 @@ def _usable(X: np.ndarray) -> np.ndarray:
     return finite & spread
 
 
-def _cross_validated(X: np.ndarray, y: np.ndarray, folds: int, repeats: int, seed: int, C: float) -> tuple[list[float], np.ndarray]:
+def _cross_validated(X, y: np.ndarray, labels: np.ndarray, folds: int, repeats: int, seed: int, C: float,
+                     fold_transform=None) -> tuple[list[float], np.ndarray]:
     from sklearn.model_selection import StratifiedKFold
 
     n_classes = int(y.max()) + 1
     aucs, mean_probability = [], np.zeros((len(y), n_classes))
     for repeat in range(repeats):
         probability = np.zeros((len(y), n_classes))
-        for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed + repeat).split(X, y):
-            model = _model(C, seed).fit(X[train], y[train])
-            probability[test] = model.predict_proba(X[test])
+        for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed + repeat).split(np.zeros(len(y)), y):
+            if fold_transform is None:
+                x_train, x_test = X.iloc[train], X.iloc[test]
+            else:
+                x_train, x_test = fold_transform(X.iloc[train], list(labels[train]), X.iloc[test], list(labels[test]))
+            model = _model(C, seed).fit(np.asarray(x_train, dtype=float), y[train])
+            probability[test] = model.predict_proba(np.asarray(x_test, dtype=float))
         aucs.append(_auc(y, probability))
         mean_probability += probability / repeats
     return aucs, mean_probability
@@ -76,6 +81,7 @@ def site_predictability(
     repeats: int = 5,
     seed: int = 0,
     C: float = 1.0,
+    fold_transform=None,
 ) -> dict[str, Any]:
     """Cross-validated AUC of a classifier that predicts the site group from features (0.5: indistinguishable).
 
@@ -94,6 +100,13 @@ def site_predictability(
     C :
         Inverse L2 strength of the logistic regression (on standardized
         features, scaler fitted on the training folds).
+    fold_transform : callable, optional
+        ``fold_transform(train, train_groups, test, test_groups) -> (train', test')``
+        applied in every fold before the classifier: a feature harmonizer
+        fitted on the training rows only. A harmonizer fitted on *every* row
+        removes the site means exactly, which pushes the cross-validated AUC
+        below 0.5 (the held-out rows sit on the far side of their own
+        group's training mean); fitting it inside the folds avoids that.
 
     Returns a dict: ``auc``, ``auc_sd`` (over repeats), ``ci_low``/``ci_high``
     (95 %, Hanley-McNeil, two groups), ``groups``, ``n`` (per group),
@@ -124,9 +137,9 @@ def site_predictability(
     keep = _usable(X)
     if not keep.any():
         raise HarmkitError("site predictability: no feature column is finite in every row and varies; check the feature table")
-    X = X[:, keep]
+    X = features[[c for c, k in zip(columns, keep) if k]].apply(pd.to_numeric, errors="coerce").astype(float)
     y = np.array([names.index(g) for g in labels])
-    aucs, probability = _cross_validated(X, y, n_splits, int(repeats), int(seed), float(C))
+    aucs, probability = _cross_validated(X, y, labels, n_splits, int(repeats), int(seed), float(C), fold_transform)
     auc = float(np.mean(aucs))
     result: dict[str, Any] = {
         "auc": auc,
@@ -147,7 +160,7 @@ def site_predictability(
         for i, a in enumerate(names):
             for b in names[i + 1:]:
                 rows = (labels == a) | (labels == b)
-                sub = site_predictability(features.loc[rows], labels[rows], folds, repeats, seed, C)
+                sub = site_predictability(features.loc[rows], labels[rows], folds, repeats, seed, C, fold_transform)
                 pairs[f"{a} vs {b}"] = sub["auc"]
         result["pairs"] = pairs
     result["scores"] = probability
