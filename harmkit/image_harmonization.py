@@ -10,6 +10,11 @@ the input's, masks pointing to the original mask files) and a
 ``harmonize.json`` with the model's provenance. Everything is written to a
 temporary folder next to ``out`` and renamed when complete, so an interrupted
 run never leaves an output that looks finished.
+
+Both validate the cohort first (:func:`harmkit.validation.check_cohort`) and
+never write over their inputs: ``out`` must be new, empty, or (``harmonize``
+with ``overwrite``) a folder ``harmonize`` wrote before, recognised by its
+marker file, holding no input of the run.
 """
 
 from __future__ import annotations
@@ -36,27 +41,44 @@ def _as_cohort(cohort: Cohort | str | os.PathLike) -> Cohort:
 
 
 def make_image_harmonizer(method: str, **params: Any) -> ImageHarmonizer:
-    """Instantiate image harmonizer ``method`` (name or alias) with ``params``, naming bad parameters."""
+    """Instantiate image harmonizer ``method`` (name or alias) with ``params``, naming bad parameters.
+
+    Unknown names and values of the wrong type raise :class:`HarmkitError`
+    (with a close match), before any work.
+    """
+    from .plugins import check_params
+
     info = get_registry().get(method, "image-harmonizer")
+    params = check_params(info.cls, params, where="--param ")
     harmonizer = info.cls()
-    harmonizer.set_params(**params)  # unknown names -> HarmkitError listing the valid ones
+    harmonizer.set_params(**params)
     return harmonizer
 
 
-def train(method: str, cohort: Cohort | str | os.PathLike, reference: str, out: str | os.PathLike, **params: Any) -> Path:
+def train(method: str, cohort: Cohort | str | os.PathLike, reference: str, out: str | os.PathLike,
+          nan_to_zero: bool = False, **params: Any) -> Path:
     """Fit the image harmonizer ``method`` on ``cohort`` towards site group ``reference``; save it to ``out``.
 
     ``params`` are the harmonizer's hyper-parameters (for ``gan``: ``profile``,
     ``steps``, ``seed``, ``device``, ...). A harmonizer with a ``work_dir``
     parameter (the CycleGAN) that is not given one keeps its checkpoints in
     ``.<out name>.work`` next to ``out``, so rerunning an interrupted
-    ``train`` resumes it. Returns the model folder.
+    ``train`` resumes it. ``out`` must be new, empty or a saved model, and
+    hold no input. ``nan_to_zero`` reads NaN/infinite voxels as 0 instead of
+    refusing the scan. Returns the model folder.
     """
+    from .atomic import check_output_folder
+    from .interfaces import STATE_FILE
+    from .validation import check_cohort
+
     out = Path(out)
     harmonizer = make_image_harmonizer(method, **params)
+    cohort = _as_cohort(cohort)
+    check_output_folder(out, cohort.input_files(), "train", overwrite=True, accept=lambda f: (f / STATE_FILE).is_file())
+    cohort = check_cohort(cohort, min_scans_per_site=1, nan_to_zero=nan_to_zero)
     if "work_dir" in harmonizer.get_params() and harmonizer.get_params()["work_dir"] is None:
         harmonizer.set_params(work_dir=str((out.parent / f".{out.name}.work").resolve()))
-    harmonizer.fit(_as_cohort(cohort), reference)
+    harmonizer.fit(cohort, reference)
     return harmonizer.save(out)
 
 
@@ -67,16 +89,25 @@ def harmonize(
     target_site: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    nan_to_zero: bool = False,
 ) -> Path:
     """Apply the saved image harmonizer in ``model_dir`` to every scan of ``cohort``.
 
     Writes ``out/images/<subject>/<site>_pet.nii.gz`` (same grid as the input,
-    SUV), ``out/manifest.csv`` and ``out/harmonize.json``; returns the manifest
-    path. ``target_site`` defaults to the model's reference. An existing,
-    non-empty ``out`` is an error unless ``overwrite``.
+    SUV; subject folders named by :func:`harmkit.manifest.unique_file_names`),
+    ``out/manifest.csv``, ``out/harmonize.json`` and the marker
+    ``out/.harmkit-output``; returns the manifest path. ``target_site``
+    defaults to the model's reference. An existing, non-empty ``out`` is an
+    error unless ``overwrite``, and even then it is replaced only when
+    ``harmonize`` wrote it and it holds no input (manifest, image, mask or
+    model file) of this run. ``nan_to_zero`` reads NaN/infinite voxels as 0
+    instead of refusing the scan.
     """
+    from .atomic import check_output_folder, write_marker
+    from .errors import io_error
     from .imageio import write_image
-    from .manifest import _safe, write_manifest
+    from .manifest import _safe, unique_file_names, write_manifest
+    from .validation import check_cohort
 
     model = load_model(model_dir)
     if not isinstance(model, ImageHarmonizer):
@@ -86,16 +117,21 @@ def harmonize(
         )
     cohort = _as_cohort(cohort)
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise HarmkitError(f"{out}: already exists and is not empty; choose another --out or pass --overwrite")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    inputs = [*cohort.input_files(), *Path(model_dir).rglob("*"), Path(model_dir)]
+    check_output_folder(out, inputs, "harmonize", overwrite=overwrite)
+    cohort = check_cohort(cohort, min_scans_per_site=1, nan_to_zero=nan_to_zero)
+    names = unique_file_names(cohort.subject_ids)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    except OSError as exc:
+        raise io_error(exc, out) from None
     try:
         written = []
         with _bar(progress, len(cohort)) as advance:
             for scan in cohort:
                 result = model.transform(scan, target_site)
-                folder = tmp / "images" / _safe(scan.subject_id)
+                folder = tmp / "images" / names[scan.subject_id]
                 image_path = write_image(result.load_image(), folder / f"{_safe(scan.site)}_pet.nii.gz")
                 masks = {}
                 for name, mask in scan.masks.items():
@@ -116,13 +152,28 @@ def harmonize(
             "scans": len(written),
         }
         (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=2, default=str))
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        os.replace(tmp, out)
+        write_marker(tmp, "harmonize")
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes a private folder; the output is an ordinary one
+        if out.exists():  # checked above: empty, or a harmonize output holding no input
+            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, trash / "old")
+            os.replace(tmp, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise io_error(exc, out) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out / OUTPUT_MANIFEST
+
+
+def _umask() -> int:
+    from .atomic import _UMASK
+
+    return _UMASK
 
 
 class _bar:

@@ -115,11 +115,14 @@ class Fittable(Component):
 
         The directory holds ``harmkit-model.json`` and ``arrays.npz``. It is
         written under a temporary name and renamed, so an interrupted save
-        never leaves a model that looks complete.
+        never leaves a model that looks complete. An existing ``path`` is
+        replaced only when it is an empty folder or a saved model (it holds
+        ``harmkit-model.json``): anything else is an error, never deleted.
         """
         from . import __version__
 
         path = Path(path)
+        _check_model_destination(path)
         meta, arrays = self.get_state()
         document = {
             "format": "harmkit-model/1",
@@ -130,16 +133,28 @@ class Fittable(Component):
             "params": self.get_params(),
             "state": meta,
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        (tmp / STATE_FILE).write_text(json.dumps(document, indent=2, default=_json_default))
-        np.savez_compressed(tmp / ARRAYS_FILE, **arrays)
-        self._save_extra(tmp)
-        if path.exists():
-            import shutil
+        import shutil
 
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        from .errors import io_error
+
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        except OSError as exc:
+            raise io_error(exc, path) from None
+        try:
+            (tmp / STATE_FILE).write_text(json.dumps(document, indent=2, default=_json_default))
+            np.savez_compressed(tmp / ARRAYS_FILE, **arrays)
+            self._save_extra(tmp)
+            if path.exists():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise io_error(exc, path) from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         return path
 
     def _save_extra(self, directory: Path) -> None:
@@ -150,15 +165,30 @@ class Fittable(Component):
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Fittable":
-        """Load a model written by :meth:`save`. Arrays load with ``allow_pickle=False``."""
+        """Load a model written by :meth:`save`. Arrays load with ``allow_pickle=False``.
+
+        A damaged model folder, or one whose parameters this version of the
+        plugin does not know, raises :class:`~harmkit.errors.HarmkitError`
+        naming the file and what is wrong.
+        """
+        import zipfile
+
+        from .plugins import check_params
+
         path = Path(path)
         document = read_model_document(path)
+        state_file = path / STATE_FILE
         if cls.name and document.get("plugin") not in (cls.name, *cls.aliases):
             raise HarmkitError(
                 f"{path}: this model was saved by plugin {document.get('plugin')!r}, not {cls.name!r}; "
                 f"load it with harmkit.load_model()"
             )
-        obj = cls(**document.get("params", {}))
+        params = check_params(cls, document["params"], where=f"{state_file}: parameter ",
+                              fix="; the model file is damaged or was saved by another version of the plugin: train it again")
+        try:
+            obj = cls(**params)
+        except (TypeError, ValueError) as exc:
+            raise HarmkitError(f"{state_file}: its parameters are not accepted by {cls.__name__} ({exc}); train the model again") from None
         try:
             with np.load(path / ARRAYS_FILE, allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
@@ -171,9 +201,34 @@ class Fittable(Component):
                 f"{path / ARRAYS_FILE} holds pickled (object) arrays; harmkit refuses to load them because unpickling "
                 f"a file from an untrusted source can execute code. Save the model again with harmkit"
             ) from None
-        obj.set_state(document.get("state", {}), arrays)
-        obj._load_extra(path)
+        except (OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise HarmkitError(f"{path / ARRAYS_FILE}: corrupt array file ({type(exc).__name__}: {exc}); save the model again") from None
+        try:
+            obj.set_state(document["state"], arrays)
+            obj._load_extra(path)
+        except HarmkitError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a damaged state must not end in a traceback
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise HarmkitError(
+                f"{path}: the saved state cannot be loaded ({type(exc).__name__}: {first}); the model is damaged or was "
+                f"saved by another version of plugin {document.get('plugin')!r}: train or save it again"
+            ) from None
         return obj
+
+
+def _check_model_destination(path: Path) -> None:
+    """``path`` may receive a saved model: absent, an empty folder, or a saved model (never anything else)."""
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise HarmkitError(f"{path}: exists and is a file; choose another folder for the model")
+    if (path / STATE_FILE).is_file() or not any(path.iterdir()):
+        return
+    raise HarmkitError(
+        f"{path}: exists and is not a saved harmkit model (no {STATE_FILE}); harmkit will not replace it. "
+        f"Choose another --out folder, or delete it yourself if you are sure"
+    )
 
 
 def read_model_document(path: Path) -> dict[str, Any]:
@@ -183,10 +238,15 @@ def read_model_document(path: Path) -> dict[str, Any]:
         raise HarmkitError(f"{path}: not a saved harmkit model (no {STATE_FILE}); pass the directory written by save() or 'harmkit train'")
     try:
         document = json.loads(state_file.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HarmkitError(f"{state_file}: corrupt model file ({exc}); save the model again") from None
+    if not isinstance(document, dict):
+        raise HarmkitError(f"{state_file}: corrupt model file (not a JSON object); save the model again")
     if document.get("format") != "harmkit-model/1":
         raise HarmkitError(f"{state_file}: unknown model format {document.get('format')!r}")
+    for key, kind in (("plugin", str), ("params", dict), ("state", dict)):
+        if not isinstance(document.get(key), kind):
+            raise HarmkitError(f"{state_file}: corrupt model file ({key!r} is missing or not a {kind.__name__}); save the model again")
     return document
 
 

@@ -16,6 +16,7 @@ Every option of the command line can be written in a TOML file given with
     voi = "lesion"
     reference_voi = "reference"
     out = "harmkit-runs/bench-headneck"
+    nan_to_zero = false        # true: read NaN/infinite voxels as 0 instead of refusing the scan
 
     [params.cyclegan]          # constructor parameters of a method's plugin
     steps = 300
@@ -32,13 +33,16 @@ from typing import Any
 from ..errors import HarmkitError
 
 PROFILES = ("quick", "paper")
+#: What a bench run writes into --out, replacing what is there (cache/ aside).
+REPORT_FILES = ("figures", "tables", "report.md", "report.html", "results.json")
 PRESETS = ("headneck", "lung")
 
 # Plugin parameters per profile. "quick" keeps the default bench within minutes
 # on two CPU cores; "paper" leaves every plugin at its own defaults (the full
-# configurations documented by each plugin). Unknown parameters of a plugin
-# are dropped with a note (see protocol._plugin_params) so that a plugin
-# version that lacks one does not break the bench.
+# configurations documented by each plugin). Profile parameters a plugin
+# does not know are dropped (see protocol.plugin_params) so that a plugin
+# version that lacks one does not break the bench; parameters the user gives
+# (--param, [params.*]) are checked strictly (harmkit.plugins.check_plugin_params).
 PROFILE_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         "cyclegan": {"profile": "quick"},
@@ -75,6 +79,7 @@ class BenchConfig:
     qc_edge_fraction: float = 0.1
     qc_threshold: float = 25.0
     progress: bool = True
+    nan_to_zero: bool = False
 
     # -- derived -----------------------------------------------------------
     @property
@@ -103,10 +108,36 @@ class BenchConfig:
             raise HarmkitError(f"--test-size {self.test_size}: expected a fraction between 0 and 1, e.g. 0.2")
         if self.cohort is not None and not Path(self.cohort).is_file():
             raise HarmkitError(f"--cohort {self.cohort}: manifest not found; give the path of a manifest CSV (see docs/real-data.md)")
+        from ..plugins import check_plugin_params
+
+        self.params = check_plugin_params(self.params or {})
+        self._check_out_dir()
         self.folds = int(self.folds)
         self.test_size = float(self.test_size)
         self.seed = int(self.seed)
         return self
+
+    def _check_out_dir(self) -> None:
+        """Refuse an --out whose report files (figures/, tables/, report.*, results.json) harmkit bench did not write."""
+        import json
+
+        out = self.out_dir
+        if not out.exists():
+            return
+        if not out.is_dir():
+            raise HarmkitError(f"--out {out}: exists and is a file; choose a folder for the bench outputs")
+        replaced = [out / name for name in REPORT_FILES if (out / name).exists()]
+        if not replaced:
+            return
+        try:
+            ours = json.loads((out / "results.json").read_text()).get("format") == "harmkit-bench/1"
+        except (OSError, ValueError, AttributeError):
+            ours = False
+        if not ours:
+            raise HarmkitError(
+                f"--out {out}: holds {replaced[0].name}, which a bench run would replace, but the folder is not the "
+                f"output of a harmkit bench (no harmkit results.json); choose another --out, or move those files away"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

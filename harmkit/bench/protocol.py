@@ -463,6 +463,7 @@ def _load_cohort(config: BenchConfig, console) -> tuple[Cohort, dict[str, Any]]:
     groups = config.site_group_map(cohort.sites)
     if groups:
         cohort = cohort.regroup(groups)
+    cohort = _check_bench_cohort(config, cohort)  # before any scan is hashed, harmonized or extracted
     info["manifest"] = str(manifest)
     info["n_scans"] = len(cohort)
     info["sites"] = {site: sum(s.site == site for s in cohort) for site in cohort.sites}
@@ -474,6 +475,38 @@ def _load_cohort(config: BenchConfig, console) -> tuple[Cohort, dict[str, Any]]:
         except json.JSONDecodeError:
             info["simulation"] = None
     return cohort, info
+
+
+def _check_bench_cohort(config: BenchConfig, cohort: Cohort) -> Cohort:
+    """The checks of :func:`harmkit.validation.check_cohort` for this bench, and what the bench writes."""
+    from ..atomic import inside
+    from ..cache import Cache
+    from ..plugins import get_extractor
+    from ..validation import bin_width_of, check_cohort
+
+    reason = Cache.usable(config.cache_path)
+    if reason:
+        raise HarmkitError(f"--cache-dir {config.cache_path}: cannot write there ({reason}); the bench keeps its models "
+                           f"and harmonized images in its cache: choose a writable folder with --cache-dir")
+    report_paths = [config.out_dir / name for name in ("figures", "tables", "report.md", "report.html", "results.json")]
+    for source in cohort.input_files():
+        if any(inside(source, target) for target in report_paths):
+            raise HarmkitError(f"--out {config.out_dir}: the bench would replace {source}, an input of this run; choose another --out")
+    if config.voi not in cohort.mask_names:
+        raise HarmkitError(f"--voi {config.voi}: no scan has a mask {config.voi!r}; masks in the cohort: "
+                           f"{', '.join(cohort.mask_names) or 'none'}; choose one with --voi")
+    if config.reference_voi not in (None, "", "reference", config.voi):
+        lacking = [s for s in cohort if config.reference_voi not in s.masks]
+        if lacking:
+            raise HarmkitError(
+                f"--reference-voi {config.reference_voi}: {len(lacking)} of {len(cohort)} scan(s) have no mask "
+                f"{config.reference_voi!r}, e.g. {lacking[0].label}; masks in the cohort: {', '.join(cohort.mask_names)}. "
+                f"Fill the 'mask_{config.reference_voi}' column, or choose another --reference-voi"
+            )
+    vois = [v for v in (config.voi, config.reference_voi) if v]
+    return check_cohort(cohort, min_scans_per_site=2, masks=[config.voi], nan_to_zero=config.nan_to_zero,
+                        bin_width=bin_width_of(get_extractor(config.extractor)), binned_masks=vois, bin_width_option=None,
+                        jobs=config.jobs, scheduler=config.scheduler, progress=config.progress)
 
 
 def _image_digest(scan: Scan) -> str:

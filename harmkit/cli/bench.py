@@ -24,12 +24,14 @@ import click
 @click.option("--cache-dir", "cache_dir", type=click.Path(file_okay=False), default=None, help="Cache folder. Default: <out>/cache.")
 @click.option("--subjects-per-site", "subjects_per_site", type=int, default=None, help="Simulated cohorts: subjects per site (overrides the preset size).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="TOML file with any of these options (command-line options win).")
-@click.option("--param", "params", multiple=True, help="Plugin parameter, e.g. cyclegan.steps=200 (repeatable).")
+@click.option("--param", "params", multiple=True, help="Plugin parameter, e.g. cyclegan.steps=200 (repeatable); unknown plugins, parameters or wrong types are errors.")
+@click.option("--nan-to-zero", "nan_to_zero", is_flag=True, default=None, help="Read NaN and infinite voxels as 0 SUV instead of refusing the scan.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def bench(config_file, params, quiet, site_groups, **options) -> None:
     """Benchmark harmonization methods on equal terms and write a report.
 
-    Every method runs through the same protocol: image stages fitted once and
+    The cohort is validated first (every scan's data read; see 'harmkit
+    validate'). Every method runs through the same protocol: image stages fitted once and
     reused for every reference, features from the same VOIs, the same
     stratified Monte Carlo splits, feature stages fitted on training rows.
     Outputs: a terminal table, OUT/report.html (self-contained), OUT/report.md,
@@ -44,30 +46,26 @@ def bench(config_file, params, quiet, site_groups, **options) -> None:
     from ..bench import run_bench
     from ..bench.config import load_config
     from ..errors import HarmkitError
+    from ..plugins import parse_param_value
 
     parsed: dict = {}
     for text in params:
         if "=" not in text or "." not in text.split("=", 1)[0]:
             raise HarmkitError(f"--param {text!r}: expected PLUGIN.NAME=VALUE, e.g. cyclegan.steps=200")
         target, value = text.split("=", 1)
-        plugin, name = target.split(".", 1)
-        parsed.setdefault(plugin, {})[name] = _value(value)
+        plugin, name = (part.strip() for part in target.split(".", 1))
+        if not plugin or not name:
+            raise HarmkitError(f"--param {text!r}: expected PLUGIN.NAME=VALUE, e.g. cyclegan.steps=200")
+        parsed.setdefault(plugin, {})[name] = parse_param_value(value)
     options["site_groups"] = list(site_groups) or None
     if quiet:
         options["progress"] = False
     config = load_config(config_file, options)
     if parsed:
+        from ..plugins import check_plugin_params
+
         merged = {k: dict(v) for k, v in config.params.items()}
-        for plugin, values in parsed.items():
+        for plugin, values in check_plugin_params(parsed).items():  # before any work: unknown names, wrong types
             merged.setdefault(plugin, {}).update(values)
         config.params = merged
     run_bench(config)
-
-
-def _value(text: str):
-    import json
-
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text

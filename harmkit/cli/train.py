@@ -2,19 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
 import click
-
-
-def _parse_value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    if "," in text:
-        return [_parse_value(part.strip()) for part in text.split(",")]
-    return text
 
 
 @click.command()
@@ -26,10 +14,13 @@ def _parse_value(text: str):
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Where to train (CycleGAN; default auto).")
 @click.option("--steps", type=int, default=None, help="Training steps (overrides the profile).")
 @click.option("--seed", type=int, default=None, help="Random seed.")
-@click.option("--param", "-p", "extra", multiple=True, metavar="KEY=VALUE", help="Any other hyper-parameter, e.g. -p ngf=16 -p patch_size=32,32,32.")
-def train(method, manifest, reference, out, profile, device, steps, seed, extra) -> None:
+@click.option("--param", "-p", "extra", multiple=True, metavar="KEY=VALUE", help="Any other hyper-parameter, e.g. -p ngf=16 -p patch_size=32,32,32 (unknown names and wrong types are errors).")
+@click.option("--nan-to-zero", is_flag=True, help="Read NaN and infinite voxels as 0 SUV instead of refusing the scan.")
+def train(method, manifest, reference, out, profile, device, steps, seed, extra, nan_to_zero) -> None:
     """Train an image harmonizer on a cohort and save the model to --out.
 
+    The cohort is validated first (see 'harmkit validate'). --out must be new,
+    empty or a model written before; it is never a folder holding the cohort.
     Training resumes from its last checkpoint when rerun with the same
     arguments (checkpoints live in .<out>.work next to --out). One CycleGAN
     model serves both directions: harmonize towards the reference by default,
@@ -46,14 +37,15 @@ def train(method, manifest, reference, out, profile, device, steps, seed, extra)
     from ..errors import HarmkitError
     from ..image_harmonization import train as train_model
     from ..interfaces import read_model_document
+    from ..plugins import parse_param_value
 
     params = {k: v for k, v in {"profile": profile, "device": device, "steps": steps, "seed": seed}.items() if v is not None}
     for item in extra:
         if "=" not in item:
             raise HarmkitError(f"--param {item!r}: expected KEY=VALUE, e.g. --param ngf=16")
         key, value = item.split("=", 1)
-        params[key.strip()] = _parse_value(value.strip())
-    path = train_model(method, manifest, reference, out, **params)
+        params[key.strip()] = parse_param_value(value)
+    path = train_model(method, manifest, reference, out, nan_to_zero=nan_to_zero, **params)
     document = read_model_document(path)
     table = Table(title="harmkit train", show_header=False)
     table.add_row("model", str(path))
