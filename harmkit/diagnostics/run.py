@@ -278,9 +278,21 @@ def _json_default(value):
     return str(value)
 
 
+def _save(fig, path: Path) -> Path:
+    """Save a matplotlib figure as PNG atomically (ordinary file permissions) and close it."""
+    import matplotlib.pyplot as plt
+
+    from ..atomic import atomic_file
+
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def texture_figure(texture, path: Path) -> Path:
     """Box plots per site group of every texture statistic."""
-    from ..evaluators._common import boxplot, plt as _plt, savefig
+    from ..evaluators._common import boxplot, plt as _plt
 
     plt = _plt()
     groups = list(dict.fromkeys(texture["site_group"]))
@@ -294,12 +306,12 @@ def texture_figure(texture, path: Path) -> Path:
         ax.tick_params(axis="y", labelsize=7)
     fig.suptitle(f"texture per site group (homogeneous tissue: {', '.join(sorted(set(texture['tissue_source'])))})", fontsize=9)
     fig.tight_layout()
-    return savefig(fig, path)
+    return _save(fig, path)
 
 
 def patch_figure(patches: dict, path: Path) -> Path:
     """Distribution of each patch descriptor per site group, with the held-out accuracy in the title."""
-    from ..evaluators._common import boxplot, plt as _plt, savefig
+    from ..evaluators._common import boxplot, plt as _plt
     from .patches import DESCRIPTORS
 
     plt = _plt()
@@ -320,4 +332,4 @@ def patch_figure(patches: dict, path: Path) -> Path:
     fig.suptitle(f"patch descriptors ({patches['patch_size']}^3 voxels, patch / own mean): held-out accuracy "
                  f"{patches['accuracy']:.2f} (chance {patches['chance']:.2f})", fontsize=9)
     fig.tight_layout()
-    return savefig(fig, path)
+    return _save(fig, path)

@@ -169,7 +169,7 @@ def fit_correlation_fwhm(rho: dict[str, list[float]], spacing, mask: np.ndarray)
     where ``c`` is the mean true correlation over all voxel pairs of the VOI
     (computed from the VOI's shape). Both FWHMs are found by least squares
     over a 0.5 mm grid from 1 to 30 mm, with that correction. NaN (both)
-    when fewer than two lags are finite.
+    when fewer than two lags are finite; NaN for one when 30 mm fits best.
     """
     r_xy, r_z, weight = _pair_offsets(mask, spacing)
     total = weight.sum()
@@ -193,7 +193,8 @@ def fit_correlation_fwhm(rho: dict[str, list[float]], spacing, mask: np.ndarray)
     if used < 2:
         return math.nan, math.nan
     i, j = np.unravel_index(int(np.argmin(error)), error.shape)
-    return float(grid[i]), float(grid[j])
+    last = len(grid) - 1  # the widest FWHM tried fits best: the correlation reaches beyond the VOI, not measurable here
+    return (float(grid[i]) if i < last else math.nan), (float(grid[j]) if j < last else math.nan)
 
 
 def noise_statistics(image: sitk.Image, mask: sitk.Image) -> dict[str, float]:
