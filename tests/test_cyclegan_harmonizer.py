@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -220,3 +223,26 @@ def test_more_than_two_site_groups_merge_all_others_into_the_source_domain(tmp_p
         gan.transform(scans[2], target_site="A")  # A alone is not a domain of this model
     with pytest.raises(HarmkitError, match="reference site 'Q'"):
         hk.get_harmonizer("gan", steps=1, **TINY).fit(Cohort(scans), "Q")
+
+
+def test_the_identity_network_returns_every_scan_exactly_even_through_another_grid(fitted):
+    """Only the network's change is resampled back: an identity generator leaves every voxel as it was."""
+    from harmkit_cyclegan.training import build_generator
+
+    gan, _, _ = fitted
+    identity = build_generator(gan.make_config())
+    identity.zero_residual()
+    clone = hk.load_model(gan.save(Path(tempfile.mkdtemp()) / "model"))
+    clone._generators = {d: {k: v.clone() for k, v in identity.state_dict().items()} for d in ("x_to_y", "y_to_x")}
+    clone._nets = {}
+    tilted = (0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+    scan = site_scan("A", 9, 9, shape=(17, 30, 26), spacing=(3.0, 3.0, 5.0), direction=tilted)  # resampled for the net
+    out = clone.transform(scan).load_image()
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(out), sitk.GetArrayFromImage(scan.load_image()))
+
+
+def test_a_fitted_model_says_whether_its_discriminators_learned(fitted):
+    gan, _, _ = fitted
+    summary = gan.learning_summary()
+    assert summary is not None and isinstance(summary["learned"], bool)
+    assert "chance" in summary["message"] and 0 <= summary["final_acc_D_a"] <= 1

@@ -63,7 +63,41 @@ def test_interrupted_and_resumed_training_equals_uninterrupted(tmp_path):
     # The loss log matches the weights: one row per step, the same values.
     rows = [list(csv.reader(open(tmp_path / d / "losses.csv"))) for d in ("straight", "resumed")]
     assert [r[0] for r in rows[1][1:]] == [str(i) for i in range(1, 10)]
-    assert [r[:-1] for r in rows[0]] == [r[:-1] for r in rows[1]]
+    seconds = rows[0][0].index("seconds")  # wall time differs; everything else must not
+    assert [r[:seconds] + r[seconds + 1 :] for r in rows[0]] == [r[:seconds] + r[seconds + 1 :] for r in rows[1]]
+
+
+def test_checkpoint_rows_log_the_learning_monitor_and_the_verdict_reads_it(tmp_path):
+    from harmkit_cyclegan.monitor import learning_verdict, read_monitor
+
+    rng = np.random.default_rng(0)
+    monitor = (_sample_a(rng, 4), _sample_b(rng, 4))
+    Trainer(_config(steps=8), _sample_a, _sample_b, tmp_path, monitor=monitor).run()
+    text = (tmp_path / "losses.csv").read_text()
+    rows = read_monitor(text)
+    assert [r["step"] for r in rows] == [4, 8]  # checkpoint rows only
+    for row in rows:
+        assert 0 <= row["acc_D_a"] <= 1 and 0 <= row["acc_D_b"] <= 1
+        # uniform(-1, -0.5) noise (domain A) is far smoother at 1 voxel than tanh(N(0, 0.5)) (domain B)
+        assert row["tex_b"] > row["tex_a"] > 0
+    verdict = learning_verdict(rows)
+    assert verdict["monitored"] and isinstance(verdict["discriminators_at_chance"], bool)
+    assert verdict["texture_fraction_ab"] == pytest.approx(
+        (rows[-1]["tex_ab"] - rows[-1]["tex_a"]) / (rows[-1]["tex_b"] - rows[-1]["tex_a"])
+    )
+
+
+def test_verdict_says_at_chance_only_when_both_discriminators_stay_in_the_band_throughout():
+    from harmkit_cyclegan.monitor import learning_verdict
+
+    def row(step, a, b):
+        return {"step": step, "acc_D_a": a, "acc_D_b": b, "tex_a": 0.1, "tex_b": 0.3, "tex_ab": 0.2, "tex_ba": 0.25}
+
+    assert learning_verdict([row(1, 0.5, 0.55), row(2, 0.45, 0.5)])["discriminators_at_chance"]
+    assert not learning_verdict([row(1, 0.5, 0.55), row(2, 0.45, 0.8)])["discriminators_at_chance"]
+    verdict = learning_verdict([row(1, 0.7, 0.7)])
+    assert verdict["texture_fraction_ab"] == pytest.approx(0.5) and verdict["texture_fraction_ba"] == pytest.approx(0.25)
+    assert learning_verdict([]) == {"monitored": False}
 
 
 def test_checkpoint_holds_all_training_state_and_previews_are_pngs(tmp_path):

@@ -70,6 +70,12 @@ class CycleGANConfig:
     """SUV mapped to +1 by the intensity transform; higher SUVs are clipped (see intensity.py)."""
     suv_scale: float = 1.0
     """SUV scale of the log compression ``log1p(SUV / suv_scale)``."""
+    # --- learning monitor ---------------------------------------------------
+    monitor_holdout: float = 0.15
+    """Share of each domain's scans kept out of training to monitor it (when the domain has >= 5 scans; else
+    the monitor reads training scans). Not in the paper, which trained on every scan."""
+    monitor_patches: int = 32
+    """Fixed patches per domain on which each checkpoint measures discriminator accuracy and texture (0: off)."""
     # --- inference ----------------------------------------------------------
     window: Triple = (64, 128, 128)
     """Sliding-window size (z, y, x); the reference used 128x128x64 (x, y, z)."""
@@ -119,6 +125,8 @@ class CycleGANConfig:
             raise ValueError(f"decay_start={self.decay_start}: must be in [0, 1]")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision={self.precision!r}: use 'auto', 'fp32' or 'bf16'")
+        if not 0.0 <= self.monitor_holdout < 0.5 or self.monitor_patches < 0:
+            raise ValueError("monitor_holdout must be in [0, 0.5) and monitor_patches non-negative")
         if self.steps < 1 or self.batch_size < 1 or self.infer_batch < 1 or self.checkpoint_every < 1:
             raise ValueError("steps, batch_size, infer_batch and checkpoint_every must be positive")
         if self.lr <= 0 or (self.lr_d is not None and self.lr_d <= 0) or self.d_highpass_gain < 0:

@@ -33,6 +33,7 @@ from harmkit.interfaces import ImageHarmonizer
 
 from .config import PARAMETER_NAMES, CycleGANConfig, get_profile
 from .intensity import to_network, to_suv
+from .monitor import learning_verdict, read_monitor
 
 GENERATORS_FILE = "generators.pt"
 GENERATORS_FORMAT = "harmkit-cyclegan-generators/1"
@@ -92,6 +93,8 @@ class CycleGANHarmonizer(ImageHarmonizer):
         body_threshold: float | None = None,
         suv_max: float | None = None,
         suv_scale: float | None = None,
+        monitor_holdout: float | None = None,
+        monitor_patches: int | None = None,
         window: Any = None,
         overlap: float | None = None,
         blend_sigma: float | None = None,
@@ -128,6 +131,8 @@ class CycleGANHarmonizer(ImageHarmonizer):
         self.body_threshold = body_threshold
         self.suv_max = suv_max
         self.suv_scale = suv_scale
+        self.monitor_holdout = monitor_holdout
+        self.monitor_patches = monitor_patches
         self.window = window
         self.overlap = overlap
         self.blend_sigma = blend_sigma
@@ -209,8 +214,31 @@ class CycleGANHarmonizer(ImageHarmonizer):
             "seconds": round(trainer.seconds, 1),
             "skipped_steps": trainer.skipped_steps,
             "scans": len(cohort),
+            **learning_verdict(read_monitor(self._training_log)),
         }
         return self
+
+    def learning_summary(self) -> dict[str, Any] | None:
+        """Did training learn? Discriminator accuracy and texture movement on held-out monitor patches.
+
+        ``None`` for a model trained before the monitor existed. ``learned`` is
+        false when both discriminators stayed at chance for the whole run: the
+        generators then had no signal to move towards the other site, and the
+        outputs are not harmonization (whatever else they are).
+        """
+        training = getattr(self, "training_", {}) or {}
+        if not training.get("monitored"):
+            return None
+        learned = not training["discriminators_at_chance"]
+        fraction = training.get("texture_fraction_ab")
+        message = (
+            f"discriminator accuracy on held-out patches {training['final_acc_D_a']:.2f} / "
+            f"{training['final_acc_D_b']:.2f} (0.5 = chance)"
+            + (f"; texture moved {fraction:.0%} of the way towards the other domain" if fraction is not None else "")
+        )
+        if not learned:
+            message = "the discriminators stayed at chance for the whole training run: " + message
+        return {"learned": learned, "message": message, **training}
 
     def _train(self, cohort, config: CycleGANConfig, domain_pair, spacing, run_dir: Path):
         from .training import CHECKPOINT, CheckpointError, Trainer, TrainingError, load_checkpoint
@@ -223,14 +251,26 @@ class CycleGANHarmonizer(ImageHarmonizer):
             finished = checkpoint.exists() and load_checkpoint(checkpoint)["step"] >= config.steps
             if finished:  # a finished training: load it, no data needed
                 sample_x = sample_y = _no_data
-            else:
+            monitor = None
+            if not finished:
                 store = self._volume_store(cohort, config, spacing, store_path)
                 transform = lambda patch: to_network(patch, config.suv_max, config.suv_scale)  # noqa: E731
-                sample_x = store.sampler(_keys_of(store, domain_pair[0]), config.patch_size, config.body_fraction, transform)
-                sample_y = store.sampler(_keys_of(store, domain_pair[1]), config.patch_size, config.body_fraction, transform)
+                train_x, watch_x = _split_monitor(_keys_of(store, domain_pair[0]), config)
+                train_y, watch_y = _split_monitor(_keys_of(store, domain_pair[1]), config)
+                sample_x = store.sampler(train_x, config.patch_size, config.body_fraction, transform)
+                sample_y = store.sampler(train_y, config.patch_size, config.body_fraction, transform)
+                if config.monitor_patches > 0:
+                    # Drawn once, from their own generator: the training stream is the same with or without them.
+                    rng = np.random.default_rng(config.seed + 104729)
+                    monitor = tuple(
+                        store.sampler(keys, config.patch_size, config.body_fraction, transform)(rng, config.monitor_patches)
+                        for keys in (watch_x, watch_y)
+                    )
             device = self._torch_device()
             with _progress(self.progress and not finished, "CycleGAN training", config.steps) as advance:
-                trainer = Trainer(config, sample_x, sample_y, run_dir / "training", device=device, progress=advance)
+                trainer = Trainer(
+                    config, sample_x, sample_y, run_dir / "training", device=device, progress=advance, monitor=monitor
+                )
                 started = time.perf_counter()
                 trainer.run()
                 trainer.seconds = time.perf_counter() - started
@@ -306,7 +346,15 @@ class CycleGANHarmonizer(ImageHarmonizer):
             return scan.with_image(self.translate(image, direction))
 
     def translate(self, image: sitk.Image, direction: str = "x_to_y") -> sitk.Image:
-        """Run one generator on a SimpleITK SUV image; returns SUV on the input's grid."""
+        """Run one generator on a SimpleITK SUV image; returns SUV on the input's grid.
+
+        Only the network's *change* travels between grids: the generator runs on
+        the scan resampled to the training spacing, its output minus its input
+        (in SUV) is resampled back onto the scan's own grid and added to the
+        original voxels. So the identity network returns the scan exactly, and
+        resampling never blurs what the network leaves alone. Voxels above
+        ``suv_max`` (clipped by the intensity transform) keep their own value.
+        """
         from .inference import sliding_window
         from .training import resolve_precision
 
@@ -317,10 +365,14 @@ class CycleGANHarmonizer(ImageHarmonizer):
         resampled = resample_to_spacing(image, self.spacing_, sitk.sitkLinear)
         values = to_network(sitk.GetArrayViewFromImage(resampled), config.suv_max, config.suv_scale)
         windows = _count_windows(values.shape, config.window, config.overlap)
+
+        def change(batch):
+            return net(batch).float() - batch.float()
+
         with _progress(self.progress and windows > 8, "CycleGAN inference", windows) as advance:
-            result = sliding_window(
+            residual = sliding_window(
                 values,
-                net,
+                change,
                 config.window,
                 overlap=config.overlap,
                 batch_size=config.infer_batch,
@@ -330,24 +382,22 @@ class CycleGANHarmonizer(ImageHarmonizer):
                 channels_last=config.channels_last,
                 progress=lambda done, total: advance(done, total, {}),
             )
-        del values
-        suv = to_suv(result, config.suv_max, config.suv_scale)
-        del result
-        out = sitk.GetImageFromArray(suv)
-        out.CopyInformation(resampled)
-        if out.GetSize() != image.GetSize() or not np.allclose(out.GetSpacing(), image.GetSpacing()):
-            out = sitk.Resample(out, image, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-        else:
-            out.CopyInformation(image)
-        # Above suv_max the transform clips; keep the input's own value there.
-        original = sitk.GetArrayViewFromImage(image)
-        hot = original > config.suv_max
-        if hot.any():
-            array = sitk.GetArrayFromImage(out)
-            array[hot] = original[hot]
-            fixed = sitk.GetImageFromArray(array)
-            fixed.CopyInformation(image)
-            out = fixed
+        residual += values
+        correction = to_suv(residual, config.suv_max, config.suv_scale)
+        correction -= to_suv(values, config.suv_max, config.suv_scale)
+        del values, residual
+        correction_image = sitk.GetImageFromArray(correction)
+        correction_image.CopyInformation(resampled)
+        if correction_image.GetSize() != image.GetSize() or not np.allclose(correction_image.GetSpacing(), image.GetSpacing()):
+            correction_image = sitk.Resample(correction_image, image, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        original = sitk.GetArrayFromImage(image).astype(np.float32)
+        change_suv = sitk.GetArrayViewFromImage(correction_image)
+        # Above suv_max the transform clips: keep the input's own value there. The network's SUVs are >= 0;
+        # interpolating its change must not make a voxel negative that was not (nor more negative than it was).
+        out_array = np.maximum(original + change_suv, np.minimum(original, 0.0))
+        out_array = np.where(original > config.suv_max, original, out_array).astype(np.float32)
+        out = sitk.GetImageFromArray(out_array)
+        out.CopyInformation(image)
         return out
 
     def _network(self, direction: str):
@@ -447,6 +497,16 @@ def _median_spacing(scans) -> tuple[float, float, float]:
 
 def _no_data(rng, n):
     raise RuntimeError("a finished training asked for data")
+
+
+def _split_monitor(keys: list[str], config: CycleGANConfig) -> tuple[list[str], list[str]]:
+    """(training keys, monitor keys): a seeded ``monitor_holdout`` share held out when there are >= 5 scans."""
+    count = int(round(len(keys) * config.monitor_holdout))
+    if len(keys) < 5 or count < 1:
+        return keys, keys
+    order = np.random.default_rng(config.seed + 7).permutation(len(keys))
+    held = {keys[i] for i in order[:count]}
+    return [k for k in keys if k not in held], sorted(held)
 
 
 def _keys_of(store, groups) -> list[str]:

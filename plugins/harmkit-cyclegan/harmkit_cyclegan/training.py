@@ -16,7 +16,11 @@ Files in ``out_dir``:
   ``torch.load(weights_only=True)``, so a tampered file cannot run code.
 - ``losses.csv`` -- one row per step (rows after the last checkpoint are
   dropped on resume, so the log always matches the weights); ``skip_G`` /
-  ``skip_D`` are 1 where the NaN guard skipped that update.
+  ``skip_D`` are 1 where the NaN guard skipped that update. At each
+  checkpoint the row also holds the learning monitor (see :meth:`Trainer.monitor`):
+  each discriminator's accuracy on fixed monitor patches (real against
+  translated; 0.5 is chance) and a texture statistic of real and translated
+  patches, so the log says whether the model learned.
 - ``preview_<step>.png`` -- input / A->B output / difference of a fixed patch
   (middle slice) at each checkpoint.
 """
@@ -42,6 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import CycleGANConfig
+from .monitor import MONITOR_COLUMNS
 from .nets import HighPassDiscriminator3d, PatchDiscriminator3d, ResnetGenerator3d, init_weights
 
 Sampler = Callable[[np.random.Generator, int], np.ndarray]
@@ -151,8 +156,11 @@ class Trainer:
         out_dir: str | os.PathLike,
         device: str | torch.device = "cpu",
         progress: Callable[[int, int, dict], None] | None = None,
+        monitor: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         self.config = config.validated()
+        self.monitor_patches = monitor
+        """Fixed patches ``(A, B)`` (n, 1, z, y, x), ideally of scans held out of training, for :meth:`monitor`."""
         self.sample_a = sample_a
         self.sample_b = sample_b
         self.out_dir = Path(out_dir)
@@ -354,7 +362,7 @@ class Trainer:
         with open(self.out_dir / LOSSES, "a", newline="") as handle:
             writer = csv.writer(handle)
             if handle.tell() == 0:
-                writer.writerow(LOSS_COLUMNS)
+                writer.writerow(LOSS_COLUMNS + MONITOR_COLUMNS)
             while self.step < total:
                 if stop_after is not None and done_here >= stop_after:
                     return self
@@ -362,14 +370,58 @@ class Trainer:
                 losses = self.train_step()
                 seconds = time.perf_counter() - started
                 done_here += 1
-                writer.writerow([self.step, *(f"{losses[k]:.6g}" for k in LOSS_COLUMNS[1:-1]), f"{seconds:.4f}"])
+                checkpoint = self.step % self.config.checkpoint_every == 0 or self.step == total
+                monitored = self.monitor() if checkpoint and self.monitor_patches is not None else {}
+                row = [self.step, *(f"{losses[k]:.6g}" for k in LOSS_COLUMNS[1:-1]), f"{seconds:.4f}"]
+                writer.writerow(row + [f"{monitored[k]:.4f}" if k in monitored else "" for k in MONITOR_COLUMNS])
                 handle.flush()
-                if self.step % self.config.checkpoint_every == 0 or self.step == total:
+                if checkpoint:
                     self.save_checkpoint()
                     self.write_preview()
                 if self.progress is not None:
                     self.progress(self.step, total, losses)
         return self
+
+    def monitor(self, batch: int = 8) -> dict[str, float]:
+        """Learning monitor on the fixed patches: discriminator accuracies and texture statistics.
+
+        ``acc_D_b`` is D_b's accuracy at telling real B patches (mean score > 0.5)
+        from A patches translated by G_ab (score < 0.5), averaged over both
+        kinds (0.5: chance); ``acc_D_a`` likewise. ``tex_*`` is the mean over
+        patches of the SD of ``patch - Gaussian(patch, 1 voxel)`` in network
+        units: the translation A->B has learned the texture when ``tex_ab``
+        moves from ``tex_a`` towards ``tex_b``.
+        """
+        if self.monitor_patches is None:
+            return {}
+        nets = self.nets
+        for net in nets.values():
+            net.eval()
+        scores: dict[str, list[np.ndarray]] = {k: [] for k in ("real_a", "real_b", "fake_a", "fake_b")}
+        textures: dict[str, list[np.ndarray]] = {k: [] for k in ("a", "b", "ab", "ba")}
+        try:
+            with torch.no_grad(), self._autocast():
+                for domain, patches in zip("ab", self.monitor_patches):
+                    other = "b" if domain == "a" else "a"
+                    G = nets[f"G_{domain}{other}"]
+                    for first in range(0, len(patches), batch):
+                        x = torch.from_numpy(np.ascontiguousarray(patches[first : first + batch], dtype=np.float32))
+                        x = x.to(self.device).contiguous(memory_format=self.memory_format)
+                        y = G(x).float()
+                        scores[f"real_{domain}"].append(_patch_scores(nets[f"D_{domain}"](x)))
+                        scores[f"fake_{other}"].append(_patch_scores(nets[f"D_{other}"](y)))
+                        textures[domain].append(_high_pass_sd(x.float()))
+                        textures[f"{domain}{other}"].append(_high_pass_sd(y))
+        finally:
+            for net in nets.values():
+                net.train()
+        joined = {k: np.concatenate(v) for k, v in scores.items()}
+        result = {
+            f"acc_D_{d}": 0.5 * (float((joined[f"real_{d}"] > 0.5).mean()) + float((joined[f"fake_{d}"] < 0.5).mean()))
+            for d in "ab"
+        }
+        result.update({f"tex_{k}": float(np.concatenate(v).mean()) for k, v in textures.items()})
+        return result
 
     @property
     def finished(self) -> bool:
@@ -399,6 +451,25 @@ class Trainer:
         """CPU state dicts of both generators (what inference needs): ``x_to_y`` (A->B) and ``y_to_x``."""
         names = {"x_to_y": "G_ab", "y_to_x": "G_ba"}
         return {k: {n: t.detach().cpu().contiguous() for n, t in self.nets[v].state_dict().items()} for k, v in names.items()}
+
+
+def _patch_scores(prediction: torch.Tensor) -> np.ndarray:
+    """One realness score per patch: the mean of the PatchGAN's output map."""
+    return prediction.float().mean(dim=tuple(range(1, prediction.dim()))).cpu().numpy()
+
+
+_TEXTURE_KERNEL = np.exp(-0.5 * np.arange(-2, 3) ** 2)
+
+
+def _high_pass_sd(patches: torch.Tensor) -> np.ndarray:
+    """Per patch: SD of ``patch - Gaussian(patch, sigma 1 voxel)`` over the patch's interior (float32 batch)."""
+    kernel = torch.tensor(_TEXTURE_KERNEL / _TEXTURE_KERNEL.sum(), dtype=patches.dtype, device=patches.device)
+    blurred = F.pad(patches, (2,) * 6, mode="replicate")
+    blurred = F.conv3d(blurred, kernel.view(1, 1, -1, 1, 1))
+    blurred = F.conv3d(blurred, kernel.view(1, 1, 1, -1, 1))
+    blurred = F.conv3d(blurred, kernel.view(1, 1, 1, 1, -1))
+    high = (patches - blurred)[:, :, 2:-2, 2:-2, 2:-2]
+    return high.flatten(1).std(dim=1).cpu().numpy()
 
 
 def _finite_update(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> bool:
