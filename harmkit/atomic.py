@@ -109,7 +109,8 @@ def check_not_an_input(path: str | os.PathLike, inputs: Iterable[str | os.PathLi
 
 
 def check_output_folder(folder: str | os.PathLike, inputs: Iterable[str | os.PathLike], command: str,
-                        overwrite: bool = False, option: str = "--out", accept=None) -> None:
+                        overwrite: bool = False, option: str = "--out", accept=None,
+                        overwrite_option: str = "--overwrite") -> None:
     """Make sure harmkit ``command`` may write the folder ``folder``; raise otherwise.
 
     Allowed: a folder that does not exist, an empty folder, or, with
@@ -138,10 +139,10 @@ def check_output_folder(folder: str | os.PathLike, inputs: Iterable[str | os.Pat
         return
     ours = written_by(folder) == command or (accept is not None and accept(folder))
     if not overwrite:
-        hint = " or pass --overwrite to replace it" if ours else ""
+        hint = f" or pass {overwrite_option} to replace it" if ours else ""
         raise HarmkitError(f"{option} {folder}: already exists and is not empty; choose another output folder{hint}")
     if not ours:
         raise HarmkitError(
-            f"{option} {folder}: was not written by harmkit {command} (no {MARKER} marker), so --overwrite will not "
+            f"{option} {folder}: was not written by harmkit {command}, so {overwrite_option} will not "
             f"replace it; choose another output folder, or delete it yourself if you are sure"
         )

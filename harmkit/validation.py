@@ -50,6 +50,13 @@ MASK_MAX_LABELS = 256
 
 
 @dataclass(frozen=True)
+class GreyLevelProblem(Problem):
+    """A VOI with more grey levels than :data:`MAX_GREY_LEVELS`; ``needed_bin_width`` would fix it."""
+
+    needed_bin_width: float = 0.0
+
+
+@dataclass(frozen=True)
 class _Checks:
     """The options of one validation, sent with every scan to the workers."""
 
@@ -360,6 +367,11 @@ def _validate(cohort, structural, min_scans_per_site, require_outcome, checks: _
             report.scans.append(info)
         report.problems += problems
     report.problems += _cohort_problems(cohort, min_scans_per_site, require_outcome)
+    widths = [p.needed_bin_width for p in report.problems if isinstance(p, GreyLevelProblem)]
+    if len(widths) > 1:
+        option = f"{checks.bin_width_option} {max(widths):g}" if checks.bin_width_option else f"a bin width of {max(widths):g}"
+        report.problems.append(Problem(f"{len(widths)} VOIs have too many grey levels; {option} (or larger) is enough for "
+                                       f"every one of them, if their SUV ranges are right"))
     report.problems.sort(key=lambda p: (p.row is None, p.row or 0))
     return report
 
@@ -588,9 +600,12 @@ def _check_mask(scan: Scan, name: str, image_voxels: np.ndarray, problems: list[
                 units = (" The image's range is implausible for SUV: fix its units first." if high > SUV_PLAUSIBLE_MAX
                          else "")
                 problems.append(
-                    _problem(scan, f"VOI {name!r}: SUV {low:.4g} to {high:.4g} in bins of {checks.bin_width:g} gives "
-                                   f"{levels} grey levels, more than the limit of {MAX_GREY_LEVELS} (texture features "
-                                   f"would take minutes and gigabytes per scan); {fix}.{units}")
+                    GreyLevelProblem(
+                        f"VOI {name!r}: SUV {low:.4g} to {high:.4g} in bins of {checks.bin_width:g} gives {levels} grey "
+                        f"levels, more than the limit of {MAX_GREY_LEVELS} (texture features would take minutes and "
+                        f"gigabytes per scan); {fix}.{units}",
+                        row=scan.row, subject=scan.subject_id or None, site=scan.site or None, needed_bin_width=width,
+                    )
                 )
 
 

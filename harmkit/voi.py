@@ -209,4 +209,6 @@ def _absolute(scan: "Scan", root: Path | None) -> "Scan":
 
 
 def _safe(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+    from .manifest import _safe as file_name  # distinct ids give distinct file names
+
+    return file_name(text)

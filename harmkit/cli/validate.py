@@ -19,14 +19,22 @@ import click
 @click.option("--jobs", type=click.IntRange(min=0), default=1, show_default=True,
               help="Worker processes checking scans in parallel (0: every core).")
 @click.option("--scheduler", help="Dask scheduler address tcp://HOST:PORT, or 'local' for a local Dask cluster.")
+@click.option("--bin-width", type=click.FloatRange(min=0), default=0.25, show_default=True,
+              help="Bin width (SUV) of the feature extraction to come: a VOI (the --mask masks, else every mask) may span "
+                   "at most 512 bins. 0 skips this check.")
+@click.option("--nan-to-zero", is_flag=True, help="NaN and infinite voxels are a warning (read as 0) instead of an error.")
 def validate(manifest: str, min_scans_per_site: int, require_outcome: bool, masks: tuple[str, ...], headers_only: bool,
-             jobs: int, scheduler: str | None) -> None:
-    """Check a cohort: files, geometry, masks, voxels, subject ids, outcomes, sites.
+             jobs: int, scheduler: str | None, bin_width: float, nan_to_zero: bool) -> None:
+    """Check a cohort: files, data, geometry, masks, subject ids, outcomes, sites.
 
-    Prints a per-site summary (scans, matrix sizes, voxel sizes, outcome counts,
-    like Table 1 of a multicenter study) and every problem, one line each,
-    naming the manifest row and subject. Exits with status 1 when there is an
-    error (warnings alone exit 0). Nothing is written.
+    Reads every image and mask: damaged or truncated files, NaN voxels,
+    negative or implausible SUV (with a hint about units), swapped image and
+    mask columns, empty masks, grey levels of the binning to come. Prints a
+    per-site summary (scans, matrix sizes, voxel sizes, outcome counts, like
+    Table 1 of a multicenter study) and every problem, one line each, naming
+    the manifest row and subject. Exits with status 1 when there is an error
+    (warnings alone exit 0). Nothing is written. The same checks run before
+    extract, bench, train and harmonize (docs/bad-inputs.md).
 
     \b
     Example:
@@ -50,6 +58,9 @@ def validate(manifest: str, min_scans_per_site: int, require_outcome: bool, mask
         progress=console.is_terminal,
         jobs=None if jobs == 0 else jobs,
         scheduler=scheduler,
+        nan_to_zero=nan_to_zero,
+        bin_width=bin_width or None,
+        binned_masks=list(masks) or None,
     )
     summary = report.summary_table()
     table = Table(title=f"{manifest}: {len(report.cohort)} scans, {len(report.cohort.sites)} sites")
