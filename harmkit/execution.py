@@ -197,7 +197,12 @@ class LocalExecutor(Executor):
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             self.start_method = _start_method()
-            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=multiprocessing.get_context(self.start_method))
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.jobs,
+                mp_context=multiprocessing.get_context(self.start_method),
+                initializer=limit_threads,
+                initargs=(threads_per_worker(self.jobs),),
+            )
             if self.start_method == "fork":
                 # a fork-context pool launches every worker at its first submit
                 self._pool.submit(_noop).result()
@@ -240,6 +245,33 @@ class LocalExecutor(Executor):
 
 def _noop() -> None:
     return None
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def threads_per_worker(workers: int) -> int:
+    """The cores this process may use, shared out among ``workers`` processes (at least 1 each)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, workers))
+
+
+def limit_threads(threads: int) -> None:
+    """Worker initializer: at most ``threads`` OpenMP/BLAS threads (torch, numpy) in this worker.
+
+    Without it every worker's torch starts one thread per core: 2 workers on 2 cores run 4 busy threads,
+    and torch's training and inference slow down far more than 2x (docs/execution.md). A thread count the
+    user set in the environment is kept.
+    """
+    for name in THREAD_VARIABLES:
+        os.environ.setdefault(name, str(threads))
+    import sys
+
+    if "torch" in sys.modules:  # imported before the worker started (fork after torch is avoided, but be safe)
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def _start_method() -> str:

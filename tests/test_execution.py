@@ -25,6 +25,22 @@ def die_on_seven(x):
     return -x
 
 
+def worker_threads(_):
+    import torch
+
+    return os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads()
+
+
+def test_pool_workers_share_the_cores_instead_of_each_taking_all(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("HARMKIT_START_METHOD", "spawn")  # a clean worker that imports torch itself
+    cores = len(os.sched_getaffinity(0))
+    with LocalExecutor(jobs=2, progress=False) as executor:
+        results = executor.map(worker_threads, [0, 1], "threads")
+    expected = max(1, cores // 2)
+    assert [r.value for r in results] == [(str(expected), expected)] * 2
+
+
 def test_jobs_one_runs_in_process_without_pool():
     executor = get_executor(jobs=1, progress=False)
     assert isinstance(executor, InProcessExecutor)
