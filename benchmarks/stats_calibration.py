@@ -30,8 +30,9 @@ test on pooled out-of-split predictions (as the bench). The table gives the
 share of repetitions with p < alpha and its exact (Clopper-Pearson) 95 %
 interval. A last table sets the standard error each test assumes (root mean
 square over repetitions) against the SD of the mean per-split AUC difference
-across repetitions, the spread a standard error should estimate. Deterministic for a ``--seed``. Runtime is dominated by the
-logistic regressions: 2 × folds fits per repetition (about 2-4 s per
+across repetitions, the spread a standard error should estimate.
+Deterministic for a ``--seed``. Runtime is dominated by the logistic
+regressions: 2 × folds fits per repetition (about 2-4 s per
 repetition on one core of the shared 2-core machine).
 """
 
@@ -65,8 +66,10 @@ def simulate(scenario: str, rep: int, args) -> tuple[np.ndarray, list[np.ndarray
         risk = truth[:, :5].sum(axis=1) / np.sqrt(5) + rng.logistic(scale=0.6, size=n)
         y = np.zeros(n, dtype=int)
         y[np.argsort(risk)[-k:]] = 1  # the k subjects with the highest risk have the event
-    methods = [truth + args.noise * np.random.default_rng([args.seed, SCENARIOS.index(scenario), rep, m]).normal(size=truth.shape)
-               for m in (1, 2)]
+    methods = []
+    for m in (1, 2):  # the same method, two seeds: the true values plus that seed's measurement noise
+        noise = np.random.default_rng([args.seed, SCENARIOS.index(scenario), rep, m]).normal(size=truth.shape)
+        methods.append(truth + args.noise * noise)
     return y, methods
 
 
@@ -127,7 +130,10 @@ def table(rows: list[dict], alpha: float) -> str:
     head = "| test | " + " | ".join(f"{s}: rejected at α = {alpha} (n = {len(by[s])})" for s in scenarios) + " |"
     lines = [head, "|---|" + "---|" * len(scenarios)]
     for key, title in TESTS:
-        cells = [rate(sum(r[key] < alpha for r in by[s] if np.isfinite(r[key])), sum(np.isfinite(r[key]) for r in by[s])) for s in scenarios]
+        cells = []
+        for s in scenarios:
+            p = [r[key] for r in by[s] if np.isfinite(r[key])]
+            cells.append(rate(sum(v < alpha for v in p), len(p)))
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
     if "independent outcome" in by:
         sub = by["independent outcome"]
@@ -143,8 +149,9 @@ def table(rows: list[dict], alpha: float) -> str:
     lines.append("|---|---|---|---|---|---|")
     for s in scenarios:
         rms = [np.sqrt(np.mean(np.square([r[k] for r in by[s]]))) for k in ("se_corrected", "se_student")]
-        lines.append(f"| {s} | {np.mean([r['auc_a'] for r in by[s]]):.3f} | {np.mean([r['auc_b'] for r in by[s]]):.3f} | "
-                     f"{np.std([r['d_mean'] for r in by[s]], ddof=1):.4f} | {rms[0]:.4f} | {rms[1]:.4f} |")
+        means = [np.mean([r[k] for r in by[s]]) for k in ("auc_a", "auc_b")]
+        spread = np.std([r["d_mean"] for r in by[s]], ddof=1)
+        lines.append(f"| {s} | {means[0]:.3f} | {means[1]:.3f} | {spread:.4f} | {rms[0]:.4f} | {rms[1]:.4f} |")
     return "\n".join(lines)
 
 
@@ -152,11 +159,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=100, help="repetitions (simulated cohorts) per scenario")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated: " + ", ".join(SCENARIOS))
-    parser.add_argument("--subjects", type=int, default=200, help="subjects per cohort (the bench's quick cohort has 197)")
-    parser.add_argument("--prevalence", type=float, default=0.15, help="share of subjects with the outcome (bench: 28/197)")
+    parser.add_argument("--subjects", type=int, default=200, help="subjects per cohort (bench's quick cohort: 197)")
+    parser.add_argument("--prevalence", type=float, default=0.15, help="share with the outcome (bench: 28/197)")
     parser.add_argument("--features", type=int, default=30)
     parser.add_argument("--noise", type=float, default=0.5, help="SD of each method's seeded measurement noise")
-    parser.add_argument("--folds", type=int, default=100, help="Monte Carlo splits per repetition (the bench's --folds)")
+    parser.add_argument("--folds", type=int, default=100, help="Monte Carlo splits per repetition (bench's --folds)")
     parser.add_argument("--test-size", type=float, default=0.2)
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
@@ -180,7 +187,8 @@ def main() -> None:
     rows = [r.value for r in results]
     elapsed = time.perf_counter() - start
     print(f"# stats calibration: {args.subjects} subjects ({args.prevalence:.0%} positive), {args.features} features, "
-          f"noise SD {args.noise}, {args.folds} splits x {1 - args.test_size:.0%}/{args.test_size:.0%}, seed {args.seed}")
+          f"noise SD {args.noise}, {args.folds} splits x {1 - args.test_size:.0%}/{args.test_size:.0%}, "
+          f"seed {args.seed}")
     print(f"# {len(rows)} repetitions in {elapsed:.0f} s with {args.jobs} process(es) on {platform.node()} "
           f"({platform.processor() or platform.machine()})\n")
     print(table(rows, args.alpha))

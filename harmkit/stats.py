@@ -166,7 +166,8 @@ def corrected_resampled_ttest(
     b = np.asarray(b, dtype=float)
     if a.shape != b.shape:
         raise ValueError(
-            f"corrected_resampled_ttest: a has {a.size} values, b has {b.size}; give both methods' scores on the same splits"
+            f"corrected_resampled_ttest: a has {a.size} values, b has {b.size}; "
+            "give both methods' scores on the same splits"
         )
     keep = np.isfinite(a) & np.isfinite(b)
     d = a[keep] - b[keep]
@@ -175,7 +176,8 @@ def corrected_resampled_ttest(
     if j < 2:
         _correction(max(j, 1), n_train, n_test)  # still reject bad sizes
         mean = float(d.mean()) if j else nan
-        return CorrectedTTest(mean, nan, nan, max(j - 1, 0), nan, nan, nan, j, float(n_train), float(n_test), confidence)
+        return CorrectedTTest(mean, nan, nan, max(j - 1, 0), nan, nan, nan, j, float(n_train), float(n_test),
+                              confidence)
     mean = float(d.mean())
     se = math.sqrt(_correction(j, n_train, n_test) * float(d.var(ddof=1)))
     if se == 0.0:

@@ -132,7 +132,8 @@ def test_corrected_ttest_is_student_paired_t_with_inflated_variance():
     a, b = rng.normal(0.75, 0.05, 100), rng.normal(0.74, 0.05, 100)
     corrected = stats.corrected_resampled_ttest(a, b, n_train=160, n_test=40)
     student = ttest_rel(a, b)
-    # variance (1/J + n_test/n_train) S^2 instead of S^2 / J: t shrinks by sqrt(1 / (1 + J n_test / n_train)) = sqrt(1/26)
+    # variance (1/J + n_test/n_train) S^2 instead of S^2 / J:
+    # t shrinks by sqrt(1 / (1 + J n_test / n_train)) = sqrt(1/26)
     assert corrected.t == pytest.approx(student.statistic / math.sqrt(1 + 100 * 40 / 160), abs=1e-10)
     assert corrected.p > student.pvalue
 

@@ -217,12 +217,14 @@ def _report_blocks(ctx, results: dict) -> list[tuple]:
     b.append(("h2", "Summary"))
     header = ["method", "reference", *(title for _, title, _ in SUMMARY_COLUMNS)]
     b.append(("table", header, [_cells(r) for r in results["summary"]], "summary"))
-    b.append(("p", "AUC: mean test AUC over the splits with its 95 % CI from the corrected resampled t (Nadeau & Bengio 2003), "
-                   "which allows for the overlap of the splits' training rows; p (corrected t): corrected resampled t test of the "
-                   "per-split AUCs vs `none`; p as in Haberl et al.: the paper's uncorrected rule (Shapiro-Wilk, then paired t or "
-                   "Wilcoxon over the splits), too small because the splits overlap, for comparison with the paper; "
-                   "p (DeLong): DeLong test on each subject's mean out-of-split prediction vs `none`. No p-value here is adjusted "
-                   "for multiple comparisons; Holm-adjusted ones are in the Prediction section. Δoverlap: mean change of the "
+    b.append(("p", "AUC: mean test AUC over the splits with its 95 % CI from the corrected resampled t "
+                   "(Nadeau & Bengio 2003), which allows for the overlap of the splits' training rows; "
+                   "p (corrected t): corrected resampled t test of the per-split AUCs vs `none`; "
+                   "p as in Haberl et al.: the paper's uncorrected rule (Shapiro-Wilk, then paired t or Wilcoxon over "
+                   "the splits), too small because the splits overlap, for comparison with the paper; p (DeLong): "
+                   "DeLong test on each subject's mean out-of-split prediction vs `none`. No p-value here is adjusted "
+                   "for multiple comparisons; Holm-adjusted ones are in the Prediction section. "
+                   "Δoverlap: mean change of the "
                    "overlap coefficient between site groups (percentage points) over all features. SSIM/PSNR: harmonized vs original "
                    "in the body mask. SSIM vs truth scan / CCC vs truth features: agreement with the same subject scanned at the reference "
                    "site (simulated cohorts only). Gap closed: share of the baseline-to-oracle AUC gap the method closes."))
@@ -239,28 +241,9 @@ def _report_blocks(ctx, results: dict) -> list[tuple]:
         b.append(("h2", "Prediction"))
         b.append(("p", f"{s['classifier']}; VOI `{s['voi']}`, {s['n_features']} features, {s['n_subjects']} subjects "
                        f"({s['n_positive']} positive), {s['folds']} splits. DeLong input: {s['delong_input']}."))
-        corr = s.get("correction", {})
-        b.append(("p", f"AUC [95% CI, corrected]: {s['ci']} (here J = {s['folds']}, n_train = {fmt(corr.get('n_train'), '.1f')}, "
-                       f"n_test = {fmt(corr.get('n_test'), '.1f')}: the variance of the mean is {fmt(corr.get('factor'), '.3f')}·S² "
-                       f"instead of S²/{s['folds']}). ΔAUC: mean per-split difference to `none` with the same corrected CI. "
-                       f"p (corrected t): {s['paired_test']}. Holm-adjusted p: {s['holm_family']}. "
-                       f"Columns \"as in Haberl et al.\": {s['haberl']}. "
-                       f"Pooled AUC: AUC of the pooled out-of-split predictions, with DeLong's 95 % CI and a {s['bootstrap']} "
-                       "(both treat the pooled scores as fixed: they leave out the variability of model training)."))
-        rows = []
-        for r in results["summary"]:
-            rows.append([r["method"], r["reference"], auc_text(r), interval_text(r, "auc_ci_low_haberl", "auc_ci_high_haberl"),
-                         f"{fmt(r.get('delta_auc'), '+.3f')} {interval_text(r, 'delta_auc_ci_low', 'delta_auc_ci_high', '+.3f', ', ')}"
-                         if r.get("delta_auc") is not None else "–",
-                         fmt(r.get("t_corrected"), "+.2f"), fmt(r.get("p_paired"), "p"), fmt(r.get("p_paired_holm"), "p"),
-                         r.get("paired_test_haberl", "–"), fmt(r.get("p_paired_haberl"), "p"),
-                         fmt(r.get("p_delong"), "p"), fmt(r.get("p_delong_holm"), "p"), fmt(r.get("p_delong_split_median"), "p"),
-                         fmt(r.get("auc_pooled"), ".3f"), interval_text(r, "auc_pooled_delong_ci_low", "auc_pooled_delong_ci_high"),
-                         interval_text(r, "auc_pooled_boot_ci_low", "auc_pooled_boot_ci_high")])
-        b.append(("table", ["method", "reference", "AUC [95% CI, corrected]", "95% CI as in Haberl et al.", "ΔAUC [95% CI, corrected]",
-                            "t (corrected)", "p (corrected t)", "p (corrected t, Holm)", "test as in Haberl et al.",
-                            "p as in Haberl et al.", "p (DeLong, pooled)", "p (DeLong, Holm)", "median p (DeLong per split)",
-                            "pooled AUC", "DeLong 95% CI", f"bootstrap 95% CI ({s.get('n_bootstrap', '–')} resamples)"], rows, "prediction"))
+        b.append(("p", _prediction_statistics_text(s)))
+        header, rows = _prediction_table(results["summary"], s.get("n_bootstrap", "–"))
+        b.append(("table", header, rows, "prediction"))
         for key in ("roc", "auc_splits"):
             if key in ev["prediction"]["figures"]:
                 b.append(("fig", ev["prediction"]["figures"][key], key.replace("_", " ")))
@@ -295,7 +278,8 @@ def _report_blocks(ctx, results: dict) -> list[tuple]:
         s = ev["fidelity"]["summary"]
         b.append(("h2", "Fidelity against the ground truth (simulation)"))
         oracle = s.get("oracle")
-        b.append(("p", (f"Oracle AUC (features of the true activity maps, same splits; corrected 95 % CI): {fmt(oracle['auc_mean'], '.3f')} "
+        b.append(("p", (f"Oracle AUC (features of the true activity maps, same splits; corrected 95 % CI): "
+                        f"{fmt(oracle['auc_mean'], '.3f')} "
                         f"[{fmt(oracle['auc_ci_low'], '.3f')}–{fmt(oracle['auc_ci_high'], '.3f')}]. " if oracle else f"No oracle AUC: {s.get('oracle_note')}. ")
                        + f"Counterfactual: {s['counterfactual']}. nMAE: {s['nmae']}. Voxels: {s['voxel_metrics']}."))
         rows = [[r["method"], r["reference"], fmt(r.get("cf_ssim"), ".3f"), fmt(r.get("cf_psnr"), ".1f"), fmt(r.get("cf_feature_nmae"), ".3f"),
@@ -326,6 +310,44 @@ def _report_blocks(ctx, results: dict) -> list[tuple]:
     b.append(("h2", "Timings"))
     b.append(("table", ["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in results["timings_s"].items()], "timings"))
     return b
+
+
+def _prediction_statistics_text(s: dict[str, Any]) -> str:
+    """What the Prediction table's statistics are, from the prediction evaluator's summary."""
+    corr = s.get("correction", {})
+    return (f"AUC [95% CI, corrected]: {s['ci']} (here J = {s['folds']}, n_train = {fmt(corr.get('n_train'), '.1f')}, "
+            f"n_test = {fmt(corr.get('n_test'), '.1f')}: the variance of the mean is "
+            f"{fmt(corr.get('factor'), '.3f')}·S² instead of S²/{s['folds']}). "
+            "ΔAUC: mean per-split difference to `none` with the same corrected CI. "
+            f"p (corrected t): {s['paired_test']}. Holm-adjusted p: {s['holm_family']}. "
+            f"Columns \"as in Haberl et al.\": {s['haberl']}. "
+            f"Pooled AUC: AUC of the pooled out-of-split predictions, with DeLong's 95 % CI and a {s['bootstrap']} "
+            "(both treat the pooled scores as fixed: they leave out the variability of model training).")
+
+
+def _prediction_table(summary: list[dict[str, Any]], n_bootstrap: Any) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the report's Prediction table: corrected statistics first, the paper's labelled."""
+    header = ["method", "reference", "AUC [95% CI, corrected]", "95% CI as in Haberl et al.",
+              "ΔAUC [95% CI, corrected]", "t (corrected)", "p (corrected t)", "p (corrected t, Holm)",
+              "test as in Haberl et al.", "p as in Haberl et al.", "p (DeLong, pooled)", "p (DeLong, Holm)",
+              "median p (DeLong per split)", "pooled AUC", "DeLong 95% CI",
+              f"bootstrap 95% CI ({n_bootstrap} resamples)"]
+    rows = []
+    for r in summary:
+        delta = "–"
+        if r.get("delta_auc") is not None:
+            ci = interval_text(r, "delta_auc_ci_low", "delta_auc_ci_high", "+.3f", ", ")
+            delta = f"{fmt(r['delta_auc'], '+.3f')} {ci}"
+        rows.append([
+            r["method"], r["reference"], auc_text(r), interval_text(r, "auc_ci_low_haberl", "auc_ci_high_haberl"),
+            delta,
+            fmt(r.get("t_corrected"), "+.2f"), fmt(r.get("p_paired"), "p"), fmt(r.get("p_paired_holm"), "p"),
+            fmt(r.get("paired_test_haberl"), None), fmt(r.get("p_paired_haberl"), "p"),
+            fmt(r.get("p_delong"), "p"), fmt(r.get("p_delong_holm"), "p"), fmt(r.get("p_delong_split_median"), "p"),
+            fmt(r.get("auc_pooled"), ".3f"), interval_text(r, "auc_pooled_delong_ci_low", "auc_pooled_delong_ci_high"),
+            interval_text(r, "auc_pooled_boot_ci_low", "auc_pooled_boot_ci_high"),
+        ])
+    return header, rows
 
 
 def _md_cell(text: str) -> str:
@@ -425,7 +447,8 @@ def print_summary(ctx, console) -> None:
         keep = [key for key in wanted if any(c != "–" for c in cells[key])]
         if not keep:
             continue
-        table = Table(title=f"harmkit bench: {title}", caption=caption, caption_justify="left", show_lines=False, padding=(0, 1))
+        table = Table(title=f"harmkit bench: {title}", caption=caption, caption_justify="left", show_lines=False,
+                      padding=(0, 1))
         table.add_column("method", no_wrap=True)
         table.add_column("reference", no_wrap=True)
         for key in keep:

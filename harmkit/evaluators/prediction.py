@@ -153,9 +153,9 @@ HOLM_FAMILY = ("Holm over the {k} comparisons against `none` in this run ({metho
                "separately for the corrected t test and for DeLong's test")
 CI_TEXT = ("95 % CI of the mean over splits from the corrected resampled t (Nadeau & Bengio 2003): variance "
            "(1/J + n_test/n_train)·S², J - 1 degrees of freedom, clipped to [0, 1]")
-HABERL_TEXT = ("the paper's statistics (Haberl et al. 2024): 95 % CI from Student's t over the splits; paired test: "
-               "Shapiro-Wilk on the per-split differences, then paired t if normal, else Wilcoxon signed-rank; both treat "
-               "the overlapping splits as independent and overstate certainty")
+HABERL_TEXT = ("the paper's statistics (Haberl et al. 2024): 95 % CI from Student's t over the splits; "
+               "paired test: Shapiro-Wilk on the per-split differences, then paired t if normal, else Wilcoxon "
+               "signed-rank; both treat the overlapping splits as independent and overstate certainty")
 
 
 class PredictionEvaluator(Evaluator):
@@ -244,7 +244,8 @@ class PredictionEvaluator(Evaluator):
             if both_classes:
                 _, dlo, dhi = stats.delong_auc_ci(y[seen], pooled[seen])
                 value, blo, bhi = stats.bootstrap_auc_ci(y[seen], pooled[seen], self.n_bootstrap, ctx.config.seed)
-                entry.update({"auc_pooled": finite(value), "auc_pooled_delong_ci_low": finite(dlo), "auc_pooled_delong_ci_high": finite(dhi),
+                entry.update({"auc_pooled": finite(value),
+                              "auc_pooled_delong_ci_low": finite(dlo), "auc_pooled_delong_ci_high": finite(dhi),
                               "auc_pooled_boot_ci_low": finite(blo), "auc_pooled_boot_ci_high": finite(bhi)})
             else:
                 entry["auc_pooled"] = None
@@ -304,12 +305,14 @@ class PredictionEvaluator(Evaluator):
                 "classifier": f"StandardScaler + LogisticRegression(C={self.C}, L2, newton-cholesky), no feature selection",
                 "delong_input": "per-subject mean of out-of-split predicted probabilities (subjects tested in >= 1 split), paired with the baseline's",
                 "ci": CI_TEXT,
-                "paired_test": "corrected resampled t test of the per-split AUCs vs `none` (Nadeau & Bengio 2003), two-sided",
+                "paired_test": "corrected resampled t test of the per-split AUCs vs `none` (Nadeau & Bengio 2003), "
+                               "two-sided",
                 "correction": {"n_train": n_train, "n_test": n_test, "factor": 1 / splits.n_splits + n_test / n_train},
                 "haberl": HABERL_TEXT,
                 "holm_family": holm_family,
                 "n_bootstrap": int(self.n_bootstrap),
-                "bootstrap": f"stratified percentile bootstrap of the subjects' pooled scores, {int(self.n_bootstrap)} resamples, seed {ctx.config.seed}",
+                "bootstrap": f"stratified percentile bootstrap of the subjects' pooled scores, "
+                             f"{int(self.n_bootstrap)} resamples, seed {ctx.config.seed}",
             },
         )
 
