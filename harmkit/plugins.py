@@ -374,7 +374,8 @@ def _describe(expected: Any) -> str:
     if origin in (list, tuple, collections.abc.Sequence) or expected in (list, tuple, collections.abc.Sequence):
         if origin is tuple and args and args[-1] is not Ellipsis:
             return f"a list of {len(args)} values ({', '.join(_describe(a) for a in args)})"
-        return f"a list of {_describe(args[0])} values (comma-separated)" if args else "a list (comma-separated)"
+        plural = {bool: "true/false values", int: "integers", float: "numbers", str: "texts"}.get(args[0]) if args else None
+        return f"a list of {plural or _describe(args[0]) + ' values'} (comma-separated)" if args else "a list (comma-separated)"
     if origin in (dict, collections.abc.Mapping) or expected in (dict, collections.abc.Mapping):
         return "a table (JSON object)"
     return getattr(expected, "__name__", str(expected))
