@@ -159,10 +159,14 @@ HABERL_TEXT = ("the paper's statistics (Haberl et al. 2024): 95 % CI from Studen
 
 
 class PredictionEvaluator(Evaluator):
-    """AUC of a logistic regression over Monte Carlo splits; paired and DeLong tests against the baseline."""
+    """AUC of a logistic regression over Monte Carlo splits; corrected t and DeLong tests against the baseline.
+
+    ``n_bootstrap``: resamples of the stratified bootstrap CI of the pooled AUC (seeded with the bench's seed).
+    """
 
     name = "prediction"
-    description = "Outcome prediction: logistic regression AUC over stratified Monte Carlo splits, paired + DeLong tests vs baseline"
+    description = ("Outcome prediction: logistic regression AUC over stratified Monte Carlo splits, "
+                   "corrected resampled t + DeLong tests vs baseline")
 
     def __init__(self, C: float = 1.0, max_iter: int = 1000, n_bootstrap: int = 2000):
         self.C = C
