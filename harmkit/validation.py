@@ -40,8 +40,10 @@ __all__ = ["Problem", "ScanInfo", "ValidationReport", "validate_cohort", "valida
 
 #: A voxel maximum above this is implausible for SUV; such images are in Bq/mL or hold SUV×100.
 SUV_PLAUSIBLE_MAX = 500.0
-#: A voxel minimum below this is not an SUV (interpolation may leave small negative values; CT in HU, offsets do not).
+#: Voxels below this are not SUV (noise and interpolation leave small negative values; CT in HU, offsets do not):
+#: an image with more than NEGATIVE_FRACTION of its voxels below it is refused.
 SUV_NEGATIVE_LIMIT = -0.5
+NEGATIVE_FRACTION = 0.001
 #: Most grey levels a VOI may have after fixed-width binning. Texture matrices grow with the square of the
 #: grey levels: on a 9210-voxel tumour pyradiomics takes 1 s at 100 levels, 16 s at 500, 128 s at 1000.
 MAX_GREY_LEVELS = 512
@@ -534,10 +536,11 @@ def _check_range(scan: Scan, values: np.ndarray, non_finite: bool, problems: lis
                            f"that the image and mask columns of the manifest are not swapped")
         )
         return
-    if low < SUV_NEGATIVE_LIMIT:
-        below = int(np.count_nonzero(values < SUV_NEGATIVE_LIMIT))
+    below = int(np.count_nonzero(values < SUV_NEGATIVE_LIMIT)) if low < SUV_NEGATIVE_LIMIT else 0
+    if below > NEGATIVE_FRACTION * values.size:  # a few noisy voxels are not a units problem
         problems.append(
-            _problem(scan, f"image {where} has {below} voxel(s) below {SUV_NEGATIVE_LIMIT:g} (minimum {low:.4g}): SUV "
+            _problem(scan, f"image {where} has {below} voxel(s) below {SUV_NEGATIVE_LIMIT:g} (minimum {low:.4g}; "
+                           f"{below / values.size:.1%} of the image): SUV "
                            f"cannot be negative. Is it a CT (Hounsfield units), a difference image, or was an offset "
                            f"added? harmkit needs PET in SUVbw")
         )

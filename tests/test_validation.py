@@ -248,3 +248,14 @@ def test_parallel_validation_gives_the_same_report(tiny_cohort):
     parallel = run(tiny_cohort, jobs=2)
     assert [str(p) for p in parallel.problems] == [str(p) for p in serial.problems] and len(serial.errors) == 2
     assert parallel.summary_table().equals(serial.summary_table())
+
+
+def test_a_few_noisy_negative_voxels_are_accepted_but_a_negative_image_is_not(tiny_cohort):
+    values = np.random.default_rng(1).gamma(2.0, 0.5, size=(30, 30, 30)).astype(np.float32)
+    values[0, 0, :10] = -0.8  # 10 of 27 000 voxels: noise, not a units problem
+    write_scan(tiny_cohort.parent / "images", "A0_pet.nii.gz", values)
+    write_scan(tiny_cohort.parent / "images", "A0_lesion.nii.gz", (values > 1).astype(np.uint8))
+    assert run(tiny_cohort).ok
+    write_scan(tiny_cohort.parent / "images", "A0_pet.nii.gz", values - 2.0)
+    message = only_error(run(tiny_cohort))
+    assert message.startswith("row 1 (subject A0, site A)") and "SUV cannot be negative" in message
