@@ -45,7 +45,8 @@ def atomic_file(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix="".join(path.suffixes) if suffix is None else suffix, dir=path.parent)
+        suffix = "".join(path.suffixes) if suffix is None else suffix
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
         os.close(fd)
     except OSError as exc:
         raise io_error(exc, path) from None
@@ -76,7 +77,8 @@ def write_marker(folder: str | os.PathLike, command: str) -> Path:
     """Mark ``folder`` as written by harmkit ``command`` (see :func:`written_by`)."""
     from . import __version__
 
-    return atomic_write_text(Path(folder) / MARKER, json.dumps({"written_by": f"harmkit {command}", "version": __version__}) + "\n")
+    document = {"written_by": f"harmkit {command}", "version": __version__}
+    return atomic_write_text(Path(folder) / MARKER, json.dumps(document) + "\n")
 
 
 def written_by(folder: str | os.PathLike) -> str | None:

@@ -216,7 +216,8 @@ class Cache:
         """Delete the damaged entry ``key`` with a warning; the caller recomputes it."""
         from .errors import warn
 
-        warn(f"cache entry {self.path(key)} is damaged ({reason.strip().splitlines()[0][:200]}); discarded and recomputed")
+        first = reason.strip().splitlines()[0][:200] if reason.strip() else "unreadable"
+        warn(f"cache entry {self.path(key)} is damaged ({first}); discarded and recomputed")
         self.delete(key)
 
     def put(self, key: str, value: Any) -> Any:

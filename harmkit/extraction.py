@@ -79,7 +79,8 @@ def _quick_key(task: ExtractionTask) -> str | None:
     stamps = [_file_stamp(task.scan.image), _file_stamp(task.scan.masks.get(task.voi))]
     if None in stamps:
         return None
-    return hash_parts(KEY_FORMAT, "stamp", QUICK_FORMAT, task.fingerprint, task.largest_component, task.scan.nan_to_zero, stamps)
+    return hash_parts(KEY_FORMAT, "stamp", QUICK_FORMAT, task.fingerprint, task.largest_component,
+                      task.scan.nan_to_zero, stamps)
 
 
 def _stored_features(cache: Cache, key: str) -> dict[str, float] | None:
@@ -123,7 +124,8 @@ def _extract_one(task: ExtractionTask) -> dict[str, Any]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            quick = _quick_key(task)  # stamped before reading, so a file changed meanwhile cannot be recorded as unchanged
+            # stamped before reading, so a file changed meanwhile cannot be recorded as unchanged
+            quick = _quick_key(task)
             image = scan.load_image()
             mask = scan.load_mask(task.voi)
             if task.largest_component:
@@ -267,9 +269,11 @@ def extract(
             if invalid and on_error == "raise":
                 lines = "\n".join(f"  - {message}" for message in invalid.values())
                 raise HarmkitError(f"{len(invalid)} of {len(cohort)} scan(s) cannot be used, so nothing was extracted; "
-                                   f"fix them (see 'harmkit validate'), or extract the others with --keep-going (on_error='keep'):\n{lines}")
+                                   f"fix them (see 'harmkit validate'), or extract the others with --keep-going "
+                                   f"(on_error='keep'):\n{lines}")
             runnable = [i for i in pending if i not in invalid]
-            done = executor.map(_extract_one, [tasks[i] for i in runnable], label=f"extracting {voi} features") if runnable else []
+            label = f"extracting {voi} features"
+            done = executor.map(_extract_one, [tasks[i] for i in runnable], label=label) if runnable else []
         finally:
             if own_executor:
                 executor.close()
@@ -434,7 +438,8 @@ def read_features(path: str | os.PathLike) -> pd.DataFrame:
         table = pd.read_csv(path, index_col="subject_id", dtype={"subject_id": str, "site": str, "site_group": str},
                             float_precision="round_trip")
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise HarmkitError(f"{path}: not a feature table written by harmkit extract ({str(exc).splitlines()[0]})") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise HarmkitError(f"{path}: not a feature table written by harmkit extract ({reason})") from None
     sidecar = _sidecar_of(path)
     if sidecar is not None:
         table.attrs.update(json.loads(sidecar.read_text()))

@@ -75,7 +75,8 @@ def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = Tru
             sitk.WriteImage(image, str(tmp), compress)
         except RuntimeError as exc:
             reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "write failed"
-            raise HarmkitError(f"cannot write {path}: {reason}; check that the disk has space and the folder is writable") from None
+            raise HarmkitError(f"cannot write {path}: {reason}; check that the disk has space and the folder is "
+                               f"writable") from None
         if is_nifti(tmp):
             problem = nifti_stored_data(tmp).problem
             if problem:
@@ -197,5 +198,5 @@ def copy_geometry(array_image: sitk.Image, reference: sitk.Image) -> sitk.Image:
     return array_image
 
 
-__all__ = ["read_image", "read_mask", "write_image", "zero_non_finite", "nifti_stored_data", "StoredData", "same_geometry",
-           "copy_geometry", "is_nifti", "IMAGE_SUFFIXES"]
+__all__ = ["read_image", "read_mask", "write_image", "zero_non_finite", "nifti_stored_data", "StoredData",
+           "same_geometry", "copy_geometry", "is_nifti", "IMAGE_SUFFIXES"]

@@ -184,11 +184,13 @@ class Fittable(Component):
                 f"load it with harmkit.load_model()"
             )
         params = check_params(cls, document["params"], where=f"{state_file}: parameter ",
-                              fix="; the model file is damaged or was saved by another version of the plugin: train it again")
+                              fix="; the model file is damaged or was saved by another version of the plugin: "
+                                  "train it again")
         try:
             obj = cls(**params)
         except (TypeError, ValueError) as exc:
-            raise HarmkitError(f"{state_file}: its parameters are not accepted by {cls.__name__} ({exc}); train the model again") from None
+            raise HarmkitError(f"{state_file}: its parameters are not accepted by {cls.__name__} ({exc}); "
+                               f"train the model again") from None
         try:
             with np.load(path / ARRAYS_FILE, allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
@@ -202,7 +204,8 @@ class Fittable(Component):
                 f"a file from an untrusted source can execute code. Save the model again with harmkit"
             ) from None
         except (OSError, EOFError, zipfile.BadZipFile) as exc:
-            raise HarmkitError(f"{path / ARRAYS_FILE}: corrupt array file ({type(exc).__name__}: {exc}); save the model again") from None
+            raise HarmkitError(f"{path / ARRAYS_FILE}: corrupt array file ({type(exc).__name__}: {exc}); "
+                               f"save the model again") from None
         try:
             obj.set_state(document["state"], arrays)
             obj._load_extra(path)
@@ -211,8 +214,8 @@ class Fittable(Component):
         except Exception as exc:  # noqa: BLE001 - a damaged state must not end in a traceback
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise HarmkitError(
-                f"{path}: the saved state cannot be loaded ({type(exc).__name__}: {first}); the model is damaged or was "
-                f"saved by another version of plugin {document.get('plugin')!r}: train or save it again"
+                f"{path}: the saved state cannot be loaded ({type(exc).__name__}: {first}); the model is damaged "
+                f"or was saved by another version of plugin {document.get('plugin')!r}: train or save it again"
             ) from None
         return obj
 
@@ -246,7 +249,8 @@ def read_model_document(path: Path) -> dict[str, Any]:
         raise HarmkitError(f"{state_file}: unknown model format {document.get('format')!r}")
     for key, kind in (("plugin", str), ("params", dict), ("state", dict)):
         if not isinstance(document.get(key), kind):
-            raise HarmkitError(f"{state_file}: corrupt model file ({key!r} is missing or not a {kind.__name__}); save the model again")
+            raise HarmkitError(f"{state_file}: corrupt model file ({key!r} is missing or not a {kind.__name__}); "
+                               f"save the model again")
     return document
 
 

@@ -242,5 +242,6 @@ def unique_file_names(ids: Iterable[str]) -> dict[str, str]:
         if clashes[name.casefold()] > 1:
             names[i] = f"{name}-{hashlib.sha256(i.encode('utf-8')).hexdigest()[:12]}"
     if len({n.casefold() for n in names.values()}) != len(names):  # pragma: no cover - needs a SHA-256 collision
-        raise HarmkitError("could not give every subject a distinct file name; rename the subjects whose ids differ only in punctuation")
+        raise HarmkitError("could not give every subject a distinct file name; rename the subjects whose ids differ "
+                           "only in punctuation")
     return names

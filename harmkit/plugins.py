@@ -225,7 +225,8 @@ def parse_param_value(text: str) -> Any:
     return text
 
 
-def check_plugin_params(params: Any, kinds: tuple[str, ...] = PARAM_KINDS, option: str = "--param") -> dict[str, dict[str, Any]]:
+def check_plugin_params(params: Any, kinds: tuple[str, ...] = PARAM_KINDS,
+                        option: str = "--param") -> dict[str, dict[str, Any]]:
     """Check ``{plugin: {name: value}}`` against the registered plugins; return it keyed by canonical plugin names.
 
     An unknown plugin, an unknown parameter or a value of the wrong type is a
@@ -265,7 +266,8 @@ def check_params(cls: type, values: dict[str, Any], where: str = "", fix: str = 
         signature = inspect.signature(cls.__init__)
     except (TypeError, ValueError):  # pragma: no cover - builtins
         return dict(values)
-    parameters = {n: p for n, p in signature.parameters.items() if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    parameters = {n: p for n, p in signature.parameters.items()
+                  if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
     takes_any = any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values())
     hints = _type_hints(cls)
     label = getattr(cls, "name", "") or cls.__name__
@@ -276,7 +278,8 @@ def check_params(cls: type, values: dict[str, Any], where: str = "", fix: str = 
             hint = difflib.get_close_matches(str(name), list(parameters), n=1)
             close = f"; did you mean {hint[0]!r}?" if hint else "."
             raise HarmkitError(
-                f"{where}{name}: plugin {label!r} has no parameter {name!r}{close} Its parameters: {', '.join(parameters)}{fix}"
+                f"{where}{name}: plugin {label!r} has no parameter {name!r}{close} "
+                f"Its parameters: {', '.join(parameters)}{fix}"
             )
     checked = dict(values)
     for name, value in values.items():
@@ -374,8 +377,10 @@ def _describe(expected: Any) -> str:
     if origin in (list, tuple, collections.abc.Sequence) or expected in (list, tuple, collections.abc.Sequence):
         if origin is tuple and args and args[-1] is not Ellipsis:
             return f"a list of {len(args)} values ({', '.join(_describe(a) for a in args)})"
-        plural = {bool: "true/false values", int: "integers", float: "numbers", str: "texts"}.get(args[0]) if args else None
-        return f"a list of {plural or _describe(args[0]) + ' values'} (comma-separated)" if args else "a list (comma-separated)"
+        if not args:
+            return "a list (comma-separated)"
+        plural = {bool: "true/false values", int: "integers", float: "numbers", str: "texts"}.get(args[0])
+        return f"a list of {plural or _describe(args[0]) + ' values'} (comma-separated)"
     if origin in (dict, collections.abc.Mapping) or expected in (dict, collections.abc.Mapping):
         return "a table (JSON object)"
     return getattr(expected, "__name__", str(expected))

@@ -187,8 +187,10 @@ def validate_manifest(
     from .manifest import read_manifest_problems
 
     cohort, structural = read_manifest_problems(manifest)
+    executor = options.pop("executor", None)
     checks = _checks(masks, check_voxels, **options)
-    return _validate(cohort, structural, min_scans_per_site, require_outcome, checks, progress, jobs, scheduler, options.get("executor"))
+    return _validate(cohort, structural, min_scans_per_site, require_outcome, checks, progress, jobs, scheduler,
+                     executor)
 
 
 def validate_cohort(
@@ -255,7 +257,8 @@ def validate_cohort(
             structural.append(_problem(scan, f"outcome {scan.outcome!r} is not binary; use 0 or 1 (None when unknown)"))
     checks = _checks(masks, check_voxels, use_masks=use_masks, nan_to_zero=nan_to_zero, bin_width=bin_width,
                      binned_masks=binned_masks, bin_width_option=bin_width_option)
-    return _validate(cohort, structural, min_scans_per_site, require_outcome, checks, progress, jobs, scheduler, executor)
+    return _validate(cohort, structural, min_scans_per_site, require_outcome, checks, progress, jobs, scheduler,
+                     executor)
 
 
 def check_cohort(
@@ -282,8 +285,9 @@ def check_cohort(
     row and subject. Returns the cohort to work on (with ``nan_to_zero`` set
     on its scans when asked). Options as in :func:`validate_cohort`.
     """
-    report = validate_cohort(cohort, min_scans_per_site, False, masks, True, progress, jobs, scheduler, use_masks=use_masks,
-                             nan_to_zero=nan_to_zero, bin_width=bin_width, binned_masks=binned_masks,
+    report = validate_cohort(cohort, min_scans_per_site, False, masks, True, progress, jobs, scheduler,
+                             use_masks=use_masks, nan_to_zero=nan_to_zero, bin_width=bin_width,
+                             binned_masks=binned_masks,
                              bin_width_option=bin_width_option, executor=executor)
     for problem in report.warnings:
         warn(str(problem))
@@ -333,7 +337,7 @@ def _bin_width_for(low: float, high: float, limit: int) -> float:
 
 
 def _checks(masks, check_voxels, use_masks=None, nan_to_zero=False, bin_width=None, binned_masks=None,
-            bin_width_option="--bin-width", executor=None) -> _Checks:
+            bin_width_option="--bin-width") -> _Checks:
     if bin_width is not None and not float(bin_width) > 0:
         raise HarmkitError(f"{bin_width_option or 'bin_width'} {bin_width}: must be a positive number of SUV")
     return _Checks(
@@ -347,8 +351,8 @@ def _checks(masks, check_voxels, use_masks=None, nan_to_zero=False, bin_width=No
     )
 
 
-def _validate(cohort, structural, min_scans_per_site, require_outcome, checks: _Checks, progress, jobs=1, scheduler=None,
-              executor=None) -> ValidationReport:
+def _validate(cohort, structural, min_scans_per_site, require_outcome, checks: _Checks, progress, jobs=1,
+              scheduler=None, executor=None) -> ValidationReport:
     from .execution import get_executor
 
     if min_scans_per_site < 1:
@@ -371,9 +375,10 @@ def _validate(cohort, structural, min_scans_per_site, require_outcome, checks: _
     report.problems += _cohort_problems(cohort, min_scans_per_site, require_outcome)
     widths = [p.needed_bin_width for p in report.problems if isinstance(p, GreyLevelProblem)]
     if len(widths) > 1:
-        option = f"{checks.bin_width_option} {max(widths):g}" if checks.bin_width_option else f"a bin width of {max(widths):g}"
-        report.problems.append(Problem(f"{len(widths)} VOIs have too many grey levels; {option} (or larger) is enough for "
-                                       f"every one of them, if their SUV ranges are right"))
+        width = max(widths)
+        option = f"{checks.bin_width_option} {width:g}" if checks.bin_width_option else f"a bin width of {width:g}"
+        report.problems.append(Problem(f"{len(widths)} VOIs have too many grey levels; {option} (or larger) is "
+                                       f"enough for every one of them, if their SUV ranges are right"))
     report.problems.sort(key=lambda p: (p.row is None, p.row or 0))
     return report
 
@@ -396,7 +401,10 @@ def _check_scan(scan: Scan, checks: _Checks, problems: list[Problem]) -> ScanInf
     for name in checks.masks:
         if name not in scan.masks:
             problems.append(_problem(scan, f"no mask {name!r}; fill the 'mask_{name}' column for this row"))
-    names = sorted(scan.masks) if checks.use_masks is None else [n for n in dict.fromkeys(checks.use_masks) if n in scan.masks]
+    if checks.use_masks is None:
+        names = sorted(scan.masks)
+    else:
+        names = [n for n in dict.fromkeys(checks.use_masks) if n in scan.masks]
     mask_headers = {name: _header(scan.masks[name], f"mask {name!r}", scan, problems) for name in names}
     if header is None:
         return None
@@ -513,7 +521,8 @@ def _check_voxels(scan: Scan, mask_headers: dict, problems: list[Problem], check
     if bad:
         counts = f"{bad} non-finite voxel(s) ({n_nan} NaN, {bad - n_nan} infinite) in {_source(source)}"
         if checks.nan_to_zero:
-            problems.append(_problem(scan, f"image has {counts}; they are read as 0 (--nan-to-zero)", severity="warning"))
+            problems.append(_problem(scan, f"image has {counts}; they are read as 0 (--nan-to-zero)",
+                                     severity="warning"))
         else:
             problems.append(
                 _problem(scan, f"image has {counts}; replace them (e.g. with 0 outside the body), "
@@ -549,10 +558,11 @@ def _check_range(scan: Scan, values: np.ndarray, non_finite: bool, problems: lis
             hint = ("its values are whole numbers: it looks like SUV×100 stored as integers; divide it by 100 "
                     "(or, if it is in Bq/mL, convert it to SUVbw)")
         else:
-            hint = ("it looks like Bq/mL: convert it to SUVbw (× body weight [g] / decay-corrected injected dose [Bq]; "
-                    "harmkit converts PET DICOM series itself), or if it holds SUV×100, divide it by 100")
+            hint = ("it looks like Bq/mL: convert it to SUVbw (× body weight [g] / decay-corrected injected dose "
+                    "[Bq]; harmkit converts PET DICOM series itself), or if it holds SUV×100, divide it by 100")
         problems.append(
-            _problem(scan, f"image {where} has a maximum of {high:.4g}, implausible for SUV (limit {SUV_PLAUSIBLE_MAX:g}); {hint}")
+            _problem(scan, f"image {where} has a maximum of {high:.4g}, implausible for SUV "
+                           f"(limit {SUV_PLAUSIBLE_MAX:g}); {hint}")
         )
 
 
@@ -564,7 +574,8 @@ def _check_mask(scan: Scan, name: str, image_voxels: np.ndarray, problems: list[
     if isinstance(value, (str, Path)) and is_nifti(value):
         damage = nifti_stored_data(value).problem
         if damage:
-            problems.append(_problem(scan, f"mask {name!r} {value} is damaged: {damage}; copy or convert the file again"))
+            problems.append(_problem(scan, f"mask {name!r} {value} is damaged: {damage}; "
+                                           f"copy or convert the file again"))
             return
     try:
         mask = value if isinstance(value, sitk.Image) else read_image(value, what=f"mask {name!r} of {scan.label}")
@@ -578,7 +589,8 @@ def _check_mask(scan: Scan, name: str, image_voxels: np.ndarray, problems: list[
         fractional = labels.dtype.kind == "f" and bool(np.any(labels != np.floor(labels)))
         many = not fractional and high > MASK_MAX_LABELS and len(np.unique(labels)) > MASK_MAX_LABELS
         if fractional or low < 0 or many:
-            what = "fractional values" if fractional else "negative values" if low < 0 else f"more than {MASK_MAX_LABELS} labels"
+            what = ("fractional values" if fractional else "negative values" if low < 0
+                    else f"more than {MASK_MAX_LABELS} labels")
             problems.append(
                 _problem(scan, f"mask {name!r} {where} holds {what} (range {low:.4g} to {high:.4g}): it "
                                f"looks like an image, not a label mask; check that the image and mask columns of the "
@@ -587,7 +599,8 @@ def _check_mask(scan: Scan, name: str, image_voxels: np.ndarray, problems: list[
             return
     inside = labels != 0
     if not inside.any():
-        problems.append(_problem(scan, f"mask {name!r} is empty (no non-zero voxel) in {where}; fix the segmentation or remove the row"))
+        problems.append(_problem(scan, f"mask {name!r} is empty (no non-zero voxel) in {where}; "
+                                       f"fix the segmentation or remove the row"))
         return
     binned = checks.binned_masks if checks.binned_masks is not None else checks.use_masks
     if checks.bin_width and (binned is None or name in binned) and inside.shape == image_voxels.shape:
@@ -604,9 +617,9 @@ def _check_mask(scan: Scan, name: str, image_voxels: np.ndarray, problems: list[
                          else "")
                 problems.append(
                     GreyLevelProblem(
-                        f"VOI {name!r}: SUV {low:.4g} to {high:.4g} in bins of {checks.bin_width:g} gives {levels} grey "
-                        f"levels, more than the limit of {MAX_GREY_LEVELS} (texture features would take minutes and "
-                        f"gigabytes per scan); {fix}.{units}",
+                        f"VOI {name!r}: SUV {low:.4g} to {high:.4g} in bins of {checks.bin_width:g} gives "
+                        f"{levels} grey levels, more than the limit of {MAX_GREY_LEVELS} (texture features would "
+                        f"take minutes and gigabytes per scan); {fix}.{units}",
                         row=scan.row, subject=scan.subject_id or None, site=scan.site or None, needed_bin_width=width,
                     )
                 )

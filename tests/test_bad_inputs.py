@@ -287,7 +287,7 @@ def test_bench_runs_on_a_cohort_with_a_dicom_folder_image(capsys, cohort, tmp_pa
 
     suv_path = cohort.parent / "STS_002" / "PET_image.nii.gz"
     suv = sitk.GetArrayFromImage(sitk.ReadImage(str(suv_path))).astype(float)
-    folder = write_series(cohort.parent / "STS_002" / "dicom", np.maximum(suv, 0.01) / expected_factor(3600.0))
+    write_series(cohort.parent / "STS_002" / "dicom", np.maximum(suv, 0.01) / expected_factor(3600.0))
     mask = sitk.ReadImage(str(cohort.parent / "STS_002" / "PET_mask.nii.gz"))
     mask.SetSpacing((2.0, 2.5, 3.0))
     mask.SetOrigin((-10.0, 20.0, 100.0))

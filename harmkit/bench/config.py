@@ -118,7 +118,7 @@ class BenchConfig:
         return self
 
     def _check_out_dir(self) -> None:
-        """Refuse an --out whose report files (figures/, tables/, report.*, results.json) harmkit bench did not write."""
+        """Refuse an --out whose report files (figures/, tables/, report.*, results.json) a bench did not write."""
         import json
 
         out = self.out_dir

@@ -486,12 +486,13 @@ def _check_bench_cohort(config: BenchConfig, cohort: Cohort) -> Cohort:
 
     reason = Cache.usable(config.cache_path)
     if reason:
-        raise HarmkitError(f"--cache-dir {config.cache_path}: cannot write there ({reason}); the bench keeps its models "
-                           f"and harmonized images in its cache: choose a writable folder with --cache-dir")
+        raise HarmkitError(f"--cache-dir {config.cache_path}: cannot write there ({reason}); the bench keeps its "
+                           f"models and harmonized images in its cache: choose a writable folder with --cache-dir")
     report_paths = [config.out_dir / name for name in ("figures", "tables", "report.md", "report.html", "results.json")]
     for source in cohort.input_files():
         if any(inside(source, target) for target in report_paths):
-            raise HarmkitError(f"--out {config.out_dir}: the bench would replace {source}, an input of this run; choose another --out")
+            raise HarmkitError(f"--out {config.out_dir}: the bench would replace {source}, an input of this run; "
+                               f"choose another --out")
     if config.voi not in cohort.mask_names:
         raise HarmkitError(f"--voi {config.voi}: no scan has a mask {config.voi!r}; masks in the cohort: "
                            f"{', '.join(cohort.mask_names) or 'none'}; choose one with --voi")
@@ -500,12 +501,14 @@ def _check_bench_cohort(config: BenchConfig, cohort: Cohort) -> Cohort:
         if lacking:
             raise HarmkitError(
                 f"--reference-voi {config.reference_voi}: {len(lacking)} of {len(cohort)} scan(s) have no mask "
-                f"{config.reference_voi!r}, e.g. {lacking[0].label}; masks in the cohort: {', '.join(cohort.mask_names)}. "
+                f"{config.reference_voi!r}, e.g. {lacking[0].label}; masks in the cohort: "
+                f"{', '.join(cohort.mask_names)}. "
                 f"Fill the 'mask_{config.reference_voi}' column, or choose another --reference-voi"
             )
     vois = [v for v in (config.voi, config.reference_voi) if v]
     return check_cohort(cohort, min_scans_per_site=2, masks=[config.voi], nan_to_zero=config.nan_to_zero,
-                        bin_width=bin_width_of(get_extractor(config.extractor)), binned_masks=vois, bin_width_option=None,
+                        bin_width=bin_width_of(get_extractor(config.extractor)), binned_masks=vois,
+                        bin_width_option=None,
                         jobs=config.jobs, scheduler=config.scheduler, progress=config.progress)
 
 

@@ -24,8 +24,11 @@ import click
 @click.option("--cache-dir", "cache_dir", type=click.Path(file_okay=False), default=None, help="Cache folder. Default: <out>/cache.")
 @click.option("--subjects-per-site", "subjects_per_site", type=int, default=None, help="Simulated cohorts: subjects per site (overrides the preset size).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="TOML file with any of these options (command-line options win).")
-@click.option("--param", "params", multiple=True, help="Plugin parameter, e.g. cyclegan.steps=200 (repeatable); unknown plugins, parameters or wrong types are errors.")
-@click.option("--nan-to-zero", "nan_to_zero", is_flag=True, default=None, help="Read NaN and infinite voxels as 0 SUV instead of refusing the scan.")
+@click.option("--param", "params", multiple=True,
+              help="Plugin parameter, e.g. cyclegan.steps=200 (repeatable); unknown plugins, parameters or wrong types "
+                   "are errors.")
+@click.option("--nan-to-zero", "nan_to_zero", is_flag=True, default=None,
+              help="Read NaN and infinite voxels as 0 SUV instead of refusing the scan.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 def bench(config_file, params, quiet, site_groups, **options) -> None:
     """Benchmark harmonization methods on equal terms and write a report.

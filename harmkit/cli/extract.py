@@ -10,10 +10,14 @@ import click
 @click.command()
 @click.option("--cohort", "manifest", required=True, type=click.Path(dir_okay=False), help="Manifest CSV of the cohort.")
 @click.option("--voi", default="lesion", show_default=True, help="Mask to extract from (manifest column mask_<VOI>).")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output CSV (a <name>.settings.json with every setting is written next to it). Never an input; an existing file is replaced only if harmkit extract wrote it.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="Output CSV (a <name>.settings.json with every setting is written next to it). Never an input; an "
+                   "existing file is replaced only if harmkit extract wrote it.")
 @click.option("--extractor", "extractor_name", default="radiomics", show_default=True, help="Feature extractor plugin.")
 @click.option("--params", "params_file", type=click.Path(dir_okay=False, exists=True), help="pyradiomics parameter file (YAML/JSON) replacing the default PET settings.")
-@click.option("--bin-width", type=float, help="Fixed bin width in SUV (radiomics; default 0.25). A VOI may span at most 512 bins (docs/bad-inputs.md).")
+@click.option("--bin-width", type=float,
+              help="Fixed bin width in SUV (radiomics; default 0.25). A VOI may span at most 512 bins "
+                   "(docs/bad-inputs.md).")
 @click.option("--spacing", type=float, help="Isotropic resampling in mm (radiomics; default 3; 0 keeps the native grid).")
 @click.option("--largest-component", is_flag=True, help="Keep only the largest connected component of the VOI.")
 @click.option("--sphere-in", "sphere_organ", metavar="ORGAN", help="Place a reference sphere in mask ORGAN of every scan (upper right part, fully inside; EANM liver VOI), write the spheres next to --out, and extract from them instead of --voi.")
@@ -24,7 +28,8 @@ import click
 @click.option("--no-cache", is_flag=True, help="Do not read or write the cache.")
 @click.option("--keep-going", is_flag=True, help="Write the table of the scans that worked even if some failed (exit code 1).")
 @click.option("--nan-to-zero", is_flag=True, help="Read NaN and infinite voxels as 0 SUV instead of refusing the scan.")
-def extract(manifest, voi, out, extractor_name, params_file, bin_width, spacing, largest_component, sphere_organ, sphere_diameter, jobs, scheduler, cache_dir, no_cache, keep_going, nan_to_zero):
+def extract(manifest, voi, out, extractor_name, params_file, bin_width, spacing, largest_component, sphere_organ,
+            sphere_diameter, jobs, scheduler, cache_dir, no_cache, keep_going, nan_to_zero):
     """Extract radiomic features from a VOI of every scan in a cohort.
 
     One row per scan (subject_id, site, site_group, then features). Every scan

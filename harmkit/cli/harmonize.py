@@ -10,7 +10,9 @@ import click
 @click.option("--cohort", "manifest", required=True, type=click.Path(dir_okay=False), help="Manifest CSV of the scans to harmonize.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (harmonized NIfTI + manifest.csv).")
 @click.option("--target-site", default=None, help="Harmonize towards this site group instead of the model's reference.")
-@click.option("--overwrite", is_flag=True, help="Replace an --out that harmkit harmonize wrote before (never another folder, never one holding an input).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an --out that harmkit harmonize wrote before (never another folder, never one holding an "
+                   "input).")
 @click.option("--nan-to-zero", is_flag=True, help="Read NaN and infinite voxels as 0 SUV instead of refusing the scan.")
 def harmonize(model_dir, manifest, out, target_site, overwrite, nan_to_zero) -> None:
     """Harmonize every scan of a cohort with a trained model; write NIfTI images and a manifest.

@@ -17,7 +17,9 @@ import click
 @click.option("--jobs", type=click.IntRange(min=1), default=None, help="Worker processes [default: every core].")
 @click.option("--no-counterfactuals", is_flag=True, help="Skip rendering every subject through every site.")
 @click.option("--no-noise", is_flag=True, help="Noise-free images (for checks of the scanner models).")
-@click.option("--force", is_flag=True, help="Replace an output folder that harmkit simulate wrote before (it holds simulation.json); never another folder.")
+@click.option("--force", is_flag=True,
+              help="Replace an output folder that harmkit simulate wrote before (it holds simulation.json); never "
+                   "another.")
 def simulate(preset, out, seed, subjects_per_site, size, jobs, no_counterfactuals, no_noise, force) -> None:
     """Simulate a multicenter PET cohort: phantoms rendered through each site's scanner model.
 
@@ -42,7 +44,8 @@ def simulate(preset, out, seed, subjects_per_site, size, jobs, no_counterfactual
 
     # --force replaces only a simulated cohort: never a folder of the user's own files
     check_output_folder(Path(out), [], "simulate", overwrite=force, option="--out", overwrite_option="--force",
-                        accept=lambda folder: (folder / "simulation.json").is_file() and (folder / "manifest.csv").is_file())
+                        accept=lambda folder: (folder / "simulation.json").is_file()
+                        and (folder / "manifest.csv").is_file())
     started = time.perf_counter()
     manifest = run_simulation(
         preset=preset, out=out, seed=seed, subjects_per_site=subjects_per_site, size=size, jobs=jobs,

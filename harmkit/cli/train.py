@@ -14,7 +14,9 @@ import click
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Where to train (CycleGAN; default auto).")
 @click.option("--steps", type=int, default=None, help="Training steps (overrides the profile).")
 @click.option("--seed", type=int, default=None, help="Random seed.")
-@click.option("--param", "-p", "extra", multiple=True, metavar="KEY=VALUE", help="Any other hyper-parameter, e.g. -p ngf=16 -p patch_size=32,32,32 (unknown names and wrong types are errors).")
+@click.option("--param", "-p", "extra", multiple=True, metavar="KEY=VALUE",
+              help="Any other hyper-parameter, e.g. -p ngf=16 -p patch_size=32,32,32 (unknown names and wrong types "
+                   "are errors).")
 @click.option("--nan-to-zero", is_flag=True, help="Read NaN and infinite voxels as 0 SUV instead of refusing the scan.")
 def train(method, manifest, reference, out, profile, device, steps, seed, extra, nan_to_zero) -> None:
     """Train an image harmonizer on a cohort and save the model to --out.

@@ -20,9 +20,10 @@ import click
               help="Worker processes checking scans in parallel (0: every core).")
 @click.option("--scheduler", help="Dask scheduler address tcp://HOST:PORT, or 'local' for a local Dask cluster.")
 @click.option("--bin-width", type=click.FloatRange(min=0), default=0.25, show_default=True,
-              help="Bin width (SUV) of the feature extraction to come: a VOI (the --mask masks, else every mask) may span "
-                   "at most 512 bins. 0 skips this check.")
-@click.option("--nan-to-zero", is_flag=True, help="NaN and infinite voxels are a warning (read as 0) instead of an error.")
+              help="Bin width (SUV) of the feature extraction to come: a VOI (the --mask masks, else every mask) "
+                   "may span at most 512 bins. 0 skips this check.")
+@click.option("--nan-to-zero", is_flag=True,
+              help="NaN and infinite voxels are a warning (read as 0) instead of an error.")
 def validate(manifest: str, min_scans_per_site: int, require_outcome: bool, masks: tuple[str, ...], headers_only: bool,
              jobs: int, scheduler: str | None, bin_width: float, nan_to_zero: bool) -> None:
     """Check a cohort: files, data, geometry, masks, subject ids, outcomes, sites.
