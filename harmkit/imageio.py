@@ -182,8 +182,14 @@ def nifti_stored_data(path: str | os.PathLike, chunk_bytes: int = 1 << 24) -> St
         return StoredData()
 
 
-def same_geometry(a: sitk.Image, b: sitk.Image, tolerance: float = 1e-4) -> bool:
-    """True when two images share size, spacing, origin and direction."""
+#: How far spacing (mm) and direction cosines may differ for two images to share one grid; origins may differ by
+#: ten times as much (mm), as DICOM and NIfTI writers round positions more coarsely.
+GEOMETRY_TOLERANCE = 1e-4
+
+
+def same_geometry(a: sitk.Image, b: sitk.Image, tolerance: float = GEOMETRY_TOLERANCE) -> bool:
+    """True when two images share one voxel grid: same size; spacing and direction within ``tolerance``, origin
+    within ``10 * tolerance`` (see :data:`GEOMETRY_TOLERANCE`)."""
     return (
         a.GetSize() == b.GetSize()
         and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tolerance)

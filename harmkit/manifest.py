@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -185,29 +186,56 @@ def _relative(value, root: Path, scan: Scan, what: str) -> str:
 def write_cohort(scans: Iterable[Scan], out_dir: str | os.PathLike, manifest_name: str = "manifest.csv") -> Path:
     """Write every scan's image and masks as NIfTI under ``out_dir`` and a manifest pointing to them.
 
-    Files go to ``images/<subject>/<site>_pet.nii.gz`` with names from
-    :func:`unique_file_names`, so two subjects never share a file whatever
-    characters their ids hold.
+    Files go where :func:`image_layout` puts them, so two subjects never share
+    a file whatever characters their ids hold.
     """
-    from dataclasses import replace
-
     import SimpleITK as sitk
 
     from .imageio import write_image
 
     out_dir = Path(out_dir)
     scans = list(scans)
-    names = unique_file_names([s.subject_id for s in scans])
+    layout = image_layout(out_dir, scans)
     written: list[Scan] = []
     for scan in scans:
-        folder = out_dir / "images" / names[scan.subject_id]
-        image = scan.load_image()
-        image_path = write_image(image, folder / f"{_safe(scan.site)}_pet.nii.gz")
+        files = layout[scan.subject_id]
+        image_path = write_image(scan.load_image(), files.image)
         masks = {}
         for name in scan.masks:
-            masks[name] = write_image(sitk.Cast(scan.load_mask(name), sitk.sitkUInt8), folder / f"{_safe(scan.site)}_mask_{_safe(name)}.nii.gz")
+            masks[name] = write_image(sitk.Cast(scan.load_mask(name), sitk.sitkUInt8), files.mask(name))
         written.append(replace(scan, image=image_path, masks=masks))
     return write_manifest(written, out_dir / manifest_name)
+
+
+@dataclass(frozen=True)
+class ScanFiles:
+    """Where one scan's files go under an output folder (see :func:`image_layout`)."""
+
+    folder: Path
+    site: str
+
+    @property
+    def image(self) -> Path:
+        """The image: ``<folder>/<site>_pet.nii.gz``."""
+        return self.folder / f"{_safe(self.site)}_pet.nii.gz"
+
+    def mask(self, name: str) -> Path:
+        """The mask ``name``: ``<folder>/<site>_mask_<name>.nii.gz``."""
+        return self.folder / f"{_safe(self.site)}_mask_{_safe(name)}.nii.gz"
+
+
+def image_layout(out_dir: str | os.PathLike, scans: Iterable[Scan]) -> dict[str, ScanFiles]:
+    """``{subject_id: ScanFiles}``: the layout of every cohort harmkit writes (harmonized images, ``write_cohort``).
+
+    A scan's files go to ``out_dir/images/<subject>/<site>_pet.nii.gz`` and
+    ``<site>_mask_<name>.nii.gz``, subject folders named by
+    :func:`unique_file_names` over all ``scans``, so two subjects never share a
+    folder, whatever characters their ids hold and even on case-insensitive
+    file systems.
+    """
+    scans = list(scans)
+    names = unique_file_names([s.subject_id for s in scans])
+    return {s.subject_id: ScanFiles(Path(out_dir) / "images" / names[str(s.subject_id)], s.site) for s in scans}
 
 
 _SAFE_CHARACTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
