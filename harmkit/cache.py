@@ -27,14 +27,16 @@ import os
 import shutil
 import struct
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from .errors import HarmkitError
 
-__all__ = ["Cache", "hash_parts", "default_cache_dir"]
+__all__ = ["Cache", "hash_parts", "default_cache_dir", "cache_dir_source", "features_dir", "CacheInfo", "KindInfo",
+           "cache_info", "clear_cache", "parse_age", "CACHE_KINDS"]
 
 FORMAT = "harmkit-cache/1"
 META = "entry.json"
@@ -42,11 +44,51 @@ ARRAYS = "arrays.npz"
 
 
 def default_cache_dir() -> Path:
-    """``$HARMKIT_CACHE`` or ``$XDG_CACHE_HOME/harmkit`` (``~/.cache/harmkit``)."""
+    """The one cache of every command: ``$HARMKIT_CACHE``, else ``$XDG_CACHE_HOME/harmkit``, else ``~/.cache/harmkit``.
+
+    ``harmkit bench``, ``extract``, ``diagnose`` and ``cache`` use it unless
+    given ``--cache-dir``. Keys are content addressed, so one cache serves
+    every run, output folder and cohort without mixing results.
+    """
     if os.environ.get("HARMKIT_CACHE"):
         return Path(os.environ["HARMKIT_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base).expanduser() / "harmkit"
+
+
+def cache_dir_source() -> str:
+    """Where :func:`default_cache_dir` came from, for messages: ``$HARMKIT_CACHE``, ``$XDG_CACHE_HOME`` or home."""
+    if os.environ.get("HARMKIT_CACHE"):
+        return "$HARMKIT_CACHE"
+    if os.environ.get("XDG_CACHE_HOME"):
+        return "$XDG_CACHE_HOME/harmkit"
+    return "~/.cache/harmkit (set $HARMKIT_CACHE or $XDG_CACHE_HOME to move it)"
+
+
+def features_dir(root: str | os.PathLike | None = None) -> Path:
+    """The feature-table part of the cache rooted at ``root`` (default :func:`default_cache_dir`).
+
+    ``harmkit extract``, ``diagnose`` and ``bench`` all keep feature tables
+    here, so a table one of them computed is found by the others.
+    """
+    return Path(root if root is not None else default_cache_dir()).expanduser() / "features"
+
+
+#: The file that marks a folder as a cache (https://bford.info/cachedir/): backup tools skip it.
+CACHEDIR_TAG = "CACHEDIR.TAG"
+_TAG_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
+             "# This file is a cache directory tag created by harmkit (harmkit cache info / clear).\n"
+             "# For information about cache directory tags see https://bford.info/cachedir/\n")
+
+
+def _tag(root: Path) -> None:
+    """Write the cache directory tag into ``root`` once (best effort: a tag that cannot be written is no error)."""
+    tag = root / CACHEDIR_TAG
+    if not tag.exists():
+        try:
+            tag.write_text(_TAG_TEXT)
+        except OSError:
+            pass
 
 
 # -- hashing -------------------------------------------------------------------
@@ -157,6 +199,7 @@ class Cache:
         self.hits = 0
         self.misses = 0
         self.write_failed: str | None = None
+        self._tagged = False
 
     @staticmethod
     def usable(root: str | os.PathLike) -> str | None:
@@ -169,6 +212,7 @@ class Cache:
             os.unlink(name)
         except OSError as exc:
             return f"{exc.strerror or exc} ({exc.filename or root})"
+        _tag(_cache_root_of(root))
         return None
 
     @property
@@ -227,6 +271,9 @@ class Cache:
         directory = self.path(key)
         try:
             directory.parent.mkdir(parents=True, exist_ok=True)
+            if not self._tagged:
+                _tag(_cache_root_of(self.root))
+                self._tagged = True
             tmp = Path(tempfile.mkdtemp(prefix=f".{key[:16]}.", dir=directory.parent))
         except OSError as exc:
             self._write_failed(exc)
@@ -255,7 +302,7 @@ class Cache:
 
         self.write_failed = f"{exc.strerror or exc} ({exc.filename or self.root})"
         warn(f"cannot write to the cache {self.root}: {self.write_failed}; going on without storing results there "
-             f"(choose a writable folder with --cache, or --no-cache)")
+             f"(choose a writable folder with --cache-dir, or --no-cache)")
 
     def get_or_compute(self, key: str, compute) -> Any:
         """``get(key)``, or ``put(key, compute())`` on a miss."""
@@ -278,6 +325,215 @@ class Cache:
 
 
 _MISSING = object()
+
+
+# -- what the cache holds: info and clear ---------------------------------------
+
+#: What each part of the cache holds, by folder (``results`` are the entries at the top level).
+CACHE_KINDS: dict[str, str] = {
+    "features": "feature tables (extract, diagnose, bench)",
+    "images": "harmonized images (bench)",
+    "models": "fitted image harmonizers (bench)",
+    "masks": "body masks made by thresholding (bench)",
+    "results": "stored results of bench stages (statistics, evaluator tables)",
+    "cohorts": "simulated cohorts (bench without --cohort)",
+    "work": "checkpoints of interrupted model fits (bench)",
+}
+_HEX = frozenset("0123456789abcdef")
+
+
+def _hex(text: str, least: int = 8) -> bool:
+    return len(text) >= least and all(c in _HEX for c in text)
+
+
+def _temporary(name: str) -> bool:
+    """A half-written entry left by an interrupted run (``.<key>.<random>``, see :meth:`Cache.put`)."""
+    return name.startswith(".") and _hex(name[1:].split(".", 1)[0], 8)
+
+
+def _cache_root_of(path: Path) -> Path:
+    """The cache root of a :class:`Cache` at ``path`` (the ``features`` part lives one level down)."""
+    return path.parent if path.name == "features" else path
+
+
+@dataclass
+class KindInfo:
+    """Entries of one kind in a cache: how many, their bytes, and when the oldest and newest were written."""
+
+    kind: str
+    entries: int = 0
+    bytes: int = 0
+    oldest: float | None = None
+    newest: float | None = None
+
+    def add(self, size: int, mtime: float) -> None:
+        self.entries += 1
+        self.bytes += size
+        self.oldest = mtime if self.oldest is None else min(self.oldest, mtime)
+        self.newest = mtime if self.newest is None else max(self.newest, mtime)
+
+
+@dataclass
+class CacheInfo:
+    """What :func:`cache_info` found under ``root``: one :class:`KindInfo` per kind, and files it does not own."""
+
+    root: Path
+    kinds: dict[str, KindInfo]
+    other_bytes: int = 0
+    other_paths: list[Path] = field(default_factory=list)
+
+    @property
+    def bytes(self) -> int:
+        """Bytes of every cache entry (files harmkit does not own are left out)."""
+        return sum(k.bytes for k in self.kinds.values())
+
+    @property
+    def entries(self) -> int:
+        return sum(k.entries for k in self.kinds.values())
+
+
+def _entries(root: Path):
+    """Yield ``(kind, path)`` for every cache entry under ``root`` and ``("other", path)`` for anything else.
+
+    Only names harmkit writes count as entries (hexadecimal keys, simulated
+    cohorts with their manifest), so a cache folder set by mistake to a
+    folder with other files never loses those files to ``cache clear``.
+    """
+    try:
+        top = sorted(root.iterdir())
+    except FileNotFoundError:
+        return
+    for item in top:
+        name = item.name
+        if name == CACHEDIR_TAG:
+            continue
+        if item.is_dir() and len(name) == 2 and _hex(name, 2):  # results: <xx>/<key>
+            for entry in sorted(item.iterdir()):
+                yield ("results" if _hex(entry.name) or _temporary(entry.name) else "other"), entry
+        elif item.is_dir() and name in ("features", "images", "masks"):  # <kind>/<xx>/<key...>
+            for shard in sorted(item.iterdir()):
+                if not (shard.is_dir() and len(shard.name) == 2 and _hex(shard.name, 2)):
+                    yield ("other" if shard.name != CACHEDIR_TAG else "tag"), shard
+                    continue
+                for entry in sorted(shard.iterdir()):
+                    stem = entry.name.split(".", 1)[0]
+                    yield (name if _hex(stem) or _temporary(entry.name) else "other"), entry
+        elif item.is_dir() and name in ("models", "work"):  # <kind>/<key24>
+            for entry in sorted(item.iterdir()):
+                yield (name if _hex(entry.name.split(".", 1)[0]) else "other"), entry
+        elif item.is_dir() and name == "cohorts":  # cohorts/<preset-size-seed>/
+            for entry in sorted(item.iterdir()):
+                ours = entry.is_dir() and any((entry / f).exists() for f in (".complete", "manifest.csv",
+                                                                              "simulation.json"))
+                yield ("cohorts" if ours else "other"), entry
+        else:
+            yield "other", item
+
+
+def _size_and_mtime(path: Path) -> tuple[int, float]:
+    """Bytes under ``path`` (a file or folder, links not followed) and the newest modification time."""
+    try:
+        stat = path.lstat()
+    except OSError:
+        return 0, 0.0
+    size, newest = (stat.st_size if not path.is_dir() else 0), stat.st_mtime
+    if path.is_dir() and not path.is_symlink():
+        for folder, _, files in os.walk(path):
+            for name in files:
+                try:
+                    item = os.lstat(os.path.join(folder, name))
+                except OSError:
+                    continue
+                size += item.st_size
+                newest = max(newest, item.st_mtime)
+    return size, newest
+
+
+def cache_info(root: str | os.PathLike | None = None) -> CacheInfo:
+    """Entries per kind (see :data:`CACHE_KINDS`), their size and age, under ``root`` (default: the user cache).
+
+    >>> info = cache_info()                                  # doctest: +SKIP
+    >>> info.kinds["features"].entries, info.bytes            # doctest: +SKIP
+    """
+    root = Path(root if root is not None else default_cache_dir()).expanduser()
+    info = CacheInfo(root, {kind: KindInfo(kind) for kind in CACHE_KINDS})
+    for kind, path in _entries(root):
+        size, mtime = _size_and_mtime(path)
+        if kind in info.kinds:
+            info.kinds[kind].add(size, mtime)
+        elif kind == "other":
+            info.other_bytes += size
+            info.other_paths.append(path)
+    return info
+
+
+def clear_cache(root: str | os.PathLike | None = None, older_than: float | None = None,
+                kinds: Sequence[str] | None = None, dry_run: bool = False) -> KindInfo:
+    """Delete cache entries under ``root`` (default: the user cache); returns what was (or would be) removed.
+
+    ``older_than`` (seconds) keeps entries written more recently than that;
+    ``kinds`` limits the deletion to those kinds of :data:`CACHE_KINDS`.
+    Files that are not cache entries are never touched. Clearing while a
+    run uses the cache makes that run recompute (or fail on) what it loses.
+    """
+    import time
+
+    root = Path(root if root is not None else default_cache_dir()).expanduser()
+    unknown = sorted(set(kinds or ()) - set(CACHE_KINDS))
+    if unknown:
+        raise HarmkitError(f"unknown cache kind(s) {', '.join(unknown)}; kinds: {', '.join(CACHE_KINDS)}")
+    if older_than is not None and older_than < 0:
+        raise HarmkitError(f"--older-than must not be negative (got {older_than:g} s)")
+    cutoff = None if older_than is None else time.time() - older_than
+    removed = KindInfo("removed")
+    for kind, path in list(_entries(root)):
+        if kind not in CACHE_KINDS or (kinds and kind not in kinds):
+            continue
+        size, mtime = _size_and_mtime(path)
+        if cutoff is not None and mtime > cutoff:
+            continue
+        removed.add(size, mtime)
+        if dry_run:
+            continue
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            from .errors import io_error
+
+            raise io_error(exc, path, "delete") from None
+    if not dry_run:
+        for kind in ("features", "images", "masks", ""):  # shards left empty
+            base = root / kind if kind else root
+            if base.is_dir():
+                for shard in base.iterdir():
+                    if shard.is_dir() and len(shard.name) == 2 and _hex(shard.name, 2) and not any(shard.iterdir()):
+                        shard.rmdir()
+    return removed
+
+
+_AGE_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_age(text: str) -> float:
+    """``"30d"``, ``"12h"``, ``"90m"``, ``"2w"``, ``"45s"`` (a bare number counts days) in seconds."""
+    value = str(text).strip().lower()
+    number, unit = value, "d"
+    for suffix in sorted(_AGE_UNITS, key=len, reverse=True):
+        if value.endswith(suffix) and value[: -len(suffix)].strip():
+            number, unit = value[: -len(suffix)].strip(), suffix
+            break
+    try:
+        seconds = float(number) * _AGE_UNITS[unit]
+    except ValueError:
+        raise HarmkitError(f"--older-than {text!r}: expected an age such as 30d, 12h, 90m or 2w") from None
+    if not seconds >= 0 or math.isinf(seconds):
+        raise HarmkitError(f"--older-than {text!r}: expected a non-negative age such as 30d")
+    return seconds
 
 
 # -- (de)serialisation ---------------------------------------------------------

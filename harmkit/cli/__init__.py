@@ -27,6 +27,8 @@ COMMANDS = {
     "harmonize": "harmonize:harmonize",
     "bench": "bench:bench",
     "diagnose": "diagnose:diagnose",
+    "import": "import_:import_dicom",
+    "cache": "cache:cache",
 }
 
 

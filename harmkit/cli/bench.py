@@ -21,7 +21,9 @@ import click
 @click.option("--jobs", "-j", type=int, default=None, help="Worker processes for per-scan work. Default: every core.")
 @click.option("--scheduler", default=None, help="Dask scheduler address (tcp://HOST:8786) or 'local'.")
 @click.option("--out", "-o", type=click.Path(file_okay=False), default=None, help="Output folder. Default: harmkit-runs/bench-<preset>.")
-@click.option("--cache-dir", "cache_dir", type=click.Path(file_okay=False), default=None, help="Cache folder. Default: <out>/cache.")
+@click.option("--cache-dir", "cache_dir", type=click.Path(file_okay=False), default=None,
+              help="Cache folder. Default: the one cache of every command ($HARMKIT_CACHE, else "
+                   "$XDG_CACHE_HOME/harmkit, else ~/.cache/harmkit; see 'harmkit cache info').")
 @click.option("--subjects-per-site", "subjects_per_site", type=int, default=None, help="Simulated cohorts: subjects per site (overrides the preset size).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, help="TOML file with any of these options (command-line options win).")
 @click.option("--param", "params", multiple=True,
@@ -38,7 +40,9 @@ def bench(config_file, params, quiet, site_groups, **options) -> None:
     reused for every reference, features from the same VOIs, the same
     stratified Monte Carlo splits, feature stages fitted on training rows.
     Outputs: a terminal table, OUT/report.html (self-contained), OUT/report.md,
-    OUT/results.json and OUT/tables/*.csv. Reruns reuse the cache.
+    OUT/results.json and OUT/tables/*.csv. Reruns reuse the cache, whatever
+    their --out: 'harmkit cache info' shows its size, 'harmkit cache clear'
+    empties it.
 
     \b
     Examples:

@@ -38,7 +38,8 @@ def _spacing(ctx, param, value):
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True, help="Cross-validation folds of both classifiers.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of patches and folds.")
 @click.option("--jobs", type=click.IntRange(min=1), default=None, help="Worker processes [default: every core].")
-@click.option("--cache", "cache_dir", type=click.Path(file_okay=False), help="Feature cache directory.")
+@click.option("--cache-dir", "--cache", "cache_dir", type=click.Path(file_okay=False),
+              help="Cache folder [default: $HARMKIT_CACHE, else ~/.cache/harmkit]; features go to its features/ part.")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the feature cache.")
 def diagnose(manifest, voi, out, tissue_voi, features_csv, extractor_name, spacing, patch_size, patches_per_scan, folds, seed,
              jobs, cache_dir, no_cache) -> None:
@@ -61,6 +62,7 @@ def diagnose(manifest, voi, out, tissue_voi, features_csv, extractor_name, spaci
 
     from rich.console import Console
 
+    from ..cache import features_dir
     from ..diagnostics import diagnose as run_diagnose
     from ..errors import HarmkitError
     from ..plugins import get_extractor
@@ -75,7 +77,7 @@ def diagnose(manifest, voi, out, tissue_voi, features_csv, extractor_name, spaci
     result = run_diagnose(
         manifest, voi=voi, out=out, tissue_voi=tissue_voi, features=features_csv, extractor=extractor, spacing=spacing,
         patch_size=patch_size, patches_per_scan=patches_per_scan, folds=folds, seed=seed, jobs=jobs,
-        cache_dir=False if no_cache else cache_dir,
+        cache_dir=False if no_cache else features_dir(cache_dir),
     )
     console = Console(width=max(Console().width, 120))
     console.print(result.table())

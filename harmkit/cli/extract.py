@@ -24,7 +24,9 @@ import click
 @click.option("--sphere-diameter", type=float, default=30.0, show_default=True, help="Diameter of the --sphere-in sphere in mm.")
 @click.option("--jobs", type=int, help="Worker processes (default: every core; 1 runs in this process).")
 @click.option("--scheduler", help="Dask scheduler address tcp://HOST:PORT, or 'local' for a local Dask cluster.")
-@click.option("--cache", "cache_dir", type=click.Path(file_okay=False), help="Cache directory (default $HARMKIT_CACHE or ~/.cache/harmkit).")
+@click.option("--cache-dir", "--cache", "cache_dir", type=click.Path(file_okay=False),
+              help="Cache folder [default: $HARMKIT_CACHE, else $XDG_CACHE_HOME/harmkit, else ~/.cache/harmkit]; "
+                   "feature tables go to its features/ part, shared with bench and diagnose.")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the cache.")
 @click.option("--keep-going", is_flag=True, help="Write the table of the scans that worked even if some failed (exit code 1).")
 @click.option("--nan-to-zero", is_flag=True, help="Read NaN and infinite voxels as 0 SUV instead of refusing the scan.")
@@ -52,6 +54,7 @@ def extract(manifest, voi, out, extractor_name, params_file, bin_width, spacing,
     from pathlib import Path
 
     from ..atomic import check_output_folder
+    from ..cache import features_dir
     from ..data import load_cohort
     from ..errors import HarmkitError
     from ..extraction import check_feature_output, sidecar_path
@@ -97,7 +100,7 @@ def extract(manifest, voi, out, extractor_name, params_file, bin_width, spacing,
         extractor=extractor,
         jobs=jobs,
         scheduler=scheduler,
-        cache_dir=False if no_cache else cache_dir,
+        cache_dir=False if no_cache else features_dir(cache_dir),
         largest_component=largest_component,
         on_error="keep" if keep_going else "raise",
         nan_to_zero=nan_to_zero,
