@@ -39,6 +39,14 @@ def edit_manifest(manifest: Path, row: int, **cells) -> None:
         writer.writerows(rows)
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Every test gets its own default cache ($HARMKIT_CACHE), so no test reads or fills the user's cache."""
+    folder = tmp_path_factory.mktemp("harmkit-cache")
+    monkeypatch.setenv("HARMKIT_CACHE", str(folder))
+    return folder
+
+
 @pytest.fixture
 def tiny_cohort(tmp_path: Path) -> Path:
     """Two sites (A: 2 mm voxels, B: 3 mm voxels), three subjects each, 6×8×8 SUV images with a lesion mask.

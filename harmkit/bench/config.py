@@ -33,7 +33,7 @@ from typing import Any
 from ..errors import HarmkitError
 
 PROFILES = ("quick", "paper")
-#: What a bench run writes into --out, replacing what is there (cache/ aside).
+#: What a bench run writes into --out, replacing what is there.
 REPORT_FILES = ("figures", "tables", "report.md", "report.html", "results.json")
 PRESETS = ("headneck", "lung")
 
@@ -88,7 +88,10 @@ class BenchConfig:
 
     @property
     def cache_path(self) -> Path:
-        return Path(self.cache_dir) if self.cache_dir else self.out_dir / "cache"
+        """``--cache-dir``, else the one cache of every command (:func:`harmkit.cache.default_cache_dir`)."""
+        from ..cache import default_cache_dir
+
+        return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
 
     def plugin_params(self, name: str) -> dict[str, Any]:
         merged = dict(PROFILE_PARAMS.get(self.profile, {}).get(name, {}))
