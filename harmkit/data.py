@@ -31,7 +31,9 @@ class Scan:
     merged CHUM and HMR); it defaults to ``site``. ``nan_to_zero`` makes
     :meth:`load_image` read NaN and infinite voxels as 0 (set by the
     ``--nan-to-zero`` option; by default such scans are refused by
-    :mod:`harmkit.validation`).
+    :mod:`harmkit.validation`). ``pair_id`` links scans of one subject or
+    phantom at different site groups (traveling subject, test-retest,
+    one acquisition reconstructed twice): see :mod:`harmkit.pairs`.
     """
 
     subject_id: str
@@ -43,6 +45,7 @@ class Scan:
     site_group: str | None = None
     row: int | None = None  # 1-based data row in the manifest, for messages
     nan_to_zero: bool = False
+    pair_id: str | None = None
 
     @property
     def group(self) -> str:

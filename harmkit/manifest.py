@@ -1,8 +1,9 @@
 """The manifest CSV: one row per scan, paths relative to the manifest's folder.
 
 Columns: ``subject_id``, ``site``, ``image``, ``mask_<name>`` (one per mask),
-optional ``outcome`` (0/1), optional ``site_group``; every other column is a
-covariate. The simulator writes this format too: one code path for all data.
+optional ``outcome`` (0/1), optional ``site_group``, optional ``pair_id``
+(scans of one subject or phantom at different site groups, see
+:mod:`harmkit.pairs`); every other column is a covariate. The simulator writes this format too: one code path for all data.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from .data import Cohort, Scan
 from .errors import HarmkitError, ManifestError, Problem
 
 REQUIRED_COLUMNS = ("subject_id", "site", "image")
-RESERVED_COLUMNS = (*REQUIRED_COLUMNS, "outcome", "site_group")
+RESERVED_COLUMNS = (*REQUIRED_COLUMNS, "outcome", "site_group", "pair_id")
 MASK_PREFIX = "mask_"
 
 
@@ -93,6 +94,7 @@ def read_manifest_problems(path: str | os.PathLike) -> tuple[Cohort, list[Proble
                 outcome=outcome,
                 covariates=covariates,
                 site_group=row.get("site_group") or None,
+                pair_id=row.get("pair_id") or None,
                 row=number,
             )
         )
@@ -158,7 +160,9 @@ def write_manifest(scans: Iterable[Scan], path: str | os.PathLike, covariate_col
     covariate_columns = covariate_columns or sorted({k for s in scans for k in s.covariates})
     with_groups = any(s.site_group for s in scans)
     with_outcome = any(s.outcome is not None for s in scans)
-    header = ["subject_id", "site", *(["site_group"] if with_groups else []), "image", *(f"{MASK_PREFIX}{m}" for m in mask_names)]
+    with_pairs = any(s.pair_id for s in scans)
+    header = ["subject_id", "site", *(["site_group"] if with_groups else []), *(["pair_id"] if with_pairs else []),
+              "image", *(f"{MASK_PREFIX}{m}" for m in mask_names)]
     header += (["outcome"] if with_outcome else []) + covariate_columns
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as tmp, open(tmp, "w", newline="") as handle:
@@ -168,6 +172,8 @@ def write_manifest(scans: Iterable[Scan], path: str | os.PathLike, covariate_col
             row = [scan.subject_id, scan.site]
             if with_groups:
                 row.append(scan.site_group or "")
+            if with_pairs:
+                row.append(scan.pair_id or "")
             row.append(_relative(scan.image, root, scan, "image"))
             row += [_relative(scan.masks[m], root, scan, m) if m in scan.masks else "" for m in mask_names]
             if with_outcome:

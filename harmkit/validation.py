@@ -7,8 +7,9 @@ compressed files, image/mask geometry mismatches, empty masks, masks that
 look like images and images that look like masks (swapped columns), NaN or
 infinite voxels, negative or implausible SUV ranges (with a hint about
 units), more grey levels than the chosen binning allows, duplicate subject
-ids, site groups with fewer scans than an analysis needs, and outcomes that
-are not binary. It also summarises the cohort per site like Table 1 of
+ids, site groups with fewer scans than an analysis needs, outcomes that
+are not binary, and paired scans (``pair_id``) that break the rules of
+:mod:`harmkit.pairs`. It also summarises the cohort per site like Table 1 of
 Haberl et al. (2024): scans, matrix sizes, voxel sizes and outcome counts.
 
 :func:`check_cohort` is the gate every command (validate, extract, bench,
@@ -34,6 +35,7 @@ import SimpleITK as sitk
 
 from .data import Cohort, Scan
 from .errors import HarmkitError, Problem, warn
+from .pairs import pair_problems
 
 __all__ = ["Problem", "ScanInfo", "ValidationReport", "validate_cohort", "validate_manifest", "check_cohort",
            "grey_levels", "bin_width_of", "MAX_GREY_LEVELS", "SUV_PLAUSIBLE_MAX", "SUV_NEGATIVE_LIMIT"]
@@ -373,6 +375,7 @@ def _validate(cohort, structural, min_scans_per_site, require_outcome, checks: _
             report.scans.append(info)
         report.problems += problems
     report.problems += _cohort_problems(cohort, min_scans_per_site, require_outcome)
+    report.problems += pair_problems(cohort)
     widths = [p.needed_bin_width for p in report.problems if isinstance(p, GreyLevelProblem)]
     if len(widths) > 1:
         width = max(widths)
