@@ -245,6 +245,41 @@ def test_lesion_biology_shows_in_the_truth_image():
     assert values.std() / values.mean() == pytest.approx(design["heterogeneity"], rel=0.5)
 
 
+def test_headneck_site_groups_differ_in_reference_noise_like_real_protocols():
+    """HGJ's reference-VOI COV is at least 1.76x CHUM's, the largest ratio between the real protocols (docs/real-data.md)."""
+    from harmkit.diagnostics import noise_statistics
+
+    preset = get_preset("headneck")
+    fine = fine_grid(preset, "quick")
+    ratios = []
+    for design in plan_cohort(preset, 0, subjects_per_site=1):
+        phantom = build_phantom(design, preset, fine, _stream(0, 1, design["index"], 1))
+        cov = {}
+        for name in ("CHUM", "HGJ"):
+            site = preset.site(name)
+            grid = site_grid(max(site.protocols, key=lambda p: p.count), preset, "quick")
+            blurred = blur_truth(phantom.suv, fine, grid, site.scanner)
+            reference = grid.to_image(sphere_mask(grid, phantom.reference_center, phantom.reference_radius))
+            images = [grid.to_image(render(blurred, fine, grid, site.scanner, np.random.default_rng(k))) for k in range(3)]
+            cov[name] = np.mean([noise_statistics(image, reference)["cov"] for image in images])
+        ratios.append(cov["HGJ"] / cov["CHUM"])
+    assert np.mean(ratios) >= 1.76
+
+
+def test_lung_noise_texture_is_coarser_at_bud_than_at_tub():
+    from harmkit.diagnostics import noise_statistics
+
+    preset, design, fine, phantom = _phantom("lung")
+    fwhm = {}
+    for name in ("TUB", "BUD-VPHD", "BUD-SharpIR"):
+        site = preset.site(name)
+        grid = site_grid(site.protocols[0], preset, "quick")
+        image = grid.to_image(render(blur_truth(phantom.suv, fine, grid, site.scanner), fine, grid, site.scanner, np.random.default_rng(0)))
+        reference = grid.to_image(sphere_mask(grid, phantom.reference_center, phantom.reference_radius))
+        fwhm[name] = noise_statistics(image, reference)["corr_fwhm_inplane_mm"]
+    assert fwhm["BUD-VPHD"] > 1.4 * fwhm["TUB"] and fwhm["BUD-SharpIR"] > 1.4 * fwhm["TUB"]
+
+
 # --- outcome model ----------------------------------------------------------------------------
 
 
