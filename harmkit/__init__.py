@@ -9,10 +9,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .data import Cohort, Scan, load_cohort
+from .data import Cohort, Scan
 from .errors import HarmkitError
 from .hookspecs import hookimpl
 from .interfaces import EvaluationResult, Evaluator, FeatureExtractor, FeatureHarmonizer, ImageHarmonizer
+from .manifest import load_cohort
 from .methods import parse_method, parse_methods
 from .plugins import get_evaluator, get_extractor, get_harmonizer, list_plugins, load_model
 

@@ -1,5 +1,6 @@
 """The data model: a :class:`Scan` (one PET image with its masks and metadata)
-and a :class:`Cohort` (a list of scans, read from and written to a manifest).
+and a :class:`Cohort` (a list of scans, read from and written to a manifest by
+:mod:`harmkit.manifest`, which imports this module and never the reverse).
 
 Images are SimpleITK images, so geometry (spacing, origin, direction) always
 travels with the voxels. A scan read from a manifest holds file paths and
@@ -161,17 +162,12 @@ class Cohort(Sequence[Scan]):
         raise HarmkitError(f"no subject {subject_id!r} in {self.manifest or 'the cohort'}")
 
 
-def load_cohort(manifest: str | os.PathLike, validate: bool = True) -> Cohort:
-    """Read a manifest CSV into a :class:`Cohort`.
+def __getattr__(name: str):
+    # ``load_cohort`` moved to :mod:`harmkit.manifest` (the manifest reads into this data model, not the other way
+    # round). Kept reachable here until harmkit/bench/, harmkit/diagnostics/run.py and harmkit/cli/extract.py
+    # import it from harmkit.manifest; then delete this function.
+    if name == "load_cohort":
+        from .manifest import load_cohort
 
-    The manifest has one row per scan with columns ``subject_id``, ``site``,
-    ``image`` and one ``mask_<name>`` column per mask; optional ``outcome``
-    (0/1), ``site_group``, and any other column is a covariate. Paths are
-    relative to the manifest's folder. With ``validate`` (default), the
-    manifest's structure is checked and every problem is reported at once.
-
-    >>> cohort = load_cohort("data/manifest.csv")   # doctest: +SKIP
-    """
-    from .manifest import read_manifest
-
-    return read_manifest(Path(manifest), validate=validate)
+        return load_cohort
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 from .errors import HarmkitError
+from .toolkit import ProgressBar
+from .toolkit import progress as progress_bar
 
 __all__ = ["TaskResult", "Executor", "LocalExecutor", "DaskExecutor", "get_executor", "available_cores"]
 
@@ -72,41 +74,6 @@ def run_task(fn: Callable[[Any], Any], item: Any) -> TaskResult:
         return TaskResult(error=f"{type(exc).__name__}: {message}" if message else type(exc).__name__, details=traceback.format_exc())
 
 
-class _Progress:
-    """A rich progress bar that is silent when disabled or when there is nothing to do."""
-
-    def __init__(self, label: str, total: int, enabled: bool):
-        self.enabled = enabled and total > 0
-        self.total = total
-        self.label = label
-        self._progress = None
-        self._task = None
-
-    def __enter__(self) -> "_Progress":
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-            self._progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                transient=False,
-            )
-            self._progress.__enter__()
-            self._task = self._progress.add_task(self.label, total=self.total)
-        return self
-
-    def advance(self, n: int = 1) -> None:
-        if self._progress is not None:
-            self._progress.advance(self._task, n)
-
-    def __exit__(self, *exc) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
-
-
 class Executor:
     """Maps a function over items; subclasses choose where the calls run."""
 
@@ -125,10 +92,10 @@ class Executor:
         items = list(items)
         if not items:
             return []
-        with _Progress(label, len(items), self.progress) as progress:
+        with progress_bar(len(items), label, enabled=self.progress, transient=False) as progress:
             return self._map(fn, items, progress)
 
-    def _map(self, fn, items: Sequence[Any], progress: _Progress) -> list[TaskResult]:
+    def _map(self, fn, items: Sequence[Any], progress: ProgressBar) -> list[TaskResult]:
         results = []
         for item in items:
             results.append(run_task(fn, item))

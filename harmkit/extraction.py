@@ -40,6 +40,7 @@ import pandas as pd
 from .atomic import atomic_file
 from .cache import Cache, default_cache_dir, hash_parts
 from .errors import HarmkitError, warn
+from .toolkit import FEATURE_INDEX, NON_FEATURE_COLUMNS
 
 __all__ = ["extract", "write_features", "read_features", "check_feature_output", "sidecar_path", "ExtractionTask"]
 
@@ -213,8 +214,9 @@ def extract(
     setting), ``extractor``, ``extractor_version``, ``voi``,
     ``largest_component``, ``cache`` ({"hits", "computed"}) and ``failed``.
     """
-    from .data import Cohort, load_cohort
+    from .data import Cohort
     from .execution import TaskResult, get_executor
+    from .manifest import load_cohort
     from .plugins import get_extractor
 
     if on_error not in ("raise", "keep"):
@@ -313,10 +315,10 @@ def extract(
     feature_names = list(feature_classes)
     for row in rows:  # features an extractor returns beyond feature_classes() keep their order of appearance
         for name in row:
-            if name not in ("site", "site_group") and name not in feature_classes:
+            if name not in NON_FEATURE_COLUMNS and name not in feature_classes:
                 feature_classes[name] = "unknown"
                 feature_names.append(name)
-    table = pd.DataFrame(rows, index=pd.Index(index, name="subject_id"), columns=["site", "site_group", *feature_names])
+    table = pd.DataFrame(rows, index=pd.Index(index, name=FEATURE_INDEX), columns=[*NON_FEATURE_COLUMNS, *feature_names])
     table[feature_names] = table[feature_names].astype(float)
     table.attrs.update(
         {
@@ -398,7 +400,7 @@ def check_feature_output(path: str | os.PathLike, inputs=(), option: str = "--ou
                 header = handle.readline()
         except (OSError, UnicodeDecodeError):
             pass
-        if not (header.startswith("subject_id,site,site_group,") and _sidecar_of(path)):
+        if not (header.startswith(",".join((FEATURE_INDEX, *NON_FEATURE_COLUMNS, ""))) and _sidecar_of(path)):
             raise HarmkitError(
                 f"{option} {path}: exists and is not a feature table written by harmkit extract; harmkit will not "
                 f"overwrite it. Choose another --out, or delete the file yourself"
@@ -435,7 +437,7 @@ def read_features(path: str | os.PathLike) -> pd.DataFrame:
     if not path.is_file():
         raise HarmkitError(f"feature table not found: {path}")
     try:
-        table = pd.read_csv(path, index_col="subject_id", dtype={"subject_id": str, "site": str, "site_group": str},
+        table = pd.read_csv(path, index_col=FEATURE_INDEX, dtype=dict.fromkeys((FEATURE_INDEX, *NON_FEATURE_COLUMNS), str),
                             float_precision="round_trip")
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

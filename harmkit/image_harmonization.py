@@ -27,9 +27,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .data import Cohort, load_cohort
+from .data import Cohort
 from .errors import HarmkitError
 from .interfaces import ImageHarmonizer
+from .manifest import load_cohort
 from .plugins import get_registry, load_model
 
 OUTPUT_MANIFEST = "manifest.csv"
@@ -93,8 +94,9 @@ def harmonize(
 ) -> Path:
     """Apply the saved image harmonizer in ``model_dir`` to every scan of ``cohort``.
 
-    Writes ``out/images/<subject>/<site>_pet.nii.gz`` (same grid as the input,
-    SUV; subject folders named by :func:`harmkit.manifest.unique_file_names`),
+    Writes one image per scan where :func:`harmkit.manifest.image_layout`
+    puts it (``out/images/<subject>/<site>_pet.nii.gz``, same grid as the
+    input, SUV; in-memory masks beside it),
     ``out/manifest.csv``, ``out/harmonize.json`` and the marker
     ``out/.harmkit-output``; returns the manifest path. ``target_site``
     defaults to the model's reference. An existing, non-empty ``out`` is an
@@ -106,7 +108,8 @@ def harmonize(
     from .atomic import check_output_folder, write_marker
     from .errors import io_error
     from .imageio import write_image
-    from .manifest import _safe, unique_file_names, write_manifest
+    from .manifest import image_layout, write_manifest
+    from .toolkit import progress as progress_bar
     from .validation import check_cohort
 
     model = load_model(model_dir)
@@ -120,7 +123,6 @@ def harmonize(
     inputs = [*cohort.input_files(), *Path(model_dir).rglob("*"), Path(model_dir)]
     check_output_folder(out, inputs, "harmonize", overwrite=overwrite)
     cohort = check_cohort(cohort, min_scans_per_site=1, nan_to_zero=nan_to_zero)
-    names = unique_file_names(cohort.subject_ids)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
@@ -128,19 +130,18 @@ def harmonize(
         raise io_error(exc, out) from None
     try:
         written = []
-        with _bar(progress, len(cohort)) as advance:
-            for scan in cohort:
-                result = model.transform(scan, target_site)
-                folder = tmp / "images" / names[scan.subject_id]
-                image_path = write_image(result.load_image(), folder / f"{_safe(scan.site)}_pet.nii.gz")
-                masks = {}
-                for name, mask in scan.masks.items():
-                    if isinstance(mask, (str, os.PathLike)):
-                        masks[name] = Path(mask).resolve()
-                    else:
-                        masks[name] = write_image(scan.load_mask(name), folder / f"{_safe(scan.site)}_mask_{_safe(name)}.nii.gz")
-                written.append(replace(result, image=image_path, masks=masks))
-                advance()
+        layout = image_layout(tmp, cohort)
+        for scan in progress_bar(cohort, "Harmonizing scans", enabled=progress):
+            result = model.transform(scan, target_site)
+            files = layout[scan.subject_id]
+            image_path = write_image(result.load_image(), files.image)
+            masks = {}
+            for name, mask in scan.masks.items():
+                if isinstance(mask, (str, os.PathLike)):
+                    masks[name] = Path(mask).resolve()
+                else:
+                    masks[name] = write_image(scan.load_mask(name), files.mask(name))
+            written.append(replace(result, image=image_path, masks=masks))
         write_manifest(written, tmp / OUTPUT_MANIFEST)
         provenance = {
             "model": str(Path(model_dir).resolve()),
@@ -175,22 +176,3 @@ def _umask() -> int:
 
     return _UMASK
 
-
-class _bar:
-    def __init__(self, enabled: bool, total: int) -> None:
-        self.enabled, self.total, self.progress = enabled, total, None
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda: None
-        from rich.progress import Progress
-
-        self.progress = Progress(transient=True)
-        self.progress.start()
-        task = self.progress.add_task("Harmonizing scans", total=self.total)
-        return lambda: self.progress.advance(task)
-
-    def __exit__(self, *exc):
-        if self.progress is not None:
-            self.progress.stop()
-        return False

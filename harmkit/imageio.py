@@ -187,15 +187,38 @@ def nifti_stored_data(path: str | os.PathLike, chunk_bytes: int = 1 << 24) -> St
 GEOMETRY_TOLERANCE = 1e-4
 
 
-def same_geometry(a: sitk.Image, b: sitk.Image, tolerance: float = GEOMETRY_TOLERANCE) -> bool:
-    """True when two images share one voxel grid: same size; spacing and direction within ``tolerance``, origin
-    within ``10 * tolerance`` (see :data:`GEOMETRY_TOLERANCE`)."""
-    return (
-        a.GetSize() == b.GetSize()
-        and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tolerance)
-        and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=tolerance * 10)
-        and np.allclose(a.GetDirection(), b.GetDirection(), atol=tolerance)
-    )
+def _grid(image) -> tuple:
+    if isinstance(image, sitk.Image):
+        return image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection()
+    return tuple(image["size"]), image["spacing"], image["origin"], image["direction"]
+
+
+def geometry_difference(a, b, tolerance: float = GEOMETRY_TOLERANCE) -> str | None:
+    """``None`` when ``a`` and ``b`` lie on one voxel grid, else the first part that differs.
+
+    ``a`` and ``b`` are SimpleITK images or headers (mappings with ``size``,
+    ``spacing``, ``origin``, ``direction``). The answer is ``"size"`` (also
+    for a different number of dimensions), ``"spacing"``, ``"origin"`` or
+    ``"direction"``. Size must be equal; spacing and direction may differ by
+    ``tolerance``, the origin by ``10 * tolerance`` (see
+    :data:`GEOMETRY_TOLERANCE`).
+    """
+    size_a, spacing_a, origin_a, direction_a = _grid(a)
+    size_b, spacing_b, origin_b, direction_b = _grid(b)
+    if tuple(size_a) != tuple(size_b):
+        return "size"
+    if not np.allclose(spacing_a, spacing_b, atol=tolerance):
+        return "spacing"
+    if not np.allclose(origin_a, origin_b, atol=tolerance * 10):
+        return "origin"
+    if not np.allclose(direction_a, direction_b, atol=tolerance):
+        return "direction"
+    return None
+
+
+def same_geometry(a, b, tolerance: float = GEOMETRY_TOLERANCE) -> bool:
+    """True when two images (or headers) share one voxel grid (see :func:`geometry_difference`)."""
+    return geometry_difference(a, b, tolerance) is None
 
 
 def copy_geometry(array_image: sitk.Image, reference: sitk.Image) -> sitk.Image:
@@ -205,4 +228,4 @@ def copy_geometry(array_image: sitk.Image, reference: sitk.Image) -> sitk.Image:
 
 
 __all__ = ["read_image", "read_mask", "write_image", "zero_non_finite", "nifti_stored_data", "StoredData",
-           "same_geometry", "copy_geometry", "is_nifti", "IMAGE_SUFFIXES"]
+           "GEOMETRY_TOLERANCE", "same_geometry", "geometry_difference", "copy_geometry", "is_nifti", "IMAGE_SUFFIXES"]

@@ -24,6 +24,20 @@ RESERVED_COLUMNS = (*REQUIRED_COLUMNS, "outcome", "site_group", "pair_id")
 MASK_PREFIX = "mask_"
 
 
+def load_cohort(manifest: str | os.PathLike, validate: bool = True) -> Cohort:
+    """Read a manifest CSV into a :class:`Cohort`.
+
+    The manifest has one row per scan with columns ``subject_id``, ``site``,
+    ``image`` and one ``mask_<name>`` column per mask; optional ``outcome``
+    (0/1), ``site_group``, and any other column is a covariate. Paths are
+    relative to the manifest's folder. With ``validate`` (default), the
+    manifest's structure is checked and every problem is reported at once.
+
+    >>> cohort = load_cohort("data/manifest.csv")   # doctest: +SKIP
+    """
+    return read_manifest(Path(manifest), validate=validate)
+
+
 def read_manifest(path: Path, validate: bool = True) -> Cohort:
     """Read ``path`` into a :class:`Cohort`; structural problems raise :class:`ManifestError`.
 

@@ -26,6 +26,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .toolkit import feature_columns
+
 __all__ = [
     "overlap_coefficient",
     "normal_overlap",
@@ -40,7 +42,6 @@ __all__ = [
 
 #: Display order of the paper's feature classes.
 CLASS_ORDER = ("firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm")
-NON_FEATURE_COLUMNS = ("site", "site_group")
 
 
 # -- the overlap coefficient -----------------------------------------------------
@@ -106,7 +107,7 @@ def overlap_coefficient(a: Sequence[float], b: Sequence[float], grid_size: int =
 
 
 def _feature_columns(features: pd.DataFrame) -> list[str]:
-    return [c for c in features.columns if c not in NON_FEATURE_COLUMNS and pd.api.types.is_numeric_dtype(features[c])]
+    return [c for c in feature_columns(features) if pd.api.types.is_numeric_dtype(features[c])]
 
 
 def _two_groups(groups: pd.Series, group_a: str | None, group_b: str | None) -> tuple[str, str]:

@@ -6,8 +6,9 @@ group" or "a feature column" means:
 
 >>> from harmkit.toolkit import progress, resolve_site_group, same_geometry   # doctest: +SKIP
 
-* :data:`GEOMETRY_TOLERANCE`, :func:`same_geometry`: whether an image and a mask
-  (or two images) share one voxel grid;
+* :data:`GEOMETRY_TOLERANCE`, :func:`same_geometry`, :func:`geometry_difference`:
+  whether an image and a mask (or two images, or two headers) share one voxel
+  grid, and what differs when they do not;
 * :func:`progress`: the progress bar of every long loop (description, bar,
   count, elapsed and remaining time, optional info text), silent when disabled;
 * :func:`resolve_site_group`: a site or site-group name to the site group it
@@ -26,12 +27,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from .errors import HarmkitError
-from .imageio import GEOMETRY_TOLERANCE, same_geometry
+from .imageio import GEOMETRY_TOLERANCE, geometry_difference, same_geometry
 from .manifest import ScanFiles, image_layout
 
 __all__ = [
     "GEOMETRY_TOLERANCE",
     "same_geometry",
+    "geometry_difference",
     "progress",
     "ProgressBar",
     "resolve_site_group",

@@ -144,8 +144,15 @@ def test_missing_body_mask_names_the_scan_and_the_mask():
 
 
 def test_unknown_reference_group_lists_the_groups():
-    with pytest.raises(HarmkitError, match="'HGJ' has no scans.*'REF'"):
+    with pytest.raises(HarmkitError, match="'HGJ' is not a site or site group.*REF, SRC"):
         HistogramMatching().fit(cohort(), "HGJ")
+
+
+def test_a_site_name_as_reference_fits_towards_its_site_group():
+    scans = [make_scan("r0", "CHUM", seed=0, group="CHUM-HMR"), make_scan("r1", "HMR", seed=1, group="CHUM-HMR")]
+    scans.append(make_scan("s0", "SRC", seed=10, scale=1.7))
+    model = HistogramMatching().fit(Cohort(scans), "HMR")
+    assert model.reference_site_ == "CHUM-HMR" and model.n_reference_scans_ == 2
 
 
 def test_bad_landmarks_are_refused():

@@ -16,8 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import HarmkitError
-
-NON_FEATURE_COLUMNS = ("site", "site_group", "subject_id")
+from ..toolkit import feature_columns
 
 
 def _model(C: float, seed: int):
@@ -132,7 +131,7 @@ def site_predictability(
     if n_splits < 2:
         small = [g for g, n in counts.items() if n < 2]
         raise HarmkitError(f"site predictability: site group(s) {', '.join(small)} have fewer than 2 scans; merge or remove them")
-    columns = [c for c in features.columns if c not in NON_FEATURE_COLUMNS]
+    columns = feature_columns(features)
     X = features[columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
     keep = _usable(X)
     if not keep.any():

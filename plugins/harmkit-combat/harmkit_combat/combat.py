@@ -35,12 +35,13 @@ import pandas as pd
 
 from harmkit.errors import HarmkitError
 from harmkit.interfaces import FeatureHarmonizer
+from harmkit.toolkit import FEATURE_INDEX, NON_FEATURE_COLUMNS, feature_columns
 
 from .diagnostics import site_difference
 
-# Columns of harmkit's feature tables that describe a row rather than measure it:
+# Columns of harmkit's feature tables that describe a row rather than measure it (harmkit.toolkit.feature_columns):
 # they are carried through unchanged and never harmonized.
-METADATA_COLUMNS = ("subject_id", "site", "site_group")
+METADATA_COLUMNS = (FEATURE_INDEX, *NON_FEATURE_COLUMNS)
 _SITE = "SITE"  # the column name neuroHarmonize requires
 
 
@@ -377,9 +378,7 @@ def _feature_columns(features: pd.DataFrame) -> list[Any]:
     if features.columns.duplicated().any():
         raise HarmkitError(f"ComBat: duplicated feature column(s) {_listing(features.columns[features.columns.duplicated()].unique())}")
     names = []
-    for col in features.columns:
-        if col in METADATA_COLUMNS:
-            continue
+    for col in feature_columns(features):
         if not pd.api.types.is_numeric_dtype(features[col]) or pd.api.types.is_bool_dtype(features[col]):
             raise HarmkitError(
                 f"ComBat: column {col!r} is not numeric ({features[col].dtype}); features must be numbers "

@@ -30,6 +30,7 @@ import SimpleITK as sitk
 
 from harmkit.errors import HarmkitError
 from harmkit.interfaces import ImageHarmonizer
+from harmkit.toolkit import progress, resolve_site_group
 
 from .config import PARAMETER_NAMES, CycleGANConfig, get_profile
 from .intensity import to_network, to_suv
@@ -166,7 +167,7 @@ class CycleGANHarmonizer(ImageHarmonizer):
     def fit(self, cohort, reference_site: str) -> "CycleGANHarmonizer":
         """Train (or reuse) a CycleGAN between ``reference_site`` and every other site group."""
         config = self.make_config()
-        reference = _resolve_group(cohort, reference_site)
+        reference = resolve_site_group(cohort, reference_site, what="cyclegan: reference site")
         groups = cohort.site_groups
         sources = [g for g in groups if g != reference]
         if not sources:
@@ -267,9 +268,10 @@ class CycleGANHarmonizer(ImageHarmonizer):
                         for keys in (watch_x, watch_y)
                     )
             device = self._torch_device()
-            with _progress(self.progress and not finished, "CycleGAN training", config.steps) as advance:
+            with progress(config.steps, "CycleGAN training", enabled=self.progress and not finished) as bar:
                 trainer = Trainer(
-                    config, sample_x, sample_y, run_dir / "training", device=device, progress=advance, monitor=monitor
+                    config, sample_x, sample_y, run_dir / "training", device=device, progress=_loss_reporter(bar),
+                    monitor=monitor,
                 )
                 started = time.perf_counter()
                 trainer.run()
@@ -295,7 +297,7 @@ class CycleGANHarmonizer(ImageHarmonizer):
             except HarmkitError:
                 pass
             path.unlink()
-        with _progress(self.progress, "Writing volume store", len(cohort)) as advance, VolumeStore.create(path) as writer:
+        with progress(len(cohort), "Writing volume store", enabled=self.progress) as bar, VolumeStore.create(path) as writer:
             for index, scan in enumerate(cohort):
                 image = scan.load_image()
                 mask = scan.load_mask("body") if "body" in scan.masks else sitk.Cast(image > config.body_threshold, sitk.sitkUInt8)
@@ -314,7 +316,7 @@ class CycleGANHarmonizer(ImageHarmonizer):
                     site=scan.site,
                     group=scan.group,
                 )
-                advance(index + 1, len(cohort), {})
+                bar.advance()
         return VolumeStore(path)
 
     # -- transform -----------------------------------------------------------
@@ -324,7 +326,8 @@ class CycleGANHarmonizer(ImageHarmonizer):
         A scan that already belongs to the target's domain is returned unchanged.
         """
         self.check_fitted()
-        target = self.site_groups_.get(target_site, target_site) if target_site else self.reference_site_
+        target = (resolve_site_group(self.site_groups_, target_site, what="cyclegan: target site") if target_site
+                  else self.reference_site_)
         if target in self.domains_["y"]:
             target_domain = "y"
         elif target in self.domains_["x"]:
@@ -369,7 +372,7 @@ class CycleGANHarmonizer(ImageHarmonizer):
         def change(batch):
             return net(batch).float() - batch.float()
 
-        with _progress(self.progress and windows > 8, "CycleGAN inference", windows) as advance:
+        with progress(windows, "CycleGAN inference", enabled=self.progress, min_total=9) as bar:
             residual = sliding_window(
                 values,
                 change,
@@ -380,7 +383,7 @@ class CycleGANHarmonizer(ImageHarmonizer):
                 device=device,
                 precision=precision,
                 channels_last=config.channels_last,
-                progress=lambda done, total: advance(done, total, {}),
+                progress=lambda done, total: bar.update(done, total),
             )
         residual += values
         correction = to_suv(residual, config.suv_max, config.suv_scale)
@@ -466,17 +469,6 @@ def resample_to_spacing(image: sitk.Image, spacing, interpolator=sitk.sitkLinear
     origin = tuple(np.asarray(image.GetOrigin()) + shift)
     pixel = image.GetPixelID()
     return sitk.Resample(image, size, sitk.Transform(), interpolator, origin, spacing, image.GetDirection(), 0.0, pixel)
-
-
-def _resolve_group(cohort, reference: str) -> str:
-    if reference in cohort.site_groups:
-        return reference
-    for scan in cohort:
-        if scan.site == reference:
-            return scan.group
-    raise HarmkitError(
-        f"cyclegan: reference site {reference!r} is not in the cohort; site groups: {', '.join(cohort.site_groups)}"
-    )
 
 
 def _median_spacing(scans) -> tuple[float, float, float]:
@@ -566,31 +558,13 @@ class _torch_threads:
         return False
 
 
-class _progress:
-    """Context manager yielding ``advance(done, total, info)`` backed by a rich progress bar."""
+def _loss_reporter(bar):
+    """``report(done, total, losses)`` for the trainer: the bar's count and the latest G and D losses."""
 
-    def __init__(self, enabled: bool, label: str, total: int) -> None:
-        self.enabled, self.label, self.total = enabled, label, total
-        self.bar = None
+    def report(done, total, losses=None):
+        text = ""
+        if losses and "loss_G" in losses:
+            text = f"G {losses['loss_G']:.3f}  D {losses['loss_D_a'] + losses['loss_D_b']:.3f}"
+        bar.update(done, total, info=text)
 
-    def __enter__(self):
-        if not self.enabled:
-            return lambda done, total, info=None: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=True)
-        self.bar.start()
-        task = self.bar.add_task(self.label, total=self.total, info="")
-
-        def advance(done, total, info=None):
-            text = ""
-            if info and "loss_G" in info:
-                text = f"G {info['loss_G']:.3f}  D {info['loss_D_a'] + info['loss_D_b']:.3f}"
-            self.bar.update(task, completed=done, total=total, info=text)
-
-        return advance
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.stop()
-        return False
+    return report

@@ -1,13 +1,12 @@
-"""Small shared helpers: a scan's voxels inside a mask, checked, and image rebuilding."""
+"""Small shared helpers: a scan's voxels inside a mask, checked, the reference's scans, and image rebuilding."""
 
 from __future__ import annotations
-
-from typing import Iterable
 
 import numpy as np
 import SimpleITK as sitk
 
 from harmkit.errors import HarmkitError
+from harmkit.toolkit import resolve_site_group
 
 
 def image_and_mask(scan, mask_name: str) -> tuple[sitk.Image, np.ndarray, np.ndarray]:
@@ -35,22 +34,11 @@ def rebuild(array: np.ndarray, like: sitk.Image) -> sitk.Image:
     return out
 
 
-def group_scans(cohort, group: str, what: str) -> list:
-    scans = [s for s in cohort if s.group == group]
-    if not scans:
-        groups = ", ".join(repr(g) for g in cohort.site_groups) or "none"
-        raise HarmkitError(f"{what}: reference site group {group!r} has no scans in the cohort (site groups: {groups})")
-    return scans
+def reference_scans(cohort, reference: str, what: str) -> tuple[str, list]:
+    """The site group ``reference`` (a site or site-group name) designates, and that group's scans.
 
-
-def progress(items: Iterable, total: int, label: str):
-    """A rich progress bar over ``items`` when there are enough of them to notice."""
-    import sys
-
-    if total < 8 or not sys.stderr.isatty():
-        yield from items
-        return
-    from rich.console import Console
-    from rich.progress import track
-
-    yield from track(items, total=total, description=label, transient=True, console=Console(stderr=True))
+    The name is resolved by :func:`harmkit.toolkit.resolve_site_group`; an
+    unknown name is a :class:`HarmkitError` listing the site groups.
+    """
+    group = resolve_site_group(cohort, reference, what=f"{what}: reference site")
+    return group, [s for s in cohort if s.group == group]

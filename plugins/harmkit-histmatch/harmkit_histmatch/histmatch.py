@@ -22,8 +22,9 @@ import numpy as np
 
 from harmkit.errors import HarmkitError
 from harmkit.interfaces import ImageHarmonizer
+from harmkit.toolkit import progress
 
-from ._scans import group_scans, image_and_mask, progress, rebuild
+from ._scans import image_and_mask, rebuild, reference_scans
 
 # Percentile grid that summarises each reference scan (0.1 % steps). Written as
 # k / 1000 so that every landmark percentile p (given in %) maps onto exactly
@@ -72,16 +73,17 @@ class HistogramMatching(ImageHarmonizer):
         return p / 100.0
 
     def fit(self, cohort, reference_site: str) -> "HistogramMatching":
-        """Learn the pooled intensity quantiles of ``reference_site``'s scans inside ``mask``."""
+        """Learn the pooled intensity quantiles inside ``mask`` of the site group ``reference_site`` names (a site
+        or a site group; see :func:`harmkit.toolkit.resolve_site_group`)."""
         levels = self._levels()
-        scans = group_scans(cohort, reference_site, "histmatch")
+        reference, scans = reference_scans(cohort, reference_site, "histmatch")
         quantiles, counts = [], []
-        for scan in progress(scans, len(scans), f"histmatch: reference {reference_site}"):
+        for scan in progress(scans, f"histmatch: reference {reference}", min_total=8):
             _, array, mask = image_and_mask(scan, self.mask)
             voxels = array[mask]
             quantiles.append(quantiles_of(voxels, _GRID))
             counts.append(voxels.size)
-        self.reference_site_ = str(reference_site)
+        self.reference_site_ = reference
         self.landmarks_ = (levels * 100.0).tolist()
         self.reference_landmarks_ = pooled_quantiles(np.asarray(quantiles), np.asarray(counts, dtype=float), levels)
         self.n_reference_scans_ = len(scans)

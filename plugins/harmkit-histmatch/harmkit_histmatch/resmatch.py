@@ -32,8 +32,9 @@ import numpy as np
 
 from harmkit.errors import HarmkitError
 from harmkit.interfaces import ImageHarmonizer
+from harmkit.toolkit import progress
 
-from ._scans import group_scans, image_and_mask, progress, rebuild
+from ._scans import image_and_mask, rebuild, reference_scans
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 STATISTICS = ("smoothness", "correlation", "cov")
@@ -169,8 +170,7 @@ class ResolutionMatching(ImageHarmonizer):
         """Choose the Gaussian width of every site group of ``cohort`` (given, or fitted to the reference)."""
         if self.statistic not in STATISTICS:
             raise HarmkitError(f"resmatch: statistic={self.statistic!r} is not known; use one of {', '.join(STATISTICS)}")
-        reference_site = str(reference_site)
-        group_scans(cohort, reference_site, "resmatch")
+        reference_site, _ = reference_scans(cohort, reference_site, "resmatch")
         groups = [g for g in cohort.site_groups if g != reference_site]
         if self.fwhm_mm is not None:
             if not (float(self.fwhm_mm) >= 0):
@@ -183,7 +183,7 @@ class ResolutionMatching(ImageHarmonizer):
         increasing = name != "cov"  # smoothing raises every statistic except COV
         patches = {}
         all_scans = [s for s in cohort if s.group in (reference_site, *groups)]
-        for scan in progress(all_scans, len(all_scans), "resmatch: reading VOIs"):
+        for scan in progress(all_scans, "resmatch: reading VOIs", min_total=8):
             patches.setdefault(scan.group, []).append(_Patch(scan, self.mask, float(self.max_fwhm_mm)))
 
         def stats(group: str, fwhm: float) -> np.ndarray:

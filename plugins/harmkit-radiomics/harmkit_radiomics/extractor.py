@@ -37,6 +37,7 @@ import SimpleITK as sitk
 
 from harmkit.errors import HarmkitError
 from harmkit.interfaces import FeatureExtractor
+from harmkit.toolkit import same_geometry
 
 PLUGIN_VERSION = "0.1.0"
 
@@ -301,7 +302,7 @@ class RadiomicsExtractor(FeatureExtractor):
     def _check_input(self, image: sitk.Image, mask: sitk.Image) -> None:
         if image.GetDimension() != 3 or mask.GetDimension() != 3:
             raise HarmkitError(f"expected 3D image and mask, got {image.GetDimension()}D image and {mask.GetDimension()}D mask")
-        if not _same_grid(image, mask):
+        if not same_geometry(image, mask):
             raise HarmkitError(
                 "mask and image are on different grids "
                 f"(image size {image.GetSize()} spacing {_fmt(image.GetSpacing())} origin {_fmt(image.GetOrigin())}; "
@@ -370,15 +371,6 @@ def _binary_mask(mask: sitk.Image) -> sitk.Image:
             return mask
     binary = sitk.Cast(sitk.NotEqual(mask, 0), sitk.sitkUInt8)
     return binary
-
-
-def _same_grid(a: sitk.Image, b: sitk.Image, tolerance: float = 1e-4) -> bool:
-    return (
-        a.GetSize() == b.GetSize()
-        and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tolerance)
-        and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=tolerance * 10)
-        and np.allclose(a.GetDirection(), b.GetDirection(), atol=tolerance)
-    )
 
 
 def _fmt(values) -> str:
