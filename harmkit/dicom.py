@@ -26,13 +26,13 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import SimpleITK as sitk
 
 from .errors import HarmkitError
 
-__all__ = ["read_pet_series_suv", "suv_factor", "series_geometry"]
+__all__ = ["read_pet_series_suv", "read_pet_files_suv", "suv_factor", "series_geometry", "uptake_seconds"]
 
 
 def read_pet_series_suv(folder: str | os.PathLike, series_id: str | None = None) -> sitk.Image:
@@ -46,7 +46,20 @@ def read_pet_series_suv(folder: str | os.PathLike, series_id: str | None = None)
     ``series_id`` chooses one series when the folder holds several.
     """
     folder = Path(folder)
-    files = _series_files(folder, series_id)
+    return read_pet_files_suv(_series_files(folder, series_id), where=f"DICOM series in {folder}")
+
+
+def read_pet_files_suv(files: Sequence[str | os.PathLike], where: str) -> sitk.Image:
+    """Read the slices ``files`` of one PET series, in order along the slice normal, as a float32 SUVbw image.
+
+    The conversion and its errors are those of :func:`read_pet_series_suv`;
+    messages start with ``where`` (e.g. ``"PET series 1.2.3 in /data/p1"``).
+    ``harmkit import`` reads series this way: one series may be spread over
+    several folders, or share a folder with other series.
+    """
+    files = [str(f) for f in files]
+    if not files:
+        raise HarmkitError(f"{where}: no slices to read")
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     reader.SetOutputPixelType(sitk.sitkFloat64)
@@ -55,7 +68,7 @@ def read_pet_series_suv(folder: str | os.PathLike, series_id: str | None = None)
         image = reader.Execute()
     except RuntimeError as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
-        raise HarmkitError(f"DICOM series in {folder} cannot be read ({reason})") from None
+        raise HarmkitError(f"{where} cannot be read ({reason})") from None
 
     def tag(key: str, index: int = 0) -> str:
         return reader.GetMetaData(index, key).strip() if reader.HasMetaDataKey(index, key) else ""
@@ -63,7 +76,7 @@ def read_pet_series_suv(folder: str | os.PathLike, series_id: str | None = None)
     modality = tag("0008|0060").upper()
     if modality and modality != "PT":
         raise HarmkitError(
-            f"DICOM series in {folder} has Modality {modality!r}, not PET ('PT'); harmkit reads PET images from "
+            f"{where} has Modality {modality!r}, not PET ('PT'); harmkit reads PET images from "
             f"DICOM, give masks and other images as NIfTI/NRRD files"
         )
     units = tag("0054|1001").upper()
@@ -73,28 +86,31 @@ def read_pet_series_suv(folder: str | os.PathLike, series_id: str | None = None)
         acquisition_times = [
             _datetime(tag("0008|0022", i) or tag("0008|0021", i), tag("0008|0032", i)) for i in range(len(files))
         ]
-        factor = suv_factor(_read_header(files[0], folder), folder, [t for t in acquisition_times if t is not None])
+        factor = suv_factor(_read_header(files[0], where), acquisition_times=[t for t in acquisition_times if t],
+                            where=where)
     elif not units:
         raise HarmkitError(
-            f"DICOM series in {folder}: missing tag Units (0054,1001); cannot tell whether voxels are Bq/mL or SUV. "
+            f"{where}: missing tag Units (0054,1001); cannot tell whether voxels are Bq/mL or SUV. "
             f"Export the series with its PET header, or convert it to SUV NIfTI yourself"
         )
     else:
         raise HarmkitError(
-            f"DICOM series in {folder}: Units (0054,1001) is {units!r}; harmkit converts only BQML (Bq/mL) to SUVbw "
+            f"{where}: Units (0054,1001) is {units!r}; harmkit converts only BQML (Bq/mL) to SUVbw "
             f"(GML is used as is). Export the series in Bq/mL or as SUV"
         )
     return sitk.Cast(image * factor, sitk.sitkFloat32)
 
 
-def suv_factor(header: Any, folder: str | os.PathLike = "", acquisition_times: list[dt.datetime] | None = None) -> float:
+def suv_factor(header: Any, folder: str | os.PathLike = "", acquisition_times: list[dt.datetime] | None = None,
+               where: str | None = None) -> float:
     """The factor that turns Bq/mL into SUVbw, from a pydicom dataset of one slice of the series.
 
     ``acquisition_times`` (every slice's AcquisitionDate/Time) let the scan
     reference time fall back to the earliest acquisition when the series time
-    is later than it (series re-saved after post-processing).
+    is later than it (series re-saved after post-processing). Messages name
+    ``where``, else ``folder``.
     """
-    where = f"DICOM series in {folder}" if folder else "DICOM header"
+    where = where or (f"DICOM series in {folder}" if folder else "DICOM header")
 
     def missing(keyword: str, tag: str, why: str) -> HarmkitError:
         return HarmkitError(f"{where}: missing tag {keyword} {tag}; {why}. Add it to the header or export the series as SUV")
@@ -122,20 +138,11 @@ def suv_factor(header: Any, folder: str | os.PathLike = "", acquisition_times: l
             f"{where}: DecayCorrection (0054,1102) is {decay_correction!r}; harmkit converts START or ADMIN series "
             f"to SUV. Reconstruct with decay correction to scan start, or convert to SUV yourself"
         )
-    series_date = str(header.get("SeriesDate", "") or header.get("AcquisitionDate", "") or header.get("StudyDate", ""))
-    injection = _datetime_value(item.get("RadiopharmaceuticalStartDateTime"))
-    if injection is None:
-        injection = _datetime(series_date, str(item.get("RadiopharmaceuticalStartTime", "") or ""))
+    injection, scan_time = _injection_and_scan_times(header, item, acquisition_times)
     if injection is None:
         raise missing(
             "RadiopharmaceuticalStartDateTime", "(0018,1078) or RadiopharmaceuticalStartTime (0018,1072)", "decay correction needs the injection time"
         )
-    scan_time = _datetime(series_date, str(header.get("SeriesTime", "") or ""))
-    earliest = min(acquisition_times) if acquisition_times else _datetime(
-        str(header.get("AcquisitionDate", "") or series_date), str(header.get("AcquisitionTime", "") or "")
-    )
-    if scan_time is None or (earliest is not None and earliest < scan_time):
-        scan_time = earliest
     if scan_time is None:
         raise missing("SeriesTime", "(0008,0031) or AcquisitionTime (0008,0032)", "decay correction needs the scan start time")
     elapsed = (scan_time - injection).total_seconds()
@@ -146,6 +153,35 @@ def suv_factor(header: Any, folder: str | os.PathLike = "", acquisition_times: l
         )
     decayed_dose = dose * 2.0 ** (-elapsed / half_life)
     return weight * 1000.0 / decayed_dose
+
+
+def _injection_and_scan_times(header: Any, item: Any, acquisition_times: list[dt.datetime] | None):
+    """(injection, scan start) of a PET header and its first radiopharmaceutical item; ``None`` where unknown."""
+    series_date = str(header.get("SeriesDate", "") or header.get("AcquisitionDate", "") or header.get("StudyDate", ""))
+    injection = _datetime_value(item.get("RadiopharmaceuticalStartDateTime"))
+    if injection is None:
+        injection = _datetime(series_date, str(item.get("RadiopharmaceuticalStartTime", "") or ""))
+    scan_time = _datetime(series_date, str(header.get("SeriesTime", "") or ""))
+    earliest = min(acquisition_times) if acquisition_times else _datetime(
+        str(header.get("AcquisitionDate", "") or series_date), str(header.get("AcquisitionTime", "") or "")
+    )
+    if scan_time is None or (earliest is not None and earliest < scan_time):
+        scan_time = earliest
+    return injection, scan_time
+
+
+def uptake_seconds(header: Any, acquisition_times: list[dt.datetime] | None = None) -> float | None:
+    """Seconds from injection to scan start of a PET header (pydicom dataset), or ``None`` when a time is missing.
+
+    The same times :func:`suv_factor` decays the dose with.
+    """
+    sequence = header.get("RadiopharmaceuticalInformationSequence")
+    if not sequence:
+        return None
+    injection, scan_time = _injection_and_scan_times(header, sequence[0], acquisition_times)
+    if injection is None or scan_time is None:
+        return None
+    return (scan_time - injection).total_seconds()
 
 
 def series_geometry(folder: str | os.PathLike) -> dict:
@@ -177,7 +213,7 @@ def _series_files(folder: Path, series_id: str | None) -> list[str]:
     return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_id))
 
 
-def _read_header(path: str, folder: Path):
+def _read_header(path: str, where: str):
     try:
         import pydicom
     except ImportError:  # pragma: no cover - pydicom is a core dependency
@@ -185,7 +221,7 @@ def _read_header(path: str, folder: Path):
     try:
         return pydicom.dcmread(path, stop_before_pixels=True)
     except Exception as exc:  # pydicom raises several types for corrupt files
-        raise HarmkitError(f"DICOM series in {folder}: cannot read the header of {path} ({exc})") from None
+        raise HarmkitError(f"{where}: cannot read the header of {path} ({exc})") from None
 
 
 def _number(value) -> float | None:
