@@ -318,7 +318,8 @@ def extract(
             if name not in NON_FEATURE_COLUMNS and name not in feature_classes:
                 feature_classes[name] = "unknown"
                 feature_names.append(name)
-    table = pd.DataFrame(rows, index=pd.Index(index, name=FEATURE_INDEX), columns=[*NON_FEATURE_COLUMNS, *feature_names])
+    table = pd.DataFrame(rows, index=pd.Index(index, name=FEATURE_INDEX),
+                         columns=[*NON_FEATURE_COLUMNS, *feature_names])
     table[feature_names] = table[feature_names].astype(float)
     table.attrs.update(
         {
@@ -437,8 +438,8 @@ def read_features(path: str | os.PathLike) -> pd.DataFrame:
     if not path.is_file():
         raise HarmkitError(f"feature table not found: {path}")
     try:
-        table = pd.read_csv(path, index_col=FEATURE_INDEX, dtype=dict.fromkeys((FEATURE_INDEX, *NON_FEATURE_COLUMNS), str),
-                            float_precision="round_trip")
+        text_columns = dict.fromkeys((FEATURE_INDEX, *NON_FEATURE_COLUMNS), str)
+        table = pd.read_csv(path, index_col=FEATURE_INDEX, dtype=text_columns, float_precision="round_trip")
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise HarmkitError(f"{path}: not a feature table written by harmkit extract ({reason})") from None

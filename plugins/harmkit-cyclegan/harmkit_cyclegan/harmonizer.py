@@ -297,7 +297,8 @@ class CycleGANHarmonizer(ImageHarmonizer):
             except HarmkitError:
                 pass
             path.unlink()
-        with progress(len(cohort), "Writing volume store", enabled=self.progress) as bar, VolumeStore.create(path) as writer:
+        bar = progress(len(cohort), "Writing volume store", enabled=self.progress)
+        with bar, VolumeStore.create(path) as writer:
             for index, scan in enumerate(cohort):
                 image = scan.load_image()
                 mask = scan.load_mask("body") if "body" in scan.masks else sitk.Cast(image > config.body_threshold, sitk.sitkUInt8)
@@ -347,6 +348,16 @@ class CycleGANHarmonizer(ImageHarmonizer):
         direction = "x_to_y" if target_domain == "y" else "y_to_x"
         with _torch_threads(self.threads):
             return scan.with_image(self.translate(image, direction))
+
+    def resampling_floor(self, scan, target_site: str | None = None):
+        """The scan through this pipeline with the identity network: the scan itself, exactly.
+
+        Only the network's change is resampled back to the scan's grid (see
+        :meth:`translate`), so an identity network changes no voxel, whatever
+        the grids (tested); nothing needs to run.
+        """
+        self.check_fitted()
+        return scan.with_image(scan.load_image())
 
     def translate(self, image: sitk.Image, direction: str = "x_to_y") -> sitk.Image:
         """Run one generator on a SimpleITK SUV image; returns SUV on the input's grid.
