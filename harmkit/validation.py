@@ -10,7 +10,8 @@ units), more grey levels than the chosen binning allows, duplicate subject
 ids, site groups with fewer scans than an analysis needs, outcomes that
 are not binary, and paired scans (``pair_id``) that break the rules of
 :mod:`harmkit.pairs`. It also summarises the cohort per site like Table 1 of
-Haberl et al. (2024): scans, matrix sizes, voxel sizes and outcome counts.
+Haberl et al. (2024) (:meth:`ValidationReport.acquisition_table`): scanner,
+reconstruction, kernel, scans, matrix sizes, voxel sizes and outcome counts.
 
 :func:`check_cohort` is the gate every command (validate, extract, bench,
 train, harmonize) passes before any other work: the same checks, warnings
@@ -38,7 +39,8 @@ from .errors import HarmkitError, Problem, warn
 from .pairs import pair_problems
 
 __all__ = ["Problem", "ScanInfo", "ValidationReport", "validate_cohort", "validate_manifest", "check_cohort",
-           "grey_levels", "bin_width_of", "MAX_GREY_LEVELS", "SUV_PLAUSIBLE_MAX", "SUV_NEGATIVE_LIMIT"]
+           "grey_levels", "bin_width_of", "MAX_GREY_LEVELS", "SUV_PLAUSIBLE_MAX", "SUV_NEGATIVE_LIMIT",
+           "ACQUISITION_COLUMNS"]
 
 #: A voxel maximum above this is implausible for SUV; such images are in Bq/mL or hold SUV×100.
 SUV_PLAUSIBLE_MAX = 500.0
@@ -51,6 +53,11 @@ NEGATIVE_FRACTION = 0.001
 MAX_GREY_LEVELS = 512
 #: A mask with more distinct values than this (or with fractional or negative ones) is an image, not a label map.
 MASK_MAX_LABELS = 256
+
+
+#: Columns of :meth:`ValidationReport.acquisition_table` (and of ``harmkit validate --table``).
+ACQUISITION_COLUMNS = ["site", "site_group", "scanner", "reconstruction", "kernel", "scans", "matrix", "slices",
+                       "voxel_mm", "outcome_1", "outcome_0", "outcome_missing", "unreadable"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,9 @@ class ScanInfo:
     size: tuple[int, ...]
     spacing: tuple[float, ...]
     outcome: int | None
+    scanner: str = ""
+    reconstruction: str = ""
+    kernel: str = ""
 
 
 @dataclass
@@ -153,6 +163,46 @@ class ValidationReport:
                 )
         columns = ["site", "site_group", "scans", "matrix", "voxel_mm", "outcome_1", "outcome_0", "outcome_missing", "unreadable"]
         return pd.DataFrame(rows, columns=columns)
+
+    def acquisition_table(self):
+        """Table 1 of a multicenter study (a :class:`pandas.DataFrame`): one row per site and acquisition protocol.
+
+        Rows group scans by site, scanner, reconstruction, kernel and voxel
+        size, in site order, most scans first. Columns:
+        ``site``, ``site_group``, ``scanner`` (``scanner`` covariate, else
+        ``manufacturer`` and ``model``, as ``harmkit import`` writes them),
+        ``reconstruction``, ``kernel``, ``scans``, ``matrix`` (in-plane,
+        ``x×y``) and ``slices`` (ranges when scans differ), ``voxel_mm``
+        (``x×y×z``), ``outcome_1``, ``outcome_0``, ``outcome_missing`` and
+        ``unreadable`` (scans whose image could not be read).
+        """
+        import pandas as pd
+
+        rows = []
+        readable = {(s.row, s.subject_id) for s in self.scans}
+        for site in self.cohort.sites:
+            groups: dict[tuple, list[ScanInfo]] = {}
+            for info in (s for s in self.scans if s.site == site):
+                key = (info.scanner, info.reconstruction, info.kernel, _format_spacing(info.spacing))
+                groups.setdefault(key, []).append(info)
+            for (scanner, reconstruction, kernel, voxel), infos in sorted(
+                    groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+                outcomes = Counter(i.outcome for i in infos)
+                rows.append({
+                    "site": site, "site_group": infos[0].site_group, "scanner": scanner,
+                    "reconstruction": reconstruction, "kernel": kernel, "scans": len(infos),
+                    "matrix": _format_sizes([i.size[:2] for i in infos]),
+                    "slices": _format_sizes([i.size[2:] for i in infos]), "voxel_mm": voxel,
+                    "outcome_1": outcomes.get(1, 0), "outcome_0": outcomes.get(0, 0),
+                    "outcome_missing": outcomes.get(None, 0), "unreadable": 0,
+                })
+            unreadable = sum(1 for s in self.cohort if s.site == site and (s.row, s.subject_id) not in readable)
+            if unreadable:
+                group = next(s.group for s in self.cohort if s.site == site)
+                rows.append({"site": site, "site_group": group, "scanner": "", "reconstruction": "", "kernel": "",
+                             "scans": 0, "matrix": "", "slices": "", "voxel_mm": "", "outcome_1": 0, "outcome_0": 0,
+                             "outcome_missing": 0, "unreadable": unreadable})
+        return pd.DataFrame(rows, columns=ACQUISITION_COLUMNS)
 
     def raise_for_errors(self) -> None:
         """Raise :class:`harmkit.errors.ManifestError` listing every error, if there is any."""
@@ -425,7 +475,20 @@ def _check_scan(scan: Scan, checks: _Checks, problems: list[Problem]) -> ScanInf
                 mask_headers[name] = None
     if checks.check_voxels:
         _check_voxels(scan, {n: h for n, h in mask_headers.items() if h is not None}, problems, checks)
-    return ScanInfo(scan.subject_id, scan.site, scan.group, scan.row, header["size"], header["spacing"], scan.outcome)
+    return ScanInfo(scan.subject_id, scan.site, scan.group, scan.row, header["size"], header["spacing"], scan.outcome,
+                    *_acquisition(scan))
+
+
+def _acquisition(scan: Scan) -> tuple[str, str, str]:
+    """(scanner, reconstruction, kernel) from a scan's covariates: ``scanner`` or ``manufacturer`` + ``model``."""
+    covariates = scan.covariates or {}
+
+    def text(name: str) -> str:
+        value = covariates.get(name)
+        return "" if value is None else str(value).strip()
+
+    scanner = text("scanner") or " ".join(v for v in (text("manufacturer"), text("model")) if v)
+    return scanner, text("reconstruction"), text("kernel")
 
 
 def _header(value, what: str, scan: Scan, problems: list[Problem]) -> dict | None:

@@ -259,3 +259,62 @@ def test_a_few_noisy_negative_voxels_are_accepted_but_a_negative_image_is_not(ti
     write_scan(tiny_cohort.parent / "images", "A0_pet.nii.gz", values - 2.0)
     message = only_error(run(tiny_cohort))
     assert message.startswith("row 1 (subject A0, site A)") and "SUV cannot be negative" in message
+
+
+# -- the acquisition table (Table 1) ---------------------------------------------------------------------------------
+
+
+def with_protocols(manifest: Path) -> Path:
+    """Add manufacturer/model/reconstruction/kernel columns: site A has two reconstructions, site B one scanner."""
+    with manifest.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    protocols = {"A": ("GE", "Discovery ST", "OSEM", ""), "B": ("SIEMENS", "Biograph mCT", "OSEM3D 2i21s", "G2")}
+    for number, row in enumerate(rows, start=1):
+        manufacturer, model, reconstruction, kernel = protocols[row["site"]]
+        if number == 3:
+            reconstruction = "VPHD"
+        row.update(manufacturer=manufacturer, model=model, reconstruction=reconstruction, kernel=kernel)
+    with manifest.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest
+
+
+def test_acquisition_table_has_a_row_per_site_scanner_and_reconstruction(tiny_cohort):
+    table = run(with_protocols(tiny_cohort)).acquisition_table()
+    rows = [tuple(r) for r in table[["site", "scanner", "reconstruction", "scans", "matrix", "voxel_mm"]].values]
+    assert rows == [("A", "GE Discovery ST", "OSEM", 2, "8×8", "2.00×2.00×3.00"),
+                    ("A", "GE Discovery ST", "VPHD", 1, "8×8", "2.00×2.00×3.00"),
+                    ("B", "SIEMENS Biograph mCT", "OSEM3D 2i21s", 3, "8×8", "3.00×3.00×3.00")]
+    assert list(table["kernel"]) == ["", "", "G2"] and list(table["slices"]) == ["6", "6", "6"]
+    assert list(table["outcome_1"]) == [1, 0, 1] and list(table["outcome_0"]) == [1, 1, 2]
+
+
+def test_acquisition_table_without_header_columns_still_counts_scans_per_voxel_size(tiny_cohort):
+    table = run(tiny_cohort).acquisition_table()
+    assert list(table["scans"]) == [3, 3] and set(table["scanner"]) == {""}
+
+
+def test_validate_prints_and_writes_the_acquisition_table(tiny_cohort, tmp_path):
+    from harmkit.cli import main
+
+    out = tmp_path / "table1.csv"
+    with pytest.raises(SystemExit) as info:
+        main(["validate", str(with_protocols(tiny_cohort)), "--table", str(out)])
+        raise SystemExit(0)
+    assert info.value.code in (0, None)
+    with out.open(newline="") as handle:
+        written = list(csv.DictReader(handle))
+    assert [(r["site"], r["reconstruction"], r["scans"]) for r in written] == [("A", "OSEM", "2"), ("A", "VPHD", "1"),
+                                                                               ("B", "OSEM3D 2i21s", "3")]
+
+
+def test_validate_refuses_to_write_the_table_over_an_input(tiny_cohort, capsys):
+    from harmkit.cli import main
+
+    before = snapshot(tiny_cohort.parent)
+    with pytest.raises(SystemExit) as info:
+        main(["validate", str(tiny_cohort), "--table", str(tiny_cohort)])
+    assert info.value.code == 2 and "this is an input of the run" in capsys.readouterr().err
+    assert snapshot(tiny_cohort.parent) == before
