@@ -208,7 +208,8 @@ def diagnose(
     >>> result = hk.diagnose("sim/manifest.csv", voi="lesion", out="diag")   # doctest: +SKIP
     >>> result.summary["patch_separability"]["accuracy"]                    # doctest: +SKIP
     """
-    from ..data import Cohort, load_cohort
+    from ..data import Cohort
+    from ..manifest import load_cohort
     from .patches import patch_separability
     from .predictability import site_predictability
 
