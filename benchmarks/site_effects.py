@@ -66,7 +66,9 @@ def oracle_scans(cohort, counterfactuals, reference: str):
     return oracle
 
 
-def oracle_gain(features: pd.DataFrame, oracle_features: pd.DataFrame, cohort, reference: str, classes: dict) -> pd.DataFrame:
+def oracle_gain(
+    features: pd.DataFrame, oracle_features: pd.DataFrame, cohort, reference: str, classes: dict
+) -> pd.DataFrame:
     """Per-class mean overlap before/after (pp gain) when the non-reference rows are replaced by their oracle rows."""
     groups = {s.subject_id: s.group for s in cohort}
     other = next(g for g in dict.fromkeys(groups.values()) if g != reference)
@@ -91,8 +93,16 @@ def bench_preset(name: str, args, console: Console) -> dict:
         if args.cohort:
             manifest = Path(args.cohort) / "manifest.csv"
         else:
-            manifest = hk.simulate(name, out=workdir / "cohort", seed=args.seed, subjects_per_site=args.subjects_per_site,
-                                   size=args.size, jobs=args.jobs, counterfactuals=True, progress=not args.quiet)
+            manifest = hk.simulate(
+                name,
+                out=workdir / "cohort",
+                seed=args.seed,
+                subjects_per_site=args.subjects_per_site,
+                size=args.size,
+                jobs=args.jobs,
+                counterfactuals=True,
+                progress=not args.quiet,
+            )
         out["simulate_s"] = time.perf_counter() - started
         cohort = hk.load_cohort(manifest)
         counterfactuals = hk.load_cohort(manifest.parent / "counterfactuals.csv")
@@ -103,20 +113,34 @@ def bench_preset(name: str, args, console: Console) -> dict:
             patches = {}
             for ref in groups:
                 spacing = median_spacing([s for s in cohort if s.group == ref])
-                patches[ref] = patch_separability(cohort, spacing, 32, args.patches_per_scan, 5, args.seed, executor=executor)
+                patches[ref] = patch_separability(
+                    cohort, spacing, 32, args.patches_per_scan, 5, args.seed, executor=executor
+                )
             out["patch_s"] = time.perf_counter() - t
             t = time.perf_counter()
             texture = texture_statistics(cohort, "reference", "lesion", executor=executor)
             out["texture_s"] = time.perf_counter() - t
             t = time.perf_counter()
-            features = hk.extract(cohort, voi="reference", jobs=args.jobs, cache_dir=workdir / "cache", executor=executor,
-                                  progress=not args.quiet)
+            features = hk.extract(
+                cohort,
+                voi="reference",
+                jobs=args.jobs,
+                cache_dir=workdir / "cache",
+                executor=executor,
+                progress=not args.quiet,
+            )
             classes = dict(features.attrs.get("feature_classes", {}))
             oracle = {}
             for ref in groups:
                 twins = Cohort(oracle_scans(cohort, counterfactuals, ref))
-                twin_features = hk.extract(twins, voi="reference", jobs=args.jobs, cache_dir=workdir / "cache",
-                                           executor=executor, progress=not args.quiet)
+                twin_features = hk.extract(
+                    twins,
+                    voi="reference",
+                    jobs=args.jobs,
+                    cache_dir=workdir / "cache",
+                    executor=executor,
+                    progress=not args.quiet,
+                )
                 oracle[ref] = oracle_gain(features, twin_features, cohort, ref, classes)
             out["features_s"] = time.perf_counter() - t
         finally:
@@ -124,23 +148,40 @@ def bench_preset(name: str, args, console: Console) -> dict:
         predictability = site_predictability(features, seed=args.seed)
 
         table = Table(title=f"{name} ({args.size}, {len(cohort)} scans): texture in the reference VOI, median [IQR]")
-        for column in ("site group", "scans", "noise SD", "COV", "noise corr. xy (mm)", "noise corr. z (mm)", "lesion-edge FWHM (mm)"):
+        for column in (
+            "site group",
+            "scans",
+            "noise SD",
+            "COV",
+            "noise corr. xy (mm)",
+            "noise corr. z (mm)",
+            "lesion-edge FWHM (mm)",
+        ):
             table.add_column(column)
         for group, sub in texture.groupby("site_group", sort=False):
             cells = [group, str(len(sub))]
-            for column, spec in (("noise_sd_suv", ".3f"), ("noise_cov", ".3f"), ("corr_fwhm_inplane_mm", ".1f"),
-                                 ("corr_fwhm_axial_mm", ".1f"), ("edge_fwhm_mm", ".1f")):
+            for column, spec in (
+                ("noise_sd_suv", ".3f"),
+                ("noise_cov", ".3f"),
+                ("corr_fwhm_inplane_mm", ".1f"),
+                ("corr_fwhm_axial_mm", ".1f"),
+                ("edge_fwhm_mm", ".1f"),
+            ):
                 q1, med, q3 = np.nanpercentile(sub[column].to_numpy(dtype=float), [25, 50, 75])
                 cells.append(f"{format(med, spec)} [{format(q1, spec)}-{format(q3, spec)}]")
             table.add_row(*cells)
         console.print(table)
         for ref, result in patches.items():
             ok = "ok" if result["accuracy"] >= 0.80 else "BELOW TARGET"
-            console.print(f"patch classifier at {ref}'s grid ({'x'.join(f'{v:.2f}' for v in result['spacing_mm'])} mm, "
-                          f"32^3, patches / own mean): held-out accuracy {result['accuracy']:.3f} (target >= 0.80: {ok})")
+            console.print(
+                f"patch classifier at {ref}'s grid ({'x'.join(f'{v:.2f}' for v in result['spacing_mm'])} mm, "
+                f"32^3, patches / own mean): held-out accuracy {result['accuracy']:.3f} (target >= 0.80: {ok})"
+            )
         out["patch_accuracy"] = {ref: r["accuracy"] for ref, r in patches.items()}
-        console.print(f"feature-level site AUC, reference-VOI features: {predictability['auc']:.3f} "
-                      f"[{predictability['ci_low']:.2f}-{predictability['ci_high']:.2f}]")
+        console.print(
+            f"feature-level site AUC, reference-VOI features: {predictability['auc']:.3f} "
+            f"[{predictability['ci_low']:.2f}-{predictability['ci_high']:.2f}]"
+        )
         out["site_auc_reference_voi"] = predictability["auc"]
         if name == "lung":
             cov = texture.groupby("site_group")["noise_cov"].median()
@@ -148,7 +189,9 @@ def bench_preset(name: str, args, console: Console) -> dict:
                 ok = "ok" if abs(cov[group] - paper) <= 0.02 else "OFF TARGET"
                 console.print(f"liver-VOI COV median {group}: {cov[group]:.3f} (paper {paper:.2f}, within 0.02: {ok})")
             out["liver_cov"] = {g: float(cov[g]) for g in PAPER_LIVER_COV}
-        gains = Table(title=f"{name}: oracle (counterfactuals at the reference group) -- reference-VOI overlap, mean per class")
+        gains = Table(
+            title=f"{name}: oracle (counterfactuals at the reference group) -- reference-VOI overlap, mean per class"
+        )
         gains.add_column("reference")
         gains.add_column("class")
         gains.add_column("features")
@@ -158,18 +201,29 @@ def bench_preset(name: str, args, console: Console) -> dict:
         out["oracle_gain_pp"] = {}
         for ref, summary in oracle.items():
             for cls, row in summary.iterrows():
-                gains.add_row(ref, cls, str(int(row["n_features"])), f"{row['before_mean']:.3f}", f"{row['after_mean']:.3f}",
-                              f"{100 * row['improvement_mean']:+.1f}")
+                gains.add_row(
+                    ref,
+                    cls,
+                    str(int(row["n_features"])),
+                    f"{row['before_mean']:.3f}",
+                    f"{row['after_mean']:.3f}",
+                    f"{100 * row['improvement_mean']:+.1f}",
+                )
             out["oracle_gain_pp"][ref] = {cls: float(100 * r["improvement_mean"]) for cls, r in summary.iterrows()}
         console.print(gains)
         if name == "lung":
             for ref, per_class in out["oracle_gain_pp"].items():
                 low = min(per_class[c] for c in TEXTURE_CLASSES if c in per_class)
-                console.print(f"oracle towards {ref}: smallest texture-class gain {low:+.1f} pp "
-                              f"(target >= 15: {'ok' if low >= 15 else 'BELOW TARGET'}); first order "
-                              f"{per_class.get('firstorder', float('nan')):+.1f} pp")
-        console.print(f"times: simulate {out['simulate_s']:.0f} s, patches {out['patch_s']:.0f} s, texture {out['texture_s']:.0f} s, "
-                      f"features + oracle {out['features_s']:.0f} s")
+                console.print(
+                    f"oracle towards {ref}: smallest texture-class gain {low:+.1f} pp "
+                    f"(target >= 15: {'ok' if low >= 15 else 'BELOW TARGET'}); first order "
+                    f"{per_class.get('firstorder', float('nan')):+.1f} pp"
+                )
+        console.print(
+            f"times: simulate {out['simulate_s']:.0f} s, patches {out['patch_s']:.0f} s, "
+            f"texture {out['texture_s']:.0f} s, "
+            f"features + oracle {out['features_s']:.0f} s"
+        )
     finally:
         if args.keep:
             console.print(f"kept {workdir}")
@@ -186,7 +240,9 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=None)
     parser.add_argument("--patches-per-scan", type=int, default=8)
-    parser.add_argument("--cohort", default=None, help="use this simulated cohort folder instead of simulating (one preset)")
+    parser.add_argument(
+        "--cohort", default=None, help="use this simulated cohort folder instead of simulating (one preset)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the generated cohorts")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)

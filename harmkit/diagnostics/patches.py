@@ -47,7 +47,9 @@ def resample(image: sitk.Image, spacing: Sequence[float], interpolator=sitk.sitk
     size = [max(1, int(round(n * o / s))) for n, o, s in zip(image.GetSize(), old, spacing)]
     direction = np.asarray(image.GetDirection()).reshape(3, 3)
     origin = tuple(np.asarray(image.GetOrigin()) + direction @ ((np.asarray(spacing) - np.asarray(old)) / 2.0))
-    return sitk.Resample(image, size, sitk.Transform(), interpolator, origin, spacing, image.GetDirection(), 0.0, image.GetPixelID())
+    return sitk.Resample(
+        image, size, sitk.Transform(), interpolator, origin, spacing, image.GetDirection(), 0.0, image.GetPixelID()
+    )
 
 
 def _mad(values: np.ndarray) -> float:
@@ -67,7 +69,10 @@ def _lag(residual: np.ndarray, valid: np.ndarray, axis: int, lag: int) -> float:
 
 
 def describe_patch(patch: np.ndarray, body: np.ndarray, smooth1: np.ndarray, smooth2: np.ndarray) -> list[float]:
-    """The :data:`DESCRIPTORS` of one patch (arrays (z, y, x): image, body mask, the image smoothed by 1 and 2 voxels)."""
+    """The :data:`DESCRIPTORS` of one patch.
+
+    Arrays (z, y, x): the image, its body mask, the image smoothed by 1 and by 2 voxels.
+    """
     mean = float(patch[body].mean())
     x, s1, s2 = patch / mean, smooth1 / mean, smooth2 / mean
     hp1, band, hp2 = (x - s1)[body], (s1 - s2)[body], x - s2
@@ -76,7 +81,15 @@ def describe_patch(patch: np.ndarray, body: np.ndarray, smooth1: np.ndarray, smo
     gradient = float(np.median(np.sqrt(gz * gz + gy * gy + gx * gx)[body]))
     acf = [_lag(hp2, body, axis, 1) for axis in (2, 1, 0)]
     acf2 = np.nanmean([_lag(hp2, body, 2, 2), _lag(hp2, body, 1, 2)])
-    return [hp1_mad, band_mad, float(hp2[body].std()), hp1_mad / band_mad if band_mad > 0 else math.nan, *acf, float(acf2), gradient]
+    return [
+        hp1_mad,
+        band_mad,
+        float(hp2[body].std()),
+        hp1_mad / band_mad if band_mad > 0 else math.nan,
+        *acf,
+        float(acf2),
+        gradient,
+    ]
 
 
 def scan_patches(item: tuple) -> np.ndarray:
@@ -146,12 +159,19 @@ def _classifier(seed: int):
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     return HistGradientBoostingClassifier(
-        max_iter=150, learning_rate=0.1, max_leaf_nodes=15, l2_regularization=1.0,
-        early_stopping=False, class_weight="balanced", random_state=seed,
+        max_iter=150,
+        learning_rate=0.1,
+        max_leaf_nodes=15,
+        l2_regularization=1.0,
+        early_stopping=False,
+        class_weight="balanced",
+        random_state=seed,
     )
 
 
-def held_out_accuracy(X: np.ndarray, labels: Sequence[str], subjects: Sequence[str], folds: int = 5, seed: int = 0) -> dict[str, Any]:
+def held_out_accuracy(
+    X: np.ndarray, labels: Sequence[str], subjects: Sequence[str], folds: int = 5, seed: int = 0
+) -> dict[str, Any]:
     """Balanced accuracy of the patch classifier on patches of held-out subjects (folds grouped by subject)."""
     from sklearn.metrics import balanced_accuracy_score, roc_auc_score
     from sklearn.model_selection import StratifiedGroupKFold
@@ -233,7 +253,10 @@ def patch_separability(
         spacing = median_spacing(scans)
     patch_size = min(int(patch_size), *(_resampled_size(s, spacing) for s in scans))
     if patch_size < 8:
-        raise HarmkitError(f"patch classifier: the smallest image is {patch_size} voxels across at {spacing} mm; patches need 8 or more")
+        raise HarmkitError(
+            f"patch classifier: the smallest image is {patch_size} voxels across at {spacing} mm; "
+            "patches need 8 or more"
+        )
     items = [(s, tuple(spacing), int(patch_size), int(patches_per_scan), (int(seed), k)) for k, s in enumerate(scans)]
     own = executor is None
     if own:
@@ -245,7 +268,9 @@ def patch_separability(
             executor.close()
     failed = [r.error for r in results if not r.ok]
     if failed:
-        raise HarmkitError(f"patch descriptors failed for {len(failed)} scan(s): " + "; ".join(str(e) for e in failed[:3]))
+        raise HarmkitError(
+            f"patch descriptors failed for {len(failed)} scan(s): " + "; ".join(str(e) for e in failed[:3])
+        )
     X = np.concatenate([r.value for r in results])
     subjects = np.repeat([s.subject_id for s in scans], [len(r.value) for r in results])
     labels = np.array([labels_of[s] for s in subjects])
@@ -254,14 +279,18 @@ def patch_separability(
     if len(names) > 2:
         pairs = {}
         for i, a in enumerate(names):
-            for b in names[i + 1:]:
+            for b in names[i + 1 :]:
                 keep = (labels == a) | (labels == b)
-                pairs[f"{a} vs {b}"] = held_out_accuracy(_features(X[keep]), labels[keep], subjects[keep], folds, seed)["accuracy"]
+                pairs[f"{a} vs {b}"] = held_out_accuracy(_features(X[keep]), labels[keep], subjects[keep], folds, seed)[
+                    "accuracy"
+                ]
         result["pairs"] = pairs
     result["descriptor_medians"] = {
         g: {name: float(np.nanmedian(X[labels == g, j])) for j, name in enumerate(DESCRIPTORS)} for g in names
     }
-    result.update(spacing_mm=[float(s) for s in spacing], patch_size=int(patch_size), patches_per_scan=int(patches_per_scan))
+    result.update(
+        spacing_mm=[float(s) for s in spacing], patch_size=int(patch_size), patches_per_scan=int(patches_per_scan)
+    )
     result["descriptors"] = X
     result["labels"] = labels
     return result

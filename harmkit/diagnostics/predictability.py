@@ -40,7 +40,9 @@ def hanley_mcneil_ci(auc: float, n_positive: int, n_negative: int, confidence: f
     from scipy.stats import norm
 
     q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
-    variance = (auc * (1 - auc) + (n_positive - 1) * (q1 - auc * auc) + (n_negative - 1) * (q2 - auc * auc)) / (n_positive * n_negative)
+    variance = (auc * (1 - auc) + (n_positive - 1) * (q1 - auc * auc) + (n_negative - 1) * (q2 - auc * auc)) / (
+        n_positive * n_negative
+    )
     half = float(norm.ppf(0.5 + confidence / 2)) * math.sqrt(max(variance, 0.0))
     return max(0.0, auc - half), min(1.0, auc + half)
 
@@ -53,8 +55,9 @@ def _usable(X: np.ndarray) -> np.ndarray:
     return finite & spread
 
 
-def _cross_validated(X, y: np.ndarray, labels: np.ndarray, folds: int, repeats: int, seed: int, C: float,
-                     fold_transform=None) -> tuple[list[float], np.ndarray]:
+def _cross_validated(
+    X, y: np.ndarray, labels: np.ndarray, folds: int, repeats: int, seed: int, C: float, fold_transform=None
+) -> tuple[list[float], np.ndarray]:
     from sklearn.model_selection import StratifiedKFold
 
     n_classes = int(y.max()) + 1
@@ -118,7 +121,9 @@ def site_predictability(
         raise HarmkitError("site predictability needs a feature table (a pandas DataFrame, one row per scan)")
     if groups is None:
         if "site_group" not in features.columns:
-            raise HarmkitError("the feature table has no 'site_group' column; pass the site group of each row as groups=")
+            raise HarmkitError(
+                "the feature table has no 'site_group' column; pass the site group of each row as groups="
+            )
         groups = features["site_group"]
     labels = np.asarray([str(g) for g in groups])
     if len(labels) != len(features):
@@ -126,16 +131,22 @@ def site_predictability(
     names = list(dict.fromkeys(labels))
     counts = {g: int((labels == g).sum()) for g in names}
     if len(names) < 2:
-        raise HarmkitError(f"site predictability needs at least two site groups; the table has one ({names[0] if names else 'none'})")
+        raise HarmkitError(
+            f"site predictability needs at least two site groups; the table has one ({names[0] if names else 'none'})"
+        )
     n_splits = min(int(folds), min(counts.values()))
     if n_splits < 2:
         small = [g for g, n in counts.items() if n < 2]
-        raise HarmkitError(f"site predictability: site group(s) {', '.join(small)} have fewer than 2 scans; merge or remove them")
+        raise HarmkitError(
+            f"site predictability: site group(s) {', '.join(small)} have fewer than 2 scans; merge or remove them"
+        )
     columns = feature_columns(features)
     X = features[columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
     keep = _usable(X)
     if not keep.any():
-        raise HarmkitError("site predictability: no feature column is finite in every row and varies; check the feature table")
+        raise HarmkitError(
+            "site predictability: no feature column is finite in every row and varies; check the feature table"
+        )
     X = features[[c for c, k in zip(columns, keep) if k]].apply(pd.to_numeric, errors="coerce").astype(float)
     y = np.array([names.index(g) for g in labels])
     aucs, probability = _cross_validated(X, y, labels, n_splits, int(repeats), int(seed), float(C), fold_transform)
@@ -157,7 +168,7 @@ def site_predictability(
     else:
         pairs = {}
         for i, a in enumerate(names):
-            for b in names[i + 1:]:
+            for b in names[i + 1 :]:
                 rows = (labels == a) | (labels == b)
                 sub = site_predictability(features.loc[rows], labels[rows], folds, repeats, seed, C, fold_transform)
                 pairs[f"{a} vs {b}"] = sub["auc"]

@@ -40,7 +40,10 @@ def _arrays(image: sitk.Image, mask: sitk.Image | None = None):
     if mask is None:
         return array, spacing, None
     if mask.GetSize() != image.GetSize():
-        raise HarmkitError(f"mask size {mask.GetSize()} differs from image size {image.GetSize()}; resample the mask onto the image grid")
+        raise HarmkitError(
+            f"mask size {mask.GetSize()} differs from image size {image.GetSize()}; "
+            "resample the mask onto the image grid"
+        )
     return array, spacing, sitk.GetArrayFromImage(mask) != 0
 
 
@@ -127,7 +130,10 @@ def homogeneous_region(
 
 
 def autocorrelation(residual: np.ndarray, mask: np.ndarray, axis: int, max_lag: int = MAX_LAG) -> list[float]:
-    """Normalised autocorrelation of ``residual`` along numpy ``axis`` at lags 1..``max_lag``, over pairs inside ``mask``."""
+    """Normalised autocorrelation of ``residual`` along numpy ``axis`` at lags 1..``max_lag``.
+
+    Only pairs of voxels both inside ``mask`` count.
+    """
     out = []
     n = residual.shape[axis]
     for lag in range(1, max_lag + 1):
@@ -147,7 +153,7 @@ def autocorrelation(residual: np.ndarray, mask: np.ndarray, axis: int, max_lag: 
 
 
 def _pair_offsets(mask: np.ndarray, spacing) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Squared in-plane and axial distances (mm^2) of every voxel-pair offset in ``mask``, and how many pairs have it."""
+    """Squared in-plane and axial distances (mm^2) of every voxel-pair offset in ``mask``, and its number of pairs."""
     from scipy.signal import fftconvolve
 
     m = mask.astype(np.float64)
@@ -212,7 +218,9 @@ def noise_statistics(image: sitk.Image, mask: sitk.Image) -> dict[str, float]:
     """
     array, spacing, inside = _arrays(image, mask)
     if inside.sum() < 20:
-        raise HarmkitError(f"the homogeneous VOI has {int(inside.sum())} voxels; at least 20 are needed for noise statistics")
+        raise HarmkitError(
+            f"the homogeneous VOI has {int(inside.sum())} voxels; at least 20 are needed for noise statistics"
+        )
     box = tuple(slice(int(ix.min()), int(ix.max()) + 1) for ix in np.nonzero(inside))
     array, inside = array[box], inside[box]
     values = array[inside]
@@ -259,7 +267,10 @@ def edge_resolution(
     if inside.sum() < 8:
         return math.nan
     reach = [int(math.ceil((shell_mm + 2 * fwhm_range_mm[1]) / s)) for s in spacing[::-1]]
-    bounds = [(max(int(ix.min()) - r, 0), min(int(ix.max()) + r + 1, n)) for ix, r, n in zip(np.nonzero(inside), reach, array.shape)]
+    bounds = [
+        (max(int(ix.min()) - r, 0), min(int(ix.max()) + r + 1, n))
+        for ix, r, n in zip(np.nonzero(inside), reach, array.shape)
+    ]
     box = tuple(slice(lo, hi) for lo, hi in bounds)
     array, inside = array[box], inside[box]
     sampling = spacing[::-1]
