@@ -114,7 +114,8 @@ def texture_statistics(
     if tissue_voi:
         missing = [s.label for s in cohort if tissue_voi not in s.masks]
         if missing:
-            raise HarmkitError(f"--tissue-voi {tissue_voi}: {len(missing)} scan(s) have no such mask, e.g. {missing[0]}; "
+            raise HarmkitError(f"--tissue-voi {tissue_voi}: {len(missing)} scan(s) have no such mask, "
+                               f"e.g. {missing[0]}; "
                                f"masks: {', '.join(cohort.mask_names) or 'none'}; or use --tissue-voi auto")
     items = [(s, tissue_voi, edge_voi, dict(region or {})) for s in cohort]
     own = executor is None
@@ -127,7 +128,8 @@ def texture_statistics(
             executor.close()
     failed = [str(r.error) for r in results if not r.ok]
     if failed:
-        raise HarmkitError(f"texture statistics failed for {len(failed)} scan(s):\n" + "\n".join(f"  - {m}" for m in failed))
+        lines = "\n".join(f"  - {m}" for m in failed)
+        raise HarmkitError(f"texture statistics failed for {len(failed)} scan(s):\n{lines}")
     return pd.DataFrame([r.value for r in results])
 
 
@@ -216,7 +218,9 @@ def diagnose(
     if not isinstance(cohort, Cohort):
         cohort = load_cohort(cohort)
     if len(cohort.site_groups) < 2:
-        raise HarmkitError(f"the cohort has a single site group ({cohort.site_groups[0]}); site effects need at least two")
+        raise HarmkitError(
+            f"the cohort has a single site group ({cohort.site_groups[0]}); site effects need at least two"
+        )
     missing = [s.label for s in cohort if voi not in s.masks]
     if missing:
         raise HarmkitError(f"--voi {voi}: {len(missing)} scan(s) have no mask {voi!r}, e.g. {missing[0]}; "
@@ -238,7 +242,7 @@ def diagnose(
         "cohort": str(cohort.manifest) if cohort.manifest else "in-memory cohort",
         "voi": voi,
         "tissue_voi": tissue_voi,
-        "site_groups": {g: [s for s in cohort.sites if any(x.site == s and x.group == g for x in cohort)] for g in cohort.site_groups},
+        "site_groups": {g: list(dict.fromkeys(s.site for s in cohort if s.group == g)) for g in cohort.site_groups},
         "scans": {g: sum(1 for s in cohort if s.group == g) for g in cohort.site_groups},
         "site_predictability": {k: v for k, v in predictability.items() if k != "scores"},
         "patch_separability": {k: v for k, v in patches.items() if k not in ("descriptors", "labels")},
@@ -262,8 +266,10 @@ def write_outputs(result: Diagnostics, patches: dict, out: Path) -> dict[str, Pa
     }
     with atomic_file(out / "texture_per_scan.csv") as tmp:
         result.texture.to_csv(tmp, index=False)
-    summary = dict(result.summary, figures={k: v.name for k, v in figures.items()}, tables={"texture": "texture_per_scan.csv"})
-    atomic_write_text(out / "diagnostics.json", json.dumps(summary, indent=1, allow_nan=False, default=_json_default) + "\n")
+    summary = dict(result.summary, figures={k: v.name for k, v in figures.items()},
+                   tables={"texture": "texture_per_scan.csv"})
+    text = json.dumps(summary, indent=1, allow_nan=False, default=_json_default) + "\n"
+    atomic_write_text(out / "diagnostics.json", text)
     result.summary = summary
     return figures
 
@@ -305,7 +311,8 @@ def texture_figure(texture, path: Path) -> Path:
         ax.set_title(label, fontsize=8)
         ax.tick_params(axis="x", labelsize=7, rotation=30)
         ax.tick_params(axis="y", labelsize=7)
-    fig.suptitle(f"texture per site group (homogeneous tissue: {', '.join(sorted(set(texture['tissue_source'])))})", fontsize=9)
+    sources = ", ".join(sorted(set(texture["tissue_source"])))
+    fig.suptitle(f"texture per site group (homogeneous tissue: {sources})", fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
 
