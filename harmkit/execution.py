@@ -28,11 +28,14 @@ import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from .errors import HarmkitError
 from .toolkit import ProgressBar
 from .toolkit import progress as progress_bar
+
+if TYPE_CHECKING:  # distributed is imported only when a Dask executor is made
+    from distributed import Client, LocalCluster
 
 __all__ = ["TaskResult", "Executor", "LocalExecutor", "DaskExecutor", "get_executor", "available_cores"]
 
@@ -202,7 +205,7 @@ class LocalExecutor(Executor):
                     results[index] = TaskResult(error="the worker process died while processing this item (crash or out of memory)")
                     self._reset_pool()
                 progress.advance()
-        return results  # type: ignore[return-value]
+        return results  # type: ignore[return-value]  # every slot was filled above
 
     def close(self) -> None:
         if self._pool is not None:
@@ -276,7 +279,9 @@ class DaskExecutor(Executor):
         except ImportError:  # pragma: no cover - dask is a core dependency
             raise HarmkitError("--scheduler needs dask distributed: pip install 'dask[distributed]'") from None
         self.scheduler = scheduler
-        self._cluster = None
+        self._cluster: LocalCluster | None = None
+        self._client: Client | None = None
+        address: LocalCluster | str
         if scheduler == "local":
             self._cluster = LocalCluster(
                 n_workers=jobs or available_cores(),
@@ -299,25 +304,31 @@ class DaskExecutor(Executor):
                 f"cannot connect to the Dask scheduler at {scheduler} ({exc}); start one with 'dask scheduler' and 'dask worker {scheduler}', or use --scheduler local"
             ) from None
 
+    def _connected(self) -> Client:
+        if self._client is None:
+            raise HarmkitError("this Dask executor is closed; make a new one to run more work")
+        return self._client
+
     @property
     def workers(self) -> int:
-        info = self._client.scheduler_info()
+        info = self._connected().scheduler_info()
         return sum(w.get("nthreads", 1) for w in info.get("workers", {}).values()) or 1
 
     def _map(self, fn, items, progress) -> list[TaskResult]:
         from distributed import as_completed as dask_as_completed
 
-        futures = self._client.map(run_task, [fn] * len(items), items, pure=False)
+        client = self._connected()
+        futures = client.map(run_task, [fn] * len(items), items, pure=False)
         position = {f.key: i for i, f in enumerate(futures)}
         results: list[TaskResult | None] = [None] * len(items)
-        for future in dask_as_completed(futures, loop=self._client.loop):
+        for future in dask_as_completed(futures, loop=client.loop):
             index = position[future.key]
             try:
                 results[index] = future.result()
             except Exception as exc:  # worker lost, unpicklable result, ...
                 results[index] = TaskResult(error=f"Dask task failed: {type(exc).__name__}: {exc}")
             progress.advance()
-        return results  # type: ignore[return-value]
+        return results  # type: ignore[return-value]  # every slot was filled above
 
     def describe(self) -> dict[str, Any]:
         return {"engine": self.engine, "workers": self.workers, "scheduler": self.scheduler}

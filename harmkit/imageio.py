@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import SimpleITK as sitk
@@ -131,7 +132,8 @@ def nifti_stored_data(path: str | os.PathLike, chunk_bytes: int = 1 << 24) -> St
             head = handle.read(540)
             if len(head) < 348:
                 return StoredData(problem=f"the header is incomplete ({len(head)} of 348 bytes)")
-            for order in "<>":
+            order: Literal["<", ">"]
+            for order in ("<", ">"):
                 size = struct.unpack_from(order + "i", head, 0)[0]
                 if size in (348, 540):
                     break
@@ -160,6 +162,7 @@ def nifti_stored_data(path: str | os.PathLike, chunk_bytes: int = 1 << 24) -> St
                     break
                 remaining -= len(block)
                 if floats:
+                    assert dtype is not None  # floats implies a known data type
                     values = np.frombuffer(block[: len(block) - len(block) % dtype.itemsize], dtype=dtype)
                     finite = np.isfinite(values)
                     if not finite.all():

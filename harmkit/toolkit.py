@@ -129,7 +129,7 @@ class ProgressBar:
             self._items = work
             if total is None:
                 try:
-                    total = len(work)  # type: ignore[arg-type]
+                    total = len(work)  # type: ignore[arg-type]  # any Iterable: one without len() is caught below
                 except TypeError:
                     total = None
         self.label = label
@@ -176,7 +176,7 @@ class ProgressBar:
                 fields["info"] = info
             _shared["progress"].update(self._task, **fields)
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc) -> None:
         if self._task is not None:
             shared = _shared["progress"]
             if self.transient:
@@ -186,7 +186,6 @@ class ProgressBar:
             if _shared["users"] == 0:
                 shared.stop()
                 _shared["progress"] = None
-        return False
 
     def __iter__(self) -> Iterator:
         if self._items is None:
