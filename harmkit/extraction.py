@@ -33,7 +33,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -133,7 +133,7 @@ def _extract_one(task: ExtractionTask) -> dict[str, Any]:
                 mask = largest_component(mask)
             cache = Cache(task.cache_root)
             key = cache.key(KEY_FORMAT, task.fingerprint, image, mask) if cache.enabled else None
-            stored = _stored_features(cache, key) if cache.enabled else None
+            stored = _stored_features(cache, key) if key is not None else None
             if stored is not None:
                 if quick:
                     cache.put(quick, {"key": key})
@@ -142,7 +142,7 @@ def _extract_one(task: ExtractionTask) -> dict[str, Any]:
                 started = time.perf_counter()
                 features = {name: float(value) for name, value in task.extractor.extract(image, mask).items()}
                 seconds = time.perf_counter() - started
-                if cache.enabled:
+                if key is not None:
                     cache.put(key, {"features": features, "seconds": seconds})
                     if quick:
                         cache.put(quick, {"key": key})
@@ -161,7 +161,7 @@ def extract(
     extractor=None,
     jobs: int | None = None,
     scheduler: str | None = None,
-    cache_dir: str | os.PathLike | None | bool = None,
+    cache_dir: str | os.PathLike | Literal[False] | None = None,
     largest_component: bool = False,
     on_error: str = "raise",
     executor=None,
@@ -288,6 +288,7 @@ def extract(
         if number in invalid:
             failed[scan.subject_id] = invalid[number]
             continue
+        assert result is not None  # every scan that is not invalid was found in the cache or run
         if not result.ok:
             error = result.error or "unknown error"
             failed[scan.subject_id] = error if scan.label in error else f"{scan.label}: {error}"

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -49,10 +49,10 @@ class ComBatWarning(UserWarning):
     """Something about the data the user should know (small sites, constant features)."""
 
 
-def _listing(items: Sequence[Any], limit: int = 8) -> str:
-    items = [str(i) for i in items]
-    head = ", ".join(repr(i) for i in items[:limit])
-    return head + (f" and {len(items) - limit} more" if len(items) > limit else "")
+def _listing(items: Iterable[Any], limit: int = 8) -> str:
+    names = [str(i) for i in items]
+    head = ", ".join(repr(i) for i in names[:limit])
+    return head + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 class ComBat(FeatureHarmonizer):
@@ -228,7 +228,9 @@ class ComBat(FeatureHarmonizer):
         self.reference_site_ = reference_site
         self.covariate_names_ = [_jsonable(c) for c in cov_names]
         self.covariate_center_ = (
-            np.asarray([float(np.median(cov[c].to_numpy(dtype=float))) for c in cov_names]) if cov_names else np.zeros(0)
+            np.asarray([float(np.median(cov[c].to_numpy(dtype=float))) for c in cov_names])
+            if cov is not None and cov_names
+            else np.zeros(0)
         )
         self.smooth_terms_ = smooth
         self.eb_used_ = eb
@@ -410,13 +412,13 @@ def _check_values(features: pd.DataFrame, names: Sequence[Any]) -> np.ndarray:
 
 
 def _check_sites(sites: Sequence[Any], features: pd.DataFrame) -> np.ndarray:
-    sites = pd.Series(list(sites) if not isinstance(sites, pd.Series) else sites.to_list())
-    if len(sites) != len(features):
-        raise HarmkitError(f"ComBat: {len(sites)} site labels for {len(features)} feature rows; give one site per row")
-    missing = np.flatnonzero(sites.isna().to_numpy())
+    labels = pd.Series(list(sites) if not isinstance(sites, pd.Series) else sites.to_list())
+    if len(labels) != len(features):
+        raise HarmkitError(f"ComBat: {len(labels)} site labels for {len(features)} feature rows; give one site per row")
+    missing = np.flatnonzero(labels.isna().to_numpy())
     if len(missing):
         raise HarmkitError(f"ComBat: missing site label in rows {_row_names(features.index, missing)}")
-    return np.asarray([str(s) for s in sites], dtype=object)
+    return np.asarray([str(s) for s in labels], dtype=object)
 
 
 def _check_covariates(
@@ -491,6 +493,7 @@ def _check_design(site_labels: np.ndarray, labels: np.ndarray, cov: pd.DataFrame
 def _covars_frame(site_labels: np.ndarray, cov: pd.DataFrame | None, cov_names: list[Any], internal: dict) -> pd.DataFrame:
     frame = pd.DataFrame({_SITE: site_labels})
     for name in cov_names:
+        assert cov is not None  # covariate names come from the covariates frame
         frame[internal[name]] = cov[name].to_numpy(dtype=float)
     return frame
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import Any, Sequence
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
@@ -90,7 +90,7 @@ class SiteDifference:
 
 def site_difference(
     features: pd.DataFrame,
-    sites: Sequence[Any],
+    sites: Iterable[Any],
     test: str = "ks",
     alpha: float = 0.05,
     min_scans: int = 20,
@@ -121,14 +121,14 @@ def site_difference(
 
     if test not in TESTS:
         raise HarmkitError(f"site difference test {test!r} is not known; use one of {', '.join(TESTS)}")
-    sites = np.asarray([str(s) for s in sites])
-    if len(sites) != len(features):
-        raise HarmkitError(f"{len(sites)} site labels for {len(features)} feature rows; give one site per row")
-    labels, counts = np.unique(sites, return_counts=True)
+    site_labels = np.asarray([str(s) for s in sites])
+    if len(site_labels) != len(features):
+        raise HarmkitError(f"{len(site_labels)} site labels for {len(features)} feature rows; give one site per row")
+    labels, counts = np.unique(site_labels, return_counts=True)
     site_counts = {str(s): int(n) for s, n in zip(labels, counts)}
     small = [s for s, n in site_counts.items() if n < min_scans]
     values = np.asarray(features, dtype=float)
-    groups = [values[sites == s] for s in labels]
+    groups = [values[site_labels == s] for s in labels]
     rows = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Literal, Sequence
 
 import numpy as np
 import torch
@@ -99,7 +99,7 @@ def sliding_window(
     pad = [(0, max(0, w - s)) for s, w in zip(volume.shape, window)]
     if any(after for _, after in pad):
         # Reflection needs the pad to be smaller than the axis; fall back to edge padding otherwise.
-        mode = "reflect" if all(after < s for (_, after), s in zip(pad, volume.shape)) else "edge"
+        mode: Literal["reflect", "edge"] = "reflect" if all(after < s for (_, after), s in zip(pad, volume.shape)) else "edge"
         volume = np.pad(volume, pad, mode=mode)
     output = np.zeros(volume.shape, dtype=np.float32)
     profiles = gaussian_profiles(window, sigma_scale)
@@ -119,8 +119,8 @@ def sliding_window(
             inputs = torch.from_numpy(batch).to(device).contiguous(memory_format=memory_format)
             with autocast_context(device, precision):
                 result = predictor(inputs)
-            result = (result.float()[:, 0] * importance_t).cpu().numpy()
-            for p, values in zip(batch_positions, result):
+            weighted = (result.float()[:, 0] * importance_t).cpu().numpy()
+            for p, values in zip(batch_positions, weighted):
                 output[p] += values
             if progress is not None:
                 progress(min(first + batch_size, total), total)

@@ -140,6 +140,8 @@ class HighPassDiscriminator3d(nn.Module):
     judges texture from its first steps. Not in the paper; ``d_highpass_gain`` in the config.
     """
 
+    kernel: torch.Tensor  # a registered buffer: the normalized 1D Gaussian
+
     def __init__(self, ndf: int = 64, n_layers: int = 3, gain: float = 8.0, sigma: float = 1.0) -> None:
         super().__init__()
         self.gain = float(gain)

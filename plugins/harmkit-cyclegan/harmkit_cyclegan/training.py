@@ -148,6 +148,9 @@ def lr_factor(step: int, total: int, decay_start: float) -> float:
 class Trainer:
     """Trains a CycleGAN between samplers A and B, checkpointing into ``out_dir``."""
 
+    seconds: float = 0.0
+    """Wall-clock seconds of :meth:`run`, recorded by the caller that timed it."""
+
     def __init__(
         self,
         config: CycleGANConfig,
@@ -173,7 +176,8 @@ class Trainer:
         self.rng = np.random.default_rng(config.seed)
         self.nets = build_networks(config)
         for name, net in self.nets.items():
-            self.nets[name] = net.to(self.device, memory_format=self.memory_format)
+            # Module.to takes memory_format (documented); torch's overloads for it omit the keyword.
+            self.nets[name] = net.to(self.device, memory_format=self.memory_format)  # type: ignore[call-overload]
         betas = (config.beta1, config.beta2)
         self.opt_G = torch.optim.Adam(
             list(self.nets["G_ab"].parameters()) + list(self.nets["G_ba"].parameters()), lr=config.lr, betas=betas

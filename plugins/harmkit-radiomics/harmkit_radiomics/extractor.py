@@ -399,8 +399,8 @@ def _enabled_features(classes: Any) -> dict[str, list[str] | None]:
     if not enabled:
         raise HarmkitError("radiomics: no feature class enabled; give at least one of firstorder, glcm, glrlm, glszm, gldm, ngtdm, shape")
     for cls, features in enabled.items():
-        available = _all_feature_names(cls) if features is not None else None
         if features is not None:
+            available = _all_feature_names(cls)
             _pyradiomics()
             from radiomics import getFeatureClasses
 
