@@ -84,7 +84,7 @@ def io_error(exc: OSError, path, action: str = "write") -> HarmkitError:
 
     where = getattr(exc, "filename", None) or path
     reason = exc.strerror or str(exc) or type(exc).__name__
-    fixes = {
+    fixes: dict[int | None, str] = {
         errno.ENOSPC: "free some space or choose an output on another disk",
         errno.EDQUOT: "free some space (disk quota exceeded) or choose an output on another disk",
         errno.EROFS: "the file system is read-only; choose an output folder you can write to",

@@ -26,7 +26,7 @@ class PluginInfo:
 
     name: str
     kind: str
-    cls: type
+    cls: type[Any]  # a subclass of the kind's base class (checked when registered)
     distribution: str
     version: str
     description: str
@@ -124,7 +124,8 @@ class Registry:
 
     def names(self, kinds: tuple[str, ...]) -> list[str]:
         return sorted(p.name for p in self.plugins.values() if p.kind in kinds) + sorted(
-            alias for (ns, alias), target in self.aliases.items() if self._lookup(ns, target) and self._lookup(ns, target).kind in kinds
+            alias for (ns, alias), target in self.aliases.items()
+            if (info := self._lookup(ns, target)) is not None and info.kind in kinds
         )
 
     def get(self, name: str, kinds: tuple[str, ...] | str) -> PluginInfo:

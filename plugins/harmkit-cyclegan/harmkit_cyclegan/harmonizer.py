@@ -424,14 +424,17 @@ class CycleGANHarmonizer(ImageHarmonizer):
             config = CycleGANConfig.from_dict(self.config_)
             device = self._torch_device()
             net = build_generator(config)
+            assert self._generators is not None  # only a fitted or loaded model makes networks
             net.load_state_dict(self._generators[direction])
             net.eval().requires_grad_(False)
             memory_format = torch.channels_last_3d if config.channels_last else torch.contiguous_format
-            nets[direction] = net.to(device, memory_format=memory_format)
+            # Module.to takes memory_format (documented); torch's overloads for it omit the keyword.
+            nets[direction] = net.to(device, memory_format=memory_format)  # type: ignore[call-overload]
         return nets[direction]
 
     # -- persistence ---------------------------------------------------------
     _generators: dict | None = None
+    _nets: dict[str, Any]  # generators built on first use, by direction (see _network)
     _training_log: str = ""
     _training_dir: Path | None = None
 
@@ -443,6 +446,7 @@ class CycleGANHarmonizer(ImageHarmonizer):
     def _save_extra(self, directory: Path) -> None:
         from .training import save_state_dict
 
+        assert self._generators is not None  # only a fitted model is saved
         save_state_dict({"format": GENERATORS_FORMAT, **self._generators}, directory / GENERATORS_FILE)
         training = directory / "training"
         training.mkdir(exist_ok=True)
@@ -495,7 +499,8 @@ def _median_spacing(scans) -> tuple[float, float, float]:
                 spacings.append(reader.GetSpacing())
             except RuntimeError:
                 spacings.append(scan.load_image().GetSpacing())
-    return tuple(float(v) for v in np.median(np.asarray(spacings), axis=0))
+    sx, sy, sz = np.median(np.asarray(spacings), axis=0)
+    return float(sx), float(sy), float(sz)
 
 
 def _no_data(rng, n):

@@ -181,7 +181,7 @@ class ResolutionMatching(ImageHarmonizer):
 
         name = self.statistic
         increasing = name != "cov"  # smoothing raises every statistic except COV
-        patches = {}
+        patches: dict[str, list[_Patch]] = {}
         all_scans = [s for s in cohort if s.group in (reference_site, *groups)]
         for scan in progress(all_scans, "resmatch: reading VOIs", min_total=8):
             patches.setdefault(scan.group, []).append(_Patch(scan, self.mask, float(self.max_fwhm_mm)))
