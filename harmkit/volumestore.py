@@ -180,7 +180,9 @@ class VolumeStore:
             patch[target] = data[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
         return patch
 
-    def sample_start(self, key: str, size: Sequence[int], rng: np.random.Generator, body_fraction: float = 0.9) -> tuple[int, ...]:
+    def sample_start(
+        self, key: str, size: Sequence[int], rng: np.random.Generator, body_fraction: float = 0.9
+    ) -> tuple[int, ...]:
         """A random patch origin: centred on a body-mask voxel with probability ``body_fraction``.
 
         The patch is shifted to lie inside the volume where the volume is large enough.

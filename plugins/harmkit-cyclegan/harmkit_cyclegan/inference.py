@@ -99,7 +99,8 @@ def sliding_window(
     pad = [(0, max(0, w - s)) for s, w in zip(volume.shape, window)]
     if any(after for _, after in pad):
         # Reflection needs the pad to be smaller than the axis; fall back to edge padding otherwise.
-        mode: Literal["reflect", "edge"] = "reflect" if all(after < s for (_, after), s in zip(pad, volume.shape)) else "edge"
+        fits = all(after < s for (_, after), s in zip(pad, volume.shape))
+        mode: Literal["reflect", "edge"] = "reflect" if fits else "edge"
         volume = np.pad(volume, pad, mode=mode)
     output = np.zeros(volume.shape, dtype=np.float32)
     profiles = gaussian_profiles(window, sigma_scale)
