@@ -40,7 +40,7 @@ PRESETS = ("headneck", "lung")
 # Plugin parameters per profile. "quick" keeps the default bench within minutes
 # on two CPU cores; "paper" leaves every plugin at its own defaults (the full
 # configurations documented by each plugin). Profile parameters a plugin
-# does not know are dropped (see protocol.plugin_params) so that a plugin
+# does not know are dropped (see harmkit.bench.stages.plugin_params) so that a plugin
 # version that lacks one does not break the bench; parameters the user gives
 # (--param, [params.*]) are checked strictly (harmkit.plugins.check_plugin_params).
 PROFILE_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
@@ -76,8 +76,6 @@ class BenchConfig:
     subjects_per_site: int | None = None  # simulated cohorts only: override the preset's size
     extractor: str = "radiomics"
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
-    qc_edge_fraction: float = 0.1
-    qc_threshold: float = 25.0
     progress: bool = True
     nan_to_zero: bool = False
 

@@ -16,81 +16,56 @@ import math
 import os
 import platform
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SUMMARY_COLUMNS = (
-    # (results key, column title, format)
-    ("auc", "AUC [95% CI, corrected]", None),
-    ("p_paired", "p (corrected t)", "p"),
-    ("p_paired_haberl", "p as in Haberl et al.", "p"),
-    ("p_delong", "p (DeLong)", "p"),
-    ("overlap_voi", "Δoverlap VOI (pp)", "+.1f"),
-    ("overlap_ref", "Δoverlap ref. tissue (pp)", "+.1f"),
-    ("ssim", "SSIM", ".3f"),
-    ("psnr", "PSNR (dB)", ".1f"),
-    ("cf_ssim", "SSIM vs truth scan", ".3f"),
-    ("cf_feature_ccc", "CCC vs truth features", ".3f"),
-    ("gap_closed", "gap closed", "+.0%"),
-    ("qc_flagged", "QC flagged", "d"),
-)
+from ..interfaces import ReportFigure, ReportTable, SummaryColumn
+from .formatting import auc_text, cell_text, fmt, interval_text  # noqa: F401 - the report's number formats
+
+@dataclass
+class BenchResult:
+    """Where a bench wrote its outputs and the numbers it found."""
+
+    out_dir: Path
+    results: dict[str, Any]
+
+    @property
+    def report(self) -> Path:
+        return self.out_dir / "report.html"
 
 
-def fmt(value: Any, spec: str | None) -> str:
-    """How the report prints a number (the test of the report uses the same function)."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    if isinstance(value, str):  # a label, e.g. the name of a test
-        return value
-    if spec == "p":
-        return "<0.0001" if value < 1e-4 else f"{value:.4f}"
-    if spec == "d":
-        return str(int(value))
-    return format(value, spec)
+def summary_columns(ctx) -> list[SummaryColumn]:
+    """The summary table's columns: those each evaluator declared on its result, in the evaluators' order."""
+    columns: list[SummaryColumn] = []
+    seen: set[str] = set()
+    for result in ctx.results.values():
+        if result.skipped:
+            continue
+        for column in result.columns:
+            if column.key not in seen:
+                seen.add(column.key)
+                columns.append(column)
+    return columns
 
 
 def summary_rows(ctx) -> list[dict[str, Any]]:
     """One row per method and reference: the numbers of every evaluator, merged."""
+    from .context import row_key
+
     rows = []
-    voi, ref_voi = ctx.config.voi, ctx.config.reference_voi
     for method in ctx.methods:
         for ref in ctx.references:
-            key = f"{method.label}|{ref}"
             row: dict[str, Any] = {"method": method.label, "reference": ref}
             for result in ctx.results.values():
-                if result.skipped:
-                    continue
-                row.update(result.summary.get("by_method", {}).get(key, {}))
-            row["overlap_voi"] = row.get(f"overlap_improvement_pct_{voi}")
-            row["overlap_ref"] = row.get(f"overlap_improvement_pct_{ref_voi}")
+                if not result.skipped:
+                    row.update(result.summary.get("by_method", {}).get(row_key(method.label, ref), {}))
             rows.append(row)
     return rows
 
 
-def interval_text(row: dict[str, Any], low: str, high: str, spec: str = ".3f", sep: str = "–") -> str:
-    """``[low–high]`` of two keys of ``row`` (``sep=", "`` for signed bounds); ``–`` when both are missing."""
-    if row.get(low) is None and row.get(high) is None:
-        return "–"
-    return f"[{fmt(row.get(low), spec)}{sep}{fmt(row.get(high), spec)}]"
-
-
-def auc_text(row: dict[str, Any], haberl: bool = False) -> str:
-    """Mean AUC over the splits with its corrected (Nadeau-Bengio) 95 % CI, or the paper's with ``haberl``."""
-    if row.get("auc_mean") is None:
-        return "–"
-    suffix = "_haberl" if haberl else ""
-    return f"{row['auc_mean']:.3f} {interval_text(row, 'auc_ci_low' + suffix, 'auc_ci_high' + suffix)}"
-
-
-def cell_text(row: dict[str, Any], key: str, spec: str | None) -> str:
-    """One cell of a summary row: ``auc`` (mean, corrected CI), ``auc_haberl`` (mean, the paper's CI) or a number."""
-    if key in ("auc", "auc_haberl"):
-        return auc_text(row, haberl=key == "auc_haberl")
-    return fmt(row.get(key), spec)
-
-
-def _cells(row: dict[str, Any]) -> list[str]:
-    return [row["method"], row["reference"], *(cell_text(row, key, spec) for key, _, spec in SUMMARY_COLUMNS)]
+def _cells(row: dict[str, Any], columns: list[SummaryColumn]) -> list[str]:
+    return [row["method"], row["reference"], *(cell_text(row, c.key, c.format) for c in columns)]
 
 
 def _versions(ctx) -> dict[str, Any]:
@@ -118,15 +93,16 @@ def _records(frame) -> list[dict[str, Any]]:
 
 def write_outputs(ctx, staging: Path, cohort_info: dict, timings: dict) -> Any:
     """Write results.json, tables/*.csv, figures, report.md and report.html; move them into place."""
-    from .protocol import BenchResult
-
     out_dir = ctx.out_dir
     tables_dir = staging / "tables"
     tables_dir.mkdir(exist_ok=True)
     rows = summary_rows(ctx)
     evaluators: dict[str, Any] = {}
     for name, result in ctx.results.items():
-        entry: dict[str, Any] = {"skipped": result.skipped, "summary": result.summary, "tables": {}, "figures": {}}
+        entry: dict[str, Any] = {
+            "skipped": result.skipped, "summary": result.summary, "tables": {}, "figures": {},
+            "columns": [{"key": c.key, "title": c.title, "format": c.format} for c in result.columns],
+        }
         for tname, frame in result.tables.items():
             if frame is None or frame.empty:
                 continue
@@ -158,6 +134,7 @@ def write_outputs(ctx, staging: Path, cohort_info: dict, timings: dict) -> Any:
         "notes": ctx.notes,
         "skipped": {name: r.skipped for name, r in ctx.results.items() if r.skipped},
         "summary": rows,
+        "summary_columns": [{"key": c.key, "title": c.title, "format": c.format} for c in summary_columns(ctx)],
         "evaluators": evaluators,
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
         "cache": {"root": str(ctx.cache.root), "hits": ctx.cache.hits, "misses": ctx.cache.misses},
@@ -214,140 +191,61 @@ def _report_blocks(ctx, results: dict) -> list[tuple]:
                       if ctx.splits is not None else "No splits: prediction was skipped (see below). Feature stages fitted on all rows.")))
     b.append(("p", f"harmkit {results['versions']['harmkit']}, created {results['created']}, profile `{cfg.profile}`, total time {results['timings_s'].get('total', 0):.0f} s. "
                    "Every number below is in `results.json`; tables in `tables/*.csv`. docs/bench.md explains each number."))
+    for name in ctx.results:
+        if _placement(name) == "headline":
+            b += _section_blocks(ctx, results, name)
     b.append(("h2", "Summary"))
-    header = ["method", "reference", *(title for _, title, _ in SUMMARY_COLUMNS)]
-    b.append(("table", header, [_cells(r) for r in results["summary"]], "summary"))
-    b.append(("p", "AUC: mean test AUC over the splits with its 95 % CI from the corrected resampled t "
-                   "(Nadeau & Bengio 2003), which allows for the overlap of the splits' training rows; "
-                   "p (corrected t): corrected resampled t test of the per-split AUCs vs `none`; "
-                   "p as in Haberl et al.: the paper's uncorrected rule (Shapiro-Wilk, then paired t or Wilcoxon over "
-                   "the splits), too small because the splits overlap, for comparison with the paper; p (DeLong): "
-                   "DeLong test on each subject's mean out-of-split prediction vs `none`. No p-value here is adjusted "
-                   "for multiple comparisons; Holm-adjusted ones are in the Prediction section. "
-                   "Δoverlap: mean change of the "
-                   "overlap coefficient between site groups (percentage points) over all features. SSIM/PSNR: harmonized vs original "
-                   "in the body mask. SSIM vs truth scan / CCC vs truth features: agreement with the same subject scanned at the reference "
-                   "site (simulated cohorts only). Gap closed: share of the baseline-to-oracle AUC gap the method closes."))
+    columns = summary_columns(ctx)
+    header = ["method", "reference", *(c.title for c in columns)]
+    b.append(("table", header, [_cells(r, columns) for r in results["summary"]], "summary"))
+    legend = [f"{c.title}: {c.description}" for c in columns if c.description]
+    if legend:
+        b.append(("p", " ".join(text if text.endswith(".") else text + "." for text in legend)))
     if results["skipped"]:
         b.append(("h2", "Skipped"))
         for name, why in results["skipped"].items():
             b.append(("p", f"**{name}** was skipped: {why}"))
     for note in results["notes"]:
         b.append(("p", f"Note: {note}"))
-    ev = results["evaluators"]
-    # prediction
-    if "prediction" in ev and not ev["prediction"]["skipped"]:
-        s = ev["prediction"]["summary"]
-        b.append(("h2", "Prediction"))
-        b.append(("p", f"{s['classifier']}; VOI `{s['voi']}`, {s['n_features']} features, {s['n_subjects']} subjects "
-                       f"({s['n_positive']} positive), {s['folds']} splits. DeLong input: {s['delong_input']}."))
-        b.append(("p", _prediction_statistics_text(s)))
-        header, rows = _prediction_table(results["summary"], s.get("n_bootstrap", "–"))
-        b.append(("table", header, rows, "prediction"))
-        for key in ("roc", "auc_splits"):
-            if key in ev["prediction"]["figures"]:
-                b.append(("fig", ev["prediction"]["figures"][key], key.replace("_", " ")))
-    # reproducibility
-    if "reproducibility" in ev and not ev["reproducibility"]["skipped"]:
-        b.append(("h2", "Reproducibility (feature overlap between site groups)"))
-        per_class = ev["reproducibility"]["tables"].get("overlap_per_class", [])
-        rows = [[r["method"], r["reference"], r.get("group", ""), r["voi"], r["class"], str(r["n_features"]), fmt(r["overlap_before_mean"], ".3f"),
-                 fmt(r["overlap_after_mean"], ".3f"), f"{fmt(r['improvement_pct_mean'], '+.1f')} ± {fmt(r['improvement_pct_sd'], '.1f')}", fmt(r.get("p_wilcoxon"), "p")]
-                for r in per_class if r["method"] != "none"]
-        b.append(("table", ["method", "reference", "compared group", "VOI", "class", "n", "overlap before", "overlap after", "improvement (pp, mean ± SD)", "p (Wilcoxon)"], rows, "overlap"))
-        cov = ev["reproducibility"]["tables"].get("cov_by_group", [])
-        if cov:
-            rows = [[r["method"], r["reference"], r["voi"], r["site_group"], fmt(r.get("cov_median_before"), ".3f"), fmt(r.get("cov_median_after"), ".3f"),
-                     fmt(r.get("p_mannwhitney_vs_reference_before"), "p"), fmt(r.get("p_mannwhitney_vs_reference_after"), "p")] for r in cov]
-            b.append(("table", ["method", "reference", "VOI", "site group", "median COV before", "median COV after", "p vs reference before", "p vs reference after"], rows, "cov"))
-        for key in ("overlap_per_class", "cov_distributions"):
-            if key in ev["reproducibility"]["figures"]:
-                b.append(("fig", ev["reproducibility"]["figures"][key], key.replace("_", " ")))
-    # image quality
-    if "image-quality" in ev and not ev["image-quality"]["skipped"]:
-        s = ev["image-quality"]["summary"]
-        b.append(("h2", "Image quality (harmonized vs original)"))
-        b.append(("p", f"Data range: {s['data_range']}. SSIM: {s['ssim']}. NRMSE: {s['nrmse']}."))
-        rows = [[r["method"], r["reference"], r["mask"], fmt(r.get("ssim_mean"), ".3f"), fmt(r.get("ssim_min"), ".3f"), fmt(r.get("psnr_mean"), ".1f"), fmt(r.get("nrmse_mean"), ".3f")]
-                for r in ev["image-quality"]["tables"].get("by_mask", [])]
-        b.append(("table", ["method", "reference", "mask", "SSIM mean", "SSIM min", "PSNR mean (dB)", "NRMSE mean"], rows, "quality"))
-        if "quality_boxplots" in ev["image-quality"]["figures"]:
-            b.append(("fig", ev["image-quality"]["figures"]["quality_boxplots"], "image quality per mask"))
-    # fidelity
-    if "fidelity" in ev and not ev["fidelity"]["skipped"]:
-        s = ev["fidelity"]["summary"]
-        b.append(("h2", "Fidelity against the ground truth (simulation)"))
-        oracle = s.get("oracle")
-        b.append(("p", (f"Oracle AUC (features of the true activity maps, same splits; corrected 95 % CI): "
-                        f"{fmt(oracle['auc_mean'], '.3f')} "
-                        f"[{fmt(oracle['auc_ci_low'], '.3f')}–{fmt(oracle['auc_ci_high'], '.3f')}]. " if oracle else f"No oracle AUC: {s.get('oracle_note')}. ")
-                       + f"Counterfactual: {s['counterfactual']}. nMAE: {s['nmae']}. Voxels: {s['voxel_metrics']}."))
-        rows = [[r["method"], r["reference"], fmt(r.get("cf_ssim"), ".3f"), fmt(r.get("cf_psnr"), ".1f"), fmt(r.get("cf_feature_nmae"), ".3f"),
-                 fmt(r.get("cf_feature_ccc"), ".3f"), fmt(r.get("gap_closed"), "+.0%")] for r in results["summary"]]
-        b.append(("table", ["method", "reference", "SSIM vs counterfactual", "PSNR vs counterfactual", "feature nMAE (median)", "feature CCC (mean)", "gap closed"], rows, "fidelity"))
-        if "fidelity_ccc" in ev["fidelity"]["figures"]:
-            b.append(("fig", ev["fidelity"]["figures"]["fidelity_ccc"], "feature fidelity per class"))
-    # QC
-    if "qc" in ev and not ev["qc"]["skipped"]:
-        s = ev["qc"]["summary"]
-        b.append(("h2", "QC: suspicious changes and MIPs"))
-        b.append(("p", f"Rule: {s['rule']}. Flagged scans: {s['n_flagged']}."))
-        flagged = ev["qc"]["tables"].get("flagged", [])
-        if flagged:
-            rows = [[r["method"], r["reference"], r["subject_id"], r["site"], r.get("reason", ""), fmt(r["edge_mean_abs_pct"], ".1f"), fmt(r["interior_mean_abs_pct"], ".1f")] for r in flagged[:30]]
-            b.append(("table", ["method", "reference", "subject", "site", "reason", "edge mean |%diff|", "interior mean |%diff|"], rows, "qc"))
-            if len(flagged) > 30:
-                b.append(("p", f"… and {len(flagged) - 30} more in `tables/qc__flagged.csv`."))
-        for key, path in ev["qc"]["figures"].items():
-            b.append(("fig", path, key.replace("mip_", "MIPs ").replace("_", " → ")))
-    # other evaluators (plugins)
-    for name, entry in ev.items():
-        if name in ("prediction", "reproducibility", "image-quality", "fidelity", "qc") or entry["skipped"]:
-            continue
-        b.append(("h2", f"Evaluator {name}"))
-        for key, path in entry["figures"].items():
-            b.append(("fig", path, key))
+    for name in ctx.results:
+        if _placement(name) == "section":
+            b += _section_blocks(ctx, results, name)
     b.append(("h2", "Timings"))
     b.append(("table", ["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in results["timings_s"].items()], "timings"))
     return b
 
 
-def _prediction_statistics_text(s: dict[str, Any]) -> str:
-    """What the Prediction table's statistics are, from the prediction evaluator's summary."""
-    corr = s.get("correction", {})
-    return (f"AUC [95% CI, corrected]: {s['ci']} (here J = {s['folds']}, n_train = {fmt(corr.get('n_train'), '.1f')}, "
-            f"n_test = {fmt(corr.get('n_test'), '.1f')}: the variance of the mean is "
-            f"{fmt(corr.get('factor'), '.3f')}·S² instead of S²/{s['folds']}). "
-            "ΔAUC: mean per-split difference to `none` with the same corrected CI. "
-            f"p (corrected t): {s['paired_test']}. Holm-adjusted p: {s['holm_family']}. "
-            f"Columns \"as in Haberl et al.\": {s['haberl']}. "
-            f"Pooled AUC: AUC of the pooled out-of-split predictions, with DeLong's 95 % CI and a {s['bootstrap']} "
-            "(both treat the pooled scores as fixed: they leave out the variability of model training).")
+def _evaluator_class(name: str):
+    from ..plugins import get_registry
+
+    info = {p.name: p for p in get_registry().all() if p.kind == "evaluator"}.get(name)
+    return info.cls if info is not None else None
 
 
-def _prediction_table(summary: list[dict[str, Any]], n_bootstrap: Any) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the report's Prediction table: corrected statistics first, the paper's labelled."""
-    header = ["method", "reference", "AUC [95% CI, corrected]", "95% CI as in Haberl et al.",
-              "ΔAUC [95% CI, corrected]", "t (corrected)", "p (corrected t)", "p (corrected t, Holm)",
-              "test as in Haberl et al.", "p as in Haberl et al.", "p (DeLong, pooled)", "p (DeLong, Holm)",
-              "median p (DeLong per split)", "pooled AUC", "DeLong 95% CI",
-              f"bootstrap 95% CI ({n_bootstrap} resamples)"]
-    rows = []
-    for r in summary:
-        delta = "–"
-        if r.get("delta_auc") is not None:
-            ci = interval_text(r, "delta_auc_ci_low", "delta_auc_ci_high", "+.3f", ", ")
-            delta = f"{fmt(r['delta_auc'], '+.3f')} {ci}"
-        rows.append([
-            r["method"], r["reference"], auc_text(r), interval_text(r, "auc_ci_low_haberl", "auc_ci_high_haberl"),
-            delta,
-            fmt(r.get("t_corrected"), "+.2f"), fmt(r.get("p_paired"), "p"), fmt(r.get("p_paired_holm"), "p"),
-            fmt(r.get("paired_test_haberl"), None), fmt(r.get("p_paired_haberl"), "p"),
-            fmt(r.get("p_delong"), "p"), fmt(r.get("p_delong_holm"), "p"), fmt(r.get("p_delong_split_median"), "p"),
-            fmt(r.get("auc_pooled"), ".3f"), interval_text(r, "auc_pooled_delong_ci_low", "auc_pooled_delong_ci_high"),
-            interval_text(r, "auc_pooled_boot_ci_low", "auc_pooled_boot_ci_high"),
-        ])
-    return header, rows
+def _placement(name: str) -> str:
+    return getattr(_evaluator_class(name), "placement", "section")
+
+
+def _section_blocks(ctx, results: dict, name: str) -> list[tuple]:
+    """An evaluator's report section: its title, then its blocks; figures it did not place come last."""
+    result = ctx.results[name]
+    if result.skipped or not (result.report or result.figures):
+        return []
+    b: list[tuple] = [("h2", getattr(_evaluator_class(name), "title", "") or f"Evaluator {name}")]
+    figures = results["evaluators"][name]["figures"]
+    shown = set()
+    for block in result.report:
+        if isinstance(block, str):
+            b.append(("p", block))
+        elif isinstance(block, ReportTable):
+            b.append(("table", block.header, block.rows, block.ident or name))
+        elif isinstance(block, ReportFigure) and block.name in figures:
+            b.append(("fig", figures[block.name], block.caption or block.name.replace("_", " ")))
+            shown.add(block.name)
+    for key, path in figures.items():
+        if key not in shown:
+            b.append(("fig", path, key.replace("_", " ")))
+    return b
 
 
 def _md_cell(text: str) -> str:
@@ -416,45 +314,35 @@ def render_html(blocks: list[tuple], root: Path) -> str:
 
 
 def print_summary(ctx, console) -> None:
-    """The summary in the terminal (rich): one row per method and reference.
+    """The summary in the terminal (rich): one row per method and reference, one table per column group.
 
-    Two tables (prediction; harmonization effects) so that it stays readable
-    in an 80-column terminal; columns without any number are left out. The
-    prediction table shows the corrected CI and p-values first and the
-    paper's (Haberl et al.) in labelled columns.
+    Groups keep each table readable in an 80-column terminal; columns
+    without any number are left out. Each evaluator names its columns'
+    groups and may give a group a caption.
     """
     from rich.table import Table
 
-    specs = {key: spec for key, _, spec in SUMMARY_COLUMNS}
-    specs.update({"auc_haberl": None, "paired_test_haberl": None})
-    short = {"auc": "AUC [95% CI]", "p_paired": "p", "p_delong": "p DeLong", "auc_haberl": "AUC [95% CI]",
-             "p_paired_haberl": "p", "paired_test_haberl": "test", "overlap_voi": "Δovl VOI",
-             "overlap_ref": "Δovl ref", "ssim": "SSIM", "psnr": "PSNR", "cf_ssim": "SSIM truth", "cf_feature_ccc": "CCC truth",
-             "gap_closed": "gap closed", "qc_flagged": "QC flag"}
-    groups = (
-        ("prediction", ["auc", "p_paired", "p_delong", "gap_closed"],
-         "95% CI and p vs none: corrected resampled t over the splits (Nadeau & Bengio 2003). "
-         "Holm-adjusted p-values: report.md."),
-        ("prediction as in Haberl et al. (uncorrected, for comparison with the paper)",
-         ["auc_haberl", "p_paired_haberl", "paired_test_haberl"],
-         "Student-t CI over the splits; Shapiro-Wilk, then paired t or Wilcoxon. The splits overlap: too optimistic."),
-        ("harmonization: feature overlap (pp), image change, agreement with truth, QC",
-         ["overlap_voi", "overlap_ref", "ssim", "psnr", "cf_ssim", "cf_feature_ccc", "qc_flagged"], None),
-    )
     rows = summary_rows(ctx)
-    for title, wanted, caption in groups:
-        cells = {key: [cell_text(row, key, specs[key]) for row in rows] for key in wanted}
-        keep = [key for key in wanted if any(c != "–" for c in cells[key])]
+    columns = summary_columns(ctx)
+    captions: dict[str, str] = {}
+    for result in ctx.results.values():
+        if not result.skipped:
+            captions.update(result.captions)
+    groups = list(dict.fromkeys(c.group for c in columns))
+    for group in groups:
+        wanted = [c for c in columns if c.group == group]
+        cells = {c.key: [cell_text(row, c.key, c.format) for row in rows] for c in wanted}
+        keep = [c for c in wanted if any(text != "–" for text in cells[c.key])]
         if not keep:
             continue
-        table = Table(title=f"harmkit bench: {title}", caption=caption, caption_justify="left", show_lines=False,
-                      padding=(0, 1))
+        table = Table(title=f"harmkit bench: {group}", caption=captions.get(group), caption_justify="left",
+                      show_lines=False, padding=(0, 1))
         table.add_column("method", no_wrap=True)
         table.add_column("reference", no_wrap=True)
-        for key in keep:
-            table.add_column(short[key], justify="right", overflow="fold")
+        for column in keep:
+            table.add_column(column.short or column.title, justify="right", overflow="fold")
         for i, row in enumerate(rows):
-            table.add_row(row["method"], row["reference"], *(cells[key][i] for key in keep))
+            table.add_row(row["method"], row["reference"], *(cells[c.key][i] for c in keep))
         console.print(table)
     for name, result in ctx.results.items():
         if result.skipped:

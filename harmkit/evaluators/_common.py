@@ -5,10 +5,19 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..bench.context import row_key  # noqa: F401 - one definition of a summary row's key
+from ..figures import boxplot, plt, savefig  # noqa: F401 - the evaluators' figure helpers
 
-def row_key(method: str, reference: str) -> str:
-    """Key of one summary row: method and reference site group."""
-    return f"{method}|{reference}"
+
+def method_rows(ctx, by_method: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """``[{"method", "reference", **by_method[row]}]`` for every method and reference, in the run's order."""
+    return [{"method": m.label, "reference": ref, **by_method.get(row_key(m.label, ref), {})}
+            for m in ctx.methods for ref in ctx.references]
+
+
+def records(frame) -> list[dict[str, Any]]:
+    """The rows of a data frame as dicts (none for an empty or missing frame)."""
+    return [] if frame is None or len(frame) == 0 else frame.to_dict("records")
 
 
 def finite(value: Any) -> Any:
@@ -20,41 +29,3 @@ def finite(value: Any) -> Any:
     except (TypeError, ValueError):
         return value
     return value if math.isfinite(value) else None
-
-
-def savefig(fig, path) -> Any:
-    """Save a matplotlib figure as PNG (atomically) and close it."""
-    import os
-    import tempfile
-    from pathlib import Path
-
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
-
-
-def plt():
-    """matplotlib.pyplot with the non-interactive Agg backend."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as pyplot
-
-    return pyplot
-
-
-def boxplot(ax, data, labels=None, **kwargs):
-    """``ax.boxplot`` with tick labels, across matplotlib versions (``labels`` was renamed)."""
-    parts = ax.boxplot([list(d) for d in data], **kwargs)
-    if labels is not None:
-        positions = kwargs.get("positions") or range(1, len(data) + 1)
-        ax.set_xticks(list(positions))
-        ax.set_xticklabels(labels)
-    return parts

@@ -29,25 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from ..interfaces import EvaluationResult, Evaluator
-from ._common import finite, row_key
-
-
-def counterfactual_lookup(ctx) -> dict[tuple[str, str], Any]:
-    """``(source_subject, site) -> counterfactual Scan``."""
-    lookup = {}
-    for scan in ctx.counterfactuals:
-        subject = scan.covariates.get("source_subject") or scan.subject_id.split("@")[0]
-        lookup[(str(subject), scan.site)] = scan
-    return lookup
-
-
-def target_scan(ctx, lookup, subject: str, reference: str):
-    sites = sorted({s.site for s in ctx.counterfactuals if s.group == reference})
-    for site in sites:
-        if (subject, site) in lookup:
-            return lookup[(subject, site)]
-    return None
+from ..bench.formatting import fmt
+from ..errors import EvaluatorSkipped
+from ..interfaces import EvaluationResult, Evaluator, ReportFigure, ReportTable, SummaryColumn
+from ._common import finite, method_rows, row_key
 
 
 def voxel_one(item: tuple) -> dict[str, Any]:
@@ -70,10 +55,40 @@ def voxel_one(item: tuple) -> dict[str, Any]:
     return {"ssim": metrics["ssim"], "psnr": metrics["psnr"], "nrmse": metrics["nrmse"], "data_range": data_range}
 
 
+SUMMARY_COLUMNS = (
+    SummaryColumn("cf_ssim", "SSIM vs truth scan", ".3f", "SSIM truth", description=(
+        "SSIM of the harmonized image with the same subject scanned at the reference site (ground truth)")),
+    SummaryColumn("cf_feature_ccc", "CCC vs truth features", ".3f", "CCC truth", description=(
+        "mean concordance of the harmonized features with that scan's features")),
+    SummaryColumn("gap_closed", "gap closed", "+.0%", group="prediction", description=(
+        "share of the baseline-to-oracle AUC gap the method closes")),
+)
+
+
+def report_section(rows: list[dict], oracle: dict | None, oracle_note: str | None, source: str) -> list:
+    """The Fidelity section of the report: the oracle AUC, what the ground truth is, the table, the figure."""
+    if oracle:
+        first = (f"Oracle AUC (features of the true activity maps, same splits; corrected 95 % CI): "
+                 f"{fmt(oracle['auc_mean'], '.3f')} [{fmt(oracle['auc_ci_low'], '.3f')}–{fmt(oracle['auc_ci_high'], '.3f')}]. ")
+    else:
+        first = f"No oracle AUC: {oracle_note}. "
+    text = (first + f"Ground truth: {source}. nMAE: mean |harmonized - counterfactual| / SD of the counterfactual "
+            "feature across subjects. Voxels: SSIM/PSNR vs counterfactual inside the body mask; data range = "
+            "counterfactual's SUV range there.")
+    table = [[r["method"], r["reference"], fmt(r.get("cf_ssim"), ".3f"), fmt(r.get("cf_psnr"), ".1f"),
+              fmt(r.get("cf_feature_nmae"), ".3f"), fmt(r.get("cf_feature_ccc"), ".3f"), fmt(r.get("gap_closed"), "+.0%")]
+             for r in rows]
+    header = ["method", "reference", "SSIM vs counterfactual", "PSNR vs counterfactual", "feature nMAE (median)",
+              "feature CCC (mean)", "gap closed"]
+    return [text, ReportTable(header, table, "fidelity"), ReportFigure("fidelity_ccc", "feature fidelity per class")]
+
+
 class FidelityEvaluator(Evaluator):
     """Harmonized vs counterfactual (same subject at the reference site): voxels, features, oracle AUC, gap closed."""
 
     name = "fidelity"
+    title = "Fidelity against the ground truth"
+    requires = ("prediction",)
     description = "Ground-truth fidelity (simulated cohorts): harmonized vs counterfactual images and features, oracle AUC, gap closed"
 
     def evaluate(self, ctx) -> EvaluationResult:
@@ -81,22 +96,21 @@ class FidelityEvaluator(Evaluator):
 
         from .. import stats
 
-        if ctx.counterfactuals is None:
-            return EvaluationResult(self.name, skipped=str(ctx.fidelity_skipped))
-        lookup = counterfactual_lookup(ctx)
+        if not ctx.ground_truth:
+            raise EvaluatorSkipped(str(ctx.fidelity_skipped or "the cohort has no ground truth"))
         voxel_rows, feature_rows = [], []
         summary: dict[str, dict] = {}
         # -- voxel fidelity ------------------------------------------------------
         for ref in ctx.references:
             subjects = [s for s in ctx.cohort if s.group != ref]
             variants = [("none", {s.subject_id: s for s in subjects})]
-            variants += [(m.label, ctx.harmonized.get((m.label, ref), {})) for m in ctx.image_methods]
+            variants += [(m.label, ctx.changed_scans(m, ref)) for m in ctx.image_methods]
             done_images: dict[str, list] = {}
             for label, scans in variants:
                 items, meta = [], []
                 for original in subjects:
                     scan = scans.get(original.subject_id)
-                    cf = target_scan(ctx, lookup, original.subject_id, ref)
+                    cf = ctx.counterfactual(original.subject_id, ref)
                     if scan is None or cf is None:
                         continue
                     items.append((scan, original, cf))
@@ -107,7 +121,7 @@ class FidelityEvaluator(Evaluator):
                 image_key = str(key)
                 if image_key not in done_images:
                     def compute(items=items, meta=meta, label=label):
-                        results = ctx.executor.map(voxel_one, items, label=f"fidelity {label} -> {ref}")
+                        results = ctx.map(voxel_one, items, label=f"fidelity {label} -> {ref}")
                         return [{"subject_id": m[0], "site": m[1], "counterfactual_site": m[2], **r.value} for m, r in zip(meta, results) if r.ok]
 
                     done_images[image_key] = ctx.memo("fidelity-voxels", key, compute)
@@ -119,10 +133,6 @@ class FidelityEvaluator(Evaluator):
         cf_table = ctx.cf_features.get(voi)
         if cf_table is not None:
             columns = [c for c in ctx.feature_columns(voi) if c in cf_table.columns]
-            cf_index = {}
-            for scan in ctx.counterfactuals:
-                subject = str(scan.covariates.get("source_subject") or scan.subject_id.split("@")[0])
-                cf_index[(subject, scan.site)] = scan.subject_id
             for method in ctx.methods:
                 for ref in ctx.references:
                     harmonized = ctx.harmonized_features(method, ref, voi)
@@ -130,7 +140,7 @@ class FidelityEvaluator(Evaluator):
                     for original in ctx.cohort:
                         if original.group == ref:
                             continue
-                        cf = target_scan(ctx, lookup, original.subject_id, ref)
+                        cf = ctx.counterfactual(original.subject_id, ref)
                         if cf is not None and cf.subject_id in cf_table.index:
                             pairs.append((original.subject_id, cf.subject_id))
                     if len(pairs) < 3:
@@ -154,7 +164,7 @@ class FidelityEvaluator(Evaluator):
         # -- oracle AUC and gap closed -------------------------------------------
         oracle = None
         oracle_note = None
-        prediction = ctx.results.get("prediction")
+        prediction = ctx.result("prediction")
         if ctx.truth_features is None:
             oracle_note = "no truth images with a lesion mask were found (simulation.json: truth_manifest / truth_table)"
         elif ctx.splits is None:
@@ -198,6 +208,7 @@ class FidelityEvaluator(Evaluator):
         figures = {}
         if ctx.figure_dir is not None and not by_class.empty:
             figures["fidelity_ccc"] = self._figure(by_class, ctx.figure_dir / "fidelity_ccc.png")
+        report = report_section(method_rows(ctx, summary), oracle, oracle_note, ctx.ground_truth_source)
         return EvaluationResult(
             self.name,
             tables={"voxels": voxels, "features": features, "features_by_class": by_class},
@@ -206,10 +217,12 @@ class FidelityEvaluator(Evaluator):
                 "by_method": summary,
                 "oracle": oracle,
                 "oracle_note": oracle_note,
-                "counterfactual": "same subject rendered by the first site (alphabetical) of the reference group",
+                "counterfactual": ctx.ground_truth_source,
                 "nmae": "mean |harmonized - counterfactual| / SD of the counterfactual feature across subjects",
                 "voxel_metrics": "SSIM/PSNR vs counterfactual inside the body mask; data range = counterfactual's SUV range there",
             },
+            columns=list(SUMMARY_COLUMNS),
+            report=report,
         )
 
     @staticmethod

@@ -24,8 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from ..interfaces import EvaluationResult, Evaluator
-from ._common import boxplot, finite, row_key, savefig
+from ..bench.formatting import fmt
+from ..errors import EvaluatorSkipped
+from ..interfaces import EvaluationResult, Evaluator, ReportFigure, ReportTable, SummaryColumn
+from ._common import boxplot, finite, records, row_key, savefig
 
 
 def masked_metrics(original: np.ndarray, other: np.ndarray, mask: np.ndarray, data_range: float) -> dict[str, float]:
@@ -76,28 +78,48 @@ def quality_one(item: tuple) -> list[dict[str, Any]]:
     return rows
 
 
+SUMMARY_COLUMNS = (
+    SummaryColumn("ssim", "SSIM", ".3f", description="SSIM of the harmonized vs the original image in the body mask"),
+    SummaryColumn("psnr", "PSNR (dB)", ".1f", "PSNR", description="the same as PSNR"),
+)
+
+
+def report_section(by_mask) -> list:
+    """The Image quality section of the report: what the metrics are, per mask, the box plots."""
+    rows = [[r["method"], r["reference"], r["mask"], fmt(r.get("ssim_mean"), ".3f"), fmt(r.get("ssim_min"), ".3f"),
+             fmt(r.get("psnr_mean"), ".1f"), fmt(r.get("nrmse_mean"), ".3f")] for r in records(by_mask)]
+    return [
+        "Data range: max - min of the original image's SUV inside its body mask (per scan). SSIM: 3-D, 7^3 uniform "
+        "window, K1=0.01, K2=0.03, averaged over mask voxels. NRMSE: ||original - harmonized|| / ||original|| over mask "
+        "voxels.",
+        ReportTable(["method", "reference", "mask", "SSIM mean", "SSIM min", "PSNR mean (dB)", "NRMSE mean"], rows, "quality"),
+        ReportFigure("quality_boxplots", "image quality per mask"),
+    ]
+
+
 class ImageQualityEvaluator(Evaluator):
     """SSIM, PSNR and NRMSE between original and harmonized images, in the body mask and every organ mask."""
 
     name = "image-quality"
+    title = "Image quality (harmonized vs original)"
     description = "SSIM/PSNR/NRMSE of harmonized vs original images inside the body and organ masks"
 
     def evaluate(self, ctx) -> EvaluationResult:
         import pandas as pd
 
         if not ctx.image_methods:
-            return EvaluationResult(self.name, skipped="no method has an image stage, so no image was changed")
+            raise EvaluatorSkipped("no method has an image stage, so no image was changed")
         rows = []
         for method in ctx.image_methods:
             for ref in ctx.references:
-                changed = ctx.harmonized.get((method.label, ref), {})
+                changed = ctx.changed_scans(method, ref)
                 if not changed:
                     continue
                 pairs = [(ctx.cohort.get(sid), scan) for sid, scan in changed.items()]
                 key_parts = (sorted((sid, str(s.image)) for sid, s in changed.items()), sorted(ctx.cohort.mask_names), "v1")
 
                 def compute(pairs=pairs):
-                    results = ctx.executor.map(quality_one, pairs, label=f"image quality {method.label} -> {ref}")
+                    results = ctx.map(quality_one, pairs, label=f"image quality {method.label} -> {ref}")
                     out = []
                     for (orig, _), r in zip(pairs, results):
                         if r.ok:
@@ -143,6 +165,8 @@ class ImageQualityEvaluator(Evaluator):
                 "ssim": "3-D, 7^3 uniform window, K1=0.01, K2=0.03, averaged over mask voxels",
                 "nrmse": "||original - harmonized|| / ||original|| over mask voxels",
             },
+            columns=list(SUMMARY_COLUMNS),
+            report=report_section(by_mask),
         )
 
     @staticmethod

@@ -42,8 +42,10 @@ from typing import Any
 
 import numpy as np
 
-from ..interfaces import EvaluationResult, Evaluator
-from ._common import boxplot, finite, row_key, savefig
+from ..bench.formatting import auc_text, fmt, interval_text
+from ..errors import EvaluatorSkipped, HarmkitError
+from ..interfaces import EvaluationResult, Evaluator, ReportFigure, ReportTable, SummaryColumn
+from ._common import boxplot, finite, method_rows, row_key, savefig
 
 
 def _fit_predict(Xtr, ytr, Xte, C: float, max_iter: int) -> np.ndarray:
@@ -92,7 +94,7 @@ def cv_job(item: tuple) -> dict[str, Any]:
 def _cv(X, groups, y, test_masks, specs, seed, reference, fit_on, C, max_iter) -> dict[str, Any]:
     from sklearn.metrics import roc_auc_score
 
-    from ..bench.protocol import apply_feature_stages
+    from ..bench.stages import apply_feature_stages
 
     if specs and fit_on == "all":
         X = apply_feature_stages(specs, seed, reference, X, groups, [(X, groups)])[0]
@@ -158,6 +160,32 @@ HABERL_TEXT = ("the paper's statistics (Haberl et al. 2024): 95 % CI from Studen
                "signed-rank; both treat the overlapping splits as independent and overstate certainty")
 
 
+PREDICTION_GROUP = "prediction"
+HABERL_GROUP = "prediction as in Haberl et al. (uncorrected, for comparison with the paper)"
+SUMMARY_COLUMNS = (
+    SummaryColumn("auc", "AUC [95% CI, corrected]", "ci(auc_mean,auc_ci_low,auc_ci_high)", "AUC [95% CI]", PREDICTION_GROUP,
+                  "mean test AUC over the splits with its 95 % CI from the corrected resampled t (Nadeau & Bengio "
+                  "2003), which allows for the overlap of the splits' training rows"),
+    SummaryColumn("p_paired", "p (corrected t)", "p", "p", PREDICTION_GROUP,
+                  "corrected resampled t test of the per-split AUCs vs `none` (not adjusted for multiple comparisons; "
+                  "Holm-adjusted p-values are in the Prediction section)"),
+    SummaryColumn("p_delong", "p (DeLong)", "p", "p DeLong", PREDICTION_GROUP,
+                  "DeLong test on each subject's mean out-of-split prediction vs `none`"),
+    SummaryColumn("auc_haberl", "AUC [95% CI] as in Haberl et al.", "ci(auc_mean,auc_ci_low_haberl,auc_ci_high_haberl)",
+                  "AUC [95% CI]", HABERL_GROUP, "the paper's Student-t CI over the splits, too narrow because the "
+                  "splits overlap"),
+    SummaryColumn("p_paired_haberl", "p as in Haberl et al.", "p", "p", HABERL_GROUP,
+                  "the paper's uncorrected rule (Shapiro-Wilk, then paired t or Wilcoxon over the splits), too small "
+                  "because the splits overlap; for comparison with the paper"),
+    SummaryColumn("paired_test_haberl", "test as in Haberl et al.", None, "test", HABERL_GROUP),
+)
+CAPTIONS = {
+    PREDICTION_GROUP: "95% CI and p vs none: corrected resampled t over the splits (Nadeau & Bengio 2003). "
+                      "Holm-adjusted p-values: report.md.",
+    HABERL_GROUP: "Student-t CI over the splits; Shapiro-Wilk, then paired t or Wilcoxon. The splits overlap: too optimistic.",
+}
+
+
 class PredictionEvaluator(Evaluator):
     """AUC of a logistic regression over Monte Carlo splits; corrected t and DeLong tests against the baseline.
 
@@ -165,6 +193,7 @@ class PredictionEvaluator(Evaluator):
     """
 
     name = "prediction"
+    title = "Prediction"
     description = ("Outcome prediction: logistic regression AUC over stratified Monte Carlo splits, "
                    "corrected resampled t + DeLong tests vs baseline")
 
@@ -174,23 +203,21 @@ class PredictionEvaluator(Evaluator):
         self.n_bootstrap = n_bootstrap
 
     def cv_key(self, ctx, method, reference, voi: str):
-        from ..bench.protocol import _hashable, plugin_key
-
-        table = ctx.features[(method.label, reference)][voi]
+        table = ctx.features_of(method, reference, voi)
         X = table[ctx.feature_columns(voi)].astype(float)
         parts = (
             method.label,
-            reference if method.stages else "-",
+            reference if method.stages or method.control else "-",
             X,
             list(table["site_group"]),
             ctx.splits.digest(),
             ctx.config.fit_on if method.feature_stages else "-",
             {"C": self.C, "max_iter": self.max_iter},  # the classifier's parameters (not the statistics')
-            plugin_key(ctx.config, method),
+            ctx.method_key(method),
             list(ctx.outcome.items()),
             "newton-cholesky",
         )
-        key = ctx.cache.key("bench-memo", "prediction-cv", *[_hashable(p) for p in parts])
+        key = ctx.cache_key("prediction-cv", *parts)
         return key, X, table["site_group"]
 
     def run_all(self, ctx, voi: str) -> dict[tuple[str, str], dict]:
@@ -199,19 +226,18 @@ class PredictionEvaluator(Evaluator):
         for method in ctx.methods:
             for ref in ctx.references:
                 key, X, groups = self.cv_key(ctx, method, ref, voi)
-                cached = ctx.cache.get(key)
+                cached = ctx.cache_get(key)
                 if cached is not None:
                     runs[(method.label, ref)] = cached
                 else:
                     todo.append(((method.label, ref), key, cv_item(ctx, method, ref, X, groups, self.C, self.max_iter)))
         if todo:
-            results = ctx.executor.map(cv_job, [t[2] for t in todo], label=f"prediction: {ctx.splits.n_splits} splits x {len(todo)} method/reference")
+            label = f"prediction: {ctx.splits.n_splits} splits x {len(todo)} method/reference"
+            results = ctx.map(cv_job, [t[2] for t in todo], label=label)
             for (name, key, _), r in zip(todo, results):
                 if not r.ok:
-                    from ..errors import HarmkitError
-
                     raise HarmkitError(f"prediction failed for method {name[0]!r} (reference {name[1]}): {r.error}")
-                runs[name] = ctx.cache.put(key, r.value)
+                runs[name] = ctx.cache_put(key, r.value)
         return runs
 
     def evaluate(self, ctx) -> EvaluationResult:
@@ -220,7 +246,7 @@ class PredictionEvaluator(Evaluator):
         from .. import stats
 
         if ctx.splits is None:
-            return EvaluationResult(self.name, skipped=str(ctx.prediction_skipped))
+            raise EvaluatorSkipped(str(ctx.prediction_skipped))
         voi = ctx.config.voi
         splits = ctx.splits
         subjects = list(splits.subjects)
@@ -279,12 +305,14 @@ class PredictionEvaluator(Evaluator):
             for sid, value, n in zip(subjects, pooled, count):
                 pooled_rows.append({"method": label, "reference": ref, "subject_id": sid, "outcome": int(y[subjects.index(sid)]), "mean_score": finite(value), "n_test_splits": int(n)})
             roc_data.setdefault(ref, []).append((label, y[seen], pooled[seen]))
-        family = [k for k in summary if not k.startswith("none|")]
+        controls = {m.label for m in ctx.methods if m.control or m.is_baseline}
+        family = [k for k in summary if k.split("|")[0] not in controls]
         for key in ("p_paired", "p_delong"):
-            adjusted = stats.holm([summary[k].get(key) if summary[k].get(key) is not None else np.nan for k in family])
+            values = [summary[k].get(key) for k in family]
+            adjusted = stats.holm(np.array([np.nan if v is None else v for v in values], dtype=float))
             for k, value in zip(family, adjusted):
                 summary[k][f"{key}_holm"] = finite(value)
-        compared = [m.label for m in ctx.methods if m.label != "none"]
+        compared = [m.label for m in ctx.methods if not (m.control or m.is_baseline)]
         holm_family = HOLM_FAMILY.format(k=len(family), methods=", ".join(compared) or "no method",
                                          refs=", ".join(ctx.references))
         figures = {}
@@ -292,32 +320,45 @@ class PredictionEvaluator(Evaluator):
             figures["roc"] = self._roc_figure(roc_data, ctx.figure_dir / "roc_curves.png")
             figures["auc_splits"] = self._auc_figure(pd.DataFrame(split_rows), ctx.figure_dir / "auc_per_split.png")
         summary_table = pd.DataFrame([{"method": k.split("|")[0], "reference": k.split("|")[1], **v} for k, v in summary.items()])
+        summary_dict = {
+            "by_method": summary,
+            "voi": voi,
+            "n_features": len(ctx.feature_columns(voi)),
+            "n_subjects": len(subjects),
+            "n_positive": int(y.sum()),
+            "folds": splits.n_splits,
+            "test_size": splits.test_size,
+            "splits_digest": splits.digest(),
+            "fit_on": ctx.config.fit_on,
+            "classifier": f"StandardScaler + LogisticRegression(C={self.C}, L2, newton-cholesky), no feature selection",
+            "delong_input": "per-subject mean of out-of-split predicted probabilities (subjects tested in >= 1 split), paired with the baseline's",
+            "ci": CI_TEXT,
+            "paired_test": "corrected resampled t test of the per-split AUCs vs `none` (Nadeau & Bengio 2003), "
+                           "two-sided",
+            "correction": {"n_train": n_train, "n_test": n_test, "factor": 1 / splits.n_splits + n_test / n_train},
+            "haberl": HABERL_TEXT,
+            "holm_family": holm_family,
+            "n_bootstrap": int(self.n_bootstrap),
+            "bootstrap": f"stratified percentile bootstrap of the subjects' pooled scores, "
+                         f"{int(self.n_bootstrap)} resamples, seed {ctx.config.seed}",
+        }
+        rows = method_rows(ctx, summary)
+        report = [
+            f"{summary_dict['classifier']}; VOI `{voi}`, {summary_dict['n_features']} features, {len(subjects)} subjects "
+            f"({int(y.sum())} positive), {splits.n_splits} splits. DeLong input: {summary_dict['delong_input']}.",
+            statistics_text(summary_dict),
+            ReportTable(*prediction_table(rows, summary_dict["n_bootstrap"]), ident="prediction"),
+            ReportFigure("roc", "ROC curves"),
+            ReportFigure("auc_splits", "AUC per split"),
+        ]
         return EvaluationResult(
             self.name,
             tables={"auc_per_split": pd.DataFrame(split_rows), "summary": summary_table, "pooled_scores": pd.DataFrame(pooled_rows)},
             figures=figures,
-            summary={
-                "by_method": summary,
-                "voi": voi,
-                "n_features": len(ctx.feature_columns(voi)),
-                "n_subjects": len(subjects),
-                "n_positive": int(y.sum()),
-                "folds": splits.n_splits,
-                "test_size": splits.test_size,
-                "splits_digest": splits.digest(),
-                "fit_on": ctx.config.fit_on,
-                "classifier": f"StandardScaler + LogisticRegression(C={self.C}, L2, newton-cholesky), no feature selection",
-                "delong_input": "per-subject mean of out-of-split predicted probabilities (subjects tested in >= 1 split), paired with the baseline's",
-                "ci": CI_TEXT,
-                "paired_test": "corrected resampled t test of the per-split AUCs vs `none` (Nadeau & Bengio 2003), "
-                               "two-sided",
-                "correction": {"n_train": n_train, "n_test": n_test, "factor": 1 / splits.n_splits + n_test / n_train},
-                "haberl": HABERL_TEXT,
-                "holm_family": holm_family,
-                "n_bootstrap": int(self.n_bootstrap),
-                "bootstrap": f"stratified percentile bootstrap of the subjects' pooled scores, "
-                             f"{int(self.n_bootstrap)} resamples, seed {ctx.config.seed}",
-            },
+            summary=summary_dict,
+            columns=list(SUMMARY_COLUMNS),
+            report=report,
+            captions=CAPTIONS,
         )
 
     @staticmethod
@@ -360,3 +401,41 @@ class PredictionEvaluator(Evaluator):
             ax.set_ylabel("AUC")
             ax.tick_params(axis="x", labelsize=7, rotation=20)
         return savefig(fig, path)
+
+
+def statistics_text(s: dict[str, Any]) -> str:
+    """What the Prediction table's statistics are, from the prediction evaluator's summary."""
+    corr = s.get("correction", {})
+    return (f"AUC [95% CI, corrected]: {s['ci']} (here J = {s['folds']}, n_train = {fmt(corr.get('n_train'), '.1f')}, "
+            f"n_test = {fmt(corr.get('n_test'), '.1f')}: the variance of the mean is "
+            f"{fmt(corr.get('factor'), '.3f')}·S² instead of S²/{s['folds']}). "
+            "ΔAUC: mean per-split difference to `none` with the same corrected CI. "
+            f"p (corrected t): {s['paired_test']}. Holm-adjusted p: {s['holm_family']}. "
+            f"Columns \"as in Haberl et al.\": {s['haberl']}. "
+            f"Pooled AUC: AUC of the pooled out-of-split predictions, with DeLong's 95 % CI and a {s['bootstrap']} "
+            "(both treat the pooled scores as fixed: they leave out the variability of model training).")
+
+
+def prediction_table(summary: list[dict[str, Any]], n_bootstrap: Any) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the report's Prediction table: corrected statistics first, the paper's labelled."""
+    header = ["method", "reference", "AUC [95% CI, corrected]", "95% CI as in Haberl et al.",
+              "ΔAUC [95% CI, corrected]", "t (corrected)", "p (corrected t)", "p (corrected t, Holm)",
+              "test as in Haberl et al.", "p as in Haberl et al.", "p (DeLong, pooled)", "p (DeLong, Holm)",
+              "median p (DeLong per split)", "pooled AUC", "DeLong 95% CI",
+              f"bootstrap 95% CI ({n_bootstrap} resamples)"]
+    rows = []
+    for r in summary:
+        delta = "–"
+        if r.get("delta_auc") is not None:
+            ci = interval_text(r, "delta_auc_ci_low", "delta_auc_ci_high", "+.3f", ", ")
+            delta = f"{fmt(r['delta_auc'], '+.3f')} {ci}"
+        rows.append([
+            r["method"], r["reference"], auc_text(r), interval_text(r, "auc_ci_low_haberl", "auc_ci_high_haberl"),
+            delta,
+            fmt(r.get("t_corrected"), "+.2f"), fmt(r.get("p_paired"), "p"), fmt(r.get("p_paired_holm"), "p"),
+            fmt(r.get("paired_test_haberl"), None), fmt(r.get("p_paired_haberl"), "p"),
+            fmt(r.get("p_delong"), "p"), fmt(r.get("p_delong_holm"), "p"), fmt(r.get("p_delong_split_median"), "p"),
+            fmt(r.get("auc_pooled"), ".3f"), interval_text(r, "auc_pooled_delong_ci_low", "auc_pooled_delong_ci_high"),
+            interval_text(r, "auc_pooled_boot_ci_low", "auc_pooled_boot_ci_high"),
+        ])
+    return header, rows

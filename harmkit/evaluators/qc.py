@@ -21,7 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from ..interfaces import EvaluationResult, Evaluator
+from ..bench.formatting import fmt
+from ..errors import EvaluatorSkipped
+from ..interfaces import EvaluationResult, Evaluator, ReportTable, SummaryColumn
 from ._common import finite, row_key, savefig
 
 
@@ -108,13 +110,33 @@ def mip_figure(pairs: list[tuple[str, Any, Any]], path, title: str = ""):
     return savefig(fig, path)
 
 
+def report_section(table, fraction: float, threshold: float) -> list:
+    """The QC section of the report: the rule, the flagged scans, the MIPs (placed after the blocks)."""
+    flagged = table[table["flagged"]].to_dict("records")
+    rule = (f"Rule: flagged when mean |% difference| in the outer {fraction:.0%} of the volume > {threshold}% and > 2x "
+            f"the interior's (edge change), or when the interior's mean |% difference| > {2 * threshold}%. "
+            f"Flagged scans: {len(flagged)}. Thresholds: --param qc.edge_fraction=..., --param qc.threshold=....")
+    blocks: list = [rule]
+    if flagged:
+        rows = [[r["method"], r["reference"], r["subject_id"], r["site"], r.get("reason", ""),
+                 fmt(r["edge_mean_abs_pct"], ".1f"), fmt(r["interior_mean_abs_pct"], ".1f")] for r in flagged[:30]]
+        blocks.append(ReportTable(["method", "reference", "subject", "site", "reason", "edge mean |%diff|",
+                                   "interior mean |%diff|"], rows, "qc"))
+        if len(flagged) > 30:
+            blocks.append(f"… and {len(flagged) - 30} more in `tables/qc__flagged.csv`.")
+    return blocks
+
+
 class QCEvaluator(Evaluator):
     """Lists harmonized scans with suspicious changes near the field-of-view edges, with MIPs."""
 
     name = "qc"
+    title = "QC: suspicious changes and MIPs"
     description = "QC: flags harmonized scans with large percent change near the field-of-view edges; MIPs before/after"
 
-    def __init__(self, edge_fraction: float | None = None, threshold: float | None = None, examples: int = 2):
+    def __init__(self, edge_fraction: float = 0.1, threshold: float = 25.0, examples: int = 2):
+        """``edge_fraction``: the outer share of the volume that counts as the edge; ``threshold``: mean |% change|
+        that flags a scan (``--param qc.threshold=30``); ``examples``: scans shown as MIPs per method."""
         self.edge_fraction = edge_fraction
         self.threshold = threshold
         self.examples = examples
@@ -123,19 +145,18 @@ class QCEvaluator(Evaluator):
         import pandas as pd
 
         if not ctx.image_methods:
-            return EvaluationResult(self.name, skipped="no method has an image stage, so no image was changed")
-        fraction = self.edge_fraction if self.edge_fraction is not None else ctx.config.qc_edge_fraction
-        threshold = self.threshold if self.threshold is not None else ctx.config.qc_threshold
+            raise EvaluatorSkipped("no method has an image stage, so no image was changed")
+        fraction, threshold = self.edge_fraction, self.threshold
         rows = []
         for method in ctx.image_methods:
             for ref in ctx.references:
-                changed = ctx.harmonized.get((method.label, ref), {})
+                changed = ctx.changed_scans(method, ref)
                 if not changed:
                     continue
                 items = [(ctx.cohort.get(sid), scan, fraction) for sid, scan in changed.items()]
 
                 def compute(items=items):
-                    results = ctx.executor.map(qc_one, items, label=f"QC {method.label} -> {ref}")
+                    results = ctx.map(qc_one, items, label=f"QC {method.label} -> {ref}")
                     return [{"subject_id": it[0].subject_id, "site": it[0].site, **r.value} for it, r in zip(items, results) if r.ok]
 
                 key = (sorted((sid, str(s.image)) for sid, s in changed.items()), fraction, "v1")
@@ -143,7 +164,7 @@ class QCEvaluator(Evaluator):
                     rows.append({"method": method.label, "reference": ref, **row})
         table = pd.DataFrame(rows)
         if table.empty:
-            return EvaluationResult(self.name, skipped="no harmonized scan to check")
+            raise EvaluatorSkipped("no harmonized scan to check")
         edge = (table["edge_mean_abs_pct"] > threshold) & (table["edge_mean_abs_pct"] > 2 * table["interior_mean_abs_pct"])
         overall = (table["interior_mean_abs_pct"] > 2 * threshold) & ~edge
         table["flagged"] = edge | overall
@@ -168,7 +189,7 @@ class QCEvaluator(Evaluator):
             for sid in chosen:
                 r = sub[sub["subject_id"] == sid].iloc[0]
                 flag = "FLAGGED " if r["flagged"] else ""
-                pairs.append((f"{flag}{sid} ({r['site']}) edge {r['edge_mean_abs_pct']:.1f}%", ctx.cohort.get(sid), ctx.harmonized[(label, ref)][sid]))
+                pairs.append((f"{flag}{sid} ({r['site']}) edge {r['edge_mean_abs_pct']:.1f}%", ctx.cohort.get(sid), ctx.changed_scans(label, ref)[sid]))
             safe = f"{label}_{ref}".replace("+", "-plus-").replace("/", "_")
             figures[f"mip_{label}_{ref}"] = mip_figure(pairs, ctx.figure_dir / f"mip_{safe}.png", title=f"{label}: harmonized towards {ref}")
         return EvaluationResult(
@@ -185,4 +206,7 @@ class QCEvaluator(Evaluator):
                 ),
                 "n_flagged": int(table["flagged"].sum()),
             },
+            columns=[SummaryColumn("qc_flagged", "QC flagged", "d", "QC flag", description=(
+                "harmonized scans with a suspicious change (see the QC section)"))],
+            report=report_section(table, fraction, threshold),
         )

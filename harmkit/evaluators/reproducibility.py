@@ -25,9 +25,37 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import HarmkitError
-from ..interfaces import EvaluationResult, Evaluator
-from ._common import boxplot, finite, row_key, savefig
+from ..bench.formatting import fmt
+from ..errors import EvaluatorSkipped, HarmkitError
+from ..interfaces import EvaluationResult, Evaluator, ReportFigure, ReportTable, SummaryColumn
+from ._common import boxplot, finite, records, row_key, savefig
+
+SUMMARY_COLUMNS = (
+    SummaryColumn("overlap_voi", "Δoverlap VOI (pp)", "+.1f", "Δovl VOI", description=(
+        "mean change of the overlap coefficient between site groups (percentage points) over all features of the "
+        "VOI (--voi)")),
+    SummaryColumn("overlap_ref", "Δoverlap ref. tissue (pp)", "+.1f", "Δovl ref", description=(
+        "the same in the reference-tissue VOI (--reference-voi)")),
+)
+
+
+def report_section(by_class, cov_table) -> list:
+    """The Reproducibility section of the report: overlap per class, COV per site group, figures."""
+    rows = [[r["method"], r["reference"], r.get("group", ""), r["voi"], r["class"], str(r["n_features"]),
+             fmt(r["overlap_before_mean"], ".3f"), fmt(r["overlap_after_mean"], ".3f"),
+             f"{fmt(r['improvement_pct_mean'], '+.1f')} ± {fmt(r['improvement_pct_sd'], '.1f')}", fmt(r.get("p_wilcoxon"), "p")]
+            for r in records(by_class) if r["method"] != "none"]
+    blocks: list = [ReportTable(["method", "reference", "compared group", "VOI", "class", "n", "overlap before",
+                                 "overlap after", "improvement (pp, mean ± SD)", "p (Wilcoxon)"], rows, "overlap")]
+    cov = records(cov_table)
+    if cov:
+        rows = [[r["method"], r["reference"], r["voi"], r["site_group"], fmt(r.get("cov_median_before"), ".3f"),
+                 fmt(r.get("cov_median_after"), ".3f"), fmt(r.get("p_mannwhitney_vs_reference_before"), "p"),
+                 fmt(r.get("p_mannwhitney_vs_reference_after"), "p")] for r in cov]
+        blocks.append(ReportTable(["method", "reference", "VOI", "site group", "median COV before", "median COV after",
+                                   "p vs reference before", "p vs reference after"], rows, "cov"))
+    blocks += [ReportFigure("overlap_per_class", "overlap per class"), ReportFigure("cov_distributions", "cov distributions")]
+    return blocks
 
 
 def cov_from_features(table) -> Any:
@@ -42,6 +70,7 @@ class ReproducibilityEvaluator(Evaluator):
     """Overlap of feature distributions between site groups, per feature class, and COV, before/after."""
 
     name = "reproducibility"
+    title = "Reproducibility (feature overlap between site groups)"
     description = "Inter-site reproducibility: feature overlap coefficient per class (Wilcoxon) and COV, before/after"
 
     def evaluate(self, ctx) -> EvaluationResult:
@@ -52,7 +81,6 @@ class ReproducibilityEvaluator(Evaluator):
             from ..reproducibility import class_summary, feature_overlap  # noqa: F401
         except ImportError as exc:
             raise HarmkitError(f"the reproducibility evaluator needs harmkit.reproducibility ({exc})") from None
-        from ..bench.protocol import _hashable
 
         # 1. every overlap table needed: (voi, ref, group, method) -> features of the two groups
         jobs: dict[str, tuple] = {}
@@ -69,17 +97,17 @@ class ReproducibilityEvaluator(Evaluator):
                         rows = (table["site_group"] == g) | (table["site_group"] == ref)
                         frame = after.loc[rows, columns].astype(float)
                         groups = table.loc[rows, "site_group"]
-                        key = ctx.cache.key("overlap-table", _hashable(frame), list(groups), g, ref, "v1")
+                        key = ctx.cache_key("overlap-table", frame, list(groups), g, ref, "v1")
                         jobs[key] = (frame, list(groups), g, ref, dict(ctx.feature_classes))
                         plan.append((voi, method.label, ref, g, key))
-        results = {k: ctx.cache.get(k) for k in jobs}
+        results = {k: ctx.cache_get(k) for k in jobs}
         missing = [k for k, v in results.items() if v is None]
         if missing:
-            computed = ctx.executor.map(_overlap_job, [jobs[k] for k in missing], label="feature overlap")
+            computed = ctx.map(_overlap_job, [jobs[k] for k in missing], label="feature overlap")
             for k, r in zip(missing, computed):
                 if not r.ok:
                     raise HarmkitError(f"feature overlap failed: {r.error}")
-                results[k] = ctx.cache.put(k, r.value)
+                results[k] = ctx.cache_put(k, r.value)
         # 2. before (baseline) vs after (method), per feature and per class
         rows, class_rows = [], []
         baseline = {(voi, ref, g): key for voi, label, ref, g, key in plan if label == "none"}
@@ -101,7 +129,7 @@ class ReproducibilityEvaluator(Evaluator):
         table = pd.DataFrame(rows)
         by_class = pd.DataFrame(class_rows)
         if table.empty:
-            return EvaluationResult(self.name, skipped="no feature to compare")
+            raise EvaluatorSkipped("no feature to compare")
         summary: dict[str, dict] = {}
         cov_rows = []
         for voi in ctx.vois:
@@ -148,6 +176,8 @@ class ReproducibilityEvaluator(Evaluator):
                 entry[f"overlap_after_{voi}"] = finite(per["overlap_after"].mean())
                 for row in vsub.to_dict("records"):
                     entry[f"overlap_improvement_pct_{voi}_{row['class']}"] = finite(row["improvement_pct_mean"])
+            entry["overlap_voi"] = entry.get(f"overlap_improvement_pct_{ctx.config.voi}")
+            entry["overlap_ref"] = entry.get(f"overlap_improvement_pct_{ctx.config.reference_voi}")
             summary[row_key(label, ref)] = entry
         figures = {}
         if ctx.figure_dir is not None:
@@ -164,6 +194,8 @@ class ReproducibilityEvaluator(Evaluator):
                 "overlap": "overlap coefficient of each feature's distributions in a non-reference group and the reference group",
                 "feature_stages": "fitted on every row (no outcome involved)",
             },
+            columns=list(SUMMARY_COLUMNS),
+            report=report_section(by_class, cov_table),
         )
 
     @staticmethod

@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import HarmkitError
-from ..interfaces import EvaluationResult, Evaluator
+from ..interfaces import EvaluationResult, Evaluator, ReportFigure, ReportTable, SummaryColumn
 from ._common import finite, row_key, savefig
 
 
@@ -31,6 +31,7 @@ class SiteEffectsEvaluator(Evaluator):
     """Site predictability from features (CV AUC) and from image-patch texture (held-out accuracy), before/after."""
 
     name = "site-effects"
+    title = "Site effects: can the site groups still be told apart?"
     description = "Site effects: CV AUC predicting the site group from features, and patch-texture separability, before/after"
 
     def __init__(self, image_level: bool = True, patch_size: int = 32, patches_per_scan: int = 8, folds: int = 5):
@@ -51,7 +52,7 @@ class SiteEffectsEvaluator(Evaluator):
                 for ref in ctx.references:
                     if method.label == "none" and ref != ctx.references[0]:
                         continue  # the baseline is the same under every reference
-                    table = ctx.features[(method.label, ref)][voi]
+                    table = ctx.features_of(method, ref, voi)
                     X = table[ctx.feature_columns(voi)].astype(float)
                     groups = list(table["site_group"])
                     transform = None
@@ -63,9 +64,7 @@ class SiteEffectsEvaluator(Evaluator):
                         result = site_predictability(X, groups, folds=self.folds, seed=seed, fold_transform=transform)
                         return {k: v for k, v in result.items() if k not in ("scores", "groups", "n", "pairs", "classifier")}
 
-                    from ..bench.protocol import plugin_key
-
-                    stages = plugin_key(ctx.config, method) if method.feature_stages else []
+                    stages = ctx.method_key(method) if method.feature_stages else []
                     key = (X, groups, self.folds, seed, stages, ref, "v1")
                     result = ctx.memo("site-predictability", key, compute)
                     feature_rows.append({"method": method.label, "reference": ref, "voi": voi, **result})
@@ -106,7 +105,40 @@ class SiteEffectsEvaluator(Evaluator):
                 "patch_accuracy": patch_note or "held-out balanced accuracy of a patch-texture classifier (patches / own mean) "
                                                 "at the reference group's median spacing; chance = 1 / number of site groups",
             },
+            columns=self._columns(ctx),
+            report=self._report(features, patches, patch_note),
         )
+
+    @staticmethod
+    def _columns(ctx) -> list[SummaryColumn]:
+        columns = [
+            SummaryColumn(f"site_auc_{voi}", f"site AUC ({voi})", ".2f", f"site AUC {voi}", description=(
+                f"cross-validated AUC predicting the site group from the {voi} features after the method "
+                "(0.5: the sites cannot be told apart)"))
+            for voi in ctx.vois
+        ]
+        columns.append(SummaryColumn("patch_accuracy", "patch-texture accuracy", ".2f", "patch acc.", description=(
+            "held-out accuracy of a classifier telling the site groups apart from image-patch texture")))
+        return columns
+
+    @staticmethod
+    def _report(features, patches, patch_note) -> list:
+        from ..bench.formatting import fmt
+
+        blocks: list = [
+            "Site AUC: cross-validated AUC (logistic regression on standardized features, 5-fold x 5) predicting the site "
+            "group from the VOI's features after the method; 0.5 means the sites cannot be told apart, 1 that they always "
+            "can. Feature stages are fitted inside each fold. Patch accuracy: " + (patch_note or (
+                "held-out (by subject) balanced accuracy of a patch-texture classifier (patches divided by their own mean) at "
+                "the reference group's median spacing; chance = 1 / number of site groups."))]
+        rows = [[r["method"], r["reference"], r["voi"], fmt(r.get("auc"), ".3f")] for r in features.to_dict("records")]
+        blocks.append(ReportTable(["method", "reference", "VOI", "site AUC"], rows, "site-auc"))
+        if not patches.empty:
+            rows = [[r["method"], r["reference"], fmt(r.get("accuracy"), ".3f"), fmt(r.get("chance"), ".2f"),
+                     str(r.get("spacing_mm", ""))] for r in patches.to_dict("records")]
+            blocks.append(ReportTable(["method", "reference", "patch accuracy", "chance", "spacing (mm)"], rows, "patches"))
+        blocks.append(ReportFigure("site_effects", "site predictability before and after"))
+        return blocks
 
     def _patch_rows(self, ctx) -> list[dict]:
         from dataclasses import replace
@@ -119,7 +151,7 @@ class SiteEffectsEvaluator(Evaluator):
         for ref in ctx.references:
             spacing = median_spacing([s for s in ctx.cohort if s.group == ref])
             for method in [m for m in ctx.methods if m.label == "none" or m.image_stages]:
-                changed = ctx.harmonized.get((method.label, ref), {}) if method.image_stages else {}
+                changed = ctx.changed_scans(method, ref)
                 scans = [replace(changed[s.subject_id], site=s.site, site_group=s.site_group) if s.subject_id in changed else s
                          for s in ctx.cohort]
                 cohort = Cohort(scans)
