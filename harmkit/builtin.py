@@ -9,12 +9,21 @@ from .hookspecs import hookimpl
 def harmkit_evaluators() -> list[type]:
     from .evaluators import (
         FidelityEvaluator,
+        GapClosedEvaluator,
         ImageQualityEvaluator,
         PredictionEvaluator,
         QCEvaluator,
         ReproducibilityEvaluator,
+        SiteEffectsEvaluator,
     )
 
-    from .evaluators.site_effects import SiteEffectsEvaluator
-
-    return [ImageQualityEvaluator, ReproducibilityEvaluator, PredictionEvaluator, FidelityEvaluator, QCEvaluator, SiteEffectsEvaluator]
+    # The order of the report's sections and of the summary's columns (an evaluator still runs after those it requires).
+    return [
+        PredictionEvaluator,
+        ReproducibilityEvaluator,
+        SiteEffectsEvaluator,
+        ImageQualityEvaluator,
+        FidelityEvaluator,
+        QCEvaluator,
+        GapClosedEvaluator,  # reads the others' numbers: last
+    ]

@@ -160,14 +160,3 @@ class Cohort(Sequence[Scan]):
             if scan.subject_id == subject_id:
                 return scan
         raise HarmkitError(f"no subject {subject_id!r} in {self.manifest or 'the cohort'}")
-
-
-def __getattr__(name: str):
-    # ``load_cohort`` moved to :mod:`harmkit.manifest` (the manifest reads into this data model, not the other way
-    # round). Kept reachable here until harmkit/bench/, harmkit/diagnostics/run.py and harmkit/cli/extract.py
-    # import it from harmkit.manifest; then delete this function.
-    if name == "load_cohort":
-        from .manifest import load_cohort
-
-        return load_cohort
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

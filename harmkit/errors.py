@@ -96,3 +96,21 @@ def io_error(exc: OSError, path, action: str = "write") -> HarmkitError:
     }
     fix = fixes.get(exc.errno, "check the path and the disk")
     return HarmkitError(f"cannot {action} {where}: {reason}; {fix}")
+
+
+class EvaluatorSkipped(HarmkitError):
+    """An evaluator has nothing to evaluate in this run (no outcome, no ground truth, no image method ...).
+
+    Raise it from :meth:`~harmkit.interfaces.Evaluator.evaluate` with the reason; the bench reports the
+    evaluator as skipped and goes on. Any other :class:`HarmkitError` raised by an evaluator stops the
+    bench with the evaluator named: a failure is never shown as a skip.
+    """
+
+
+class TargetNotSupported(HarmkitError):
+    """An image harmonizer was asked to map towards a site group it cannot map to with this fit.
+
+    Raised by ``transform(scan, target_site=...)`` when, e.g., a model fitted with several site groups
+    merged into one source domain is asked to map towards one of them alone. The bench then fits the
+    harmonizer once per reference instead of reusing one fit for every direction.
+    """

@@ -47,6 +47,8 @@ class TaskResult:
     value: Any = None
     error: str | None = None
     details: str | None = None  # full traceback of unexpected errors, for logs
+    error_class: type | None = None
+    """The class of a :class:`HarmkitError` raised by the item (e.g. ``TargetNotSupported``), to act on by type."""
 
     @property
     def ok(self) -> bool:
@@ -71,7 +73,7 @@ def run_task(fn: Callable[[Any], Any], item: Any) -> TaskResult:
     try:
         return TaskResult(value=fn(item))
     except HarmkitError as exc:
-        return TaskResult(error=str(exc))
+        return TaskResult(error=str(exc), error_class=type(exc))
     except Exception as exc:  # noqa: BLE001 - one item's failure must not stop the others
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         return TaskResult(error=f"{type(exc).__name__}: {message}" if message else type(exc).__name__, details=traceback.format_exc())

@@ -17,7 +17,7 @@ import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence, TypeVar
 
 import numpy as np
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     import SimpleITK as sitk
 
+    from .bench.context import BenchContext
     from .data import Cohort, Scan
 
 STATE_FILE = "harmkit-model.json"
@@ -173,7 +174,7 @@ class Fittable(Component):
         """
         import zipfile
 
-        from .plugins import check_params
+        from .params import check_params
 
         path = Path(path)
         document = read_model_document(path)
@@ -285,6 +286,26 @@ class ImageHarmonizer(Fittable):
     def transform(self, scan: "Scan", target_site: str | None = None) -> "Scan":
         """Harmonize one scan towards ``target_site`` (default: the fitted reference)."""
 
+    def resampling_floor(self, scan: "Scan", target_site: str | None = None) -> "Scan":
+        """``scan`` through this harmonizer's pipeline with an identity model: the floor it must beat.
+
+        Everything :meth:`transform` does to a scan besides what it learned
+        (resampling to a working grid and back, intensity transforms, window
+        blending) with the learned part replaced by the identity. The bench
+        shows it as the ``resample`` row. The default, for methods that work
+        on the scan's own grid, returns the scan unchanged.
+        """
+        self.check_fitted()
+        return scan
+
+    def learning_summary(self) -> dict[str, Any] | None:
+        """Did fitting learn anything? ``None`` when the method cannot tell (the default).
+
+        A learned model returns ``{"learned": bool, "message": str, ...}``; the
+        bench reports a model with ``learned=False`` as not harmonization.
+        """
+        return None
+
     def fit_transform(self, cohort: "Cohort", reference_site: str) -> list["Scan"]:
         self.fit(cohort, reference_site)
         return [self.transform(scan) for scan in cohort]
@@ -345,25 +366,129 @@ class FeatureExtractor(Component):
         return "0"
 
 
+@dataclass(frozen=True)
+class SummaryColumn:
+    """A number an evaluator puts in the bench's summary table (report and terminal).
+
+    ``key`` names an entry of the evaluator's ``summary["by_method"][row]``
+    dicts; ``format`` is a format spec (``".3f"``, ``"+.1f"``, ``"+.0%"``),
+    ``"p"`` for p-values or ``"d"`` for counts; ``short`` is the terminal's
+    column title; ``group`` the terminal table it belongs to (one table per
+    group, in order of first appearance).
+    """
+
+    key: str
+    title: str
+    format: str | None = None
+    short: str | None = None
+    group: str = "harmonization"
+    description: str = ""
+    """One sentence for the legend under the summary table."""
+
+
+@dataclass
+class ReportTable:
+    """A table of an evaluator's report section: header and rows of already formatted cells."""
+
+    header: list[str]
+    rows: list[list[str]]
+    ident: str = ""
+
+
+@dataclass(frozen=True)
+class ReportFigure:
+    """A figure of an evaluator's report section: ``name`` is a key of ``EvaluationResult.figures``."""
+
+    name: str
+    caption: str = ""
+
+
+ReportBlock = Any
+"""One block of a report section: a paragraph (``str``, with ``**bold**`` and ```code```), a
+:class:`ReportTable` or a :class:`ReportFigure`."""
+
+
 @dataclass
 class EvaluationResult:
-    """What an evaluator returns: named tables, figure files, summary numbers."""
+    """What an evaluator returns: named tables, figure files, summary numbers, its report section.
+
+    * ``tables`` -- data frames, written as ``tables/<evaluator>__<name>.csv`` and into ``results.json``;
+    * ``figures`` -- PNG files the evaluator wrote into ``context.figure_dir``;
+    * ``summary`` -- JSON-able numbers; ``summary["by_method"]["<method>|<reference>"]`` holds the row
+      numbers that ``columns`` put in the summary table (see :func:`harmkit.bench.context.row_key`);
+    * ``columns`` -- the :class:`SummaryColumn` entries this evaluator adds to the summary table;
+    * ``report`` -- its section of report.md/report.html, as blocks (see :data:`ReportBlock`);
+    * ``captions`` -- a caption per terminal table group;
+    * ``skipped`` -- why the evaluator had nothing to evaluate (prefer raising
+      :class:`~harmkit.errors.EvaluatorSkipped`).
+    """
 
     name: str
     tables: dict[str, "pd.DataFrame"] = field(default_factory=dict)
     figures: dict[str, Path] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
-    skipped: str | None = None  # why the evaluator had nothing to evaluate
+    skipped: str | None = None
+    columns: list[SummaryColumn] = field(default_factory=list)
+    report: list[ReportBlock] = field(default_factory=list)
+    captions: dict[str, str] = field(default_factory=dict)
 
 
 class Evaluator(Component):
-    """Consumes what a benchmark run produced and returns tables, figures and statistics."""
+    """Consumes what a benchmark run produced and returns tables, figures and statistics.
+
+    Subclasses set ``name`` and ``description`` (as every plugin), optionally
+    ``title`` (the heading of their report section) and ``requires`` (names
+    of evaluators whose results they read through ``context.result(name)``;
+    the bench runs those first). Constructor parameters are the evaluator's
+    options, set with ``--param EVALUATOR.NAME=VALUE``. :meth:`evaluate`
+    reads only the public :class:`harmkit.bench.context.BenchContext` and
+    raises :class:`~harmkit.errors.EvaluatorSkipped` when it has nothing to
+    evaluate. See docs/plugin-authors.md.
+    """
 
     kind: ClassVar[str] = "evaluator"
+    title: ClassVar[str] = ""
+    requires: ClassVar[tuple[str, ...]] = ()
+    placement: ClassVar[str] = "section"
+    """Where the report puts this evaluator's section: ``"section"`` (after the summary, in run order) or
+    ``"headline"`` (before the summary table)."""
 
     @abstractmethod
-    def evaluate(self, context: Any) -> EvaluationResult:
-        """Evaluate a benchmark context (see :mod:`harmkit.bench`)."""
+    def evaluate(self, context: "BenchContext") -> EvaluationResult:
+        """Evaluate one bench run (see :class:`harmkit.bench.context.BenchContext`)."""
+
+
+RUN_PARAMETERS: dict[str, str] = {
+    "random_state": "seed of the run (the bench's --seed) for a plugin's random draws",
+    "seed": "the same, for plugins that call it seed",
+    "progress": "False when the run is quiet (--quiet): no progress bars",
+    "work_dir": "a folder of the run's cache where the plugin may keep checkpoints (resumed on rerun)",
+    "device": "'cpu', 'cuda' or 'auto' (--device) for plugins that compute on an accelerator",
+}
+"""Constructor parameters with these names are set by the run, for every kind of plugin alike, when the
+user left them at ``None`` (``progress``: whenever the run is quiet). Declare the ones you need, with the
+default ``None``; harmkit never sets a parameter a plugin does not declare."""
+
+
+C = TypeVar("C", bound=Component)
+
+
+def apply_run_parameters(plugin: C, **values: Any) -> C:
+    """Set the :data:`RUN_PARAMETERS` that ``plugin`` declares and the user left unset; return ``plugin``.
+
+    ``values`` holds the run's values (``random_state=0, progress=False, ...``); ``None`` values are ignored.
+    ``progress=False`` always wins (a quiet run stays quiet).
+    """
+    unknown = sorted(set(values) - set(RUN_PARAMETERS))
+    if unknown:
+        raise ValueError(f"not run parameters: {', '.join(unknown)}; run parameters: {', '.join(RUN_PARAMETERS)}")
+    current = plugin.get_params()
+    for name, value in values.items():
+        if value is None or name not in current:
+            continue
+        if current[name] is None or (name == "progress" and value is False):
+            setattr(plugin, name, value)
+    return plugin
 
 
 KINDS = {

@@ -24,10 +24,17 @@ class Stage:
 
 @dataclass(frozen=True)
 class Method:
-    """A parsed method string; ``label`` is what the user typed (normalised)."""
+    """A parsed method string; ``label`` is what the user typed (normalised).
+
+    ``control`` marks the rows a bench adds to give every image method a floor
+    and a ceiling: ``"resample"`` (the identity through the image method's own
+    resampling) and ``"oracle"`` (each scan replaced by the same subject
+    really scanned at the reference site). A control has no stages.
+    """
 
     label: str
     stages: tuple[Stage, ...]
+    control: str = ""
 
     @property
     def image_stages(self) -> tuple[Stage, ...]:
@@ -39,7 +46,7 @@ class Method:
 
     @property
     def is_baseline(self) -> bool:
-        return not self.stages
+        return not self.stages and not self.control
 
 
 def parse_method(text: str, registry: "Registry | None" = None) -> Method:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 import pandas as pd
 
 from .toolkit import feature_columns
@@ -68,7 +69,7 @@ def _kde(sample: np.ndarray, scale: float):
     return point_mass, width
 
 
-def overlap_coefficient(a: Sequence[float], b: Sequence[float], grid_size: int = 2048) -> float:
+def overlap_coefficient(a: ArrayLike, b: ArrayLike, grid_size: int = 2048) -> float:
     """Weitzman's overlap coefficient of two samples.
 
     Each sample's density is a Gaussian kernel density estimate with Scott's
@@ -81,21 +82,21 @@ def overlap_coefficient(a: Sequence[float], b: Sequence[float], grid_size: int =
     N(0,1) against N(d,1) gives 2Φ(−|d|/2) (:func:`normal_overlap`) within
     0.02 for large samples.
     """
-    a = np.asarray(a, dtype=np.float64).ravel()
-    b = np.asarray(b, dtype=np.float64).ravel()
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    if a.size < 2 or b.size < 2:
+    av = np.asarray(a, dtype=np.float64).ravel()
+    bv = np.asarray(b, dtype=np.float64).ravel()
+    av, bv = av[np.isfinite(av)], bv[np.isfinite(bv)]
+    if av.size < 2 or bv.size < 2:
         return float("nan")
-    if np.ptp(a) == 0 and np.ptp(b) == 0:
-        return 1.0 if a[0] == b[0] else 0.0
-    pooled = np.concatenate([a, b])
+    if np.ptp(av) == 0 and np.ptp(bv) == 0:
+        return 1.0 if av[0] == bv[0] else 0.0
+    pooled = np.concatenate([av, bv])
     scale = float(np.std(pooled)) or 1.0
-    fa, wa = _kde(a, scale)
-    fb, wb = _kde(b, scale)
+    fa, wa = _kde(av, scale)
+    fb, wb = _kde(bv, scale)
     # min(f_a, f_b) is negligible (< the mass beyond 5 bandwidths) outside the
     # stretch where both densities live, so only that stretch is integrated.
-    low = max(a.min() - 5 * wa, b.min() - 5 * wb)
-    high = min(a.max() + 5 * wa, b.max() + 5 * wb)
+    low = max(av.min() - 5 * wa, bv.min() - 5 * wb)
+    high = min(av.max() + 5 * wa, bv.max() + 5 * wb)
     if high <= low:
         return 0.0
     # a grid fine enough for the narrower kernel, within bounds

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import stats as _st
 
 __all__ = [
@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 
-def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+def mean_ci(values: ArrayLike, confidence: float = 0.95) -> tuple[float, float, float]:
     """Mean of ``values`` and its ``confidence`` interval from Student's t distribution.
 
     Used for the AUC over Monte Carlo splits, as in the paper (mean and 95 % CI
@@ -69,7 +69,7 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
     return mean, mean - half, mean + half
 
 
-def paired_test(a: Sequence[float], b: Sequence[float], alpha: float = 0.05) -> tuple[str, float]:
+def paired_test(a: ArrayLike, b: ArrayLike, alpha: float = 0.05) -> tuple[str, float]:
     """Two-sided paired test of ``a`` against ``b`` (same splits / same features, in order).
 
     The paper's rule: Shapiro-Wilk on the paired differences; if normality is
@@ -102,7 +102,7 @@ def _correction(n_splits: int, n_train: float, n_test: float) -> float:
 
 
 def corrected_mean_ci(
-    values: Sequence[float], n_train: float, n_test: float, confidence: float = 0.95
+    values: ArrayLike, n_train: float, n_test: float, confidence: float = 0.95
 ) -> tuple[float, float, float]:
     """Mean of per-split ``values`` and its corrected resampled-t ``confidence`` interval.
 
@@ -145,7 +145,7 @@ class CorrectedTTest:
 
 
 def corrected_resampled_ttest(
-    a: Sequence[float], b: Sequence[float], n_train: float, n_test: float, confidence: float = 0.95
+    a: ArrayLike, b: ArrayLike, n_train: float, n_test: float, confidence: float = 0.95
 ) -> CorrectedTTest:
     """Two-sided corrected resampled t test that two methods' mean per-split scores are equal.
 
@@ -191,7 +191,7 @@ def corrected_resampled_ttest(
     return CorrectedTTest(mean, t, p, j - 1, se, lo, hi, j, float(n_train), float(n_test), confidence)
 
 
-def holm(pvalues: Sequence[float]) -> np.ndarray:
+def holm(pvalues: ArrayLike) -> np.ndarray:
     """Holm's (1979) step-down adjusted p-values, in the order given.
 
     The family is the finite p-values; ``nan`` entries stay ``nan`` and do not
@@ -229,7 +229,7 @@ def _check_labels(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return pos, neg
 
 
-def auc(y: Sequence[int], score: Sequence[float]) -> float:
+def auc(y: ArrayLike, score: ArrayLike) -> float:
     """Area under the ROC curve (Mann-Whitney form; ties count one half)."""
     pos, neg = _check_labels(np.asarray(y))
     s = np.asarray(score, dtype=float)
@@ -238,7 +238,7 @@ def auc(y: Sequence[int], score: Sequence[float]) -> float:
     return float((ranks[pos].sum() - m * (m + 1) / 2) / (m * n))
 
 
-def delong_covariance(y: Sequence[int], scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def delong_covariance(y: ArrayLike, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """AUCs of ``k`` scores on the same cases and their DeLong covariance matrix.
 
     ``scores`` has shape ``(k, n_cases)`` (or ``(n_cases,)`` for one score).
@@ -278,7 +278,7 @@ class DeLongResult:
     n_negative: int
 
 
-def delong_test(y: Sequence[int], score_a: Sequence[float], score_b: Sequence[float]) -> DeLongResult:
+def delong_test(y: ArrayLike, score_a: ArrayLike, score_b: ArrayLike) -> DeLongResult:
     """Two-sided DeLong test that two correlated AUCs (same cases) are equal.
 
     Identical scores give a zero difference with zero variance: ``z = 0``,
@@ -296,7 +296,7 @@ def delong_test(y: Sequence[int], score_a: Sequence[float], score_b: Sequence[fl
     return DeLongResult(float(aucs[0]), float(aucs[1]), diff, max(var, 0.0), z, p, int(pos.sum()), int((~pos).sum()))
 
 
-def delong_auc_ci(y: Sequence[int], score: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+def delong_auc_ci(y: ArrayLike, score: ArrayLike, confidence: float = 0.95) -> tuple[float, float, float]:
     """AUC of ``score`` and its DeLong ``confidence`` interval: ``AUC ± z * sqrt(var)``, clipped to [0, 1].
 
     The variance is DeLong's (:func:`delong_covariance`), as pROC's
@@ -323,7 +323,7 @@ def _bootstrap_aucs(y: np.ndarray, s: np.ndarray, n_boot: int, seed: int, batch:
 
 
 def bootstrap_auc_ci(
-    y: Sequence[int], score: Sequence[float], n_boot: int = 2000, seed: int = 0, confidence: float = 0.95
+    y: ArrayLike, score: ArrayLike, n_boot: int = 2000, seed: int = 0, confidence: float = 0.95
 ) -> tuple[float, float, float]:
     """AUC of ``score`` and its stratified percentile bootstrap ``confidence`` interval.
 
@@ -344,7 +344,7 @@ def bootstrap_auc_ci(
 
 
 def bootstrap_auc_difference_variance(
-    y: Sequence[int], score_a: Sequence[float], score_b: Sequence[float], n_boot: int = 2000, seed: int = 0
+    y: ArrayLike, score_a: ArrayLike, score_b: ArrayLike, n_boot: int = 2000, seed: int = 0
 ) -> float:
     """Variance of ``AUC(a) - AUC(b)`` over stratified bootstrap resamples of the cases.
 
@@ -362,21 +362,20 @@ def bootstrap_auc_difference_variance(
     return float(diffs.var(ddof=1))
 
 
-def concordance_correlation(x: Sequence[float], y: Sequence[float]) -> float:
+def concordance_correlation(x: ArrayLike, y: ArrayLike) -> float:
     """Lin's concordance correlation coefficient (1989): agreement with the identity line.
 
     ``2 cov(x, y) / (var x + var y + (mean x - mean y)^2)``, population moments.
     ``nan`` when fewer than two finite pairs or both inputs are constant and different.
     """
-    x = np.asarray(x, float)
-    y = np.asarray(y, float)
-    keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
-    if x.size < 2:
+    xs, ys = np.asarray(x, float), np.asarray(y, float)
+    keep = np.isfinite(xs) & np.isfinite(ys)
+    xs, ys = xs[keep], ys[keep]
+    if xs.size < 2:
         return math.nan
-    mx, my = x.mean(), y.mean()
-    vx, vy = x.var(), y.var()
-    cov = ((x - mx) * (y - my)).mean()
+    mx, my = xs.mean(), ys.mean()
+    vx, vy = xs.var(), ys.var()
+    cov = ((xs - mx) * (ys - my)).mean()
     denom = vx + vy + (mx - my) ** 2
     if denom == 0:
         return 1.0

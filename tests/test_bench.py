@@ -44,13 +44,16 @@ def test_small_bench_writes_every_output(small_bench):
     assert not list(out.glob(".bench-*")), "staging folder left behind"
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "src='figures/" not in html
+    report = (out / "report.md").read_text()
+    assert report.index("## Headline: share of the gap") < report.index("## Summary") < report.index("## Prediction")
 
 
 @pytest.mark.slow
 def test_small_bench_rows_and_sane_numbers(small_bench):
     _, _, results = small_bench
     rows = {(r["method"], r["reference"]): r for r in results["summary"]}
-    assert set(results["methods"]) == {"none", "gan", "combat", "gan+combat"}
+    # the floor (the GAN's pipeline with an identity network) after none, the ceiling last
+    assert results["methods"] == ["none", "resample", "gan", "combat", "gan+combat", "oracle"]
     assert set(rows) == {(m, ref) for m in results["methods"] for ref in results["references"]}
     assert set(results["references"]) == {"CHUM-HMR", "HGJ"}
     per_split = results["evaluators"]["prediction"]["tables"]["auc_per_split"]
@@ -71,6 +74,31 @@ def test_small_bench_rows_and_sane_numbers(small_bench):
 
 
 @pytest.mark.slow
+def test_small_bench_floor_and_ceiling_rows(small_bench):
+    _, _, results = small_bench
+    rows = {(r["method"], r["reference"]): r for r in results["summary"]}
+    for ref in results["references"]:
+        # The identity network through the GAN's pipeline changes no voxel: the floor equals `none` exactly.
+        assert rows[("resample", ref)]["overlap_voi"] == 0 and rows[("resample", ref)]["overlap_ref"] == 0
+        assert rows[("resample", ref)]["auc_mean"] == rows[("none", ref)]["auc_mean"]
+        # The ceiling: the same subjects scanned at the reference agree perfectly with the truth features.
+        assert rows[("oracle", ref)]["cf_feature_ccc"] == pytest.approx(1.0)
+        assert rows[("oracle", ref)]["overlap_ref"] > 0
+    # Gap closed against the oracle row: the oracle closes all of it, the floor none.
+    gap = results["evaluators"]["gap-closed"]
+    assert gap["skipped"] is None
+    for r in gap["tables"]["gap_closed"]:
+        if r["gap_closed"] is None:
+            continue
+        if r["method"] == "oracle":
+            assert r["gap_closed"] == pytest.approx(1.0)
+        if r["method"] == "resample":
+            assert r["gap_closed"] == pytest.approx(0.0, abs=1e-9)
+    # the headline figure comes before the summary table
+    assert "gap_closed.png" in results["evaluators"]["gap-closed"]["figures"]["gap_closed"]
+
+
+@pytest.mark.slow
 def test_small_bench_same_folds_for_every_method(small_bench):
     _, _, results = small_bench
     pooled = results["evaluators"]["prediction"]["tables"]["pooled_scores"]
@@ -85,7 +113,7 @@ def test_small_bench_same_folds_for_every_method(small_bench):
 
 @pytest.mark.slow
 def test_report_numbers_equal_results_json(small_bench):
-    from harmkit.bench.report import SUMMARY_COLUMNS, auc_text, fmt
+    from harmkit.bench.formatting import cell_text
 
     out, _, results = small_bench
     lines = (out / "report.md").read_text().splitlines()
@@ -97,20 +125,22 @@ def test_report_numbers_equal_results_json(small_bench):
             break
         body.append([c.strip().replace("\\|", "|") for c in line.strip().strip("|").split(" | ")])
     assert len(body) == len(results["summary"])
-    titles = [t for _, t, _ in SUMMARY_COLUMNS]
-    assert header[2:] == titles
+    columns = results["summary_columns"]  # declared by the evaluators on their results
+    assert header[2:] == [c["title"] for c in columns]
+    assert {"auc", "overlap_voi", "ssim", "cf_feature_ccc", "qc_flagged"} <= {c["key"] for c in columns}
     numbers_seen = 0
     for cells, row in zip(body, results["summary"]):
         assert cells[:2] == [row["method"], row["reference"]]
-        for (key, _, spec), cell in zip(SUMMARY_COLUMNS, cells[2:]):
-            expected = auc_text(row) if key == "auc" else fmt(row.get(key), spec)
+        for column, cell in zip(columns, cells[2:]):
+            key, spec = column["key"], column["format"]
+            expected = cell_text(row, key, spec)
             assert cell == expected, (key, cell, expected)
             if key == "auc" and row.get("auc_mean") is not None:
                 mean, lo, hi = map(float, re.findall(r"[0-9.]+", cell)[:3])
                 assert mean == pytest.approx(row["auc_mean"], abs=5.01e-4)
                 assert lo == pytest.approx(row["auc_ci_low"], abs=5.01e-4) and hi == pytest.approx(row["auc_ci_high"], abs=5.01e-4)
                 numbers_seen += 1
-            elif cell not in ("–",) and spec not in ("p", "d", "+.0%"):
+            elif cell not in ("–",) and spec not in ("p", "d", "+.0%", None) and not spec.startswith("ci("):
                 assert float(cell.replace("+", "")) == pytest.approx(row[key], abs=0.051)
                 numbers_seen += 1
     assert numbers_seen > 10
@@ -137,16 +167,30 @@ def example_site(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_third_party_plugin_runs_in_the_bench_by_name(small_bench, example_site, tmp_path):
+def test_third_party_harmonizer_and_evaluator_run_in_the_bench_by_name(small_bench, example_site, tmp_path):
     _, cache, _ = small_bench
     out = tmp_path / "zscore"
-    run_bench(["--methods", "zscore", "--out", str(out), "--cache-dir", str(cache), *SMALL], env={"PYTHONPATH": str(example_site)})
+    run_bench(["--methods", "zscore", "--out", str(out), "--cache-dir", str(cache), "--param", "ks-count.alpha=0.01", *SMALL],
+              env={"PYTHONPATH": str(example_site)})
     results = json.loads((out / "results.json").read_text())
-    assert results["methods"] == ["none", "zscore"]
+    assert results["methods"] == ["none", "zscore", "oracle"]  # no image method: no resample row
     rows = {(r["method"], r["reference"]): r for r in results["summary"]}
     assert rows[("zscore", "HGJ")]["auc_mean"] is not None
     assert rows[("zscore", "HGJ")]["overlap_voi"] is not None
     assert "feature-harmonizer:zscore" in results["versions"]["plugins"]
+    # The example's third-party evaluator ran by name through the public API, with its --param.
+    assert "evaluator:ks-count" in results["versions"]["plugins"]
+    ks = results["evaluators"]["ks-count"]
+    assert ks["skipped"] is None and ks["summary"]["alpha"] == 0.01
+    per_group = ks["tables"]["per_group"]
+    for method, ref in rows:
+        counted = sum(r["differing"] for r in per_group if r["method"] == method and r["reference"] == ref)
+        assert rows[(method, ref)]["ks_differing"] == counted
+        assert 0 <= counted <= per_group[0]["n_features"] * 2
+    assert any(r["differing"] > 0 for r in per_group if r["method"] == "none")  # the simulated sites do differ
+    report = (out / "report.md").read_text()
+    assert "features differing (KS)" in report.split("## Summary")[1].splitlines()[2]
+    assert "## Features that still differ between site groups (KS test, example plugin)" in report
 
 
 def test_misspelt_method_fails_before_simulating_or_writing(tmp_path):

@@ -196,7 +196,7 @@ def _first_order(cohort) -> pd.DataFrame:
 
 def test_diagnose_command_on_real_scans_writes_json_table_and_figures(ibsi_manifest, tmp_path, capsys):
     from harmkit.cli import main
-    from harmkit.data import load_cohort
+    from harmkit.manifest import load_cohort
 
     features = tmp_path / "lesion.csv"
     table = _first_order(load_cohort(ibsi_manifest))
@@ -229,7 +229,7 @@ def test_diagnose_names_a_missing_voi(ibsi_manifest, tmp_path):
 
 def _bench_context(tmp_path, methods, cohort, table):
     from harmkit.bench.config import BenchConfig
-    from harmkit.bench.protocol import BenchContext
+    from harmkit.bench.context import BenchContext
     from harmkit.cache import Cache
     from harmkit.execution import get_executor
 

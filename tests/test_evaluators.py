@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from harmkit.bench.config import BenchConfig, load_config
-from harmkit.bench.protocol import BenchContext
+from harmkit.bench.context import BenchContext
 from harmkit.bench.splits import monte_carlo_splits
 from harmkit.cache import Cache
 from harmkit.data import Cohort, Scan
@@ -89,13 +89,14 @@ def test_prediction_fit_on_train_and_all_differ_only_for_feature_stages(tmp_path
 
 
 def test_prediction_skipped_without_outcome(tmp_path):
+    from harmkit.errors import EvaluatorSkipped
     from harmkit.evaluators import PredictionEvaluator
 
     ctx = synthetic_context(tmp_path)
     ctx.splits = None
     ctx.prediction_skipped = "the cohort has no outcome column"
-    result = PredictionEvaluator().evaluate(ctx)
-    assert result.skipped and "no outcome" in result.skipped
+    with pytest.raises(EvaluatorSkipped, match="no outcome"):
+        PredictionEvaluator().evaluate(ctx)
 
 
 def test_prediction_is_cached(tmp_path):

@@ -14,7 +14,7 @@ import SimpleITK as sitk
 
 pytest.importorskip("radiomics")
 
-from harmkit.data import load_cohort  # noqa: E402
+from harmkit.manifest import load_cohort  # noqa: E402
 from harmkit.errors import HarmkitError  # noqa: E402
 from harmkit.extraction import extract, read_features, write_features  # noqa: E402
 from harmkit.imageio import write_image  # noqa: E402

@@ -55,7 +55,7 @@ def extract(manifest, voi, out, extractor_name, params_file, bin_width, spacing,
 
     from ..atomic import check_output_folder
     from ..cache import features_dir
-    from ..data import load_cohort
+    from ..manifest import load_cohort
     from ..errors import HarmkitError
     from ..extraction import check_feature_output, sidecar_path
     from ..extraction import extract as run_extract

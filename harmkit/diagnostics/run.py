@@ -299,7 +299,7 @@ def _save(fig, path: Path) -> Path:
 
 def texture_figure(texture, path: Path) -> Path:
     """Box plots per site group of every texture statistic."""
-    from ..evaluators._common import boxplot, plt as _plt
+    from ..figures import boxplot, plt as _plt
 
     plt = _plt()
     groups = list(dict.fromkeys(texture["site_group"]))
@@ -319,7 +319,7 @@ def texture_figure(texture, path: Path) -> Path:
 
 def patch_figure(patches: dict, path: Path) -> Path:
     """Distribution of each patch descriptor per site group, with the held-out accuracy in the title."""
-    from ..evaluators._common import boxplot, plt as _plt
+    from ..figures import boxplot, plt as _plt
     from .patches import DESCRIPTORS
 
     plt = _plt()

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from harmkit.errors import HarmkitError
+from harmkit.errors import HarmkitError, TargetNotSupported
 from harmkit.interfaces import ImageHarmonizer
 from harmkit.toolkit import progress, resolve_site_group
 
@@ -337,7 +337,7 @@ class CycleGANHarmonizer(ImageHarmonizer):
             known = sorted(self.domains_["x"] + self.domains_["y"])
             raise HarmkitError(f"cyclegan: target site {target_site!r} was not part of training; use one of {', '.join(known)}")
         if len(self.domains_[target_domain]) > 1:
-            raise HarmkitError(
+            raise TargetNotSupported(
                 f"cyclegan: this model was fitted towards {self.reference_site_!r} with site groups "
                 f"{', '.join(self.domains_[target_domain])} merged into one source domain, so it cannot map towards "
                 f"{target!r} alone; fit it with reference_site={target!r}"

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from harmkit.errors import HarmkitError
+from harmkit.errors import HarmkitError, TargetNotSupported
 from harmkit.interfaces import ImageHarmonizer
 from harmkit.toolkit import progress
 
@@ -94,7 +94,7 @@ class HistogramMatching(ImageHarmonizer):
         """Return ``scan`` with its intensities mapped onto the reference landmarks (same grid)."""
         self.check_fitted()
         if target_site is not None and str(target_site) != self.reference_site_:
-            raise HarmkitError(
+            raise TargetNotSupported(
                 f"histmatch was fitted towards {self.reference_site_!r}, not {target_site!r}; fit it with that reference"
             )
         if scan.group == self.reference_site_:

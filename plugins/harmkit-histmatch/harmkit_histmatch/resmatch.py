@@ -30,7 +30,7 @@ import warnings
 
 import numpy as np
 
-from harmkit.errors import HarmkitError
+from harmkit.errors import HarmkitError, TargetNotSupported
 from harmkit.interfaces import ImageHarmonizer
 from harmkit.toolkit import progress
 
@@ -274,7 +274,7 @@ class ResolutionMatching(ImageHarmonizer):
         """Return ``scan`` smoothed by its site group's Gaussian (same grid, SUV mean kept)."""
         self.check_fitted()
         if target_site is not None and str(target_site) != self.reference_site_:
-            raise HarmkitError(
+            raise TargetNotSupported(
                 f"resmatch was fitted towards {self.reference_site_!r}, not {target_site!r}; fit it with that reference"
             )
         if scan.group == self.reference_site_:
