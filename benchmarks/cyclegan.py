@@ -63,7 +63,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def matmul_gflops(device: torch.device, dtype: torch.dtype, n: int = 2048, seconds: float = 1.5) -> float:
+def matmul_gflops(
+    device: torch.device, dtype: torch.dtype, n: int = 2048, seconds: float = 1.5
+) -> float:
     """Dense n x n matmul throughput (GFLOP/s), best of repeated timings."""
     if device.type == "cuda":
         n = 8192
@@ -91,11 +93,17 @@ def step_flops(config, patch) -> int:
     return 3 * (6 * conv_flops(gen, shape) + 6 * conv_flops(disc, shape))
 
 
-def time_training(config, patch, device, precision, channels_last, warmup=1, steps=3, max_seconds=60.0):
+def time_training(
+    config, patch, device, precision, channels_last, warmup=1, steps=3, max_seconds=60.0
+):
     """Seconds per training step and peak GPU memory (bytes, CUDA only)."""
-    cfg = config.with_overrides(patch_size=patch, precision=precision, channels_last=channels_last, steps=10_000)
+    cfg = config.with_overrides(
+        patch_size=patch, precision=precision, channels_last=channels_last, steps=10_000
+    )
     sample = lambda rng, n: rng.uniform(-1, 1, (n, 1, *patch)).astype(np.float32)  # noqa: E731
-    trainer = Trainer(cfg, sample, sample, out_dir="/nonexistent-not-written", device=device)
+    trainer = Trainer(
+        cfg, sample, sample, out_dir="/nonexistent-not-written", device=device
+    )
     for _ in range(warmup):
         trainer.train_step()
     sync(device)
@@ -142,12 +150,30 @@ def infer_direct(config, shape, device, precision, channels_last, max_windows=No
     full = window_count(shape, config.window, config.overlap)
     part = part_shape(shape, config.window, config.overlap, max_windows)
     volume = np.random.default_rng(0).uniform(-1, 1, part).astype(np.float32)
-    sliding_window(volume[: config.window[0], : config.window[1], : config.window[2]], net, config.window, config.overlap, config.infer_batch, device=device, precision=precision, channels_last=channels_last)  # warm-up
+    sliding_window(
+        volume[: config.window[0], : config.window[1], : config.window[2]],
+        net,
+        config.window,
+        config.overlap,
+        config.infer_batch,
+        device=device,
+        precision=precision,
+        channels_last=channels_last,
+    )  # warm-up
     sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
-    sliding_window(volume, net, config.window, config.overlap, config.infer_batch, device=device, precision=precision, channels_last=channels_last)
+    sliding_window(
+        volume,
+        net,
+        config.window,
+        config.overlap,
+        config.infer_batch,
+        device=device,
+        precision=precision,
+        channels_last=channels_last,
+    )
     sync(device)
     seconds = time.perf_counter() - started
     peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else None
@@ -155,11 +181,40 @@ def infer_direct(config, shape, device, precision, channels_last, max_windows=No
     return seconds, done, full, peak
 
 
-def infer_child(profile: str, precision: str, channels_last: bool, shape, max_windows) -> dict:
+def infer_child(
+    profile: str, precision: str, channels_last: bool, shape, max_windows
+) -> dict:
     """Run harmonizer inference in a child process; return its timing and peak resident memory."""
-    spec = {"profile": profile, "precision": precision, "channels_last": channels_last, "shape": shape, "max_windows": max_windows}
-    args = [sys.executable, __file__, "--threads", str(torch.get_num_threads()), "--_child", json.dumps(spec)]
-    result = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins" / "harmkit-cyclegan"), os.environ.get("PYTHONPATH", "")])})
+    spec = {
+        "profile": profile,
+        "precision": precision,
+        "channels_last": channels_last,
+        "shape": shape,
+        "max_windows": max_windows,
+    }
+    args = [
+        sys.executable,
+        __file__,
+        "--threads",
+        str(torch.get_num_threads()),
+        "--_child",
+        json.dumps(spec),
+    ]
+    result = subprocess.run(
+        args,
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                [
+                    str(ROOT),
+                    str(ROOT / "plugins" / "harmkit-cyclegan"),
+                    os.environ.get("PYTHONPATH", ""),
+                ]
+            ),
+        },
+    )
     if result.returncode != 0:
         raise RuntimeError(f"inference child failed:\n{result.stderr[-3000:]}")
     data = json.loads(result.stdout.strip().splitlines()[-1])
@@ -173,12 +228,20 @@ def _child(spec: dict) -> None:
 
     from harmkit_cyclegan.harmonizer import CycleGANHarmonizer
 
-    config = get_profile(spec["profile"]).with_overrides(precision=spec["precision"], channels_last=spec["channels_last"])
+    config = get_profile(spec["profile"]).with_overrides(
+        precision=spec["precision"], channels_last=spec["channels_last"]
+    )
     shape = tuple(spec["shape"])
     full = window_count(shape, config.window, config.overlap)
     shape = part_shape(shape, config.window, config.overlap, spec["max_windows"])
     torch.manual_seed(0)
-    gan = CycleGANHarmonizer(profile=spec["profile"], device="cpu", progress=False, precision=spec["precision"], channels_last=spec["channels_last"])
+    gan = CycleGANHarmonizer(
+        profile=spec["profile"],
+        device="cpu",
+        progress=False,
+        precision=spec["precision"],
+        channels_last=spec["channels_last"],
+    )
     gan.config_ = config.to_dict()
     gan.spacing_ = [2.0, 2.0, 3.0]
     gan._generators = {"x_to_y": build_generator(config).state_dict()}
@@ -189,14 +252,21 @@ def _child(spec: dict) -> None:
     out = gan.translate(image, "x_to_y")
     seconds = time.perf_counter() - started
     assert out.GetSize() == image.GetSize()
-    print(json.dumps({
-        "seconds": seconds,
-        "voxels": int(np.prod(shape)),
-        "windows": window_count(shape, config.window, config.overlap),
-        "windows_full": full,
-        "part": list(shape),
-        "self_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-    }))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "voxels": int(np.prod(shape)),
+                "windows": window_count(shape, config.window, config.overlap),
+                "windows_full": full,
+                "part": list(shape),
+                "self_peak_rss_bytes": resource.getrusage(
+                    resource.RUSAGE_SELF
+                ).ru_maxrss
+                * 1024,
+            }
+        )
+    )
 
 
 def shipped_precision(device: torch.device) -> str:
@@ -210,8 +280,12 @@ def cpu_suite(profiles, device, results):
     bf16_peak = matmul_gflops(device, torch.bfloat16)
     shipped = shipped_precision(device)
     results["matmul_gflops"] = {"fp32": fp32_peak, "bf16": bf16_peak}
-    print(f"# device: {device}  torch {torch.__version__}  threads {torch.get_num_threads()}  shipped precision: {shipped}")
-    print(f"# dense matmul 2048^2: fp32 {fp32_peak:.0f} GFLOP/s, bf16 {bf16_peak:.0f} GFLOP/s (measured now)")
+    print(
+        f"# device: {device}  torch {torch.__version__}  threads {torch.get_num_threads()}  shipped precision: {shipped}"
+    )
+    print(
+        f"# dense matmul 2048^2: fp32 {fp32_peak:.0f} GFLOP/s, bf16 {bf16_peak:.0f} GFLOP/s (measured now)"
+    )
     rows = results.setdefault("rows", [])
     print_rows([], header=True)
     for profile in profiles:
@@ -220,15 +294,43 @@ def cpu_suite(profiles, device, results):
         patch = config.patch_size if profile == "quick" else (32, 32, 32)
         flops = step_flops(config, patch)
         scale = math.prod(config.patch_size) / math.prod(patch)
-        for label, precision, channels_last in (("shipped", shipped, True), ("eager fp32", "fp32", False)):
-            seconds, _ = time_training(config, patch, device, precision, channels_last, steps=3 if profile == "quick" else 2)
+        for label, precision, channels_last in (
+            ("shipped", shipped, True),
+            ("eager fp32", "fp32", False),
+        ):
+            seconds, _ = time_training(
+                config,
+                patch,
+                device,
+                precision,
+                channels_last,
+                steps=3 if profile == "quick" else 2,
+            )
             gflops = flops / seconds / 1e9
             peak = bf16_peak if precision == "bf16" else fp32_peak
-            note = "" if scale == 1 else f"timed at {patch[0]}^3 patches; x{scale:.0f} voxels for the paper's {config.patch_size}"
-            rows.append({"profile": profile, "variant": label, "precision": precision, "what": "train step", "seconds": seconds,
-                         "seconds_full_patch_est": seconds * scale, "gflops": gflops, "fraction_of_matmul": gflops / peak, "note": note})
+            note = (
+                ""
+                if scale == 1
+                else f"timed at {patch[0]}^3 patches; x{scale:.0f} voxels for the paper's {config.patch_size}"
+            )
+            rows.append(
+                {
+                    "profile": profile,
+                    "variant": label,
+                    "precision": precision,
+                    "what": "train step",
+                    "seconds": seconds,
+                    "seconds_full_patch_est": seconds * scale,
+                    "gflops": gflops,
+                    "fraction_of_matmul": gflops / peak,
+                    "note": note,
+                }
+            )
             print_rows(rows[-1:], header=False)
-        for label, precision, channels_last in (("shipped", shipped, True), ("eager fp32", "fp32", False)):
+        for label, precision, channels_last in (
+            ("shipped", shipped, True),
+            ("eager fp32", "fp32", False),
+        ):
             max_windows = None
             if profile == "paper":
                 max_windows = 1
@@ -236,12 +338,31 @@ def cpu_suite(profiles, device, results):
                 max_windows = 64
             data = infer_child(profile, precision, channels_last, VOLUME, max_windows)
             per_window = data["seconds"] / data["windows"]
-            full_seconds = per_window * data["windows_full"] if data["windows"] < data["windows_full"] else data["seconds"]
+            full_seconds = (
+                per_window * data["windows_full"]
+                if data["windows"] < data["windows_full"]
+                else data["seconds"]
+            )
             voxels_s = math.prod(VOLUME) / full_seconds
-            note = "" if data["windows"] == data["windows_full"] else (
-                f"timed {data['windows']} of {data['windows_full']} windows on a {'x'.join(map(str, data['part'][::-1]))} part; full volume extrapolated; peak RSS is the part's")
-            rows.append({"profile": profile, "variant": label, "precision": precision, "what": "inference 400x400x300",
-                         "seconds": full_seconds, "voxels_per_s": voxels_s, "peak_rss_gib": data["child_peak_rss_bytes"] / 2**30, "note": note})
+            note = (
+                ""
+                if data["windows"] == data["windows_full"]
+                else (
+                    f"timed {data['windows']} of {data['windows_full']} windows on a {'x'.join(map(str, data['part'][::-1]))} part; full volume extrapolated; peak RSS is the part's"
+                )
+            )
+            rows.append(
+                {
+                    "profile": profile,
+                    "variant": label,
+                    "precision": precision,
+                    "what": "inference 400x400x300",
+                    "seconds": full_seconds,
+                    "voxels_per_s": voxels_s,
+                    "peak_rss_gib": data["child_peak_rss_bytes"] / 2**30,
+                    "note": note,
+                }
+            )
             print_rows(rows[-1:], header=False)
 
 
@@ -253,15 +374,30 @@ def gpu_suite(device, results, small=False):
     else:
         name = "cpu"
     results["device_name"] = name
-    results["tf32_convolutions"] = bool(torch.backends.cudnn.allow_tf32) if device.type == "cuda" else None
+    results["tf32_convolutions"] = (
+        bool(torch.backends.cudnn.allow_tf32) if device.type == "cuda" else None
+    )
     fp32_peak = matmul_gflops(device, torch.float32)
     bf16_peak = matmul_gflops(device, torch.bfloat16)
     results["matmul_gflops"] = {"fp32": fp32_peak, "bf16": bf16_peak}
-    print(f"# device: {name}  torch {torch.__version__}  matmul fp32 {fp32_peak:.0f} GFLOP/s, bf16 {bf16_peak:.0f} GFLOP/s"
-          + (f"  (cudnn TF32 convolutions: {torch.backends.cudnn.allow_tf32})" if device.type == "cuda" else ""))
+    print(
+        f"# device: {name}  torch {torch.__version__}  matmul fp32 {fp32_peak:.0f} GFLOP/s, bf16 {bf16_peak:.0f} GFLOP/s"
+        + (
+            f"  (cudnn TF32 convolutions: {torch.backends.cudnn.allow_tf32})"
+            if device.type == "cuda"
+            else ""
+        )
+    )
     config = get_profile("paper")
     if small:  # for testing the script on a CPU: tiny sizes
-        config = config.with_overrides(ngf=4, ndf=4, n_res_blocks=1, patch_size=(24, 32, 32), window=(24, 32, 32), overlap=0.5)
+        config = config.with_overrides(
+            ngf=4,
+            ndf=4,
+            n_res_blocks=1,
+            patch_size=(24, 32, 32),
+            window=(24, 32, 32),
+            overlap=0.5,
+        )
     patch = config.patch_size
     flops = step_flops(config, patch)
     rows = results.setdefault("rows", [])
@@ -270,17 +406,35 @@ def gpu_suite(device, results, small=False):
     print_rows([], header=True)
     for precision in ("fp32", "bf16"):
         try:
-            seconds, peak = time_training(config, patch, device, precision, channels_last=channels_last,
-                                          warmup=3 if device.type == "cuda" else 1, steps=10 if device.type == "cuda" else 2)
+            seconds, peak = time_training(
+                config,
+                patch,
+                device,
+                precision,
+                channels_last=channels_last,
+                warmup=3 if device.type == "cuda" else 1,
+                steps=10 if device.type == "cuda" else 2,
+            )
         except Exception as exc:  # keep the other figures
             results["errors"].append(f"train {precision}: {type(exc).__name__}: {exc}")
             print(f"# train {precision} failed: {exc}", flush=True)
             continue
         gflops = flops / seconds / 1e9
-        rows.append({"profile": "paper" if not small else "paper (tiny sizes)", "variant": precision, "precision": precision,
-                     "what": f"train step {patch}", "seconds": seconds, "steps_per_s": 1 / seconds, "gflops": gflops,
-                     "fraction_of_matmul": gflops / (bf16_peak if precision == "bf16" else fp32_peak),
-                     "peak_gpu_gib": None if peak is None else peak / 2**30, "note": ""})
+        rows.append(
+            {
+                "profile": "paper" if not small else "paper (tiny sizes)",
+                "variant": precision,
+                "precision": precision,
+                "what": f"train step {patch}",
+                "seconds": seconds,
+                "steps_per_s": 1 / seconds,
+                "gflops": gflops,
+                "fraction_of_matmul": gflops
+                / (bf16_peak if precision == "bf16" else fp32_peak),
+                "peak_gpu_gib": None if peak is None else peak / 2**30,
+                "note": "",
+            }
+        )
         print_rows(rows[-1:], header=False)
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -292,23 +446,57 @@ def gpu_suite(device, results, small=False):
         max_windows = 800 if (profile == "paper" and not small) else None
         precision = "bf16"
         try:
-            seconds, done, full, peak = infer_direct(cfg, shape, device, precision, channels_last=channels_last, max_windows=max_windows)
+            seconds, done, full, peak = infer_direct(
+                cfg,
+                shape,
+                device,
+                precision,
+                channels_last=channels_last,
+                max_windows=max_windows,
+            )
         except Exception as exc:
-            results["errors"].append(f"inference {profile}: {type(exc).__name__}: {exc}")
+            results["errors"].append(
+                f"inference {profile}: {type(exc).__name__}: {exc}"
+            )
             print(f"# inference {profile} failed: {exc}", flush=True)
             continue
         full_seconds = seconds * full / done
-        note = "" if done == full else f"timed {done} of {full} windows (z-slab); full volume extrapolated"
-        rows.append({"profile": profile if not small else f"{profile} (tiny sizes)", "variant": precision, "precision": precision,
-                     "what": f"inference {shape[2]}x{shape[1]}x{shape[0]} window {cfg.window} overlap {cfg.overlap}", "seconds": full_seconds,
-                     "voxels_per_s": math.prod(shape) / full_seconds, "peak_gpu_gib": None if peak is None else peak / 2**30,
-                     "windows": full, "note": note})
+        note = (
+            ""
+            if done == full
+            else f"timed {done} of {full} windows (z-slab); full volume extrapolated"
+        )
+        rows.append(
+            {
+                "profile": profile if not small else f"{profile} (tiny sizes)",
+                "variant": precision,
+                "precision": precision,
+                "what": f"inference {shape[2]}x{shape[1]}x{shape[0]} window {cfg.window} overlap {cfg.overlap}",
+                "seconds": full_seconds,
+                "voxels_per_s": math.prod(shape) / full_seconds,
+                "peak_gpu_gib": None if peak is None else peak / 2**30,
+                "windows": full,
+                "note": note,
+            }
+        )
         print_rows(rows[-1:], header=False)
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
 
-COLUMNS = ["profile", "variant", "what", "seconds", "steps_per_s", "gflops", "fraction_of_matmul", "voxels_per_s", "peak_rss_gib", "peak_gpu_gib", "note"]
+COLUMNS = [
+    "profile",
+    "variant",
+    "what",
+    "seconds",
+    "steps_per_s",
+    "gflops",
+    "fraction_of_matmul",
+    "voxels_per_s",
+    "peak_rss_gib",
+    "peak_gpu_gib",
+    "note",
+]
 
 
 def print_rows(rows, header=True, columns=None):
@@ -335,9 +523,13 @@ def main(argv=None) -> None:
     parser.add_argument("--profiles", default="quick,paper")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--suite", choices=["cpu", "gpu"], default="cpu")
-    parser.add_argument("--small", action="store_true", help="tiny sizes (tests the GPU suite on a CPU)")
+    parser.add_argument(
+        "--small", action="store_true", help="tiny sizes (tests the GPU suite on a CPU)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    parser.add_argument(
+        "--json", default=None, help="also write the figures to this JSON file"
+    )
     parser.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:
@@ -346,7 +538,11 @@ def main(argv=None) -> None:
         _child(json.loads(args._child))
         return
     device = torch.device(args.device)
-    results = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    results = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
     if args.suite == "gpu":
         gpu_suite(device, results, small=args.small)
     else:

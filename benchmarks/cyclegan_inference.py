@@ -32,7 +32,9 @@ def make_model(folder: Path) -> Path:
     from harmkit.testing import synthetic_cohort
 
     cohort = synthetic_cohort(n_per_site=2, shape=(32, 40, 40))
-    gan = hk.get_harmonizer("gan", steps=2, progress=False, spacing=TRAIN_SPACING, monitor_patches=0)
+    gan = hk.get_harmonizer(
+        "gan", steps=2, progress=False, spacing=TRAIN_SPACING, monitor_patches=0
+    )
     gan.fit(cohort, "A")
     # Random-looking generators: perturb the zero last convolution so the network does real work.
     import torch
@@ -78,17 +80,28 @@ def stages(model_dir: Path) -> None:
     values = to_network(sitk.GetArrayViewFromImage(resampled))
     precision = resolve_precision(config.precision, torch.device("cpu"))
     t = time.perf_counter()
-    sliding_window(values, net, config.window, config.overlap, channels_last=True, precision=precision)
+    sliding_window(
+        values,
+        net,
+        config.window,
+        config.overlap,
+        channels_last=True,
+        precision=precision,
+    )
     t_net = time.perf_counter() - t
     t = time.perf_counter()
     gan.translate(image, "x_to_y")
     t_total = time.perf_counter() - t
-    print(f"scan {SHAPE[::-1]} voxels at {SPACING} mm -> training grid {resampled.GetSize()} "
-          f"({np.prod(resampled.GetSize()) / 1e6:.2f} M voxels), precision {precision}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"scan {SHAPE[::-1]} voxels at {SPACING} mm -> training grid {resampled.GetSize()} "
+        f"({np.prod(resampled.GetSize()) / 1e6:.2f} M voxels), precision {precision}, "
+        f"{torch.get_num_threads()} threads"
+    )
     print(f"  resample to the training grid {t_resample:6.2f} s")
     print(f"  network (sliding window)      {t_net:6.2f} s")
-    print(f"  whole translate               {t_total:6.2f} s  (rest: SUV transform, change resampled back)")
+    print(
+        f"  whole translate               {t_total:6.2f} s  (rest: SUV transform, change resampled back)"
+    )
 
 
 def pool(model_dir: Path, env_threads: str | None) -> float:
@@ -103,7 +116,13 @@ def pool(model_dir: Path, env_threads: str | None) -> float:
         "ex = LocalExecutor(jobs=2, progress=False); r = ex.map(b.translate_one, [(%r, i) for i in range(4)]); "
         "ex.close(); assert all(x.ok for x in r), r; print(time.perf_counter() - t)"
     ) % (str(Path(__file__).parent), str(model_dir))
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -121,8 +140,10 @@ def main() -> None:
         cores = len(os.sched_getaffinity(0))
         shared = pool(model_dir, None)
         every = pool(model_dir, str(cores))
-        print(f"2 workers, 4 scans: {shared:.1f} s sharing {cores} cores ({max(1, cores // 2)} thread(s) each); "
-              f"{every:.1f} s with {cores} threads each ({every / shared:.2f}x slower)")
+        print(
+            f"2 workers, 4 scans: {shared:.1f} s sharing {cores} cores ({max(1, cores // 2)} thread(s) each); "
+            f"{every:.1f} s with {cores} threads each ({every / shared:.2f}x slower)"
+        )
 
 
 if __name__ == "__main__":

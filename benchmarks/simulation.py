@@ -53,7 +53,14 @@ def mip_figure(cohort, preset, path: Path) -> None:
         array = sitk.GetArrayFromImage(image)
         spacing = image.GetSpacing()
         mip = array.max(axis=1)[::-1]  # coronal MIP, head up
-        ax.imshow(mip, cmap="gray_r", vmin=0, vmax=vmax, aspect=spacing[2] / spacing[0], interpolation="nearest")
+        ax.imshow(
+            mip,
+            cmap="gray_r",
+            vmin=0,
+            vmax=vmax,
+            aspect=spacing[2] / spacing[0],
+            interpolation="nearest",
+        )
         ax.set_title(f"{site}\n{'x'.join(f'{v:.2f}' for v in spacing)} mm", fontsize=8)
         ax.axis("off")
     fig.suptitle(f"{preset.name}: coronal MIP, SUV 0-{vmax:g}", fontsize=9)
@@ -68,17 +75,37 @@ def bench_preset(name: str, args, console: Console) -> None:
     workdir = Path(tempfile.mkdtemp(prefix=f"harmkit-sim-{name}-"))
     try:
         started = time.perf_counter()
-        manifest = hk.simulate(name, out=workdir / "cohort", seed=args.seed, subjects_per_site=args.subjects_per_site,
-                               size=args.size, jobs=args.jobs, counterfactuals=True, progress=not args.quiet)
+        manifest = hk.simulate(
+            name,
+            out=workdir / "cohort",
+            seed=args.seed,
+            subjects_per_site=args.subjects_per_site,
+            size=args.size,
+            jobs=args.jobs,
+            counterfactuals=True,
+            progress=not args.quiet,
+        )
         elapsed = time.perf_counter() - started
         cohort = hk.load_cohort(manifest)
         n_cf = len(hk.load_cohort(manifest.parent / "counterfactuals.csv"))
-        covs = {site: [reference_cov(s) for s in cohort if s.site == site] for site in cohort.sites}
+        covs = {
+            site: [reference_cov(s) for s in cohort if s.site == site]
+            for site in cohort.sites
+        }
         fine_mm = preset.fine_mm[args.size]
-        table = Table(title=f"{name} ({args.size}): {len(cohort)} scans + {n_cf} counterfactual renderings in {elapsed:.1f} s "
-                            f"({elapsed / len(cohort):.2f} s/subject, jobs={args.jobs or 'all'})")
-        for column in ("site", "group", "scans", "outcome=1", "PSF/post FWHM (mm, nominal)", "measured FWHM x / z (mm)",
-                       "ref COV median [IQR]"):
+        table = Table(
+            title=f"{name} ({args.size}): {len(cohort)} scans + {n_cf} counterfactual renderings in {elapsed:.1f} s "
+            f"({elapsed / len(cohort):.2f} s/subject, jobs={args.jobs or 'all'})"
+        )
+        for column in (
+            "site",
+            "group",
+            "scans",
+            "outcome=1",
+            "PSF/post FWHM (mm, nominal)",
+            "measured FWHM x / z (mm)",
+            "ref COV median [IQR]",
+        ):
             table.add_column(column)
         for site in preset.sites:
             protocol = max(site.protocols, key=lambda p: p.count)
@@ -86,7 +113,10 @@ def bench_preset(name: str, args, console: Console) -> None:
             values = np.array(covs.get(site.name, [np.nan]))
             q1, median, q3 = np.percentile(values, [25, 50, 75])
             table.add_row(
-                site.name, site.site_group, str(len(values)), str(sum(s.outcome or 0 for s in cohort if s.site == site.name)),
+                site.name,
+                site.site_group,
+                str(len(values)),
+                str(sum(s.outcome or 0 for s in cohort if s.site == site.name)),
                 f"{site.scanner.psf_fwhm_mm:g} / {site.scanner.postfilter_fwhm_mm:g}",
                 f"{fwhm[0]:.2f} / {fwhm[2]:.2f} ({protocol.label})",
                 f"{median:.3f} [{q1:.3f}-{q3:.3f}]",
@@ -98,8 +128,10 @@ def bench_preset(name: str, args, console: Console) -> None:
             tub = covs["TUB"]
             bud = covs["BUD-VPHD"] + covs["BUD-SharpIR"]
             test = mannwhitneyu(tub, bud)
-            console.print(f"liver-VOI COV: TUB median {np.median(tub):.3f}, BUD median {np.median(bud):.3f}, "
-                          f"Mann-Whitney U p = {test.pvalue:.2e} (paper: 0.13 vs 0.09, p < 0.0001)")
+            console.print(
+                f"liver-VOI COV: TUB median {np.median(tub):.3f}, BUD median {np.median(bud):.3f}, "
+                f"Mann-Whitney U p = {test.pvalue:.2e} (paper: 0.13 vs 0.09, p < 0.0001)"
+            )
         if args.figures:
             path = Path(args.figures) / f"simulator-{name}.png"
             mip_figure(cohort, preset, path)
@@ -112,14 +144,29 @@ def bench_preset(name: str, args, console: Console) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", default="headneck", help="comma-separated presets (default: headneck)")
-    parser.add_argument("--subjects-per-site", type=int, default=None, help="default: the paper's counts")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--presets",
+        default="headneck",
+        help="comma-separated presets (default: headneck)",
+    )
+    parser.add_argument(
+        "--subjects-per-site",
+        type=int,
+        default=None,
+        help="default: the paper's counts",
+    )
     parser.add_argument("--size", default="quick", choices=["quick", "full"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=None)
-    parser.add_argument("--figures", default=None, help="folder for simulator-<preset>.png MIPs")
-    parser.add_argument("--keep", action="store_true", help="keep the generated cohorts")
+    parser.add_argument(
+        "--figures", default=None, help="folder for simulator-<preset>.png MIPs"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the generated cohorts"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     console = Console(width=max(Console().width, 150))

@@ -35,7 +35,11 @@ from rich.table import Table
 
 import harmkit as hk
 from harmkit.data import Cohort
-from harmkit.diagnostics import patch_separability, site_predictability, texture_statistics
+from harmkit.diagnostics import (
+    patch_separability,
+    site_predictability,
+    texture_statistics,
+)
 from harmkit.diagnostics.patches import median_spacing
 from harmkit.execution import get_executor
 from harmkit.reproducibility import class_summary, overlap_change
@@ -67,21 +71,33 @@ def oracle_scans(cohort, counterfactuals, reference: str):
 
 
 def oracle_gain(
-    features: pd.DataFrame, oracle_features: pd.DataFrame, cohort, reference: str, classes: dict
+    features: pd.DataFrame,
+    oracle_features: pd.DataFrame,
+    cohort,
+    reference: str,
+    classes: dict,
 ) -> pd.DataFrame:
     """Per-class mean overlap before/after (pp gain) when the non-reference rows are replaced by their oracle rows."""
     groups = {s.subject_id: s.group for s in cohort}
     other = next(g for g in dict.fromkeys(groups.values()) if g != reference)
     columns = [c for c in features.columns if c not in ("site", "site_group")]
-    finite = [c for c in columns if np.isfinite(features[c]).all() and np.isfinite(oracle_features[c]).all()]
+    finite = [
+        c
+        for c in columns
+        if np.isfinite(features[c]).all() and np.isfinite(oracle_features[c]).all()
+    ]
     before = features[finite].copy()
     after = before.copy()
     source = {sid.split("@")[0]: sid for sid in oracle_features.index}
     for sid in before.index:
         if groups[sid] != reference:
-            after.loc[sid] = oracle_features.loc[source[sid], finite].to_numpy(dtype=float)
+            after.loc[sid] = oracle_features.loc[source[sid], finite].to_numpy(
+                dtype=float
+            )
     group_list = [groups[s] for s in before.index]
-    change = overlap_change(before, after, group_list, group_list, other, reference, classes)
+    change = overlap_change(
+        before, after, group_list, group_list, other, reference, classes
+    )
     return class_summary(change, min_features=1)
 
 
@@ -114,11 +130,19 @@ def bench_preset(name: str, args, console: Console) -> dict:
             for ref in groups:
                 spacing = median_spacing([s for s in cohort if s.group == ref])
                 patches[ref] = patch_separability(
-                    cohort, spacing, 32, args.patches_per_scan, 5, args.seed, executor=executor
+                    cohort,
+                    spacing,
+                    32,
+                    args.patches_per_scan,
+                    5,
+                    args.seed,
+                    executor=executor,
                 )
             out["patch_s"] = time.perf_counter() - t
             t = time.perf_counter()
-            texture = texture_statistics(cohort, "reference", "lesion", executor=executor)
+            texture = texture_statistics(
+                cohort, "reference", "lesion", executor=executor
+            )
             out["texture_s"] = time.perf_counter() - t
             t = time.perf_counter()
             features = hk.extract(
@@ -147,7 +171,9 @@ def bench_preset(name: str, args, console: Console) -> dict:
             executor.close()
         predictability = site_predictability(features, seed=args.seed)
 
-        table = Table(title=f"{name} ({args.size}, {len(cohort)} scans): texture in the reference VOI, median [IQR]")
+        table = Table(
+            title=f"{name} ({args.size}, {len(cohort)} scans): texture in the reference VOI, median [IQR]"
+        )
         for column in (
             "site group",
             "scans",
@@ -167,8 +193,12 @@ def bench_preset(name: str, args, console: Console) -> dict:
                 ("corr_fwhm_axial_mm", ".1f"),
                 ("edge_fwhm_mm", ".1f"),
             ):
-                q1, med, q3 = np.nanpercentile(sub[column].to_numpy(dtype=float), [25, 50, 75])
-                cells.append(f"{format(med, spec)} [{format(q1, spec)}-{format(q3, spec)}]")
+                q1, med, q3 = np.nanpercentile(
+                    sub[column].to_numpy(dtype=float), [25, 50, 75]
+                )
+                cells.append(
+                    f"{format(med, spec)} [{format(q1, spec)}-{format(q3, spec)}]"
+                )
             table.add_row(*cells)
         console.print(table)
         for ref, result in patches.items():
@@ -187,7 +217,9 @@ def bench_preset(name: str, args, console: Console) -> dict:
             cov = texture.groupby("site_group")["noise_cov"].median()
             for group, paper in PAPER_LIVER_COV.items():
                 ok = "ok" if abs(cov[group] - paper) <= 0.02 else "OFF TARGET"
-                console.print(f"liver-VOI COV median {group}: {cov[group]:.3f} (paper {paper:.2f}, within 0.02: {ok})")
+                console.print(
+                    f"liver-VOI COV median {group}: {cov[group]:.3f} (paper {paper:.2f}, within 0.02: {ok})"
+                )
             out["liver_cov"] = {g: float(cov[g]) for g in PAPER_LIVER_COV}
         gains = Table(
             title=f"{name}: oracle (counterfactuals at the reference group) -- reference-VOI overlap, mean per class"
@@ -209,7 +241,9 @@ def bench_preset(name: str, args, console: Console) -> dict:
                     f"{row['after_mean']:.3f}",
                     f"{100 * row['improvement_mean']:+.1f}",
                 )
-            out["oracle_gain_pp"][ref] = {cls: float(100 * r["improvement_mean"]) for cls, r in summary.iterrows()}
+            out["oracle_gain_pp"][ref] = {
+                cls: float(100 * r["improvement_mean"]) for cls, r in summary.iterrows()
+            }
         console.print(gains)
         if name == "lung":
             for ref, per_class in out["oracle_gain_pp"].items():
@@ -233,17 +267,32 @@ def bench_preset(name: str, args, console: Console) -> dict:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", default="headneck,lung", help="comma-separated presets (default: both)")
-    parser.add_argument("--subjects-per-site", type=int, default=None, help="default: the paper's counts")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--presets",
+        default="headneck,lung",
+        help="comma-separated presets (default: both)",
+    )
+    parser.add_argument(
+        "--subjects-per-site",
+        type=int,
+        default=None,
+        help="default: the paper's counts",
+    )
     parser.add_argument("--size", default="quick", choices=["quick", "full"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=None)
     parser.add_argument("--patches-per-scan", type=int, default=8)
     parser.add_argument(
-        "--cohort", default=None, help="use this simulated cohort folder instead of simulating (one preset)"
+        "--cohort",
+        default=None,
+        help="use this simulated cohort folder instead of simulating (one preset)",
     )
-    parser.add_argument("--keep", action="store_true", help="keep the generated cohorts")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the generated cohorts"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     console = Console(width=max(Console().width, 150))

@@ -22,13 +22,16 @@ warnings.filterwarnings("ignore")
 
 
 def combat_reference_offsets(seeds) -> list[float]:
-    from harmkit_combat import ComBat
     from test_combat import make_table, quiet_fit
+
+    from harmkit_combat import ComBat
 
     ratios = []
     for seed in seeds:
         features, sites, _ = make_table(seed=seed)
-        out = quiet_fit(ComBat(), features, sites, reference_site="S1").transform(features, sites)
+        out = quiet_fit(ComBat(), features, sites, reference_site="S1").transform(
+            features, sites
+        )
         ref = (sites == "S1").to_numpy()
         worst = 0.0
         for other in ("S0", "S2"):
@@ -41,8 +44,9 @@ def combat_reference_offsets(seeds) -> list[float]:
 
 
 def combat_gam_error_ratios(seeds) -> list[float]:
-    from harmkit_combat import ComBat
     from test_combat import quiet_fit
+
+    from harmkit_combat import ComBat
 
     ratios = []
     for seed in seeds:
@@ -54,12 +58,26 @@ def combat_gam_error_ratios(seeds) -> list[float]:
         noise = [rng.normal(scale=0.3, size=2 * n) for _ in range(2)]
         truth = np.column_stack([effect + noise[0], -effect + noise[1]])
         observed = truth + np.where(sites.to_numpy()[:, None] == "B", [1.5, -1.0], 0.0)
-        features, cov = pd.DataFrame(observed, columns=["f0", "f1"]), pd.DataFrame({"age": age})
-        linear = quiet_fit(ComBat(eb=False), features, sites, cov, reference_site="A").transform(features, sites, cov)
-        smooth_model = quiet_fit(ComBat(eb=False, smooth_terms=["age"]), features, sites, cov, reference_site="A")
+        features, cov = (
+            pd.DataFrame(observed, columns=["f0", "f1"]),
+            pd.DataFrame({"age": age}),
+        )
+        linear = quiet_fit(
+            ComBat(eb=False), features, sites, cov, reference_site="A"
+        ).transform(features, sites, cov)
+        smooth_model = quiet_fit(
+            ComBat(eb=False, smooth_terms=["age"]),
+            features,
+            sites,
+            cov,
+            reference_site="A",
+        )
         smooth = smooth_model.transform(features, sites, cov)
         b = (sites == "B").to_numpy()
-        ratios.append(np.abs(smooth[b].to_numpy() - truth[b]).mean() / np.abs(linear[b].to_numpy() - truth[b]).mean())
+        ratios.append(
+            np.abs(smooth[b].to_numpy() - truth[b]).mean()
+            / np.abs(linear[b].to_numpy() - truth[b]).mean()
+        )
     return ratios
 
 
@@ -67,9 +85,15 @@ def gan_learning(seeds) -> list[tuple[float, float, float]]:
     """(texture fraction moved towards B, lowest low-pass SSIM, largest mean-SUV change) per seed."""
     import SimpleITK as sitk
     import torch
+    from test_cyclegan_harmonizer import (
+        LEARNING,
+        TINY,
+        lowpass_ssim,
+        texture,
+        two_site_cohort,
+    )
 
     import harmkit as hk
-    from test_cyclegan_harmonizer import LEARNING, TINY, lowpass_ssim, texture, two_site_cohort
 
     torch.set_num_threads(1)
     cohort = two_site_cohort()
@@ -78,7 +102,9 @@ def gan_learning(seeds) -> list[tuple[float, float, float]]:
     tex_b = np.mean([texture(s, s.masks["body"]) for s in b_scans])
     rows = []
     for seed in seeds:
-        gan = hk.get_harmonizer("gan", steps=160, seed=seed, precision="fp32", **LEARNING, **TINY).fit(cohort, "B")
+        gan = hk.get_harmonizer(
+            "gan", steps=160, seed=seed, precision="fp32", **LEARNING, **TINY
+        ).fit(cohort, "B")
         moved, ssims, changes = [], [], []
         for scan in a_scans:
             out = gan.transform(scan)
@@ -86,23 +112,39 @@ def gan_learning(seeds) -> list[tuple[float, float, float]]:
             moved.append(texture(out, scan.masks["body"]))
             ssims.append(lowpass_ssim(scan.load_image(), out.load_image(), body))
             before = sitk.GetArrayFromImage(scan.load_image())[body].mean()
-            changes.append(abs(sitk.GetArrayFromImage(out.load_image())[body].mean() / before - 1))
-        rows.append(((np.mean(moved) - tex_a) / (tex_b - tex_a), min(ssims), max(changes)))
+            changes.append(
+                abs(sitk.GetArrayFromImage(out.load_image())[body].mean() / before - 1)
+            )
+        rows.append(
+            ((np.mean(moved) - tex_a) / (tex_b - tex_a), min(ssims), max(changes))
+        )
     return rows
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--gan", action="store_true", help="also train the CycleGAN learning test's model per seed")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--gan",
+        action="store_true",
+        help="also train the CycleGAN learning test's model per seed",
+    )
     args = parser.parse_args()
     values = ", ".join(f"{v:.3f}" for v in combat_reference_offsets(range(5)))
-    print(f"combat reference offset after/before (test: < 0.25; seed 1 in the test), seeds 0-4: {values}")
+    print(
+        f"combat reference offset after/before (test: < 0.25; seed 1 in the test), seeds 0-4: {values}"
+    )
     values = ", ".join(f"{v:.3f}" for v in combat_gam_error_ratios(range(11, 16)))
-    print(f"combat GAM error / linear error (test: < 0.7; seed 11 in the test), seeds 11-15: {values}")
+    print(
+        f"combat GAM error / linear error (test: < 0.7; seed 11 in the test), seeds 11-15: {values}"
+    )
     if args.gan:
         for seed, (fraction, ssim, change) in zip(range(3), gan_learning(range(3))):
-            print(f"cyclegan learning seed {seed}: fraction {fraction:.3f} (test: > 0.15), low-pass SSIM >= {ssim:.4f} "
-                  f"(test: > 0.98), mean SUV change <= {100 * change:.1f} % (test: < 5 %)")
+            print(
+                f"cyclegan learning seed {seed}: fraction {fraction:.3f} (test: > 0.15), low-pass SSIM >= {ssim:.4f} "
+                f"(test: > 0.98), mean SUV change <= {100 * change:.1f} % (test: < 5 %)"
+            )
 
 
 if __name__ == "__main__":

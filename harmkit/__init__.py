@@ -12,10 +12,22 @@ __version__ = "0.1.0"
 from .data import Cohort, Scan
 from .errors import HarmkitError
 from .hookspecs import hookimpl
-from .interfaces import EvaluationResult, Evaluator, FeatureExtractor, FeatureHarmonizer, ImageHarmonizer
+from .interfaces import (
+    EvaluationResult,
+    Evaluator,
+    FeatureExtractor,
+    FeatureHarmonizer,
+    ImageHarmonizer,
+)
 from .manifest import load_cohort
 from .methods import parse_method, parse_methods
-from .plugins import get_evaluator, get_extractor, get_harmonizer, list_plugins, load_model
+from .plugins import (
+    get_evaluator,
+    get_extractor,
+    get_harmonizer,
+    list_plugins,
+    load_model,
+)
 
 __all__ = [
     "__version__",

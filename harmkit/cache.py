@@ -27,16 +27,28 @@ import os
 import shutil
 import struct
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from .errors import HarmkitError
 
-__all__ = ["Cache", "hash_parts", "default_cache_dir", "cache_dir_source", "features_dir", "CacheInfo", "KindInfo",
-           "cache_info", "clear_cache", "parse_age", "CACHE_KINDS"]
+__all__ = [
+    "Cache",
+    "hash_parts",
+    "default_cache_dir",
+    "cache_dir_source",
+    "features_dir",
+    "CacheInfo",
+    "KindInfo",
+    "cache_info",
+    "clear_cache",
+    "parse_age",
+    "CACHE_KINDS",
+]
 
 FORMAT = "harmkit-cache/1"
 META = "entry.json"
@@ -71,14 +83,19 @@ def features_dir(root: str | os.PathLike | None = None) -> Path:
     ``harmkit extract``, ``diagnose`` and ``bench`` all keep feature tables
     here, so a table one of them computed is found by the others.
     """
-    return Path(root if root is not None else default_cache_dir()).expanduser() / "features"
+    return (
+        Path(root if root is not None else default_cache_dir()).expanduser()
+        / "features"
+    )
 
 
 #: The file that marks a folder as a cache (https://bford.info/cachedir/): backup tools skip it.
 CACHEDIR_TAG = "CACHEDIR.TAG"
-_TAG_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
-             "# This file is a cache directory tag created by harmkit (harmkit cache info / clear).\n"
-             "# For information about cache directory tags see https://bford.info/cachedir/\n")
+_TAG_TEXT = (
+    "Signature: 8a477f597d28d172789f06886806bc55\n"
+    "# This file is a cache directory tag created by harmkit (harmkit cache info / clear).\n"
+    "# For information about cache directory tags see https://bford.info/cachedir/\n"
+)
 
 
 def _tag(root: Path) -> None:
@@ -106,13 +123,17 @@ def _feed(h: "hashlib._Hash", part: Any) -> None:
     elif isinstance(part, np.ndarray):
         array = np.ascontiguousarray(part)
         if array.dtype == object:
-            raise TypeError("cannot hash an object array; convert it to a numeric or string dtype")
+            raise TypeError(
+                "cannot hash an object array; convert it to a numeric or string dtype"
+            )
         tagged(b"A", f"{array.dtype.str}|{array.shape}".encode())
         h.update(memoryview(array).cast("B"))
     elif isinstance(part, Path) and part.is_dir():
         # a folder (a DICOM series): every file by its name within the folder and its bytes
         files = sorted(p for p in part.rglob("*") if p.is_file())
-        tagged(b"D", json.dumps([p.relative_to(part).as_posix() for p in files]).encode())
+        tagged(
+            b"D", json.dumps([p.relative_to(part).as_posix() for p in files]).encode()
+        )
         for path in files:
             _feed(h, path)
     elif isinstance(part, Path):
@@ -126,21 +147,56 @@ def _feed(h: "hashlib._Hash", part: Any) -> None:
             from .errors import io_error
 
             raise io_error(exc, part, "read") from None
-    elif hasattr(part, "GetSpacing") and hasattr(part, "GetPixelIDValue"):  # SimpleITK image
+    elif hasattr(part, "GetSpacing") and hasattr(
+        part, "GetPixelIDValue"
+    ):  # SimpleITK image
         import SimpleITK as sitk
 
-        tagged(b"I", json.dumps([part.GetSize(), part.GetSpacing(), part.GetOrigin(), part.GetDirection()]).encode())
+        tagged(
+            b"I",
+            json.dumps(
+                [
+                    part.GetSize(),
+                    part.GetSpacing(),
+                    part.GetOrigin(),
+                    part.GetDirection(),
+                ]
+            ).encode(),
+        )
         _feed(h, sitk.GetArrayViewFromImage(part))
     elif _is_pandas(part):
         import pandas as pd
 
-        tagged(b"P", json.dumps([list(map(str, part.columns if isinstance(part, pd.DataFrame) else [part.name])), str(part.index.name)]).encode())
+        tagged(
+            b"P",
+            json.dumps(
+                [
+                    list(
+                        map(
+                            str,
+                            part.columns
+                            if isinstance(part, pd.DataFrame)
+                            else [part.name],
+                        )
+                    ),
+                    str(part.index.name),
+                ]
+            ).encode(),
+        )
         h.update(pd.util.hash_pandas_object(part, index=True).to_numpy().tobytes())
     else:
         try:
-            text = json.dumps(part, sort_keys=True, separators=(",", ":"), default=_json_default, allow_nan=True)
+            text = json.dumps(
+                part,
+                sort_keys=True,
+                separators=(",", ":"),
+                default=_json_default,
+                allow_nan=True,
+            )
         except TypeError as exc:
-            raise TypeError(f"cannot hash {type(part).__name__} for a cache key: {exc}") from None
+            raise TypeError(
+                f"cannot hash {type(part).__name__} for a cache key: {exc}"
+            ) from None
         tagged(b"J", text.encode())
 
 
@@ -261,7 +317,9 @@ class Cache:
         from .errors import warn
 
         first = reason.strip().splitlines()[0][:200] if reason.strip() else "unreadable"
-        warn(f"cache entry {self.path(key)} is damaged ({first}); discarded and recomputed")
+        warn(
+            f"cache entry {self.path(key)} is damaged ({first}); discarded and recomputed"
+        )
         self.delete(key)
 
     def put(self, key: str, value: Any) -> Any:
@@ -281,7 +339,9 @@ class Cache:
         try:
             meta = _dump(tmp, value)
             meta["format"] = FORMAT
-            (tmp / META).write_text(json.dumps(meta, default=_json_default, allow_nan=True))
+            (tmp / META).write_text(
+                json.dumps(meta, default=_json_default, allow_nan=True)
+            )
             if directory.exists():
                 shutil.rmtree(directory, ignore_errors=True)
             try:
@@ -301,8 +361,10 @@ class Cache:
         from .errors import warn
 
         self.write_failed = f"{exc.strerror or exc} ({exc.filename or self.root})"
-        warn(f"cannot write to the cache {self.root}: {self.write_failed}; going on without storing results there "
-             f"(choose a writable folder with --cache-dir, or --no-cache)")
+        warn(
+            f"cannot write to the cache {self.root}: {self.write_failed}; going on without storing results there "
+            f"(choose a writable folder with --cache-dir, or --no-cache)"
+        )
 
     def get_or_compute(self, key: str, compute) -> Any:
         """``get(key)``, or ``put(key, compute())`` on a miss."""
@@ -409,22 +471,40 @@ def _entries(root: Path):
             continue
         if item.is_dir() and len(name) == 2 and _hex(name, 2):  # results: <xx>/<key>
             for entry in sorted(item.iterdir()):
-                yield ("results" if _hex(entry.name) or _temporary(entry.name) else "other"), entry
-        elif item.is_dir() and name in ("features", "images", "masks"):  # <kind>/<xx>/<key...>
+                yield (
+                    (
+                        "results"
+                        if _hex(entry.name) or _temporary(entry.name)
+                        else "other"
+                    ),
+                    entry,
+                )
+        elif item.is_dir() and name in (
+            "features",
+            "images",
+            "masks",
+        ):  # <kind>/<xx>/<key...>
             for shard in sorted(item.iterdir()):
-                if not (shard.is_dir() and len(shard.name) == 2 and _hex(shard.name, 2)):
+                if not (
+                    shard.is_dir() and len(shard.name) == 2 and _hex(shard.name, 2)
+                ):
                     yield ("other" if shard.name != CACHEDIR_TAG else "tag"), shard
                     continue
                 for entry in sorted(shard.iterdir()):
                     stem = entry.name.split(".", 1)[0]
-                    yield (name if _hex(stem) or _temporary(entry.name) else "other"), entry
+                    yield (
+                        (name if _hex(stem) or _temporary(entry.name) else "other"),
+                        entry,
+                    )
         elif item.is_dir() and name in ("models", "work"):  # <kind>/<key24>
             for entry in sorted(item.iterdir()):
                 yield (name if _hex(entry.name.split(".", 1)[0]) else "other"), entry
         elif item.is_dir() and name == "cohorts":  # cohorts/<preset-size-seed>/
             for entry in sorted(item.iterdir()):
-                ours = entry.is_dir() and any((entry / f).exists() for f in (".complete", "manifest.csv",
-                                                                              "simulation.json"))
+                ours = entry.is_dir() and any(
+                    (entry / f).exists()
+                    for f in (".complete", "manifest.csv", "simulation.json")
+                )
                 yield ("cohorts" if ours else "other"), entry
         else:
             yield "other", item
@@ -467,8 +547,12 @@ def cache_info(root: str | os.PathLike | None = None) -> CacheInfo:
     return info
 
 
-def clear_cache(root: str | os.PathLike | None = None, older_than: float | None = None,
-                kinds: Sequence[str] | None = None, dry_run: bool = False) -> KindInfo:
+def clear_cache(
+    root: str | os.PathLike | None = None,
+    older_than: float | None = None,
+    kinds: Sequence[str] | None = None,
+    dry_run: bool = False,
+) -> KindInfo:
     """Delete cache entries under ``root`` (default: the user cache); returns what was (or would be) removed.
 
     ``older_than`` (seconds) keeps entries written more recently than that;
@@ -481,7 +565,9 @@ def clear_cache(root: str | os.PathLike | None = None, older_than: float | None 
     root = Path(root if root is not None else default_cache_dir()).expanduser()
     unknown = sorted(set(kinds or ()) - set(CACHE_KINDS))
     if unknown:
-        raise HarmkitError(f"unknown cache kind(s) {', '.join(unknown)}; kinds: {', '.join(CACHE_KINDS)}")
+        raise HarmkitError(
+            f"unknown cache kind(s) {', '.join(unknown)}; kinds: {', '.join(CACHE_KINDS)}"
+        )
     if older_than is not None and older_than < 0:
         raise HarmkitError(f"--older-than must not be negative (got {older_than:g} s)")
     cutoff = None if older_than is None else time.time() - older_than
@@ -511,7 +597,12 @@ def clear_cache(root: str | os.PathLike | None = None, older_than: float | None 
             base = root / kind if kind else root
             if base.is_dir():
                 for shard in base.iterdir():
-                    if shard.is_dir() and len(shard.name) == 2 and _hex(shard.name, 2) and not any(shard.iterdir()):
+                    if (
+                        shard.is_dir()
+                        and len(shard.name) == 2
+                        and _hex(shard.name, 2)
+                        and not any(shard.iterdir())
+                    ):
                         shard.rmdir()
     return removed
 
@@ -530,9 +621,13 @@ def parse_age(text: str) -> float:
     try:
         seconds = float(number) * _AGE_UNITS[unit]
     except ValueError:
-        raise HarmkitError(f"--older-than {text!r}: expected an age such as 30d, 12h, 90m or 2w") from None
+        raise HarmkitError(
+            f"--older-than {text!r}: expected an age such as 30d, 12h, 90m or 2w"
+        ) from None
     if not seconds >= 0 or math.isinf(seconds):
-        raise HarmkitError(f"--older-than {text!r}: expected a non-negative age such as 30d")
+        raise HarmkitError(
+            f"--older-than {text!r}: expected a non-negative age such as 30d"
+        )
     return seconds
 
 
@@ -543,7 +638,10 @@ def _dump(directory: Path, value: Any) -> dict[str, Any]:
     import pandas as pd
 
     if isinstance(value, pd.DataFrame):
-        arrays, meta = {}, {"type": "dataframe", "columns": [], "attrs": _jsonable(value.attrs)}
+        arrays, meta = (
+            {},
+            {"type": "dataframe", "columns": [], "attrs": _jsonable(value.attrs)},
+        )
         meta["index"] = _dump_column(value.index.to_series(), "index", arrays)
         meta["index"]["name"] = value.index.name
         for i, column in enumerate(value.columns):
@@ -553,7 +651,10 @@ def _dump(directory: Path, value: Any) -> dict[str, Any]:
         np.savez(directory / ARRAYS, **arrays)
         return meta
     if isinstance(value, pd.Series):
-        meta = _dump(directory, value.to_frame(name="value" if value.name is None else value.name))
+        meta = _dump(
+            directory,
+            value.to_frame(name="value" if value.name is None else value.name),
+        )
         meta["type"] = "series"
         meta["series_name"] = value.name
         return meta
@@ -562,11 +663,17 @@ def _dump(directory: Path, value: Any) -> dict[str, Any]:
             raise TypeError("cannot cache an object array")
         np.savez(directory / ARRAYS, array=value)
         return {"type": "array"}
-    if isinstance(value, dict) and value and all(isinstance(v, np.ndarray) for v in value.values()):
+    if (
+        isinstance(value, dict)
+        and value
+        and all(isinstance(v, np.ndarray) for v in value.values())
+    ):
         names = list(value)
         np.savez(directory / ARRAYS, **{f"a{i}": value[n] for i, n in enumerate(names)})
         return {"type": "arrays", "names": names}
-    json.dumps(value, default=_json_default)  # fail here, with a clear TypeError, for unsupported values
+    json.dumps(
+        value, default=_json_default
+    )  # fail here, with a clear TypeError, for unsupported values
     return {"type": "json", "value": value}
 
 
@@ -609,11 +716,15 @@ def _load(directory: Path, meta: dict[str, Any]) -> Any:
         if kind == "arrays":
             return {name: npz[f"a{i}"] for i, name in enumerate(meta["names"])}
         if kind in ("dataframe", "series"):
-            index = pd.Index(_load_column(meta["index"], npz), name=meta["index"]["name"])
+            index = pd.Index(
+                _load_column(meta["index"], npz), name=meta["index"]["name"]
+            )
             data = {}
             for info in meta["columns"]:
                 data[info["name"]] = _load_column(info, npz)
-            frame = pd.DataFrame(data, index=index, columns=[c["name"] for c in meta["columns"]])
+            frame = pd.DataFrame(
+                data, index=index, columns=[c["name"] for c in meta["columns"]]
+            )
             if len(set(frame.columns)) != len(meta["columns"]):
                 raise ValueError("duplicate column names")
             frame.attrs.update(meta.get("attrs", {}))

@@ -11,9 +11,10 @@ listed, validated and processed scan by scan.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import SimpleITK as sitk
 
@@ -70,8 +71,12 @@ class Scan:
                 return zero_non_finite(self.image)
             return self.image
         if self.image is None or str(self.image) == "":
-            raise HarmkitError(f"{self.label} has no image; fill its 'image' cell in the manifest")
-        return read_image(self.image, what=f"image of {self.label}", nan_to_zero=self.nan_to_zero)
+            raise HarmkitError(
+                f"{self.label} has no image; fill its 'image' cell in the manifest"
+            )
+        return read_image(
+            self.image, what=f"image of {self.label}", nan_to_zero=self.nan_to_zero
+        )
 
     def load_mask(self, name: str) -> sitk.Image:
         """The mask ``name`` as a UInt8 SimpleITK image on the image's grid."""
@@ -79,7 +84,9 @@ class Scan:
 
         if name not in self.masks:
             available = ", ".join(sorted(self.masks)) or "none"
-            raise HarmkitError(f"{self.label} has no mask {name!r} (masks: {available}); add a 'mask_{name}' column to the manifest")
+            raise HarmkitError(
+                f"{self.label} has no mask {name!r} (masks: {available}); add a 'mask_{name}' column to the manifest"
+            )
         mask = self.masks[name]
         if isinstance(mask, sitk.Image):
             return mask
@@ -87,7 +94,9 @@ class Scan:
 
     def with_image(self, image: sitk.Image) -> "Scan":
         """A copy of this scan with ``image`` in place of its own (masks and metadata kept)."""
-        return replace(self, image=image, masks=dict(self.masks), covariates=dict(self.covariates))
+        return replace(
+            self, image=image, masks=dict(self.masks), covariates=dict(self.covariates)
+        )
 
 
 class Cohort(Sequence[Scan]):
@@ -97,7 +106,13 @@ class Cohort(Sequence[Scan]):
     (the simulator's ground truth, for instance).
     """
 
-    def __init__(self, scans: Sequence[Scan], root: Path | None = None, manifest: Path | None = None, metadata: dict | None = None):
+    def __init__(
+        self,
+        scans: Sequence[Scan],
+        root: Path | None = None,
+        manifest: Path | None = None,
+        metadata: dict | None = None,
+    ):
         self.scans = list(scans)
         self.root = Path(root) if root is not None else None
         self.manifest = Path(manifest) if manifest is not None else None
@@ -145,18 +160,27 @@ class Cohort(Sequence[Scan]):
         return list(dict.fromkeys(paths))
 
     def filter(self, predicate: Callable[[Scan], bool]) -> "Cohort":
-        return Cohort([s for s in self.scans if predicate(s)], self.root, self.manifest, self.metadata)
+        return Cohort(
+            [s for s in self.scans if predicate(s)],
+            self.root,
+            self.manifest,
+            self.metadata,
+        )
 
     def by_group(self, group: str) -> "Cohort":
         return self.filter(lambda s: s.group == group)
 
     def regroup(self, groups: dict[str, str]) -> "Cohort":
         """A copy whose scans' ``site_group`` is set from ``{site: group}`` (sites not named keep theirs)."""
-        scans = [replace(s, site_group=groups.get(s.site, s.site_group)) for s in self.scans]
+        scans = [
+            replace(s, site_group=groups.get(s.site, s.site_group)) for s in self.scans
+        ]
         return Cohort(scans, self.root, self.manifest, self.metadata)
 
     def get(self, subject_id: str) -> Scan:
         for scan in self.scans:
             if scan.subject_id == subject_id:
                 return scan
-        raise HarmkitError(f"no subject {subject_id!r} in {self.manifest or 'the cohort'}")
+        raise HarmkitError(
+            f"no subject {subject_id!r} in {self.manifest or 'the cohort'}"
+        )

@@ -25,17 +25,26 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import SimpleITK as sitk
 
 from .errors import HarmkitError
 
-__all__ = ["read_pet_series_suv", "read_pet_files_suv", "suv_factor", "series_geometry", "uptake_seconds"]
+__all__ = [
+    "read_pet_series_suv",
+    "read_pet_files_suv",
+    "suv_factor",
+    "series_geometry",
+    "uptake_seconds",
+]
 
 
-def read_pet_series_suv(folder: str | os.PathLike, series_id: str | None = None) -> sitk.Image:
+def read_pet_series_suv(
+    folder: str | os.PathLike, series_id: str | None = None
+) -> sitk.Image:
     """Read the PET DICOM series in ``folder`` as a float32 SUVbw image.
 
     Voxels in Bq/mL (``Units = BQML``) are multiplied by :func:`suv_factor`;
@@ -46,7 +55,9 @@ def read_pet_series_suv(folder: str | os.PathLike, series_id: str | None = None)
     ``series_id`` chooses one series when the folder holds several.
     """
     folder = Path(folder)
-    return read_pet_files_suv(_series_files(folder, series_id), where=f"DICOM series in {folder}")
+    return read_pet_files_suv(
+        _series_files(folder, series_id), where=f"DICOM series in {folder}"
+    )
 
 
 def read_pet_files_suv(files: Sequence[str | os.PathLike], where: str) -> sitk.Image:
@@ -71,7 +82,11 @@ def read_pet_files_suv(files: Sequence[str | os.PathLike], where: str) -> sitk.I
         raise HarmkitError(f"{where} cannot be read ({reason})") from None
 
     def tag(key: str, index: int = 0) -> str:
-        return reader.GetMetaData(index, key).strip() if reader.HasMetaDataKey(index, key) else ""
+        return (
+            reader.GetMetaData(index, key).strip()
+            if reader.HasMetaDataKey(index, key)
+            else ""
+        )
 
     modality = tag("0008|0060").upper()
     if modality and modality != "PT":
@@ -84,10 +99,14 @@ def read_pet_files_suv(files: Sequence[str | os.PathLike], where: str) -> sitk.I
         factor = 1.0
     elif units == "BQML":
         acquisition_times = [
-            _datetime(tag("0008|0022", i) or tag("0008|0021", i), tag("0008|0032", i)) for i in range(len(files))
+            _datetime(tag("0008|0022", i) or tag("0008|0021", i), tag("0008|0032", i))
+            for i in range(len(files))
         ]
-        factor = suv_factor(_read_header(files[0], where), acquisition_times=[t for t in acquisition_times if t],
-                            where=where)
+        factor = suv_factor(
+            _read_header(files[0], where),
+            acquisition_times=[t for t in acquisition_times if t],
+            where=where,
+        )
     elif not units:
         raise HarmkitError(
             f"{where}: missing tag Units (0054,1001); cannot tell whether voxels are Bq/mL or SUV. "
@@ -101,8 +120,12 @@ def read_pet_files_suv(files: Sequence[str | os.PathLike], where: str) -> sitk.I
     return sitk.Cast(image * factor, sitk.sitkFloat32)
 
 
-def suv_factor(header: Any, folder: str | os.PathLike = "", acquisition_times: list[dt.datetime] | None = None,
-               where: str | None = None) -> float:
+def suv_factor(
+    header: Any,
+    folder: str | os.PathLike = "",
+    acquisition_times: list[dt.datetime] | None = None,
+    where: str | None = None,
+) -> float:
     """The factor that turns Bq/mL into SUVbw, from a pydicom dataset of one slice of the series.
 
     ``acquisition_times`` (every slice's AcquisitionDate/Time) let the scan
@@ -113,26 +136,48 @@ def suv_factor(header: Any, folder: str | os.PathLike = "", acquisition_times: l
     where = where or (f"DICOM series in {folder}" if folder else "DICOM header")
 
     def missing(keyword: str, tag: str, why: str) -> HarmkitError:
-        return HarmkitError(f"{where}: missing tag {keyword} {tag}; {why}. Add it to the header or export the series as SUV")
+        return HarmkitError(
+            f"{where}: missing tag {keyword} {tag}; {why}. Add it to the header or export the series as SUV"
+        )
 
     weight = _number(header.get("PatientWeight"))
     if not weight or weight <= 0:
-        raise missing("PatientWeight", "(0010,1030)", "SUVbw needs the patient's weight in kg")
+        raise missing(
+            "PatientWeight", "(0010,1030)", "SUVbw needs the patient's weight in kg"
+        )
     sequence = header.get("RadiopharmaceuticalInformationSequence")
     if not sequence:
-        raise missing("RadiopharmaceuticalInformationSequence", "(0054,0016)", "it holds the injected dose, half-life and injection time")
+        raise missing(
+            "RadiopharmaceuticalInformationSequence",
+            "(0054,0016)",
+            "it holds the injected dose, half-life and injection time",
+        )
     item = sequence[0]
     dose = _number(item.get("RadionuclideTotalDose"))
     if not dose or dose <= 0:
-        raise missing("RadionuclideTotalDose", "(0018,1074)", "SUV needs the injected activity in Bq")
+        raise missing(
+            "RadionuclideTotalDose",
+            "(0018,1074)",
+            "SUV needs the injected activity in Bq",
+        )
     half_life = _number(item.get("RadionuclideHalfLife"))
     if not half_life or half_life <= 0:
-        raise missing("RadionuclideHalfLife", "(0018,1075)", "decay correction needs the half-life in s")
+        raise missing(
+            "RadionuclideHalfLife",
+            "(0018,1075)",
+            "decay correction needs the half-life in s",
+        )
     decay_correction = str(header.get("DecayCorrection", "") or "").strip().upper()
     if not decay_correction:
-        raise missing("DecayCorrection", "(0054,1102)", "it says to which time the voxel values are decay-corrected")
+        raise missing(
+            "DecayCorrection",
+            "(0054,1102)",
+            "it says to which time the voxel values are decay-corrected",
+        )
     if decay_correction == "ADMIN":
-        return weight * 1000.0 / dose  # voxels already decay-corrected to the injection time
+        return (
+            weight * 1000.0 / dose
+        )  # voxels already decay-corrected to the injection time
     if decay_correction != "START":
         raise HarmkitError(
             f"{where}: DecayCorrection (0054,1102) is {decay_correction!r}; harmkit converts START or ADMIN series "
@@ -141,10 +186,16 @@ def suv_factor(header: Any, folder: str | os.PathLike = "", acquisition_times: l
     injection, scan_time = _injection_and_scan_times(header, item, acquisition_times)
     if injection is None:
         raise missing(
-            "RadiopharmaceuticalStartDateTime", "(0018,1078) or RadiopharmaceuticalStartTime (0018,1072)", "decay correction needs the injection time"
+            "RadiopharmaceuticalStartDateTime",
+            "(0018,1078) or RadiopharmaceuticalStartTime (0018,1072)",
+            "decay correction needs the injection time",
         )
     if scan_time is None:
-        raise missing("SeriesTime", "(0008,0031) or AcquisitionTime (0008,0032)", "decay correction needs the scan start time")
+        raise missing(
+            "SeriesTime",
+            "(0008,0031) or AcquisitionTime (0008,0032)",
+            "decay correction needs the scan start time",
+        )
     elapsed = (scan_time - injection).total_seconds()
     if elapsed < 0:
         raise HarmkitError(
@@ -155,22 +206,37 @@ def suv_factor(header: Any, folder: str | os.PathLike = "", acquisition_times: l
     return weight * 1000.0 / decayed_dose
 
 
-def _injection_and_scan_times(header: Any, item: Any, acquisition_times: list[dt.datetime] | None):
+def _injection_and_scan_times(
+    header: Any, item: Any, acquisition_times: list[dt.datetime] | None
+):
     """(injection, scan start) of a PET header and its first radiopharmaceutical item; ``None`` where unknown."""
-    series_date = str(header.get("SeriesDate", "") or header.get("AcquisitionDate", "") or header.get("StudyDate", ""))
+    series_date = str(
+        header.get("SeriesDate", "")
+        or header.get("AcquisitionDate", "")
+        or header.get("StudyDate", "")
+    )
     injection = _datetime_value(item.get("RadiopharmaceuticalStartDateTime"))
     if injection is None:
-        injection = _datetime(series_date, str(item.get("RadiopharmaceuticalStartTime", "") or ""))
+        injection = _datetime(
+            series_date, str(item.get("RadiopharmaceuticalStartTime", "") or "")
+        )
     scan_time = _datetime(series_date, str(header.get("SeriesTime", "") or ""))
-    earliest = min(acquisition_times) if acquisition_times else _datetime(
-        str(header.get("AcquisitionDate", "") or series_date), str(header.get("AcquisitionTime", "") or "")
+    earliest = (
+        min(acquisition_times)
+        if acquisition_times
+        else _datetime(
+            str(header.get("AcquisitionDate", "") or series_date),
+            str(header.get("AcquisitionTime", "") or ""),
+        )
     )
     if scan_time is None or (earliest is not None and earliest < scan_time):
         scan_time = earliest
     return injection, scan_time
 
 
-def uptake_seconds(header: Any, acquisition_times: list[dt.datetime] | None = None) -> float | None:
+def uptake_seconds(
+    header: Any, acquisition_times: list[dt.datetime] | None = None
+) -> float | None:
     """Seconds from injection to scan start of a PET header (pydicom dataset), or ``None`` when a time is missing.
 
     The same times :func:`suv_factor` decays the dose with.
@@ -178,7 +244,9 @@ def uptake_seconds(header: Any, acquisition_times: list[dt.datetime] | None = No
     sequence = header.get("RadiopharmaceuticalInformationSequence")
     if not sequence:
         return None
-    injection, scan_time = _injection_and_scan_times(header, sequence[0], acquisition_times)
+    injection, scan_time = _injection_and_scan_times(
+        header, sequence[0], acquisition_times
+    )
     if injection is None or scan_time is None:
         return None
     return (scan_time - injection).total_seconds()
@@ -201,7 +269,9 @@ def _series_files(folder: Path, series_id: str | None) -> list[str]:
         raise HarmkitError(f"DICOM folder not found: {folder}")
     ids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or [])
     if not ids:
-        raise HarmkitError(f"no DICOM series found in {folder}; give a folder of DICOM slices, or an image file")
+        raise HarmkitError(
+            f"no DICOM series found in {folder}; give a folder of DICOM slices, or an image file"
+        )
     if series_id is None:
         if len(ids) > 1:
             raise HarmkitError(
@@ -209,7 +279,9 @@ def _series_files(folder: Path, series_id: str | None) -> list[str]:
             )
         series_id = ids[0]
     elif series_id not in ids:
-        raise HarmkitError(f"{folder}: no DICOM series {series_id!r}; series found: {', '.join(ids)}")
+        raise HarmkitError(
+            f"{folder}: no DICOM series {series_id!r}; series found: {', '.join(ids)}"
+        )
     return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_id))
 
 
@@ -217,11 +289,15 @@ def _read_header(path: str, where: str):
     try:
         import pydicom
     except ImportError:  # pragma: no cover - pydicom is a core dependency
-        raise HarmkitError("reading PET DICOM headers needs pydicom: pip install pydicom") from None
+        raise HarmkitError(
+            "reading PET DICOM headers needs pydicom: pip install pydicom"
+        ) from None
     try:
         return pydicom.dcmread(path, stop_before_pixels=True)
     except Exception as exc:  # pydicom raises several types for corrupt files
-        raise HarmkitError(f"{where}: cannot read the header of {path} ({exc})") from None
+        raise HarmkitError(
+            f"{where}: cannot read the header of {path} ({exc})"
+        ) from None
 
 
 def _number(value) -> float | None:

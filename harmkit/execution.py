@@ -25,10 +25,11 @@ from __future__ import annotations
 import multiprocessing
 import os
 import traceback
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .errors import HarmkitError
 from .toolkit import ProgressBar
@@ -37,7 +38,14 @@ from .toolkit import progress as progress_bar
 if TYPE_CHECKING:  # distributed is imported only when a Dask executor is made
     from distributed import Client, LocalCluster
 
-__all__ = ["TaskResult", "Executor", "LocalExecutor", "DaskExecutor", "get_executor", "available_cores"]
+__all__ = [
+    "TaskResult",
+    "Executor",
+    "LocalExecutor",
+    "DaskExecutor",
+    "get_executor",
+    "available_cores",
+]
 
 
 @dataclass
@@ -76,7 +84,10 @@ def run_task(fn: Callable[[Any], Any], item: Any) -> TaskResult:
         return TaskResult(error=str(exc), error_class=type(exc))
     except Exception as exc:  # noqa: BLE001 - one item's failure must not stop the others
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return TaskResult(error=f"{type(exc).__name__}: {message}" if message else type(exc).__name__, details=traceback.format_exc())
+        return TaskResult(
+            error=f"{type(exc).__name__}: {message}" if message else type(exc).__name__,
+            details=traceback.format_exc(),
+        )
 
 
 class Executor:
@@ -92,12 +103,16 @@ class Executor:
         """How many items run at the same time."""
         return 1
 
-    def map(self, fn: Callable[[Any], Any], items: Iterable[Any], label: str = "working") -> list[TaskResult]:
+    def map(
+        self, fn: Callable[[Any], Any], items: Iterable[Any], label: str = "working"
+    ) -> list[TaskResult]:
         """Apply ``fn`` to every item; one :class:`TaskResult` per item, in input order."""
         items = list(items)
         if not items:
             return []
-        with progress_bar(len(items), label, enabled=self.progress, transient=False) as progress:
+        with progress_bar(
+            len(items), label, enabled=self.progress, transient=False
+        ) as progress:
             return self._map(fn, items, progress)
 
     def _map(self, fn, items: Sequence[Any], progress: ProgressBar) -> list[TaskResult]:
@@ -202,9 +217,13 @@ class LocalExecutor(Executor):
             self._reset_pool()
             for index in sorted(broken):
                 try:
-                    results[index] = self._get_pool().submit(run_task, fn, items[index]).result()
+                    results[index] = (
+                        self._get_pool().submit(run_task, fn, items[index]).result()
+                    )
                 except BrokenProcessPool:
-                    results[index] = TaskResult(error="the worker process died while processing this item (crash or out of memory)")
+                    results[index] = TaskResult(
+                        error="the worker process died while processing this item (crash or out of memory)"
+                    )
                     self._reset_pool()
                 progress.advance()
         return results  # type: ignore[return-value]  # every slot was filled above
@@ -242,7 +261,9 @@ def limit_threads(threads: int) -> None:
         os.environ.setdefault(name, str(threads))
     import sys
 
-    if "torch" in sys.modules:  # imported before the worker started (fork after torch is avoided, but be safe)
+    if (
+        "torch" in sys.modules
+    ):  # imported before the worker started (fork after torch is avoided, but be safe)
         sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
@@ -255,9 +276,15 @@ def _start_method() -> str:
     chosen = os.environ.get("HARMKIT_START_METHOD", "").strip()
     if chosen:
         if chosen not in methods:
-            raise HarmkitError(f"HARMKIT_START_METHOD={chosen!r}: use one of {', '.join(methods)}")
+            raise HarmkitError(
+                f"HARMKIT_START_METHOD={chosen!r}: use one of {', '.join(methods)}"
+            )
         return chosen
-    if "fork" in methods and threading.active_count() == 1 and "torch" not in sys.modules:
+    if (
+        "fork" in methods
+        and threading.active_count() == 1
+        and "torch" not in sys.modules
+    ):
         return "fork"
     return "forkserver" if "forkserver" in methods else "spawn"
 
@@ -274,12 +301,20 @@ class DaskExecutor(Executor):
 
     engine = "dask"
 
-    def __init__(self, scheduler: str, jobs: int | None = None, progress: bool = True, processes: bool = True):
+    def __init__(
+        self,
+        scheduler: str,
+        jobs: int | None = None,
+        progress: bool = True,
+        processes: bool = True,
+    ):
         super().__init__(progress)
         try:
             from distributed import Client, LocalCluster
         except ImportError:  # pragma: no cover - dask is a core dependency
-            raise HarmkitError("--scheduler needs dask distributed: pip install 'dask[distributed]'") from None
+            raise HarmkitError(
+                "--scheduler needs dask distributed: pip install 'dask[distributed]'"
+            ) from None
         self.scheduler = scheduler
         self._cluster: LocalCluster | None = None
         self._client: Client | None = None
@@ -294,8 +329,12 @@ class DaskExecutor(Executor):
             )
             address = self._cluster
         else:
-            if not scheduler.startswith(("tcp://", "tls://", "inproc://", "ws://", "wss://", "ucx://")):
-                raise HarmkitError(f"--scheduler {scheduler!r}: expected a Dask scheduler address such as tcp://HOST:8786, or 'local'")
+            if not scheduler.startswith(
+                ("tcp://", "tls://", "inproc://", "ws://", "wss://", "ucx://")
+            ):
+                raise HarmkitError(
+                    f"--scheduler {scheduler!r}: expected a Dask scheduler address such as tcp://HOST:8786, or 'local'"
+                )
             address = scheduler
         try:
             self._client = Client(address, timeout="20s", set_as_default=False)
@@ -308,7 +347,9 @@ class DaskExecutor(Executor):
 
     def _connected(self) -> Client:
         if self._client is None:
-            raise HarmkitError("this Dask executor is closed; make a new one to run more work")
+            raise HarmkitError(
+                "this Dask executor is closed; make a new one to run more work"
+            )
         return self._client
 
     @property
@@ -328,12 +369,18 @@ class DaskExecutor(Executor):
             try:
                 results[index] = future.result()
             except Exception as exc:  # worker lost, unpicklable result, ...
-                results[index] = TaskResult(error=f"Dask task failed: {type(exc).__name__}: {exc}")
+                results[index] = TaskResult(
+                    error=f"Dask task failed: {type(exc).__name__}: {exc}"
+                )
             progress.advance()
         return results  # type: ignore[return-value]  # every slot was filled above
 
     def describe(self) -> dict[str, Any]:
-        return {"engine": self.engine, "workers": self.workers, "scheduler": self.scheduler}
+        return {
+            "engine": self.engine,
+            "workers": self.workers,
+            "scheduler": self.scheduler,
+        }
 
     def close(self) -> None:
         if self._client is not None:
@@ -344,7 +391,12 @@ class DaskExecutor(Executor):
             self._cluster = None
 
 
-def get_executor(jobs: int | None = None, scheduler: str | None = None, progress: bool = True, **options: Any) -> Executor:
+def get_executor(
+    jobs: int | None = None,
+    scheduler: str | None = None,
+    progress: bool = True,
+    **options: Any,
+) -> Executor:
     """The executor for ``jobs`` and ``scheduler``.
 
     * ``scheduler`` set: a :class:`DaskExecutor` (``"local"`` starts a
@@ -360,13 +412,19 @@ def get_executor(jobs: int | None = None, scheduler: str | None = None, progress
         try:
             jobs = int(jobs)
         except (TypeError, ValueError):
-            raise HarmkitError(f"--jobs {jobs!r}: expected a positive whole number") from None
+            raise HarmkitError(
+                f"--jobs {jobs!r}: expected a positive whole number"
+            ) from None
         if jobs < 1:
-            raise HarmkitError(f"--jobs {jobs}: expected a positive whole number (1 runs in this process)")
+            raise HarmkitError(
+                f"--jobs {jobs}: expected a positive whole number (1 runs in this process)"
+            )
     if scheduler:
         return DaskExecutor(scheduler, jobs=jobs, progress=progress, **options)
     if options:
-        raise HarmkitError(f"unknown executor option(s) {', '.join(sorted(options))} (only Dask clusters take options)")
+        raise HarmkitError(
+            f"unknown executor option(s) {', '.join(sorted(options))} (only Dask clusters take options)"
+        )
     n = available_cores() if jobs is None else jobs
     if n == 1:
         return InProcessExecutor(progress=progress)

@@ -42,7 +42,14 @@ from .cache import Cache, default_cache_dir, hash_parts
 from .errors import HarmkitError, warn
 from .toolkit import FEATURE_INDEX, NON_FEATURE_COLUMNS
 
-__all__ = ["extract", "write_features", "read_features", "check_feature_output", "sidecar_path", "ExtractionTask"]
+__all__ = [
+    "extract",
+    "write_features",
+    "read_features",
+    "check_feature_output",
+    "sidecar_path",
+    "ExtractionTask",
+]
 
 KEY_FORMAT = "harmkit-features/1"
 # quick (stamp) keys are written only for scans that passed validation; a new check set changes them
@@ -70,7 +77,13 @@ def _file_stamp(path: Any) -> list | None:
         st = os.stat(path)
     except OSError:
         return None
-    return [str(Path(path).resolve()), st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
+    return [
+        str(Path(path).resolve()),
+        st.st_size,
+        st.st_ino,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+    ]
 
 
 def _quick_key(task: ExtractionTask) -> str | None:
@@ -80,8 +93,15 @@ def _quick_key(task: ExtractionTask) -> str | None:
     stamps = [_file_stamp(task.scan.image), _file_stamp(task.scan.masks.get(task.voi))]
     if None in stamps:
         return None
-    return hash_parts(KEY_FORMAT, "stamp", QUICK_FORMAT, task.fingerprint, task.largest_component,
-                      task.scan.nan_to_zero, stamps)
+    return hash_parts(
+        KEY_FORMAT,
+        "stamp",
+        QUICK_FORMAT,
+        task.fingerprint,
+        task.largest_component,
+        task.scan.nan_to_zero,
+        stamps,
+    )
 
 
 def _stored_features(cache: Cache, key: str) -> dict[str, float] | None:
@@ -91,7 +111,8 @@ def _stored_features(cache: Cache, key: str) -> dict[str, float] | None:
         return None
     features = stored.get("features") if isinstance(stored, dict) else None
     if not isinstance(features, dict) or not all(
-        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in features.items()
+        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+        for k, v in features.items()
     ):
         cache.discard(key, "it does not hold a table of feature values")
         return None
@@ -104,7 +125,11 @@ def _pointer(cache: Cache, quick: str) -> str | None:
     if pointer is None:
         return None
     key = pointer.get("key") if isinstance(pointer, dict) else None
-    if not isinstance(key, str) or len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+    if (
+        not isinstance(key, str)
+        or len(key) != 64
+        or any(c not in "0123456789abcdef" for c in key)
+    ):
         cache.discard(quick, "it does not point to a feature entry")
         return None
     return key
@@ -132,26 +157,50 @@ def _extract_one(task: ExtractionTask) -> dict[str, Any]:
             if task.largest_component:
                 mask = largest_component(mask)
             cache = Cache(task.cache_root)
-            key = cache.key(KEY_FORMAT, task.fingerprint, image, mask) if cache.enabled else None
+            key = (
+                cache.key(KEY_FORMAT, task.fingerprint, image, mask)
+                if cache.enabled
+                else None
+            )
             stored = _stored_features(cache, key) if key is not None else None
             if stored is not None:
                 if quick:
                     cache.put(quick, {"key": key})
-                result = {"features": stored, "cached": True, "key": key, "quick": quick}
+                result = {
+                    "features": stored,
+                    "cached": True,
+                    "key": key,
+                    "quick": quick,
+                }
             else:
                 started = time.perf_counter()
-                features = {name: float(value) for name, value in task.extractor.extract(image, mask).items()}
+                features = {
+                    name: float(value)
+                    for name, value in task.extractor.extract(image, mask).items()
+                }
                 seconds = time.perf_counter() - started
                 if key is not None:
                     cache.put(key, {"features": features, "seconds": seconds})
                     if quick:
                         cache.put(quick, {"key": key})
-                result = {"features": features, "cached": False, "key": key, "quick": quick, "seconds": seconds,
-                          "stored": bool(cache.enabled and not cache.write_failed)}
+                result = {
+                    "features": features,
+                    "cached": False,
+                    "key": key,
+                    "quick": quick,
+                    "seconds": seconds,
+                    "stored": bool(cache.enabled and not cache.write_failed),
+                }
         except HarmkitError as exc:
             message = str(exc)
-            raise HarmkitError(message if message.startswith(scan.label) else f"{scan.label}: {message}") from None
-    result["warnings"] = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+            raise HarmkitError(
+                message
+                if message.startswith(scan.label)
+                else f"{scan.label}: {message}"
+            ) from None
+    result["warnings"] = [
+        str(w.message) for w in caught if issubclass(w.category, UserWarning)
+    ]
     return result
 
 
@@ -227,7 +276,9 @@ def extract(
         raise HarmkitError("the cohort has no scans; nothing to extract")
     if not any(voi in scan.masks for scan in cohort):
         available = ", ".join(cohort.mask_names) or "none"
-        raise HarmkitError(f"no scan of {cohort.manifest or 'the cohort'} has a mask {voi!r} (masks: {available}); choose --voi among them or add a 'mask_{voi}' column to the manifest")
+        raise HarmkitError(
+            f"no scan of {cohort.manifest or 'the cohort'} has a mask {voi!r} (masks: {available}); choose --voi among them or add a 'mask_{voi}' column to the manifest"
+        )
     if extractor is None:
         extractor = get_extractor("radiomics")
     elif isinstance(extractor, str):
@@ -235,11 +286,17 @@ def extract(
     if cache_dir is False:
         cache_root = None
     else:
-        cache_root = str(Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser().resolve())
+        cache_root = str(
+            Path(cache_dir if cache_dir is not None else default_cache_dir())
+            .expanduser()
+            .resolve()
+        )
         unusable = Cache.usable(cache_root)
         if unusable:
-            warn(f"cannot write to the cache {cache_root}: {unusable}; extracting without the cache "
-                 f"(choose a writable folder with --cache, or pass --no-cache)")
+            warn(
+                f"cannot write to the cache {cache_root}: {unusable}; extracting without the cache "
+                f"(choose a writable folder with --cache, or pass --no-cache)"
+            )
             cache_root = None
     if nan_to_zero:
         from .validation import with_nan_to_zero
@@ -249,7 +306,12 @@ def extract(
     version = extractor.version
     feature_classes = extractor.feature_classes()
     fingerprint = hash_parts(extractor.name, version, settings)
-    tasks = [ExtractionTask(scan, voi, extractor, fingerprint, cache_root, bool(largest_component)) for scan in cohort]
+    tasks = [
+        ExtractionTask(
+            scan, voi, extractor, fingerprint, cache_root, bool(largest_component)
+        )
+        for scan in cohort
+    ]
 
     # unchanged files found by their stamps need neither reading nor a worker
     cache = Cache(cache_root)
@@ -259,7 +321,9 @@ def extract(
         key = _pointer(cache, quick) if quick else None
         stored = _stored_features(cache, key) if key else None
         if stored is not None:
-            results[i] = TaskResult(value={"features": stored, "cached": True, "key": key})
+            results[i] = TaskResult(
+                value={"features": stored, "cached": True, "key": key}
+            )
     pending = [i for i, r in enumerate(results) if r is None]
     invalid: dict[int, str] = {}
     if pending:
@@ -267,15 +331,23 @@ def extract(
         if own_executor:
             executor = get_executor(jobs=jobs, scheduler=scheduler, progress=progress)
         try:
-            invalid = _invalid_scans(cohort, pending, voi, extractor, bin_width_option, executor)
+            invalid = _invalid_scans(
+                cohort, pending, voi, extractor, bin_width_option, executor
+            )
             if invalid and on_error == "raise":
                 lines = "\n".join(f"  - {message}" for message in invalid.values())
-                raise HarmkitError(f"{len(invalid)} of {len(cohort)} scan(s) cannot be used, so nothing was extracted; "
-                                   f"fix them (see 'harmkit validate'), or extract the others with --keep-going "
-                                   f"(on_error='keep'):\n{lines}")
+                raise HarmkitError(
+                    f"{len(invalid)} of {len(cohort)} scan(s) cannot be used, so nothing was extracted; "
+                    f"fix them (see 'harmkit validate'), or extract the others with --keep-going "
+                    f"(on_error='keep'):\n{lines}"
+                )
             runnable = [i for i in pending if i not in invalid]
             label = f"extracting {voi} features"
-            done = executor.map(_extract_one, [tasks[i] for i in runnable], label=label) if runnable else []
+            done = (
+                executor.map(_extract_one, [tasks[i] for i in runnable], label=label)
+                if runnable
+                else []
+            )
         finally:
             if own_executor:
                 executor.close()
@@ -288,10 +360,14 @@ def extract(
         if number in invalid:
             failed[scan.subject_id] = invalid[number]
             continue
-        assert result is not None  # every scan that is not invalid was found in the cache or run
+        assert (
+            result is not None
+        )  # every scan that is not invalid was found in the cache or run
         if not result.ok:
             error = result.error or "unknown error"
-            failed[scan.subject_id] = error if scan.label in error else f"{scan.label}: {error}"
+            failed[scan.subject_id] = (
+                error if scan.label in error else f"{scan.label}: {error}"
+            )
             continue
         value = result.value
         for message in value.get("warnings", ()):
@@ -300,9 +376,17 @@ def extract(
             hits += 1
         else:
             computed += 1
-            if cache.enabled and value.get("stored") is not False and value["key"] and value["key"] not in cache:
+            if (
+                cache.enabled
+                and value.get("stored") is not False
+                and value["key"]
+                and value["key"] not in cache
+            ):
                 # a remote worker without the shared cache
-                cache.put(value["key"], {"features": value["features"], "seconds": value.get("seconds")})
+                cache.put(
+                    value["key"],
+                    {"features": value["features"], "seconds": value.get("seconds")},
+                )
                 if value.get("quick"):
                     cache.put(value["quick"], {"key": value["key"]})
         rows.append({"site": scan.site, "site_group": scan.group, **value["features"]})
@@ -310,8 +394,14 @@ def extract(
 
     if failed and on_error == "raise":
         lines = "\n".join(f"  - {message}" for message in failed.values())
-        kept = f"; the features of the other {len(index)} scan(s) are cached in {cache_root}, so a rerun computes only the failing ones" if cache_root and index else ""
-        raise HarmkitError(f"feature extraction failed for {len(failed)} of {len(cohort)} scan(s){kept}:\n{lines}")
+        kept = (
+            f"; the features of the other {len(index)} scan(s) are cached in {cache_root}, so a rerun computes only the failing ones"
+            if cache_root and index
+            else ""
+        )
+        raise HarmkitError(
+            f"feature extraction failed for {len(failed)} of {len(cohort)} scan(s){kept}:\n{lines}"
+        )
 
     feature_names = list(feature_classes)
     for row in rows:  # features an extractor returns beyond feature_classes() keep their order of appearance
@@ -319,8 +409,11 @@ def extract(
             if name not in NON_FEATURE_COLUMNS and name not in feature_classes:
                 feature_classes[name] = "unknown"
                 feature_names.append(name)
-    table = pd.DataFrame(rows, index=pd.Index(index, name=FEATURE_INDEX),
-                         columns=[*NON_FEATURE_COLUMNS, *feature_names])
+    table = pd.DataFrame(
+        rows,
+        index=pd.Index(index, name=FEATURE_INDEX),
+        columns=[*NON_FEATURE_COLUMNS, *feature_names],
+    )
     table[feature_names] = table[feature_names].astype(float)
     table.attrs.update(
         {
@@ -337,23 +430,44 @@ def extract(
     return table
 
 
-def _invalid_scans(cohort, pending: list[int], voi: str, extractor, bin_width_option, executor) -> dict[int, str]:
+def _invalid_scans(
+    cohort, pending: list[int], voi: str, extractor, bin_width_option, executor
+) -> dict[int, str]:
     """Data checks of the scans to extract (see :mod:`harmkit.validation`): ``{index: message}`` of those that fail."""
     from .data import Cohort
     from .validation import bin_width_of, validate_cohort
 
-    subset = Cohort([cohort[i] for i in pending], cohort.root, cohort.manifest, cohort.metadata)
+    subset = Cohort(
+        [cohort[i] for i in pending], cohort.root, cohort.manifest, cohort.metadata
+    )
     nan_to_zero = all(s.nan_to_zero for s in subset)
-    report = validate_cohort(subset, 1, False, [voi], True, use_masks=[voi], nan_to_zero=nan_to_zero,
-                             bin_width=bin_width_of(extractor), bin_width_option=bin_width_option, executor=executor)
+    report = validate_cohort(
+        subset,
+        1,
+        False,
+        [voi],
+        True,
+        use_masks=[voi],
+        nan_to_zero=nan_to_zero,
+        bin_width=bin_width_of(extractor),
+        bin_width_option=bin_width_option,
+        executor=executor,
+    )
     for problem in report.warnings:
         warn(str(problem))
     invalid: dict[int, list[str]] = {}
     for i, scan in zip(pending, subset):
-        messages = [p.message for p in report.errors if (p.row, p.subject) == (scan.row, scan.subject_id or None)]
+        messages = [
+            p.message
+            for p in report.errors
+            if (p.row, p.subject) == (scan.row, scan.subject_id or None)
+        ]
         if messages:
             invalid[i] = messages
-    return {i: f"{cohort[i].label}: " + "; ".join(messages) for i, messages in invalid.items()}
+    return {
+        i: f"{cohort[i].label}: " + "; ".join(messages)
+        for i, messages in invalid.items()
+    }
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
@@ -376,10 +490,16 @@ def _is_sidecar(path: Path) -> bool:
         document = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(document, dict) and "feature_classes" in document and "extractor" in document
+    return (
+        isinstance(document, dict)
+        and "feature_classes" in document
+        and "extractor" in document
+    )
 
 
-def check_feature_output(path: str | os.PathLike, inputs=(), option: str = "--out") -> None:
+def check_feature_output(
+    path: str | os.PathLike, inputs=(), option: str = "--out"
+) -> None:
     """Refuse to write a feature table to ``path`` when that would destroy something harmkit did not write.
 
     ``path`` and its sidecar must not be one of ``inputs`` (the manifest,
@@ -394,7 +514,9 @@ def check_feature_output(path: str | os.PathLike, inputs=(), option: str = "--ou
     check_not_an_input(path, inputs, option)
     check_not_an_input(sidecar, inputs, f"{option} (settings file {sidecar.name})")
     if path.is_dir():
-        raise HarmkitError(f"{option} {path}: is a folder; give the name of a CSV file, e.g. {path / 'features.csv'}")
+        raise HarmkitError(
+            f"{option} {path}: is a folder; give the name of a CSV file, e.g. {path / 'features.csv'}"
+        )
     if path.exists():
         header = ""
         try:
@@ -402,7 +524,10 @@ def check_feature_output(path: str | os.PathLike, inputs=(), option: str = "--ou
                 header = handle.readline()
         except (OSError, UnicodeDecodeError):
             pass
-        if not (header.startswith(",".join((FEATURE_INDEX, *NON_FEATURE_COLUMNS, ""))) and _sidecar_of(path)):
+        if not (
+            header.startswith(",".join((FEATURE_INDEX, *NON_FEATURE_COLUMNS, "")))
+            and _sidecar_of(path)
+        ):
             raise HarmkitError(
                 f"{option} {path}: exists and is not a feature table written by harmkit extract; harmkit will not "
                 f"overwrite it. Choose another --out, or delete the file yourself"
@@ -440,10 +565,17 @@ def read_features(path: str | os.PathLike) -> pd.DataFrame:
         raise HarmkitError(f"feature table not found: {path}")
     try:
         text_columns = dict.fromkeys((FEATURE_INDEX, *NON_FEATURE_COLUMNS), str)
-        table = pd.read_csv(path, index_col=FEATURE_INDEX, dtype=text_columns, float_precision="round_trip")
+        table = pd.read_csv(
+            path,
+            index_col=FEATURE_INDEX,
+            dtype=text_columns,
+            float_precision="round_trip",
+        )
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise HarmkitError(f"{path}: not a feature table written by harmkit extract ({reason})") from None
+        raise HarmkitError(
+            f"{path}: not a feature table written by harmkit extract ({reason})"
+        ) from None
     sidecar = _sidecar_of(path)
     if sidecar is not None:
         table.attrs.update(json.loads(sidecar.read_text()))

@@ -16,7 +16,9 @@ from .errors import HarmkitError
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
-def read_image(path: str | os.PathLike, what: str = "image", nan_to_zero: bool = False) -> sitk.Image:
+def read_image(
+    path: str | os.PathLike, what: str = "image", nan_to_zero: bool = False
+) -> sitk.Image:
     """Read an image file or DICOM series folder as float32, geometry preserved.
 
     A folder is read as a DICOM series; PET series in Bq/mL are converted to
@@ -36,10 +38,16 @@ def read_image(path: str | os.PathLike, what: str = "image", nan_to_zero: bool =
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
-        raise HarmkitError(f"{what}: cannot read {path} ({first_line}); expected NIfTI, NRRD, MHA or a DICOM folder") from None
+        first_line = (
+            str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
+        )
+        raise HarmkitError(
+            f"{what}: cannot read {path} ({first_line}); expected NIfTI, NRRD, MHA or a DICOM folder"
+        ) from None
     if image.GetNumberOfComponentsPerPixel() != 1:
-        raise HarmkitError(f"{what}: {path} has {image.GetNumberOfComponentsPerPixel()} components per voxel; expected a scalar image")
+        raise HarmkitError(
+            f"{what}: {path} has {image.GetNumberOfComponentsPerPixel()} components per voxel; expected a scalar image"
+        )
     image = sitk.Cast(image, sitk.sitkFloat32)
     return zero_non_finite(image) if nan_to_zero else image
 
@@ -61,7 +69,9 @@ def read_mask(path: str | os.PathLike, what: str = "mask") -> sitk.Image:
     return sitk.Cast(image != 0, sitk.sitkUInt8)
 
 
-def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> Path:
+def write_image(
+    image: sitk.Image, path: str | os.PathLike, compress: bool = True
+) -> Path:
     """Write ``image`` atomically (temporary name, then rename).
 
     SimpleITK's NIfTI writer does not report a full disk: it leaves a short
@@ -75,9 +85,15 @@ def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = Tru
         try:
             sitk.WriteImage(image, str(tmp), compress)
         except RuntimeError as exc:
-            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "write failed"
-            raise HarmkitError(f"cannot write {path}: {reason}; check that the disk has space and the folder is "
-                               f"writable") from None
+            reason = (
+                str(exc).strip().splitlines()[-1]
+                if str(exc).strip()
+                else "write failed"
+            )
+            raise HarmkitError(
+                f"cannot write {path}: {reason}; check that the disk has space and the folder is "
+                f"writable"
+            ) from None
         if is_nifti(tmp):
             problem = nifti_stored_data(tmp).problem
             if problem:
@@ -109,11 +125,23 @@ class StoredData:
     dtype: str | None = None
 
 
-_NIFTI_TYPES = {2: np.uint8, 4: np.int16, 8: np.int32, 16: np.float32, 64: np.float64, 256: np.int8, 512: np.uint16,
-                768: np.uint32, 1024: np.int64, 1280: np.uint64}
+_NIFTI_TYPES = {
+    2: np.uint8,
+    4: np.int16,
+    8: np.int32,
+    16: np.float32,
+    64: np.float64,
+    256: np.int8,
+    512: np.uint16,
+    768: np.uint32,
+    1024: np.int64,
+    1280: np.uint64,
+}
 
 
-def nifti_stored_data(path: str | os.PathLike, chunk_bytes: int = 1 << 24) -> StoredData:
+def nifti_stored_data(
+    path: str | os.PathLike, chunk_bytes: int = 1 << 24
+) -> StoredData:
     """Stream the voxel data of a NIfTI-1/2 file (gzip or not) and check it is all there.
 
     SimpleITK (nifticlib) reads a truncated or damaged ``.nii.gz`` without an
@@ -131,7 +159,9 @@ def nifti_stored_data(path: str | os.PathLike, chunk_bytes: int = 1 << 24) -> St
         with opener(path, "rb") as handle:
             head = handle.read(540)
             if len(head) < 348:
-                return StoredData(problem=f"the header is incomplete ({len(head)} of 348 bytes)")
+                return StoredData(
+                    problem=f"the header is incomplete ({len(head)} of 348 bytes)"
+                )
             order: Literal["<", ">"]
             for order in ("<", ">"):
                 size = struct.unpack_from(order + "i", head, 0)[0]
@@ -151,9 +181,15 @@ def nifti_stored_data(path: str | os.PathLike, chunk_bytes: int = 1 << 24) -> St
                 offset = struct.unpack_from(order + "q", head, 168)[0]
             if not 1 <= dims[0] <= 7 or bitpix <= 0 or bitpix % 8:
                 return StoredData()
-            dtype = np.dtype(_NIFTI_TYPES[datatype]).newbyteorder(order) if datatype in _NIFTI_TYPES else None
+            dtype = (
+                np.dtype(_NIFTI_TYPES[datatype]).newbyteorder(order)
+                if datatype in _NIFTI_TYPES
+                else None
+            )
             floats = dtype is not None and dtype.kind == "f"
-            expected = int(np.prod([max(int(d), 1) for d in dims[1 : dims[0] + 1]], dtype=np.int64)) * (bitpix // 8)
+            expected = int(
+                np.prod([max(int(d), 1) for d in dims[1 : dims[0] + 1]], dtype=np.int64)
+            ) * (bitpix // 8)
             handle.seek(max(offset, size))
             remaining, bad, nan = expected, 0, 0
             while remaining > 0:
@@ -163,22 +199,33 @@ def nifti_stored_data(path: str | os.PathLike, chunk_bytes: int = 1 << 24) -> St
                 remaining -= len(block)
                 if floats:
                     assert dtype is not None  # floats implies a known data type
-                    values = np.frombuffer(block[: len(block) - len(block) % dtype.itemsize], dtype=dtype)
+                    values = np.frombuffer(
+                        block[: len(block) - len(block) % dtype.itemsize], dtype=dtype
+                    )
                     finite = np.isfinite(values)
                     if not finite.all():
                         bad += int(values.size - np.count_nonzero(finite))
                         nan += int(np.count_nonzero(np.isnan(values)))
             stored = None if dtype is None else np.dtype(dtype).name
             if remaining == 0 and opener is gzip.open:
-                while handle.read(chunk_bytes):  # to the end of the stream, so that its checksum is verified
+                while handle.read(
+                    chunk_bytes
+                ):  # to the end of the stream, so that its checksum is verified
                     pass
             if remaining > 0:
                 got = expected - remaining
-                return StoredData(f"the voxel data is truncated: {got} of {expected} bytes", bad, nan, stored)
+                return StoredData(
+                    f"the voxel data is truncated: {got} of {expected} bytes",
+                    bad,
+                    nan,
+                    stored,
+                )
             return StoredData(None, bad, nan, stored)
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         reason = str(exc).strip() or type(exc).__name__
-        return StoredData(problem=f"the compressed data is damaged or truncated ({reason})")
+        return StoredData(
+            problem=f"the compressed data is damaged or truncated ({reason})"
+        )
     except OSError as exc:
         return StoredData(problem=f"cannot be read ({exc.strerror or exc})")
     except struct.error:
@@ -192,7 +239,12 @@ GEOMETRY_TOLERANCE = 1e-4
 
 def _grid(image) -> tuple:
     if isinstance(image, sitk.Image):
-        return image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection()
+        return (
+            image.GetSize(),
+            image.GetSpacing(),
+            image.GetOrigin(),
+            image.GetDirection(),
+        )
     return tuple(image["size"]), image["spacing"], image["origin"], image["direction"]
 
 
@@ -230,5 +282,17 @@ def copy_geometry(array_image: sitk.Image, reference: sitk.Image) -> sitk.Image:
     return array_image
 
 
-__all__ = ["read_image", "read_mask", "write_image", "zero_non_finite", "nifti_stored_data", "StoredData",
-           "GEOMETRY_TOLERANCE", "same_geometry", "geometry_difference", "copy_geometry", "is_nifti", "IMAGE_SUFFIXES"]
+__all__ = [
+    "read_image",
+    "read_mask",
+    "write_image",
+    "zero_non_finite",
+    "nifti_stored_data",
+    "StoredData",
+    "GEOMETRY_TOLERANCE",
+    "same_geometry",
+    "geometry_difference",
+    "copy_geometry",
+    "is_nifti",
+    "IMAGE_SUFFIXES",
+]

@@ -11,9 +11,9 @@ from __future__ import annotations
 import csv
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable
 
 from .atomic import atomic_file
 from .data import Cohort, Scan
@@ -67,7 +67,14 @@ def read_manifest_problems(path: str | os.PathLike) -> tuple[Cohort, list[Proble
             reader = csv.DictReader(handle)
             columns = [c.strip() for c in (reader.fieldnames or [])]
             raw_rows = list(reader)
-        rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in raw_rows]
+        rows = [
+            {
+                (k or "").strip(): (v or "").strip()
+                for k, v in row.items()
+                if k is not None
+            }
+            for row in raw_rows
+        ]
     except (UnicodeDecodeError, csv.Error) as exc:
         raise HarmkitError(f"{path}: not a readable CSV file ({exc})") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
@@ -78,7 +85,9 @@ def read_manifest_problems(path: str | os.PathLike) -> tuple[Cohort, list[Proble
         )
     root = path.parent
     mask_columns = [c for c in columns if c.startswith(MASK_PREFIX)]
-    covariate_columns = [c for c in columns if c not in RESERVED_COLUMNS and c not in mask_columns]
+    covariate_columns = [
+        c for c in columns if c not in RESERVED_COLUMNS and c not in mask_columns
+    ]
     problems: list[Problem] = []
     scans: list[Scan] = []
     for number, row in enumerate(rows, start=1):
@@ -86,18 +95,30 @@ def read_manifest_problems(path: str | os.PathLike) -> tuple[Cohort, list[Proble
         site = row.get("site", "")
 
         def problem(message: str) -> None:
-            problems.append(Problem(message, row=number, subject=subject or None, site=site or None))
+            problems.append(
+                Problem(message, row=number, subject=subject or None, site=site or None)
+            )
 
         if raw_rows[number - 1].get(None):
-            problem(f"more cells than the header has columns ({len(columns)}); check for a stray comma or quote")
+            problem(
+                f"more cells than the header has columns ({len(columns)}); check for a stray comma or quote"
+            )
         if not subject:
             problem("empty subject_id; give every scan a unique subject id")
         if not site:
             problem("empty site; name the site (or acquisition protocol) of every scan")
         if not row.get("image"):
-            problem("empty image path; give the image file or DICOM folder, relative to the manifest")
-        outcome = _parse_outcome(row.get("outcome", ""), problem) if "outcome" in columns else None
-        masks = {c[len(MASK_PREFIX):]: root / row[c] for c in mask_columns if row.get(c)}
+            problem(
+                "empty image path; give the image file or DICOM folder, relative to the manifest"
+            )
+        outcome = (
+            _parse_outcome(row.get("outcome", ""), problem)
+            if "outcome" in columns
+            else None
+        )
+        masks = {
+            c[len(MASK_PREFIX) :]: root / row[c] for c in mask_columns if row.get(c)
+        }
         covariates = {c: _parse_value(row.get(c, "")) for c in covariate_columns}
         scans.append(
             Scan(
@@ -126,7 +147,9 @@ def duplicate_subject_problems(scans: Iterable[Scan]) -> list[Problem]:
     for scan in scans:
         if scan.subject_id and scan.subject_id in seen:
             first = seen[scan.subject_id]
-            first_where = f"row {first.row}" if first.row is not None else "an earlier scan"
+            first_where = (
+                f"row {first.row}" if first.row is not None else "an earlier scan"
+            )
             problems.append(
                 Problem(
                     f"duplicate subject_id, first used in {first_where}; subject ids must be unique "
@@ -162,7 +185,11 @@ def _parse_value(text: str):
         return text
 
 
-def write_manifest(scans: Iterable[Scan], path: str | os.PathLike, covariate_columns: list[str] | None = None) -> Path:
+def write_manifest(
+    scans: Iterable[Scan],
+    path: str | os.PathLike,
+    covariate_columns: list[str] | None = None,
+) -> Path:
     """Write a manifest for scans whose image and masks are files; paths become relative to ``path``.
 
     Written to a temporary name and renamed, so a partial manifest never exists.
@@ -171,12 +198,20 @@ def write_manifest(scans: Iterable[Scan], path: str | os.PathLike, covariate_col
     scans = list(scans)
     root = path.parent.resolve()
     mask_names = sorted({name for s in scans for name in s.masks})
-    covariate_columns = covariate_columns or sorted({k for s in scans for k in s.covariates})
+    covariate_columns = covariate_columns or sorted(
+        {k for s in scans for k in s.covariates}
+    )
     with_groups = any(s.site_group for s in scans)
     with_outcome = any(s.outcome is not None for s in scans)
     with_pairs = any(s.pair_id for s in scans)
-    header = ["subject_id", "site", *(["site_group"] if with_groups else []), *(["pair_id"] if with_pairs else []),
-              "image", *(f"{MASK_PREFIX}{m}" for m in mask_names)]
+    header = [
+        "subject_id",
+        "site",
+        *(["site_group"] if with_groups else []),
+        *(["pair_id"] if with_pairs else []),
+        "image",
+        *(f"{MASK_PREFIX}{m}" for m in mask_names),
+    ]
     header += (["outcome"] if with_outcome else []) + covariate_columns
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as tmp, open(tmp, "w", newline="") as handle:
@@ -189,21 +224,33 @@ def write_manifest(scans: Iterable[Scan], path: str | os.PathLike, covariate_col
             if with_pairs:
                 row.append(scan.pair_id or "")
             row.append(_relative(scan.image, root, scan, "image"))
-            row += [_relative(scan.masks[m], root, scan, m) if m in scan.masks else "" for m in mask_names]
+            row += [
+                _relative(scan.masks[m], root, scan, m) if m in scan.masks else ""
+                for m in mask_names
+            ]
             if with_outcome:
                 row.append("" if scan.outcome is None else str(int(scan.outcome)))
-            row += ["" if scan.covariates.get(c) is None else scan.covariates[c] for c in covariate_columns]
+            row += [
+                "" if scan.covariates.get(c) is None else scan.covariates[c]
+                for c in covariate_columns
+            ]
             writer.writerow(row)
     return path
 
 
 def _relative(value, root: Path, scan: Scan, what: str) -> str:
     if not isinstance(value, (str, Path)):
-        raise HarmkitError(f"{scan.label}: {what} is in memory; write it to a file first (harmkit.manifest.write_cohort)")
+        raise HarmkitError(
+            f"{scan.label}: {what} is in memory; write it to a file first (harmkit.manifest.write_cohort)"
+        )
     return Path(os.path.relpath(Path(value).resolve(), root)).as_posix()
 
 
-def write_cohort(scans: Iterable[Scan], out_dir: str | os.PathLike, manifest_name: str = "manifest.csv") -> Path:
+def write_cohort(
+    scans: Iterable[Scan],
+    out_dir: str | os.PathLike,
+    manifest_name: str = "manifest.csv",
+) -> Path:
     """Write every scan's image and masks as NIfTI under ``out_dir`` and a manifest pointing to them.
 
     Files go where :func:`image_layout` puts them, so two subjects never share
@@ -222,7 +269,9 @@ def write_cohort(scans: Iterable[Scan], out_dir: str | os.PathLike, manifest_nam
         image_path = write_image(scan.load_image(), files.image)
         masks = {}
         for name in scan.masks:
-            masks[name] = write_image(sitk.Cast(scan.load_mask(name), sitk.sitkUInt8), files.mask(name))
+            masks[name] = write_image(
+                sitk.Cast(scan.load_mask(name), sitk.sitkUInt8), files.mask(name)
+            )
         written.append(replace(scan, image=image_path, masks=masks))
     return write_manifest(written, out_dir / manifest_name)
 
@@ -244,7 +293,9 @@ class ScanFiles:
         return self.folder / f"{_safe(self.site)}_mask_{_safe(name)}.nii.gz"
 
 
-def image_layout(out_dir: str | os.PathLike, scans: Iterable[Scan]) -> dict[str, ScanFiles]:
+def image_layout(
+    out_dir: str | os.PathLike, scans: Iterable[Scan]
+) -> dict[str, ScanFiles]:
     """``{subject_id: ScanFiles}``: the layout of every cohort harmkit writes (harmonized images, ``write_cohort``).
 
     A scan's files go to ``out_dir/images/<subject>/<site>_pet.nii.gz`` and
@@ -255,10 +306,17 @@ def image_layout(out_dir: str | os.PathLike, scans: Iterable[Scan]) -> dict[str,
     """
     scans = list(scans)
     names = unique_file_names([s.subject_id for s in scans])
-    return {s.subject_id: ScanFiles(Path(out_dir) / "images" / names[str(s.subject_id)], s.site) for s in scans}
+    return {
+        s.subject_id: ScanFiles(
+            Path(out_dir) / "images" / names[str(s.subject_id)], s.site
+        )
+        for s in scans
+    }
 
 
-_SAFE_CHARACTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+_SAFE_CHARACTERS = set(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
+)
 
 
 def _safe(text: str) -> str:
@@ -270,7 +328,10 @@ def _safe(text: str) -> str:
     text = str(text)
     if text and text[0] != "." and all(ch in _SAFE_CHARACTERS for ch in text):
         return text
-    plain = "".join(ch if ch in _SAFE_CHARACTERS else "_" for ch in text).lstrip(".")[:64] or "id"
+    plain = (
+        "".join(ch if ch in _SAFE_CHARACTERS else "_" for ch in text).lstrip(".")[:64]
+        or "id"
+    )
     return f"{plain}-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:8]}"
 
 
@@ -289,7 +350,11 @@ def unique_file_names(ids: Iterable[str]) -> dict[str, str]:
     for i, name in names.items():
         if clashes[name.casefold()] > 1:
             names[i] = f"{name}-{hashlib.sha256(i.encode('utf-8')).hexdigest()[:12]}"
-    if len({n.casefold() for n in names.values()}) != len(names):  # pragma: no cover - needs a SHA-256 collision
-        raise HarmkitError("could not give every subject a distinct file name; rename the subjects whose ids differ "
-                           "only in punctuation")
+    if len({n.casefold() for n in names.values()}) != len(
+        names
+    ):  # pragma: no cover - needs a SHA-256 collision
+        raise HarmkitError(
+            "could not give every subject a distinct file name; rename the subjects whose ids differ "
+            "only in punctuation"
+        )
     return names

@@ -23,7 +23,7 @@ Rules (checked by :func:`pair_problems`, reported by ``harmkit validate``):
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable
+from collections.abc import Iterable
 
 from .data import Cohort, Scan
 from .errors import ManifestError, Problem
@@ -46,19 +46,32 @@ def pair_problems(cohort: Iterable[Scan]) -> list[Problem]:
     for pair_id, scans in pairs(cohort).items():
         if len(scans) == 1:
             scan = scans[0]
-            problems.append(_problem(
-                scan, f"pair_id {pair_id!r} is used by this scan only, so it has no partner to compare with; add the "
-                      f"partner scan's row with the same pair_id, or clear the cell", "warning"))
+            problems.append(
+                _problem(
+                    scan,
+                    f"pair_id {pair_id!r} is used by this scan only, so it has no partner to compare with; add the "
+                    f"partner scan's row with the same pair_id, or clear the cell",
+                    "warning",
+                )
+            )
             continue
         first_in_group: dict[str, Scan] = {}
         for scan in scans:
             first = first_in_group.setdefault(scan.group, scan)
             if first is scan:
                 continue
-            where = f"row {first.row}" if first.row is not None else f"subject {first.subject_id!r}"
-            problems.append(_problem(
-                scan, f"pair_id {pair_id!r} is used twice in site group {scan.group!r} (also {where}); a pair links "
-                      f"scans at different site groups: give one of them another pair_id, or clear it"))
+            where = (
+                f"row {first.row}"
+                if first.row is not None
+                else f"subject {first.subject_id!r}"
+            )
+            problems.append(
+                _problem(
+                    scan,
+                    f"pair_id {pair_id!r} is used twice in site group {scan.group!r} (also {where}); a pair links "
+                    f"scans at different site groups: give one of them another pair_id, or clear it",
+                )
+            )
     return problems
 
 
@@ -87,4 +100,10 @@ def partner_scans(cohort: Cohort | Iterable[Scan]) -> dict[tuple[str, str], Scan
 
 
 def _problem(scan: Scan, message: str, severity: str = "error") -> Problem:
-    return Problem(message, row=scan.row, subject=scan.subject_id or None, site=scan.site or None, severity=severity)
+    return Problem(
+        message,
+        row=scan.row,
+        subject=scan.subject_id or None,
+        site=scan.site or None,
+        severity=severity,
+    )

@@ -33,7 +33,9 @@ def parse_param_value(text: str) -> Any:
     return text
 
 
-def check_params(cls: type[Any], values: dict[str, Any], where: str = "", fix: str = "") -> dict[str, Any]:
+def check_params(
+    cls: type[Any], values: dict[str, Any], where: str = "", fix: str = ""
+) -> dict[str, Any]:
     """Check ``values`` against the constructor of plugin class ``cls``: known names, values of the right type.
 
     Types come from the constructor's annotations (``bool``, ``int``,
@@ -47,8 +49,11 @@ def check_params(cls: type[Any], values: dict[str, Any], where: str = "", fix: s
         signature = inspect.signature(cls.__init__)
     except (TypeError, ValueError):  # pragma: no cover - builtins
         return dict(values)
-    parameters = {n: p for n, p in signature.parameters.items()
-                  if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    parameters = {
+        n: p
+        for n, p in signature.parameters.items()
+        if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    }
     takes_any = any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values())
     hints = _type_hints(cls)
     label = getattr(cls, "name", "") or cls.__name__
@@ -69,11 +74,23 @@ def check_params(cls: type[Any], values: dict[str, Any], where: str = "", fix: s
         expected = hints.get(name, inspect.Parameter.empty)
         if expected is inspect.Parameter.empty:
             default = parameters[name].default
-            expected = Any if default is inspect.Parameter.empty or default is None else type(default)
-        if not _matches(value, expected) and not isinstance(value, (list, tuple, dict)) and _matches([value], expected):
-            checked[name] = value = [value]  # one value where a list is expected: --param combat.smooth_terms=age
+            expected = (
+                Any
+                if default is inspect.Parameter.empty or default is None
+                else type(default)
+            )
+        if (
+            not _matches(value, expected)
+            and not isinstance(value, (list, tuple, dict))
+            and _matches([value], expected)
+        ):
+            checked[name] = value = [
+                value
+            ]  # one value where a list is expected: --param combat.smooth_terms=age
         if not _matches(value, expected):
-            raise HarmkitError(f"{where}{name}={value!r}: expected {_describe(expected)} for plugin {label!r}{fix}")
+            raise HarmkitError(
+                f"{where}{name}={value!r}: expected {_describe(expected)} for plugin {label!r}{fix}"
+            )
     return checked
 
 
@@ -123,16 +140,27 @@ def _matches(value: Any, expected: Any) -> bool:
         return isinstance(value, str)
     if expected in (os.PathLike,) or origin is os.PathLike:
         return isinstance(value, (str, os.PathLike))
-    sequence_types = (list, tuple, collections.abc.Sequence, collections.abc.Iterable, collections.abc.Collection)
+    sequence_types = (
+        list,
+        tuple,
+        collections.abc.Sequence,
+        collections.abc.Iterable,
+        collections.abc.Collection,
+    )
     if expected in sequence_types or origin in sequence_types:
         if not isinstance(value, (list, tuple)):
             return False
         if not args:
             return True
         if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
-            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
+            return len(value) == len(args) and all(
+                _matches(v, a) for v, a in zip(value, args)
+            )
         return all(_matches(v, args[0]) for v in value)
-    if expected in (dict, collections.abc.Mapping) or origin in (dict, collections.abc.Mapping):
+    if expected in (dict, collections.abc.Mapping) or origin in (
+        dict,
+        collections.abc.Mapping,
+    ):
         return isinstance(value, dict)
     if isinstance(expected, type):
         return isinstance(value, expected)
@@ -155,13 +183,25 @@ def _describe(expected: Any) -> str:
     names = {bool: "true or false", int: "an integer", float: "a number", str: "text"}
     if expected in names:
         return names[expected]
-    if origin in (list, tuple, collections.abc.Sequence) or expected in (list, tuple, collections.abc.Sequence):
+    if origin in (list, tuple, collections.abc.Sequence) or expected in (
+        list,
+        tuple,
+        collections.abc.Sequence,
+    ):
         if origin is tuple and args and args[-1] is not Ellipsis:
             return f"a list of {len(args)} values ({', '.join(_describe(a) for a in args)})"
         if not args:
             return "a list (comma-separated)"
-        plural = {bool: "true/false values", int: "integers", float: "numbers", str: "texts"}.get(args[0])
+        plural = {
+            bool: "true/false values",
+            int: "integers",
+            float: "numbers",
+            str: "texts",
+        }.get(args[0])
         return f"a list of {plural or _describe(args[0]) + ' values'} (comma-separated)"
-    if origin in (dict, collections.abc.Mapping) or expected in (dict, collections.abc.Mapping):
+    if origin in (dict, collections.abc.Mapping) or expected in (
+        dict,
+        collections.abc.Mapping,
+    ):
         return "a table (JSON object)"
     return getattr(expected, "__name__", str(expected))

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
-from numpy.typing import ArrayLike
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from .toolkit import feature_columns
 
@@ -64,7 +64,9 @@ def _kde(sample: np.ndarray, scale: float):
     width = max(scale * 1e-3, 1e-12)
 
     def point_mass(x, centre=float(sample[0]), width=width):
-        return np.exp(-0.5 * ((x - centre) / width) ** 2) / (width * math.sqrt(2 * math.pi))
+        return np.exp(-0.5 * ((x - centre) / width) ** 2) / (
+            width * math.sqrt(2 * math.pi)
+        )
 
     return point_mass, width
 
@@ -108,20 +110,30 @@ def overlap_coefficient(a: ArrayLike, b: ArrayLike, grid_size: int = 2048) -> fl
 
 
 def _feature_columns(features: pd.DataFrame) -> list[str]:
-    return [c for c in feature_columns(features) if pd.api.types.is_numeric_dtype(features[c])]
+    return [
+        c
+        for c in feature_columns(features)
+        if pd.api.types.is_numeric_dtype(features[c])
+    ]
 
 
-def _two_groups(groups: pd.Series, group_a: str | None, group_b: str | None) -> tuple[str, str]:
+def _two_groups(
+    groups: pd.Series, group_a: str | None, group_b: str | None
+) -> tuple[str, str]:
     present = list(dict.fromkeys(groups.tolist()))
     if group_a is None and group_b is None:
         if len(present) != 2:
-            raise ValueError(f"expected exactly two site groups, found {len(present)} ({', '.join(map(str, present))}); name group_a and group_b")
+            raise ValueError(
+                f"expected exactly two site groups, found {len(present)} ({', '.join(map(str, present))}); name group_a and group_b"
+            )
         return present[0], present[1]
     if group_a is None or group_b is None:
         raise ValueError("give both group_a and group_b, or neither")
     for g in (group_a, group_b):
         if g not in present:
-            raise ValueError(f"site group {g!r} not found; groups present: {', '.join(map(str, present))}")
+            raise ValueError(
+                f"site group {g!r} not found; groups present: {', '.join(map(str, present))}"
+            )
     return group_a, group_b
 
 
@@ -133,7 +145,10 @@ def _groups_for(features: pd.DataFrame, groups) -> pd.Series:
         raise ValueError("give groups, or a table with a site_group or site column")
     if isinstance(groups, str):
         return features[groups].astype(str)
-    series = pd.Series(list(groups) if not isinstance(groups, pd.Series) else groups.tolist(), index=features.index)
+    series = pd.Series(
+        list(groups) if not isinstance(groups, pd.Series) else groups.tolist(),
+        index=features.index,
+    )
     if len(series) != len(features):
         raise ValueError(f"groups has {len(series)} entries for {len(features)} rows")
     return series.astype(str)
@@ -160,7 +175,11 @@ def feature_overlap(
     """
     groups = _groups_for(features, groups)
     a_name, b_name = _two_groups(groups, group_a, group_b)
-    classes = dict(feature_classes if feature_classes is not None else features.attrs.get("feature_classes", {}))
+    classes = dict(
+        feature_classes
+        if feature_classes is not None
+        else features.attrs.get("feature_classes", {})
+    )
     rows = []
     in_a, in_b = (groups == a_name).to_numpy(), (groups == b_name).to_numpy()
     for column in _feature_columns(features):
@@ -175,7 +194,11 @@ def feature_overlap(
                 "n_b": int(np.isfinite(b).sum()),
             }
         )
-    table = pd.DataFrame(rows).set_index("feature") if rows else pd.DataFrame(columns=["class", "overlap", "n_a", "n_b"])
+    table = (
+        pd.DataFrame(rows).set_index("feature")
+        if rows
+        else pd.DataFrame(columns=["class", "overlap", "n_a", "n_b"])
+    )
     table.attrs.update({"group_a": a_name, "group_b": b_name})
     return table
 
@@ -199,9 +222,15 @@ def overlap_change(
     ``improvement`` (after − before; ×100 gives the paper's percentage
     points). Features present in both tables only.
     """
-    classes = feature_classes if feature_classes is not None else (before.attrs.get("feature_classes") or after.attrs.get("feature_classes"))
+    classes = (
+        feature_classes
+        if feature_classes is not None
+        else (before.attrs.get("feature_classes") or after.attrs.get("feature_classes"))
+    )
     b = feature_overlap(before, groups_before, group_a, group_b, classes)
-    a = feature_overlap(after, groups_after, b.attrs["group_a"], b.attrs["group_b"], classes)
+    a = feature_overlap(
+        after, groups_after, b.attrs["group_a"], b.attrs["group_b"], classes
+    )
     common = [f for f in b.index if f in a.index]
     table = pd.DataFrame(
         {
@@ -215,7 +244,9 @@ def overlap_change(
     return table
 
 
-def class_summary(change: pd.DataFrame, min_features: int = 6, classes: Sequence[str] | None = None) -> pd.DataFrame:
+def class_summary(
+    change: pd.DataFrame, min_features: int = 6, classes: Sequence[str] | None = None
+) -> pd.DataFrame:
     """Per feature class: mean ± sd of OVL before, after and of the improvement, and Wilcoxon.
 
     ``change`` is the output of :func:`overlap_change`. The Wilcoxon
@@ -228,10 +259,14 @@ def class_summary(change: pd.DataFrame, min_features: int = 6, classes: Sequence
     from scipy.stats import wilcoxon
 
     present = list(dict.fromkeys(change["class"]))
-    order = [c for c in (classes or CLASS_ORDER) if c in present] + [c for c in present if c not in (classes or CLASS_ORDER)]
+    order = [c for c in (classes or CLASS_ORDER) if c in present] + [
+        c for c in present if c not in (classes or CLASS_ORDER)
+    ]
     rows = []
     for cls in order:
-        part = change[change["class"] == cls].dropna(subset=["overlap_before", "overlap_after"])
+        part = change[change["class"] == cls].dropna(
+            subset=["overlap_before", "overlap_after"]
+        )
         n = len(part)
         statistic = p = float("nan")
         if n >= min_features:
@@ -239,7 +274,11 @@ def class_summary(change: pd.DataFrame, min_features: int = 6, classes: Sequence
             if np.allclose(differences, 0):
                 statistic, p = 0.0, 1.0
             else:
-                result = wilcoxon(part["overlap_after"], part["overlap_before"], alternative="two-sided")
+                result = wilcoxon(
+                    part["overlap_after"],
+                    part["overlap_before"],
+                    alternative="two-sided",
+                )
                 statistic, p = float(result.statistic), float(result.pvalue)
         rows.append(
             {
@@ -293,14 +332,20 @@ def cov_comparison(
     sites = pd.Series(sites) if not isinstance(sites, pd.Series) else sites
     sites = sites.astype(str)
     if reference_site not in set(sites):
-        raise ValueError(f"reference site {reference_site!r} not among the sites ({', '.join(sorted(set(sites)))})")
+        raise ValueError(
+            f"reference site {reference_site!r} not among the sites ({', '.join(sorted(set(sites)))})"
+        )
     before = before.dropna()
     after = after.dropna()
     reference_ids = [s for s in before.index if sites.get(s) == reference_site]
     ref_before = before.loc[reference_ids].to_numpy(float)
     ref_after_ids = [s for s in after.index if sites.get(s) == reference_site]
-    ref_after = after.loc[ref_after_ids].to_numpy(float) if ref_after_ids else ref_before
-    order = list(dict.fromkeys(sites.loc[[s for s in before.index if s in sites.index]]))
+    ref_after = (
+        after.loc[ref_after_ids].to_numpy(float) if ref_after_ids else ref_before
+    )
+    order = list(
+        dict.fromkeys(sites.loc[[s for s in before.index if s in sites.index]])
+    )
 
     per_site = []
     for site in order:
@@ -312,7 +357,17 @@ def cov_comparison(
             if v.size == 0:
                 continue
             q1, median, q3 = np.percentile(v, [25, 50, 75])
-            per_site.append({"site": site, "stage": stage, "n": int(v.size), "median": median, "q1": q1, "q3": q3, "iqr": q3 - q1})
+            per_site.append(
+                {
+                    "site": site,
+                    "stage": stage,
+                    "n": int(v.size),
+                    "median": median,
+                    "q1": q1,
+                    "q3": q3,
+                    "iqr": q3 - q1,
+                }
+            )
 
     tests = []
     for site in order:
@@ -328,7 +383,9 @@ def cov_comparison(
         d_before = np.abs(v_before - np.median(ref_before))
         d_after = np.abs(v_after - np.median(ref_after))
         if v_before.size >= 2 and not np.allclose(d_after - d_before, 0):
-            distance_p = float(wilcoxon(d_after, d_before, alternative="two-sided").pvalue)
+            distance_p = float(
+                wilcoxon(d_after, d_before, alternative="two-sided").pvalue
+            )
         else:
             distance_p = float("nan") if v_before.size < 2 else 1.0
         tests.append(
@@ -343,17 +400,26 @@ def cov_comparison(
                 "distance_before": float(np.median(d_before)),
                 "distance_after": float(np.median(d_after)),
                 "distance_p": distance_p,
-                "distance_shrank": bool(np.median(d_after) < np.median(d_before) and distance_p < alpha),
+                "distance_shrank": bool(
+                    np.median(d_after) < np.median(d_before) and distance_p < alpha
+                ),
             }
         )
-    per_site_table = pd.DataFrame(per_site).set_index(["site", "stage"]) if per_site else pd.DataFrame()
+    per_site_table = (
+        pd.DataFrame(per_site).set_index(["site", "stage"])
+        if per_site
+        else pd.DataFrame()
+    )
     tests_table = pd.DataFrame(tests).set_index("site") if tests else pd.DataFrame()
     return {"per_site": per_site_table, "tests": tests_table}
 
 
 # -- figures ---------------------------------------------------------------------------
 
-BEFORE_COLOUR, AFTER_COLOUR = "#1f77b4", "#ff7f0e"  # blue / orange, as in the paper's Fig. 7
+BEFORE_COLOUR, AFTER_COLOUR = (
+    "#1f77b4",
+    "#ff7f0e",
+)  # blue / orange, as in the paper's Fig. 7
 
 
 def _save(figure, path: str | os.PathLike) -> Path:
@@ -374,7 +440,12 @@ def _p_text(p: float) -> str:
     return "P < 0.0001" if p < 1e-4 else f"P = {p:.4f}"
 
 
-def plot_overlap_by_class(change: pd.DataFrame, path: str | os.PathLike, title: str | None = None, min_features: int = 6) -> Path:
+def plot_overlap_by_class(
+    change: pd.DataFrame,
+    path: str | os.PathLike,
+    title: str | None = None,
+    min_features: int = 6,
+) -> Path:
     """Box plots of per-feature OVL before (blue) and after (orange) for each class, Wilcoxon P on top (Fig. 7)."""
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
@@ -385,22 +456,46 @@ def plot_overlap_by_class(change: pd.DataFrame, path: str | os.PathLike, title: 
     ax = figure.add_subplot(1, 1, 1)
     for i, cls in enumerate(classes):
         part = change[change["class"] == cls]
-        for offset, column, colour in ((-0.18, "overlap_before", BEFORE_COLOUR), (0.18, "overlap_after", AFTER_COLOUR)):
+        for offset, column, colour in (
+            (-0.18, "overlap_before", BEFORE_COLOUR),
+            (0.18, "overlap_after", AFTER_COLOUR),
+        ):
             values = part[column].dropna().to_numpy()
             if values.size == 0:
                 continue
-            box = ax.boxplot(values, positions=[i + offset], widths=0.3, patch_artist=True, showfliers=False)
+            box = ax.boxplot(
+                values,
+                positions=[i + offset],
+                widths=0.3,
+                patch_artist=True,
+                showfliers=False,
+            )
             for patch in box["boxes"]:
                 patch.set_facecolor(colour)
                 patch.set_alpha(0.6)
-            jitter = np.linspace(-0.06, 0.06, values.size) if values.size > 1 else np.zeros(1)
+            jitter = (
+                np.linspace(-0.06, 0.06, values.size)
+                if values.size > 1
+                else np.zeros(1)
+            )
             ax.scatter(i + offset + jitter, values, s=8, color=colour, zorder=3)
-        ax.text(i, 1.04, _p_text(summary.loc[cls, "wilcoxon_p"]), ha="center", fontsize=8)
+        ax.text(
+            i, 1.04, _p_text(summary.loc[cls, "wilcoxon_p"]), ha="center", fontsize=8
+        )
     ax.set_xticks(range(len(classes)))
-    ax.set_xticklabels([f"{c}\n(n={int(summary.loc[c, 'n_features'])})" for c in classes])
+    ax.set_xticklabels(
+        [f"{c}\n(n={int(summary.loc[c, 'n_features'])})" for c in classes]
+    )
     ax.set_ylim(0, 1.1)
     ax.set_ylabel("feature overlap (OVL)")
-    ax.legend(handles=[Patch(color=BEFORE_COLOUR, alpha=0.6, label="before"), Patch(color=AFTER_COLOUR, alpha=0.6, label="after")], loc="lower right", fontsize=8)
+    ax.legend(
+        handles=[
+            Patch(color=BEFORE_COLOUR, alpha=0.6, label="before"),
+            Patch(color=AFTER_COLOUR, alpha=0.6, label="after"),
+        ],
+        loc="lower right",
+        fontsize=8,
+    )
     if title:
         ax.set_title(title)
     return _save(figure, path)
@@ -421,7 +516,11 @@ def plot_cov_by_site(
     result = cov_comparison(before, after, sites, reference_site)
     sites = pd.Series(sites) if not isinstance(sites, pd.Series) else sites
     sites = sites.astype(str)
-    order = [reference_site] + [s for s in dict.fromkeys(sites.loc[[i for i in before.index if i in sites.index]]) if s != reference_site]
+    order = [reference_site] + [
+        s
+        for s in dict.fromkeys(sites.loc[[i for i in before.index if i in sites.index]])
+        if s != reference_site
+    ]
     data, labels, colours = [], [], []
     for site in order:
         ids = [s for s in before.index if sites.get(s) == site]
@@ -438,15 +537,30 @@ def plot_cov_by_site(
     for i, (values, colour) in enumerate(zip(data, colours)):
         if values.size == 0:
             continue
-        box = ax.boxplot(values, positions=[i], widths=0.5, patch_artist=True, showfliers=False)
+        box = ax.boxplot(
+            values, positions=[i], widths=0.5, patch_artist=True, showfliers=False
+        )
         for patch in box["boxes"]:
             patch.set_facecolor(colour)
             patch.set_alpha(0.6)
-        ax.scatter(np.full(values.size, i) + np.linspace(-0.1, 0.1, values.size), values, s=8, color=colour, zorder=3)
+        ax.scatter(
+            np.full(values.size, i) + np.linspace(-0.1, 0.1, values.size),
+            values,
+            s=8,
+            color=colour,
+            zorder=3,
+        )
     ax.set_xticks(range(len(data)))
     ax.set_xticklabels(labels, fontsize=8)
     ax.set_ylabel("COV (σ/μ)")
     tests = result["tests"]
-    notes = [f"{site}: distance to {reference_site} {_p_text(row['distance_p'])}" for site, row in tests.iterrows()] if len(tests) else []
+    notes = (
+        [
+            f"{site}: distance to {reference_site} {_p_text(row['distance_p'])}"
+            for site, row in tests.iterrows()
+        ]
+        if len(tests)
+        else []
+    )
     ax.set_title((title + "\n" if title else "") + "; ".join(notes), fontsize=9)
     return _save(figure, path)

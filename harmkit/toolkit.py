@@ -60,7 +60,9 @@ def feature_columns(table) -> list[str]:
     Every column except :data:`NON_FEATURE_COLUMNS` and :data:`FEATURE_INDEX`
     is a feature. Whether the values are numeric is the caller's check.
     """
-    return [c for c in table.columns if c not in NON_FEATURE_COLUMNS and c != FEATURE_INDEX]
+    return [
+        c for c in table.columns if c not in NON_FEATURE_COLUMNS and c != FEATURE_INDEX
+    ]
 
 
 # -- site groups -------------------------------------------------------------------
@@ -96,7 +98,9 @@ def resolve_site_group(cohort, name: str, what: str = "site") -> str:
     if name in site_groups:
         return site_groups[name]
     listing = ", ".join(groups) or "none"
-    raise HarmkitError(f"{what} {name!r} is not a site or site group of the cohort; site groups: {listing}")
+    raise HarmkitError(
+        f"{what} {name!r} is not a site or site group of the cohort; site groups: {listing}"
+    )
 
 
 # -- progress bars -----------------------------------------------------------------
@@ -121,8 +125,16 @@ class ProgressBar:
     terminal.
     """
 
-    def __init__(self, work: int | Iterable, label: str, *, enabled: bool = True, transient: bool = True,
-                 min_total: int = 1, total: int | None = None) -> None:
+    def __init__(
+        self,
+        work: int | Iterable,
+        label: str,
+        *,
+        enabled: bool = True,
+        transient: bool = True,
+        min_total: int = 1,
+        total: int | None = None,
+    ) -> None:
         if isinstance(work, int):
             self._items, total = None, work
         else:
@@ -147,12 +159,25 @@ class ProgressBar:
         if self.enabled and self._task is None:
             shared = _shared["progress"]
             if shared is None:
-                from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                           TimeRemainingColumn)
+                from rich.progress import (
+                    BarColumn,
+                    MofNCompleteColumn,
+                    Progress,
+                    TextColumn,
+                    TimeElapsedColumn,
+                    TimeRemainingColumn,
+                )
 
-                shared = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                                  console=_console(), transient=self.transient)
+                shared = Progress(
+                    TextColumn("{task.description}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    TimeRemainingColumn(),
+                    TextColumn("{task.fields[info]}"),
+                    console=_console(),
+                    transient=self.transient,
+                )
                 shared.start()
                 _shared["progress"] = shared
             _shared["users"] += 1
@@ -164,7 +189,12 @@ class ProgressBar:
         if self._task is not None:
             _shared["progress"].advance(self._task, n)
 
-    def update(self, completed: int | None = None, total: int | None = None, info: str | None = None) -> None:
+    def update(
+        self,
+        completed: int | None = None,
+        total: int | None = None,
+        info: str | None = None,
+    ) -> None:
         """Set the count done, the total (when it changed) and the info text shown after the times."""
         if self._task is not None:
             fields: dict[str, Any] = {}
@@ -189,7 +219,9 @@ class ProgressBar:
 
     def __iter__(self) -> Iterator:
         if self._items is None:
-            raise TypeError("this progress bar counts a total; iterate over a bar made from an iterable")
+            raise TypeError(
+                "this progress bar counts a total; iterate over a bar made from an iterable"
+            )
         if self.active or not self.enabled:
             for item in self._items:
                 yield item
@@ -201,8 +233,15 @@ class ProgressBar:
                 self.advance()
 
 
-def progress(work: int | Iterable, label: str, *, enabled: bool = True, transient: bool = True, min_total: int = 1,
-             total: int | None = None) -> ProgressBar:
+def progress(
+    work: int | Iterable,
+    label: str,
+    *,
+    enabled: bool = True,
+    transient: bool = True,
+    min_total: int = 1,
+    total: int | None = None,
+) -> ProgressBar:
     """A progress bar over ``work``: a number of items, or an iterable to loop over.
 
     The bar shows ``label``, the bar, ``done/total``, elapsed and remaining
@@ -231,4 +270,11 @@ def progress(work: int | Iterable, label: str, *, enabled: bool = True, transien
     >>> with progress(steps, "CycleGAN training", enabled=show) as bar:        # doctest: +SKIP
     ...     bar.update(step, info=f"G {loss:.3f}")
     """
-    return ProgressBar(work, label, enabled=enabled, transient=transient, min_total=min_total, total=total)
+    return ProgressBar(
+        work,
+        label,
+        enabled=enabled,
+        transient=transient,
+        min_total=min_total,
+        total=total,
+    )

@@ -27,9 +27,9 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -38,9 +38,20 @@ from .data import Cohort, Scan
 from .errors import HarmkitError, Problem, warn
 from .pairs import pair_problems
 
-__all__ = ["Problem", "ScanInfo", "ValidationReport", "validate_cohort", "validate_manifest", "check_cohort",
-           "grey_levels", "bin_width_of", "MAX_GREY_LEVELS", "SUV_PLAUSIBLE_MAX", "SUV_NEGATIVE_LIMIT",
-           "ACQUISITION_COLUMNS"]
+__all__ = [
+    "Problem",
+    "ScanInfo",
+    "ValidationReport",
+    "validate_cohort",
+    "validate_manifest",
+    "check_cohort",
+    "grey_levels",
+    "bin_width_of",
+    "MAX_GREY_LEVELS",
+    "SUV_PLAUSIBLE_MAX",
+    "SUV_NEGATIVE_LIMIT",
+    "ACQUISITION_COLUMNS",
+]
 
 #: A voxel maximum above this is implausible for SUV; such images are in Bq/mL or hold SUV×100.
 SUV_PLAUSIBLE_MAX = 500.0
@@ -56,8 +67,21 @@ MASK_MAX_LABELS = 256
 
 
 #: Columns of :meth:`ValidationReport.acquisition_table` (and of ``harmkit validate --table``).
-ACQUISITION_COLUMNS = ["site", "site_group", "scanner", "reconstruction", "kernel", "scans", "matrix", "slices",
-                       "voxel_mm", "outcome_1", "outcome_0", "outcome_missing", "unreadable"]
+ACQUISITION_COLUMNS = [
+    "site",
+    "site_group",
+    "scanner",
+    "reconstruction",
+    "kernel",
+    "scans",
+    "matrix",
+    "slices",
+    "voxel_mm",
+    "outcome_1",
+    "outcome_0",
+    "outcome_missing",
+    "unreadable",
+]
 
 
 @dataclass(frozen=True)
@@ -139,8 +163,14 @@ class ValidationReport:
             groups: dict[str, list[ScanInfo]] = {}
             for info in site_scans:
                 groups.setdefault(_format_spacing(info.spacing), []).append(info)
-            unreadable = sum(1 for s in self.cohort if s.site == site and (s.row, s.subject_id) not in readable)
-            for voxel, infos in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+            unreadable = sum(
+                1
+                for s in self.cohort
+                if s.site == site and (s.row, s.subject_id) not in readable
+            )
+            for voxel, infos in sorted(
+                groups.items(), key=lambda kv: (-len(kv[1]), kv[0])
+            ):
                 outcomes = Counter(i.outcome for i in infos)
                 rows.append(
                     {
@@ -158,10 +188,29 @@ class ValidationReport:
             if unreadable:
                 group = next(s.group for s in self.cohort if s.site == site)
                 rows.append(
-                    {"site": site, "site_group": group, "scans": 0, "matrix": "", "voxel_mm": "", "outcome_1": 0,
-                     "outcome_0": 0, "outcome_missing": 0, "unreadable": unreadable}
+                    {
+                        "site": site,
+                        "site_group": group,
+                        "scans": 0,
+                        "matrix": "",
+                        "voxel_mm": "",
+                        "outcome_1": 0,
+                        "outcome_0": 0,
+                        "outcome_missing": 0,
+                        "unreadable": unreadable,
+                    }
                 )
-        columns = ["site", "site_group", "scans", "matrix", "voxel_mm", "outcome_1", "outcome_0", "outcome_missing", "unreadable"]
+        columns = [
+            "site",
+            "site_group",
+            "scans",
+            "matrix",
+            "voxel_mm",
+            "outcome_1",
+            "outcome_0",
+            "outcome_missing",
+            "unreadable",
+        ]
         return pd.DataFrame(rows, columns=columns)
 
     def acquisition_table(self):
@@ -183,25 +232,58 @@ class ValidationReport:
         for site in self.cohort.sites:
             groups: dict[tuple, list[ScanInfo]] = {}
             for info in (s for s in self.scans if s.site == site):
-                key = (info.scanner, info.reconstruction, info.kernel, _format_spacing(info.spacing))
+                key = (
+                    info.scanner,
+                    info.reconstruction,
+                    info.kernel,
+                    _format_spacing(info.spacing),
+                )
                 groups.setdefault(key, []).append(info)
             for (scanner, reconstruction, kernel, voxel), infos in sorted(
-                    groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+                groups.items(), key=lambda kv: (-len(kv[1]), kv[0])
+            ):
                 outcomes = Counter(i.outcome for i in infos)
-                rows.append({
-                    "site": site, "site_group": infos[0].site_group, "scanner": scanner,
-                    "reconstruction": reconstruction, "kernel": kernel, "scans": len(infos),
-                    "matrix": _format_sizes([i.size[:2] for i in infos]),
-                    "slices": _format_sizes([i.size[2:] for i in infos]), "voxel_mm": voxel,
-                    "outcome_1": outcomes.get(1, 0), "outcome_0": outcomes.get(0, 0),
-                    "outcome_missing": outcomes.get(None, 0), "unreadable": 0,
-                })
-            unreadable = sum(1 for s in self.cohort if s.site == site and (s.row, s.subject_id) not in readable)
+                rows.append(
+                    {
+                        "site": site,
+                        "site_group": infos[0].site_group,
+                        "scanner": scanner,
+                        "reconstruction": reconstruction,
+                        "kernel": kernel,
+                        "scans": len(infos),
+                        "matrix": _format_sizes([i.size[:2] for i in infos]),
+                        "slices": _format_sizes([i.size[2:] for i in infos]),
+                        "voxel_mm": voxel,
+                        "outcome_1": outcomes.get(1, 0),
+                        "outcome_0": outcomes.get(0, 0),
+                        "outcome_missing": outcomes.get(None, 0),
+                        "unreadable": 0,
+                    }
+                )
+            unreadable = sum(
+                1
+                for s in self.cohort
+                if s.site == site and (s.row, s.subject_id) not in readable
+            )
             if unreadable:
                 group = next(s.group for s in self.cohort if s.site == site)
-                rows.append({"site": site, "site_group": group, "scanner": "", "reconstruction": "", "kernel": "",
-                             "scans": 0, "matrix": "", "slices": "", "voxel_mm": "", "outcome_1": 0, "outcome_0": 0,
-                             "outcome_missing": 0, "unreadable": unreadable})
+                rows.append(
+                    {
+                        "site": site,
+                        "site_group": group,
+                        "scanner": "",
+                        "reconstruction": "",
+                        "kernel": "",
+                        "scans": 0,
+                        "matrix": "",
+                        "slices": "",
+                        "voxel_mm": "",
+                        "outcome_1": 0,
+                        "outcome_0": 0,
+                        "outcome_missing": 0,
+                        "unreadable": unreadable,
+                    }
+                )
         return pd.DataFrame(rows, columns=ACQUISITION_COLUMNS)
 
     def raise_for_errors(self) -> None:
@@ -212,7 +294,9 @@ class ValidationReport:
             raise ManifestError(self.cohort.manifest or "cohort", self.errors)
 
     def __str__(self) -> str:
-        lines = [f"{len(self.cohort)} scans, {len(self.cohort.sites)} sites: {len(self.errors)} error(s), {len(self.warnings)} warning(s)"]
+        lines = [
+            f"{len(self.cohort)} scans, {len(self.cohort.sites)} sites: {len(self.errors)} error(s), {len(self.warnings)} warning(s)"
+        ]
         lines += [f"  {p.severity}: {p}" for p in self.problems]
         return "\n".join(lines)
 
@@ -241,8 +325,17 @@ def validate_manifest(
     cohort, structural = read_manifest_problems(manifest)
     executor = options.pop("executor", None)
     checks = _checks(masks, check_voxels, **options)
-    return _validate(cohort, structural, min_scans_per_site, require_outcome, checks, progress, jobs, scheduler,
-                     executor)
+    return _validate(
+        cohort,
+        structural,
+        min_scans_per_site,
+        require_outcome,
+        checks,
+        progress,
+        jobs,
+        scheduler,
+        executor,
+    )
 
 
 def validate_cohort(
@@ -306,11 +399,32 @@ def validate_cohort(
     structural = duplicate_subject_problems(cohort)
     for scan in cohort:
         if scan.outcome is not None and scan.outcome not in (0, 1):
-            structural.append(_problem(scan, f"outcome {scan.outcome!r} is not binary; use 0 or 1 (None when unknown)"))
-    checks = _checks(masks, check_voxels, use_masks=use_masks, nan_to_zero=nan_to_zero, bin_width=bin_width,
-                     binned_masks=binned_masks, bin_width_option=bin_width_option)
-    return _validate(cohort, structural, min_scans_per_site, require_outcome, checks, progress, jobs, scheduler,
-                     executor)
+            structural.append(
+                _problem(
+                    scan,
+                    f"outcome {scan.outcome!r} is not binary; use 0 or 1 (None when unknown)",
+                )
+            )
+    checks = _checks(
+        masks,
+        check_voxels,
+        use_masks=use_masks,
+        nan_to_zero=nan_to_zero,
+        bin_width=bin_width,
+        binned_masks=binned_masks,
+        bin_width_option=bin_width_option,
+    )
+    return _validate(
+        cohort,
+        structural,
+        min_scans_per_site,
+        require_outcome,
+        checks,
+        progress,
+        jobs,
+        scheduler,
+        executor,
+    )
 
 
 def check_cohort(
@@ -337,10 +451,22 @@ def check_cohort(
     row and subject. Returns the cohort to work on (with ``nan_to_zero`` set
     on its scans when asked). Options as in :func:`validate_cohort`.
     """
-    report = validate_cohort(cohort, min_scans_per_site, False, masks, True, progress, jobs, scheduler,
-                             use_masks=use_masks, nan_to_zero=nan_to_zero, bin_width=bin_width,
-                             binned_masks=binned_masks,
-                             bin_width_option=bin_width_option, executor=executor)
+    report = validate_cohort(
+        cohort,
+        min_scans_per_site,
+        False,
+        masks,
+        True,
+        progress,
+        jobs,
+        scheduler,
+        use_masks=use_masks,
+        nan_to_zero=nan_to_zero,
+        bin_width=bin_width,
+        binned_masks=binned_masks,
+        bin_width_option=bin_width_option,
+        executor=executor,
+    )
     for problem in report.warnings:
         warn(str(problem))
     report.raise_for_errors()
@@ -351,7 +477,12 @@ def with_nan_to_zero(cohort: Cohort) -> Cohort:
     """A copy of ``cohort`` whose scans read NaN/infinite voxels as 0."""
     from dataclasses import replace
 
-    return Cohort([replace(s, nan_to_zero=True) for s in cohort], cohort.root, cohort.manifest, cohort.metadata)
+    return Cohort(
+        [replace(s, nan_to_zero=True) for s in cohort],
+        cohort.root,
+        cohort.manifest,
+        cohort.metadata,
+    )
 
 
 def bin_width_of(extractor) -> float | None:
@@ -385,13 +516,26 @@ def _bin_width_for(low: float, high: float, limit: int) -> float:
     width = math.ceil(width / 10**exponent * 10) / 10 * 10**exponent
     while grey_levels(low, high, width) > limit:
         width *= 1.1
-    return float(f"{width:.2g}") if grey_levels(low, high, float(f"{width:.2g}")) <= limit else width
+    return (
+        float(f"{width:.2g}")
+        if grey_levels(low, high, float(f"{width:.2g}")) <= limit
+        else width
+    )
 
 
-def _checks(masks, check_voxels, use_masks=None, nan_to_zero=False, bin_width=None, binned_masks=None,
-            bin_width_option="--bin-width") -> _Checks:
+def _checks(
+    masks,
+    check_voxels,
+    use_masks=None,
+    nan_to_zero=False,
+    bin_width=None,
+    binned_masks=None,
+    bin_width_option="--bin-width",
+) -> _Checks:
     if bin_width is not None and not float(bin_width) > 0:
-        raise HarmkitError(f"{bin_width_option or 'bin_width'} {bin_width}: must be a positive number of SUV")
+        raise HarmkitError(
+            f"{bin_width_option or 'bin_width'} {bin_width}: must be a positive number of SUV"
+        )
     return _Checks(
         masks=tuple(masks or ()),
         use_masks=None if use_masks is None else tuple(use_masks),
@@ -403,13 +547,26 @@ def _checks(masks, check_voxels, use_masks=None, nan_to_zero=False, bin_width=No
     )
 
 
-def _validate(cohort, structural, min_scans_per_site, require_outcome, checks: _Checks, progress, jobs=1,
-              scheduler=None, executor=None) -> ValidationReport:
+def _validate(
+    cohort,
+    structural,
+    min_scans_per_site,
+    require_outcome,
+    checks: _Checks,
+    progress,
+    jobs=1,
+    scheduler=None,
+    executor=None,
+) -> ValidationReport:
     from .execution import get_executor
 
     if min_scans_per_site < 1:
-        raise HarmkitError(f"min_scans_per_site must be at least 1, got {min_scans_per_site}")
-    report = ValidationReport(cohort, list(structural), min_scans_per_site=min_scans_per_site)
+        raise HarmkitError(
+            f"min_scans_per_site must be at least 1, got {min_scans_per_site}"
+        )
+    report = ValidationReport(
+        cohort, list(structural), min_scans_per_site=min_scans_per_site
+    )
     tasks = [(scan, checks) for scan in cohort]
     if executor is not None:
         results = executor.map(_scan_task, tasks, label="validating")
@@ -418,7 +575,9 @@ def _validate(cohort, structural, min_scans_per_site, require_outcome, checks: _
             results = own.map(_scan_task, tasks, label="validating")
     for scan, result in zip(cohort, results):
         if result.error is not None:
-            report.problems.append(_problem(scan, f"could not be checked: {result.error}"))
+            report.problems.append(
+                _problem(scan, f"could not be checked: {result.error}")
+            )
             continue
         info, problems = result.value
         if info is not None:
@@ -426,18 +585,34 @@ def _validate(cohort, structural, min_scans_per_site, require_outcome, checks: _
         report.problems += problems
     report.problems += _cohort_problems(cohort, min_scans_per_site, require_outcome)
     report.problems += pair_problems(cohort)
-    widths = [p.needed_bin_width for p in report.problems if isinstance(p, GreyLevelProblem)]
+    widths = [
+        p.needed_bin_width for p in report.problems if isinstance(p, GreyLevelProblem)
+    ]
     if len(widths) > 1:
         width = max(widths)
-        option = f"{checks.bin_width_option} {width:g}" if checks.bin_width_option else f"a bin width of {width:g}"
-        report.problems.append(Problem(f"{len(widths)} VOIs have too many grey levels; {option} (or larger) is "
-                                       f"enough for every one of them, if their SUV ranges are right"))
+        option = (
+            f"{checks.bin_width_option} {width:g}"
+            if checks.bin_width_option
+            else f"a bin width of {width:g}"
+        )
+        report.problems.append(
+            Problem(
+                f"{len(widths)} VOIs have too many grey levels; {option} (or larger) is "
+                f"enough for every one of them, if their SUV ranges are right"
+            )
+        )
     report.problems.sort(key=lambda p: (p.row is None, p.row or 0))
     return report
 
 
 def _problem(scan: Scan, message: str, severity: str = "error") -> Problem:
-    return Problem(message, row=scan.row, subject=scan.subject_id or None, site=scan.site or None, severity=severity)
+    return Problem(
+        message,
+        row=scan.row,
+        subject=scan.subject_id or None,
+        site=scan.site or None,
+        severity=severity,
+    )
 
 
 def _scan_task(task: tuple) -> tuple[ScanInfo | None, list[Problem]]:
@@ -448,17 +623,27 @@ def _scan_task(task: tuple) -> tuple[ScanInfo | None, list[Problem]]:
     return info, problems
 
 
-def _check_scan(scan: Scan, checks: _Checks, problems: list[Problem]) -> ScanInfo | None:
+def _check_scan(
+    scan: Scan, checks: _Checks, problems: list[Problem]
+) -> ScanInfo | None:
     """Header checks, then (optionally) data checks of one scan; returns its header facts if readable."""
     header = _header(scan.image, "image", scan, problems)
     for name in checks.masks:
         if name not in scan.masks:
-            problems.append(_problem(scan, f"no mask {name!r}; fill the 'mask_{name}' column for this row"))
+            problems.append(
+                _problem(
+                    scan,
+                    f"no mask {name!r}; fill the 'mask_{name}' column for this row",
+                )
+            )
     if checks.use_masks is None:
         names = sorted(scan.masks)
     else:
         names = [n for n in dict.fromkeys(checks.use_masks) if n in scan.masks]
-    mask_headers = {name: _header(scan.masks[name], f"mask {name!r}", scan, problems) for name in names}
+    mask_headers = {
+        name: _header(scan.masks[name], f"mask {name!r}", scan, problems)
+        for name in names
+    }
     if header is None:
         return None
     for name, mask_header in mask_headers.items():
@@ -474,9 +659,22 @@ def _check_scan(scan: Scan, checks: _Checks, problems: list[Problem]) -> ScanInf
                 )
                 mask_headers[name] = None
     if checks.check_voxels:
-        _check_voxels(scan, {n: h for n, h in mask_headers.items() if h is not None}, problems, checks)
-    return ScanInfo(scan.subject_id, scan.site, scan.group, scan.row, header["size"], header["spacing"], scan.outcome,
-                    *_acquisition(scan))
+        _check_voxels(
+            scan,
+            {n: h for n, h in mask_headers.items() if h is not None},
+            problems,
+            checks,
+        )
+    return ScanInfo(
+        scan.subject_id,
+        scan.site,
+        scan.group,
+        scan.row,
+        header["size"],
+        header["spacing"],
+        scan.outcome,
+        *_acquisition(scan),
+    )
 
 
 def _acquisition(scan: Scan) -> tuple[str, str, str]:
@@ -487,7 +685,9 @@ def _acquisition(scan: Scan) -> tuple[str, str, str]:
         value = covariates.get(name)
         return "" if value is None else str(value).strip()
 
-    scanner = text("scanner") or " ".join(v for v in (text("manufacturer"), text("model")) if v)
+    scanner = text("scanner") or " ".join(
+        v for v in (text("manufacturer"), text("model")) if v
+    )
     return scanner, text("reconstruction"), text("kernel")
 
 
@@ -507,7 +707,12 @@ def _header(value, what: str, scan: Scan, problems: list[Problem]) -> dict | Non
             problems.append(_problem(scan, f"{what}: {exc}"))
             return None
     if not path.exists():
-        problems.append(_problem(scan, f"{what} file not found: {path}; fix the path (relative to the manifest) or remove the row"))
+        problems.append(
+            _problem(
+                scan,
+                f"{what} file not found: {path}; fix the path (relative to the manifest) or remove the row",
+            )
+        )
         return None
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
@@ -516,11 +721,19 @@ def _header(value, what: str, scan: Scan, problems: list[Problem]) -> dict | Non
     except RuntimeError as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
         problems.append(
-            _problem(scan, f"{what} {path} cannot be read ({reason}); expected NIfTI, NRRD, MHA or a DICOM series folder")
+            _problem(
+                scan,
+                f"{what} {path} cannot be read ({reason}); expected NIfTI, NRRD, MHA or a DICOM series folder",
+            )
         )
         return None
     if reader.GetNumberOfComponents() != 1:
-        problems.append(_problem(scan, f"{what} {path} has {reader.GetNumberOfComponents()} components per voxel; expected a scalar image"))
+        problems.append(
+            _problem(
+                scan,
+                f"{what} {path} has {reader.GetNumberOfComponents()} components per voxel; expected a scalar image",
+            )
+        )
         return None
     return {
         "size": tuple(int(v) for v in reader.GetSize()),
@@ -546,7 +759,9 @@ def _geometry_mismatch(image: dict, mask: dict, tolerance: float = 1e-4) -> str:
     if len(image["size"]) != len(mask["size"]):
         return f"image is {len(image['size'])}D, mask is {len(mask['size'])}D"
     if image["size"] != mask["size"]:
-        return f"size {_format_size(mask['size'])} vs image {_format_size(image['size'])}"
+        return (
+            f"size {_format_size(mask['size'])} vs image {_format_size(image['size'])}"
+        )
     if not np.allclose(image["spacing"], mask["spacing"], atol=tolerance):
         return f"spacing {_format_spacing(mask['spacing'])} mm vs image {_format_spacing(image['spacing'])} mm"
     if not np.allclose(image["origin"], mask["origin"], atol=tolerance * 10):
@@ -556,7 +771,9 @@ def _geometry_mismatch(image: dict, mask: dict, tolerance: float = 1e-4) -> str:
     return ""
 
 
-def _check_voxels(scan: Scan, mask_headers: dict, problems: list[Problem], checks: _Checks) -> None:
+def _check_voxels(
+    scan: Scan, mask_headers: dict, problems: list[Problem], checks: _Checks
+) -> None:
     """The data checks of one scan: stored bytes, voxel values, masks, grey levels."""
     from dataclasses import replace
 
@@ -564,12 +781,19 @@ def _check_voxels(scan: Scan, mask_headers: dict, problems: list[Problem], check
 
     source = scan.image
     stored = None
-    if isinstance(source, (str, Path)) and not Path(source).is_dir() and is_nifti(source):
+    if (
+        isinstance(source, (str, Path))
+        and not Path(source).is_dir()
+        and is_nifti(source)
+    ):
         stored = nifti_stored_data(source)
         if stored.problem:
             problems.append(
-                _problem(scan, f"image {source} is damaged: {stored.problem}; copy or convert the file again "
-                               f"(an interrupted download or copy leaves such files)")
+                _problem(
+                    scan,
+                    f"image {source} is damaged: {stored.problem}; copy or convert the file again "
+                    f"(an interrupted download or copy leaves such files)",
+                )
             )
             return
     try:
@@ -582,17 +806,27 @@ def _check_voxels(scan: Scan, mask_headers: dict, problems: list[Problem], check
     bad = int(voxels.size - np.count_nonzero(finite))
     n_nan = int(np.count_nonzero(np.isnan(voxels))) if bad else 0
     values = voxels[finite] if bad else voxels
-    if not bad and stored is not None:  # SimpleITK's NIfTI reader silently turns NaN/inf into 0
+    if (
+        not bad and stored is not None
+    ):  # SimpleITK's NIfTI reader silently turns NaN/inf into 0
         bad, n_nan = stored.non_finite, stored.nan
     if bad:
         counts = f"{bad} non-finite voxel(s) ({n_nan} NaN, {bad - n_nan} infinite) in {_source(source)}"
         if checks.nan_to_zero:
-            problems.append(_problem(scan, f"image has {counts}; they are read as 0 (--nan-to-zero)",
-                                     severity="warning"))
+            problems.append(
+                _problem(
+                    scan,
+                    f"image has {counts}; they are read as 0 (--nan-to-zero)",
+                    severity="warning",
+                )
+            )
         else:
             problems.append(
-                _problem(scan, f"image has {counts}; replace them (e.g. with 0 outside the body), "
-                               f"or pass --nan-to-zero to read them as 0")
+                _problem(
+                    scan,
+                    f"image has {counts}; replace them (e.g. with 0 outside the body), "
+                    f"or pass --nan-to-zero to read them as 0",
+                )
             )
     if values.size:
         _check_range(scan, values, bool(bad), problems)
@@ -601,38 +835,70 @@ def _check_voxels(scan: Scan, mask_headers: dict, problems: list[Problem], check
         _check_mask(scan, name, voxels, problems, checks)
 
 
-def _check_range(scan: Scan, values: np.ndarray, non_finite: bool, problems: list[Problem]) -> None:
+def _check_range(
+    scan: Scan, values: np.ndarray, non_finite: bool, problems: list[Problem]
+) -> None:
     """Negative or implausible SUV, and an image that holds only 0 and 1 (a mask)."""
     low, high = float(values.min()), float(values.max())
     where = _source(scan.image)
-    if not non_finite and low == 0.0 and high == 1.0 and np.all((values == 0) | (values == 1)):
+    if (
+        not non_finite
+        and low == 0.0
+        and high == 1.0
+        and np.all((values == 0) | (values == 1))
+    ):
         problems.append(
-            _problem(scan, f"image {where} holds only the values 0 and 1: it looks like a mask, not a PET image; check "
-                           f"that the image and mask columns of the manifest are not swapped")
+            _problem(
+                scan,
+                f"image {where} holds only the values 0 and 1: it looks like a mask, not a PET image; check "
+                f"that the image and mask columns of the manifest are not swapped",
+            )
         )
         return
-    below = int(np.count_nonzero(values < SUV_NEGATIVE_LIMIT)) if low < SUV_NEGATIVE_LIMIT else 0
-    if below > NEGATIVE_FRACTION * values.size:  # a few noisy voxels are not a units problem
+    below = (
+        int(np.count_nonzero(values < SUV_NEGATIVE_LIMIT))
+        if low < SUV_NEGATIVE_LIMIT
+        else 0
+    )
+    if (
+        below > NEGATIVE_FRACTION * values.size
+    ):  # a few noisy voxels are not a units problem
         problems.append(
-            _problem(scan, f"image {where} has {below} voxel(s) below {SUV_NEGATIVE_LIMIT:g} (minimum {low:.4g}; "
-                           f"{below / values.size:.1%} of the image): SUV "
-                           f"cannot be negative. Is it a CT (Hounsfield units), a difference image, or was an offset "
-                           f"added? harmkit needs PET in SUVbw")
+            _problem(
+                scan,
+                f"image {where} has {below} voxel(s) below {SUV_NEGATIVE_LIMIT:g} (minimum {low:.4g}; "
+                f"{below / values.size:.1%} of the image): SUV "
+                f"cannot be negative. Is it a CT (Hounsfield units), a difference image, or was an offset "
+                f"added? harmkit needs PET in SUVbw",
+            )
         )
     if high > SUV_PLAUSIBLE_MAX:
         if high < 20000 and bool(np.all(values == np.rint(values))):
-            hint = ("its values are whole numbers: it looks like SUV×100 stored as integers; divide it by 100 "
-                    "(or, if it is in Bq/mL, convert it to SUVbw)")
+            hint = (
+                "its values are whole numbers: it looks like SUV×100 stored as integers; divide it by 100 "
+                "(or, if it is in Bq/mL, convert it to SUVbw)"
+            )
         else:
-            hint = ("it looks like Bq/mL: convert it to SUVbw (× body weight [g] / decay-corrected injected dose "
-                    "[Bq]; harmkit converts PET DICOM series itself), or if it holds SUV×100, divide it by 100")
+            hint = (
+                "it looks like Bq/mL: convert it to SUVbw (× body weight [g] / decay-corrected injected dose "
+                "[Bq]; harmkit converts PET DICOM series itself), or if it holds SUV×100, divide it by 100"
+            )
         problems.append(
-            _problem(scan, f"image {where} has a maximum of {high:.4g}, implausible for SUV "
-                           f"(limit {SUV_PLAUSIBLE_MAX:g}); {hint}")
+            _problem(
+                scan,
+                f"image {where} has a maximum of {high:.4g}, implausible for SUV "
+                f"(limit {SUV_PLAUSIBLE_MAX:g}); {hint}",
+            )
         )
 
 
-def _check_mask(scan: Scan, name: str, image_voxels: np.ndarray, problems: list[Problem], checks: _Checks) -> None:
+def _check_mask(
+    scan: Scan,
+    name: str,
+    image_voxels: np.ndarray,
+    problems: list[Problem],
+    checks: _Checks,
+) -> None:
     """A mask must be a label map (whole, non-negative values), not empty; its VOI must bin into few grey levels."""
     from .imageio import is_nifti, nifti_stored_data, read_image
 
@@ -640,11 +906,20 @@ def _check_mask(scan: Scan, name: str, image_voxels: np.ndarray, problems: list[
     if isinstance(value, (str, Path)) and is_nifti(value):
         damage = nifti_stored_data(value).problem
         if damage:
-            problems.append(_problem(scan, f"mask {name!r} {value} is damaged: {damage}; "
-                                           f"copy or convert the file again"))
+            problems.append(
+                _problem(
+                    scan,
+                    f"mask {name!r} {value} is damaged: {damage}; "
+                    f"copy or convert the file again",
+                )
+            )
             return
     try:
-        mask = value if isinstance(value, sitk.Image) else read_image(value, what=f"mask {name!r} of {scan.label}")
+        mask = (
+            value
+            if isinstance(value, sitk.Image)
+            else read_image(value, what=f"mask {name!r} of {scan.label}")
+        )
     except HarmkitError as exc:
         problems.append(_problem(scan, f"mask {name!r} cannot be read: {exc}"))
         return
@@ -652,24 +927,49 @@ def _check_mask(scan: Scan, name: str, image_voxels: np.ndarray, problems: list[
     where = _source(value)
     if labels.size:
         low, high = float(labels.min()), float(labels.max())
-        fractional = labels.dtype.kind == "f" and bool(np.any(labels != np.floor(labels)))
-        many = not fractional and high > MASK_MAX_LABELS and len(np.unique(labels)) > MASK_MAX_LABELS
+        fractional = labels.dtype.kind == "f" and bool(
+            np.any(labels != np.floor(labels))
+        )
+        many = (
+            not fractional
+            and high > MASK_MAX_LABELS
+            and len(np.unique(labels)) > MASK_MAX_LABELS
+        )
         if fractional or low < 0 or many:
-            what = ("fractional values" if fractional else "negative values" if low < 0
-                    else f"more than {MASK_MAX_LABELS} labels")
+            what = (
+                "fractional values"
+                if fractional
+                else "negative values"
+                if low < 0
+                else f"more than {MASK_MAX_LABELS} labels"
+            )
             problems.append(
-                _problem(scan, f"mask {name!r} {where} holds {what} (range {low:.4g} to {high:.4g}): it "
-                               f"looks like an image, not a label mask; check that the image and mask columns of the "
-                               f"manifest are not swapped (a probability map must be thresholded to 0/1 first)")
+                _problem(
+                    scan,
+                    f"mask {name!r} {where} holds {what} (range {low:.4g} to {high:.4g}): it "
+                    f"looks like an image, not a label mask; check that the image and mask columns of the "
+                    f"manifest are not swapped (a probability map must be thresholded to 0/1 first)",
+                )
             )
             return
     inside = labels != 0
     if not inside.any():
-        problems.append(_problem(scan, f"mask {name!r} is empty (no non-zero voxel) in {where}; "
-                                       f"fix the segmentation or remove the row"))
+        problems.append(
+            _problem(
+                scan,
+                f"mask {name!r} is empty (no non-zero voxel) in {where}; "
+                f"fix the segmentation or remove the row",
+            )
+        )
         return
-    binned = checks.binned_masks if checks.binned_masks is not None else checks.use_masks
-    if checks.bin_width and (binned is None or name in binned) and inside.shape == image_voxels.shape:
+    binned = (
+        checks.binned_masks if checks.binned_masks is not None else checks.use_masks
+    )
+    if (
+        checks.bin_width
+        and (binned is None or name in binned)
+        and inside.shape == image_voxels.shape
+    ):
         voi = image_voxels[inside]
         voi = voi[np.isfinite(voi)]
         if voi.size:
@@ -677,21 +977,32 @@ def _check_mask(scan: Scan, name: str, image_voxels: np.ndarray, problems: list[
             levels = grey_levels(low, high, checks.bin_width)
             if levels > MAX_GREY_LEVELS:
                 width = _bin_width_for(low, high, MAX_GREY_LEVELS)
-                fix = (f"use {checks.bin_width_option} {width:g} or larger" if checks.bin_width_option else
-                       f"the extractor's bin width would have to be {width:g} or larger")
-                units = (" The image's range is implausible for SUV: fix its units first." if high > SUV_PLAUSIBLE_MAX
-                         else "")
+                fix = (
+                    f"use {checks.bin_width_option} {width:g} or larger"
+                    if checks.bin_width_option
+                    else f"the extractor's bin width would have to be {width:g} or larger"
+                )
+                units = (
+                    " The image's range is implausible for SUV: fix its units first."
+                    if high > SUV_PLAUSIBLE_MAX
+                    else ""
+                )
                 problems.append(
                     GreyLevelProblem(
                         f"VOI {name!r}: SUV {low:.4g} to {high:.4g} in bins of {checks.bin_width:g} gives "
                         f"{levels} grey levels, more than the limit of {MAX_GREY_LEVELS} (texture features would "
                         f"take minutes and gigabytes per scan); {fix}.{units}",
-                        row=scan.row, subject=scan.subject_id or None, site=scan.site or None, needed_bin_width=width,
+                        row=scan.row,
+                        subject=scan.subject_id or None,
+                        site=scan.site or None,
+                        needed_bin_width=width,
                     )
                 )
 
 
-def _cohort_problems(cohort: Cohort, min_scans_per_site: int, require_outcome: bool) -> list[Problem]:
+def _cohort_problems(
+    cohort: Cohort, min_scans_per_site: int, require_outcome: bool
+) -> list[Problem]:
     problems: list[Problem] = []
     counts = Counter(s.group for s in cohort if s.site)
     for group, count in counts.items():
@@ -707,11 +1018,20 @@ def _cohort_problems(cohort: Cohort, min_scans_per_site: int, require_outcome: b
     if require_outcome:
         for scan in cohort:
             if scan.outcome is None:
-                problems.append(_problem(scan, "no outcome; this analysis needs a 0/1 outcome for every scan"))
+                problems.append(
+                    _problem(
+                        scan,
+                        "no outcome; this analysis needs a 0/1 outcome for every scan",
+                    )
+                )
         classes = {s.outcome for s in cohort if s.outcome in (0, 1)}
         if len(cohort) and len(classes) == 1:
             only = classes.pop()
-            problems.append(Problem(f"every known outcome is {only}; a prediction model needs scans of both classes (0 and 1)"))
+            problems.append(
+                Problem(
+                    f"every known outcome is {only}; a prediction model needs scans of both classes (0 and 1)"
+                )
+            )
     return problems
 
 

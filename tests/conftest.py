@@ -12,7 +12,13 @@ import SimpleITK as sitk
 DATA = Path(__file__).parent / "data"
 
 
-def write_scan(folder: Path, name: str, values: np.ndarray, spacing=(2.0, 2.0, 3.0), origin=(0.0, 0.0, 0.0)) -> Path:
+def write_scan(
+    folder: Path,
+    name: str,
+    values: np.ndarray,
+    spacing=(2.0, 2.0, 3.0),
+    origin=(0.0, 0.0, 0.0),
+) -> Path:
     """Write a (z, y, x) array as NIfTI with the given geometry; returns the path."""
     image = sitk.GetImageFromArray(values)
     image.SetSpacing(spacing)
@@ -25,7 +31,10 @@ def write_scan(folder: Path, name: str, values: np.ndarray, spacing=(2.0, 2.0, 3
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     """Every file under ``folder`` with its size and modification time (to assert nothing was written)."""
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in folder.rglob("*")
+    }
 
 
 def edit_manifest(manifest: Path, row: int, **cells) -> None:
@@ -65,7 +74,9 @@ def tiny_cohort(tmp_path: Path) -> Path:
             suv[mask > 0] += 4.0
             write_scan(tmp_path / "images", f"{subject}_pet.nii.gz", suv, spacing)
             write_scan(tmp_path / "images", f"{subject}_lesion.nii.gz", mask, spacing)
-            lines.append(f"{subject},{site},images/{subject}_pet.nii.gz,images/{subject}_lesion.nii.gz,{i % 2},{50 + i}")
+            lines.append(
+                f"{subject},{site},images/{subject}_pet.nii.gz,images/{subject}_lesion.nii.gz,{i % 2},{50 + i}"
+            )
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("\n".join(lines) + "\n")
     return manifest

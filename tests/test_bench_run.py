@@ -11,7 +11,14 @@ from harmkit.plugins import PluginInfo, get_registry
 
 
 def test_evaluators_run_after_those_they_require_and_otherwise_in_registration_order():
-    order = evaluator_order({"quality": (), "fidelity": ("prediction",), "prediction": (), "mine": ("fidelity", "quality")})
+    order = evaluator_order(
+        {
+            "quality": (),
+            "fidelity": ("prediction",),
+            "prediction": (),
+            "mine": ("fidelity", "quality"),
+        }
+    )
     assert order == ["quality", "prediction", "fidelity", "mine"]
 
 
@@ -39,7 +46,9 @@ class Counting(Evaluator):
         self.random_state = random_state
 
     def evaluate(self, context):
-        return EvaluationResult(self.name, summary={"step": self.step, "seed": self.random_state})
+        return EvaluationResult(
+            self.name, summary={"step": self.step, "seed": self.random_state}
+        )
 
 
 class NeedsCounting(Evaluator):
@@ -48,7 +57,9 @@ class NeedsCounting(Evaluator):
     requires = ("counting",)
 
     def evaluate(self, context):
-        return EvaluationResult(self.name, summary={"seen": context.results["counting"].summary["step"]})
+        return EvaluationResult(
+            self.name, summary={"seen": context.results["counting"].summary["step"]}
+        )
 
 
 class NothingToDo(Evaluator):
@@ -72,16 +83,22 @@ def registry_with(monkeypatch):
     def install(*classes):
         registry = get_registry()
         monkeypatch.setattr(registry, "plugins", dict(registry.plugins))
-        for key in [k for k, info in registry.plugins.items() if info.kind == "evaluator"]:
+        for key in [
+            k for k, info in registry.plugins.items() if info.kind == "evaluator"
+        ]:
             del registry.plugins[key]
         for cls in classes:
-            registry.plugins[("evaluator", cls.name)] = PluginInfo(cls.name, "evaluator", cls, "test-plugins", "1.0", cls.description)
+            registry.plugins[("evaluator", cls.name)] = PluginInfo(
+                cls.name, "evaluator", cls, "test-plugins", "1.0", cls.description
+            )
         return registry
 
     return install
 
 
-def test_requirements_run_first_parameters_and_the_seed_reach_the_evaluator_and_skips_are_reported(registry_with):
+def test_requirements_run_first_parameters_and_the_seed_reach_the_evaluator_and_skips_are_reported(
+    registry_with,
+):
     registry_with(NeedsCounting, Counting, NothingToDo)
     ctx = _Context()
     ctx.config.params = {"counting": {"step": 3}}
@@ -91,10 +108,16 @@ def test_requirements_run_first_parameters_and_the_seed_reach_the_evaluator_and_
     assert ctx.results["counting"].summary == {"step": 3, "seed": ctx.config.seed}
     assert ctx.results["needs-counting"].summary == {"seen": 3}
     assert ctx.results["nothing"].skipped == "the cohort has no ground truth"
-    assert set(timings) == {"evaluator counting", "evaluator needs-counting", "evaluator nothing"}
+    assert set(timings) == {
+        "evaluator counting",
+        "evaluator needs-counting",
+        "evaluator nothing",
+    }
 
 
-def test_an_evaluator_whose_requirement_was_skipped_is_skipped_with_the_reason(registry_with):
+def test_an_evaluator_whose_requirement_was_skipped_is_skipped_with_the_reason(
+    registry_with,
+):
     class NeedsNothing(NeedsCounting):
         name = "needs-nothing"
         requires = ("nothing",)
@@ -105,9 +128,14 @@ def test_an_evaluator_whose_requirement_was_skipped_is_skipped_with_the_reason(r
     assert "needs the results of nothing" in ctx.results["needs-nothing"].skipped
 
 
-def test_a_failing_evaluator_stops_the_bench_with_its_name_and_distribution(registry_with):
+def test_a_failing_evaluator_stops_the_bench_with_its_name_and_distribution(
+    registry_with,
+):
     registry_with(Counting, Broken)
-    with pytest.raises(HarmkitError, match=r"evaluator 'broken' \(from test-plugins 1.0\) failed: table 'x' is missing"):
+    with pytest.raises(
+        HarmkitError,
+        match=r"evaluator 'broken' \(from test-plugins 1.0\) failed: table 'x' is missing",
+    ):
         run_evaluators(_Context(), _Quiet(), {})
 
 

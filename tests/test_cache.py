@@ -51,7 +51,12 @@ def test_images_are_hashed_with_their_geometry():
 def test_dataframe_round_trip_is_exact(tmp_path):
     cache = Cache(tmp_path)
     frame = pd.DataFrame(
-        {"site": ["A", "B", None], "glcm_Contrast": [0.1, 1 / 3, np.nan], "n": np.array([1, 2, 3], np.int64), "flag": [True, False, True]},
+        {
+            "site": ["A", "B", None],
+            "glcm_Contrast": [0.1, 1 / 3, np.nan],
+            "n": np.array([1, 2, 3], np.int64),
+            "flag": [True, False, True],
+        },
         index=pd.Index(["s1", "s2", "s3"], name="subject_id"),
     )
     frame.attrs["feature_classes"] = {"glcm_Contrast": "glcm"}
@@ -85,7 +90,9 @@ def test_unsupported_values_fail_without_leaving_an_entry(tmp_path):
     with pytest.raises(TypeError):
         cache.put("e" * 64, {"bad": object()})
     assert "e" * 64 not in cache
-    assert not any(p.name.startswith(".") for p in tmp_path.rglob("*"))  # no temporary left behind
+    assert not any(
+        p.name.startswith(".") for p in tmp_path.rglob("*")
+    )  # no temporary left behind
 
 
 def test_damaged_entry_is_a_miss_and_is_replaced(tmp_path):

@@ -30,7 +30,17 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _config(**overrides):
-    base = dict(ngf=2, ndf=2, n_res_blocks=1, patch_size=PATCH, steps=9, checkpoint_every=4, precision="fp32", pool_size=3, seed=3)
+    base = dict(
+        ngf=2,
+        ndf=2,
+        n_res_blocks=1,
+        patch_size=PATCH,
+        steps=9,
+        checkpoint_every=4,
+        precision="fp32",
+        pool_size=3,
+        seed=3,
+    )
     base.update(overrides)
     return get_profile("quick").with_overrides(**base)
 
@@ -44,7 +54,11 @@ def _sample_b(rng, n):
 
 
 def _weights(trainer):
-    return {f"{k}.{n}": t.clone() for k, net in trainer.nets.items() for n, t in net.state_dict().items()}
+    return {
+        f"{k}.{n}": t.clone()
+        for k, net in trainer.nets.items()
+        for n, t in net.state_dict().items()
+    }
 
 
 @pytest.mark.slow
@@ -59,12 +73,20 @@ def test_interrupted_and_resumed_training_equals_uninterrupted(tmp_path):
     a, b = _weights(straight), _weights(resumed)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert resumed.opt_G.state_dict()["state"][0]["step"] == straight.opt_G.state_dict()["state"][0]["step"]
+    assert (
+        resumed.opt_G.state_dict()["state"][0]["step"]
+        == straight.opt_G.state_dict()["state"][0]["step"]
+    )
     # The loss log matches the weights: one row per step, the same values.
-    rows = [list(csv.reader(open(tmp_path / d / "losses.csv"))) for d in ("straight", "resumed")]
+    rows = [
+        list(csv.reader(open(tmp_path / d / "losses.csv")))
+        for d in ("straight", "resumed")
+    ]
     assert [r[0] for r in rows[1][1:]] == [str(i) for i in range(1, 10)]
     seconds = rows[0][0].index("seconds")  # wall time differs; everything else must not
-    assert [r[:seconds] + r[seconds + 1 :] for r in rows[0]] == [r[:seconds] + r[seconds + 1 :] for r in rows[1]]
+    assert [r[:seconds] + r[seconds + 1 :] for r in rows[0]] == [
+        r[:seconds] + r[seconds + 1 :] for r in rows[1]
+    ]
 
 
 def test_checkpoint_rows_log_the_learning_monitor_and_the_verdict_reads_it(tmp_path):
@@ -81,9 +103,12 @@ def test_checkpoint_rows_log_the_learning_monitor_and_the_verdict_reads_it(tmp_p
         # uniform(-1, -0.5) noise (domain A) is far smoother at 1 voxel than tanh(N(0, 0.5)) (domain B)
         assert row["tex_b"] > row["tex_a"] > 0
     verdict = learning_verdict(rows)
-    assert verdict["monitored"] and isinstance(verdict["discriminators_at_chance"], bool)
+    assert verdict["monitored"] and isinstance(
+        verdict["discriminators_at_chance"], bool
+    )
     assert verdict["texture_fraction_ab"] == pytest.approx(
-        (rows[-1]["tex_ab"] - rows[-1]["tex_a"]) / (rows[-1]["tex_b"] - rows[-1]["tex_a"])
+        (rows[-1]["tex_ab"] - rows[-1]["tex_a"])
+        / (rows[-1]["tex_b"] - rows[-1]["tex_a"])
     )
 
 
@@ -91,12 +116,26 @@ def test_verdict_says_at_chance_only_when_both_discriminators_stay_in_the_band_t
     from harmkit_cyclegan.monitor import learning_verdict
 
     def row(step, a, b):
-        return {"step": step, "acc_D_a": a, "acc_D_b": b, "tex_a": 0.1, "tex_b": 0.3, "tex_ab": 0.2, "tex_ba": 0.25}
+        return {
+            "step": step,
+            "acc_D_a": a,
+            "acc_D_b": b,
+            "tex_a": 0.1,
+            "tex_b": 0.3,
+            "tex_ab": 0.2,
+            "tex_ba": 0.25,
+        }
 
-    assert learning_verdict([row(1, 0.5, 0.55), row(2, 0.45, 0.5)])["discriminators_at_chance"]
-    assert not learning_verdict([row(1, 0.5, 0.55), row(2, 0.45, 0.8)])["discriminators_at_chance"]
+    assert learning_verdict([row(1, 0.5, 0.55), row(2, 0.45, 0.5)])[
+        "discriminators_at_chance"
+    ]
+    assert not learning_verdict([row(1, 0.5, 0.55), row(2, 0.45, 0.8)])[
+        "discriminators_at_chance"
+    ]
     verdict = learning_verdict([row(1, 0.7, 0.7)])
-    assert verdict["texture_fraction_ab"] == pytest.approx(0.5) and verdict["texture_fraction_ba"] == pytest.approx(0.25)
+    assert verdict["texture_fraction_ab"] == pytest.approx(0.5) and verdict[
+        "texture_fraction_ba"
+    ] == pytest.approx(0.25)
     assert learning_verdict([]) == {"monitored": False}
 
 
@@ -105,7 +144,13 @@ def test_checkpoint_holds_all_training_state_and_previews_are_pngs(tmp_path):
     state = load_checkpoint(tmp_path / CHECKPOINT)
     assert set(state["nets"]) == {"G_ab", "G_ba", "D_a", "D_b"}
     assert set(state["optimizers"]) == set(state["schedulers"]) == {"G", "D"}
-    assert state["pools"]["a"].shape == (3, 1, PATCH, PATCH, PATCH)  # pool filled with 3 of 4 fakes
+    assert state["pools"]["a"].shape == (
+        3,
+        1,
+        PATCH,
+        PATCH,
+        PATCH,
+    )  # pool filled with 3 of 4 fakes
     assert {"torch", "numpy"} <= set(state["rng"])
     png = (tmp_path / "preview_0000004.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and b"IEND" in png
@@ -120,7 +165,10 @@ def test_a_checkpoint_with_a_pickled_payload_is_refused(tmp_path):
     marker = tmp_path / "payload-ran"
     payload = _Payload()
     payload.marker = marker
-    torch.save({"format": FORMAT, "step": 1, "config": {}, "nets": payload}, tmp_path / CHECKPOINT)
+    torch.save(
+        {"format": FORMAT, "step": 1, "config": {}, "nets": payload},
+        tmp_path / CHECKPOINT,
+    )
     with pytest.raises(CheckpointError, match="refused"):
         load_checkpoint(tmp_path / CHECKPOINT)
     with pytest.raises(CheckpointError, match="refused"):
@@ -141,7 +189,9 @@ def test_learning_rate_is_constant_then_decays_linearly_to_zero():
     assert factors[-1] < 0.03
 
 
-def test_a_non_finite_step_changes_no_weight_and_persistent_divergence_stops_training(tmp_path):
+def test_a_non_finite_step_changes_no_weight_and_persistent_divergence_stops_training(
+    tmp_path,
+):
     poison = {"on": False}
 
     def poisoned_a(rng, n):  # while poison is on, batches of domain A hold a NaN
@@ -167,4 +217,9 @@ def test_a_non_finite_step_changes_no_weight_and_persistent_divergence_stops_tra
         return np.full((n, 1, PATCH, PATCH, PATCH), np.nan, dtype=np.float32)
 
     with pytest.raises(TrainingError, match="fp32"):
-        Trainer(_config(steps=MAX_NONFINITE_STEPS + 5), always_nan, _sample_b, tmp_path / "always").run()
+        Trainer(
+            _config(steps=MAX_NONFINITE_STEPS + 5),
+            always_nan,
+            _sample_b,
+            tmp_path / "always",
+        ).run()

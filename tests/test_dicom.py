@@ -7,8 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
-import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
 
@@ -30,17 +28,33 @@ def activity() -> np.ndarray:
     return values
 
 
-def write_series(folder: Path, values: np.ndarray, remove=(), radiopharmaceutical: dict | None = None, **tags) -> Path:
+def write_series(
+    folder: Path,
+    values: np.ndarray,
+    remove=(),
+    radiopharmaceutical: dict | None = None,
+    **tags,
+) -> Path:
     """Write ``values`` as a PET DICOM series (one file per slice, uint16 + per-slice rescale slope)."""
     folder.mkdir(parents=True, exist_ok=True)
     series, study, frame = generate_uid(), generate_uid(), generate_uid()
     header = {
-        "Modality": "PT", "Units": "BQML", "DecayCorrection": "START", "PatientWeight": str(WEIGHT_KG),
-        "SeriesDate": "20240315", "SeriesTime": "101500", "AcquisitionDate": "20240315", "AcquisitionTime": "101500",
+        "Modality": "PT",
+        "Units": "BQML",
+        "DecayCorrection": "START",
+        "PatientWeight": str(WEIGHT_KG),
+        "SeriesDate": "20240315",
+        "SeriesTime": "101500",
+        "AcquisitionDate": "20240315",
+        "AcquisitionTime": "101500",
         "PatientID": "P1",
     }
     header.update(tags)
-    drug = {"RadionuclideTotalDose": str(DOSE_BQ), "RadionuclideHalfLife": str(F18_HALF_LIFE), "RadiopharmaceuticalStartTime": "091500"}
+    drug = {
+        "RadionuclideTotalDose": str(DOSE_BQ),
+        "RadionuclideHalfLife": str(F18_HALF_LIFE),
+        "RadiopharmaceuticalStartTime": "091500",
+    }
     drug.update(radiopharmaceutical or {})
     for k, plane in enumerate(values):
         meta = FileMetaDataset()
@@ -50,7 +64,11 @@ def write_series(folder: Path, values: np.ndarray, remove=(), radiopharmaceutica
         ds = Dataset()
         ds.file_meta = meta
         ds.SOPClassUID, ds.SOPInstanceUID = PET_STORAGE, meta.MediaStorageSOPInstanceUID
-        ds.SeriesInstanceUID, ds.StudyInstanceUID, ds.FrameOfReferenceUID = series, study, frame
+        ds.SeriesInstanceUID, ds.StudyInstanceUID, ds.FrameOfReferenceUID = (
+            series,
+            study,
+            frame,
+        )
         for key, value in header.items():
             if key not in remove and value is not None:
                 setattr(ds, key, value)
@@ -67,7 +85,12 @@ def write_series(folder: Path, values: np.ndarray, remove=(), radiopharmaceutica
         ds.SliceThickness = 3.0
         ds.Rows, ds.Columns = plane.shape
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = (
+            16,
+            16,
+            15,
+            0,
+        )
         slope = float(f"{plane.max() / 60000:.8g}")
         ds.RescaleSlope, ds.RescaleIntercept = f"{slope:.8g}", "0"
         ds.PixelData = np.round(plane / slope).astype(np.uint16).tobytes()
@@ -89,20 +112,35 @@ def test_bqml_series_is_converted_to_suvbw_with_geometry(tmp_path):
     suv = sitk.GetArrayFromImage(image)
     factor = expected_factor(3600.0)  # injection 09:15, series 10:15
     np.testing.assert_allclose(suv, values * factor, rtol=1e-4)
-    assert suv.max() == pytest.approx(60000 * factor, rel=1e-4)  # per-slice slope of the last slice applied
-    assert factor == pytest.approx(2.7635e-4, rel=1e-4)  # 70 kg, 370 MBq, 1 h after injection
-    assert suv.min() == pytest.approx(1.38, abs=0.01)  # background 5 kBq/mL: a plausible SUV
+    assert suv.max() == pytest.approx(
+        60000 * factor, rel=1e-4
+    )  # per-slice slope of the last slice applied
+    assert factor == pytest.approx(
+        2.7635e-4, rel=1e-4
+    )  # 70 kg, 370 MBq, 1 h after injection
+    assert suv.min() == pytest.approx(
+        1.38, abs=0.01
+    )  # background 5 kBq/mL: a plausible SUV
 
 
 def test_read_image_reads_a_dicom_folder_as_suv(tmp_path):
     folder = write_series(tmp_path / "pet", activity())
-    np.testing.assert_allclose(sitk.GetArrayFromImage(read_image(folder)), activity() * expected_factor(3600.0), rtol=1e-4)
+    np.testing.assert_allclose(
+        sitk.GetArrayFromImage(read_image(folder)),
+        activity() * expected_factor(3600.0),
+        rtol=1e-4,
+    )
 
 
 def test_injection_date_time_across_midnight(tmp_path):
     folder = write_series(
-        tmp_path / "pet", activity(), SeriesDate="20240316", SeriesTime="003000", AcquisitionDate="20240316",
-        AcquisitionTime="003000", radiopharmaceutical={"RadiopharmaceuticalStartDateTime": "20240315233000"},
+        tmp_path / "pet",
+        activity(),
+        SeriesDate="20240316",
+        SeriesTime="003000",
+        AcquisitionDate="20240316",
+        AcquisitionTime="003000",
+        radiopharmaceutical={"RadiopharmaceuticalStartDateTime": "20240315233000"},
     )
     suv = sitk.GetArrayFromImage(read_pet_series_suv(folder))
     np.testing.assert_allclose(suv, activity() * expected_factor(3600.0), rtol=1e-4)
@@ -110,30 +148,51 @@ def test_injection_date_time_across_midnight(tmp_path):
 
 def test_acquisition_earlier_than_series_time_is_the_scan_start(tmp_path):
     # series re-saved after post-processing at 11:15; acquisition started 10:15
-    folder = write_series(tmp_path / "pet", activity(), SeriesTime="111500", AcquisitionTime="101500")
-    np.testing.assert_allclose(sitk.GetArrayFromImage(read_pet_series_suv(folder)), activity() * expected_factor(3600.0), rtol=1e-4)
+    folder = write_series(
+        tmp_path / "pet", activity(), SeriesTime="111500", AcquisitionTime="101500"
+    )
+    np.testing.assert_allclose(
+        sitk.GetArrayFromImage(read_pet_series_suv(folder)),
+        activity() * expected_factor(3600.0),
+        rtol=1e-4,
+    )
 
 
 def test_admin_decay_correction_needs_no_decay_factor(tmp_path):
     folder = write_series(tmp_path / "pet", activity(), DecayCorrection="ADMIN")
-    np.testing.assert_allclose(sitk.GetArrayFromImage(read_pet_series_suv(folder)), activity() * WEIGHT_KG * 1000 / DOSE_BQ, rtol=1e-4)
+    np.testing.assert_allclose(
+        sitk.GetArrayFromImage(read_pet_series_suv(folder)),
+        activity() * WEIGHT_KG * 1000 / DOSE_BQ,
+        rtol=1e-4,
+    )
 
 
 def test_series_already_in_suv_is_kept(tmp_path):
     values = activity() / 10000
     folder = write_series(tmp_path / "pet", values, Units="GML")
-    np.testing.assert_allclose(sitk.GetArrayFromImage(read_pet_series_suv(folder)), values, rtol=1e-4)
+    np.testing.assert_allclose(
+        sitk.GetArrayFromImage(read_pet_series_suv(folder)), values, rtol=1e-4
+    )
 
 
-@pytest.mark.parametrize("remove, words", [
-    ("PatientWeight", "missing tag PatientWeight (0010,1030)"),
-    ("RadiopharmaceuticalInformationSequence", "missing tag RadiopharmaceuticalInformationSequence (0054,0016)"),
-    ("RadionuclideTotalDose", "missing tag RadionuclideTotalDose (0018,1074)"),
-    ("RadionuclideHalfLife", "missing tag RadionuclideHalfLife (0018,1075)"),
-    ("RadiopharmaceuticalStartTime", "missing tag RadiopharmaceuticalStartDateTime (0018,1078) or RadiopharmaceuticalStartTime (0018,1072)"),
-    ("DecayCorrection", "missing tag DecayCorrection (0054,1102)"),
-    ("Units", "missing tag Units (0054,1001)"),
-])
+@pytest.mark.parametrize(
+    "remove, words",
+    [
+        ("PatientWeight", "missing tag PatientWeight (0010,1030)"),
+        (
+            "RadiopharmaceuticalInformationSequence",
+            "missing tag RadiopharmaceuticalInformationSequence (0054,0016)",
+        ),
+        ("RadionuclideTotalDose", "missing tag RadionuclideTotalDose (0018,1074)"),
+        ("RadionuclideHalfLife", "missing tag RadionuclideHalfLife (0018,1075)"),
+        (
+            "RadiopharmaceuticalStartTime",
+            "missing tag RadiopharmaceuticalStartDateTime (0018,1078) or RadiopharmaceuticalStartTime (0018,1072)",
+        ),
+        ("DecayCorrection", "missing tag DecayCorrection (0054,1102)"),
+        ("Units", "missing tag Units (0054,1001)"),
+    ],
+)
 def test_missing_tag_is_named_with_the_folder(tmp_path, remove, words):
     folder = write_series(tmp_path / "pet", activity(), remove=(remove,))
     with pytest.raises(HarmkitError) as info:
@@ -142,17 +201,28 @@ def test_missing_tag_is_named_with_the_folder(tmp_path, remove, words):
 
 
 def test_missing_scan_time_is_named(tmp_path):
-    folder = write_series(tmp_path / "pet", activity(), remove=("SeriesTime", "AcquisitionTime"))
-    with pytest.raises(HarmkitError, match=r"missing tag SeriesTime \(0008,0031\) or AcquisitionTime \(0008,0032\)"):
+    folder = write_series(
+        tmp_path / "pet", activity(), remove=("SeriesTime", "AcquisitionTime")
+    )
+    with pytest.raises(
+        HarmkitError,
+        match=r"missing tag SeriesTime \(0008,0031\) or AcquisitionTime \(0008,0032\)",
+    ):
         read_pet_series_suv(folder)
 
 
-@pytest.mark.parametrize("tags, words", [
-    ({"Units": "CNTS"}, "Units (0054,1001) is 'CNTS'"),
-    ({"Modality": "CT"}, "Modality 'CT', not PET"),
-    ({"DecayCorrection": "NONE"}, "DecayCorrection (0054,1102) is 'NONE'"),
-    ({"SeriesTime": "081500", "AcquisitionTime": "081500"}, "is after the scan start"),
-])
+@pytest.mark.parametrize(
+    "tags, words",
+    [
+        ({"Units": "CNTS"}, "Units (0054,1001) is 'CNTS'"),
+        ({"Modality": "CT"}, "Modality 'CT', not PET"),
+        ({"DecayCorrection": "NONE"}, "DecayCorrection (0054,1102) is 'NONE'"),
+        (
+            {"SeriesTime": "081500", "AcquisitionTime": "081500"},
+            "is after the scan start",
+        ),
+    ],
+)
 def test_unsupported_headers_are_explained(tmp_path, tags, words):
     with pytest.raises(HarmkitError) as info:
         read_pet_series_suv(write_series(tmp_path / "pet", activity(), **tags))
@@ -185,5 +255,8 @@ def test_manifest_with_dicom_folders_validates(tmp_path):
     report = validate_manifest(tmp_path / "manifest.csv")
     assert len(report.errors) == 1
     message = str(report.errors[0])
-    assert message.startswith("row 2 (subject S2, site X): image:") and "PatientWeight (0010,1030)" in message
+    assert (
+        message.startswith("row 2 (subject S2, site X): image:")
+        and "PatientWeight (0010,1030)" in message
+    )
     assert report.summary_table().loc[0, "voxel_mm"] == "2.00×2.50×3.00"

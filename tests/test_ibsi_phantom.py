@@ -32,7 +32,10 @@ def _reference() -> dict[str, tuple[float, float]]:
     with open(DATA / "ibsi_1_dig_phantom.csv", newline="") as handle:
         for row in csv.DictReader(handle, delimiter=";"):
             if row["reference value"]:
-                values[row["tag"]] = (float(row["reference value"]), float(row["tolerance"] or 0))
+                values[row["tag"]] = (
+                    float(row["reference value"]),
+                    float(row["tolerance"] or 0),
+                )
     return values
 
 
@@ -54,11 +57,15 @@ def test_phantom_mask_has_the_documented_voxel_count():
 def phantom_features() -> dict[str, float]:
     image = sitk.ReadImage(str(DATA / "image" / "phantom.nii.gz"), sitk.sitkFloat32)
     mask = sitk.ReadImage(str(DATA / "mask" / "mask.nii.gz"))
-    extractor = RadiomicsExtractor(bin_width=1.0, resampled_spacing=None, classes=ALL_CLASSES)
+    extractor = RadiomicsExtractor(
+        bin_width=1.0, resampled_spacing=None, classes=ALL_CLASSES
+    )
     return extractor.extract(image, mask)
 
 
-def test_every_computed_feature_is_mapped_or_documented_without_reference(phantom_features):
+def test_every_computed_feature_is_mapped_or_documented_without_reference(
+    phantom_features,
+):
     unaccounted = sorted(set(phantom_features) - set(IBSI_TAGS) - set(NO_REFERENCE))
     assert unaccounted == []
 
@@ -72,7 +79,9 @@ def test_every_mapped_tag_has_a_reference_value():
 def test_feature_matches_ibsi_reference(phantom_features, feature):
     reference, tolerance = _reference()[IBSI_TAGS[feature]]
     value = phantom_features[feature]
-    assert abs(value - reference) <= _allowed_difference(reference, tolerance), f"{feature}={value:.6g}, IBSI {IBSI_TAGS[feature]}={reference}"
+    assert abs(value - reference) <= _allowed_difference(reference, tolerance), (
+        f"{feature}={value:.6g}, IBSI {IBSI_TAGS[feature]}={reference}"
+    )
 
 
 @pytest.mark.parametrize("feature", sorted(DEVIATIONS))
@@ -80,7 +89,9 @@ def test_documented_deviation_matches_after_conversion(phantom_features, feature
     reference, tolerance = _reference()[IBSI_TAGS[feature]]
     raw = phantom_features[feature]
     converted = to_ibsi(feature, raw, voxels=PHANTOM_VOXELS)
-    assert abs(converted - reference) < abs(raw - reference)  # the conversion explains the difference
+    assert abs(converted - reference) < abs(
+        raw - reference
+    )  # the conversion explains the difference
     assert abs(converted - reference) <= _allowed_difference(reference, tolerance)
 
 
@@ -89,4 +100,7 @@ def test_the_paper_classes_are_all_covered_by_the_comparison():
     covered = [f for f in paper_features if f in IBSI_TAGS]
     assert len(paper_features) == 93
     assert len(covered) == 91  # all but TotalEnergy and MCC
-    assert sorted(set(paper_features) - set(covered)) == ["firstorder_TotalEnergy", "glcm_MCC"]
+    assert sorted(set(paper_features) - set(covered)) == [
+        "firstorder_TotalEnergy",
+        "glcm_MCC",
+    ]

@@ -14,18 +14,37 @@ from harmkit.manifest import read_manifest_problems, write_cohort, write_manifes
 
 def test_load_cohort_reads_every_column(tiny_cohort):
     cohort = hk.load_cohort(tiny_cohort)
-    assert len(cohort) == 6 and cohort.sites == ["A", "B"] and cohort.mask_names == ["lesion"]
+    assert (
+        len(cohort) == 6
+        and cohort.sites == ["A", "B"]
+        and cohort.mask_names == ["lesion"]
+    )
     scan = cohort[1]
-    assert (scan.subject_id, scan.site, scan.group, scan.row, scan.outcome) == ("A1", "A", "A", 2, 1)
+    assert (scan.subject_id, scan.site, scan.group, scan.row, scan.outcome) == (
+        "A1",
+        "A",
+        "A",
+        2,
+        1,
+    )
     assert scan.covariates == {"age": 51.0}
     assert scan.image == tiny_cohort.parent / "images" / "A1_pet.nii.gz"
     image = scan.load_image()
-    assert image.GetPixelID() == sitk.sitkFloat32 and image.GetSpacing() == (2.0, 2.0, 3.0)
+    assert image.GetPixelID() == sitk.sitkFloat32 and image.GetSpacing() == (
+        2.0,
+        2.0,
+        3.0,
+    )
     mask = scan.load_mask("lesion")
-    assert mask.GetPixelID() == sitk.sitkUInt8 and int(sitk.GetArrayViewFromImage(mask).sum()) == 18
+    assert (
+        mask.GetPixelID() == sitk.sitkUInt8
+        and int(sitk.GetArrayViewFromImage(mask).sum()) == 18
+    )
 
 
-def test_paths_are_relative_to_the_manifest_not_the_working_directory(tiny_cohort, monkeypatch, tmp_path_factory):
+def test_paths_are_relative_to_the_manifest_not_the_working_directory(
+    tiny_cohort, monkeypatch, tmp_path_factory
+):
     monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
     assert hk.load_cohort(tiny_cohort)[0].load_image().GetSize() == (8, 8, 6)
 
@@ -34,11 +53,17 @@ def test_write_manifest_round_trip(tiny_cohort, tmp_path):
     cohort = hk.load_cohort(tiny_cohort).regroup({"A": "AB", "B": "AB"})
     out = write_manifest(cohort, tmp_path / "sub" / "copy.csv")
     again = hk.load_cohort(out)
-    assert [(s.subject_id, s.site, s.group, s.outcome, s.covariates) for s in again] == [
-        (s.subject_id, s.site, s.group, s.outcome, s.covariates) for s in cohort]
+    assert [
+        (s.subject_id, s.site, s.group, s.outcome, s.covariates) for s in again
+    ] == [(s.subject_id, s.site, s.group, s.outcome, s.covariates) for s in cohort]
     assert [s.image.resolve() for s in again] == [s.image.resolve() for s in cohort]
-    assert out.read_text().splitlines()[0] == "subject_id,site,site_group,image,mask_lesion,outcome,age"
-    assert [p.name for p in out.parent.iterdir()] == ["copy.csv"]  # no temporary file left
+    assert (
+        out.read_text().splitlines()[0]
+        == "subject_id,site,site_group,image,mask_lesion,outcome,age"
+    )
+    assert [p.name for p in out.parent.iterdir()] == [
+        "copy.csv"
+    ]  # no temporary file left
 
 
 def test_write_cohort_writes_images_with_geometry(tmp_path):
@@ -46,18 +71,28 @@ def test_write_cohort_writes_images_with_geometry(tmp_path):
     image.SetSpacing((1.5, 2.0, 4.0))
     image.SetOrigin((1.0, 2.0, 3.0))
     mask = sitk.Cast(image > 10, sitk.sitkUInt8)
-    manifest = write_cohort([Scan("s/1", "site A", image, {"lesion": mask}, outcome=1)], tmp_path / "out")
+    manifest = write_cohort(
+        [Scan("s/1", "site A", image, {"lesion": mask}, outcome=1)], tmp_path / "out"
+    )
     scan = hk.load_cohort(manifest)[0]
     assert scan.subject_id == "s/1" and scan.site == "site A"
     loaded = scan.load_image()
-    assert loaded.GetSpacing() == (1.5, 2.0, 4.0) and loaded.GetOrigin() == (1.0, 2.0, 3.0)
-    np.testing.assert_array_equal(sitk.GetArrayFromImage(loaded), sitk.GetArrayFromImage(image))
+    assert loaded.GetSpacing() == (1.5, 2.0, 4.0) and loaded.GetOrigin() == (
+        1.0,
+        2.0,
+        3.0,
+    )
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(loaded), sitk.GetArrayFromImage(image)
+    )
     assert int(sitk.GetArrayFromImage(scan.load_mask("lesion")).sum()) == 13
 
 
 def test_writing_in_memory_images_into_a_manifest_is_refused(tmp_path):
     image = sitk.Image(2, 2, 2, sitk.sitkFloat32)
-    with pytest.raises(HarmkitError, match="image is in memory; write it to a file first"):
+    with pytest.raises(
+        HarmkitError, match="image is in memory; write it to a file first"
+    ):
         write_manifest([Scan("s1", "A", image)], tmp_path / "m.csv")
     assert not (tmp_path / "m.csv").exists()
 
@@ -96,7 +131,9 @@ def test_missing_manifest_and_missing_columns(tmp_path):
     with pytest.raises(HarmkitError, match="manifest not found"):
         hk.load_cohort(tmp_path / "nope.csv")
     (tmp_path / "m.csv").write_text("id,site,image\n1,A,x.nii\n")
-    with pytest.raises(HarmkitError, match="missing column\\(s\\) subject_id.*found: id, site, image"):
+    with pytest.raises(
+        HarmkitError, match="missing column\\(s\\) subject_id.*found: id, site, image"
+    ):
         hk.load_cohort(tmp_path / "m.csv")
 
 
@@ -107,7 +144,10 @@ def test_empty_manifest_is_an_error(tmp_path):
 
 
 def test_missing_mask_name_lists_available_masks(tiny_cohort):
-    with pytest.raises(HarmkitError, match="has no mask 'liver' \\(masks: lesion\\); add a 'mask_liver' column"):
+    with pytest.raises(
+        HarmkitError,
+        match="has no mask 'liver' \\(masks: lesion\\); add a 'mask_liver' column",
+    ):
         hk.load_cohort(tiny_cohort)[0].load_mask("liver")
 
 
@@ -130,4 +170,6 @@ def test_written_files_get_ordinary_permissions_not_private_temp_mode(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
-    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]  # no temporary left behind
+    assert [p.name for p in tmp_path.iterdir()] == [
+        "out.txt"
+    ]  # no temporary left behind

@@ -50,13 +50,21 @@ def registry() -> Registry:
 
 def test_image_then_feature_stage(registry):
     method = parse_method("gan+combat", registry)
-    assert [(s.name, s.kind) for s in method.stages] == [("cyclegan", "image-harmonizer"), ("combat", "feature-harmonizer")]
-    assert [s.name for s in method.image_stages] == ["cyclegan"] and [s.name for s in method.feature_stages] == ["combat"]
+    assert [(s.name, s.kind) for s in method.stages] == [
+        ("cyclegan", "image-harmonizer"),
+        ("combat", "feature-harmonizer"),
+    ]
+    assert [s.name for s in method.image_stages] == ["cyclegan"] and [
+        s.name for s in method.feature_stages
+    ] == ["combat"]
     assert method.label == "gan+combat"
 
 
 def test_alias_and_canonical_name_give_the_same_stage(registry):
-    assert parse_method("gan", registry).stages == parse_method("cyclegan", registry).stages
+    assert (
+        parse_method("gan", registry).stages
+        == parse_method("cyclegan", registry).stages
+    )
 
 
 def test_case_and_spaces_are_normalised(registry):
@@ -78,12 +86,18 @@ def test_unknown_name_lists_available_names_and_a_close_match(registry):
 
 
 def test_feature_stage_before_image_stage_is_an_error(registry):
-    with pytest.raises(HarmkitError, match="image stage 'cyclegan' comes after a feature stage"):
+    with pytest.raises(
+        HarmkitError, match="image stage 'cyclegan' comes after a feature stage"
+    ):
         parse_method("combat+gan", registry)
 
 
 def test_two_image_stages_chain(registry):
-    assert [s.name for s in parse_method("histmatch+gan+combat", registry).stages] == ["histmatch", "cyclegan", "combat"]
+    assert [s.name for s in parse_method("histmatch+gan+combat", registry).stages] == [
+        "histmatch",
+        "cyclegan",
+        "combat",
+    ]
 
 
 def test_none_cannot_be_combined(registry):
@@ -98,8 +112,16 @@ def test_empty_names_and_stages_are_errors(registry, text):
 
 
 def test_parse_methods_always_starts_with_the_baseline(registry):
-    assert [m.label for m in parse_methods("gan,combat,gan+combat", registry)] == ["none", "gan", "combat", "gan+combat"]
-    assert [m.label for m in parse_methods("combat,none", registry)] == ["combat", "none"]
+    assert [m.label for m in parse_methods("gan,combat,gan+combat", registry)] == [
+        "none",
+        "gan",
+        "combat",
+        "gan+combat",
+    ]
+    assert [m.label for m in parse_methods("combat,none", registry)] == [
+        "combat",
+        "none",
+    ]
 
 
 def test_parse_methods_refuses_duplicates(registry):

@@ -47,17 +47,31 @@ def plugin_module(**hooks) -> types.ModuleType:
 
 def test_registered_plugin_carries_kind_distribution_version_and_description():
     registry = Registry()
-    registry.register_module(plugin_module(harmkit_feature_harmonizers=[Twin]), "harmkit-twin", "2.1", "twin")
+    registry.register_module(
+        plugin_module(harmkit_feature_harmonizers=[Twin]), "harmkit-twin", "2.1", "twin"
+    )
     (info,) = registry.all()
-    assert (info.name, info.kind, info.distribution, info.version, info.description) == (
-        "twin", "feature-harmonizer", "harmkit-twin", "2.1", "identity")
+    assert (
+        info.name,
+        info.kind,
+        info.distribution,
+        info.version,
+        info.description,
+    ) == ("twin", "feature-harmonizer", "harmkit-twin", "2.1", "identity")
     assert registry.get("twin", "feature-harmonizer").cls is Twin
 
 
 def test_two_distributions_claiming_one_name_is_an_error_naming_both():
     registry = Registry()
-    registry.register_module(plugin_module(harmkit_feature_harmonizers=[Twin]), "harmkit-one", "1.0", "one")
-    registry.register_module(plugin_module(harmkit_feature_harmonizers=[OtherTwin]), "harmkit-two", "1.0", "two")
+    registry.register_module(
+        plugin_module(harmkit_feature_harmonizers=[Twin]), "harmkit-one", "1.0", "one"
+    )
+    registry.register_module(
+        plugin_module(harmkit_feature_harmonizers=[OtherTwin]),
+        "harmkit-two",
+        "1.0",
+        "two",
+    )
     with pytest.raises(HarmkitError) as info:
         registry.get("twin", ("image-harmonizer", "feature-harmonizer"))
     assert "two plugins claim the name 'twin'" in str(info.value)
@@ -76,14 +90,28 @@ def test_image_and_feature_harmonizers_share_one_namespace():
             return scan
 
     registry = Registry()
-    registry.register_module(plugin_module(harmkit_feature_harmonizers=[Twin]), "harmkit-one", "1.0", "one")
-    registry.register_module(plugin_module(harmkit_image_harmonizers=[ImageTwin]), "harmkit-img", "1.0", "img")
+    registry.register_module(
+        plugin_module(harmkit_feature_harmonizers=[Twin]), "harmkit-one", "1.0", "one"
+    )
+    registry.register_module(
+        plugin_module(harmkit_image_harmonizers=[ImageTwin]),
+        "harmkit-img",
+        "1.0",
+        "img",
+    )
     assert "harmkit-img" in registry.errors[0].error
 
 
 def test_a_class_of_the_wrong_kind_is_reported_and_the_others_load():
     registry = Registry()
-    registry.register_module(plugin_module(harmkit_image_harmonizers=[Twin], harmkit_feature_harmonizers=[Twin]), "harmkit-mixed", "1.0", "mixed")
+    registry.register_module(
+        plugin_module(
+            harmkit_image_harmonizers=[Twin], harmkit_feature_harmonizers=[Twin]
+        ),
+        "harmkit-mixed",
+        "1.0",
+        "mixed",
+    )
     assert [p.name for p in registry.all()] == ["twin"]
     assert "is not a ImageHarmonizer subclass" in registry.errors[0].error
 
@@ -104,7 +132,9 @@ def write_distribution(site: Path, dist: str, module: str, source: str) -> None:
     (site / f"{module}.py").write_text(textwrap.dedent(source))
     info = site / f"{dist.replace('-', '_')}-1.0.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n"
+    )
     (info / "entry_points.txt").write_text(f"[harmkit]\n{module} = {module}\n")
 
 
@@ -129,21 +159,46 @@ TWIN_SOURCE = """
 
 def test_entry_points_broken_import_and_duplicate_names(tmp_path, monkeypatch):
     """Real entry points found on sys.path: a failing import is reported, others load, a name clash names both."""
-    write_distribution(tmp_path, "harmkit-broken", "hktest_broken", "raise ImportError('needs libfoo')\n")
-    write_distribution(tmp_path, "harmkit-good", "hktest_good", TWIN_SOURCE.format(cls="Good", name="hktest-good"))
-    write_distribution(tmp_path, "harmkit-clash-a", "hktest_clash_a", TWIN_SOURCE.format(cls="ClashA", name="hktest-clash"))
-    write_distribution(tmp_path, "harmkit-clash-b", "hktest_clash_b", TWIN_SOURCE.format(cls="ClashB", name="hktest-clash"))
+    write_distribution(
+        tmp_path,
+        "harmkit-broken",
+        "hktest_broken",
+        "raise ImportError('needs libfoo')\n",
+    )
+    write_distribution(
+        tmp_path,
+        "harmkit-good",
+        "hktest_good",
+        TWIN_SOURCE.format(cls="Good", name="hktest-good"),
+    )
+    write_distribution(
+        tmp_path,
+        "harmkit-clash-a",
+        "hktest_clash_a",
+        TWIN_SOURCE.format(cls="ClashA", name="hktest-clash"),
+    )
+    write_distribution(
+        tmp_path,
+        "harmkit-clash-b",
+        "hktest_clash_b",
+        TWIN_SOURCE.format(cls="ClashB", name="hktest-clash"),
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     registry = Registry().load_entry_points()
     broken = [e for e in registry.errors if e.distribution == "harmkit-broken"]
     assert len(broken) == 1 and broken[0].error == "ImportError: needs libfoo"
-    assert "needs libfoo" in broken[0].details  # the traceback, for harmkit plugins --errors
+    assert (
+        "needs libfoo" in broken[0].details
+    )  # the traceback, for harmkit plugins --errors
     good = registry.get("hktest-good", "feature-harmonizer")
     assert (good.distribution, good.version) == ("harmkit-good", "1.0")
     with pytest.raises(HarmkitError) as info:
         registry.get("hktest-clash", "feature-harmonizer")
     assert "harmkit-clash-a" in str(info.value) and "harmkit-clash-b" in str(info.value)
-    with pytest.raises(HarmkitError, match="Plugins that failed to load: hktest_broken \\(ImportError: needs libfoo\\)"):
+    with pytest.raises(
+        HarmkitError,
+        match="Plugins that failed to load: hktest_broken \\(ImportError: needs libfoo\\)",
+    ):
         registry.get("missing", "feature-harmonizer")
     for module in ("hktest_good", "hktest_clash_a", "hktest_clash_b"):
         sys.modules.pop(module, None)
@@ -157,12 +212,29 @@ def example_site(tmp_path_factory) -> Path:
     """tests/plugins/harmkit-example installed with pip into a private folder (as a user would, but --target)."""
     work = tmp_path_factory.mktemp("example")
     source = work / "src"
-    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    shutil.copytree(
+        EXAMPLE,
+        source,
+        ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"),
+    )
     target = work / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
-         "--no-build-isolation", "--target", str(target), str(source)],
-        check=True, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return target
 
@@ -177,7 +249,12 @@ def test_example_plugin_is_listed_by_harmkit_plugins(example_site):
     result = run_with(example_site, [str(harmkit_script), "plugins"])
     assert result.returncode == 0, result.stderr
     line = next(line for line in result.stdout.splitlines() if " zscore " in line)
-    for cell in ("feature-harmonizer", "standardize", "harmkit-example 0.1.0", "Per-site standardization"):
+    for cell in (
+        "feature-harmonizer",
+        "standardize",
+        "harmkit-example 0.1.0",
+        "Per-site standardization",
+    ):
         assert cell in line
 
 
@@ -188,8 +265,8 @@ features = pd.DataFrame({{"f": [1.0, 2.0, 3.0, 10.0, 20.0, 30.0]}})
 sites = ["A", "A", "A", "B", "B", "B"]
 model = hk.get_harmonizer("zscore").fit(features, sites, reference_site="A")
 out = model.transform(features, sites)
-model.save({str(tmp_path / 'model')!r})
-again = hk.load_model({str(tmp_path / 'model')!r}).transform(features, sites)
+model.save({str(tmp_path / "model")!r})
+again = hk.load_model({str(tmp_path / "model")!r}).transform(features, sites)
 print(json.dumps({{"out": out["f"].round(6).tolist(), "again": again["f"].round(6).tolist(),
                    "cls": type(model).__module__, "method": [s.name for s in hk.parse_method("standardize").stages]}}))
 """
@@ -219,7 +296,12 @@ def zscore(monkeypatch):
 
 def test_zscore_without_reference_gives_mean_0_sd_1_per_site(zscore):
     rng = np.random.default_rng(1)
-    features = pd.DataFrame({"a": np.r_[rng.normal(5, 2, 20), rng.normal(-3, 0.5, 30)], "b": np.r_[np.ones(20), rng.normal(0, 1, 30)]})
+    features = pd.DataFrame(
+        {
+            "a": np.r_[rng.normal(5, 2, 20), rng.normal(-3, 0.5, 30)],
+            "b": np.r_[np.ones(20), rng.normal(0, 1, 30)],
+        }
+    )
     sites = ["X"] * 20 + ["Y"] * 30
     out = zscore().fit_transform(features, sites)
     for site, rows in (("X", slice(0, 20)), ("Y", slice(20, 50))):
@@ -234,7 +316,9 @@ def test_zscore_learns_on_train_rows_and_applies_to_test_rows(zscore):
     model = zscore().fit(train, ["A", "A", "B", "B"], reference_site="B")
     out = model.transform(test, ["A", "B"])
     assert list(out.index) == ["u1", "u2"]
-    assert out["a"].tolist() == pytest.approx([12.0, 12.0])  # both at their site's mean -> B's mean
+    assert out["a"].tolist() == pytest.approx(
+        [12.0, 12.0]
+    )  # both at their site's mean -> B's mean
 
 
 def test_zscore_errors_name_the_site(zscore):
@@ -242,7 +326,9 @@ def test_zscore_errors_name_the_site(zscore):
     with pytest.raises(HarmkitError, match="site 'B' has 1 training row"):
         zscore().fit(features, ["A", "A", "B"])
     model = zscore().fit(features[:2], ["A", "A"])
-    with pytest.raises(HarmkitError, match="site\\(s\\) C were not in the training rows"):
+    with pytest.raises(
+        HarmkitError, match="site\\(s\\) C were not in the training rows"
+    ):
         model.transform(features[:1], ["C"])
     with pytest.raises(HarmkitError, match="reference site 'Z' has no training rows"):
         zscore().fit(features[:2], ["A", "A"], reference_site="Z")

@@ -33,17 +33,37 @@ def test_report_and_results_hold_both_statistics_with_their_labels(evaluated):
     staging = evaluated.out_dir / ".staging"
     staging.mkdir()
     (staging / "figures").mkdir()
-    cohort = {"source": "synthetic", "n_scans": 60, "manifest": "m.csv", "site_groups": {"A": ["A"], "B": ["B"]}}
+    cohort = {
+        "source": "synthetic",
+        "n_scans": 60,
+        "manifest": "m.csv",
+        "site_groups": {"A": ["A"], "B": ["B"]},
+    }
     write_outputs(evaluated, staging, cohort, {"total": 1.0})
     md = (evaluated.out_dir / "report.md").read_text()
     html = (evaluated.out_dir / "report.html").read_text()
-    labels = ("p (corrected t, Holm)", "p as in Haberl et al.", "95% CI as in Haberl et al.",
-              "bootstrap 95% CI (200 resamples)")
+    labels = (
+        "p (corrected t, Holm)",
+        "p as in Haberl et al.",
+        "95% CI as in Haberl et al.",
+        "bootstrap 95% CI (200 resamples)",
+    )
     for label in labels:
         assert label in md and label in html
     assert "Holm over the 2 comparisons against `none`" in md
     results = json.loads((evaluated.out_dir / "results.json").read_text())
-    row = next(r for r in results["summary"] if (r["method"], r["reference"]) == ("combat", "B"))
-    keys = ("auc_ci_low", "auc_ci_low_haberl", "p_paired", "p_paired_holm", "p_paired_haberl", "auc_pooled_boot_ci_low")
+    row = next(
+        r
+        for r in results["summary"]
+        if (r["method"], r["reference"]) == ("combat", "B")
+    )
+    keys = (
+        "auc_ci_low",
+        "auc_ci_low_haberl",
+        "p_paired",
+        "p_paired_holm",
+        "p_paired_haberl",
+        "auc_pooled_boot_ci_low",
+    )
     for key in keys:
         assert row[key] is not None, key

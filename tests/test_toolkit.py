@@ -14,11 +14,20 @@ import harmkit.toolkit as toolkit
 from harmkit.data import Cohort, Scan
 from harmkit.errors import HarmkitError
 from harmkit.manifest import write_cohort
-from harmkit.toolkit import (GEOMETRY_TOLERANCE, feature_columns, geometry_difference, image_layout, progress,
-                             resolve_site_group, same_geometry)
+from harmkit.toolkit import (
+    GEOMETRY_TOLERANCE,
+    feature_columns,
+    geometry_difference,
+    image_layout,
+    progress,
+    resolve_site_group,
+    same_geometry,
+)
 
 
-def _image(spacing=(2.0, 2.0, 3.0), origin=(0.0, 0.0, 0.0), size=(4, 5, 6)) -> sitk.Image:
+def _image(
+    spacing=(2.0, 2.0, 3.0), origin=(0.0, 0.0, 0.0), size=(4, 5, 6)
+) -> sitk.Image:
     image = sitk.Image(list(size), sitk.sitkFloat32)
     image.SetSpacing(spacing)
     image.SetOrigin(origin)
@@ -27,28 +36,44 @@ def _image(spacing=(2.0, 2.0, 3.0), origin=(0.0, 0.0, 0.0), size=(4, 5, 6)) -> s
 
 def _cohort() -> Cohort:
     """Sites CHUM and HMR pooled in group CHUM-HMR; site JGH its own group."""
-    return Cohort([Scan("p1", "CHUM", None, site_group="CHUM-HMR"), Scan("p2", "HMR", None, site_group="CHUM-HMR"),
-                   Scan("p3", "JGH", None)])
+    return Cohort(
+        [
+            Scan("p1", "CHUM", None, site_group="CHUM-HMR"),
+            Scan("p2", "HMR", None, site_group="CHUM-HMR"),
+            Scan("p3", "JGH", None),
+        ]
+    )
 
 
 # -- geometry ----------------------------------------------------------------------
 
 
 def test_same_geometry_accepts_spacing_within_the_tolerance():
-    assert same_geometry(_image(), _image(spacing=(2.0 + 0.9 * GEOMETRY_TOLERANCE, 2.0, 3.0)))
+    assert same_geometry(
+        _image(), _image(spacing=(2.0 + 0.9 * GEOMETRY_TOLERANCE, 2.0, 3.0))
+    )
 
 
 def test_same_geometry_refuses_spacing_beyond_the_tolerance():
-    assert not same_geometry(_image(), _image(spacing=(2.0 + 2 * GEOMETRY_TOLERANCE, 2.0, 3.0)))
+    assert not same_geometry(
+        _image(), _image(spacing=(2.0 + 2 * GEOMETRY_TOLERANCE, 2.0, 3.0))
+    )
 
 
 def test_origin_may_differ_by_ten_times_the_tolerance():
     assert same_geometry(_image(), _image(origin=(9 * GEOMETRY_TOLERANCE, 0.0, 0.0)))
-    assert not same_geometry(_image(), _image(origin=(12 * GEOMETRY_TOLERANCE, 0.0, 0.0)))
+    assert not same_geometry(
+        _image(), _image(origin=(12 * GEOMETRY_TOLERANCE, 0.0, 0.0))
+    )
 
 
 def test_geometry_difference_names_what_differs_for_images_and_headers():
-    header = {"size": (4, 5, 6), "spacing": (2.0, 2.0, 3.0), "origin": (0.0, 0.0, 1.0), "direction": np.eye(3).ravel()}
+    header = {
+        "size": (4, 5, 6),
+        "spacing": (2.0, 2.0, 3.0),
+        "origin": (0.0, 0.0, 1.0),
+        "direction": np.eye(3).ravel(),
+    }
     assert geometry_difference(_image(), header) == "origin"
     assert geometry_difference(_image(size=(4, 5, 7)), _image()) == "size"
     assert geometry_difference(_image(), _image()) is None
@@ -72,11 +97,17 @@ def test_a_site_name_resolves_to_its_group():
 
 
 def test_a_site_to_group_mapping_resolves_like_a_cohort():
-    assert resolve_site_group({"CHUM": "CHUM-HMR", "HMR": "CHUM-HMR"}, "CHUM") == "CHUM-HMR"
+    assert (
+        resolve_site_group({"CHUM": "CHUM-HMR", "HMR": "CHUM-HMR"}, "CHUM")
+        == "CHUM-HMR"
+    )
 
 
 def test_an_unknown_name_is_an_error_listing_the_site_groups():
-    with pytest.raises(HarmkitError, match=r"--reference 'MGH' is not a site or site group.*CHUM-HMR, JGH"):
+    with pytest.raises(
+        HarmkitError,
+        match=r"--reference 'MGH' is not a site or site group.*CHUM-HMR, JGH",
+    ):
         resolve_site_group(_cohort(), "MGH", what="--reference")
 
 
@@ -84,8 +115,15 @@ def test_an_unknown_name_is_an_error_listing_the_site_groups():
 
 
 def test_feature_columns_leave_out_site_site_group_and_subject_id():
-    table = pd.DataFrame({"subject_id": ["a"], "site": ["A"], "site_group": ["A"], "glcm_Contrast": [1.0],
-                          "firstorder_Mean": [2.0]})
+    table = pd.DataFrame(
+        {
+            "subject_id": ["a"],
+            "site": ["A"],
+            "site_group": ["A"],
+            "glcm_Contrast": [1.0],
+            "firstorder_Mean": [2.0],
+        }
+    )
     assert feature_columns(table) == ["glcm_Contrast", "firstorder_Mean"]
 
 

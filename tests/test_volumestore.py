@@ -18,14 +18,24 @@ def _volume(shape=(40, 36, 44), seed=0):
 
 def _ball_mask(shape, centre, radius):
     z, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
-    return ((z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2) <= radius**2
+    return (
+        (z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2
+    ) <= radius**2
 
 
 def test_volumes_and_metadata_round_trip(tmp_path):
     image = _volume()
     mask = _ball_mask(image.shape, (20, 18, 22), 8)
     with VolumeStore.create(tmp_path / "v.h5") as store:
-        store.add("s1", image, spacing=(2.0, 2.0, 3.0), mask=mask, origin=(1, 2, 3), group="A", subject="s1")
+        store.add(
+            "s1",
+            image,
+            spacing=(2.0, 2.0, 3.0),
+            mask=mask,
+            origin=(1, 2, 3),
+            group="A",
+            subject="s1",
+        )
         store.add("s2", image * 2, spacing=(4.0, 4.0, 4.0), group="B")
     store = VolumeStore(tmp_path / "v.h5")
     assert store.keys() == ["s1", "s2"]
@@ -33,7 +43,11 @@ def test_volumes_and_metadata_round_trip(tmp_path):
     np.testing.assert_array_equal(store.read("s1"), image)
     np.testing.assert_array_equal(store.read("s1", "mask"), mask.astype(np.uint8))
     meta = store.metadata("s1")
-    assert meta["spacing"] == [2.0, 2.0, 3.0] and meta["origin"] == [1, 2, 3] and meta["group"] == "A"
+    assert (
+        meta["spacing"] == [2.0, 2.0, 3.0]
+        and meta["origin"] == [1, 2, 3]
+        and meta["group"] == "A"
+    )
 
 
 def test_read_patch_matches_slicing_and_fills_outside(tmp_path):
@@ -41,11 +55,17 @@ def test_read_patch_matches_slicing_and_fills_outside(tmp_path):
     with VolumeStore.create(tmp_path / "v.h5") as store:
         store.add("s", image, spacing=(1, 1, 1))
     store = VolumeStore(tmp_path / "v.h5")
-    np.testing.assert_array_equal(store.read_patch("s", (3, 5, 7), (16, 8, 12)), image[3:19, 5:13, 7:19])
+    np.testing.assert_array_equal(
+        store.read_patch("s", (3, 5, 7), (16, 8, 12)), image[3:19, 5:13, 7:19]
+    )
     edge = store.read_patch("s", (-4, 30, 40), (8, 8, 8), fill=-1.0)
     assert edge.shape == (8, 8, 8)
     np.testing.assert_array_equal(edge[4:, :6, :4], image[0:4, 30:36, 40:44])
-    assert (edge[:4] == -1).all() and (edge[:, 6:] == -1).all() and (edge[:, :, 4:] == -1).all()
+    assert (
+        (edge[:4] == -1).all()
+        and (edge[:, 6:] == -1).all()
+        and (edge[:, :, 4:] == -1).all()
+    )
 
 
 class _RecordingFile:
@@ -81,7 +101,9 @@ def test_reading_a_patch_touches_only_the_chunks_it_overlaps(tmp_path):
     chunk = 8
     image = _volume((32, 32, 32))
     with VolumeStore.create(tmp_path / "v.h5") as store:
-        store.add("s", image, spacing=(1, 1, 1), chunks=(chunk,) * 3, compression="gzip")
+        store.add(
+            "s", image, spacing=(1, 1, 1), chunks=(chunk,) * 3, compression="gzip"
+        )
     recorder = _RecordingFile(tmp_path / "v.h5")
     store = VolumeStore(recorder, cache_bytes=0)
     dataset = store.dataset("s")
@@ -89,7 +111,10 @@ def test_reading_a_patch_touches_only_the_chunks_it_overlaps(tmp_path):
     chunk_ranges = {}
     for i in range(dataset.id.get_num_chunks()):
         info = dataset.id.get_chunk_info(i)
-        chunk_ranges[tuple(info.chunk_offset)] = (info.byte_offset, info.byte_offset + info.size)
+        chunk_ranges[tuple(info.chunk_offset)] = (
+            info.byte_offset,
+            info.byte_offset + info.size,
+        )
     assert len(chunk_ranges) == 4**3
     start, size = (5, 9, 17), (6, 10, 4)  # spans z-chunks 0-1, y-chunks 1-2, x-chunk 2
     recorder.reads.clear()
@@ -104,9 +129,12 @@ def test_reading_a_patch_touches_only_the_chunks_it_overlaps(tmp_path):
     expected = {
         (z, y, x)
         for z, y, x in itertools.product(range(0, 32, chunk), repeat=3)
-        if z < start[0] + size[0] and start[0] < z + chunk
-        and y < start[1] + size[1] and start[1] < y + chunk
-        and x < start[2] + size[2] and start[2] < x + chunk
+        if z < start[0] + size[0]
+        and start[0] < z + chunk
+        and y < start[1] + size[1]
+        and start[1] < y + chunk
+        and x < start[2] + size[2]
+        and start[2] < x + chunk
     }
     assert expected == {(0, 8, 16), (0, 16, 16), (8, 8, 16), (8, 16, 16)}
     assert touched == expected
@@ -138,7 +166,9 @@ def test_patches_are_sampled_mostly_inside_the_body_mask(tmp_path):
     assert centre_inside(0.0) < 0.1
 
 
-def test_sampler_is_deterministic_given_the_generator_and_applies_the_transform(tmp_path):
+def test_sampler_is_deterministic_given_the_generator_and_applies_the_transform(
+    tmp_path,
+):
     image = _volume((20, 20, 20))
     with VolumeStore.create(tmp_path / "v.h5") as store:
         store.add("a", image, spacing=(1, 1, 1), group="A")
@@ -149,7 +179,9 @@ def test_sampler_is_deterministic_given_the_generator_and_applies_the_transform(
     second = sample(np.random.default_rng(5), 6)
     assert first.shape == (6, 1, 8, 8, 8) and first.dtype == np.float32
     np.testing.assert_array_equal(first, second)
-    assert (first.reshape(6, -1).mean(1) > 100).any() and (first.reshape(6, -1).mean(1) < 100).any()
+    assert (first.reshape(6, -1).mean(1) > 100).any() and (
+        first.reshape(6, -1).mean(1) < 100
+    ).any()
 
 
 def test_an_interrupted_write_leaves_no_store(tmp_path):

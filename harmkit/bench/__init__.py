@@ -16,4 +16,12 @@ from .report import BenchResult
 from .run import run_bench
 from .splits import Splits, monte_carlo_splits
 
-__all__ = ["BenchConfig", "BenchContext", "BenchResult", "Splits", "load_config", "monte_carlo_splits", "run_bench"]
+__all__ = [
+    "BenchConfig",
+    "BenchContext",
+    "BenchResult",
+    "Splits",
+    "load_config",
+    "monte_carlo_splits",
+    "run_bench",
+]

@@ -46,7 +46,9 @@ def load_bench_cohort(config: BenchConfig, console) -> tuple[Cohort, dict[str, A
         info["source"] = "manifest"
     else:
         size = SIM_SIZES[config.profile]
-        name = f"{config.preset}-{size}-seed{config.seed}" + (f"-n{config.subjects_per_site}" if config.subjects_per_site else "")
+        name = f"{config.preset}-{size}-seed{config.seed}" + (
+            f"-n{config.subjects_per_site}" if config.subjects_per_site else ""
+        )
         # The cache is shared by every run: a changed simulator or preset must not reuse an old cohort.
         name += f"-{simulator_digest(config.preset)[:10]}"
         folder = config.cache_path / "cohorts" / name
@@ -55,25 +57,39 @@ def load_bench_cohort(config: BenchConfig, console) -> tuple[Cohort, dict[str, A
         if not done.is_file():
             from ..simulation import simulate
 
-            console.log(f"simulating the {config.preset!r} preset ({size} size, seed {config.seed}) into {folder}")
+            console.log(
+                f"simulating the {config.preset!r} preset ({size} size, seed {config.seed}) into {folder}"
+            )
             if folder.exists():
                 shutil.rmtree(folder)  # an interrupted simulation: start again
-            kwargs: dict[str, Any] = dict(preset=config.preset, out=folder, seed=config.seed, size=size, jobs=config.jobs)
+            kwargs: dict[str, Any] = dict(
+                preset=config.preset,
+                out=folder,
+                seed=config.seed,
+                size=size,
+                jobs=config.jobs,
+            )
             if config.subjects_per_site:
                 kwargs["subjects_per_site"] = config.subjects_per_site
             manifest = Path(simulate(**kwargs))
             done.write_text(str(manifest.name))
-        info["source"] = f"simulated preset {config.preset} ({size}, seed {config.seed})"
+        info["source"] = (
+            f"simulated preset {config.preset} ({size}, seed {config.seed})"
+        )
         info["preset"] = config.preset
     cohort = load_cohort(manifest)
     groups = config.site_group_map(cohort.sites)
     if groups:
         cohort = cohort.regroup(groups)
-    cohort = check_bench_cohort(config, cohort)  # before any scan is hashed, harmonized or extracted
+    cohort = check_bench_cohort(
+        config, cohort
+    )  # before any scan is hashed, harmonized or extracted
     info["manifest"] = str(manifest)
     info["n_scans"] = len(cohort)
     info["sites"] = {site: sum(s.site == site for s in cohort) for site in cohort.sites}
-    info["site_groups"] = {g: sorted({s.site for s in cohort if s.group == g}) for g in cohort.site_groups}
+    info["site_groups"] = {
+        g: sorted({s.site for s in cohort if s.group == g}) for g in cohort.site_groups
+    }
     sim_json = manifest.parent / "simulation.json"
     if sim_json.is_file():
         try:
@@ -92,16 +108,25 @@ def check_bench_cohort(config: BenchConfig, cohort: Cohort) -> Cohort:
 
     reason = Cache.usable(config.cache_path)
     if reason:
-        raise HarmkitError(f"--cache-dir {config.cache_path}: cannot write there ({reason}); the bench keeps its "
-                           f"models and harmonized images in its cache: choose a writable folder with --cache-dir")
-    report_paths = [config.out_dir / name for name in ("figures", "tables", "report.md", "report.html", "results.json")]
+        raise HarmkitError(
+            f"--cache-dir {config.cache_path}: cannot write there ({reason}); the bench keeps its "
+            f"models and harmonized images in its cache: choose a writable folder with --cache-dir"
+        )
+    report_paths = [
+        config.out_dir / name
+        for name in ("figures", "tables", "report.md", "report.html", "results.json")
+    ]
     for source in cohort.input_files():
         if any(inside(source, target) for target in report_paths):
-            raise HarmkitError(f"--out {config.out_dir}: the bench would replace {source}, an input of this run; "
-                               f"choose another --out")
+            raise HarmkitError(
+                f"--out {config.out_dir}: the bench would replace {source}, an input of this run; "
+                f"choose another --out"
+            )
     if config.voi not in cohort.mask_names:
-        raise HarmkitError(f"--voi {config.voi}: no scan has a mask {config.voi!r}; masks in the cohort: "
-                           f"{', '.join(cohort.mask_names) or 'none'}; choose one with --voi")
+        raise HarmkitError(
+            f"--voi {config.voi}: no scan has a mask {config.voi!r}; masks in the cohort: "
+            f"{', '.join(cohort.mask_names) or 'none'}; choose one with --voi"
+        )
     if config.reference_voi not in (None, "", "reference", config.voi):
         lacking = [s for s in cohort if config.reference_voi not in s.masks]
         if lacking:
@@ -112,14 +137,26 @@ def check_bench_cohort(config: BenchConfig, cohort: Cohort) -> Cohort:
                 f"Fill the 'mask_{config.reference_voi}' column, or choose another --reference-voi"
             )
     vois = [v for v in (config.voi, config.reference_voi) if v]
-    return check_cohort(cohort, min_scans_per_site=2, masks=[config.voi], nan_to_zero=config.nan_to_zero,
-                        bin_width=bin_width_of(get_extractor(config.extractor)), binned_masks=vois,
-                        bin_width_option=None,
-                        jobs=config.jobs, scheduler=config.scheduler, progress=config.progress)
+    return check_cohort(
+        cohort,
+        min_scans_per_site=2,
+        masks=[config.voi],
+        nan_to_zero=config.nan_to_zero,
+        bin_width=bin_width_of(get_extractor(config.extractor)),
+        binned_masks=vois,
+        bin_width_option=None,
+        jobs=config.jobs,
+        scheduler=config.scheduler,
+        progress=config.progress,
+    )
 
 
 def image_digest(scan: Scan) -> str:
     from ..cache import hash_parts
 
-    image = scan.image if not isinstance(scan.image, (str, os.PathLike)) else Path(scan.image)
+    image = (
+        scan.image
+        if not isinstance(scan.image, (str, os.PathLike))
+        else Path(scan.image)
+    )
     return hash_parts(image)

@@ -6,9 +6,10 @@ An evaluator (built-in or from a plugin package) reads only this class and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +21,6 @@ from ..toolkit import feature_columns
 from .config import BenchConfig
 from .splits import Splits
 from .stages import apply_feature_stages, hashable, plugin_key, plugin_params
-
 
 
 def row_key(method: str, reference: str) -> str:
@@ -109,7 +109,9 @@ class BenchContext:
         """The cohort as ``method``'s image stages left it towards ``reference`` (unchanged scans as they were)."""
         changed = self.changed_scans(method, reference)
         scans = [changed.get(s.subject_id, s) for s in self.cohort]
-        return Cohort(scans, self.cohort.root, self.cohort.manifest, self.cohort.metadata)
+        return Cohort(
+            scans, self.cohort.root, self.cohort.manifest, self.cohort.metadata
+        )
 
     def counterfactual(self, subject_id: str, reference: str) -> Scan | None:
         """The same subject really scanned at site group ``reference`` (ground truth), or None."""
@@ -158,29 +160,52 @@ class BenchContext:
             columns = feature_columns(base)
             keep = []
             for column in columns:
-                if not all(column in t.columns and np.isfinite(t[column].to_numpy(dtype=float)).all() for t in tables):
+                if not all(
+                    column in t.columns
+                    and np.isfinite(t[column].to_numpy(dtype=float)).all()
+                    for t in tables
+                ):
                     continue
                 spread = base.groupby("site_group")[column].std()
                 if (spread.fillna(0) <= 1e-12).any():
                     continue
                 keep.append(column)
             if not keep:
-                raise HarmkitError(f"VOI {voi!r}: no feature is finite for every scan and varies within each site group; check the masks")
+                raise HarmkitError(
+                    f"VOI {voi!r}: no feature is finite for every scan and varies within each site group; check the masks"
+                )
             self._columns[voi] = keep
         return self._columns[voi]
 
-    def feature_stage(self, method: Method, reference: str, train, train_groups, apply_to: list[tuple[Any, Any]]):
+    def feature_stage(
+        self,
+        method: Method,
+        reference: str,
+        train,
+        train_groups,
+        apply_to: list[tuple[Any, Any]],
+    ):
         """Fit ``method``'s feature stages on ``train`` and return them applied to each ``(X, groups)``.
 
         ``train``/``X`` are DataFrames of feature columns; ``*_groups`` the
         site group of each row (the batches). Stages chain: each is fitted on
         the previous stage's output of the training rows.
         """
-        return apply_feature_stages(self.stage_specs(method), self.config.seed, reference, train, train_groups, apply_to)
+        return apply_feature_stages(
+            self.stage_specs(method),
+            self.config.seed,
+            reference,
+            train,
+            train_groups,
+            apply_to,
+        )
 
     def stage_specs(self, method: Method) -> list[tuple[str, dict]]:
         """``[(plugin name, parameters)]`` of ``method``'s feature stages (picklable)."""
-        return [(stage.name, plugin_params(self.config, stage.name)) for stage in method.feature_stages]
+        return [
+            (stage.name, plugin_params(self.config, stage.name))
+            for stage in method.feature_stages
+        ]
 
     def harmonized_features(self, method: Method, reference: str, voi: str):
         """Features of every scan after all of ``method``'s stages, feature stages fitted on all rows.
@@ -195,9 +220,15 @@ class BenchContext:
             return X
 
         def compute():
-            return self.feature_stage(method, reference, X, table["site_group"], [(X, table["site_group"])])[0]
+            return self.feature_stage(
+                method, reference, X, table["site_group"], [(X, table["site_group"])]
+            )[0]
 
-        return self.memo("features-all-rows", (method.label, reference, voi, X, plugin_key(self.config, method)), compute)
+        return self.memo(
+            "features-all-rows",
+            (method.label, reference, voi, X, plugin_key(self.config, method)),
+            compute,
+        )
 
     def memo(self, name: str, parts: tuple, compute: Callable[[], Any]):
         """``compute()`` once per content key (``name`` + ``parts``), stored in the bench cache.

@@ -11,6 +11,7 @@ from ..toolkit import feature_columns
 if TYPE_CHECKING:  # pragma: no cover
     from .context import BenchContext
 
+
 def extract_features(ctx: "BenchContext", cohort: Cohort, voi: str, what: str):
     """Features of ``cohort`` in ``voi`` through :func:`harmkit.extraction.extract` (cached by content)."""
     from ..extraction import extract
@@ -45,7 +46,9 @@ def extract_all(ctx: "BenchContext", vois: list[str], console) -> None:
     for method in ctx.methods:
         for ref in ctx.references:
             if method.control == "oracle":
-                ctx.features[(method.label, ref)] = {voi: oracle_table(ctx, baseline[voi], voi, ref) for voi in vois}
+                ctx.features[(method.label, ref)] = {
+                    voi: oracle_table(ctx, baseline[voi], voi, ref) for voi in vois
+                }
                 continue
             if not method.image_stages and not ctx.changed_scans(method, ref):
                 ctx.features[(method.label, ref)] = baseline
@@ -56,8 +59,12 @@ def extract_all(ctx: "BenchContext", vois: list[str], console) -> None:
                 cohort = ctx.cohort_for(method, ref)
                 tables = {}
                 for voi in vois:
-                    console.log(f"features after [bold]{image_label}[/] -> {ref} in VOI [bold]{voi}[/]")
-                    tables[voi] = extract_features(ctx, cohort, voi, f"{image_label}->{ref}")
+                    console.log(
+                        f"features after [bold]{image_label}[/] -> {ref} in VOI [bold]{voi}[/]"
+                    )
+                    tables[voi] = extract_features(
+                        ctx, cohort, voi, f"{image_label}->{ref}"
+                    )
                 done[key] = tables
             ctx.features[(method.label, ref)] = done[key]
 
@@ -76,6 +83,8 @@ def oracle_table(ctx: "BenchContext", baseline, voi: str, reference: str):
             continue
         cf = ctx.counterfactual(subject, reference)
         if cf is None or cf.subject_id not in cf_table.index:
-            raise HarmkitError(f"oracle: no counterfactual of subject {subject!r} at {reference} in VOI {voi!r}")
+            raise HarmkitError(
+                f"oracle: no counterfactual of subject {subject!r} at {reference} in VOI {voi!r}"
+            )
         table.loc[subject, columns] = cf_table.loc[cf.subject_id, columns].to_numpy()
     return table

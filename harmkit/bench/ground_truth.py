@@ -20,6 +20,7 @@ from .splits import monte_carlo_splits
 if TYPE_CHECKING:  # pragma: no cover
     from .context import BenchContext
 
+
 def prepare_outcome(ctx: "BenchContext") -> None:
     import pandas as pd
 
@@ -34,14 +35,24 @@ def prepare_outcome(ctx: "BenchContext") -> None:
         return
     ctx.outcome = known.astype(int)
     try:
-        ctx.splits = monte_carlo_splits(list(ctx.outcome.index), ctx.outcome.to_numpy(), ctx.config.folds, ctx.config.test_size, ctx.config.seed)
+        ctx.splits = monte_carlo_splits(
+            list(ctx.outcome.index),
+            ctx.outcome.to_numpy(),
+            ctx.config.folds,
+            ctx.config.test_size,
+            ctx.config.seed,
+        )
     except HarmkitError as exc:
         ctx.prediction_skipped = str(exc)
     if len(known) < len(outcomes):
-        ctx.notes.append(f"{len(outcomes) - len(known)} scan(s) without outcome are left out of prediction")
+        ctx.notes.append(
+            f"{len(outcomes) - len(known)} scan(s) without outcome are left out of prediction"
+        )
 
 
-def prepare_ground_truth(ctx: "BenchContext", cohort_info: dict, vois: list[str], console) -> None:
+def prepare_ground_truth(
+    ctx: "BenchContext", cohort_info: dict, vois: list[str], console
+) -> None:
     """Counterfactual scans and truth images of a simulated cohort (simulation.json beside the manifest)."""
     from ..manifest import load_cohort
 
@@ -59,7 +70,9 @@ def prepare_ground_truth(ctx: "BenchContext", cohort_info: dict, vois: list[str]
     sim = json.loads(sim_path.read_text())
     cf_name = sim.get("counterfactual_manifest")
     if not cf_name or not (manifest.parent / cf_name).is_file():
-        ctx.fidelity_skipped = f"{sim_path} names no counterfactual manifest (counterfactual_manifest)"
+        ctx.fidelity_skipped = (
+            f"{sim_path} names no counterfactual manifest (counterfactual_manifest)"
+        )
         return
     cf = load_cohort(manifest.parent / cf_name)
     groups = ctx.config.site_group_map(cf.sites)
@@ -67,7 +80,9 @@ def prepare_ground_truth(ctx: "BenchContext", cohort_info: dict, vois: list[str]
         cf = cf.regroup(groups)
     ctx.counterfactuals = cf
     ctx.ground_truth = counterfactual_lookup(cf)
-    ctx.ground_truth_source = "same subject rendered by the first site (alphabetical) of the reference group"
+    ctx.ground_truth_source = (
+        "same subject rendered by the first site (alphabetical) of the reference group"
+    )
     # only the counterfactuals fidelity compares with: each non-reference subject at each reference group
     needed = {}
     for ref in ctx.references:
@@ -78,7 +93,9 @@ def prepare_ground_truth(ctx: "BenchContext", cohort_info: dict, vois: list[str]
                     needed[target.subject_id] = target
     for voi in vois:
         if needed and all(voi in s.masks for s in needed.values()):
-            console.log(f"features of {len(needed)} counterfactual scans in VOI [bold]{voi}[/]")
+            console.log(
+                f"features of {len(needed)} counterfactual scans in VOI [bold]{voi}[/]"
+            )
             cohort = Cohort(list(needed.values()), cf.root, cf.manifest)
             ctx.cf_features[voi] = extract_features(ctx, cohort, voi, "counterfactual")
     truth = truth_cohort(manifest.parent, sim, ctx)
@@ -96,9 +113,15 @@ def _paired_ground_truth(ctx: "BenchContext", vois: list[str], console) -> None:
     needed = {scan.subject_id: scan for scan in ctx.ground_truth.values()}
     for voi in vois:
         if needed and all(voi in s.masks for s in needed.values()):
-            console.log(f"features of {len(needed)} partner scans in VOI [bold]{voi}[/]")
-            ctx.cf_features[voi] = extract_features(ctx, Cohort(list(needed.values()), ctx.cohort.root), voi, "partner")
-    ctx.fidelity_skipped = "no partner scan at any reference site group" if not ctx.ground_truth else None
+            console.log(
+                f"features of {len(needed)} partner scans in VOI [bold]{voi}[/]"
+            )
+            ctx.cf_features[voi] = extract_features(
+                ctx, Cohort(list(needed.values()), ctx.cohort.root), voi, "partner"
+            )
+    ctx.fidelity_skipped = (
+        "no partner scan at any reference site group" if not ctx.ground_truth else None
+    )
 
 
 def add_oracle_row(ctx: "BenchContext", vois: list[str]) -> None:
@@ -109,9 +132,16 @@ def add_oracle_row(ctx: "BenchContext", vois: list[str]) -> None:
     """
     if not ctx.ground_truth or any(voi not in ctx.cf_features for voi in vois):
         return
-    missing = [s.label for ref in ctx.references for s in ctx.cohort if s.group != ref and ctx.counterfactual(s.subject_id, ref) is None]
+    missing = [
+        s.label
+        for ref in ctx.references
+        for s in ctx.cohort
+        if s.group != ref and ctx.counterfactual(s.subject_id, ref) is None
+    ]
     if missing:
-        ctx.notes.append(f"no oracle row: {len(missing)} scan(s) have no ground truth at a reference, e.g. {missing[0]}")
+        ctx.notes.append(
+            f"no oracle row: {len(missing)} scan(s) have no ground truth at a reference, e.g. {missing[0]}"
+        )
         return
     ctx.methods = [*ctx.methods, Method("oracle", (), control="oracle")]
 
@@ -120,7 +150,9 @@ def counterfactual_lookup(counterfactuals: Cohort) -> dict[tuple[str, str], Scan
     """``(subject_id, site group) -> Scan`` of the same subject at that group (its first site, alphabetically)."""
     lookup: dict[tuple[str, str], Scan] = {}
     for scan in sorted(counterfactuals, key=lambda s: s.site):
-        subject = str(scan.covariates.get("source_subject") or scan.subject_id.split("@")[0])
+        subject = str(
+            scan.covariates.get("source_subject") or scan.subject_id.split("@")[0]
+        )
         lookup.setdefault((subject, scan.group), scan)
     return lookup
 
@@ -141,14 +173,30 @@ def truth_cohort(root: Path, sim: dict, ctx: "BenchContext") -> Cohort | None:
     table = pd.read_csv(root / name)
     image_col = next((c for c in ("truth_image", "image") if c in table.columns), None)
     voi = ctx.config.voi
-    mask_col = next((c for c in (f"truth_{voi}", f"truth_mask_{voi}", f"mask_{voi}", "truth_mask") if c in table.columns), None)
+    mask_col = next(
+        (
+            c
+            for c in (f"truth_{voi}", f"truth_mask_{voi}", f"mask_{voi}", "truth_mask")
+            if c in table.columns
+        ),
+        None,
+    )
     if image_col is None or mask_col is None or "subject_id" not in table.columns:
         return None
     scans = []
     real = {s.subject_id: s for s in ctx.cohort}
     for row in table.itertuples(index=False):
-        sid = str(getattr(row, "subject_id"))
+        sid = str(row.subject_id)
         if sid not in real:
             continue
-        scans.append(Scan(sid, real[sid].site, root / getattr(row, image_col), {ctx.config.voi: root / getattr(row, mask_col)}, real[sid].outcome, site_group=real[sid].group))
+        scans.append(
+            Scan(
+                sid,
+                real[sid].site,
+                root / getattr(row, image_col),
+                {ctx.config.voi: root / getattr(row, mask_col)},
+                real[sid].outcome,
+                site_group=real[sid].group,
+            )
+        )
     return Cohort(scans, root) if scans else None

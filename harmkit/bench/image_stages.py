@@ -26,7 +26,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .context import BenchContext
 
 _MODELS: dict[str, Any] = {}
-LEARNING_FILE = "learning.json"  # an image model's learning_summary(), beside the cached model
+LEARNING_FILE = (
+    "learning.json"  # an image model's learning_summary(), beside the cached model
+)
 
 
 def _transform_one(item: tuple[str, Scan, str, str]) -> str:
@@ -42,7 +44,9 @@ def _transform_one(item: tuple[str, Scan, str, str]) -> str:
     image = result.load_image()
     original = scan.load_image()
     if not same_geometry(image, original):
-        raise HarmkitError(f"{scan.label}: the image harmonizer returned an image of a different geometry; it must keep size, spacing and origin")
+        raise HarmkitError(
+            f"{scan.label}: the image harmonizer returned an image of a different geometry; it must keep size, spacing and origin"
+        )
     import SimpleITK as sitk
 
     values = sitk.GetArrayViewFromImage(image)
@@ -67,7 +71,9 @@ def _body_mask_one(item: tuple[Scan, str]) -> str:
     scan, out_path = item
     image = scan.load_image()
     mask = sitk.BinaryThreshold(image, BODY_THRESHOLD_SUV, 1e30, 1, 0)
-    components = sitk.RelabelComponent(sitk.ConnectedComponent(mask), sortByObjectSize=True)
+    components = sitk.RelabelComponent(
+        sitk.ConnectedComponent(mask), sortByObjectSize=True
+    )
     mask = sitk.Cast(components == 1, sitk.sitkUInt8)
     mask = sitk.BinaryFillhole(mask)
     write_image(sitk.Cast(mask, sitk.sitkUInt8), out_path)
@@ -87,35 +93,64 @@ def add_body_masks(ctx: "BenchContext", console) -> None:
         if not path.is_file():
             items.append((scan, str(path)))
     if items:
-        console.log(f"{len(items)} scan(s) have no body mask: thresholding at SUV {BODY_THRESHOLD_SUV}")
+        console.log(
+            f"{len(items)} scan(s) have no body mask: thresholding at SUV {BODY_THRESHOLD_SUV}"
+        )
         results = ctx.executor.map(_body_mask_one, items, label="body masks")
         failed = [(item[0], r.error) for item, r in zip(items, results) if not r.ok]
         if failed:
-            raise HarmkitError(f"could not make a body mask for {failed[0][0].label}: {failed[0][1]}; add a mask_body column to the manifest")
-    scans = [replace(s, masks={**s.masks, "body": paths[s.subject_id]}) if s.subject_id in paths else s for s in ctx.cohort]
-    ctx.cohort = Cohort(scans, ctx.cohort.root, ctx.cohort.manifest, ctx.cohort.metadata)
+            raise HarmkitError(
+                f"could not make a body mask for {failed[0][0].label}: {failed[0][1]}; add a mask_body column to the manifest"
+            )
+    scans = [
+        replace(s, masks={**s.masks, "body": paths[s.subject_id]})
+        if s.subject_id in paths
+        else s
+        for s in ctx.cohort
+    ]
+    ctx.cohort = Cohort(
+        scans, ctx.cohort.root, ctx.cohort.manifest, ctx.cohort.metadata
+    )
     ctx.notes.append(
         f"{len(missing)} scan(s) had no body mask: made one as SUV > {BODY_THRESHOLD_SUV} (largest connected component, holes filled), "
         "the paper's first step; used by image harmonizers, image quality and QC"
     )
 
 
-def _fit_image_model(ctx: "BenchContext", stage, current: Cohort, current_key: str, fit_ref: str, console) -> tuple[str, Path]:
+def _fit_image_model(
+    ctx: "BenchContext", stage, current: Cohort, current_key: str, fit_ref: str, console
+) -> tuple[str, Path]:
     """Fit (or find in the cache) the model of ``stage`` on ``current`` with reference ``fit_ref``."""
     from ..plugins import HARMONIZER_KINDS, get_harmonizer, get_registry
 
     params = plugin_params(ctx.config, stage.name)
     info = get_registry().get(stage.name, HARMONIZER_KINDS)
-    model_key = ctx.cache.key("image-model", current_key, stage.name, info.distribution, info.version, params, fit_ref, ctx.config.seed)
+    model_key = ctx.cache.key(
+        "image-model",
+        current_key,
+        stage.name,
+        info.distribution,
+        info.version,
+        params,
+        fit_ref,
+        ctx.config.seed,
+    )
     model_dir = ctx.cache.root / "models" / model_key[:24]
     if not (model_dir / "harmkit-model.json").is_file():
-        console.log(f"fitting image stage [bold]{stage.name}[/] on {len(current)} scans (reference {fit_ref})")
+        console.log(
+            f"fitting image stage [bold]{stage.name}[/] on {len(current)} scans (reference {fit_ref})"
+        )
         t0 = time.time()
         harmonizer = get_harmonizer(stage.name, **params)
         # checkpoints inside the bench cache: an interrupted fit resumes on the next run
         work_dir = str(ctx.cache.root / "work" / model_key[:24])
-        apply_run_parameters(harmonizer, random_state=ctx.config.seed, seed=ctx.config.seed,
-                             progress=ctx.config.progress, work_dir=work_dir)
+        apply_run_parameters(
+            harmonizer,
+            random_state=ctx.config.seed,
+            seed=ctx.config.seed,
+            progress=ctx.config.progress,
+            work_dir=work_dir,
+        )
         harmonizer.fit(current, fit_ref)
         harmonizer.save(model_dir)
         (model_dir / "fit-seconds.txt").write_text(f"{time.time() - t0:.1f}\n")
@@ -124,11 +159,23 @@ def _fit_image_model(ctx: "BenchContext", stage, current: Cohort, current_key: s
             (model_dir / LEARNING_FILE).write_text(json.dumps(learning, default=float))
     learning_file = model_dir / LEARNING_FILE
     if learning_file.is_file():
-        ctx.learning[(stage.name, fit_ref, model_key)] = json.loads(learning_file.read_text())
+        ctx.learning[(stage.name, fit_ref, model_key)] = json.loads(
+            learning_file.read_text()
+        )
     return model_key, model_dir
 
 
-def _transform_towards(ctx: "BenchContext", label: str, stage, model_key: str, model_dir: Path, current: Cohort, ref: str, digests: dict, first: bool) -> dict[str, Path]:
+def _transform_towards(
+    ctx: "BenchContext",
+    label: str,
+    stage,
+    model_key: str,
+    model_dir: Path,
+    current: Cohort,
+    ref: str,
+    digests: dict,
+    first: bool,
+) -> dict[str, Path]:
     """Harmonize every scan of ``current`` outside group ``ref`` towards ``ref``; files cached by content."""
     items, outputs = [], {}
     for scan in current:
@@ -141,14 +188,23 @@ def _transform_towards(ctx: "BenchContext", label: str, stage, model_key: str, m
         if not out_path.is_file():
             items.append((str(model_dir), scan, ref, str(out_path)))
     if items:
-        results = ctx.executor.map(_transform_one, items, label=f"{label}: {stage.name} -> {ref}")
+        results = ctx.executor.map(
+            _transform_one, items, label=f"{label}: {stage.name} -> {ref}"
+        )
         failed = [(item[1], r.error) for item, r in zip(items, results) if not r.ok]
-        unsupported = [r for r in results if r.error_class is not None and issubclass(r.error_class, TargetNotSupported)]
+        unsupported = [
+            r
+            for r in results
+            if r.error_class is not None
+            and issubclass(r.error_class, TargetNotSupported)
+        ]
         if failed and len(unsupported) == len(items):
             raise TargetNotSupported(failed[0][1])
         if failed:
             scan, error = failed[0]
-            raise HarmkitError(f"image stage {stage.name!r} failed on {len(failed)} scan(s) towards {ref}; first: {scan.label}: {error}")
+            raise HarmkitError(
+                f"image stage {stage.name!r} failed on {len(failed)} scan(s) towards {ref}; first: {scan.label}: {error}"
+            )
     return outputs
 
 
@@ -163,7 +219,12 @@ def run_image_stages(ctx: "BenchContext", console) -> None:
     reference-specific input and are fitted per reference.
     """
     digests = {s.subject_id: image_digest(s) for s in ctx.cohort}
-    cohort_key = ctx.cache.key("cohort", sorted((s.subject_id, s.site, s.group, digests[s.subject_id]) for s in ctx.cohort))
+    cohort_key = ctx.cache.key(
+        "cohort",
+        sorted(
+            (s.subject_id, s.site, s.group, digests[s.subject_id]) for s in ctx.cohort
+        ),
+    )
     failed: dict[str, str] = {}
     first_models: dict[tuple[str, str], tuple[str, Path]] = {}
     for method in ctx.methods:
@@ -172,14 +233,18 @@ def run_image_stages(ctx: "BenchContext", console) -> None:
         if not method.image_stages:
             continue
         try:
-            _run_method_image_stages(ctx, method, digests, cohort_key, console, first_models)
+            _run_method_image_stages(
+                ctx, method, digests, cohort_key, console, first_models
+            )
         except HarmkitError as exc:
             failed[method.label] = str(exc)
             console.print(f"[red]method {method.label} dropped:[/] {exc}")
     if failed:
         ctx.methods = [m for m in ctx.methods if m.label not in failed]
         for label, message in failed.items():
-            ctx.notes.append(f"method {label!r} was dropped from this bench because its image stage failed: {message}")
+            ctx.notes.append(
+                f"method {label!r} was dropped from this bench because its image stage failed: {message}"
+            )
             for ref in ctx.references:
                 ctx.harmonized.pop((label, ref), None)
     _add_resample_rows(ctx, first_models, digests)
@@ -197,7 +262,9 @@ def _floor_one(item: tuple[str, Scan, str, str]) -> str | None:
     if model is None:
         model = _MODELS[model_dir] = load_model(model_dir)
     image = model.resampling_floor(scan, target_site=target).load_image()
-    if np.array_equal(sitk.GetArrayViewFromImage(image), sitk.GetArrayViewFromImage(scan.load_image())):
+    if np.array_equal(
+        sitk.GetArrayViewFromImage(image), sitk.GetArrayViewFromImage(scan.load_image())
+    ):
         return None
     write_image(image, out_path)
     return out_path
@@ -220,24 +287,37 @@ def _add_resample_rows(ctx: "BenchContext", first_models: dict, digests: dict) -
             for scan in ctx.cohort:
                 if scan.group == ref:
                     continue
-                key = ctx.cache.key("resampling-floor", model_key, digests[scan.subject_id], ref)
+                key = ctx.cache.key(
+                    "resampling-floor", model_key, digests[scan.subject_id], ref
+                )
                 path = ctx.cache.root / "images" / key[:2] / f"{key[:24]}.nii.gz"
                 marker = path.with_suffix(".unchanged")
                 if path.is_file():
                     paths[scan.subject_id] = path
                 elif not marker.is_file():
                     items.append((str(model_dir), scan, ref, str(path)))
-            results = ctx.map(_floor_one, items, label=f"{label} -> {ref}") if items else []
+            results = (
+                ctx.map(_floor_one, items, label=f"{label} -> {ref}") if items else []
+            )
             for (_, scan, _, path), result in zip(items, results):
                 if not result.ok:
-                    raise HarmkitError(f"the resampling floor of image stage {name!r} failed on {scan.label}: {result.error}")
+                    raise HarmkitError(
+                        f"the resampling floor of image stage {name!r} failed on {scan.label}: {result.error}"
+                    )
                 if result.value is None:
-                    Path(path).with_suffix(".unchanged").parent.mkdir(parents=True, exist_ok=True)
+                    Path(path).with_suffix(".unchanged").parent.mkdir(
+                        parents=True, exist_ok=True
+                    )
                     Path(path).with_suffix(".unchanged").touch()
                 else:
                     paths[scan.subject_id] = Path(path)
             ctx.harmonized[(label, ref)] = {
-                sid: replace(ctx.cohort.get(sid), image=path, masks=dict(ctx.cohort.get(sid).masks)) for sid, path in paths.items()
+                sid: replace(
+                    ctx.cohort.get(sid),
+                    image=path,
+                    masks=dict(ctx.cohort.get(sid).masks),
+                )
+                for sid, path in paths.items()
             }
         rows.append(Method(label, (), control="resample"))
     if rows:
@@ -245,8 +325,14 @@ def _add_resample_rows(ctx: "BenchContext", first_models: dict, digests: dict) -
         ctx.methods = ctx.methods[:at] + rows + ctx.methods[at:]
 
 
-def _run_method_image_stages(ctx: "BenchContext", method: Method, digests: dict, cohort_key: str, console,
-                             first_models: dict) -> None:
+def _run_method_image_stages(
+    ctx: "BenchContext",
+    method: Method,
+    digests: dict,
+    cohort_key: str,
+    console,
+    first_models: dict,
+) -> None:
     """Fit and apply the image stages of one method, towards every reference."""
     for ref in ctx.references:
         current = ctx.cohort
@@ -254,23 +340,53 @@ def _run_method_image_stages(ctx: "BenchContext", method: Method, digests: dict,
         changed: dict[str, Scan] = {}
         for index, stage in enumerate(method.image_stages):
             fit_ref = ctx.references[0] if index == 0 else ref
-            model_key, model_dir = _fit_image_model(ctx, stage, current, current_key, fit_ref, console)
+            model_key, model_dir = _fit_image_model(
+                ctx, stage, current, current_key, fit_ref, console
+            )
             try:
-                outputs = _transform_towards(ctx, method.label, stage, model_key, model_dir, current, ref, digests, index == 0)
+                outputs = _transform_towards(
+                    ctx,
+                    method.label,
+                    stage,
+                    model_key,
+                    model_dir,
+                    current,
+                    ref,
+                    digests,
+                    index == 0,
+                )
             except TargetNotSupported:
-                ctx.notes.append(f"image stage {stage.name!r} maps only towards the reference it was fitted with: fitted once per reference")
-                model_key, model_dir = _fit_image_model(ctx, stage, current, current_key, ref, console)
-                outputs = _transform_towards(ctx, method.label, stage, model_key, model_dir, current, ref, digests, index == 0)
+                ctx.notes.append(
+                    f"image stage {stage.name!r} maps only towards the reference it was fitted with: fitted once per reference"
+                )
+                model_key, model_dir = _fit_image_model(
+                    ctx, stage, current, current_key, ref, console
+                )
+                outputs = _transform_towards(
+                    ctx,
+                    method.label,
+                    stage,
+                    model_key,
+                    model_dir,
+                    current,
+                    ref,
+                    digests,
+                    index == 0,
+                )
             if index == 0:
                 first_models[(stage.name, ref)] = (model_key, model_dir)
             new_scans = []
             for scan in current:
                 if scan.subject_id in outputs:
-                    harmonized = replace(scan, image=outputs[scan.subject_id], masks=dict(scan.masks))
+                    harmonized = replace(
+                        scan, image=outputs[scan.subject_id], masks=dict(scan.masks)
+                    )
                     changed[scan.subject_id] = harmonized
                     new_scans.append(harmonized)
                 else:
                     new_scans.append(scan)
-            current = Cohort(new_scans, ctx.cohort.root, ctx.cohort.manifest, ctx.cohort.metadata)
+            current = Cohort(
+                new_scans, ctx.cohort.root, ctx.cohort.manifest, ctx.cohort.metadata
+            )
             current_key = ctx.cache.key("stage-output", model_key, ref)
         ctx.harmonized[(method.label, ref)] = changed

@@ -23,6 +23,7 @@ from typing import Any
 from ..interfaces import ReportFigure, ReportTable, SummaryColumn
 from .formatting import auc_text, cell_text, fmt, interval_text  # noqa: F401 - the report's number formats
 
+
 @dataclass
 class BenchResult:
     """Where a bench wrote its outputs and the numbers it found."""
@@ -59,13 +60,21 @@ def summary_rows(ctx) -> list[dict[str, Any]]:
             row: dict[str, Any] = {"method": method.label, "reference": ref}
             for result in ctx.results.values():
                 if not result.skipped:
-                    row.update(result.summary.get("by_method", {}).get(row_key(method.label, ref), {}))
+                    row.update(
+                        result.summary.get("by_method", {}).get(
+                            row_key(method.label, ref), {}
+                        )
+                    )
             rows.append(row)
     return rows
 
 
 def _cells(row: dict[str, Any], columns: list[SummaryColumn]) -> list[str]:
-    return [row["method"], row["reference"], *(cell_text(row, c.key, c.format) for c in columns)]
+    return [
+        row["method"],
+        row["reference"],
+        *(cell_text(row, c.key, c.format) for c in columns),
+    ]
 
 
 def _versions(ctx) -> dict[str, Any]:
@@ -74,13 +83,29 @@ def _versions(ctx) -> dict[str, Any]:
     from .. import __version__
     from ..plugins import get_registry
 
-    versions: dict[str, Any] = {"harmkit": __version__, "python": platform.python_version()}
-    for dist in ("numpy", "scipy", "pandas", "scikit-learn", "scikit-image", "SimpleITK", "torch", "pyradiomics", "neuroHarmonize"):
+    versions: dict[str, Any] = {
+        "harmkit": __version__,
+        "python": platform.python_version(),
+    }
+    for dist in (
+        "numpy",
+        "scipy",
+        "pandas",
+        "scikit-learn",
+        "scikit-image",
+        "SimpleITK",
+        "torch",
+        "pyradiomics",
+        "neuroHarmonize",
+    ):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             pass
-    versions["plugins"] = {f"{p.kind}:{p.name}": f"{p.distribution} {p.version}" for p in get_registry().all()}
+    versions["plugins"] = {
+        f"{p.kind}:{p.name}": f"{p.distribution} {p.version}"
+        for p in get_registry().all()
+    }
     return versions
 
 
@@ -100,8 +125,14 @@ def write_outputs(ctx, staging: Path, cohort_info: dict, timings: dict) -> Any:
     evaluators: dict[str, Any] = {}
     for name, result in ctx.results.items():
         entry: dict[str, Any] = {
-            "skipped": result.skipped, "summary": result.summary, "tables": {}, "figures": {},
-            "columns": [{"key": c.key, "title": c.title, "format": c.format} for c in result.columns],
+            "skipped": result.skipped,
+            "summary": result.summary,
+            "tables": {},
+            "figures": {},
+            "columns": [
+                {"key": c.key, "title": c.title, "format": c.format}
+                for c in result.columns
+            ],
         }
         for tname, frame in result.tables.items():
             if frame is None or frame.empty:
@@ -125,7 +156,10 @@ def write_outputs(ctx, staging: Path, cohort_info: dict, timings: dict) -> Any:
         "cohort": cohort,
         "simulation": cohort_info.get("simulation"),
         "versions": _versions(ctx),
-        "seeds": {"seed": ctx.config.seed, "splits_digest": ctx.splits.digest() if ctx.splits else None},
+        "seeds": {
+            "seed": ctx.config.seed,
+            "splits_digest": ctx.splits.digest() if ctx.splits else None,
+        },
         "methods": [m.label for m in ctx.methods],
         "references": ctx.references,
         "site_groups": ctx.groups,
@@ -134,15 +168,24 @@ def write_outputs(ctx, staging: Path, cohort_info: dict, timings: dict) -> Any:
         "notes": ctx.notes,
         "skipped": {name: r.skipped for name, r in ctx.results.items() if r.skipped},
         "summary": rows,
-        "summary_columns": [{"key": c.key, "title": c.title, "format": c.format} for c in summary_columns(ctx)],
+        "summary_columns": [
+            {"key": c.key, "title": c.title, "format": c.format}
+            for c in summary_columns(ctx)
+        ],
         "evaluators": evaluators,
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
-        "cache": {"root": str(ctx.cache.root), "hits": ctx.cache.hits, "misses": ctx.cache.misses},
+        "cache": {
+            "root": str(ctx.cache.root),
+            "hits": ctx.cache.hits,
+            "misses": ctx.cache.misses,
+        },
     }
     blocks = _report_blocks(ctx, results)
     (staging / "report.md").write_text(render_markdown(blocks))
     (staging / "report.html").write_text(render_html(blocks, staging))
-    (staging / "results.json").write_text(json.dumps(results, indent=1, allow_nan=False, default=_json_default))
+    (staging / "results.json").write_text(
+        json.dumps(results, indent=1, allow_nan=False, default=_json_default)
+    )
     # move into place: the old results.json goes first, the new one comes last
     (out_dir / "results.json").unlink(missing_ok=True)
     for name in ("figures", "tables", "report.md", "report.html", "results.json"):
@@ -181,26 +224,59 @@ def _report_blocks(ctx, results: dict) -> list[tuple]:
     b: list[tuple] = []
     b.append(("h1", "harmkit bench report"))
     cohort = results["cohort"]
-    b.append(("p", f"Cohort: {cohort.get('source')} — {cohort['n_scans']} scans, manifest `{cohort['manifest']}`. "
-                   f"Site groups: " + "; ".join(f"{g} ({', '.join(s)})" for g, s in cohort["site_groups"].items()) + "."))
-    b.append(("p", f"Methods: {', '.join(results['methods'])}. References (each site group serves once): {', '.join(ctx.references)}. "
-                   f"VOIs: {', '.join(ctx.vois)}. "
-                   + (f"Splits: {cfg.folds} stratified Monte Carlo {1 - cfg.test_size:.0%}/{cfg.test_size:.0%}, seed {cfg.seed}, "
-                      f"the same for every method (digest {results['seeds']['splits_digest']}). Feature stages (ComBat) fitted on "
-                      + ("the training rows of each split (leakage-free)." if cfg.fit_on == "train" else "all rows, as in the paper (leaks test rows into the harmonization).")
-                      if ctx.splits is not None else "No splits: prediction was skipped (see below). Feature stages fitted on all rows.")))
-    b.append(("p", f"harmkit {results['versions']['harmkit']}, created {results['created']}, profile `{cfg.profile}`, total time {results['timings_s'].get('total', 0):.0f} s. "
-                   "Every number below is in `results.json`; tables in `tables/*.csv`. docs/bench.md explains each number."))
+    b.append(
+        (
+            "p",
+            f"Cohort: {cohort.get('source')} — {cohort['n_scans']} scans, manifest `{cohort['manifest']}`. "
+            f"Site groups: "
+            + "; ".join(
+                f"{g} ({', '.join(s)})" for g, s in cohort["site_groups"].items()
+            )
+            + ".",
+        )
+    )
+    b.append(
+        (
+            "p",
+            f"Methods: {', '.join(results['methods'])}. References (each site group serves once): {', '.join(ctx.references)}. "
+            f"VOIs: {', '.join(ctx.vois)}. "
+            + (
+                f"Splits: {cfg.folds} stratified Monte Carlo {1 - cfg.test_size:.0%}/{cfg.test_size:.0%}, seed {cfg.seed}, "
+                f"the same for every method (digest {results['seeds']['splits_digest']}). Feature stages (ComBat) fitted on "
+                + (
+                    "the training rows of each split (leakage-free)."
+                    if cfg.fit_on == "train"
+                    else "all rows, as in the paper (leaks test rows into the harmonization)."
+                )
+                if ctx.splits is not None
+                else "No splits: prediction was skipped (see below). Feature stages fitted on all rows."
+            ),
+        )
+    )
+    b.append(
+        (
+            "p",
+            f"harmkit {results['versions']['harmkit']}, created {results['created']}, profile `{cfg.profile}`, total time {results['timings_s'].get('total', 0):.0f} s. "
+            "Every number below is in `results.json`; tables in `tables/*.csv`. docs/bench.md explains each number.",
+        )
+    )
     for name in ctx.results:
         if _placement(name) == "headline":
             b += _section_blocks(ctx, results, name)
     b.append(("h2", "Summary"))
     columns = summary_columns(ctx)
     header = ["method", "reference", *(c.title for c in columns)]
-    b.append(("table", header, [_cells(r, columns) for r in results["summary"]], "summary"))
+    b.append(
+        ("table", header, [_cells(r, columns) for r in results["summary"]], "summary")
+    )
     legend = [f"{c.title}: {c.description}" for c in columns if c.description]
     if legend:
-        b.append(("p", " ".join(text if text.endswith(".") else text + "." for text in legend)))
+        b.append(
+            (
+                "p",
+                " ".join(text if text.endswith(".") else text + "." for text in legend),
+            )
+        )
     if results["skipped"]:
         b.append(("h2", "Skipped"))
         for name, why in results["skipped"].items():
@@ -211,7 +287,14 @@ def _report_blocks(ctx, results: dict) -> list[tuple]:
         if _placement(name) == "section":
             b += _section_blocks(ctx, results, name)
     b.append(("h2", "Timings"))
-    b.append(("table", ["stage", "seconds"], [[k, f"{v:.1f}"] for k, v in results["timings_s"].items()], "timings"))
+    b.append(
+        (
+            "table",
+            ["stage", "seconds"],
+            [[k, f"{v:.1f}"] for k, v in results["timings_s"].items()],
+            "timings",
+        )
+    )
     return b
 
 
@@ -231,7 +314,9 @@ def _section_blocks(ctx, results: dict, name: str) -> list[tuple]:
     result = ctx.results[name]
     if result.skipped or not (result.report or result.figures):
         return []
-    b: list[tuple] = [("h2", getattr(_evaluator_class(name), "title", "") or f"Evaluator {name}")]
+    b: list[tuple] = [
+        ("h2", getattr(_evaluator_class(name), "title", "") or f"Evaluator {name}")
+    ]
     figures = results["evaluators"][name]["figures"]
     shown = set()
     for block in result.report:
@@ -240,7 +325,13 @@ def _section_blocks(ctx, results: dict, name: str) -> list[tuple]:
         elif isinstance(block, ReportTable):
             b.append(("table", block.header, block.rows, block.ident or name))
         elif isinstance(block, ReportFigure) and block.name in figures:
-            b.append(("fig", figures[block.name], block.caption or block.name.replace("_", " ")))
+            b.append(
+                (
+                    "fig",
+                    figures[block.name],
+                    block.caption or block.name.replace("_", " "),
+                )
+            )
             shown.add(block.name)
     for key, path in figures.items():
         if key not in shown:
@@ -301,14 +392,26 @@ def render_html(blocks: list[tuple], root: Path) -> str:
             parts.append(f"<p>{_inline(block[1])}</p>")
         elif kind == "table":
             header, rows, ident = block[1], block[2], block[3]
-            parts.append(f"<table id='{ident}'><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>")
+            parts.append(
+                f"<table id='{ident}'><tr>"
+                + "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+                + "</tr>"
+            )
             for row in rows:
-                parts.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>")
+                parts.append(
+                    "<tr>"
+                    + "".join(f"<td>{html.escape(str(c))}</td>" for c in row)
+                    + "</tr>"
+                )
             parts.append("</table>")
         elif kind == "fig":
             path = root / block[1]
-            data = base64.b64encode(path.read_bytes()).decode() if path.is_file() else ""
-            parts.append(f"<figure><img alt='{html.escape(block[2])}' src='data:image/png;base64,{data}'><figcaption>{html.escape(block[2])}</figcaption></figure>")
+            data = (
+                base64.b64encode(path.read_bytes()).decode() if path.is_file() else ""
+            )
+            parts.append(
+                f"<figure><img alt='{html.escape(block[2])}' src='data:image/png;base64,{data}'><figcaption>{html.escape(block[2])}</figcaption></figure>"
+            )
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -331,18 +434,29 @@ def print_summary(ctx, console) -> None:
     groups = list(dict.fromkeys(c.group for c in columns))
     for group in groups:
         wanted = [c for c in columns if c.group == group]
-        cells = {c.key: [cell_text(row, c.key, c.format) for row in rows] for c in wanted}
+        cells = {
+            c.key: [cell_text(row, c.key, c.format) for row in rows] for c in wanted
+        }
         keep = [c for c in wanted if any(text != "–" for text in cells[c.key])]
         if not keep:
             continue
-        table = Table(title=f"harmkit bench: {group}", caption=captions.get(group), caption_justify="left",
-                      show_lines=False, padding=(0, 1))
+        table = Table(
+            title=f"harmkit bench: {group}",
+            caption=captions.get(group),
+            caption_justify="left",
+            show_lines=False,
+            padding=(0, 1),
+        )
         table.add_column("method", no_wrap=True)
         table.add_column("reference", no_wrap=True)
         for column in keep:
-            table.add_column(column.short or column.title, justify="right", overflow="fold")
+            table.add_column(
+                column.short or column.title, justify="right", overflow="fold"
+            )
         for i, row in enumerate(rows):
-            table.add_row(row["method"], row["reference"], *(cells[c.key][i] for c in keep))
+            table.add_row(
+                row["method"], row["reference"], *(cells[c.key][i] for c in keep)
+            )
         console.print(table)
     for name, result in ctx.results.items():
         if result.skipped:

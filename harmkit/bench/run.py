@@ -52,7 +52,9 @@ def run_bench(config: BenchConfig | None = None, **options: Any) -> "BenchResult
     if config is None:
         config = load_config(options.pop("config", None), options)
     else:
-        config = replace(config, **{k: v for k, v in options.items() if v is not None}).validate()
+        config = replace(
+            config, **{k: v for k, v in options.items() if v is not None}
+        ).validate()
     # Fail on a misspelt method before simulating or writing anything.
     methods = parse_methods(config.methods)
     started = time.time()
@@ -80,7 +82,11 @@ def run_bench(config: BenchConfig | None = None, **options: Any) -> "BenchResult
                 f"masks in the cohort: {', '.join(cohort.mask_names)}; choose one with --voi"
             )
     vois = [config.voi]
-    if config.reference_voi and config.reference_voi != config.voi and all(config.reference_voi in s.masks for s in cohort):
+    if (
+        config.reference_voi
+        and config.reference_voi != config.voi
+        and all(config.reference_voi in s.masks for s in cohort)
+    ):
         vois.append(config.reference_voi)
 
     staging = Path(tempfile.mkdtemp(prefix=".bench-", dir=out_dir))
@@ -88,9 +94,21 @@ def run_bench(config: BenchConfig | None = None, **options: Any) -> "BenchResult
     figure_dir.mkdir()
     executor = get_executor(config.jobs, config.scheduler, progress=config.progress)
     try:
-        ctx = BenchContext(config, cohort, groups, references, methods, executor, cache, out_dir, figure_dir)
+        ctx = BenchContext(
+            config,
+            cohort,
+            groups,
+            references,
+            methods,
+            executor,
+            cache,
+            out_dir,
+            figure_dir,
+        )
         if len(vois) == 1:
-            ctx.notes.append(f"no reference-tissue VOI {config.reference_voi!r} in every scan: reproducibility uses the {config.voi!r} VOI only")
+            ctx.notes.append(
+                f"no reference-tissue VOI {config.reference_voi!r} in every scan: reproducibility uses the {config.voi!r} VOI only"
+            )
 
         t = time.time()
         add_body_masks(ctx, console)
@@ -117,7 +135,9 @@ def run_bench(config: BenchConfig | None = None, **options: Any) -> "BenchResult
     timings["total"] = time.time() - started
     result = write_outputs(ctx, staging, cohort_info, timings)
     print_summary(ctx, console)
-    console.print(f"report: {out_dir / 'report.html'}  ({out_dir / 'report.md'}, {out_dir / 'results.json'})")
+    console.print(
+        f"report: {out_dir / 'report.html'}  ({out_dir / 'report.md'}, {out_dir / 'results.json'})"
+    )
     return result
 
 
@@ -131,17 +151,34 @@ def run_evaluators(ctx: BenchContext, console, timings: dict[str, float]) -> Non
     from ..plugins import get_evaluator, get_registry
 
     # registration order: harmkit's own evaluators in harmkit.builtin's order, then plugins' by entry point
-    infos = {p.name: p for p in get_registry().plugins.values() if p.kind == "evaluator"}
-    for name in evaluator_order({n: tuple(getattr(i.cls, "requires", ())) for n, i in infos.items()}):
+    infos = {
+        p.name: p for p in get_registry().plugins.values() if p.kind == "evaluator"
+    }
+    for name in evaluator_order(
+        {n: tuple(getattr(i.cls, "requires", ())) for n, i in infos.items()}
+    ):
         info = infos[name]
         console.log(f"evaluator [bold]{name}[/]")
         started = time.time()
-        evaluator = get_evaluator(name, **plugin_params(ctx.config, name, ("evaluator",)))
-        apply_run_parameters(evaluator, random_state=ctx.config.seed, seed=ctx.config.seed, progress=ctx.config.progress)
-        missing = [r for r in getattr(evaluator, "requires", ()) if r not in ctx.results or ctx.results[r].skipped]
+        evaluator = get_evaluator(
+            name, **plugin_params(ctx.config, name, ("evaluator",))
+        )
+        apply_run_parameters(
+            evaluator,
+            random_state=ctx.config.seed,
+            seed=ctx.config.seed,
+            progress=ctx.config.progress,
+        )
+        missing = [
+            r
+            for r in getattr(evaluator, "requires", ())
+            if r not in ctx.results or ctx.results[r].skipped
+        ]
         try:
             if missing:
-                raise EvaluatorSkipped(f"it needs the results of {', '.join(missing)}, which did not run")
+                raise EvaluatorSkipped(
+                    f"it needs the results of {', '.join(missing)}, which did not run"
+                )
             result = evaluator.evaluate(ctx)
         except EvaluatorSkipped as exc:
             result = EvaluationResult(name=name, skipped=str(exc))
@@ -152,11 +189,15 @@ def run_evaluators(ctx: BenchContext, console, timings: dict[str, float]) -> Non
             ) from None
         except Exception as exc:  # a bug: keep the traceback, but say where
             if sys.version_info >= (3, 11):  # Python 3.10 has no exception notes
-                exc.add_note(f"in evaluator {name!r} from {info.distribution} {info.version}")
+                exc.add_note(
+                    f"in evaluator {name!r} from {info.distribution} {info.version}"
+                )
             raise
         if not isinstance(result, EvaluationResult):
-            raise HarmkitError(f"evaluator {name!r} (from {info.distribution}) returned {type(result).__name__}, "
-                               f"not an EvaluationResult; see docs/plugin-authors.md")
+            raise HarmkitError(
+                f"evaluator {name!r} (from {info.distribution}) returned {type(result).__name__}, "
+                f"not an EvaluationResult; see docs/plugin-authors.md"
+            )
         ctx.results[name] = result
         timings[f"evaluator {name}"] = time.time() - started
 
@@ -174,7 +215,9 @@ def evaluator_order(requires: dict[str, tuple[str, ...]]) -> list[str]:
         if state.get(name) == "done":
             return
         if state.get(name) == "visiting":
-            raise HarmkitError(f"evaluators require each other in a cycle: {' -> '.join(path + (name,))}")
+            raise HarmkitError(
+                f"evaluators require each other in a cycle: {' -> '.join(path + (name,))}"
+            )
         state[name] = "visiting"
         for needed in requires.get(name, ()):
             if needed in requires:
@@ -196,7 +239,9 @@ def note_learning(ctx: BenchContext) -> None:
                 f"Read its rows as the image pipeline with an untrained model, not as harmonization"
             )
         elif summary.get("message"):
-            ctx.notes.append(f"image stage {stage!r} (fitted with reference {reference}): {summary['message']}")
+            ctx.notes.append(
+                f"image stage {stage!r} (fitted with reference {reference}): {summary['message']}"
+            )
 
 
 def _console(config: BenchConfig):

@@ -10,8 +10,8 @@ training and test rows; it is saved in ``results.json`` and ``splits.csv``.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -56,7 +56,11 @@ class Splits:
 
 
 def monte_carlo_splits(
-    subjects: Sequence[str], outcome: Sequence[int], n_splits: int = 100, test_size: float = 0.2, seed: int = 0
+    subjects: Sequence[str],
+    outcome: Sequence[int],
+    n_splits: int = 100,
+    test_size: float = 0.2,
+    seed: int = 0,
 ) -> Splits:
     """Draw ``n_splits`` stratified random train/test splits of ``subjects``.
 
@@ -69,9 +73,13 @@ def monte_carlo_splits(
     if len(subjects) != len(y):
         raise ValueError("subjects and outcome differ in length")
     if not 0 < test_size < 1:
-        raise HarmkitError(f"--test-size {test_size}: expected a fraction between 0 and 1, e.g. 0.2")
+        raise HarmkitError(
+            f"--test-size {test_size}: expected a fraction between 0 and 1, e.g. 0.2"
+        )
     if n_splits < 1:
-        raise HarmkitError(f"--folds {n_splits}: expected a positive number of Monte Carlo splits, e.g. 100")
+        raise HarmkitError(
+            f"--folds {n_splits}: expected a positive number of Monte Carlo splits, e.g. 100"
+        )
     counts = np.bincount(y, minlength=2)
     if (counts < 2).any():
         raise HarmkitError(
@@ -79,8 +87,12 @@ def monte_carlo_splits(
         )
     n_test = int(np.ceil(test_size * len(y)))
     if n_test < 2 or len(y) - n_test < 2:
-        raise HarmkitError(f"--test-size {test_size} leaves too few subjects in the training or test set ({len(y)} subjects)")
-    sss = StratifiedShuffleSplit(n_splits=n_splits, test_size=test_size, random_state=seed)
+        raise HarmkitError(
+            f"--test-size {test_size} leaves too few subjects in the training or test set ({len(y)} subjects)"
+        )
+    sss = StratifiedShuffleSplit(
+        n_splits=n_splits, test_size=test_size, random_state=seed
+    )
     masks = np.zeros((n_splits, len(y)), dtype=bool)
     for i, (_, test) in enumerate(sss.split(np.zeros(len(y)), y)):
         masks[i, test] = True

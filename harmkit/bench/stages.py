@@ -18,33 +18,61 @@ from ..interfaces import apply_run_parameters
 from ..methods import Method
 from .config import BenchConfig
 
+
 def hashable(part: Any) -> Any:
     """DataFrames as (columns, index, values): what identifies a feature table for a cache key."""
-    if hasattr(part, "columns") and hasattr(part, "index") and hasattr(part, "to_numpy"):
-        return ["frame", [str(c) for c in part.columns], [str(i) for i in part.index], np.ascontiguousarray(part.to_numpy(dtype=float))]
+    if (
+        hasattr(part, "columns")
+        and hasattr(part, "index")
+        and hasattr(part, "to_numpy")
+    ):
+        return [
+            "frame",
+            [str(c) for c in part.columns],
+            [str(i) for i in part.index],
+            np.ascontiguousarray(part.to_numpy(dtype=float)),
+        ]
     if isinstance(part, (list, tuple)):
         return [hashable(p) for p in part]
     return part
 
 
-def apply_feature_stages(specs: list[tuple[str, dict]], seed: int, reference: str, train, train_groups, apply_to: list[tuple[Any, Any]]):
+def apply_feature_stages(
+    specs: list[tuple[str, dict]],
+    seed: int,
+    reference: str,
+    train,
+    train_groups,
+    apply_to: list[tuple[Any, Any]],
+):
     """Fit the feature stages ``specs`` on ``train`` and apply them to each ``(X, groups)`` (module level: runs in workers)."""
     from ..plugins import get_harmonizer
 
     outputs = [x for x, _ in apply_to]
     current_train = train
     for number, (name, params) in enumerate(specs):
-        harmonizer = apply_run_parameters(get_harmonizer(name, **params), random_state=seed, seed=seed, progress=False)
+        harmonizer = apply_run_parameters(
+            get_harmonizer(name, **params), random_state=seed, seed=seed, progress=False
+        )
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # small-site warnings of ComBat repeat on every split
-            harmonizer.fit(current_train, list(train_groups), None, reference_site=reference)
-            outputs = [harmonizer.transform(x, list(groups)) for x, (_, groups) in zip(outputs, apply_to)]
+            warnings.simplefilter(
+                "ignore"
+            )  # small-site warnings of ComBat repeat on every split
+            harmonizer.fit(
+                current_train, list(train_groups), None, reference_site=reference
+            )
+            outputs = [
+                harmonizer.transform(x, list(groups))
+                for x, (_, groups) in zip(outputs, apply_to)
+            ]
             if number + 1 < len(specs):
                 current_train = harmonizer.transform(current_train, list(train_groups))
     return outputs
 
 
-def plugin_params(config: BenchConfig, name: str, kinds: tuple[str, ...] | None = None) -> dict[str, Any]:
+def plugin_params(
+    config: BenchConfig, name: str, kinds: tuple[str, ...] | None = None
+) -> dict[str, Any]:
     """Constructor parameters of plugin ``name`` for this bench (profile, then ``params`` of the config).
 
     Parameters the installed plugin does not accept are dropped (with a note
@@ -73,5 +101,12 @@ def plugin_key(config: BenchConfig, method: Method) -> list:
     parts = []
     for stage in method.stages:
         info = get_registry().get(stage.name, HARMONIZER_KINDS)
-        parts.append([stage.name, info.distribution, info.version, plugin_params(config, stage.name)])
+        parts.append(
+            [
+                stage.name,
+                info.distribution,
+                info.version,
+                plugin_params(config, stage.name),
+            ]
+        )
     return parts

@@ -51,7 +51,10 @@ def _module_exists(target: str) -> bool:
     return importlib.util.find_spec(f"{__name__}.{target.split(':')[0]}") is not None
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="harmkit")
 def cli() -> None:
     """harmkit: harmonize multicenter PET data and benchmark harmonization methods.
@@ -79,7 +82,9 @@ def _error(message: str) -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    Console(stderr=True, highlight=False).print(f"[bold red]Error:[/] {escape(message)}", markup=True, soft_wrap=True)
+    Console(stderr=True, highlight=False).print(
+        f"[bold red]Error:[/] {escape(message)}", markup=True, soft_wrap=True
+    )
     sys.exit(2)
 
 
@@ -98,7 +103,9 @@ def main(argv=None) -> None:
     except OSError as exc:
         _error(str(io_error(exc, getattr(exc, "filename", None) or "a file", "use")))
     except MemoryError:
-        _error("out of memory; process fewer scans at a time (--jobs 1) or use a machine with more memory")
+        _error(
+            "out of memory; process fewer scans at a time (--jobs 1) or use a machine with more memory"
+        )
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)

@@ -24,7 +24,13 @@ def cache() -> None:
 
 
 @cache.command()
-@click.option("--cache-dir", "cache_dir", type=click.Path(file_okay=False), default=None, help=CACHE_DIR_HELP)
+@click.option(
+    "--cache-dir",
+    "cache_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help=CACHE_DIR_HELP,
+)
 def info(cache_dir: str | None) -> None:
     """Entries and size per kind of the cache (feature tables, harmonized images, models, ...)."""
     from rich.console import Console
@@ -43,24 +49,53 @@ def info(cache_dir: str | None) -> None:
         table.add_column(column, justify=justify, no_wrap=column != "holds")
     for kind, description in CACHE_KINDS.items():
         item = info.kinds[kind]
-        table.add_row(kind, str(item.entries), _size(item.bytes), _when(item.oldest), _when(item.newest), description)
+        table.add_row(
+            kind,
+            str(item.entries),
+            _size(item.bytes),
+            _when(item.oldest),
+            _when(item.newest),
+            description,
+        )
     table.add_row("total", str(info.entries), _size(info.bytes), "", "", "")
     console.print(table)
     if not info.root.exists():
         console.print(f"{info.root} does not exist yet: nothing is cached")
     if info.other_paths:
-        console.print(f"{len(info.other_paths)} other item(s) ({_size(info.other_bytes)}) in {info.root} are not cache "
-                      f"entries; harmkit never deletes them (e.g. {info.other_paths[0].name})")
+        console.print(
+            f"{len(info.other_paths)} other item(s) ({_size(info.other_bytes)}) in {info.root} are not cache "
+            f"entries; harmkit never deletes them (e.g. {info.other_paths[0].name})"
+        )
 
 
 @cache.command()
-@click.option("--cache-dir", "cache_dir", type=click.Path(file_okay=False), default=None, help=CACHE_DIR_HELP)
-@click.option("--older-than", "older_than", metavar="AGE", default=None,
-              help="Only entries written longer ago than AGE, e.g. 30d, 12h, 90m, 2w (a bare number is days).")
-@click.option("--kind", "kinds", multiple=True, metavar="KIND",
-              help="Only this kind (repeatable): features, images, models, masks, results, cohorts, work.")
-@click.option("--dry-run", is_flag=True, help="Say what would be deleted; delete nothing.")
-def clear(cache_dir: str | None, older_than: str | None, kinds: tuple[str, ...], dry_run: bool) -> None:
+@click.option(
+    "--cache-dir",
+    "cache_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help=CACHE_DIR_HELP,
+)
+@click.option(
+    "--older-than",
+    "older_than",
+    metavar="AGE",
+    default=None,
+    help="Only entries written longer ago than AGE, e.g. 30d, 12h, 90m, 2w (a bare number is days).",
+)
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    metavar="KIND",
+    help="Only this kind (repeatable): features, images, models, masks, results, cohorts, work.",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Say what would be deleted; delete nothing."
+)
+def clear(
+    cache_dir: str | None, older_than: str | None, kinds: tuple[str, ...], dry_run: bool
+) -> None:
     """Delete cache entries (all, or those older than --older-than, or of --kind).
 
     Only entries harmkit wrote are deleted; other files in the folder stay.
@@ -75,10 +110,17 @@ def clear(cache_dir: str | None, older_than: str | None, kinds: tuple[str, ...],
     from ..cache import clear_cache, default_cache_dir, parse_age
 
     root = cache_dir or default_cache_dir()
-    removed = clear_cache(root, None if older_than is None else parse_age(older_than), list(kinds) or None, dry_run)
+    removed = clear_cache(
+        root,
+        None if older_than is None else parse_age(older_than),
+        list(kinds) or None,
+        dry_run,
+    )
     verb = "would delete" if dry_run else "deleted"
-    click.echo(f"{verb} {removed.entries} cache entr{'y' if removed.entries == 1 else 'ies'} "
-               f"({_size(removed.bytes)}) in {root}")
+    click.echo(
+        f"{verb} {removed.entries} cache entr{'y' if removed.entries == 1 else 'ies'} "
+        f"({_size(removed.bytes)}) in {root}"
+    )
 
 
 def _size(n: int) -> str:
@@ -93,4 +135,8 @@ def _size(n: int) -> str:
 def _when(timestamp: float | None) -> str:
     import datetime as dt
 
-    return "" if timestamp is None else dt.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")
+    return (
+        ""
+        if timestamp is None
+        else dt.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")
+    )

@@ -15,13 +15,19 @@ def _spacing(ctx, param, value):
     if len(parts) == 1:
         parts = parts * 3
     if len(parts) != 3 or min(parts) <= 0:
-        raise click.BadParameter(f"{value!r}: give one spacing in mm (e.g. 4) or three, x,y,z (e.g. 3.52,3.52,3.27)")
+        raise click.BadParameter(
+            f"{value!r}: give one spacing in mm (e.g. 4) or three, x,y,z (e.g. 3.52,3.52,3.27)"
+        )
     return tuple(parts)
 
 
 @click.command()
 @click.option(
-    "--cohort", "manifest", required=True, type=click.Path(dir_okay=False), help="Manifest CSV of the cohort."
+    "--cohort",
+    "manifest",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Manifest CSV of the cohort.",
 )
 @click.option(
     "--voi",
@@ -47,16 +53,32 @@ def _spacing(ctx, param, value):
     type=click.Path(dir_okay=False, exists=True),
     help="Features of --voi already extracted (harmkit extract); default: extract them (radiomics, cached).",
 )
-@click.option("--extractor", "extractor_name", default="radiomics", show_default=True, help="Feature extractor plugin.")
+@click.option(
+    "--extractor",
+    "extractor_name",
+    default="radiomics",
+    show_default=True,
+    help="Feature extractor plugin.",
+)
 @click.option(
     "--spacing",
     callback=_spacing,
     default=None,
     help="Grid of the patch classifier in mm, one value or x,y,z [default: the cohort's median spacing].",
 )
-@click.option("--patch-size", type=click.IntRange(min=8), default=32, show_default=True, help="Patch edge in voxels.")
 @click.option(
-    "--patches-per-scan", type=click.IntRange(min=1), default=16, show_default=True, help="Random patches per scan."
+    "--patch-size",
+    type=click.IntRange(min=8),
+    default=32,
+    show_default=True,
+    help="Patch edge in voxels.",
+)
+@click.option(
+    "--patches-per-scan",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Random patches per scan.",
 )
 @click.option(
     "--folds",
@@ -65,8 +87,19 @@ def _spacing(ctx, param, value):
     show_default=True,
     help="Cross-validation folds of both classifiers.",
 )
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of patches and folds.")
-@click.option("--jobs", type=click.IntRange(min=1), default=None, help="Worker processes [default: every core].")
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seed of patches and folds.",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes [default: every core].",
+)
 @click.option(
     "--cache-dir",
     "--cache",
@@ -74,7 +107,9 @@ def _spacing(ctx, param, value):
     type=click.Path(file_okay=False),
     help="Cache folder [default: $HARMKIT_CACHE, else ~/.cache/harmkit]; features go to its features/ part.",
 )
-@click.option("--no-cache", is_flag=True, help="Do not read or write the feature cache.")
+@click.option(
+    "--no-cache", is_flag=True, help="Do not read or write the feature cache."
+)
 def diagnose(
     manifest,
     voi,
@@ -121,7 +156,9 @@ def diagnose(
         try:
             extractor = get_extractor(extractor_name)
         except TypeError as exc:
-            raise HarmkitError(f"--extractor {extractor_name}: cannot be created ({exc})") from None
+            raise HarmkitError(
+                f"--extractor {extractor_name}: cannot be created ({exc})"
+            ) from None
     result = run_diagnose(
         manifest,
         voi=voi,

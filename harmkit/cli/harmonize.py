@@ -6,14 +6,42 @@ import click
 
 
 @click.command()
-@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False), help="Model folder written by 'harmkit train'.")
-@click.option("--cohort", "manifest", required=True, type=click.Path(dir_okay=False), help="Manifest CSV of the scans to harmonize.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (harmonized NIfTI + manifest.csv).")
-@click.option("--target-site", default=None, help="Harmonize towards this site group instead of the model's reference.")
-@click.option("--overwrite", is_flag=True,
-              help="Replace an --out that harmkit harmonize wrote before (never another folder, never one holding an "
-                   "input).")
-@click.option("--nan-to-zero", is_flag=True, help="Read NaN and infinite voxels as 0 SUV instead of refusing the scan.")
+@click.option(
+    "--model",
+    "model_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Model folder written by 'harmkit train'.",
+)
+@click.option(
+    "--cohort",
+    "manifest",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Manifest CSV of the scans to harmonize.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Output folder (harmonized NIfTI + manifest.csv).",
+)
+@click.option(
+    "--target-site",
+    default=None,
+    help="Harmonize towards this site group instead of the model's reference.",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace an --out that harmkit harmonize wrote before (never another folder, never one holding an "
+    "input).",
+)
+@click.option(
+    "--nan-to-zero",
+    is_flag=True,
+    help="Read NaN and infinite voxels as 0 SUV instead of refusing the scan.",
+)
 def harmonize(model_dir, manifest, out, target_site, overwrite, nan_to_zero) -> None:
     """Harmonize every scan of a cohort with a trained model; write NIfTI images and a manifest.
 
@@ -32,5 +60,12 @@ def harmonize(model_dir, manifest, out, target_site, overwrite, nan_to_zero) -> 
 
     from ..image_harmonization import harmonize as run
 
-    path = run(model_dir, manifest, out, target_site=target_site, overwrite=overwrite, nan_to_zero=nan_to_zero)
+    path = run(
+        model_dir,
+        manifest,
+        out,
+        target_site=target_site,
+        overwrite=overwrite,
+        nan_to_zero=nan_to_zero,
+    )
     Console().print(f"harmonized cohort written: [bold]{path}[/]")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,9 @@ class Diagnostics:
         """A rich table: one row per site group, then the two separability figures."""
         from rich.table import Table
 
-        table = Table(title=f"site effects: {self.summary['cohort']} (median [IQR] per site group)")
+        table = Table(
+            title=f"site effects: {self.summary['cohort']} (median [IQR] per site group)"
+        )
         table.add_column("site group")
         table.add_column("scans", justify="right")
         for label, _ in TEXTURE_COLUMNS.values():
@@ -54,7 +57,9 @@ class Diagnostics:
                 if median is None:
                     cells.append("–")
                 else:
-                    cells.append(f"{format(median, spec)} [{format(entry['q1'], spec)}–{format(entry['q3'], spec)}]")
+                    cells.append(
+                        f"{format(median, spec)} [{format(entry['q1'], spec)}–{format(entry['q3'], spec)}]"
+                    )
             table.add_row(*cells)
         return table
 
@@ -63,27 +68,42 @@ class Diagnostics:
         out = []
         pred = self.summary.get("site_predictability")
         if pred:
-            ci = f" [95% CI {pred['ci_low']:.2f}–{pred['ci_high']:.2f}]" if pred.get("ci_low") is not None else ""
-            out.append(f"feature-level site predictability ({self.summary['voi']} features): AUC {pred['auc']:.3f}{ci} "
-                       f"(0.5 = sites indistinguishable; {pred['n_features']} features)")
+            ci = (
+                f" [95% CI {pred['ci_low']:.2f}–{pred['ci_high']:.2f}]"
+                if pred.get("ci_low") is not None
+                else ""
+            )
+            out.append(
+                f"feature-level site predictability ({self.summary['voi']} features): AUC {pred['auc']:.3f}{ci} "
+                f"(0.5 = sites indistinguishable; {pred['n_features']} features)"
+            )
             for pair, value in (pred.get("pairs") or {}).items():
                 out.append(f"    {pair}: AUC {value:.3f}")
         patches = self.summary.get("patch_separability")
         if patches:
-            out.append(f"image-level separability ({patches['patch_size']}^3-voxel patches at "
-                       f"{'x'.join(f'{s:.2f}' for s in patches['spacing_mm'])} mm, normalised to their mean): "
-                       f"held-out accuracy {patches['accuracy']:.3f} (chance {patches['chance']:.2f})")
+            out.append(
+                f"image-level separability ({patches['patch_size']}^3-voxel patches at "
+                f"{'x'.join(f'{s:.2f}' for s in patches['spacing_mm'])} mm, normalised to their mean): "
+                f"held-out accuracy {patches['accuracy']:.3f} (chance {patches['chance']:.2f})"
+            )
             for pair, value in (patches.get("pairs") or {}).items():
                 out.append(f"    {pair}: accuracy {value:.3f}")
         return out
 
 
 def _quartiles(values) -> dict[str, Any] | None:
-    values = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    values = np.asarray(
+        [v for v in values if v is not None and math.isfinite(v)], dtype=float
+    )
     if values.size == 0:
         return None
     q1, median, q3 = np.percentile(values, [25, 50, 75])
-    return {"median": float(median), "q1": float(q1), "q3": float(q3), "n": int(values.size)}
+    return {
+        "median": float(median),
+        "q1": float(q1),
+        "q3": float(q3),
+        "n": int(values.size),
+    }
 
 
 def texture_statistics(
@@ -114,9 +134,11 @@ def texture_statistics(
     if tissue_voi:
         missing = [s.label for s in cohort if tissue_voi not in s.masks]
         if missing:
-            raise HarmkitError(f"--tissue-voi {tissue_voi}: {len(missing)} scan(s) have no such mask, "
-                               f"e.g. {missing[0]}; "
-                               f"masks: {', '.join(cohort.mask_names) or 'none'}; or use --tissue-voi auto")
+            raise HarmkitError(
+                f"--tissue-voi {tissue_voi}: {len(missing)} scan(s) have no such mask, "
+                f"e.g. {missing[0]}; "
+                f"masks: {', '.join(cohort.mask_names) or 'none'}; or use --tissue-voi auto"
+            )
     items = [(s, tissue_voi, edge_voi, dict(region or {})) for s in cohort]
     own = executor is None
     if own:
@@ -129,7 +151,9 @@ def texture_statistics(
     failed = [str(r.error) for r in results if not r.ok]
     if failed:
         lines = "\n".join(f"  - {m}" for m in failed)
-        raise HarmkitError(f"texture statistics failed for {len(failed)} scan(s):\n{lines}")
+        raise HarmkitError(
+            f"texture statistics failed for {len(failed)} scan(s):\n{lines}"
+        )
     return pd.DataFrame([r.value for r in results])
 
 
@@ -141,7 +165,10 @@ def summarize_texture(texture) -> dict[str, Any]:
         for column in TEXTURE_COLUMNS:
             entry[column] = _quartiles(sub[column].tolist())
         by_group[str(group)] = entry
-    return {"by_group": by_group, "tissue_source": sorted(set(texture["tissue_source"]))}
+    return {
+        "by_group": by_group,
+        "tissue_source": sorted(set(texture["tissue_source"])),
+    }
 
 
 def _load_features(features, cohort, voi, extractor, jobs, cache_dir, progress):
@@ -150,18 +177,29 @@ def _load_features(features, cohort, voi, extractor, jobs, cache_dir, progress):
     if features is None:
         from ..extraction import extract
 
-        return extract(cohort, voi=voi, extractor=extractor, jobs=jobs, cache_dir=cache_dir, progress=progress)
+        return extract(
+            cohort,
+            voi=voi,
+            extractor=extractor,
+            jobs=jobs,
+            cache_dir=cache_dir,
+            progress=progress,
+        )
     if isinstance(features, (str, os.PathLike)):
         from ..extraction import read_features
 
         features = read_features(features)
     if not isinstance(features, pd.DataFrame):
-        raise HarmkitError("features= takes a DataFrame or the path of a feature CSV written by harmkit extract")
+        raise HarmkitError(
+            "features= takes a DataFrame or the path of a feature CSV written by harmkit extract"
+        )
     groups = {s.subject_id: s.group for s in cohort}
     missing = [sid for sid in groups if sid not in features.index]
     if missing:
-        raise HarmkitError(f"the feature table has no row for {len(missing)} scan(s) of the cohort, e.g. {missing[0]}; "
-                           "extract features for this cohort (harmkit extract) or let harmkit diagnose extract them")
+        raise HarmkitError(
+            f"the feature table has no row for {len(missing)} scan(s) of the cohort, e.g. {missing[0]}; "
+            "extract features for this cohort (harmkit extract) or let harmkit diagnose extract them"
+        )
     table = features.loc[list(groups)].copy()
     table["site_group"] = [groups[sid] for sid in table.index]
     return table
@@ -223,16 +261,28 @@ def diagnose(
         )
     missing = [s.label for s in cohort if voi not in s.masks]
     if missing:
-        raise HarmkitError(f"--voi {voi}: {len(missing)} scan(s) have no mask {voi!r}, e.g. {missing[0]}; "
-                           f"masks in the cohort: {', '.join(cohort.mask_names) or 'none'}")
+        raise HarmkitError(
+            f"--voi {voi}: {len(missing)} scan(s) have no mask {voi!r}, e.g. {missing[0]}; "
+            f"masks in the cohort: {', '.join(cohort.mask_names) or 'none'}"
+        )
     if tissue_voi is None:
-        tissue_voi = "reference" if all("reference" in s.masks for s in cohort) else "auto"
+        tissue_voi = (
+            "reference" if all("reference" in s.masks for s in cohort) else "auto"
+        )
     from ..execution import get_executor
 
     executor = get_executor(jobs=jobs, progress=progress)
     try:
         texture = texture_statistics(cohort, tissue_voi, voi, executor=executor)
-        patches = patch_separability(cohort, spacing, patch_size, patches_per_scan, folds, seed, executor=executor)
+        patches = patch_separability(
+            cohort,
+            spacing,
+            patch_size,
+            patches_per_scan,
+            folds,
+            seed,
+            executor=executor,
+        )
     finally:
         executor.close()
     table = _load_features(features, cohort, voi, extractor, jobs, cache_dir, progress)
@@ -242,10 +292,19 @@ def diagnose(
         "cohort": str(cohort.manifest) if cohort.manifest else "in-memory cohort",
         "voi": voi,
         "tissue_voi": tissue_voi,
-        "site_groups": {g: list(dict.fromkeys(s.site for s in cohort if s.group == g)) for g in cohort.site_groups},
-        "scans": {g: sum(1 for s in cohort if s.group == g) for g in cohort.site_groups},
-        "site_predictability": {k: v for k, v in predictability.items() if k != "scores"},
-        "patch_separability": {k: v for k, v in patches.items() if k not in ("descriptors", "labels")},
+        "site_groups": {
+            g: list(dict.fromkeys(s.site for s in cohort if s.group == g))
+            for g in cohort.site_groups
+        },
+        "scans": {
+            g: sum(1 for s in cohort if s.group == g) for g in cohort.site_groups
+        },
+        "site_predictability": {
+            k: v for k, v in predictability.items() if k != "scores"
+        },
+        "patch_separability": {
+            k: v for k, v in patches.items() if k not in ("descriptors", "labels")
+        },
         "texture": summarize_texture(texture),
         "seed": seed,
     }
@@ -266,8 +325,11 @@ def write_outputs(result: Diagnostics, patches: dict, out: Path) -> dict[str, Pa
     }
     with atomic_file(out / "texture_per_scan.csv") as tmp:
         result.texture.to_csv(tmp, index=False)
-    summary = dict(result.summary, figures={k: v.name for k, v in figures.items()},
-                   tables={"texture": "texture_per_scan.csv"})
+    summary = dict(
+        result.summary,
+        figures={k: v.name for k, v in figures.items()},
+        tables={"texture": "texture_per_scan.csv"},
+    )
     text = json.dumps(summary, indent=1, allow_nan=False, default=_json_default) + "\n"
     atomic_write_text(out / "diagnostics.json", text)
     result.summary = summary
@@ -299,13 +361,21 @@ def _save(fig, path: Path) -> Path:
 
 def texture_figure(texture, path: Path) -> Path:
     """Box plots per site group of every texture statistic."""
-    from ..figures import boxplot, plt as _plt
+    from ..figures import boxplot
+    from ..figures import plt as _plt
 
     plt = _plt()
     groups = list(dict.fromkeys(texture["site_group"]))
-    fig, axes = plt.subplots(1, len(TEXTURE_COLUMNS), figsize=(2.6 * len(TEXTURE_COLUMNS), 3.2))
+    fig, axes = plt.subplots(
+        1, len(TEXTURE_COLUMNS), figsize=(2.6 * len(TEXTURE_COLUMNS), 3.2)
+    )
     for ax, (column, (label, _)) in zip(axes, TEXTURE_COLUMNS.items()):
-        data = [texture.loc[texture["site_group"] == g, column].dropna().to_numpy(dtype=float) for g in groups]
+        data = [
+            texture.loc[texture["site_group"] == g, column]
+            .dropna()
+            .to_numpy(dtype=float)
+            for g in groups
+        ]
         if any(len(d) for d in data):
             boxplot(ax, [d if len(d) else [np.nan] for d in data], groups)
         ax.set_title(label, fontsize=8)
@@ -319,7 +389,8 @@ def texture_figure(texture, path: Path) -> Path:
 
 def patch_figure(patches: dict, path: Path) -> Path:
     """Distribution of each patch descriptor per site group, with the held-out accuracy in the title."""
-    from ..figures import boxplot, plt as _plt
+    from ..figures import boxplot
+    from ..figures import plt as _plt
     from .patches import DESCRIPTORS
 
     plt = _plt()
@@ -328,8 +399,10 @@ def patch_figure(patches: dict, path: Path) -> Path:
     names = list(DESCRIPTORS)
     ncols = 5
     nrows = (len(names) + ncols - 1) // ncols
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.6 * nrows), squeeze=False)
-    for ax in axes.ravel()[len(names):]:
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(2.6 * ncols, 2.6 * nrows), squeeze=False
+    )
+    for ax in axes.ravel()[len(names) :]:
         ax.set_visible(False)
     for j, (ax, name) in enumerate(zip(axes.ravel(), names)):
         data = [X[labels == g, j][np.isfinite(X[labels == g, j])] for g in groups]
@@ -337,7 +410,10 @@ def patch_figure(patches: dict, path: Path) -> Path:
         ax.set_title(name, fontsize=8)
         ax.tick_params(axis="x", labelsize=7, rotation=30)
         ax.tick_params(axis="y", labelsize=7)
-    fig.suptitle(f"patch descriptors ({patches['patch_size']}^3 voxels, patch / own mean): held-out accuracy "
-                 f"{patches['accuracy']:.2f} (chance {patches['chance']:.2f})", fontsize=9)
+    fig.suptitle(
+        f"patch descriptors ({patches['patch_size']}^3 voxels, patch / own mean): held-out accuracy "
+        f"{patches['accuracy']:.2f} (chance {patches['chance']:.2f})",
+        fontsize=9,
+    )
     fig.tight_layout()
     return _save(fig, path)

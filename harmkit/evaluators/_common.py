@@ -11,8 +11,15 @@ from ..figures import boxplot, plt, savefig  # noqa: F401 - the evaluators' figu
 
 def method_rows(ctx, by_method: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """``[{"method", "reference", **by_method[row]}]`` for every method and reference, in the run's order."""
-    return [{"method": m.label, "reference": ref, **by_method.get(row_key(m.label, ref), {})}
-            for m in ctx.methods for ref in ctx.references]
+    return [
+        {
+            "method": m.label,
+            "reference": ref,
+            **by_method.get(row_key(m.label, ref), {}),
+        }
+        for m in ctx.methods
+        for ref in ctx.references
+    ]
 
 
 def records(frame) -> list[dict[str, Any]]:

@@ -31,7 +31,13 @@ import numpy as np
 
 from ..bench.formatting import fmt
 from ..errors import EvaluatorSkipped
-from ..interfaces import EvaluationResult, Evaluator, ReportFigure, ReportTable, SummaryColumn
+from ..interfaces import (
+    EvaluationResult,
+    Evaluator,
+    ReportFigure,
+    ReportTable,
+    SummaryColumn,
+)
 from ._common import finite, method_rows, row_key
 
 
@@ -46,41 +52,98 @@ def voxel_one(item: tuple) -> dict[str, Any]:
     image = scan.load_image()
     cf = cf_scan.load_image()
     if not same_geometry(image, cf):
-        cf = sitk.Resample(cf, image, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        cf = sitk.Resample(
+            cf, image, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32
+        )
     a = sitk.GetArrayFromImage(cf)
     b = sitk.GetArrayFromImage(image)
-    body = sitk.GetArrayFromImage(original_scan.load_mask("body")) > 0 if "body" in original_scan.masks else np.ones_like(a, dtype=bool)
+    body = (
+        sitk.GetArrayFromImage(original_scan.load_mask("body")) > 0
+        if "body" in original_scan.masks
+        else np.ones_like(a, dtype=bool)
+    )
     data_range = float(a[body].max() - a[body].min()) or 1.0
     metrics = masked_metrics(a, b, body, data_range)
-    return {"ssim": metrics["ssim"], "psnr": metrics["psnr"], "nrmse": metrics["nrmse"], "data_range": data_range}
+    return {
+        "ssim": metrics["ssim"],
+        "psnr": metrics["psnr"],
+        "nrmse": metrics["nrmse"],
+        "data_range": data_range,
+    }
 
 
 SUMMARY_COLUMNS = (
-    SummaryColumn("cf_ssim", "SSIM vs truth scan", ".3f", "SSIM truth", description=(
-        "SSIM of the harmonized image with the same subject scanned at the reference site (ground truth)")),
-    SummaryColumn("cf_feature_ccc", "CCC vs truth features", ".3f", "CCC truth", description=(
-        "mean concordance of the harmonized features with that scan's features")),
-    SummaryColumn("gap_closed", "gap closed", "+.0%", group="prediction", description=(
-        "share of the baseline-to-oracle AUC gap the method closes")),
+    SummaryColumn(
+        "cf_ssim",
+        "SSIM vs truth scan",
+        ".3f",
+        "SSIM truth",
+        description=(
+            "SSIM of the harmonized image with the same subject scanned at the reference site (ground truth)"
+        ),
+    ),
+    SummaryColumn(
+        "cf_feature_ccc",
+        "CCC vs truth features",
+        ".3f",
+        "CCC truth",
+        description=(
+            "mean concordance of the harmonized features with that scan's features"
+        ),
+    ),
+    SummaryColumn(
+        "gap_closed",
+        "gap closed",
+        "+.0%",
+        group="prediction",
+        description=("share of the baseline-to-oracle AUC gap the method closes"),
+    ),
 )
 
 
-def report_section(rows: list[dict], oracle: dict | None, oracle_note: str | None, source: str) -> list:
+def report_section(
+    rows: list[dict], oracle: dict | None, oracle_note: str | None, source: str
+) -> list:
     """The Fidelity section of the report: the oracle AUC, what the ground truth is, the table, the figure."""
     if oracle:
-        first = (f"Oracle AUC (features of the true activity maps, same splits; corrected 95 % CI): "
-                 f"{fmt(oracle['auc_mean'], '.3f')} [{fmt(oracle['auc_ci_low'], '.3f')}–{fmt(oracle['auc_ci_high'], '.3f')}]. ")
+        first = (
+            f"Oracle AUC (features of the true activity maps, same splits; corrected 95 % CI): "
+            f"{fmt(oracle['auc_mean'], '.3f')} [{fmt(oracle['auc_ci_low'], '.3f')}–{fmt(oracle['auc_ci_high'], '.3f')}]. "
+        )
     else:
         first = f"No oracle AUC: {oracle_note}. "
-    text = (first + f"Ground truth: {source}. nMAE: mean |harmonized - counterfactual| / SD of the counterfactual "
-            "feature across subjects. Voxels: SSIM/PSNR vs counterfactual inside the body mask; data range = "
-            "counterfactual's SUV range there.")
-    table = [[r["method"], r["reference"], fmt(r.get("cf_ssim"), ".3f"), fmt(r.get("cf_psnr"), ".1f"),
-              fmt(r.get("cf_feature_nmae"), ".3f"), fmt(r.get("cf_feature_ccc"), ".3f"), fmt(r.get("gap_closed"), "+.0%")]
-             for r in rows]
-    header = ["method", "reference", "SSIM vs counterfactual", "PSNR vs counterfactual", "feature nMAE (median)",
-              "feature CCC (mean)", "gap closed"]
-    return [text, ReportTable(header, table, "fidelity"), ReportFigure("fidelity_ccc", "feature fidelity per class")]
+    text = (
+        first
+        + f"Ground truth: {source}. nMAE: mean |harmonized - counterfactual| / SD of the counterfactual "
+        "feature across subjects. Voxels: SSIM/PSNR vs counterfactual inside the body mask; data range = "
+        "counterfactual's SUV range there."
+    )
+    table = [
+        [
+            r["method"],
+            r["reference"],
+            fmt(r.get("cf_ssim"), ".3f"),
+            fmt(r.get("cf_psnr"), ".1f"),
+            fmt(r.get("cf_feature_nmae"), ".3f"),
+            fmt(r.get("cf_feature_ccc"), ".3f"),
+            fmt(r.get("gap_closed"), "+.0%"),
+        ]
+        for r in rows
+    ]
+    header = [
+        "method",
+        "reference",
+        "SSIM vs counterfactual",
+        "PSNR vs counterfactual",
+        "feature nMAE (median)",
+        "feature CCC (mean)",
+        "gap closed",
+    ]
+    return [
+        text,
+        ReportTable(header, table, "fidelity"),
+        ReportFigure("fidelity_ccc", "feature fidelity per class"),
+    ]
 
 
 class FidelityEvaluator(Evaluator):
@@ -97,14 +160,18 @@ class FidelityEvaluator(Evaluator):
         from .. import stats
 
         if not ctx.ground_truth:
-            raise EvaluatorSkipped(str(ctx.fidelity_skipped or "the cohort has no ground truth"))
+            raise EvaluatorSkipped(
+                str(ctx.fidelity_skipped or "the cohort has no ground truth")
+            )
         voxel_rows, feature_rows = [], []
         summary: dict[str, dict] = {}
         # -- voxel fidelity ------------------------------------------------------
         for ref in ctx.references:
             subjects = [s for s in ctx.cohort if s.group != ref]
             variants = [("none", {s.subject_id: s for s in subjects})]
-            variants += [(m.label, ctx.changed_scans(m, ref)) for m in ctx.image_methods]
+            variants += [
+                (m.label, ctx.changed_scans(m, ref)) for m in ctx.image_methods
+            ]
             done_images: dict[str, list] = {}
             for label, scans in variants:
                 items, meta = [], []
@@ -117,12 +184,30 @@ class FidelityEvaluator(Evaluator):
                     meta.append((original.subject_id, original.site, cf.site))
                 if not items:
                     continue
-                key = (sorted((m[0], str(i[0].image), str(i[2].image)) for m, i in zip(meta, items)), "v1")
+                key = (
+                    sorted(
+                        (m[0], str(i[0].image), str(i[2].image))
+                        for m, i in zip(meta, items)
+                    ),
+                    "v1",
+                )
                 image_key = str(key)
                 if image_key not in done_images:
+
                     def compute(items=items, meta=meta, label=label):
-                        results = ctx.map(voxel_one, items, label=f"fidelity {label} -> {ref}")
-                        return [{"subject_id": m[0], "site": m[1], "counterfactual_site": m[2], **r.value} for m, r in zip(meta, results) if r.ok]
+                        results = ctx.map(
+                            voxel_one, items, label=f"fidelity {label} -> {ref}"
+                        )
+                        return [
+                            {
+                                "subject_id": m[0],
+                                "site": m[1],
+                                "counterfactual_site": m[2],
+                                **r.value,
+                            }
+                            for m, r in zip(meta, results)
+                            if r.ok
+                        ]
 
                     done_images[image_key] = ctx.memo("fidelity-voxels", key, compute)
                 for row in done_images[image_key]:
@@ -149,15 +234,29 @@ class FidelityEvaluator(Evaluator):
                     c = cf_table.loc[[p[1] for p in pairs], columns].to_numpy(float)
                     for j, feature in enumerate(columns):
                         sd = np.nanstd(c[:, j], ddof=1)
-                        nmae = float(np.nanmean(np.abs(h[:, j] - c[:, j])) / sd) if sd > 0 else float("nan")
-                        feature_rows.append({
-                            "method": method.label, "reference": ref, "feature": feature,
-                            "class": ctx.feature_classes.get(feature, feature.split("_")[0]),
-                            "nmae": nmae, "ccc": stats.concordance_correlation(h[:, j], c[:, j]), "n_subjects": len(pairs),
-                        })
+                        nmae = (
+                            float(np.nanmean(np.abs(h[:, j] - c[:, j])) / sd)
+                            if sd > 0
+                            else float("nan")
+                        )
+                        feature_rows.append(
+                            {
+                                "method": method.label,
+                                "reference": ref,
+                                "feature": feature,
+                                "class": ctx.feature_classes.get(
+                                    feature, feature.split("_")[0]
+                                ),
+                                "nmae": nmae,
+                                "ccc": stats.concordance_correlation(h[:, j], c[:, j]),
+                                "n_subjects": len(pairs),
+                            }
+                        )
         features = pd.DataFrame(feature_rows)
         by_class = (
-            features.groupby(["method", "reference", "class"], sort=False).agg(nmae_median=("nmae", "median"), ccc=("ccc", "mean")).reset_index()
+            features.groupby(["method", "reference", "class"], sort=False)
+            .agg(nmae_median=("nmae", "median"), ccc=("ccc", "mean"))
+            .reset_index()
             if not features.empty
             else pd.DataFrame()
         )
@@ -173,26 +272,57 @@ class FidelityEvaluator(Evaluator):
             from .prediction import auc_intervals, cross_validate
 
             truth = ctx.truth_features
-            columns = [c for c in ctx.feature_columns(voi) if c in truth.columns and np.isfinite(truth[c].to_numpy(float)).all()]
+            columns = [
+                c
+                for c in ctx.feature_columns(voi)
+                if c in truth.columns and np.isfinite(truth[c].to_numpy(float)).all()
+            ]
             missing = [s for s in ctx.splits.subjects if s not in truth.index]
             if missing or not columns:
-                oracle_note = f"truth features missing for {len(missing)} subject(s)" if missing else "no usable truth feature"
+                oracle_note = (
+                    f"truth features missing for {len(missing)} subject(s)"
+                    if missing
+                    else "no usable truth feature"
+                )
             else:
                 X = truth.loc[list(ctx.splits.subjects), columns].astype(float)
                 groups = pd.Series(["truth"] * len(X), index=X.index)
-                run = ctx.memo("oracle-cv", (X, ctx.splits.digest(), list(ctx.outcome.items()), "v1"), lambda: cross_validate(ctx, None, "", X, groups))
-                oracle = {**auc_intervals(run["auc"], ctx.splits), "n_features": len(columns)}  # corrected CI, as the methods'
+                run = ctx.memo(
+                    "oracle-cv",
+                    (X, ctx.splits.digest(), list(ctx.outcome.items()), "v1"),
+                    lambda: cross_validate(ctx, None, "", X, groups),
+                )
+                oracle = {
+                    **auc_intervals(run["auc"], ctx.splits),
+                    "n_features": len(columns),
+                }  # corrected CI, as the methods'
         for method in ctx.methods:
             for ref in ctx.references:
                 entry: dict[str, Any] = {}
-                v = voxels[(voxels["method"] == method.label) & (voxels["reference"] == ref)] if not voxels.empty else voxels
+                v = (
+                    voxels[
+                        (voxels["method"] == method.label)
+                        & (voxels["reference"] == ref)
+                    ]
+                    if not voxels.empty
+                    else voxels
+                )
                 if method.image_stages or method.is_baseline:
                     if not v.empty:
                         entry["cf_ssim"] = finite(v["ssim"].mean())
                         entry["cf_psnr"] = finite(v["psnr"].mean())
-                f = features[(features["method"] == method.label) & (features["reference"] == ref)] if not features.empty else features
+                f = (
+                    features[
+                        (features["method"] == method.label)
+                        & (features["reference"] == ref)
+                    ]
+                    if not features.empty
+                    else features
+                )
                 if not f.empty:
-                    entry["cf_feature_nmae"] = finite(f["nmae"].median())  # median: robust to features with a tiny SD
+                    entry["cf_feature_nmae"] = finite(
+                        f["nmae"].median()
+                    )  # median: robust to features with a tiny SD
                     entry["cf_feature_ccc"] = finite(f["ccc"].mean())
                     for cls, csub in f.groupby("class", sort=False):
                         entry[f"cf_ccc_{cls}"] = finite(csub["ccc"].mean())
@@ -202,16 +332,31 @@ class FidelityEvaluator(Evaluator):
                     auc_m = rows.get(row_key(method.label, ref), {}).get("auc_mean")
                     auc_0 = rows.get(row_key("none", ref), {}).get("auc_mean")
                     entry["oracle_auc"] = oracle["auc_mean"]
-                    if auc_m is not None and auc_0 is not None and oracle["auc_mean"] is not None and oracle["auc_mean"] - auc_0 > 0.01:
-                        entry["gap_closed"] = finite((auc_m - auc_0) / (oracle["auc_mean"] - auc_0))
+                    if (
+                        auc_m is not None
+                        and auc_0 is not None
+                        and oracle["auc_mean"] is not None
+                        and oracle["auc_mean"] - auc_0 > 0.01
+                    ):
+                        entry["gap_closed"] = finite(
+                            (auc_m - auc_0) / (oracle["auc_mean"] - auc_0)
+                        )
                 summary[row_key(method.label, ref)] = entry
         figures = {}
         if ctx.figure_dir is not None and not by_class.empty:
-            figures["fidelity_ccc"] = self._figure(by_class, ctx.figure_dir / "fidelity_ccc.png")
-        report = report_section(method_rows(ctx, summary), oracle, oracle_note, ctx.ground_truth_source)
+            figures["fidelity_ccc"] = self._figure(
+                by_class, ctx.figure_dir / "fidelity_ccc.png"
+            )
+        report = report_section(
+            method_rows(ctx, summary), oracle, oracle_note, ctx.ground_truth_source
+        )
         return EvaluationResult(
             self.name,
-            tables={"voxels": voxels, "features": features, "features_by_class": by_class},
+            tables={
+                "voxels": voxels,
+                "features": features,
+                "features_by_class": by_class,
+            },
             figures=figures,
             summary={
                 "by_method": summary,
@@ -232,7 +377,9 @@ class FidelityEvaluator(Evaluator):
 
         plt = _plt()
         refs = list(dict.fromkeys(by_class["reference"]))
-        fig, axes = plt.subplots(1, len(refs), figsize=(5 * len(refs), 3.6), squeeze=False)
+        fig, axes = plt.subplots(
+            1, len(refs), figsize=(5 * len(refs), 3.6), squeeze=False
+        )
         for ax, ref in zip(axes[0], refs):
             sub = by_class[by_class["reference"] == ref]
             pivot = sub.pivot(index="class", columns="method", values="ccc")

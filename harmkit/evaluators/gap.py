@@ -22,8 +22,14 @@ import numpy as np
 
 from ..bench.formatting import fmt
 from ..errors import EvaluatorSkipped
-from ..interfaces import EvaluationResult, Evaluator, ReportFigure, ReportTable, SummaryColumn
-from ._common import finite, method_rows, row_key, savefig
+from ..interfaces import (
+    EvaluationResult,
+    Evaluator,
+    ReportFigure,
+    ReportTable,
+    SummaryColumn,
+)
+from ._common import finite, row_key, savefig
 
 # (summary key, label, evaluator that provides it, minimum |oracle - none| to divide by)
 METRICS = (
@@ -46,7 +52,9 @@ class GapClosedEvaluator(Evaluator):
     def evaluate(self, context) -> EvaluationResult:
         oracle = next((m for m in context.methods if m.control == "oracle"), None)
         if oracle is None:
-            raise EvaluatorSkipped("the cohort has no ground truth, so there is no oracle row to measure a gap against")
+            raise EvaluatorSkipped(
+                "the cohort has no ground truth, so there is no oracle row to measure a gap against"
+            )
         rows: dict[str, dict[str, Any]] = {}
         metrics = self._metrics(context)
         table = []
@@ -61,9 +69,17 @@ class GapClosedEvaluator(Evaluator):
                 for key, label, minimum in metrics:
                     gap = _gap(values.get(key), base.get(key), top.get(key), minimum)
                     entry[f"gap_{key}"] = gap
-                    table.append({"method": method.label, "reference": ref, "metric": label, "gap_closed": gap,
-                                  "none": finite(base.get(key)), "method_value": finite(values.get(key)),
-                                  "oracle": finite(top.get(key))})
+                    table.append(
+                        {
+                            "method": method.label,
+                            "reference": ref,
+                            "metric": label,
+                            "gap_closed": gap,
+                            "none": finite(base.get(key)),
+                            "method_value": finite(values.get(key)),
+                            "oracle": finite(top.get(key)),
+                        }
+                    )
                 rows[row_key(method.label, ref)] = entry
         if not table:
             raise EvaluatorSkipped("no metric has a gap between none and oracle")
@@ -72,22 +88,58 @@ class GapClosedEvaluator(Evaluator):
         frame = pd.DataFrame(table)
         figures = {}
         if context.figure_dir is not None:
-            figures["gap_closed"] = self._figure(frame, context.figure_dir / "gap_closed.png")
-        columns = [SummaryColumn(f"gap_{key}", f"gap closed: {label}", "+.0%", f"gap {label}", "gap closed (0 = none, 1 = oracle)")
-                   for key, label, _ in metrics[:3]]
+            figures["gap_closed"] = self._figure(
+                frame, context.figure_dir / "gap_closed.png"
+            )
+        columns = [
+            SummaryColumn(
+                f"gap_{key}",
+                f"gap closed: {label}",
+                "+.0%",
+                f"gap {label}",
+                "gap closed (0 = none, 1 = oracle)",
+            )
+            for key, label, _ in metrics[:3]
+        ]
         report = [
             "Each cell: (method − none) / (oracle − none) for that metric. 0 = no better than no harmonization, "
             "1 = as good as the same subject really scanned at the reference site, below 0 = worse than doing nothing. "
             "`resample` is the image pipeline with an identity model (the floor an image method must beat). "
             "Empty: the oracle does not differ from `none` by more than the metric's noise.",
             ReportFigure("gap_closed", "gap closed per method and metric"),
-            ReportTable(["method", "reference", "metric", "none", "method", "oracle", "gap closed"],
-                        [[r["method"], r["reference"], r["metric"], fmt(r["none"], ".3f"), fmt(r["method_value"], ".3f"),
-                          fmt(r["oracle"], ".3f"), fmt(r["gap_closed"], "+.0%")] for r in table], "gap"),
+            ReportTable(
+                [
+                    "method",
+                    "reference",
+                    "metric",
+                    "none",
+                    "method",
+                    "oracle",
+                    "gap closed",
+                ],
+                [
+                    [
+                        r["method"],
+                        r["reference"],
+                        r["metric"],
+                        fmt(r["none"], ".3f"),
+                        fmt(r["method_value"], ".3f"),
+                        fmt(r["oracle"], ".3f"),
+                        fmt(r["gap_closed"], "+.0%"),
+                    ]
+                    for r in table
+                ],
+                "gap",
+            ),
         ]
-        return EvaluationResult(self.name, tables={"gap_closed": frame},
-                                summary={"by_method": rows, "oracle": oracle.label},
-                                figures=figures, columns=columns, report=report)
+        return EvaluationResult(
+            self.name,
+            tables={"gap_closed": frame},
+            summary={"by_method": rows, "oracle": oracle.label},
+            figures=figures,
+            columns=columns,
+            report=report,
+        )
 
     @staticmethod
     def _metrics(context) -> list[tuple[str, str, float]]:
@@ -97,7 +149,10 @@ class GapClosedEvaluator(Evaluator):
             if result is None or result.skipped:
                 continue
             if "{voi}" in key:
-                out += [(key.format(voi=voi), label.format(voi=voi), minimum) for voi in context.vois]
+                out += [
+                    (key.format(voi=voi), label.format(voi=voi), minimum)
+                    for voi in context.vois
+                ]
             else:
                 out.append((key, label, minimum))
         return out
@@ -107,7 +162,11 @@ class GapClosedEvaluator(Evaluator):
         merged: dict[str, Any] = {}
         for name, result in context.results.items():
             if not result.skipped:
-                merged.update(result.summary.get("by_method", {}).get(row_key(label, reference), {}))
+                merged.update(
+                    result.summary.get("by_method", {}).get(
+                        row_key(label, reference), {}
+                    )
+                )
         return merged
 
     @staticmethod
@@ -116,16 +175,40 @@ class GapClosedEvaluator(Evaluator):
 
         plt = _plt()
         refs = list(dict.fromkeys(frame["reference"]))
-        fig, axes = plt.subplots(1, len(refs), figsize=(1.6 + 1.5 * frame["metric"].nunique() * len(refs), 0.9 + 0.45 *
-                                 frame["method"].nunique()), squeeze=False)
+        fig, axes = plt.subplots(
+            1,
+            len(refs),
+            figsize=(
+                1.6 + 1.5 * frame["metric"].nunique() * len(refs),
+                0.9 + 0.45 * frame["method"].nunique(),
+            ),
+            squeeze=False,
+        )
         for ax, ref in zip(axes[0], refs):
-            sub = frame[frame["reference"] == ref].pivot(index="method", columns="metric", values="gap_closed")
-            sub = sub.reindex(list(dict.fromkeys(frame[frame["reference"] == ref]["method"])))
+            sub = frame[frame["reference"] == ref].pivot(
+                index="method", columns="metric", values="gap_closed"
+            )
+            sub = sub.reindex(
+                list(dict.fromkeys(frame[frame["reference"] == ref]["method"]))
+            )
             sub = sub[list(dict.fromkeys(frame["metric"]))]
             values = sub.to_numpy(dtype=float)
-            ax.imshow(np.clip(np.nan_to_num(values, nan=0.0), -1, 1), cmap="RdYlGn", vmin=-1, vmax=1, aspect="auto")
+            ax.imshow(
+                np.clip(np.nan_to_num(values, nan=0.0), -1, 1),
+                cmap="RdYlGn",
+                vmin=-1,
+                vmax=1,
+                aspect="auto",
+            )
             for (i, j), value in np.ndenumerate(values):
-                ax.text(j, i, "–" if not np.isfinite(value) else f"{value:+.0%}", ha="center", va="center", fontsize=8)
+                ax.text(
+                    j,
+                    i,
+                    "–" if not np.isfinite(value) else f"{value:+.0%}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                )
             ax.set_xticks(range(values.shape[1]))
             ax.set_xticklabels(sub.columns, rotation=30, ha="right", fontsize=8)
             ax.set_yticks(range(values.shape[0]))

@@ -26,17 +26,30 @@ import numpy as np
 
 from ..bench.formatting import fmt
 from ..errors import EvaluatorSkipped
-from ..interfaces import EvaluationResult, Evaluator, ReportFigure, ReportTable, SummaryColumn
+from ..interfaces import (
+    EvaluationResult,
+    Evaluator,
+    ReportFigure,
+    ReportTable,
+    SummaryColumn,
+)
 from ._common import boxplot, finite, records, row_key, savefig
 
 
-def masked_metrics(original: np.ndarray, other: np.ndarray, mask: np.ndarray, data_range: float) -> dict[str, float]:
+def masked_metrics(
+    original: np.ndarray, other: np.ndarray, mask: np.ndarray, data_range: float
+) -> dict[str, float]:
     """SSIM, PSNR, NRMSE of ``other`` against ``original`` inside ``mask`` (arrays z, y, x)."""
     from skimage.metrics import structural_similarity
 
     mask = mask.astype(bool)
     if not mask.any():
-        return {"ssim": float("nan"), "psnr": float("nan"), "nrmse": float("nan"), "n_voxels": 0}
+        return {
+            "ssim": float("nan"),
+            "psnr": float("nan"),
+            "nrmse": float("nan"),
+            "n_voxels": 0,
+        }
     a = original[mask].astype(float)
     b = other[mask].astype(float)
     mse = float(np.mean((a - b) ** 2))
@@ -54,7 +67,13 @@ def masked_metrics(original: np.ndarray, other: np.ndarray, mask: np.ndarray, da
     if min(h - l for l, h in zip(lo, hi)) < 7:
         ssim = float("nan")
     else:
-        _, ssim_map = structural_similarity(original[box].astype(float), other[box].astype(float), data_range=data_range, full=True, win_size=7)
+        _, ssim_map = structural_similarity(
+            original[box].astype(float),
+            other[box].astype(float),
+            data_range=data_range,
+            full=True,
+            win_size=7,
+        )
         ssim = float(ssim_map[mask[box]].mean())
     return {"ssim": ssim, "psnr": psnr, "nrmse": nrmse, "n_voxels": int(mask.sum())}
 
@@ -66,7 +85,10 @@ def quality_one(item: tuple) -> list[dict[str, Any]]:
     original_scan, harmonized_scan = item
     original = sitk.GetArrayFromImage(original_scan.load_image())
     harmonized = sitk.GetArrayFromImage(harmonized_scan.load_image())
-    masks = {name: sitk.GetArrayFromImage(original_scan.load_mask(name)) > 0 for name in sorted(original_scan.masks)}
+    masks = {
+        name: sitk.GetArrayFromImage(original_scan.load_mask(name)) > 0
+        for name in sorted(original_scan.masks)
+    }
     body = masks.get("body")
     values = original[body] if body is not None and body.any() else original
     data_range = float(values.max() - values.min()) or 1.0
@@ -74,25 +96,58 @@ def quality_one(item: tuple) -> list[dict[str, Any]]:
         masks = {"image": np.ones_like(original, dtype=bool), **masks}
     rows = []
     for name, mask in masks.items():
-        rows.append({"mask": name, "data_range": data_range, **masked_metrics(original, harmonized, mask, data_range)})
+        rows.append(
+            {
+                "mask": name,
+                "data_range": data_range,
+                **masked_metrics(original, harmonized, mask, data_range),
+            }
+        )
     return rows
 
 
 SUMMARY_COLUMNS = (
-    SummaryColumn("ssim", "SSIM", ".3f", description="SSIM of the harmonized vs the original image in the body mask"),
+    SummaryColumn(
+        "ssim",
+        "SSIM",
+        ".3f",
+        description="SSIM of the harmonized vs the original image in the body mask",
+    ),
     SummaryColumn("psnr", "PSNR (dB)", ".1f", "PSNR", description="the same as PSNR"),
 )
 
 
 def report_section(by_mask) -> list:
     """The Image quality section of the report: what the metrics are, per mask, the box plots."""
-    rows = [[r["method"], r["reference"], r["mask"], fmt(r.get("ssim_mean"), ".3f"), fmt(r.get("ssim_min"), ".3f"),
-             fmt(r.get("psnr_mean"), ".1f"), fmt(r.get("nrmse_mean"), ".3f")] for r in records(by_mask)]
+    rows = [
+        [
+            r["method"],
+            r["reference"],
+            r["mask"],
+            fmt(r.get("ssim_mean"), ".3f"),
+            fmt(r.get("ssim_min"), ".3f"),
+            fmt(r.get("psnr_mean"), ".1f"),
+            fmt(r.get("nrmse_mean"), ".3f"),
+        ]
+        for r in records(by_mask)
+    ]
     return [
         "Data range: max - min of the original image's SUV inside its body mask (per scan). SSIM: 3-D, 7^3 uniform "
         "window, K1=0.01, K2=0.03, averaged over mask voxels. NRMSE: ||original - harmonized|| / ||original|| over mask "
         "voxels.",
-        ReportTable(["method", "reference", "mask", "SSIM mean", "SSIM min", "PSNR mean (dB)", "NRMSE mean"], rows, "quality"),
+        ReportTable(
+            [
+                "method",
+                "reference",
+                "mask",
+                "SSIM mean",
+                "SSIM min",
+                "PSNR mean (dB)",
+                "NRMSE mean",
+            ],
+            rows,
+            "quality",
+        ),
         ReportFigure("quality_boxplots", "image quality per mask"),
     ]
 
@@ -108,7 +163,9 @@ class ImageQualityEvaluator(Evaluator):
         import pandas as pd
 
         if not ctx.image_methods:
-            raise EvaluatorSkipped("no method has an image stage, so no image was changed")
+            raise EvaluatorSkipped(
+                "no method has an image stage, so no image was changed"
+            )
         rows = []
         for method in ctx.image_methods:
             for ref in ctx.references:
@@ -116,14 +173,30 @@ class ImageQualityEvaluator(Evaluator):
                 if not changed:
                     continue
                 pairs = [(ctx.cohort.get(sid), scan) for sid, scan in changed.items()]
-                key_parts = (sorted((sid, str(s.image)) for sid, s in changed.items()), sorted(ctx.cohort.mask_names), "v1")
+                key_parts = (
+                    sorted((sid, str(s.image)) for sid, s in changed.items()),
+                    sorted(ctx.cohort.mask_names),
+                    "v1",
+                )
 
                 def compute(pairs=pairs):
-                    results = ctx.map(quality_one, pairs, label=f"image quality {method.label} -> {ref}")
+                    results = ctx.map(
+                        quality_one,
+                        pairs,
+                        label=f"image quality {method.label} -> {ref}",
+                    )
                     out = []
                     for (orig, _), r in zip(pairs, results):
                         if r.ok:
-                            out += [{"subject_id": orig.subject_id, "site": orig.site, "site_group": orig.group, **row} for row in r.value]
+                            out += [
+                                {
+                                    "subject_id": orig.subject_id,
+                                    "site": orig.site,
+                                    "site_group": orig.group,
+                                    **row,
+                                }
+                                for row in r.value
+                            ]
                     return out
 
                 for row in ctx.memo("image-quality", key_parts, compute):
@@ -147,9 +220,13 @@ class ImageQualityEvaluator(Evaluator):
                 summary[row_key(label, ref)] = entry
         figures = {}
         if not table.empty and ctx.figure_dir is not None:
-            figures["quality_boxplots"] = self._figure(table, ctx.figure_dir / "image_quality.png")
+            figures["quality_boxplots"] = self._figure(
+                table, ctx.figure_dir / "image_quality.png"
+            )
         by_mask = (
-            table.groupby(["method", "reference", "mask"])[["ssim", "psnr", "nrmse"]].agg(["mean", "std", "min", "max"]).reset_index()
+            table.groupby(["method", "reference", "mask"])[["ssim", "psnr", "nrmse"]]
+            .agg(["mean", "std", "min", "max"])
+            .reset_index()
             if not table.empty
             else pd.DataFrame()
         )
@@ -177,12 +254,21 @@ class ImageQualityEvaluator(Evaluator):
         metrics = ("ssim", "psnr", "nrmse")
         masks = list(dict.fromkeys(table["mask"]))
         combos = list(dict.fromkeys(zip(table["method"], table["reference"])))
-        fig, axes = plt.subplots(len(metrics), 1, figsize=(max(6, 1.1 * len(masks) * len(combos)), 2.6 * len(metrics)), squeeze=False)
+        fig, axes = plt.subplots(
+            len(metrics),
+            1,
+            figsize=(max(6, 1.1 * len(masks) * len(combos)), 2.6 * len(metrics)),
+            squeeze=False,
+        )
         for ax, metric in zip(axes[:, 0], metrics):
             data, labels, colors = [], [], []
             for mi, mask in enumerate(masks):
                 for ci, (label, ref) in enumerate(combos):
-                    sub = table[(table["mask"] == mask) & (table["method"] == label) & (table["reference"] == ref)][metric].dropna()
+                    sub = table[
+                        (table["mask"] == mask)
+                        & (table["method"] == label)
+                        & (table["reference"] == ref)
+                    ][metric].dropna()
                     data.append(sub.to_numpy())
                     labels.append(f"{mask}\n{label}->{ref}")
                     colors.append(f"C{ci}")
@@ -192,5 +278,8 @@ class ImageQualityEvaluator(Evaluator):
                 patch.set_alpha(0.5)
             ax.set_ylabel(metric.upper())
             ax.tick_params(axis="x", labelsize=6)
-        axes[0, 0].set_title("original vs harmonized, per mask (data range: original SUV range in the body mask)", fontsize=9)
+        axes[0, 0].set_title(
+            "original vs harmonized, per mask (data range: original SUV range in the body mask)",
+            fontsize=9,
+        )
         return savefig(fig, path)

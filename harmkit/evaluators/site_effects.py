@@ -23,7 +23,13 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import HarmkitError
-from ..interfaces import EvaluationResult, Evaluator, ReportFigure, ReportTable, SummaryColumn
+from ..interfaces import (
+    EvaluationResult,
+    Evaluator,
+    ReportFigure,
+    ReportTable,
+    SummaryColumn,
+)
 from ._common import finite, row_key, savefig
 
 
@@ -34,7 +40,13 @@ class SiteEffectsEvaluator(Evaluator):
     title = "Site effects: can the site groups still be told apart?"
     description = "Site effects: CV AUC predicting the site group from features, and patch-texture separability, before/after"
 
-    def __init__(self, image_level: bool = True, patch_size: int = 32, patches_per_scan: int = 8, folds: int = 5):
+    def __init__(
+        self,
+        image_level: bool = True,
+        patch_size: int = 32,
+        patches_per_scan: int = 8,
+        folds: int = 5,
+    ):
         self.image_level = image_level
         self.patch_size = patch_size
         self.patches_per_scan = patches_per_scan
@@ -57,17 +69,43 @@ class SiteEffectsEvaluator(Evaluator):
                     groups = list(table["site_group"])
                     transform = None
                     if method.feature_stages:
-                        def transform(train, train_groups, test, test_groups, method=method, ref=ref):
-                            return ctx.feature_stage(method, ref, train, train_groups, [(train, train_groups), (test, test_groups)])
+
+                        def transform(
+                            train,
+                            train_groups,
+                            test,
+                            test_groups,
+                            method=method,
+                            ref=ref,
+                        ):
+                            return ctx.feature_stage(
+                                method,
+                                ref,
+                                train,
+                                train_groups,
+                                [(train, train_groups), (test, test_groups)],
+                            )
 
                     def compute(X=X, groups=groups, transform=transform):
-                        result = site_predictability(X, groups, folds=self.folds, seed=seed, fold_transform=transform)
-                        return {k: v for k, v in result.items() if k not in ("scores", "groups", "n", "pairs", "classifier")}
+                        result = site_predictability(
+                            X,
+                            groups,
+                            folds=self.folds,
+                            seed=seed,
+                            fold_transform=transform,
+                        )
+                        return {
+                            k: v
+                            for k, v in result.items()
+                            if k not in ("scores", "groups", "n", "pairs", "classifier")
+                        }
 
                     stages = ctx.method_key(method) if method.feature_stages else []
                     key = (X, groups, self.folds, seed, stages, ref, "v1")
                     result = ctx.memo("site-predictability", key, compute)
-                    feature_rows.append({"method": method.label, "reference": ref, "voi": voi, **result})
+                    feature_rows.append(
+                        {"method": method.label, "reference": ref, "voi": voi, **result}
+                    )
         features = pd.DataFrame(feature_rows)
         patch_note = None if self.image_level else "not computed (image_level=False)"
         try:
@@ -79,21 +117,40 @@ class SiteEffectsEvaluator(Evaluator):
             for ref in ctx.references:
                 entry: dict[str, Any] = {}
                 for voi in ctx.vois:
-                    before = features[(features["method"] == "none") & (features["voi"] == voi)]["auc"]
+                    before = features[
+                        (features["method"] == "none") & (features["voi"] == voi)
+                    ]["auc"]
                     label_ref = ctx.references[0] if method.label == "none" else ref
-                    after = features[(features["method"] == method.label) & (features["reference"] == label_ref) & (features["voi"] == voi)]["auc"]
-                    entry[f"site_auc_{voi}"] = finite(after.iloc[0]) if len(after) else None
-                    entry[f"site_auc_before_{voi}"] = finite(before.iloc[0]) if len(before) else None
+                    after = features[
+                        (features["method"] == method.label)
+                        & (features["reference"] == label_ref)
+                        & (features["voi"] == voi)
+                    ]["auc"]
+                    entry[f"site_auc_{voi}"] = (
+                        finite(after.iloc[0]) if len(after) else None
+                    )
+                    entry[f"site_auc_before_{voi}"] = (
+                        finite(before.iloc[0]) if len(before) else None
+                    )
                 if not patches.empty:
                     sub = patches[patches["reference"] == ref]
                     before = sub[sub["method"] == "none"]["accuracy"]
-                    after = sub[sub["method"] == (method.label if method.image_stages else "none")]["accuracy"]
-                    entry["patch_accuracy"] = finite(after.iloc[0]) if len(after) else None
-                    entry["patch_accuracy_before"] = finite(before.iloc[0]) if len(before) else None
+                    after = sub[
+                        sub["method"]
+                        == (method.label if method.image_stages else "none")
+                    ]["accuracy"]
+                    entry["patch_accuracy"] = (
+                        finite(after.iloc[0]) if len(after) else None
+                    )
+                    entry["patch_accuracy_before"] = (
+                        finite(before.iloc[0]) if len(before) else None
+                    )
                 summary[row_key(method.label, ref)] = entry
         figures = {}
         if ctx.figure_dir is not None and not features.empty:
-            figures["site_effects"] = self._figure(features, patches, ctx, ctx.figure_dir / "site_effects.png")
+            figures["site_effects"] = self._figure(
+                features, patches, ctx, ctx.figure_dir / "site_effects.png"
+            )
         return EvaluationResult(
             self.name,
             tables={"site_predictability": features, "patch_separability": patches},
@@ -101,9 +158,10 @@ class SiteEffectsEvaluator(Evaluator):
             summary={
                 "by_method": summary,
                 "site_auc": "cross-validated AUC (logistic regression, standardized features, 5-fold x 5) predicting the site group "
-                            "from the VOI's features after the method; 0.5 = sites indistinguishable",
-                "patch_accuracy": patch_note or "held-out balanced accuracy of a patch-texture classifier (patches / own mean) "
-                                                "at the reference group's median spacing; chance = 1 / number of site groups",
+                "from the VOI's features after the method; 0.5 = sites indistinguishable",
+                "patch_accuracy": patch_note
+                or "held-out balanced accuracy of a patch-texture classifier (patches / own mean) "
+                "at the reference group's median spacing; chance = 1 / number of site groups",
             },
             columns=self._columns(ctx),
             report=self._report(features, patches, patch_note),
@@ -112,13 +170,29 @@ class SiteEffectsEvaluator(Evaluator):
     @staticmethod
     def _columns(ctx) -> list[SummaryColumn]:
         columns = [
-            SummaryColumn(f"site_auc_{voi}", f"site AUC ({voi})", ".2f", f"site AUC {voi}", description=(
-                f"cross-validated AUC predicting the site group from the {voi} features after the method "
-                "(0.5: the sites cannot be told apart)"))
+            SummaryColumn(
+                f"site_auc_{voi}",
+                f"site AUC ({voi})",
+                ".2f",
+                f"site AUC {voi}",
+                description=(
+                    f"cross-validated AUC predicting the site group from the {voi} features after the method "
+                    "(0.5: the sites cannot be told apart)"
+                ),
+            )
             for voi in ctx.vois
         ]
-        columns.append(SummaryColumn("patch_accuracy", "patch-texture accuracy", ".2f", "patch acc.", description=(
-            "held-out accuracy of a classifier telling the site groups apart from image-patch texture")))
+        columns.append(
+            SummaryColumn(
+                "patch_accuracy",
+                "patch-texture accuracy",
+                ".2f",
+                "patch acc.",
+                description=(
+                    "held-out accuracy of a classifier telling the site groups apart from image-patch texture"
+                ),
+            )
+        )
         return columns
 
     @staticmethod
@@ -128,16 +202,43 @@ class SiteEffectsEvaluator(Evaluator):
         blocks: list = [
             "Site AUC: cross-validated AUC (logistic regression on standardized features, 5-fold x 5) predicting the site "
             "group from the VOI's features after the method; 0.5 means the sites cannot be told apart, 1 that they always "
-            "can. Feature stages are fitted inside each fold. Patch accuracy: " + (patch_note or (
-                "held-out (by subject) balanced accuracy of a patch-texture classifier (patches divided by their own mean) at "
-                "the reference group's median spacing; chance = 1 / number of site groups."))]
-        rows = [[r["method"], r["reference"], r["voi"], fmt(r.get("auc"), ".3f")] for r in features.to_dict("records")]
-        blocks.append(ReportTable(["method", "reference", "VOI", "site AUC"], rows, "site-auc"))
+            "can. Feature stages are fitted inside each fold. Patch accuracy: "
+            + (
+                patch_note
+                or (
+                    "held-out (by subject) balanced accuracy of a patch-texture classifier (patches divided by their own mean) at "
+                    "the reference group's median spacing; chance = 1 / number of site groups."
+                )
+            )
+        ]
+        rows = [
+            [r["method"], r["reference"], r["voi"], fmt(r.get("auc"), ".3f")]
+            for r in features.to_dict("records")
+        ]
+        blocks.append(
+            ReportTable(["method", "reference", "VOI", "site AUC"], rows, "site-auc")
+        )
         if not patches.empty:
-            rows = [[r["method"], r["reference"], fmt(r.get("accuracy"), ".3f"), fmt(r.get("chance"), ".2f"),
-                     str(r.get("spacing_mm", ""))] for r in patches.to_dict("records")]
-            blocks.append(ReportTable(["method", "reference", "patch accuracy", "chance", "spacing (mm)"], rows, "patches"))
-        blocks.append(ReportFigure("site_effects", "site predictability before and after"))
+            rows = [
+                [
+                    r["method"],
+                    r["reference"],
+                    fmt(r.get("accuracy"), ".3f"),
+                    fmt(r.get("chance"), ".2f"),
+                    str(r.get("spacing_mm", "")),
+                ]
+                for r in patches.to_dict("records")
+            ]
+            blocks.append(
+                ReportTable(
+                    ["method", "reference", "patch accuracy", "chance", "spacing (mm)"],
+                    rows,
+                    "patches",
+                )
+            )
+        blocks.append(
+            ReportFigure("site_effects", "site predictability before and after")
+        )
         return blocks
 
     def _patch_rows(self, ctx) -> list[dict]:
@@ -150,22 +251,59 @@ class SiteEffectsEvaluator(Evaluator):
         rows = []
         for ref in ctx.references:
             spacing = median_spacing([s for s in ctx.cohort if s.group == ref])
-            for method in [m for m in ctx.methods if m.label == "none" or m.image_stages]:
+            for method in [
+                m for m in ctx.methods if m.label == "none" or m.image_stages
+            ]:
                 changed = ctx.changed_scans(method, ref)
-                scans = [replace(changed[s.subject_id], site=s.site, site_group=s.site_group) if s.subject_id in changed else s
-                         for s in ctx.cohort]
+                scans = [
+                    replace(changed[s.subject_id], site=s.site, site_group=s.site_group)
+                    if s.subject_id in changed
+                    else s
+                    for s in ctx.cohort
+                ]
                 cohort = Cohort(scans)
-                key = ([(s.subject_id, str(s.image)) for s in scans], spacing, self.patch_size, self.patches_per_scan, self.folds,
-                       ctx.config.seed, "v1")
+                key = (
+                    [(s.subject_id, str(s.image)) for s in scans],
+                    spacing,
+                    self.patch_size,
+                    self.patches_per_scan,
+                    self.folds,
+                    ctx.config.seed,
+                    "v1",
+                )
 
                 def compute(cohort=cohort, spacing=spacing):
-                    result = patch_separability(cohort, spacing, self.patch_size, self.patches_per_scan, self.folds,
-                                                ctx.config.seed, executor=ctx.executor)
-                    return {k: result[k] for k in ("accuracy", "chance", "patches", "patch_size", "spacing_mm")}
+                    result = patch_separability(
+                        cohort,
+                        spacing,
+                        self.patch_size,
+                        self.patches_per_scan,
+                        self.folds,
+                        ctx.config.seed,
+                        executor=ctx.executor,
+                    )
+                    return {
+                        k: result[k]
+                        for k in (
+                            "accuracy",
+                            "chance",
+                            "patches",
+                            "patch_size",
+                            "spacing_mm",
+                        )
+                    }
 
                 result = ctx.memo("patch-separability", key, compute)
-                rows.append({"method": method.label, "reference": ref, **result,
-                             "spacing_mm": "x".join(f"{v:.3g}" for v in result["spacing_mm"])})
+                rows.append(
+                    {
+                        "method": method.label,
+                        "reference": ref,
+                        **result,
+                        "spacing_mm": "x".join(
+                            f"{v:.3g}" for v in result["spacing_mm"]
+                        ),
+                    }
+                )
         return rows
 
     @staticmethod
@@ -174,17 +312,33 @@ class SiteEffectsEvaluator(Evaluator):
 
         plt = _plt()
         panels = list(ctx.vois) + (["patches"] if not patches.empty else [])
-        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+        fig, axes = plt.subplots(
+            1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False
+        )
         for ax, panel in zip(axes[0], panels):
             sub = patches if panel == "patches" else features[features["voi"] == panel]
             value = "accuracy" if panel == "patches" else "auc"
-            labels = [f"{m}\n({r})" if panel == "patches" or m != "none" else m for m, r in zip(sub["method"], sub["reference"])]
-            ax.bar(range(len(sub)), sub[value], color=["tab:gray" if m == "none" else "tab:orange" for m in sub["method"]])
+            labels = [
+                f"{m}\n({r})" if panel == "patches" or m != "none" else m
+                for m, r in zip(sub["method"], sub["reference"])
+            ]
+            ax.bar(
+                range(len(sub)),
+                sub[value],
+                color=[
+                    "tab:gray" if m == "none" else "tab:orange" for m in sub["method"]
+                ],
+            )
             chance = 1.0 / len(ctx.groups) if panel == "patches" else 0.5
             ax.axhline(chance, color="k", linestyle="--", linewidth=0.8)
             ax.set_xticks(range(len(sub)))
             ax.set_xticklabels(labels, fontsize=7, rotation=45, ha="right")
             ax.set_ylim(0, 1.02)
-            ax.set_title("patch-texture accuracy (held out)" if panel == "patches" else f"site AUC from {panel} features", fontsize=9)
+            ax.set_title(
+                "patch-texture accuracy (held out)"
+                if panel == "patches"
+                else f"site AUC from {panel} features",
+                fontsize=9,
+            )
         fig.tight_layout()
         return savefig(fig, path)

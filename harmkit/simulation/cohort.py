@@ -55,7 +55,9 @@ def _allocate(counts, n: int) -> list[int]:
     return base
 
 
-def plan_cohort(preset: Preset | str, seed: int = 0, subjects_per_site: int | None = None) -> list[dict]:
+def plan_cohort(
+    preset: Preset | str, seed: int = 0, subjects_per_site: int | None = None
+) -> list[dict]:
     """Every subject's design: covariates, latent biology, grids, outcome probability and outcome.
 
     Cheap (no images). Site ``j`` has ``subjects_per_site`` subjects, or the paper's count when
@@ -66,14 +68,25 @@ def plan_cohort(preset: Preset | str, seed: int = 0, subjects_per_site: int | No
     index = 0
     for j, site in enumerate(preset.sites):
         n = site.n_subjects if subjects_per_site is None else int(subjects_per_site)
-        protocols = [k for k, c in enumerate(_allocate([p.count for p in site.protocols], n)) for _ in range(c)]
+        protocols = [
+            k
+            for k, c in enumerate(_allocate([p.count for p in site.protocols], n))
+            for _ in range(c)
+        ]
         protocols = [protocols[k] for k in _stream(seed, 2, j).permutation(n)]
         alpha = calibrate_intercept(site.prevalence, preset.outcome_coef)
         for k in range(n):
             rng = _stream(seed, 1, index, _DESIGN)
-            design = draw_design(preset, site, f"{site.name}-{k + 1:03d}", rng, protocols[k])
+            design = draw_design(
+                preset, site, f"{site.name}-{k + 1:03d}", rng, protocols[k]
+            )
             eta = linear_predictor(design, preset.outcome_coef)
-            design.update(index=index, outcome_intercept=alpha, linear_predictor=eta, outcome_probability=probability(alpha, eta))
+            design.update(
+                index=index,
+                outcome_intercept=alpha,
+                linear_predictor=eta,
+                outcome_probability=probability(alpha, eta),
+            )
             design["outcome"] = int(rng.random() < design["outcome_probability"])
             designs.append(design)
             index += 1
@@ -95,7 +108,12 @@ def simulate_subject(task: dict) -> dict:
     Returns relative paths and truth figures for the manifests and the truth table.
     """
     preset = get_preset(task["preset"])
-    design, seed, size, root = task["design"], task["seed"], task["size"], Path(task["root"])
+    design, seed, size, root = (
+        task["design"],
+        task["seed"],
+        task["size"],
+        Path(task["root"]),
+    )
     subject, index = design["subject_id"], design["index"]
     fine = fine_grid(preset, size)
     phantom = build_phantom(design, preset, fine, _stream(seed, 1, index, _FIELDS))
@@ -134,7 +152,9 @@ def simulate_subject(task: dict) -> dict:
         labels = resample_labels(phantom.labels, fine, grid)
         for name in MASKS[preset.anatomy]:
             if name == "reference":
-                mask = sphere_mask(grid, phantom.reference_center, phantom.reference_radius)
+                mask = sphere_mask(
+                    grid, phantom.reference_center, phantom.reference_radius
+                )
             elif name == "body":
                 mask = (labels > 0).astype(np.uint8)
             else:
@@ -142,12 +162,16 @@ def simulate_subject(task: dict) -> dict:
             path = folder / f"mask_{name}.nii.gz"
             _write(mask, grid, path)
             masks[name] = _rel(path, root)
-        kinds = (["scan"] if own else []) + (["counterfactual"] if task["counterfactuals"] else [])
+        kinds = (["scan"] if own else []) + (
+            ["counterfactual"] if task["counterfactuals"] else []
+        )
         for kind in kinds:
             replicate = 0 if kind == "scan" else 1
             if task["noise"]:
                 rng = _stream(seed, 1, index, _NOISE0 + 2 * j + replicate)
-                noise_scale = float(math.exp(site.scanner.noise_scale_sd * rng.standard_normal()))
+                noise_scale = float(
+                    math.exp(site.scanner.noise_scale_sd * rng.standard_normal())
+                )
             else:
                 rng, noise_scale = None, 1.0
             image = render(blurred, fine, grid, site.scanner, rng, noise_scale)
@@ -155,8 +179,15 @@ def simulate_subject(task: dict) -> dict:
             path = folder / name
             _write(image, grid, path, suv=True)
             result["renderings"].append(
-                {"kind": kind, "site": site.name, "site_group": site.site_group, "image": _rel(path, root),
-                 "masks": masks, "noise_scale": noise_scale, "grid": protocol.label}
+                {
+                    "kind": kind,
+                    "site": site.name,
+                    "site_group": site.site_group,
+                    "image": _rel(path, root),
+                    "masks": masks,
+                    "noise_scale": noise_scale,
+                    "grid": protocol.label,
+                }
             )
     return result
 
@@ -169,7 +200,9 @@ def _run(tasks: list[dict], jobs: int | None, progress: bool) -> list[dict]:
         return [simulate_subject(t) for t in tasks]
     with get_executor(jobs=jobs, progress=progress) as executor:
         results = executor.map(simulate_subject, tasks, label=label)
-    failed = [(t["design"]["subject_id"], r.error) for t, r in zip(tasks, results) if r.error]
+    failed = [
+        (t["design"]["subject_id"], r.error) for t, r in zip(tasks, results) if r.error
+    ]
     if failed:
         lines = "; ".join(f"{s}: {e}" for s, e in failed[:5])
         raise HarmkitError(f"simulation failed for {len(failed)} subject(s): {lines}")
@@ -189,7 +222,9 @@ def _fmt(value):
     return value
 
 
-def _write_outputs(root: Path, preset: Preset, designs: list[dict], results: list[dict], params: dict) -> Path:
+def _write_outputs(
+    root: Path, preset: Preset, designs: list[dict], results: list[dict], params: dict
+) -> Path:
     from ..data import Scan
     from ..manifest import write_manifest
 
@@ -201,24 +236,73 @@ def _write_outputs(root: Path, preset: Preset, designs: list[dict], results: lis
         for rendering in result["renderings"]:
             masks = {k: root / v for k, v in rendering["masks"].items()}
             if rendering["kind"] == "scan":
-                scans.append(Scan(design["subject_id"], design["site"], root / rendering["image"], masks,
-                                  design["outcome"], dict(covariates), design["site_group"]))
+                scans.append(
+                    Scan(
+                        design["subject_id"],
+                        design["site"],
+                        root / rendering["image"],
+                        masks,
+                        design["outcome"],
+                        dict(covariates),
+                        design["site_group"],
+                    )
+                )
             else:
-                counterfactuals.append(Scan(
-                    f"{design['subject_id']}@{rendering['site']}", rendering["site"], root / rendering["image"], masks,
-                    design["outcome"],
-                    {"source_subject": design["subject_id"], "source_site": design["site"], **covariates},
-                    rendering["site_group"],
-                ))
-    manifest = write_manifest(scans, root / "manifest.csv", covariate_columns=["age", "sex"])
+                counterfactuals.append(
+                    Scan(
+                        f"{design['subject_id']}@{rendering['site']}",
+                        rendering["site"],
+                        root / rendering["image"],
+                        masks,
+                        design["outcome"],
+                        {
+                            "source_subject": design["subject_id"],
+                            "source_site": design["site"],
+                            **covariates,
+                        },
+                        rendering["site_group"],
+                    )
+                )
+    manifest = write_manifest(
+        scans, root / "manifest.csv", covariate_columns=["age", "sex"]
+    )
     if counterfactuals:
-        write_manifest(counterfactuals, root / COUNTERFACTUAL_MANIFEST, covariate_columns=["source_subject", "source_site", "age", "sex"])
+        write_manifest(
+            counterfactuals,
+            root / COUNTERFACTUAL_MANIFEST,
+            covariate_columns=["source_subject", "source_site", "age", "sex"],
+        )
 
-    header = ["subject_id", "site", "site_group", *LATENT, "lesion_volume_nominal_ml", "lesion_volume_ml", "lesion_suv",
-              "lesion_mean_suv", "lesion_max_suv", "heterogeneity", "texture_corr_mm", "necrotic_fraction",
-              "necrotic_suv_ratio", "lobulation", "lesion_side", "lesion_center_x_mm", "lesion_center_y_mm",
-              "lesion_center_z_mm", "body_scale", "linear_predictor", "outcome_intercept", "outcome_probability",
-              "outcome", "scan_grid", "scan_noise_scale", "truth_image", "truth_lesion", "truth_labels"]
+    header = [
+        "subject_id",
+        "site",
+        "site_group",
+        *LATENT,
+        "lesion_volume_nominal_ml",
+        "lesion_volume_ml",
+        "lesion_suv",
+        "lesion_mean_suv",
+        "lesion_max_suv",
+        "heterogeneity",
+        "texture_corr_mm",
+        "necrotic_fraction",
+        "necrotic_suv_ratio",
+        "lobulation",
+        "lesion_side",
+        "lesion_center_x_mm",
+        "lesion_center_y_mm",
+        "lesion_center_z_mm",
+        "body_scale",
+        "linear_predictor",
+        "outcome_intercept",
+        "outcome_probability",
+        "outcome",
+        "scan_grid",
+        "scan_noise_scale",
+        "truth_image",
+        "truth_lesion",
+        "truth_labels",
+    ]
     uptake_names = sorted(designs[0]["uptake"]) if designs else []
     header += [f"uptake_{name}" for name in uptake_names]
     rows = []
@@ -227,19 +311,38 @@ def _write_outputs(root: Path, preset: Preset, designs: list[dict], results: lis
         truth = result["truth"]
         scan = next(r for r in result["renderings"] if r["kind"] == "scan")
         center = [c * design["body_scale"] for c in design["lesion_center_template"]]
-        values = {**design, **truth, "lesion_center_x_mm": center[0], "lesion_center_y_mm": center[1],
-                  "lesion_center_z_mm": center[2], "scan_grid": scan["grid"], "scan_noise_scale": scan["noise_scale"]}
+        values = {
+            **design,
+            **truth,
+            "lesion_center_x_mm": center[0],
+            "lesion_center_y_mm": center[1],
+            "lesion_center_z_mm": center[2],
+            "scan_grid": scan["grid"],
+            "scan_noise_scale": scan["noise_scale"],
+        }
         row = [_fmt(values[h]) for h in header[: -len(uptake_names) or None]]
         row += [_fmt(design["uptake"][name]) for name in uptake_names]
         rows.append(row)
     _write_csv(root / TRUTH_TABLE, header, rows)
 
-    params["counts"] = {site.name: sum(1 for d in designs if d["site"] == site.name) for site in preset.sites}
-    params["outcome_counts"] = {site.name: sum(d["outcome"] for d in designs if d["site"] == site.name) for site in preset.sites}
-    params["expected_outcome_counts"] = {
-        site.name: sum(d["outcome_probability"] for d in designs if d["site"] == site.name) for site in preset.sites
+    params["counts"] = {
+        site.name: sum(1 for d in designs if d["site"] == site.name)
+        for site in preset.sites
     }
-    params["outcome_intercepts"] = {site.name: calibrate_intercept(site.prevalence, preset.outcome_coef) for site in preset.sites}
+    params["outcome_counts"] = {
+        site.name: sum(d["outcome"] for d in designs if d["site"] == site.name)
+        for site in preset.sites
+    }
+    params["expected_outcome_counts"] = {
+        site.name: sum(
+            d["outcome_probability"] for d in designs if d["site"] == site.name
+        )
+        for site in preset.sites
+    }
+    params["outcome_intercepts"] = {
+        site.name: calibrate_intercept(site.prevalence, preset.outcome_coef)
+        for site in preset.sites
+    }
     text = json.dumps(params, indent=2, sort_keys=True) + "\n"
     atomic_write_text(root / "simulation.json", text)
     return manifest
@@ -295,13 +398,23 @@ def simulate(
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise HarmkitError(f"seed must be a non-negative whole number, got {seed!r}")
     if subjects_per_site is not None:
-        if isinstance(subjects_per_site, bool) or not isinstance(subjects_per_site, (int, np.integer)) or subjects_per_site < 1:
-            raise HarmkitError(f"subjects per site must be a positive whole number, got {subjects_per_site!r}")
+        if (
+            isinstance(subjects_per_site, bool)
+            or not isinstance(subjects_per_site, (int, np.integer))
+            or subjects_per_site < 1
+        ):
+            raise HarmkitError(
+                f"subjects per site must be a positive whole number, got {subjects_per_site!r}"
+            )
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise HarmkitError(f"output {out} exists and is not a folder; choose another --out")
+        raise HarmkitError(
+            f"output {out} exists and is not a folder; choose another --out"
+        )
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise HarmkitError(f"output folder {out} is not empty; choose a new --out or pass --force to replace it")
+        raise HarmkitError(
+            f"output folder {out} is not empty; choose a new --out or pass --force to replace it"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
 
     designs = plan_cohort(preset_obj, int(seed), subjects_per_site)
@@ -318,7 +431,10 @@ def simulate(
         "counterfactuals": bool(counterfactuals),
         "fine_grid": fine_grid(preset_obj, size).to_dict(),
         "site_grids": {
-            site.name: [{"protocol": p.label, **site_grid(p, preset_obj, size).to_dict()} for p in site.protocols]
+            site.name: [
+                {"protocol": p.label, **site_grid(p, preset_obj, size).to_dict()}
+                for p in site.protocols
+            ]
             for site in preset_obj.sites
         },
         "masks": list(MASKS[preset_obj.anatomy]),
@@ -326,18 +442,27 @@ def simulate(
         "truth_table": TRUTH_TABLE,
         "truth_dir": "truth",
         "seeding": "numpy SeedSequence(seed, spawn_key=(1, subject_index, stream)); stream 0 design, 1 spatial fields, "
-                   "2 + 2*site_index + replicate noise (replicate 0 scan, 1 counterfactual); SeedSequence(seed, spawn_key=(2, site_index)) grid allocation",
+        "2 + 2*site_index + replicate noise (replicate 0 scan, 1 counterfactual); SeedSequence(seed, spawn_key=(2, site_index)) grid allocation",
     }
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         tasks = [
-            {"preset": preset_obj.name, "design": d, "seed": int(seed), "size": size, "root": str(staging),
-             "noise": bool(noise), "counterfactuals": bool(counterfactuals)}
+            {
+                "preset": preset_obj.name,
+                "design": d,
+                "seed": int(seed),
+                "size": size,
+                "root": str(staging),
+                "noise": bool(noise),
+                "counterfactuals": bool(counterfactuals),
+            }
             for d in designs
         ]
         results = _run(tasks, jobs, progress)
         _write_outputs(staging, preset_obj, designs, results, params)
-        for path in staging.rglob("*"):  # temporary files are created private; the cohort is not
+        for path in staging.rglob(
+            "*"
+        ):  # temporary files are created private; the cohort is not
             os.chmod(path, 0o755 if path.is_dir() else 0o644)
         os.chmod(staging, 0o755)
         if out.exists():

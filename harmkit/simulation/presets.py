@@ -94,8 +94,12 @@ class Preset:
     anatomy: str  # "headneck" or "lung"
     description: str
     sites: tuple[SiteSpec, ...]
-    fov_mm: tuple[float, float, float]  # site field of view (x, y, z) at size "quick"; z also at "full"
-    body_extent_mm: tuple[float, float]  # transaxial extent (x, y) of the largest body; the truth covers it at "full"
+    fov_mm: tuple[
+        float, float, float
+    ]  # site field of view (x, y, z) at size "quick"; z also at "full"
+    body_extent_mm: tuple[
+        float, float
+    ]  # transaxial extent (x, y) of the largest body; the truth covers it at "full"
     fine_mm: dict  # {"quick": mm, "full": mm}: isotropic spacing of the true SUV map
     outcome_name: str
     outcome_coef: dict  # logistic coefficients of the standardized latent biology
@@ -104,7 +108,9 @@ class Preset:
         for site in self.sites:
             if site.name == name:
                 return site
-        raise HarmkitError(f"preset {self.name!r} has no site {name!r} (sites: {', '.join(s.name for s in self.sites)})")
+        raise HarmkitError(
+            f"preset {self.name!r} has no site {name!r} (sites: {', '.join(s.name for s in self.sites)})"
+        )
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -142,30 +148,56 @@ HEADNECK = Preset(
     description="Head-and-neck cancer cohort of three Quebec centres (Vallieres et al.; Haberl et al. 2024 Table 1)",
     sites=(
         SiteSpec(
-            "CHUM", "CHUM-HMR", DISCOVERY_STE,
-            (GridProtocol((144, 144), (4.0, 4.0, 4.0), 43),
-             GridProtocol((128, 128), (3.52, 3.52, 3.27), 17),
-             GridProtocol((128, 128), (5.47, 5.47, 3.27), 5)),
-            outcome_count=3, age_mean=63, age_sd=9, female_fraction=16 / 65,
+            "CHUM",
+            "CHUM-HMR",
+            DISCOVERY_STE,
+            (
+                GridProtocol((144, 144), (4.0, 4.0, 4.0), 43),
+                GridProtocol((128, 128), (3.52, 3.52, 3.27), 17),
+                GridProtocol((128, 128), (5.47, 5.47, 3.27), 5),
+            ),
+            outcome_count=3,
+            age_mean=63,
+            age_sd=9,
+            female_fraction=16 / 65,
         ),
         SiteSpec(
-            "HGJ", "HGJ", DISCOVERY_ST,
-            (GridProtocol((128, 128), (3.52, 3.52, 3.27), 90),
-             GridProtocol((128, 128), (4.69, 4.69, 3.27), 1)),
-            outcome_count=16, age_mean=61, age_sd=11, female_fraction=17 / 91,
+            "HGJ",
+            "HGJ",
+            DISCOVERY_ST,
+            (
+                GridProtocol((128, 128), (3.52, 3.52, 3.27), 90),
+                GridProtocol((128, 128), (4.69, 4.69, 3.27), 1),
+            ),
+            outcome_count=16,
+            age_mean=61,
+            age_sd=11,
+            female_fraction=17 / 91,
         ),
         SiteSpec(
-            "HMR", "CHUM-HMR", DISCOVERY_STE,
-            (GridProtocol((128, 128), (3.52, 3.52, 3.27), 30),
-             GridProtocol((128, 128), (5.47, 5.47, 3.27), 11)),
-            outcome_count=11, age_mean=67, age_sd=9, female_fraction=10 / 41,
+            "HMR",
+            "CHUM-HMR",
+            DISCOVERY_STE,
+            (
+                GridProtocol((128, 128), (3.52, 3.52, 3.27), 30),
+                GridProtocol((128, 128), (5.47, 5.47, 3.27), 11),
+            ),
+            outcome_count=11,
+            age_mean=67,
+            age_sd=9,
+            female_fraction=10 / 41,
         ),
     ),
     fov_mm=(240.0, 240.0, 200.0),
     body_extent_mm=(420.0, 260.0),
     fine_mm={"quick": 2.5, "full": 2.0},
     outcome_name="distant metastasis",
-    outcome_coef={"z_heterogeneity": 1.0, "z_volume": 0.7, "z_uptake": 0.4, "z_necrosis": 0.3},
+    outcome_coef={
+        "z_heterogeneity": 1.0,
+        "z_volume": 0.7,
+        "z_uptake": 0.4,
+        "z_necrosis": 0.3,
+    },
 )
 
 # --- lung (TUB, BUD with two reconstructions) ----------------------------------------------------
@@ -175,7 +207,8 @@ LUNG = Preset(
     description="Dual-centre NSCLC cohort, Tuebingen and Budapest (Haberl et al. 2024 Table 1)",
     sites=(
         SiteSpec(
-            "TUB", "TUB",
+            "TUB",
+            "TUB",
             ScannerModel(
                 scanner="Siemens Biograph mCT",
                 reconstruction="OSEM 2 iterations 21 subsets, 2 mm Gaussian post-filter",
@@ -187,10 +220,14 @@ LUNG = Preset(
                 calibration_bias=0.0,
             ),
             (GridProtocol((400, 400), (2.04, 2.04, 3.0), 168),),
-            outcome_count=42, age_mean=66, age_sd=9, female_fraction=65 / 168,
+            outcome_count=42,
+            age_mean=66,
+            age_sd=9,
+            female_fraction=65 / 168,
         ),
         SiteSpec(
-            "BUD-VPHD", "BUD",
+            "BUD-VPHD",
+            "BUD",
             ScannerModel(
                 scanner="GE Discovery IQ",
                 reconstruction="VUE Point HD (OSEM, no PSF modelling), Gaussian post-filter",
@@ -202,10 +239,14 @@ LUNG = Preset(
                 calibration_bias=0.02,
             ),
             (GridProtocol((168, 168), (4.07, 4.07, 3.0), 53),),
-            outcome_count=13, age_mean=63, age_sd=8, female_fraction=62 / 97,
+            outcome_count=13,
+            age_mean=63,
+            age_sd=8,
+            female_fraction=62 / 97,
         ),
         SiteSpec(
-            "BUD-SharpIR", "BUD",
+            "BUD-SharpIR",
+            "BUD",
             ScannerModel(
                 scanner="GE Discovery IQ",
                 reconstruction="SharpIR (OSEM with PSF modelling), Gaussian post-filter",
@@ -217,14 +258,22 @@ LUNG = Preset(
                 calibration_bias=0.02,
             ),
             (GridProtocol((256, 256), (2.73, 2.73, 3.26), 44),),
-            outcome_count=11, age_mean=63, age_sd=8, female_fraction=62 / 97,
+            outcome_count=11,
+            age_mean=63,
+            age_sd=8,
+            female_fraction=62 / 97,
         ),
     ),
     fov_mm=(340.0, 240.0, 330.0),
     body_extent_mm=(380.0, 260.0),
     fine_mm={"quick": 3.0, "full": 2.0},
     outcome_name="synthetic event (no outcome in the paper's lung cohort)",
-    outcome_coef={"z_heterogeneity": 1.0, "z_volume": 0.7, "z_uptake": 0.4, "z_necrosis": 0.3},
+    outcome_coef={
+        "z_heterogeneity": 1.0,
+        "z_volume": 0.7,
+        "z_uptake": 0.4,
+        "z_necrosis": 0.3,
+    },
 )
 
 PRESETS = {p.name: p for p in (HEADNECK, LUNG)}
@@ -236,4 +285,6 @@ def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
-        raise HarmkitError(f"unknown simulation preset {name!r}; choose one of: {', '.join(PRESETS)}") from None
+        raise HarmkitError(
+            f"unknown simulation preset {name!r}; choose one of: {', '.join(PRESETS)}"
+        ) from None

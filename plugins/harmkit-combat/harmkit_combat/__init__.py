@@ -7,4 +7,10 @@ from .combat import ComBat, ComBatWarning
 from .diagnostics import SiteDifference, site_difference
 from .sklearn import ComBatTransformer
 
-__all__ = ["ComBat", "ComBatWarning", "ComBatTransformer", "SiteDifference", "site_difference"]
+__all__ = [
+    "ComBat",
+    "ComBatWarning",
+    "ComBatTransformer",
+    "SiteDifference",
+    "site_difference",
+]

@@ -28,7 +28,8 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -147,7 +148,9 @@ class ComBat(FeatureHarmonizer):
         labels, counts = np.unique(site_labels, return_counts=True)
         site_counts = {str(s): int(n) for s, n in zip(labels, counts)}
         if len(labels) < 2:
-            raise HarmkitError(f"ComBat needs at least two sites; all {len(site_labels)} rows are from site {labels[0]!r}")
+            raise HarmkitError(
+                f"ComBat needs at least two sites; all {len(site_labels)} rows are from site {labels[0]!r}"
+            )
         single = [s for s, n in site_counts.items() if n < 2]
         if single:
             raise HarmkitError(
@@ -175,13 +178,18 @@ class ComBat(FeatureHarmonizer):
         if constant:
             warnings.warn(
                 f"ComBat: {len(constant)} feature(s) are constant within a site and are passed through unchanged: "
-                + "; ".join(f"{f!r} (site {', '.join(s)})" for f, s in list(constant.items())[:8])
+                + "; ".join(
+                    f"{f!r} (site {', '.join(s)})"
+                    for f, s in list(constant.items())[:8]
+                )
                 + (" ..." if len(constant) > 8 else ""),
                 ComBatWarning,
                 stacklevel=2,
             )
         if not keep:
-            raise HarmkitError("ComBat: every feature is constant within at least one site; nothing to harmonize")
+            raise HarmkitError(
+                "ComBat: every feature is constant within at least one site; nothing to harmonize"
+            )
 
         if self.site_test is not None:
             report = site_difference(
@@ -216,9 +224,15 @@ class ComBat(FeatureHarmonizer):
                 ref_batch=reference_site,
                 seed=self.random_state,
             )
-        bad = ~np.isfinite(model["gamma_star"]).all(axis=0) | ~np.isfinite(model["delta_star"]).all(axis=0)
-        if bad.any():  # pragma: no cover - guarded above; kept as a last line of defence
-            raise HarmkitError(f"ComBat: estimates are not finite for feature(s) {_listing([feature_names[keep[j]] for j in np.flatnonzero(bad)])}")
+        bad = ~np.isfinite(model["gamma_star"]).all(axis=0) | ~np.isfinite(
+            model["delta_star"]
+        ).all(axis=0)
+        if (
+            bad.any()
+        ):  # pragma: no cover - guarded above; kept as a last line of defence
+            raise HarmkitError(
+                f"ComBat: estimates are not finite for feature(s) {_listing([feature_names[keep[j]] for j in np.flatnonzero(bad)])}"
+            )
 
         self.feature_names_ = [_jsonable(f) for f in feature_names]
         self.harmonized_features_ = [_jsonable(feature_names[j]) for j in keep]
@@ -228,7 +242,9 @@ class ComBat(FeatureHarmonizer):
         self.reference_site_ = reference_site
         self.covariate_names_ = [_jsonable(c) for c in cov_names]
         self.covariate_center_ = (
-            np.asarray([float(np.median(cov[c].to_numpy(dtype=float))) for c in cov_names])
+            np.asarray(
+                [float(np.median(cov[c].to_numpy(dtype=float))) for c in cov_names]
+            )
             if cov is not None and cov_names
             else np.zeros(0)
         )
@@ -271,7 +287,9 @@ class ComBat(FeatureHarmonizer):
         missing = [f for f in fitted if f not in names]
         extra = [f for f in names if f not in fitted]
         if missing:
-            raise HarmkitError(f"ComBat: feature column(s) {_listing(missing)} were present at fit but are missing now")
+            raise HarmkitError(
+                f"ComBat: feature column(s) {_listing(missing)} were present at fit but are missing now"
+            )
         if extra:
             raise HarmkitError(
                 f"ComBat: feature column(s) {_listing(extra)} were not seen at fit and cannot be harmonized; "
@@ -289,7 +307,9 @@ class ComBat(FeatureHarmonizer):
             return out
         harmonized = list(self.harmonized_features_)
         values = _check_values(features, harmonized)
-        cov, cov_names = _check_covariates(covariates, features, list(self.covariate_names_))
+        cov, cov_names = _check_covariates(
+            covariates, features, list(self.covariate_names_)
+        )
         internal = {name: f"c{i}" for i, name in enumerate(cov_names)}
         covars = _covars_frame(site_labels, cov, cov_names, internal)
         # neuroHarmonize's harmonizationApply builds its design matrix from the sites
@@ -299,7 +319,9 @@ class ComBat(FeatureHarmonizer):
         # is dropped again afterwards.
         absent = [s for s in self.sites_ if s not in set(site_labels)]
         if absent:
-            pad_values = np.tile(np.asarray(self.grand_mean_, dtype=float), (len(absent), 1))
+            pad_values = np.tile(
+                np.asarray(self.grand_mean_, dtype=float), (len(absent), 1)
+            )
             pad = pd.DataFrame({_SITE: absent})
             for i, name in enumerate(cov_names):
                 pad[internal[name]] = float(self.covariate_center_[i])
@@ -308,14 +330,20 @@ class ComBat(FeatureHarmonizer):
         with _quiet():
             result = harmonizationApply(values, covars, self._model())
         result = result[: len(features)]
-        if not np.isfinite(result).all():  # pragma: no cover - every known cause is refused above
-            raise HarmkitError("ComBat: harmonized values are not finite; check the input for extreme values")
+        if not np.isfinite(
+            result
+        ).all():  # pragma: no cover - every known cause is refused above
+            raise HarmkitError(
+                "ComBat: harmonized values are not finite; check the input for extreme values"
+            )
         for j, feat in enumerate(harmonized):
             out[feat] = result[:, j].astype(float)
         return out
 
     def fit_transform(self, features, sites, covariates=None, reference_site=None):
-        return self.fit(features, sites, covariates, reference_site).transform(features, sites, covariates)
+        return self.fit(features, sites, covariates, reference_site).transform(
+            features, sites, covariates
+        )
 
     # -------------------------------------------------------------- helpers
     def _model(self) -> dict[str, Any]:
@@ -338,11 +366,20 @@ class ComBat(FeatureHarmonizer):
             x = np.asarray(self.spline_data_, dtype=float)
             if len(smooth) == 1:
                 lo, hi = tuple(self.smooth_term_bounds)
-                bs = BSplines(x, df=10, degree=3, knot_kwds=[{"lower_bound": lo, "upper_bound": hi}])
+                bs = BSplines(
+                    x,
+                    df=10,
+                    degree=3,
+                    knot_kwds=[{"lower_bound": lo, "upper_bound": hi}],
+                )
             else:
                 bs = BSplines(x, df=[10] * len(smooth), degree=[3] * len(smooth))
             smooth_model["bsplines_constructor"] = bs
-        ref_level = self.sites_.index(self.reference_site_) if self.reference_site_ is not None else None
+        ref_level = (
+            self.sites_.index(self.reference_site_)
+            if self.reference_site_ is not None
+            else None
+        )
         model = {
             "SITE_labels": np.asarray(self.sites_, dtype=object),
             "info_dict": {"ref_level": ref_level},
@@ -356,7 +393,9 @@ class ComBat(FeatureHarmonizer):
         self.__dict__["_model_cache"] = model
         return model
 
-    def set_state(self, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+    def set_state(
+        self, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+    ) -> None:
         super().set_state(meta, arrays)
         self.__dict__.pop("_model_cache", None)
 
@@ -372,16 +411,22 @@ def _as_frame(features: Any) -> pd.DataFrame:
         return features
     array = np.asarray(features)
     if array.ndim != 2:
-        raise HarmkitError(f"ComBat: features must be a 2-D table (rows: scans, columns: features), got shape {array.shape}")
+        raise HarmkitError(
+            f"ComBat: features must be a 2-D table (rows: scans, columns: features), got shape {array.shape}"
+        )
     return pd.DataFrame(array, columns=[f"feature_{j}" for j in range(array.shape[1])])
 
 
 def _feature_columns(features: pd.DataFrame) -> list[Any]:
     if features.columns.duplicated().any():
-        raise HarmkitError(f"ComBat: duplicated feature column(s) {_listing(features.columns[features.columns.duplicated()].unique())}")
+        raise HarmkitError(
+            f"ComBat: duplicated feature column(s) {_listing(features.columns[features.columns.duplicated()].unique())}"
+        )
     names = []
     for col in feature_columns(features):
-        if not pd.api.types.is_numeric_dtype(features[col]) or pd.api.types.is_bool_dtype(features[col]):
+        if not pd.api.types.is_numeric_dtype(
+            features[col]
+        ) or pd.api.types.is_bool_dtype(features[col]):
             raise HarmkitError(
                 f"ComBat: column {col!r} is not numeric ({features[col].dtype}); features must be numbers "
                 f"(metadata columns {', '.join(METADATA_COLUMNS)} are carried through)"
@@ -401,7 +446,10 @@ def _check_values(features: pd.DataFrame, names: Sequence[Any]) -> np.ndarray:
     bad = ~np.isfinite(values)
     if bad.any():
         cols = np.flatnonzero(bad.any(axis=0))
-        parts = [f"{names[j]!r} (rows {_row_names(features.index, np.flatnonzero(bad[:, j]))})" for j in cols[:5]]
+        parts = [
+            f"{names[j]!r} (rows {_row_names(features.index, np.flatnonzero(bad[:, j]))})"
+            for j in cols[:5]
+        ]
         raise HarmkitError(
             f"ComBat: missing or infinite values in {len(cols)} feature(s): {'; '.join(parts)}"
             + (" ..." if len(cols) > 5 else "")
@@ -412,12 +460,18 @@ def _check_values(features: pd.DataFrame, names: Sequence[Any]) -> np.ndarray:
 
 
 def _check_sites(sites: Sequence[Any], features: pd.DataFrame) -> np.ndarray:
-    labels = pd.Series(list(sites) if not isinstance(sites, pd.Series) else sites.to_list())
+    labels = pd.Series(
+        list(sites) if not isinstance(sites, pd.Series) else sites.to_list()
+    )
     if len(labels) != len(features):
-        raise HarmkitError(f"ComBat: {len(labels)} site labels for {len(features)} feature rows; give one site per row")
+        raise HarmkitError(
+            f"ComBat: {len(labels)} site labels for {len(features)} feature rows; give one site per row"
+        )
     missing = np.flatnonzero(labels.isna().to_numpy())
     if len(missing):
-        raise HarmkitError(f"ComBat: missing site label in rows {_row_names(features.index, missing)}")
+        raise HarmkitError(
+            f"ComBat: missing site label in rows {_row_names(features.index, missing)}"
+        )
     return np.asarray([str(s) for s in labels], dtype=object)
 
 
@@ -425,7 +479,9 @@ def _check_covariates(
     covariates: pd.DataFrame | None, features: pd.DataFrame, expected: list[Any] | None
 ) -> tuple[pd.DataFrame | None, list[Any]]:
     """Validate covariates; columns are always taken by name, never by position."""
-    if covariates is None or (isinstance(covariates, pd.DataFrame) and covariates.shape[1] == 0):
+    if covariates is None or (
+        isinstance(covariates, pd.DataFrame) and covariates.shape[1] == 0
+    ):
         if expected:
             raise HarmkitError(
                 f"ComBat: the model was fitted with covariate(s) {_listing(expected)}; pass them in 'covariates'"
@@ -434,11 +490,17 @@ def _check_covariates(
     if isinstance(covariates, pd.Series):
         covariates = covariates.to_frame()
     if not isinstance(covariates, pd.DataFrame):
-        raise HarmkitError("ComBat: covariates must be a pandas DataFrame with named columns")
+        raise HarmkitError(
+            "ComBat: covariates must be a pandas DataFrame with named columns"
+        )
     if len(covariates) != len(features):
-        raise HarmkitError(f"ComBat: {len(covariates)} covariate rows for {len(features)} feature rows")
+        raise HarmkitError(
+            f"ComBat: {len(covariates)} covariate rows for {len(features)} feature rows"
+        )
     if covariates.columns.duplicated().any():
-        raise HarmkitError(f"ComBat: duplicated covariate column(s) {_listing(covariates.columns[covariates.columns.duplicated()].unique())}")
+        raise HarmkitError(
+            f"ComBat: duplicated covariate column(s) {_listing(covariates.columns[covariates.columns.duplicated()].unique())}"
+        )
     # Rows: align by index when both tables name the same scans in another order.
     if (
         not covariates.index.equals(features.index)
@@ -466,11 +528,18 @@ def _check_covariates(
             )
         bad = np.flatnonzero(~np.isfinite(cov[col].to_numpy(dtype=float)))
         if len(bad):
-            raise HarmkitError(f"ComBat: covariate {col!r} is missing or infinite in rows {_row_names(features.index, bad)}")
+            raise HarmkitError(
+                f"ComBat: covariate {col!r} is missing or infinite in rows {_row_names(features.index, bad)}"
+            )
     return cov.reset_index(drop=True), names
 
 
-def _check_design(site_labels: np.ndarray, labels: np.ndarray, cov: pd.DataFrame | None, cov_names: list[Any]) -> None:
+def _check_design(
+    site_labels: np.ndarray,
+    labels: np.ndarray,
+    cov: pd.DataFrame | None,
+    cov_names: list[Any],
+) -> None:
     """Refuse covariates that are constant or explained by site (singular design)."""
     if cov is None:
         return
@@ -490,7 +559,12 @@ def _check_design(site_labels: np.ndarray, labels: np.ndarray, cov: pd.DataFrame
         )
 
 
-def _covars_frame(site_labels: np.ndarray, cov: pd.DataFrame | None, cov_names: list[Any], internal: dict) -> pd.DataFrame:
+def _covars_frame(
+    site_labels: np.ndarray,
+    cov: pd.DataFrame | None,
+    cov_names: list[Any],
+    internal: dict,
+) -> pd.DataFrame:
     frame = pd.DataFrame({_SITE: site_labels})
     for name in cov_names:
         assert cov is not None  # covariate names come from the covariates frame
@@ -509,8 +583,14 @@ def _jsonable(value: Any) -> Any:
 @contextlib.contextmanager
 def _quiet():
     """neuroHarmonize prints to stdout and numpy warns on its internals: keep the terminal clean."""
-    with contextlib.redirect_stdout(io.StringIO()), np.errstate(all="ignore"), warnings.catch_warnings():
+    with (
+        contextlib.redirect_stdout(io.StringIO()),
+        np.errstate(all="ignore"),
+        warnings.catch_warnings(),
+    ):
         warnings.simplefilter("ignore", RuntimeWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)  # numpy deprecations inside neuroHarmonize
+        warnings.simplefilter(
+            "ignore", DeprecationWarning
+        )  # numpy deprecations inside neuroHarmonize
         warnings.simplefilter("ignore", PendingDeprecationWarning)
         yield

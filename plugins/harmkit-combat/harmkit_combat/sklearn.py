@@ -17,7 +17,7 @@ rows only and applies it to its test rows.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -91,8 +91,14 @@ class ComBatTransformer(TransformerMixin, BaseEstimator):
         cov_cols = list(self.covariate_columns or ())
         missing = [c for c in cov_cols if c not in X.columns]
         if missing:
-            raise HarmkitError(f"ComBatTransformer: covariate column(s) {missing} are not columns of X")
-        drop = [self.site_column, *cov_cols, *[c for c in (self.drop_columns or ()) if c in X.columns]]
+            raise HarmkitError(
+                f"ComBatTransformer: covariate column(s) {missing} are not columns of X"
+            )
+        drop = [
+            self.site_column,
+            *cov_cols,
+            *[c for c in (self.drop_columns or ()) if c in X.columns],
+        ]
         features = X.drop(columns=drop)
         covariates = X[cov_cols] if cov_cols else None
         return features, X[self.site_column], covariates
@@ -100,8 +106,14 @@ class ComBatTransformer(TransformerMixin, BaseEstimator):
     def fit(self, X, y=None):
         """Fit ComBat on the rows of ``X`` (``y`` is ignored)."""
         features, sites, covariates = self._split(X)
-        self.combat_ = ComBat(eb=self.eb, smooth_terms=tuple(self.smooth_terms or ()), random_state=self.random_state)
-        self.combat_.fit(features, sites, covariates, reference_site=self.reference_site)
+        self.combat_ = ComBat(
+            eb=self.eb,
+            smooth_terms=tuple(self.smooth_terms or ()),
+            random_state=self.random_state,
+        )
+        self.combat_.fit(
+            features, sites, covariates, reference_site=self.reference_site
+        )
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
         self.n_features_in_ = X.shape[1]
         return self

@@ -55,7 +55,13 @@ class ResnetGenerator3d(nn.Module):
     ``residual=True``: output ``clamp(input + conv(...), -1, 1)`` (a global skip connection).
     """
 
-    def __init__(self, ngf: int = 64, n_res_blocks: int = 9, n_downsampling: int = 2, residual: bool = False) -> None:
+    def __init__(
+        self,
+        ngf: int = 64,
+        n_res_blocks: int = 9,
+        n_downsampling: int = 2,
+        residual: bool = False,
+    ) -> None:
         super().__init__()
         self.residual = bool(residual)
         layers: list[nn.Module] = [
@@ -67,7 +73,9 @@ class ResnetGenerator3d(nn.Module):
         for i in range(n_downsampling):
             mult = 2**i
             layers += [
-                nn.Conv3d(ngf * mult, ngf * mult * 2, kernel_size=3, stride=2, padding=1),
+                nn.Conv3d(
+                    ngf * mult, ngf * mult * 2, kernel_size=3, stride=2, padding=1
+                ),
                 nn.InstanceNorm3d(ngf * mult * 2),
                 nn.ReLU(inplace=True),
             ]
@@ -76,7 +84,14 @@ class ResnetGenerator3d(nn.Module):
         for i in range(n_downsampling):
             mult = 2 ** (n_downsampling - i)
             layers += [
-                nn.ConvTranspose3d(ngf * mult, ngf * mult // 2, kernel_size=3, stride=2, padding=1, output_padding=1),
+                nn.ConvTranspose3d(
+                    ngf * mult,
+                    ngf * mult // 2,
+                    kernel_size=3,
+                    stride=2,
+                    padding=1,
+                    output_padding=1,
+                ),
                 nn.InstanceNorm3d(ngf * mult // 2),
                 nn.ReLU(inplace=True),
             ]
@@ -120,7 +135,9 @@ class PatchDiscriminator3d(nn.Module):
             previous, mult = mult, min(2**n, 8)
             stride = 2 if n < n_layers else 1
             layers += [
-                nn.Conv3d(ndf * previous, ndf * mult, kernel_size=4, stride=stride, padding=1),
+                nn.Conv3d(
+                    ndf * previous, ndf * mult, kernel_size=4, stride=stride, padding=1
+                ),
                 nn.InstanceNorm3d(ndf * mult),
                 nn.LeakyReLU(0.2, inplace=True),
             ]
@@ -142,7 +159,9 @@ class HighPassDiscriminator3d(nn.Module):
 
     kernel: torch.Tensor  # a registered buffer: the normalized 1D Gaussian
 
-    def __init__(self, ndf: int = 64, n_layers: int = 3, gain: float = 8.0, sigma: float = 1.0) -> None:
+    def __init__(
+        self, ndf: int = 64, n_layers: int = 3, gain: float = 8.0, sigma: float = 1.0
+    ) -> None:
         super().__init__()
         self.gain = float(gain)
         self.patch = PatchDiscriminator3d(ndf, n_layers, in_channels=2)

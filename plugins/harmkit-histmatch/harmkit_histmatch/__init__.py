@@ -7,6 +7,17 @@
 """
 
 from .histmatch import HistogramMatching
-from .resmatch import ResolutionMatching, ResolutionMatchingWarning, gaussian_smooth, noise_smoothness
+from .resmatch import (
+    ResolutionMatching,
+    ResolutionMatchingWarning,
+    gaussian_smooth,
+    noise_smoothness,
+)
 
-__all__ = ["HistogramMatching", "ResolutionMatching", "ResolutionMatchingWarning", "gaussian_smooth", "noise_smoothness"]
+__all__ = [
+    "HistogramMatching",
+    "ResolutionMatching",
+    "ResolutionMatchingWarning",
+    "gaussian_smooth",
+    "noise_smoothness",
+]

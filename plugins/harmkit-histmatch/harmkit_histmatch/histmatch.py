@@ -16,7 +16,7 @@ nothing about; ``outside="map"`` applies the same function everywhere.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -30,7 +30,22 @@ from ._scans import image_and_mask, rebuild, reference_scans
 # k / 1000 so that every landmark percentile p (given in %) maps onto exactly
 # the same float as p / 100.
 _GRID = np.arange(1001) / 1000.0
-DEFAULT_LANDMARKS = (1.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 95.0, 99.0, 99.5)
+DEFAULT_LANDMARKS = (
+    1.0,
+    5.0,
+    10.0,
+    20.0,
+    30.0,
+    40.0,
+    50.0,
+    60.0,
+    70.0,
+    80.0,
+    90.0,
+    95.0,
+    99.0,
+    99.5,
+)
 
 
 class HistogramMatching(ImageHarmonizer):
@@ -57,19 +72,32 @@ class HistogramMatching(ImageHarmonizer):
     name = "histmatch"
     description = "Histogram matching to the reference site group's pooled body-mask quantiles (Nyul landmarks)"
 
-    def __init__(self, mask: str = "body", landmarks: Sequence[float] = DEFAULT_LANDMARKS, outside: str = "keep"):
+    def __init__(
+        self,
+        mask: str = "body",
+        landmarks: Sequence[float] = DEFAULT_LANDMARKS,
+        outside: str = "keep",
+    ):
         self.mask = mask
         self.landmarks = landmarks
         self.outside = outside
 
     def _levels(self) -> np.ndarray:
         p = np.asarray(self.landmarks, dtype=float)
-        if p.ndim != 1 or len(p) < 2 or np.any(np.diff(p) <= 0) or p[0] < 0 or p[-1] > 100:
+        if (
+            p.ndim != 1
+            or len(p) < 2
+            or np.any(np.diff(p) <= 0)
+            or p[0] < 0
+            or p[-1] > 100
+        ):
             raise HarmkitError(
                 f"histmatch: landmarks must be at least two strictly increasing percentiles in [0, 100], got {list(self.landmarks)}"
             )
         if self.outside not in ("keep", "map"):
-            raise HarmkitError(f"histmatch: outside={self.outside!r} is not known; use 'keep' or 'map'")
+            raise HarmkitError(
+                f"histmatch: outside={self.outside!r} is not known; use 'keep' or 'map'"
+            )
         return p / 100.0
 
     def fit(self, cohort, reference_site: str) -> "HistogramMatching":
@@ -85,7 +113,9 @@ class HistogramMatching(ImageHarmonizer):
             counts.append(voxels.size)
         self.reference_site_ = reference
         self.landmarks_ = (levels * 100.0).tolist()
-        self.reference_landmarks_ = pooled_quantiles(np.asarray(quantiles), np.asarray(counts, dtype=float), levels)
+        self.reference_landmarks_ = pooled_quantiles(
+            np.asarray(quantiles), np.asarray(counts, dtype=float), levels
+        )
         self.n_reference_scans_ = len(scans)
         self.n_reference_voxels_ = int(np.sum(counts))
         return self
@@ -116,7 +146,9 @@ def quantiles_of(values: np.ndarray, levels: np.ndarray) -> np.ndarray:
 
     One code path for fit and transform, so a scan matched to itself maps exactly onto itself.
     """
-    ordered = np.sort(np.asarray(values).ravel())  # in the input's precision (float32 images sort faster)
+    ordered = np.sort(
+        np.asarray(values).ravel()
+    )  # in the input's precision (float32 images sort faster)
     position = np.asarray(levels, dtype=np.float64) * (ordered.size - 1)
     lower = np.floor(position).astype(np.int64)
     upper = np.minimum(lower + 1, ordered.size - 1)
@@ -125,7 +157,9 @@ def quantiles_of(values: np.ndarray, levels: np.ndarray) -> np.ndarray:
     return low + (ordered[upper].astype(np.float64) - low) * fraction
 
 
-def pooled_quantiles(quantiles: np.ndarray, counts: np.ndarray, levels: np.ndarray) -> np.ndarray:
+def pooled_quantiles(
+    quantiles: np.ndarray, counts: np.ndarray, levels: np.ndarray
+) -> np.ndarray:
     """Quantiles at ``levels`` of the mixture of several distributions given by their quantile grids.
 
     Row ``i`` of ``quantiles`` holds distribution ``i``'s quantiles at
@@ -142,7 +176,9 @@ def pooled_quantiles(quantiles: np.ndarray, counts: np.ndarray, levels: np.ndarr
     return np.interp(levels, cdf, values)
 
 
-def piecewise_linear(x: np.ndarray, source: np.ndarray, target: np.ndarray) -> np.ndarray:
+def piecewise_linear(
+    x: np.ndarray, source: np.ndarray, target: np.ndarray
+) -> np.ndarray:
     """Monotone piecewise-linear map taking ``source`` landmarks to ``target``, linear beyond the ends.
 
     Tied source landmarks (a flat stretch of the histogram) are merged, their

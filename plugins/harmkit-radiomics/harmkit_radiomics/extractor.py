@@ -29,8 +29,9 @@ import hashlib
 import logging
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -42,7 +43,14 @@ from harmkit.toolkit import same_geometry
 PLUGIN_VERSION = "0.1.0"
 
 #: The feature classes of the paper and their feature counts (93 in all).
-PAPER_FEATURE_COUNTS = {"firstorder": 18, "glcm": 24, "glrlm": 16, "glszm": 16, "gldm": 14, "ngtdm": 5}
+PAPER_FEATURE_COUNTS = {
+    "firstorder": 18,
+    "glcm": 24,
+    "glrlm": 16,
+    "glszm": 16,
+    "gldm": 14,
+    "ngtdm": 5,
+}
 DEFAULT_CLASSES = tuple(PAPER_FEATURE_COUNTS)
 
 #: Default settings for PET in SUV (pyradiomics names). See docs/features.md.
@@ -63,7 +71,18 @@ BASE_SETTINGS: dict[str, Any] = {
     "additionalInfo": False,
 }
 
-_INTERPOLATORS = {"sitkBSpline", "sitkLinear", "sitkNearestNeighbor", "sitkBSpline3", "sitkGaussian", "sitkLanczosWindowedSinc", "sitkCosineWindowedSinc", "sitkWelchWindowedSinc", "sitkHammingWindowedSinc", "sitkBlackmanWindowedSinc"}
+_INTERPOLATORS = {
+    "sitkBSpline",
+    "sitkLinear",
+    "sitkNearestNeighbor",
+    "sitkBSpline3",
+    "sitkGaussian",
+    "sitkLanczosWindowedSinc",
+    "sitkCosineWindowedSinc",
+    "sitkWelchWindowedSinc",
+    "sitkHammingWindowedSinc",
+    "sitkBlackmanWindowedSinc",
+}
 
 
 def quiet_pyradiomics() -> None:
@@ -172,24 +191,39 @@ class RadiomicsExtractor(FeatureExtractor):
             settings = dict(BASE_SETTINGS)
             settings["interpolator"] = self.interpolator
             if self.interpolator not in _INTERPOLATORS:
-                raise HarmkitError(f"radiomics: interpolator {self.interpolator!r} unknown; use one of {', '.join(sorted(_INTERPOLATORS))}")
+                raise HarmkitError(
+                    f"radiomics: interpolator {self.interpolator!r} unknown; use one of {', '.join(sorted(_INTERPOLATORS))}"
+                )
             if self.bin_count is not None:
                 if int(self.bin_count) < 2:
-                    raise HarmkitError(f"radiomics: bin_count={self.bin_count} must be at least 2")
+                    raise HarmkitError(
+                        f"radiomics: bin_count={self.bin_count} must be at least 2"
+                    )
                 settings["binCount"] = int(self.bin_count)
             else:
                 if not self.bin_width or float(self.bin_width) <= 0:
-                    raise HarmkitError(f"radiomics: bin_width={self.bin_width} must be a positive number of SUV")
+                    raise HarmkitError(
+                        f"radiomics: bin_width={self.bin_width} must be a positive number of SUV"
+                    )
                 settings["binWidth"] = float(self.bin_width)
             if self.resampled_spacing is not None:
-                spacing = [float(s) for s in np.broadcast_to(np.asarray(self.resampled_spacing, float), (3,))]
+                spacing = [
+                    float(s)
+                    for s in np.broadcast_to(
+                        np.asarray(self.resampled_spacing, float), (3,)
+                    )
+                ]
                 if min(spacing) <= 0:
-                    raise HarmkitError(f"radiomics: resampled_spacing={self.resampled_spacing} must be positive (mm)")
+                    raise HarmkitError(
+                        f"radiomics: resampled_spacing={self.resampled_spacing} must be positive (mm)"
+                    )
                 settings["resampledPixelSpacing"] = spacing
             settings.update(dict(self.extra_settings or {}))
             config = {
                 "setting": settings,
-                "imageType": dict(self.image_types) if self.image_types else {"Original": {}},
+                "imageType": dict(self.image_types)
+                if self.image_types
+                else {"Original": {}},
                 "featureClass": _enabled_features(self.classes),
             }
         self.__dict__["_config"] = config
@@ -203,17 +237,30 @@ class RadiomicsExtractor(FeatureExtractor):
         try:
             document = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise HarmkitError(f"radiomics: {path} is not a valid YAML/JSON parameter file ({exc})") from None
+            raise HarmkitError(
+                f"radiomics: {path} is not a valid YAML/JSON parameter file ({exc})"
+            ) from None
         if not isinstance(document, dict):
-            raise HarmkitError(f"radiomics: {path} must hold a mapping with 'setting', 'imageType' and 'featureClass'")
-        unknown = set(document) - {"setting", "imageType", "featureClass", "voxelSetting"}
+            raise HarmkitError(
+                f"radiomics: {path} must hold a mapping with 'setting', 'imageType' and 'featureClass'"
+            )
+        unknown = set(document) - {
+            "setting",
+            "imageType",
+            "featureClass",
+            "voxelSetting",
+        }
         if unknown:
-            raise HarmkitError(f"radiomics: {path}: unknown top-level key(s) {', '.join(sorted(unknown))}; expected setting, imageType, featureClass")
+            raise HarmkitError(
+                f"radiomics: {path}: unknown top-level key(s) {', '.join(sorted(unknown))}; expected setting, imageType, featureClass"
+            )
         feature_class = document.get("featureClass")
         return {
             "setting": {**{"additionalInfo": False}, **(document.get("setting") or {})},
             "imageType": document.get("imageType") or {"Original": {}},
-            "featureClass": _enabled_features(feature_class if feature_class else DEFAULT_CLASSES),
+            "featureClass": _enabled_features(
+                feature_class if feature_class else DEFAULT_CLASSES
+            ),
             "params_file": str(path),
             "params_file_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         }
@@ -243,7 +290,9 @@ class RadiomicsExtractor(FeatureExtractor):
             "pyradiomics_version": pyradiomics_version(),
             "setting": _plain(dict(engine.settings)),
             "imageType": _plain(dict(engine.enabledImagetypes)),
-            "featureClass": _plain({k: sorted(v) if v else v for k, v in engine.enabledFeatures.items()}),
+            "featureClass": _plain(
+                {k: sorted(v) if v else v for k, v in engine.enabledFeatures.items()}
+            ),
         }
         for key in ("params_file", "params_file_sha256"):
             if key in config:
@@ -252,7 +301,9 @@ class RadiomicsExtractor(FeatureExtractor):
 
     @property
     def version(self) -> str:
-        return f"harmkit-radiomics {PLUGIN_VERSION}; pyradiomics {pyradiomics_version()}"
+        return (
+            f"harmkit-radiomics {PLUGIN_VERSION}; pyradiomics {pyradiomics_version()}"
+        )
 
     def feature_classes(self) -> dict[str, str]:
         """``{feature name: class}`` for every feature :meth:`extract` returns, in its order."""
@@ -268,7 +319,9 @@ class RadiomicsExtractor(FeatureExtractor):
                     names[f"{cls}_{feature}"] = cls
         else:
             # derived image types (wavelet, LoG, ...) name their outputs at run time: probe once
-            names = {name: _class_of(name) for name in self._extract_raw(*_probe_volume())}
+            names = {
+                name: _class_of(name) for name in self._extract_raw(*_probe_volume())
+            }
         self.__dict__["_classes"] = names
         return dict(names)
 
@@ -301,7 +354,9 @@ class RadiomicsExtractor(FeatureExtractor):
     # -- input checks ---------------------------------------------------------
     def _check_input(self, image: sitk.Image, mask: sitk.Image) -> None:
         if image.GetDimension() != 3 or mask.GetDimension() != 3:
-            raise HarmkitError(f"expected 3D image and mask, got {image.GetDimension()}D image and {mask.GetDimension()}D mask")
+            raise HarmkitError(
+                f"expected 3D image and mask, got {image.GetDimension()}D image and {mask.GetDimension()}D mask"
+            )
         if not same_geometry(image, mask):
             raise HarmkitError(
                 "mask and image are on different grids "
@@ -312,27 +367,47 @@ class RadiomicsExtractor(FeatureExtractor):
         mask_array = sitk.GetArrayViewFromImage(mask)
         voxels = int(np.count_nonzero(mask_array))
         if voxels == 0:
-            raise HarmkitError("the mask is empty (no voxel inside the VOI); check the segmentation")
+            raise HarmkitError(
+                "the mask is empty (no voxel inside the VOI); check the segmentation"
+            )
         values = sitk.GetArrayViewFromImage(image)
         bad = int(np.count_nonzero(~np.isfinite(values)))
         if bad:
-            raise HarmkitError(f"the image contains {bad} NaN or infinite voxel(s); replace them (e.g. by 0 SUV) before extraction")
+            raise HarmkitError(
+                f"the image contains {bad} NaN or infinite voxel(s); replace them (e.g. by 0 SUV) before extraction"
+            )
         spacing = self._configuration()["setting"].get("resampledPixelSpacing")
         if spacing:
             voi_mm3 = voxels * float(np.prod(image.GetSpacing()))
-            target_mm3 = float(np.prod([s if s else n for s, n in zip(spacing, image.GetSpacing())]))
+            target_mm3 = float(
+                np.prod([s if s else n for s, n in zip(spacing, image.GetSpacing())])
+            )
             if voi_mm3 < target_mm3:
                 raise HarmkitError(
                     f"the mask is smaller than one resampled voxel ({voxels} voxel(s) = {voi_mm3:.3g} mm³ < "
                     f"{_fmt(spacing)} mm = {target_mm3:.3g} mm³); use a larger VOI or a finer resampled_spacing"
                 )
         elif voxels < 2:
-            raise HarmkitError("the mask holds a single voxel; texture features need at least two")
+            raise HarmkitError(
+                "the mask holds a single voxel; texture features need at least two"
+            )
 
     def _explain(self, message: str, mask: sitk.Image) -> str:
         spacing = self._configuration()["setting"].get("resampledPixelSpacing")
         first = message.strip().splitlines()[0] if message.strip() else "invalid input"
-        if any(t in first for t in ("not present", "No labels", "Size of the ROI", "single voxel", "1 segmented voxel")) and spacing:
+        if (
+            any(
+                t in first
+                for t in (
+                    "not present",
+                    "No labels",
+                    "Size of the ROI",
+                    "single voxel",
+                    "1 segmented voxel",
+                )
+            )
+            and spacing
+        ):
             return f"the mask is empty or a single voxel after resampling to {_fmt(spacing)} mm ({first}); use a larger VOI or a finer resampled_spacing"
         if "geometry" in first.lower():
             return f"mask and image geometry do not match ({first}); resample the mask onto the image grid"
@@ -354,10 +429,14 @@ def _engine_for(params: dict[str, Any]):
         _, featureextractor = _pyradiomics()
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # pykwalify's load_module()
+                warnings.simplefilter(
+                    "ignore", DeprecationWarning
+                )  # pykwalify's load_module()
                 engine = featureextractor.RadiomicsFeatureExtractor(params)
         except Exception as exc:  # pyradiomics validates the parameters (pykwalify)
-            raise HarmkitError(f"radiomics: invalid pyradiomics parameters ({exc})") from None
+            raise HarmkitError(
+                f"radiomics: invalid pyradiomics parameters ({exc})"
+            ) from None
         quiet_pyradiomics()
         _ENGINES[key] = engine
     return engine
@@ -384,8 +463,14 @@ def _all_feature_names(cls: str) -> list[str]:
 
     classes = getFeatureClasses()
     if cls not in classes:
-        raise HarmkitError(f"radiomics: unknown feature class {cls!r}; pyradiomics has {', '.join(sorted(classes))}")
-    return [name for name, deprecated in classes[cls].getFeatureNames().items() if not deprecated]
+        raise HarmkitError(
+            f"radiomics: unknown feature class {cls!r}; pyradiomics has {', '.join(sorted(classes))}"
+        )
+    return [
+        name
+        for name, deprecated in classes[cls].getFeatureNames().items()
+        if not deprecated
+    ]
 
 
 def _enabled_features(classes: Any) -> dict[str, list[str] | None]:
@@ -397,7 +482,9 @@ def _enabled_features(classes: Any) -> dict[str, list[str] | None]:
     else:
         enabled = {str(c): None for c in classes}
     if not enabled:
-        raise HarmkitError("radiomics: no feature class enabled; give at least one of firstorder, glcm, glrlm, glszm, gldm, ngtdm, shape")
+        raise HarmkitError(
+            "radiomics: no feature class enabled; give at least one of firstorder, glcm, glrlm, glszm, gldm, ngtdm, shape"
+        )
     for cls, features in enabled.items():
         if features is not None:
             available = _all_feature_names(cls)
@@ -407,14 +494,19 @@ def _enabled_features(classes: Any) -> dict[str, list[str] | None]:
             known = set(getFeatureClasses()[cls].getFeatureNames())
             unknown = [f for f in features if f not in known]
             if unknown:
-                raise HarmkitError(f"radiomics: class {cls} has no feature(s) {', '.join(unknown)}; available: {', '.join(available)}")
+                raise HarmkitError(
+                    f"radiomics: class {cls} has no feature(s) {', '.join(unknown)}; available: {', '.join(available)}"
+                )
         else:
             _all_feature_names(cls)  # validates the class name
     return enabled
 
 
 def _expand_features(enabled: Mapping[str, Any]) -> dict[str, list[str]]:
-    return {cls: (list(features) if features else _all_feature_names(cls)) for cls, features in enabled.items()}
+    return {
+        cls: (list(features) if features else _all_feature_names(cls))
+        for cls, features in enabled.items()
+    }
 
 
 def _class_of(name: str) -> str:

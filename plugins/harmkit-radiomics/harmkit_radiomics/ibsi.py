@@ -160,8 +160,14 @@ def to_ibsi(name: str, value: float, voxels: int | None = None) -> float:
     """
     if name == "firstorder_Kurtosis":
         return value - 3.0
-    if name in ("shape_MajorAxisLength", "shape_MinorAxisLength", "shape_LeastAxisLength"):
+    if name in (
+        "shape_MajorAxisLength",
+        "shape_MinorAxisLength",
+        "shape_LeastAxisLength",
+    ):
         if not voxels or voxels < 2:
-            raise ValueError(f"{name}: the number of mask voxels is needed for the conversion")
+            raise ValueError(
+                f"{name}: the number of mask voxels is needed for the conversion"
+            )
         return value * (voxels / (voxels - 1)) ** 0.5
     return value

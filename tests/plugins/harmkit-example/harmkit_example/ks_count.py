@@ -51,26 +51,62 @@ class KSCountEvaluator(Evaluator):
                     a, b = features[groups == group], features[groups == reference]
                     if len(a) < 2 or len(b) < 2:
                         continue
-                    differing = sum(ks_2samp(a[c], b[c]).pvalue < self.alpha for c in features.columns)
-                    rows.append({"method": method.label, "reference": reference, "group": group,
-                                 "n_features": features.shape[1], "differing": int(differing)})
-                total = sum(r["differing"] for r in rows if r["method"] == method.label and r["reference"] == reference)
+                    differing = sum(
+                        ks_2samp(a[c], b[c]).pvalue < self.alpha
+                        for c in features.columns
+                    )
+                    rows.append(
+                        {
+                            "method": method.label,
+                            "reference": reference,
+                            "group": group,
+                            "n_features": features.shape[1],
+                            "differing": int(differing),
+                        }
+                    )
+                total = sum(
+                    r["differing"]
+                    for r in rows
+                    if r["method"] == method.label and r["reference"] == reference
+                )
                 by_method[row_key(method.label, reference)] = {"ks_differing": total}
         if not rows:
-            raise EvaluatorSkipped("no site group has two or more scans besides the reference")
+            raise EvaluatorSkipped(
+                "no site group has two or more scans besides the reference"
+            )
         table = pd.DataFrame(rows)
         report = [
             f"Two-sample Kolmogorov-Smirnov test of every {voi} feature between each site group and the reference "
             f"group, after all of the method's stages; a feature differs when p < {self.alpha} (uncorrected).",
-            ReportTable(["method", "reference", "compared group", "features", "differing"],
-                        [[r["method"], r["reference"], r["group"], str(r["n_features"]), str(r["differing"])] for r in rows],
-                        "ks-count"),
+            ReportTable(
+                ["method", "reference", "compared group", "features", "differing"],
+                [
+                    [
+                        r["method"],
+                        r["reference"],
+                        r["group"],
+                        str(r["n_features"]),
+                        str(r["differing"]),
+                    ]
+                    for r in rows
+                ],
+                "ks-count",
+            ),
         ]
         return EvaluationResult(
             self.name,
             tables={"per_group": table},
             summary={"by_method": by_method, "alpha": self.alpha, "voi": voi},
-            columns=[SummaryColumn("ks_differing", "features differing (KS)", "d", "KS diff", description=(
-                f"features of the VOI whose distribution differs from the reference group's (KS test, p < {self.alpha})"))],
+            columns=[
+                SummaryColumn(
+                    "ks_differing",
+                    "features differing (KS)",
+                    "d",
+                    "KS diff",
+                    description=(
+                        f"features of the VOI whose distribution differs from the reference group's (KS test, p < {self.alpha})"
+                    ),
+                )
+            ],
             report=report,
         )
