@@ -27,34 +27,22 @@ from pathlib import Path
 
 def run(command: list[str]) -> float:
     start = time.perf_counter()
-    result = subprocess.run(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
+    result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
-        sys.exit(
-            f"failed ({result.returncode}): {' '.join(command)}\n{result.stderr[-3000:]}"
-        )
+        sys.exit(f"failed ({result.returncode}): {' '.join(command)}\n{result.stderr[-3000:]}")
     return elapsed
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--out", help="output folder (default: a fresh temporary folder)"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", help="output folder (default: a fresh temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the output folder")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("extra", nargs="*", help="extra options for harmkit bench")
     args = parser.parse_args()
     harmkit = str(Path(sys.executable).with_name("harmkit"))
-    out = (
-        Path(args.out)
-        if args.out
-        else Path(tempfile.mkdtemp(prefix="bench-time-")) / "run"
-    )
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench-time-")) / "run"
     if out.exists():
         shutil.rmtree(out)
     command = [
@@ -85,9 +73,7 @@ def main() -> None:
     print(f"{'rerun':<12}{second:>10.1f}")
     print("first run stages:", first_stages)
     print("rerun stages:", results.get("timings_s"))
-    print(
-        "load average (1, 5, 15 min):", ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    )
+    print("load average (1, 5, 15 min):", ", ".join(f"{v:.1f}" for v in os.getloadavg()))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1))
     if not args.keep and not args.out:

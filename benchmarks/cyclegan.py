@@ -63,9 +63,7 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def matmul_gflops(
-    device: torch.device, dtype: torch.dtype, n: int = 2048, seconds: float = 1.5
-) -> float:
+def matmul_gflops(device: torch.device, dtype: torch.dtype, n: int = 2048, seconds: float = 1.5) -> float:
     """Dense n x n matmul throughput (GFLOP/s), best of repeated timings."""
     if device.type == "cuda":
         n = 8192
@@ -93,17 +91,11 @@ def step_flops(config, patch) -> int:
     return 3 * (6 * conv_flops(gen, shape) + 6 * conv_flops(disc, shape))
 
 
-def time_training(
-    config, patch, device, precision, channels_last, warmup=1, steps=3, max_seconds=60.0
-):
+def time_training(config, patch, device, precision, channels_last, warmup=1, steps=3, max_seconds=60.0):
     """Seconds per training step and peak GPU memory (bytes, CUDA only)."""
-    cfg = config.with_overrides(
-        patch_size=patch, precision=precision, channels_last=channels_last, steps=10_000
-    )
+    cfg = config.with_overrides(patch_size=patch, precision=precision, channels_last=channels_last, steps=10_000)
     sample = lambda rng, n: rng.uniform(-1, 1, (n, 1, *patch)).astype(np.float32)  # noqa: E731
-    trainer = Trainer(
-        cfg, sample, sample, out_dir="/nonexistent-not-written", device=device
-    )
+    trainer = Trainer(cfg, sample, sample, out_dir="/nonexistent-not-written", device=device)
     for _ in range(warmup):
         trainer.train_step()
     sync(device)
@@ -181,9 +173,7 @@ def infer_direct(config, shape, device, precision, channels_last, max_windows=No
     return seconds, done, full, peak
 
 
-def infer_child(
-    profile: str, precision: str, channels_last: bool, shape, max_windows
-) -> dict:
+def infer_child(profile: str, precision: str, channels_last: bool, shape, max_windows) -> dict:
     """Run harmonizer inference in a child process; return its timing and peak resident memory."""
     spec = {
         "profile": profile,
@@ -260,10 +250,7 @@ def _child(spec: dict) -> None:
                 "windows": window_count(shape, config.window, config.overlap),
                 "windows_full": full,
                 "part": list(shape),
-                "self_peak_rss_bytes": resource.getrusage(
-                    resource.RUSAGE_SELF
-                ).ru_maxrss
-                * 1024,
+                "self_peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             }
         )
     )
@@ -283,9 +270,7 @@ def cpu_suite(profiles, device, results):
     print(
         f"# device: {device}  torch {torch.__version__}  threads {torch.get_num_threads()}  shipped precision: {shipped}"
     )
-    print(
-        f"# dense matmul 2048^2: fp32 {fp32_peak:.0f} GFLOP/s, bf16 {bf16_peak:.0f} GFLOP/s (measured now)"
-    )
+    print(f"# dense matmul 2048^2: fp32 {fp32_peak:.0f} GFLOP/s, bf16 {bf16_peak:.0f} GFLOP/s (measured now)")
     rows = results.setdefault("rows", [])
     print_rows([], header=True)
     for profile in profiles:
@@ -339,9 +324,7 @@ def cpu_suite(profiles, device, results):
             data = infer_child(profile, precision, channels_last, VOLUME, max_windows)
             per_window = data["seconds"] / data["windows"]
             full_seconds = (
-                per_window * data["windows_full"]
-                if data["windows"] < data["windows_full"]
-                else data["seconds"]
+                per_window * data["windows_full"] if data["windows"] < data["windows_full"] else data["seconds"]
             )
             voxels_s = math.prod(VOLUME) / full_seconds
             note = (
@@ -374,19 +357,13 @@ def gpu_suite(device, results, small=False):
     else:
         name = "cpu"
     results["device_name"] = name
-    results["tf32_convolutions"] = (
-        bool(torch.backends.cudnn.allow_tf32) if device.type == "cuda" else None
-    )
+    results["tf32_convolutions"] = bool(torch.backends.cudnn.allow_tf32) if device.type == "cuda" else None
     fp32_peak = matmul_gflops(device, torch.float32)
     bf16_peak = matmul_gflops(device, torch.bfloat16)
     results["matmul_gflops"] = {"fp32": fp32_peak, "bf16": bf16_peak}
     print(
         f"# device: {name}  torch {torch.__version__}  matmul fp32 {fp32_peak:.0f} GFLOP/s, bf16 {bf16_peak:.0f} GFLOP/s"
-        + (
-            f"  (cudnn TF32 convolutions: {torch.backends.cudnn.allow_tf32})"
-            if device.type == "cuda"
-            else ""
-        )
+        + (f"  (cudnn TF32 convolutions: {torch.backends.cudnn.allow_tf32})" if device.type == "cuda" else "")
     )
     config = get_profile("paper")
     if small:  # for testing the script on a CPU: tiny sizes
@@ -429,8 +406,7 @@ def gpu_suite(device, results, small=False):
                 "seconds": seconds,
                 "steps_per_s": 1 / seconds,
                 "gflops": gflops,
-                "fraction_of_matmul": gflops
-                / (bf16_peak if precision == "bf16" else fp32_peak),
+                "fraction_of_matmul": gflops / (bf16_peak if precision == "bf16" else fp32_peak),
                 "peak_gpu_gib": None if peak is None else peak / 2**30,
                 "note": "",
             }
@@ -455,17 +431,11 @@ def gpu_suite(device, results, small=False):
                 max_windows=max_windows,
             )
         except Exception as exc:
-            results["errors"].append(
-                f"inference {profile}: {type(exc).__name__}: {exc}"
-            )
+            results["errors"].append(f"inference {profile}: {type(exc).__name__}: {exc}")
             print(f"# inference {profile} failed: {exc}", flush=True)
             continue
         full_seconds = seconds * full / done
-        note = (
-            ""
-            if done == full
-            else f"timed {done} of {full} windows (z-slab); full volume extrapolated"
-        )
+        note = "" if done == full else f"timed {done} of {full} windows (z-slab); full volume extrapolated"
         rows.append(
             {
                 "profile": profile if not small else f"{profile} (tiny sizes)",
@@ -523,13 +493,9 @@ def main(argv=None) -> None:
     parser.add_argument("--profiles", default="quick,paper")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--suite", choices=["cpu", "gpu"], default="cpu")
-    parser.add_argument(
-        "--small", action="store_true", help="tiny sizes (tests the GPU suite on a CPU)"
-    )
+    parser.add_argument("--small", action="store_true", help="tiny sizes (tests the GPU suite on a CPU)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument(
-        "--json", default=None, help="also write the figures to this JSON file"
-    )
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     parser.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:

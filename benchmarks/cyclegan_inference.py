@@ -32,9 +32,7 @@ def make_model(folder: Path) -> Path:
     from harmkit.testing import synthetic_cohort
 
     cohort = synthetic_cohort(n_per_site=2, shape=(32, 40, 40))
-    gan = hk.get_harmonizer(
-        "gan", steps=2, progress=False, spacing=TRAIN_SPACING, monitor_patches=0
-    )
+    gan = hk.get_harmonizer("gan", steps=2, progress=False, spacing=TRAIN_SPACING, monitor_patches=0)
     gan.fit(cohort, "A")
     # Random-looking generators: perturb the zero last convolution so the network does real work.
     import torch
@@ -99,9 +97,7 @@ def stages(model_dir: Path) -> None:
     )
     print(f"  resample to the training grid {t_resample:6.2f} s")
     print(f"  network (sliding window)      {t_net:6.2f} s")
-    print(
-        f"  whole translate               {t_total:6.2f} s  (rest: SUV transform, change resampled back)"
-    )
+    print(f"  whole translate               {t_total:6.2f} s  (rest: SUV transform, change resampled back)")
 
 
 def pool(model_dir: Path, env_threads: str | None) -> float:

@@ -47,15 +47,9 @@ def make_cohort(root: Path, scans: int, size: int) -> Path:
         z, y, x = np.indices(shape).astype(float)
         c = (np.array(shape) - 1) / 2 + rng.uniform(-2, 2, 3)
         radius = size * rng.uniform(0.22, 0.3)
-        lesion = ((z - c[0]) * 1.5) ** 2 + (y - c[1]) ** 2 + (
-            x - c[2]
-        ) ** 2 <= radius**2
+        lesion = ((z - c[0]) * 1.5) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2 <= radius**2
         noise = 1.0 if i % 2 == 0 else 1.8
-        array = (
-            1.0
-            + rng.gamma(4, 0.15 * noise, shape)
-            + lesion * (3 + rng.gamma(3, 1.0 * noise, shape))
-        )
+        array = 1.0 + rng.gamma(4, 0.15 * noise, shape) + lesion * (3 + rng.gamma(3, 1.0 * noise, shape))
         image = sitk.GetImageFromArray(array.astype(np.float32))
         image.SetSpacing((2.0, 2.0, 3.0))
         mask = sitk.GetImageFromArray(lesion.astype(np.uint8))
@@ -100,9 +94,7 @@ def direct_pyradiomics(cohort, extractor) -> tuple[float, pd.DataFrame]:
         mask = sitk.ReadImage(str(scan.masks["lesion"]), sitk.sitkUInt8)
         result = engine.execute(image, mask, label=1)
         rows[scan.subject_id] = {
-            k.partition("_")[2]: float(v)
-            for k, v in result.items()
-            if not k.startswith("diagnostics_")
+            k.partition("_")[2]: float(v) for k, v in result.items() if not k.startswith("diagnostics_")
         }
     return time.perf_counter() - started, pd.DataFrame.from_dict(rows, orient="index")
 
@@ -110,9 +102,7 @@ def direct_pyradiomics(cohort, extractor) -> tuple[float, pd.DataFrame]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scans", type=int, default=24)
-    parser.add_argument(
-        "--size", type=int, default=40, help="edge of the synthetic volumes in voxels"
-    )
+    parser.add_argument("--size", type=int, default=40, help="edge of the synthetic volumes in voxels")
     parser.add_argument(
         "--manifest",
         help="use this cohort (needs mask_lesion) instead of synthetic scans",
@@ -139,17 +129,11 @@ def main() -> None:
     console = Console(width=180)
     work = Path(tempfile.mkdtemp(prefix="harmkit-bench-extraction-"))
     try:
-        manifest = (
-            Path(args.manifest)
-            if args.manifest
-            else make_cohort(work / "cohort", args.scans, args.size)
-        )
+        manifest = Path(args.manifest) if args.manifest else make_cohort(work / "cohort", args.scans, args.size)
         cohort = load_cohort(manifest)
         n = len(cohort)
         extractor = RadiomicsExtractor()
-        voxels = [
-            int(sitk.GetArrayFromImage(s.load_mask("lesion")).sum()) for s in cohort
-        ]
+        voxels = [int(sitk.GetArrayFromImage(s.load_mask("lesion")).sum()) for s in cohort]
         console.print(
             f"{n} scans, lesion {int(np.median(voxels))} voxels (median) on the native grid, 93 features, default PET settings"
         )
@@ -177,9 +161,7 @@ def main() -> None:
                 seconds, reference = timed(serial)
                 serial_times.append(seconds)
         direct_s, serial_s = min(direct_times), min(serial_times)
-        rows.append(
-            ("pyradiomics directly (loop)", 1, direct_s, None, f"best of {repeat}")
-        )
+        rows.append(("pyradiomics directly (loop)", 1, direct_s, None, f"best of {repeat}"))
         overhead = serial_s / direct_s - 1
         same_as_direct = np.array_equal(
             reference[direct_table.columns].to_numpy(),
@@ -271,9 +253,7 @@ def main() -> None:
             )
         console.print(table)
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-        console.print(
-            f"load average during the run (1/5/15 min): {load} on {os.cpu_count()} cores"
-        )
+        console.print(f"load average during the run (1/5/15 min): {load} on {os.cpu_count()} cores")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -28,15 +28,11 @@ def make_table(rows: int, features: int, sites: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     labels = np.array([f"site{k}" for k in range(sites)])[np.arange(rows) % sites]
     age = rng.uniform(30, 85, rows)
-    values = rng.normal(size=(rows, features)) * rng.uniform(
-        0.5, 3, features
-    ) + rng.uniform(-5, 5, features)
+    values = rng.normal(size=(rows, features)) * rng.uniform(0.5, 3, features) + rng.uniform(-5, 5, features)
     values += np.outer(age - 60, rng.normal(scale=0.03, size=features))
     for k in range(sites):
         rows_k = labels == f"site{k}"
-        values[rows_k] = values[rows_k] * rng.uniform(0.7, 1.4, features) + rng.normal(
-            scale=0.8, size=features
-        )
+        values[rows_k] = values[rows_k] * rng.uniform(0.7, 1.4, features) + rng.normal(scale=0.8, size=features)
     table = pd.DataFrame(values, columns=[f"feature_{j:02d}" for j in range(features)])
     return table, pd.Series(labels), pd.DataFrame({"age": age})
 
@@ -78,9 +74,7 @@ def main() -> None:
         f"best of {args.repeats}; {platform.processor() or platform.machine()}, Python {platform.python_version()}"
     )
     print()
-    print(
-        "| rows × features | variant | fit (s) | apply (s) | apply per 1,000 rows (ms) |"
-    )
+    print("| rows × features | variant | fit (s) | apply (s) | apply per 1,000 rows (ms) |")
     print("|---|---|---:|---:|---:|")
     for rows in args.rows:
         table, sites, cov = make_table(rows, args.features, args.sites)
@@ -91,13 +85,9 @@ def main() -> None:
             model = ComBat(**params)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ComBatWarning)
-                repeats = (
-                    1 if "GAM" in label else args.repeats
-                )  # tens of seconds per GAM fit
+                repeats = 1 if "GAM" in label else args.repeats  # tens of seconds per GAM fit
                 fit_s, _ = best_of(repeats, lambda: model.fit(table, sites, covariates))
-                apply_s, out = best_of(
-                    args.repeats, lambda: model.transform(table, sites, covariates)
-                )
+                apply_s, out = best_of(args.repeats, lambda: model.transform(table, sites, covariates))
             assert np.isfinite(out.to_numpy()).all()
             print(
                 f"| {rows:,} × {args.features} | {label} | {fit_s:.3f} | {apply_s:.3f} | {1000 * apply_s / rows * 1000:.2f} |"

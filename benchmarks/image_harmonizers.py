@@ -35,13 +35,9 @@ def synthetic_cohort(shape_zyx, n_per_site: int, seed: int = 0):
     nz, ny, nx = shape_zyx
     z, y, x = np.ogrid[:nz, :ny, :nx]
     body = (
-        ((z - nz / 2) / (0.48 * nz)) ** 2
-        + ((y - ny / 2) / (0.35 * ny)) ** 2
-        + ((x - nx / 2) / (0.45 * nx)) ** 2
+        ((z - nz / 2) / (0.48 * nz)) ** 2 + ((y - ny / 2) / (0.35 * ny)) ** 2 + ((x - nx / 2) / (0.45 * nx)) ** 2
     ) <= 1
-    ref = ((z - nz / 2) ** 2 + (y - ny / 2) ** 2 + (x - 0.65 * nx) ** 2) <= (
-        0.08 * min(shape_zyx)
-    ) ** 2
+    ref = ((z - nz / 2) ** 2 + (y - ny / 2) ** 2 + (x - 0.65 * nx) ** 2) <= (0.08 * min(shape_zyx)) ** 2
     spacing = 4.0
     scans = []
     for site, blur in (("SHARP", 0.0), ("SMOOTH", 6.0)):
@@ -54,9 +50,7 @@ def synthetic_cohort(shape_zyx, n_per_site: int, seed: int = 0):
             image.SetSpacing((spacing,) * 3)
             masks = {}
             for name, m in (("body", body), ("reference", ref)):
-                mask = sitk.GetImageFromArray(
-                    np.broadcast_to(m, shape_zyx).astype(np.uint8)
-                )
+                mask = sitk.GetImageFromArray(np.broadcast_to(m, shape_zyx).astype(np.uint8))
                 mask.CopyInformation(image)
                 masks[name] = mask
             scans.append(Scan(f"{site}-{i:03d}", site, image, masks=masks))
@@ -88,13 +82,9 @@ def main() -> None:
         default=["96x128x128", "160x192x192"],
         help="z x y x x voxel counts",
     )
-    parser.add_argument(
-        "--scans", type=int, default=4, help="scans per site group (synthetic)"
-    )
+    parser.add_argument("--scans", type=int, default=4, help="scans per site group (synthetic)")
     parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument(
-        "--manifest", help="time on this cohort instead of synthetic scans"
-    )
+    parser.add_argument("--manifest", help="time on this cohort instead of synthetic scans")
     parser.add_argument(
         "--reference",
         help="reference site group (with --manifest; must be the smoothest for resmatch)",
@@ -107,26 +97,20 @@ def main() -> None:
         import harmkit
 
         cohort = harmkit.load_cohort(args.manifest)
-        datasets = [
-            (f"{args.manifest}", cohort, args.reference or cohort.site_groups[0])
-        ]
+        datasets = [(f"{args.manifest}", cohort, args.reference or cohort.site_groups[0])]
     else:
         datasets = []
         for size in args.sizes:
             shape = tuple(int(v) for v in size.lower().split("x"))
             cohort, reference = synthetic_cohort(shape, args.scans)
-            datasets.append(
-                (f"{shape[2]}×{shape[1]}×{shape[0]} synthetic", cohort, reference)
-            )
+            datasets.append((f"{shape[2]}×{shape[1]}×{shape[0]} synthetic", cohort, reference))
 
     print(
         f"histmatch / resmatch (harmkit-histmatch), jobs={args.jobs}; {platform.processor() or platform.machine()}, "
         f"Python {platform.python_version()}"
     )
     print()
-    print(
-        "| data | scans | method | fit per scan read (s) | transform per scan (s) | fitted |"
-    )
+    print("| data | scans | method | fit per scan read (s) | transform per scan (s) | fitted |")
     print("|---|---:|---|---:|---:|---|")
     for label, cohort, reference in datasets:
         n = len(cohort)
@@ -137,21 +121,13 @@ def main() -> None:
             (ResolutionMatching(), n),
         ):
             fit_s, per_scan = time_harmonizer(harmonizer, cohort, reference, args.jobs)
-            name = harmonizer.name + (
-                " (fwhm_mm=6)" if getattr(harmonizer, "fwhm_mm", None) else ""
-            )
+            name = harmonizer.name + (" (fwhm_mm=6)" if getattr(harmonizer, "fwhm_mm", None) else "")
             if harmonizer.name == "resmatch":
-                fitted = ", ".join(
-                    f"{g}: {w:.2f} mm"
-                    for g, w in harmonizer.fwhm_mm_.items()
-                    if g != reference
-                )
+                fitted = ", ".join(f"{g}: {w:.2f} mm" for g, w in harmonizer.fwhm_mm_.items() if g != reference)
             else:
                 fitted = f"{len(harmonizer.landmarks_)} landmarks"
             fit_text = f"{fit_s / reads:.3f}" if reads else "–"
-            print(
-                f"| {label} | {n} | {name} | {fit_text} | {per_scan:.3f} | {fitted} |"
-            )
+            print(f"| {label} | {n} | {name} | {fit_text} | {per_scan:.3f} | {fitted} |")
 
 
 if __name__ == "__main__":

@@ -37,16 +37,12 @@ from dicom_study import polygon, polygon_area, write_pet, write_rtstruct  # noqa
 def star(center, z, outer=20.0, inner=9.0):
     t = np.linspace(0, 2 * np.pi, 10, endpoint=False) + 0.3
     r = np.array([outer, inner] * 5)
-    return np.column_stack(
-        [center[0] + r * np.cos(t), center[1] + r * np.sin(t), np.full(10, z)]
-    )
+    return np.column_stack([center[0] + r * np.cos(t), center[1] + r * np.sin(t), np.full(10, z)])
 
 
 def cases(pet, z_slices):
     """{name: (contours per slice, exact area in mm² per slice)}; slice centres are z_slices."""
-    centre = pet.point(pet.shape[2] / 2 - 0.37, pet.shape[1] / 2 - 0.21, 0)[
-        :2
-    ]  # off the voxel grid on purpose
+    centre = pet.point(pet.shape[2] / 2 - 0.37, pet.shape[1] / 2 - 0.21, 0)[:2]  # off the voxel grid on purpose
     out = {}
     discs = [polygon(centre, (20, 20), z, n=128) for z in z_slices]
     out["disc r=20 mm"] = (discs, polygon_area(discs[0]))
@@ -66,18 +62,14 @@ def cases(pet, z_slices):
     return out
 
 
-def harmkit_mask(
-    series_folder: Path, rtstruct: Path, roi_number: int = 1
-) -> np.ndarray:
+def harmkit_mask(series_folder: Path, rtstruct: Path, roi_number: int = 1) -> np.ndarray:
     import SimpleITK as sitk
 
     from harmkit.dicom import read_pet_series_suv
     from harmkit.importing.masks import rtstruct_mask
 
     image = read_pet_series_suv(series_folder)
-    return sitk.GetArrayFromImage(
-        rtstruct_mask(str(rtstruct), roi_number, image)
-    )  # (z, y, x)
+    return sitk.GetArrayFromImage(rtstruct_mask(str(rtstruct), roi_number, image))  # (z, y, x)
 
 
 def rtutils_mask(series_folder: Path, rtstruct: Path, name: str) -> np.ndarray:
@@ -93,12 +85,8 @@ def rtutils_mask(series_folder: Path, rtstruct: Path, name: str) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--size", type=int, default=128, help="in-plane matrix of the PET"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=128, help="in-plane matrix of the PET")
     parser.add_argument("--slices", type=int, default=40, help="slices of the PET")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
@@ -111,9 +99,7 @@ def main() -> None:
         print("rt_utils not importable: only harmkit's columns are shown")
     root = Path(tempfile.mkdtemp(prefix="rtstruct-bench-"))
     activity = np.full((args.slices, args.size, args.size), 5000.0)
-    pet = write_pet(
-        root / "pet", activity, spacing=(2.0, 2.0, 3.0), origin=(-128.0, -128.0, 0.0)
-    )
+    pet = write_pet(root / "pet", activity, spacing=(2.0, 2.0, 3.0), origin=(-128.0, -128.0, 0.0))
     z_index = [args.slices // 2 - 1, args.slices // 2, args.slices // 2 + 1]
     z_mm = [pet.point(0, 0, k)[2] for k in z_index]
     voxel_mm2 = pet.spacing[0] * pet.spacing[1]
@@ -131,23 +117,17 @@ def main() -> None:
         ours = harmkit_mask(pet.folder, path)[z_index].sum(axis=(1, 2)).mean()
         line = f"{name:22s} {exact:11.1f} {ours - exact:+7.1f} ({(ours - exact) / exact:+4.0%})"
         if have_rtutils:
-            theirs = (
-                rtutils_mask(pet.folder, path, name)[z_index].sum(axis=(1, 2)).mean()
-            )
+            theirs = rtutils_mask(pet.folder, path, name)[z_index].sum(axis=(1, 2)).mean()
             line += f" {theirs - exact:+7.1f} ({(theirs - exact) / exact:+4.0%})"
         print(line)
     # drawn on CT: the contours reference images that are not the PET's
     contours, area = cases(pet, z_mm)["disc r=20 mm"]
-    path = write_rtstruct(
-        root / "ct.dcm", pet, {"disc": contours}, contour_images=False
-    )
+    path = write_rtstruct(root / "ct.dcm", pet, {"disc": contours}, contour_images=False)
     ours = harmkit_mask(pet.folder, path)[z_index].sum(axis=(1, 2)).mean()
     line = f"{'drawn on CT':22s} {area / voxel_mm2:11.1f} {'%d vox' % ours:>12s}"
     if have_rtutils:
         try:
-            theirs = (
-                rtutils_mask(pet.folder, path, "disc")[z_index].sum(axis=(1, 2)).mean()
-            )
+            theirs = rtutils_mask(pet.folder, path, "disc")[z_index].sum(axis=(1, 2)).mean()
             line += f" {'%d vox' % theirs:>13s}"
         except Exception as exc:  # noqa: BLE001
             line += f" {type(exc).__name__}"
@@ -159,17 +139,13 @@ def main() -> None:
         spacing=(2.0, 2.0, 3.0),
         origin=(0.0, 0.0, 0.0),
     )
-    path = write_rtstruct(
-        root / "wide.dcm", wide, {"star": [star((150.0, 60.0), wide.point(0, 0, 3)[2])]}
-    )
+    path = write_rtstruct(root / "wide.dcm", wide, {"star": [star((150.0, 60.0), wide.point(0, 0, 3)[2])]})
     exact = polygon_area(star((150.0, 60.0), 0)) / voxel_mm2
     line = f"{'96x64 matrix, col 75':22s} {exact:11.1f} {'%d vox' % harmkit_mask(wide.folder, path).sum():>12s}"
     if have_rtutils:
         from rt_utils import RTStructBuilder
 
-        raw = RTStructBuilder.create_from(
-            str(wide.folder), str(path), warn_only=True
-        ).get_roi_mask_by_name("star")
+        raw = RTStructBuilder.create_from(str(wide.folder), str(path), warn_only=True).get_roi_mask_by_name("star")
         line += f" {'%d vox' % raw.sum():>13s}"
     print(line)
     # speed: a sphere contoured on every slice
@@ -190,11 +166,7 @@ def main() -> None:
     path = write_rtstruct(root / "sphere.dcm", pet, {"sphere": sphere})
     for label, run in (
         ("harmkit", lambda: harmkit_mask(pet.folder, path)),
-        *(
-            (("rt-utils", lambda: rtutils_mask(pet.folder, path, "sphere")),)
-            if have_rtutils
-            else ()
-        ),
+        *((("rt-utils", lambda: rtutils_mask(pet.folder, path, "sphere")),) if have_rtutils else ()),
     ):
         times = []
         for _ in range(args.repeat):

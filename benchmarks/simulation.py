@@ -88,10 +88,7 @@ def bench_preset(name: str, args, console: Console) -> None:
         elapsed = time.perf_counter() - started
         cohort = hk.load_cohort(manifest)
         n_cf = len(hk.load_cohort(manifest.parent / "counterfactuals.csv"))
-        covs = {
-            site: [reference_cov(s) for s in cohort if s.site == site]
-            for site in cohort.sites
-        }
+        covs = {site: [reference_cov(s) for s in cohort if s.site == site] for site in cohort.sites}
         fine_mm = preset.fine_mm[args.size]
         table = Table(
             title=f"{name} ({args.size}): {len(cohort)} scans + {n_cf} counterfactual renderings in {elapsed:.1f} s "
@@ -144,9 +141,7 @@ def bench_preset(name: str, args, console: Console) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--presets",
         default="headneck",
@@ -161,12 +156,8 @@ def main(argv=None) -> None:
     parser.add_argument("--size", default="quick", choices=["quick", "full"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=None)
-    parser.add_argument(
-        "--figures", default=None, help="folder for simulator-<preset>.png MIPs"
-    )
-    parser.add_argument(
-        "--keep", action="store_true", help="keep the generated cohorts"
-    )
+    parser.add_argument("--figures", default=None, help="folder for simulator-<preset>.png MIPs")
+    parser.add_argument("--keep", action="store_true", help="keep the generated cohorts")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     console = Console(width=max(Console().width, 150))

@@ -81,23 +81,15 @@ def oracle_gain(
     groups = {s.subject_id: s.group for s in cohort}
     other = next(g for g in dict.fromkeys(groups.values()) if g != reference)
     columns = [c for c in features.columns if c not in ("site", "site_group")]
-    finite = [
-        c
-        for c in columns
-        if np.isfinite(features[c]).all() and np.isfinite(oracle_features[c]).all()
-    ]
+    finite = [c for c in columns if np.isfinite(features[c]).all() and np.isfinite(oracle_features[c]).all()]
     before = features[finite].copy()
     after = before.copy()
     source = {sid.split("@")[0]: sid for sid in oracle_features.index}
     for sid in before.index:
         if groups[sid] != reference:
-            after.loc[sid] = oracle_features.loc[source[sid], finite].to_numpy(
-                dtype=float
-            )
+            after.loc[sid] = oracle_features.loc[source[sid], finite].to_numpy(dtype=float)
     group_list = [groups[s] for s in before.index]
-    change = overlap_change(
-        before, after, group_list, group_list, other, reference, classes
-    )
+    change = overlap_change(before, after, group_list, group_list, other, reference, classes)
     return class_summary(change, min_features=1)
 
 
@@ -140,9 +132,7 @@ def bench_preset(name: str, args, console: Console) -> dict:
                 )
             out["patch_s"] = time.perf_counter() - t
             t = time.perf_counter()
-            texture = texture_statistics(
-                cohort, "reference", "lesion", executor=executor
-            )
+            texture = texture_statistics(cohort, "reference", "lesion", executor=executor)
             out["texture_s"] = time.perf_counter() - t
             t = time.perf_counter()
             features = hk.extract(
@@ -171,9 +161,7 @@ def bench_preset(name: str, args, console: Console) -> dict:
             executor.close()
         predictability = site_predictability(features, seed=args.seed)
 
-        table = Table(
-            title=f"{name} ({args.size}, {len(cohort)} scans): texture in the reference VOI, median [IQR]"
-        )
+        table = Table(title=f"{name} ({args.size}, {len(cohort)} scans): texture in the reference VOI, median [IQR]")
         for column in (
             "site group",
             "scans",
@@ -193,12 +181,8 @@ def bench_preset(name: str, args, console: Console) -> dict:
                 ("corr_fwhm_axial_mm", ".1f"),
                 ("edge_fwhm_mm", ".1f"),
             ):
-                q1, med, q3 = np.nanpercentile(
-                    sub[column].to_numpy(dtype=float), [25, 50, 75]
-                )
-                cells.append(
-                    f"{format(med, spec)} [{format(q1, spec)}-{format(q3, spec)}]"
-                )
+                q1, med, q3 = np.nanpercentile(sub[column].to_numpy(dtype=float), [25, 50, 75])
+                cells.append(f"{format(med, spec)} [{format(q1, spec)}-{format(q3, spec)}]")
             table.add_row(*cells)
         console.print(table)
         for ref, result in patches.items():
@@ -217,9 +201,7 @@ def bench_preset(name: str, args, console: Console) -> dict:
             cov = texture.groupby("site_group")["noise_cov"].median()
             for group, paper in PAPER_LIVER_COV.items():
                 ok = "ok" if abs(cov[group] - paper) <= 0.02 else "OFF TARGET"
-                console.print(
-                    f"liver-VOI COV median {group}: {cov[group]:.3f} (paper {paper:.2f}, within 0.02: {ok})"
-                )
+                console.print(f"liver-VOI COV median {group}: {cov[group]:.3f} (paper {paper:.2f}, within 0.02: {ok})")
             out["liver_cov"] = {g: float(cov[g]) for g in PAPER_LIVER_COV}
         gains = Table(
             title=f"{name}: oracle (counterfactuals at the reference group) -- reference-VOI overlap, mean per class"
@@ -241,9 +223,7 @@ def bench_preset(name: str, args, console: Console) -> dict:
                     f"{row['after_mean']:.3f}",
                     f"{100 * row['improvement_mean']:+.1f}",
                 )
-            out["oracle_gain_pp"][ref] = {
-                cls: float(100 * r["improvement_mean"]) for cls, r in summary.iterrows()
-            }
+            out["oracle_gain_pp"][ref] = {cls: float(100 * r["improvement_mean"]) for cls, r in summary.iterrows()}
         console.print(gains)
         if name == "lung":
             for ref, per_class in out["oracle_gain_pp"].items():
@@ -267,9 +247,7 @@ def bench_preset(name: str, args, console: Console) -> dict:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--presets",
         default="headneck,lung",
@@ -290,9 +268,7 @@ def main(argv=None) -> None:
         default=None,
         help="use this simulated cohort folder instead of simulating (one preset)",
     )
-    parser.add_argument(
-        "--keep", action="store_true", help="keep the generated cohorts"
-    )
+    parser.add_argument("--keep", action="store_true", help="keep the generated cohorts")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     console = Console(width=max(Console().width, 150))

@@ -65,17 +65,13 @@ def simulate(scenario: str, rep: int, args) -> tuple[np.ndarray, list[np.ndarray
     else:
         risk = truth[:, :5].sum(axis=1) / np.sqrt(5) + rng.logistic(scale=0.6, size=n)
         y = np.zeros(n, dtype=int)
-        y[np.argsort(risk)[-k:]] = (
-            1  # the k subjects with the highest risk have the event
-        )
+        y[np.argsort(risk)[-k:]] = 1  # the k subjects with the highest risk have the event
     methods = []
     for m in (
         1,
         2,
     ):  # the same method, two seeds: the true values plus that seed's measurement noise
-        noise = np.random.default_rng(
-            [args.seed, SCENARIOS.index(scenario), rep, m]
-        ).normal(size=truth.shape)
+        noise = np.random.default_rng([args.seed, SCENARIOS.index(scenario), rep, m]).normal(size=truth.shape)
         methods.append(truth + args.noise * noise)
     return y, methods
 
@@ -92,15 +88,11 @@ def one_repetition(item: tuple) -> dict:
     scenario, rep, args = item
     y, methods = simulate(scenario, rep, args)
     subjects = [f"s{i:04d}" for i in range(len(y))]
-    splits = monte_carlo_splits(
-        subjects, y, args.folds, args.test_size, seed=args.seed * 100_003 + rep
-    )
+    splits = monte_carlo_splits(subjects, y, args.folds, args.test_size, seed=args.seed * 100_003 + rep)
     groups = np.array(["all"] * len(y))
     runs = []
     for X in methods:
-        frame = pd.DataFrame(
-            X, index=subjects, columns=[f"f{j:03d}" for j in range(X.shape[1])]
-        )
+        frame = pd.DataFrame(X, index=subjects, columns=[f"f{j:03d}" for j in range(X.shape[1])])
         runs.append(
             cv_job(
                 (
@@ -133,9 +125,7 @@ def one_repetition(item: tuple) -> dict:
         "p_student": float(st.ttest_rel(a, b).pvalue),
         "p_haberl": stats.paired_test(a, b)[1],
         "p_corrected": corrected.p,
-        "p_delong": stats.delong_test(
-            y[seen], pooled[0][0][seen], pooled[1][0][seen]
-        ).p,
+        "p_delong": stats.delong_test(y[seen], pooled[0][0][seen], pooled[1][0][seen]).p,
         "covers_half_haberl": bool(lo_t <= 0.5 <= hi_t),
         "covers_half_corrected": bool(lo_c <= 0.5 <= hi_c),
         "d_mean": corrected.mean,
@@ -155,13 +145,7 @@ def table(rows: list[dict], alpha: float) -> str:
     """Markdown: one row per test, one column per scenario (rejection rate at alpha and its 95 % interval)."""
     scenarios = [s for s in SCENARIOS if any(r["scenario"] == s for r in rows)]
     by = {s: [r for r in rows if r["scenario"] == s] for s in scenarios}
-    head = (
-        "| test | "
-        + " | ".join(
-            f"{s}: rejected at α = {alpha} (n = {len(by[s])})" for s in scenarios
-        )
-        + " |"
-    )
+    head = "| test | " + " | ".join(f"{s}: rejected at α = {alpha} (n = {len(by[s])})" for s in scenarios) + " |"
     lines = [head, "|---|" + "---|" * len(scenarios)]
     for key, title in TESTS:
         cells = []
@@ -171,14 +155,9 @@ def table(rows: list[dict], alpha: float) -> str:
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
     if "independent outcome" in by:
         sub = by["independent outcome"]
-        cover = [
-            rate(sum(r[f"covers_half_{k}"] for r in sub), len(sub))
-            for k in ("haberl", "corrected")
-        ]
+        cover = [rate(sum(r[f"covers_half_{k}"] for r in sub), len(sub)) for k in ("haberl", "corrected")]
         lines.append("")
-        lines.append(
-            "| 95 % CI of the mean AUC (independent outcome; true expected AUC 0.5) | covers 0.5 |"
-        )
+        lines.append("| 95 % CI of the mean AUC (independent outcome; true expected AUC 0.5) | covers 0.5 |")
         lines.append("|---|---|")
         lines.append(f"| Student's t over splits, as in Haberl et al. | {cover[0]} |")
         lines.append(f"| corrected resampled t | {cover[1]} |")
@@ -189,15 +168,10 @@ def table(rows: list[dict], alpha: float) -> str:
     )
     lines.append("|---|---|---|---|---|---|")
     for s in scenarios:
-        rms = [
-            np.sqrt(np.mean(np.square([r[k] for r in by[s]])))
-            for k in ("se_corrected", "se_student")
-        ]
+        rms = [np.sqrt(np.mean(np.square([r[k] for r in by[s]]))) for k in ("se_corrected", "se_student")]
         means = [np.mean([r[k] for r in by[s]]) for k in ("auc_a", "auc_b")]
         spread = np.std([r["d_mean"] for r in by[s]], ddof=1)
-        lines.append(
-            f"| {s} | {means[0]:.3f} | {means[1]:.3f} | {spread:.4f} | {rms[0]:.4f} | {rms[1]:.4f} |"
-        )
+        lines.append(f"| {s} | {means[0]:.3f} | {means[1]:.3f} | {spread:.4f} | {rms[0]:.4f} | {rms[1]:.4f} |")
     return "\n".join(lines)
 
 
@@ -243,16 +217,12 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument(
-        "--json", help="also write every repetition's p-values to this file"
-    )
+    parser.add_argument("--json", help="also write every repetition's p-values to this file")
     args = parser.parse_args()
     scenarios = [s.strip() for s in args.scenarios.split(",")]
     unknown = [s for s in scenarios if s not in SCENARIOS]
     if unknown:
-        parser.error(
-            f"unknown scenario {unknown[0]!r}; choose from: {', '.join(SCENARIOS)}"
-        )
+        parser.error(f"unknown scenario {unknown[0]!r}; choose from: {', '.join(SCENARIOS)}")
 
     from harmkit.execution import get_executor
 

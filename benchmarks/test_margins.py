@@ -29,9 +29,7 @@ def combat_reference_offsets(seeds) -> list[float]:
     ratios = []
     for seed in seeds:
         features, sites, _ = make_table(seed=seed)
-        out = quiet_fit(ComBat(), features, sites, reference_site="S1").transform(
-            features, sites
-        )
+        out = quiet_fit(ComBat(), features, sites, reference_site="S1").transform(features, sites)
         ref = (sites == "S1").to_numpy()
         worst = 0.0
         for other in ("S0", "S2"):
@@ -62,9 +60,7 @@ def combat_gam_error_ratios(seeds) -> list[float]:
             pd.DataFrame(observed, columns=["f0", "f1"]),
             pd.DataFrame({"age": age}),
         )
-        linear = quiet_fit(
-            ComBat(eb=False), features, sites, cov, reference_site="A"
-        ).transform(features, sites, cov)
+        linear = quiet_fit(ComBat(eb=False), features, sites, cov, reference_site="A").transform(features, sites, cov)
         smooth_model = quiet_fit(
             ComBat(eb=False, smooth_terms=["age"]),
             features,
@@ -74,10 +70,7 @@ def combat_gam_error_ratios(seeds) -> list[float]:
         )
         smooth = smooth_model.transform(features, sites, cov)
         b = (sites == "B").to_numpy()
-        ratios.append(
-            np.abs(smooth[b].to_numpy() - truth[b]).mean()
-            / np.abs(linear[b].to_numpy() - truth[b]).mean()
-        )
+        ratios.append(np.abs(smooth[b].to_numpy() - truth[b]).mean() / np.abs(linear[b].to_numpy() - truth[b]).mean())
     return ratios
 
 
@@ -102,9 +95,7 @@ def gan_learning(seeds) -> list[tuple[float, float, float]]:
     tex_b = np.mean([texture(s, s.masks["body"]) for s in b_scans])
     rows = []
     for seed in seeds:
-        gan = hk.get_harmonizer(
-            "gan", steps=160, seed=seed, precision="fp32", **LEARNING, **TINY
-        ).fit(cohort, "B")
+        gan = hk.get_harmonizer("gan", steps=160, seed=seed, precision="fp32", **LEARNING, **TINY).fit(cohort, "B")
         moved, ssims, changes = [], [], []
         for scan in a_scans:
             out = gan.transform(scan)
@@ -112,19 +103,13 @@ def gan_learning(seeds) -> list[tuple[float, float, float]]:
             moved.append(texture(out, scan.masks["body"]))
             ssims.append(lowpass_ssim(scan.load_image(), out.load_image(), body))
             before = sitk.GetArrayFromImage(scan.load_image())[body].mean()
-            changes.append(
-                abs(sitk.GetArrayFromImage(out.load_image())[body].mean() / before - 1)
-            )
-        rows.append(
-            ((np.mean(moved) - tex_a) / (tex_b - tex_a), min(ssims), max(changes))
-        )
+            changes.append(abs(sitk.GetArrayFromImage(out.load_image())[body].mean() / before - 1))
+        rows.append(((np.mean(moved) - tex_a) / (tex_b - tex_a), min(ssims), max(changes)))
     return rows
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--gan",
         action="store_true",
@@ -132,13 +117,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     values = ", ".join(f"{v:.3f}" for v in combat_reference_offsets(range(5)))
-    print(
-        f"combat reference offset after/before (test: < 0.25; seed 1 in the test), seeds 0-4: {values}"
-    )
+    print(f"combat reference offset after/before (test: < 0.25; seed 1 in the test), seeds 0-4: {values}")
     values = ", ".join(f"{v:.3f}" for v in combat_gam_error_ratios(range(11, 16)))
-    print(
-        f"combat GAM error / linear error (test: < 0.7; seed 11 in the test), seeds 11-15: {values}"
-    )
+    print(f"combat GAM error / linear error (test: < 0.7; seed 11 in the test), seeds 11-15: {values}")
     if args.gan:
         for seed, (fraction, ssim, change) in zip(range(3), gan_learning(range(3))):
             print(

@@ -46,9 +46,7 @@ def atomic_file(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         suffix = "".join(path.suffixes) if suffix is None else suffix
-        fd, name = tempfile.mkstemp(
-            prefix=f".{path.name}.", suffix=suffix, dir=path.parent
-        )
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
         os.close(fd)
     except OSError as exc:
         raise io_error(exc, path) from None
@@ -100,9 +98,7 @@ def inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
     return path == folder or folder in path.parents
 
 
-def check_not_an_input(
-    path: str | os.PathLike, inputs: Iterable[str | os.PathLike], option: str = "--out"
-) -> None:
+def check_not_an_input(path: str | os.PathLike, inputs: Iterable[str | os.PathLike], option: str = "--out") -> None:
     """Refuse an output file ``path`` that is one of ``inputs`` (or a folder holding one)."""
     for source in inputs:
         if source is None or str(source) == "":
@@ -136,9 +132,7 @@ def check_output_folder(
     if not folder.exists():
         return
     if not folder.is_dir():
-        raise HarmkitError(
-            f"{option} {folder}: exists and is a file, not a folder; choose another output folder"
-        )
+        raise HarmkitError(f"{option} {folder}: exists and is a file, not a folder; choose another output folder")
     holding = [p for p in inputs if inside(p, folder)]
     if holding:
         raise HarmkitError(
@@ -154,9 +148,7 @@ def check_output_folder(
     ours = written_by(folder) == command or (accept is not None and accept(folder))
     if not overwrite:
         hint = f" or pass {overwrite_option} to replace it" if ours else ""
-        raise HarmkitError(
-            f"{option} {folder}: already exists and is not empty; choose another output folder{hint}"
-        )
+        raise HarmkitError(f"{option} {folder}: already exists and is not empty; choose another output folder{hint}")
     if not ours:
         raise HarmkitError(
             f"{option} {folder}: was not written by harmkit {command}, so {overwrite_option} will not "

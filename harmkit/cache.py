@@ -83,10 +83,7 @@ def features_dir(root: str | os.PathLike | None = None) -> Path:
     ``harmkit extract``, ``diagnose`` and ``bench`` all keep feature tables
     here, so a table one of them computed is found by the others.
     """
-    return (
-        Path(root if root is not None else default_cache_dir()).expanduser()
-        / "features"
-    )
+    return Path(root if root is not None else default_cache_dir()).expanduser() / "features"
 
 
 #: The file that marks a folder as a cache (https://bford.info/cachedir/): backup tools skip it.
@@ -123,17 +120,13 @@ def _feed(h: "hashlib._Hash", part: Any) -> None:
     elif isinstance(part, np.ndarray):
         array = np.ascontiguousarray(part)
         if array.dtype == object:
-            raise TypeError(
-                "cannot hash an object array; convert it to a numeric or string dtype"
-            )
+            raise TypeError("cannot hash an object array; convert it to a numeric or string dtype")
         tagged(b"A", f"{array.dtype.str}|{array.shape}".encode())
         h.update(memoryview(array).cast("B"))
     elif isinstance(part, Path) and part.is_dir():
         # a folder (a DICOM series): every file by its name within the folder and its bytes
         files = sorted(p for p in part.rglob("*") if p.is_file())
-        tagged(
-            b"D", json.dumps([p.relative_to(part).as_posix() for p in files]).encode()
-        )
+        tagged(b"D", json.dumps([p.relative_to(part).as_posix() for p in files]).encode())
         for path in files:
             _feed(h, path)
     elif isinstance(part, Path):
@@ -147,9 +140,7 @@ def _feed(h: "hashlib._Hash", part: Any) -> None:
             from .errors import io_error
 
             raise io_error(exc, part, "read") from None
-    elif hasattr(part, "GetSpacing") and hasattr(
-        part, "GetPixelIDValue"
-    ):  # SimpleITK image
+    elif hasattr(part, "GetSpacing") and hasattr(part, "GetPixelIDValue"):  # SimpleITK image
         import SimpleITK as sitk
 
         tagged(
@@ -174,9 +165,7 @@ def _feed(h: "hashlib._Hash", part: Any) -> None:
                     list(
                         map(
                             str,
-                            part.columns
-                            if isinstance(part, pd.DataFrame)
-                            else [part.name],
+                            part.columns if isinstance(part, pd.DataFrame) else [part.name],
                         )
                     ),
                     str(part.index.name),
@@ -194,9 +183,7 @@ def _feed(h: "hashlib._Hash", part: Any) -> None:
                 allow_nan=True,
             )
         except TypeError as exc:
-            raise TypeError(
-                f"cannot hash {type(part).__name__} for a cache key: {exc}"
-            ) from None
+            raise TypeError(f"cannot hash {type(part).__name__} for a cache key: {exc}") from None
         tagged(b"J", text.encode())
 
 
@@ -317,9 +304,7 @@ class Cache:
         from .errors import warn
 
         first = reason.strip().splitlines()[0][:200] if reason.strip() else "unreadable"
-        warn(
-            f"cache entry {self.path(key)} is damaged ({first}); discarded and recomputed"
-        )
+        warn(f"cache entry {self.path(key)} is damaged ({first}); discarded and recomputed")
         self.delete(key)
 
     def put(self, key: str, value: Any) -> Any:
@@ -339,9 +324,7 @@ class Cache:
         try:
             meta = _dump(tmp, value)
             meta["format"] = FORMAT
-            (tmp / META).write_text(
-                json.dumps(meta, default=_json_default, allow_nan=True)
-            )
+            (tmp / META).write_text(json.dumps(meta, default=_json_default, allow_nan=True))
             if directory.exists():
                 shutil.rmtree(directory, ignore_errors=True)
             try:
@@ -472,11 +455,7 @@ def _entries(root: Path):
         if item.is_dir() and len(name) == 2 and _hex(name, 2):  # results: <xx>/<key>
             for entry in sorted(item.iterdir()):
                 yield (
-                    (
-                        "results"
-                        if _hex(entry.name) or _temporary(entry.name)
-                        else "other"
-                    ),
+                    ("results" if _hex(entry.name) or _temporary(entry.name) else "other"),
                     entry,
                 )
         elif item.is_dir() and name in (
@@ -485,9 +464,7 @@ def _entries(root: Path):
             "masks",
         ):  # <kind>/<xx>/<key...>
             for shard in sorted(item.iterdir()):
-                if not (
-                    shard.is_dir() and len(shard.name) == 2 and _hex(shard.name, 2)
-                ):
+                if not (shard.is_dir() and len(shard.name) == 2 and _hex(shard.name, 2)):
                     yield ("other" if shard.name != CACHEDIR_TAG else "tag"), shard
                     continue
                 for entry in sorted(shard.iterdir()):
@@ -502,8 +479,7 @@ def _entries(root: Path):
         elif item.is_dir() and name == "cohorts":  # cohorts/<preset-size-seed>/
             for entry in sorted(item.iterdir()):
                 ours = entry.is_dir() and any(
-                    (entry / f).exists()
-                    for f in (".complete", "manifest.csv", "simulation.json")
+                    (entry / f).exists() for f in (".complete", "manifest.csv", "simulation.json")
                 )
                 yield ("cohorts" if ours else "other"), entry
         else:
@@ -565,9 +541,7 @@ def clear_cache(
     root = Path(root if root is not None else default_cache_dir()).expanduser()
     unknown = sorted(set(kinds or ()) - set(CACHE_KINDS))
     if unknown:
-        raise HarmkitError(
-            f"unknown cache kind(s) {', '.join(unknown)}; kinds: {', '.join(CACHE_KINDS)}"
-        )
+        raise HarmkitError(f"unknown cache kind(s) {', '.join(unknown)}; kinds: {', '.join(CACHE_KINDS)}")
     if older_than is not None and older_than < 0:
         raise HarmkitError(f"--older-than must not be negative (got {older_than:g} s)")
     cutoff = None if older_than is None else time.time() - older_than
@@ -597,12 +571,7 @@ def clear_cache(
             base = root / kind if kind else root
             if base.is_dir():
                 for shard in base.iterdir():
-                    if (
-                        shard.is_dir()
-                        and len(shard.name) == 2
-                        and _hex(shard.name, 2)
-                        and not any(shard.iterdir())
-                    ):
+                    if shard.is_dir() and len(shard.name) == 2 and _hex(shard.name, 2) and not any(shard.iterdir()):
                         shard.rmdir()
     return removed
 
@@ -621,13 +590,9 @@ def parse_age(text: str) -> float:
     try:
         seconds = float(number) * _AGE_UNITS[unit]
     except ValueError:
-        raise HarmkitError(
-            f"--older-than {text!r}: expected an age such as 30d, 12h, 90m or 2w"
-        ) from None
+        raise HarmkitError(f"--older-than {text!r}: expected an age such as 30d, 12h, 90m or 2w") from None
     if not seconds >= 0 or math.isinf(seconds):
-        raise HarmkitError(
-            f"--older-than {text!r}: expected a non-negative age such as 30d"
-        )
+        raise HarmkitError(f"--older-than {text!r}: expected a non-negative age such as 30d")
     return seconds
 
 
@@ -663,17 +628,11 @@ def _dump(directory: Path, value: Any) -> dict[str, Any]:
             raise TypeError("cannot cache an object array")
         np.savez(directory / ARRAYS, array=value)
         return {"type": "array"}
-    if (
-        isinstance(value, dict)
-        and value
-        and all(isinstance(v, np.ndarray) for v in value.values())
-    ):
+    if isinstance(value, dict) and value and all(isinstance(v, np.ndarray) for v in value.values()):
         names = list(value)
         np.savez(directory / ARRAYS, **{f"a{i}": value[n] for i, n in enumerate(names)})
         return {"type": "arrays", "names": names}
-    json.dumps(
-        value, default=_json_default
-    )  # fail here, with a clear TypeError, for unsupported values
+    json.dumps(value, default=_json_default)  # fail here, with a clear TypeError, for unsupported values
     return {"type": "json", "value": value}
 
 
@@ -716,15 +675,11 @@ def _load(directory: Path, meta: dict[str, Any]) -> Any:
         if kind == "arrays":
             return {name: npz[f"a{i}"] for i, name in enumerate(meta["names"])}
         if kind in ("dataframe", "series"):
-            index = pd.Index(
-                _load_column(meta["index"], npz), name=meta["index"]["name"]
-            )
+            index = pd.Index(_load_column(meta["index"], npz), name=meta["index"]["name"])
             data = {}
             for info in meta["columns"]:
                 data[info["name"]] = _load_column(info, npz)
-            frame = pd.DataFrame(
-                data, index=index, columns=[c["name"] for c in meta["columns"]]
-            )
+            frame = pd.DataFrame(data, index=index, columns=[c["name"] for c in meta["columns"]])
             if len(set(frame.columns)) != len(meta["columns"]):
                 raise ValueError("duplicate column names")
             frame.attrs.update(meta.get("attrs", {}))

@@ -71,12 +71,8 @@ class Scan:
                 return zero_non_finite(self.image)
             return self.image
         if self.image is None or str(self.image) == "":
-            raise HarmkitError(
-                f"{self.label} has no image; fill its 'image' cell in the manifest"
-            )
-        return read_image(
-            self.image, what=f"image of {self.label}", nan_to_zero=self.nan_to_zero
-        )
+            raise HarmkitError(f"{self.label} has no image; fill its 'image' cell in the manifest")
+        return read_image(self.image, what=f"image of {self.label}", nan_to_zero=self.nan_to_zero)
 
     def load_mask(self, name: str) -> sitk.Image:
         """The mask ``name`` as a UInt8 SimpleITK image on the image's grid."""
@@ -94,9 +90,7 @@ class Scan:
 
     def with_image(self, image: sitk.Image) -> "Scan":
         """A copy of this scan with ``image`` in place of its own (masks and metadata kept)."""
-        return replace(
-            self, image=image, masks=dict(self.masks), covariates=dict(self.covariates)
-        )
+        return replace(self, image=image, masks=dict(self.masks), covariates=dict(self.covariates))
 
 
 class Cohort(Sequence[Scan]):
@@ -172,15 +166,11 @@ class Cohort(Sequence[Scan]):
 
     def regroup(self, groups: dict[str, str]) -> "Cohort":
         """A copy whose scans' ``site_group`` is set from ``{site: group}`` (sites not named keep theirs)."""
-        scans = [
-            replace(s, site_group=groups.get(s.site, s.site_group)) for s in self.scans
-        ]
+        scans = [replace(s, site_group=groups.get(s.site, s.site_group)) for s in self.scans]
         return Cohort(scans, self.root, self.manifest, self.metadata)
 
     def get(self, subject_id: str) -> Scan:
         for scan in self.scans:
             if scan.subject_id == subject_id:
                 return scan
-        raise HarmkitError(
-            f"no subject {subject_id!r} in {self.manifest or 'the cohort'}"
-        )
+        raise HarmkitError(f"no subject {subject_id!r} in {self.manifest or 'the cohort'}")

@@ -42,9 +42,7 @@ __all__ = [
 ]
 
 
-def read_pet_series_suv(
-    folder: str | os.PathLike, series_id: str | None = None
-) -> sitk.Image:
+def read_pet_series_suv(folder: str | os.PathLike, series_id: str | None = None) -> sitk.Image:
     """Read the PET DICOM series in ``folder`` as a float32 SUVbw image.
 
     Voxels in Bq/mL (``Units = BQML``) are multiplied by :func:`suv_factor`;
@@ -55,9 +53,7 @@ def read_pet_series_suv(
     ``series_id`` chooses one series when the folder holds several.
     """
     folder = Path(folder)
-    return read_pet_files_suv(
-        _series_files(folder, series_id), where=f"DICOM series in {folder}"
-    )
+    return read_pet_files_suv(_series_files(folder, series_id), where=f"DICOM series in {folder}")
 
 
 def read_pet_files_suv(files: Sequence[str | os.PathLike], where: str) -> sitk.Image:
@@ -82,11 +78,7 @@ def read_pet_files_suv(files: Sequence[str | os.PathLike], where: str) -> sitk.I
         raise HarmkitError(f"{where} cannot be read ({reason})") from None
 
     def tag(key: str, index: int = 0) -> str:
-        return (
-            reader.GetMetaData(index, key).strip()
-            if reader.HasMetaDataKey(index, key)
-            else ""
-        )
+        return reader.GetMetaData(index, key).strip() if reader.HasMetaDataKey(index, key) else ""
 
     modality = tag("0008|0060").upper()
     if modality and modality != "PT":
@@ -99,8 +91,7 @@ def read_pet_files_suv(files: Sequence[str | os.PathLike], where: str) -> sitk.I
         factor = 1.0
     elif units == "BQML":
         acquisition_times = [
-            _datetime(tag("0008|0022", i) or tag("0008|0021", i), tag("0008|0032", i))
-            for i in range(len(files))
+            _datetime(tag("0008|0022", i) or tag("0008|0021", i), tag("0008|0032", i)) for i in range(len(files))
         ]
         factor = suv_factor(
             _read_header(files[0], where),
@@ -142,9 +133,7 @@ def suv_factor(
 
     weight = _number(header.get("PatientWeight"))
     if not weight or weight <= 0:
-        raise missing(
-            "PatientWeight", "(0010,1030)", "SUVbw needs the patient's weight in kg"
-        )
+        raise missing("PatientWeight", "(0010,1030)", "SUVbw needs the patient's weight in kg")
     sequence = header.get("RadiopharmaceuticalInformationSequence")
     if not sequence:
         raise missing(
@@ -175,9 +164,7 @@ def suv_factor(
             "it says to which time the voxel values are decay-corrected",
         )
     if decay_correction == "ADMIN":
-        return (
-            weight * 1000.0 / dose
-        )  # voxels already decay-corrected to the injection time
+        return weight * 1000.0 / dose  # voxels already decay-corrected to the injection time
     if decay_correction != "START":
         raise HarmkitError(
             f"{where}: DecayCorrection (0054,1102) is {decay_correction!r}; harmkit converts START or ADMIN series "
@@ -206,20 +193,12 @@ def suv_factor(
     return weight * 1000.0 / decayed_dose
 
 
-def _injection_and_scan_times(
-    header: Any, item: Any, acquisition_times: list[dt.datetime] | None
-):
+def _injection_and_scan_times(header: Any, item: Any, acquisition_times: list[dt.datetime] | None):
     """(injection, scan start) of a PET header and its first radiopharmaceutical item; ``None`` where unknown."""
-    series_date = str(
-        header.get("SeriesDate", "")
-        or header.get("AcquisitionDate", "")
-        or header.get("StudyDate", "")
-    )
+    series_date = str(header.get("SeriesDate", "") or header.get("AcquisitionDate", "") or header.get("StudyDate", ""))
     injection = _datetime_value(item.get("RadiopharmaceuticalStartDateTime"))
     if injection is None:
-        injection = _datetime(
-            series_date, str(item.get("RadiopharmaceuticalStartTime", "") or "")
-        )
+        injection = _datetime(series_date, str(item.get("RadiopharmaceuticalStartTime", "") or ""))
     scan_time = _datetime(series_date, str(header.get("SeriesTime", "") or ""))
     earliest = (
         min(acquisition_times)
@@ -234,9 +213,7 @@ def _injection_and_scan_times(
     return injection, scan_time
 
 
-def uptake_seconds(
-    header: Any, acquisition_times: list[dt.datetime] | None = None
-) -> float | None:
+def uptake_seconds(header: Any, acquisition_times: list[dt.datetime] | None = None) -> float | None:
     """Seconds from injection to scan start of a PET header (pydicom dataset), or ``None`` when a time is missing.
 
     The same times :func:`suv_factor` decays the dose with.
@@ -244,9 +221,7 @@ def uptake_seconds(
     sequence = header.get("RadiopharmaceuticalInformationSequence")
     if not sequence:
         return None
-    injection, scan_time = _injection_and_scan_times(
-        header, sequence[0], acquisition_times
-    )
+    injection, scan_time = _injection_and_scan_times(header, sequence[0], acquisition_times)
     if injection is None or scan_time is None:
         return None
     return (scan_time - injection).total_seconds()
@@ -269,9 +244,7 @@ def _series_files(folder: Path, series_id: str | None) -> list[str]:
         raise HarmkitError(f"DICOM folder not found: {folder}")
     ids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or [])
     if not ids:
-        raise HarmkitError(
-            f"no DICOM series found in {folder}; give a folder of DICOM slices, or an image file"
-        )
+        raise HarmkitError(f"no DICOM series found in {folder}; give a folder of DICOM slices, or an image file")
     if series_id is None:
         if len(ids) > 1:
             raise HarmkitError(
@@ -279,9 +252,7 @@ def _series_files(folder: Path, series_id: str | None) -> list[str]:
             )
         series_id = ids[0]
     elif series_id not in ids:
-        raise HarmkitError(
-            f"{folder}: no DICOM series {series_id!r}; series found: {', '.join(ids)}"
-        )
+        raise HarmkitError(f"{folder}: no DICOM series {series_id!r}; series found: {', '.join(ids)}")
     return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_id))
 
 
@@ -289,15 +260,11 @@ def _read_header(path: str, where: str):
     try:
         import pydicom
     except ImportError:  # pragma: no cover - pydicom is a core dependency
-        raise HarmkitError(
-            "reading PET DICOM headers needs pydicom: pip install pydicom"
-        ) from None
+        raise HarmkitError("reading PET DICOM headers needs pydicom: pip install pydicom") from None
     try:
         return pydicom.dcmread(path, stop_before_pixels=True)
     except Exception as exc:  # pydicom raises several types for corrupt files
-        raise HarmkitError(
-            f"{where}: cannot read the header of {path} ({exc})"
-        ) from None
+        raise HarmkitError(f"{where}: cannot read the header of {path} ({exc})") from None
 
 
 def _number(value) -> float | None:

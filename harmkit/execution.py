@@ -103,16 +103,12 @@ class Executor:
         """How many items run at the same time."""
         return 1
 
-    def map(
-        self, fn: Callable[[Any], Any], items: Iterable[Any], label: str = "working"
-    ) -> list[TaskResult]:
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any], label: str = "working") -> list[TaskResult]:
         """Apply ``fn`` to every item; one :class:`TaskResult` per item, in input order."""
         items = list(items)
         if not items:
             return []
-        with progress_bar(
-            len(items), label, enabled=self.progress, transient=False
-        ) as progress:
+        with progress_bar(len(items), label, enabled=self.progress, transient=False) as progress:
             return self._map(fn, items, progress)
 
     def _map(self, fn, items: Sequence[Any], progress: ProgressBar) -> list[TaskResult]:
@@ -217,9 +213,7 @@ class LocalExecutor(Executor):
             self._reset_pool()
             for index in sorted(broken):
                 try:
-                    results[index] = (
-                        self._get_pool().submit(run_task, fn, items[index]).result()
-                    )
+                    results[index] = self._get_pool().submit(run_task, fn, items[index]).result()
                 except BrokenProcessPool:
                     results[index] = TaskResult(
                         error="the worker process died while processing this item (crash or out of memory)"
@@ -261,9 +255,7 @@ def limit_threads(threads: int) -> None:
         os.environ.setdefault(name, str(threads))
     import sys
 
-    if (
-        "torch" in sys.modules
-    ):  # imported before the worker started (fork after torch is avoided, but be safe)
+    if "torch" in sys.modules:  # imported before the worker started (fork after torch is avoided, but be safe)
         sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
@@ -276,15 +268,9 @@ def _start_method() -> str:
     chosen = os.environ.get("HARMKIT_START_METHOD", "").strip()
     if chosen:
         if chosen not in methods:
-            raise HarmkitError(
-                f"HARMKIT_START_METHOD={chosen!r}: use one of {', '.join(methods)}"
-            )
+            raise HarmkitError(f"HARMKIT_START_METHOD={chosen!r}: use one of {', '.join(methods)}")
         return chosen
-    if (
-        "fork" in methods
-        and threading.active_count() == 1
-        and "torch" not in sys.modules
-    ):
+    if "fork" in methods and threading.active_count() == 1 and "torch" not in sys.modules:
         return "fork"
     return "forkserver" if "forkserver" in methods else "spawn"
 
@@ -312,9 +298,7 @@ class DaskExecutor(Executor):
         try:
             from distributed import Client, LocalCluster
         except ImportError:  # pragma: no cover - dask is a core dependency
-            raise HarmkitError(
-                "--scheduler needs dask distributed: pip install 'dask[distributed]'"
-            ) from None
+            raise HarmkitError("--scheduler needs dask distributed: pip install 'dask[distributed]'") from None
         self.scheduler = scheduler
         self._cluster: LocalCluster | None = None
         self._client: Client | None = None
@@ -329,9 +313,7 @@ class DaskExecutor(Executor):
             )
             address = self._cluster
         else:
-            if not scheduler.startswith(
-                ("tcp://", "tls://", "inproc://", "ws://", "wss://", "ucx://")
-            ):
+            if not scheduler.startswith(("tcp://", "tls://", "inproc://", "ws://", "wss://", "ucx://")):
                 raise HarmkitError(
                     f"--scheduler {scheduler!r}: expected a Dask scheduler address such as tcp://HOST:8786, or 'local'"
                 )
@@ -347,9 +329,7 @@ class DaskExecutor(Executor):
 
     def _connected(self) -> Client:
         if self._client is None:
-            raise HarmkitError(
-                "this Dask executor is closed; make a new one to run more work"
-            )
+            raise HarmkitError("this Dask executor is closed; make a new one to run more work")
         return self._client
 
     @property
@@ -369,9 +349,7 @@ class DaskExecutor(Executor):
             try:
                 results[index] = future.result()
             except Exception as exc:  # worker lost, unpicklable result, ...
-                results[index] = TaskResult(
-                    error=f"Dask task failed: {type(exc).__name__}: {exc}"
-                )
+                results[index] = TaskResult(error=f"Dask task failed: {type(exc).__name__}: {exc}")
             progress.advance()
         return results  # type: ignore[return-value]  # every slot was filled above
 
@@ -412,19 +390,13 @@ def get_executor(
         try:
             jobs = int(jobs)
         except (TypeError, ValueError):
-            raise HarmkitError(
-                f"--jobs {jobs!r}: expected a positive whole number"
-            ) from None
+            raise HarmkitError(f"--jobs {jobs!r}: expected a positive whole number") from None
         if jobs < 1:
-            raise HarmkitError(
-                f"--jobs {jobs}: expected a positive whole number (1 runs in this process)"
-            )
+            raise HarmkitError(f"--jobs {jobs}: expected a positive whole number (1 runs in this process)")
     if scheduler:
         return DaskExecutor(scheduler, jobs=jobs, progress=progress, **options)
     if options:
-        raise HarmkitError(
-            f"unknown executor option(s) {', '.join(sorted(options))} (only Dask clusters take options)"
-        )
+        raise HarmkitError(f"unknown executor option(s) {', '.join(sorted(options))} (only Dask clusters take options)")
     n = available_cores() if jobs is None else jobs
     if n == 1:
         return InProcessExecutor(progress=progress)

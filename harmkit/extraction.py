@@ -111,8 +111,7 @@ def _stored_features(cache: Cache, key: str) -> dict[str, float] | None:
         return None
     features = stored.get("features") if isinstance(stored, dict) else None
     if not isinstance(features, dict) or not all(
-        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
-        for k, v in features.items()
+        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) for k, v in features.items()
     ):
         cache.discard(key, "it does not hold a table of feature values")
         return None
@@ -125,11 +124,7 @@ def _pointer(cache: Cache, quick: str) -> str | None:
     if pointer is None:
         return None
     key = pointer.get("key") if isinstance(pointer, dict) else None
-    if (
-        not isinstance(key, str)
-        or len(key) != 64
-        or any(c not in "0123456789abcdef" for c in key)
-    ):
+    if not isinstance(key, str) or len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
         cache.discard(quick, "it does not point to a feature entry")
         return None
     return key
@@ -157,11 +152,7 @@ def _extract_one(task: ExtractionTask) -> dict[str, Any]:
             if task.largest_component:
                 mask = largest_component(mask)
             cache = Cache(task.cache_root)
-            key = (
-                cache.key(KEY_FORMAT, task.fingerprint, image, mask)
-                if cache.enabled
-                else None
-            )
+            key = cache.key(KEY_FORMAT, task.fingerprint, image, mask) if cache.enabled else None
             stored = _stored_features(cache, key) if key is not None else None
             if stored is not None:
                 if quick:
@@ -174,10 +165,7 @@ def _extract_one(task: ExtractionTask) -> dict[str, Any]:
                 }
             else:
                 started = time.perf_counter()
-                features = {
-                    name: float(value)
-                    for name, value in task.extractor.extract(image, mask).items()
-                }
+                features = {name: float(value) for name, value in task.extractor.extract(image, mask).items()}
                 seconds = time.perf_counter() - started
                 if key is not None:
                     cache.put(key, {"features": features, "seconds": seconds})
@@ -193,14 +181,8 @@ def _extract_one(task: ExtractionTask) -> dict[str, Any]:
                 }
         except HarmkitError as exc:
             message = str(exc)
-            raise HarmkitError(
-                message
-                if message.startswith(scan.label)
-                else f"{scan.label}: {message}"
-            ) from None
-    result["warnings"] = [
-        str(w.message) for w in caught if issubclass(w.category, UserWarning)
-    ]
+            raise HarmkitError(message if message.startswith(scan.label) else f"{scan.label}: {message}") from None
+    result["warnings"] = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     return result
 
 
@@ -286,11 +268,7 @@ def extract(
     if cache_dir is False:
         cache_root = None
     else:
-        cache_root = str(
-            Path(cache_dir if cache_dir is not None else default_cache_dir())
-            .expanduser()
-            .resolve()
-        )
+        cache_root = str(Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser().resolve())
         unusable = Cache.usable(cache_root)
         if unusable:
             warn(
@@ -306,12 +284,7 @@ def extract(
     version = extractor.version
     feature_classes = extractor.feature_classes()
     fingerprint = hash_parts(extractor.name, version, settings)
-    tasks = [
-        ExtractionTask(
-            scan, voi, extractor, fingerprint, cache_root, bool(largest_component)
-        )
-        for scan in cohort
-    ]
+    tasks = [ExtractionTask(scan, voi, extractor, fingerprint, cache_root, bool(largest_component)) for scan in cohort]
 
     # unchanged files found by their stamps need neither reading nor a worker
     cache = Cache(cache_root)
@@ -321,9 +294,7 @@ def extract(
         key = _pointer(cache, quick) if quick else None
         stored = _stored_features(cache, key) if key else None
         if stored is not None:
-            results[i] = TaskResult(
-                value={"features": stored, "cached": True, "key": key}
-            )
+            results[i] = TaskResult(value={"features": stored, "cached": True, "key": key})
     pending = [i for i, r in enumerate(results) if r is None]
     invalid: dict[int, str] = {}
     if pending:
@@ -331,9 +302,7 @@ def extract(
         if own_executor:
             executor = get_executor(jobs=jobs, scheduler=scheduler, progress=progress)
         try:
-            invalid = _invalid_scans(
-                cohort, pending, voi, extractor, bin_width_option, executor
-            )
+            invalid = _invalid_scans(cohort, pending, voi, extractor, bin_width_option, executor)
             if invalid and on_error == "raise":
                 lines = "\n".join(f"  - {message}" for message in invalid.values())
                 raise HarmkitError(
@@ -343,11 +312,7 @@ def extract(
                 )
             runnable = [i for i in pending if i not in invalid]
             label = f"extracting {voi} features"
-            done = (
-                executor.map(_extract_one, [tasks[i] for i in runnable], label=label)
-                if runnable
-                else []
-            )
+            done = executor.map(_extract_one, [tasks[i] for i in runnable], label=label) if runnable else []
         finally:
             if own_executor:
                 executor.close()
@@ -360,14 +325,10 @@ def extract(
         if number in invalid:
             failed[scan.subject_id] = invalid[number]
             continue
-        assert (
-            result is not None
-        )  # every scan that is not invalid was found in the cache or run
+        assert result is not None  # every scan that is not invalid was found in the cache or run
         if not result.ok:
             error = result.error or "unknown error"
-            failed[scan.subject_id] = (
-                error if scan.label in error else f"{scan.label}: {error}"
-            )
+            failed[scan.subject_id] = error if scan.label in error else f"{scan.label}: {error}"
             continue
         value = result.value
         for message in value.get("warnings", ()):
@@ -376,12 +337,7 @@ def extract(
             hits += 1
         else:
             computed += 1
-            if (
-                cache.enabled
-                and value.get("stored") is not False
-                and value["key"]
-                and value["key"] not in cache
-            ):
+            if cache.enabled and value.get("stored") is not False and value["key"] and value["key"] not in cache:
                 # a remote worker without the shared cache
                 cache.put(
                     value["key"],
@@ -399,9 +355,7 @@ def extract(
             if cache_root and index
             else ""
         )
-        raise HarmkitError(
-            f"feature extraction failed for {len(failed)} of {len(cohort)} scan(s){kept}:\n{lines}"
-        )
+        raise HarmkitError(f"feature extraction failed for {len(failed)} of {len(cohort)} scan(s){kept}:\n{lines}")
 
     feature_names = list(feature_classes)
     for row in rows:  # features an extractor returns beyond feature_classes() keep their order of appearance
@@ -430,16 +384,12 @@ def extract(
     return table
 
 
-def _invalid_scans(
-    cohort, pending: list[int], voi: str, extractor, bin_width_option, executor
-) -> dict[int, str]:
+def _invalid_scans(cohort, pending: list[int], voi: str, extractor, bin_width_option, executor) -> dict[int, str]:
     """Data checks of the scans to extract (see :mod:`harmkit.validation`): ``{index: message}`` of those that fail."""
     from .data import Cohort
     from .validation import bin_width_of, validate_cohort
 
-    subset = Cohort(
-        [cohort[i] for i in pending], cohort.root, cohort.manifest, cohort.metadata
-    )
+    subset = Cohort([cohort[i] for i in pending], cohort.root, cohort.manifest, cohort.metadata)
     nan_to_zero = all(s.nan_to_zero for s in subset)
     report = validate_cohort(
         subset,
@@ -457,17 +407,10 @@ def _invalid_scans(
         warn(str(problem))
     invalid: dict[int, list[str]] = {}
     for i, scan in zip(pending, subset):
-        messages = [
-            p.message
-            for p in report.errors
-            if (p.row, p.subject) == (scan.row, scan.subject_id or None)
-        ]
+        messages = [p.message for p in report.errors if (p.row, p.subject) == (scan.row, scan.subject_id or None)]
         if messages:
             invalid[i] = messages
-    return {
-        i: f"{cohort[i].label}: " + "; ".join(messages)
-        for i, messages in invalid.items()
-    }
+    return {i: f"{cohort[i].label}: " + "; ".join(messages) for i, messages in invalid.items()}
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
@@ -490,16 +433,10 @@ def _is_sidecar(path: Path) -> bool:
         document = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
-    return (
-        isinstance(document, dict)
-        and "feature_classes" in document
-        and "extractor" in document
-    )
+    return isinstance(document, dict) and "feature_classes" in document and "extractor" in document
 
 
-def check_feature_output(
-    path: str | os.PathLike, inputs=(), option: str = "--out"
-) -> None:
+def check_feature_output(path: str | os.PathLike, inputs=(), option: str = "--out") -> None:
     """Refuse to write a feature table to ``path`` when that would destroy something harmkit did not write.
 
     ``path`` and its sidecar must not be one of ``inputs`` (the manifest,
@@ -514,9 +451,7 @@ def check_feature_output(
     check_not_an_input(path, inputs, option)
     check_not_an_input(sidecar, inputs, f"{option} (settings file {sidecar.name})")
     if path.is_dir():
-        raise HarmkitError(
-            f"{option} {path}: is a folder; give the name of a CSV file, e.g. {path / 'features.csv'}"
-        )
+        raise HarmkitError(f"{option} {path}: is a folder; give the name of a CSV file, e.g. {path / 'features.csv'}")
     if path.exists():
         header = ""
         try:
@@ -524,10 +459,7 @@ def check_feature_output(
                 header = handle.readline()
         except (OSError, UnicodeDecodeError):
             pass
-        if not (
-            header.startswith(",".join((FEATURE_INDEX, *NON_FEATURE_COLUMNS, "")))
-            and _sidecar_of(path)
-        ):
+        if not (header.startswith(",".join((FEATURE_INDEX, *NON_FEATURE_COLUMNS, ""))) and _sidecar_of(path)):
             raise HarmkitError(
                 f"{option} {path}: exists and is not a feature table written by harmkit extract; harmkit will not "
                 f"overwrite it. Choose another --out, or delete the file yourself"
@@ -573,9 +505,7 @@ def read_features(path: str | os.PathLike) -> pd.DataFrame:
         )
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise HarmkitError(
-            f"{path}: not a feature table written by harmkit extract ({reason})"
-        ) from None
+        raise HarmkitError(f"{path}: not a feature table written by harmkit extract ({reason})") from None
     sidecar = _sidecar_of(path)
     if sidecar is not None:
         table.attrs.update(json.loads(sidecar.read_text()))

@@ -89,13 +89,8 @@ def train(
         accept=lambda f: (f / STATE_FILE).is_file(),
     )
     cohort = check_cohort(cohort, min_scans_per_site=1, nan_to_zero=nan_to_zero)
-    if (
-        "work_dir" in harmonizer.get_params()
-        and harmonizer.get_params()["work_dir"] is None
-    ):
-        harmonizer.set_params(
-            work_dir=str((out.parent / f".{out.name}.work").resolve())
-        )
+    if "work_dir" in harmonizer.get_params() and harmonizer.get_params()["work_dir"] is None:
+        harmonizer.set_params(work_dir=str((out.parent / f".{out.name}.work").resolve()))
     harmonizer.fit(cohort, reference)
     return harmonizer.save(out)
 
@@ -142,9 +137,7 @@ def harmonize(
     cohort = check_cohort(cohort, min_scans_per_site=1, nan_to_zero=nan_to_zero)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(
-            tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
-        )
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     except OSError as exc:
         raise io_error(exc, out) from None
     try:
@@ -168,16 +161,12 @@ def harmonize(
             "params": model.get_params(),
             "reference_site": getattr(model, "reference_site_", None),
             "target_site": target_site,
-            "source_manifest": str(cohort.manifest.resolve())
-            if cohort.manifest
-            else None,
+            "source_manifest": str(cohort.manifest.resolve()) if cohort.manifest else None,
             "scans": len(written),
         }
         (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=2, default=str))
         write_marker(tmp, "harmonize")
-        os.chmod(
-            tmp, 0o777 & ~_umask()
-        )  # mkdtemp makes a private folder; the output is an ordinary one
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes a private folder; the output is an ordinary one
         if out.exists():  # checked above: empty, or a harmonize output holding no input
             trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             os.replace(out, trash / "old")

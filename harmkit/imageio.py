@@ -16,9 +16,7 @@ from .errors import HarmkitError
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
-def read_image(
-    path: str | os.PathLike, what: str = "image", nan_to_zero: bool = False
-) -> sitk.Image:
+def read_image(path: str | os.PathLike, what: str = "image", nan_to_zero: bool = False) -> sitk.Image:
     """Read an image file or DICOM series folder as float32, geometry preserved.
 
     A folder is read as a DICOM series; PET series in Bq/mL are converted to
@@ -38,9 +36,7 @@ def read_image(
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        first_line = (
-            str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
-        )
+        first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
         raise HarmkitError(
             f"{what}: cannot read {path} ({first_line}); expected NIfTI, NRRD, MHA or a DICOM folder"
         ) from None
@@ -69,9 +65,7 @@ def read_mask(path: str | os.PathLike, what: str = "mask") -> sitk.Image:
     return sitk.Cast(image != 0, sitk.sitkUInt8)
 
 
-def write_image(
-    image: sitk.Image, path: str | os.PathLike, compress: bool = True
-) -> Path:
+def write_image(image: sitk.Image, path: str | os.PathLike, compress: bool = True) -> Path:
     """Write ``image`` atomically (temporary name, then rename).
 
     SimpleITK's NIfTI writer does not report a full disk: it leaves a short
@@ -85,14 +79,9 @@ def write_image(
         try:
             sitk.WriteImage(image, str(tmp), compress)
         except RuntimeError as exc:
-            reason = (
-                str(exc).strip().splitlines()[-1]
-                if str(exc).strip()
-                else "write failed"
-            )
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "write failed"
             raise HarmkitError(
-                f"cannot write {path}: {reason}; check that the disk has space and the folder is "
-                f"writable"
+                f"cannot write {path}: {reason}; check that the disk has space and the folder is writable"
             ) from None
         if is_nifti(tmp):
             problem = nifti_stored_data(tmp).problem
@@ -139,9 +128,7 @@ _NIFTI_TYPES = {
 }
 
 
-def nifti_stored_data(
-    path: str | os.PathLike, chunk_bytes: int = 1 << 24
-) -> StoredData:
+def nifti_stored_data(path: str | os.PathLike, chunk_bytes: int = 1 << 24) -> StoredData:
     """Stream the voxel data of a NIfTI-1/2 file (gzip or not) and check it is all there.
 
     SimpleITK (nifticlib) reads a truncated or damaged ``.nii.gz`` without an
@@ -159,9 +146,7 @@ def nifti_stored_data(
         with opener(path, "rb") as handle:
             head = handle.read(540)
             if len(head) < 348:
-                return StoredData(
-                    problem=f"the header is incomplete ({len(head)} of 348 bytes)"
-                )
+                return StoredData(problem=f"the header is incomplete ({len(head)} of 348 bytes)")
             order: Literal["<", ">"]
             for order in ("<", ">"):
                 size = struct.unpack_from(order + "i", head, 0)[0]
@@ -181,15 +166,9 @@ def nifti_stored_data(
                 offset = struct.unpack_from(order + "q", head, 168)[0]
             if not 1 <= dims[0] <= 7 or bitpix <= 0 or bitpix % 8:
                 return StoredData()
-            dtype = (
-                np.dtype(_NIFTI_TYPES[datatype]).newbyteorder(order)
-                if datatype in _NIFTI_TYPES
-                else None
-            )
+            dtype = np.dtype(_NIFTI_TYPES[datatype]).newbyteorder(order) if datatype in _NIFTI_TYPES else None
             floats = dtype is not None and dtype.kind == "f"
-            expected = int(
-                np.prod([max(int(d), 1) for d in dims[1 : dims[0] + 1]], dtype=np.int64)
-            ) * (bitpix // 8)
+            expected = int(np.prod([max(int(d), 1) for d in dims[1 : dims[0] + 1]], dtype=np.int64)) * (bitpix // 8)
             handle.seek(max(offset, size))
             remaining, bad, nan = expected, 0, 0
             while remaining > 0:
@@ -199,18 +178,14 @@ def nifti_stored_data(
                 remaining -= len(block)
                 if floats:
                     assert dtype is not None  # floats implies a known data type
-                    values = np.frombuffer(
-                        block[: len(block) - len(block) % dtype.itemsize], dtype=dtype
-                    )
+                    values = np.frombuffer(block[: len(block) - len(block) % dtype.itemsize], dtype=dtype)
                     finite = np.isfinite(values)
                     if not finite.all():
                         bad += int(values.size - np.count_nonzero(finite))
                         nan += int(np.count_nonzero(np.isnan(values)))
             stored = None if dtype is None else np.dtype(dtype).name
             if remaining == 0 and opener is gzip.open:
-                while handle.read(
-                    chunk_bytes
-                ):  # to the end of the stream, so that its checksum is verified
+                while handle.read(chunk_bytes):  # to the end of the stream, so that its checksum is verified
                     pass
             if remaining > 0:
                 got = expected - remaining
@@ -223,9 +198,7 @@ def nifti_stored_data(
             return StoredData(None, bad, nan, stored)
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         reason = str(exc).strip() or type(exc).__name__
-        return StoredData(
-            problem=f"the compressed data is damaged or truncated ({reason})"
-        )
+        return StoredData(problem=f"the compressed data is damaged or truncated ({reason})")
     except OSError as exc:
         return StoredData(problem=f"cannot be read ({exc.strerror or exc})")
     except struct.error:

@@ -55,8 +55,7 @@ class Component(ABC):
             p: getattr(self, p)
             for p in sig.parameters
             if p != "self"
-            and sig.parameters[p].kind
-            not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+            and sig.parameters[p].kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
         }
 
     def set_params(self, **params: Any) -> "Component":
@@ -106,15 +105,11 @@ class Fittable(Component):
                     raise TypeError(f"{key}: object arrays cannot be saved safely")
                 arrays[key] = value
             else:
-                json.dumps(
-                    value
-                )  # fail early with the attribute's name in the traceback
+                json.dumps(value)  # fail early with the attribute's name in the traceback
                 meta[key] = value
         return meta, arrays
 
-    def set_state(
-        self, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
-    ) -> None:
+    def set_state(self, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
         for key, value in {**meta, **arrays}.items():
             setattr(self, key, value)
 
@@ -151,9 +146,7 @@ class Fittable(Component):
         except OSError as exc:
             raise io_error(exc, path) from None
         try:
-            (tmp / STATE_FILE).write_text(
-                json.dumps(document, indent=2, default=_json_default)
-            )
+            (tmp / STATE_FILE).write_text(json.dumps(document, indent=2, default=_json_default))
             np.savez_compressed(tmp / ARRAYS_FILE, **arrays)
             self._save_extra(tmp)
             if path.exists():
@@ -197,15 +190,13 @@ class Fittable(Component):
             cls,
             document["params"],
             where=f"{state_file}: parameter ",
-            fix="; the model file is damaged or was saved by another version of the plugin: "
-            "train it again",
+            fix="; the model file is damaged or was saved by another version of the plugin: train it again",
         )
         try:
             obj = cls(**params)
         except (TypeError, ValueError) as exc:
             raise HarmkitError(
-                f"{state_file}: its parameters are not accepted by {cls.__name__} ({exc}); "
-                f"train the model again"
+                f"{state_file}: its parameters are not accepted by {cls.__name__} ({exc}); train the model again"
             ) from None
         try:
             with np.load(path / ARRAYS_FILE, allow_pickle=False) as npz:
@@ -216,17 +207,14 @@ class Fittable(Component):
             ) from None
         except ValueError as exc:
             if "pickle" not in str(exc).lower():
-                raise HarmkitError(
-                    f"{path / ARRAYS_FILE}: corrupt array file ({exc}); save the model again"
-                ) from None
+                raise HarmkitError(f"{path / ARRAYS_FILE}: corrupt array file ({exc}); save the model again") from None
             raise HarmkitError(
                 f"{path / ARRAYS_FILE} holds pickled (object) arrays; harmkit refuses to load them because unpickling "
                 f"a file from an untrusted source can execute code. Save the model again with harmkit"
             ) from None
         except (OSError, EOFError, zipfile.BadZipFile) as exc:
             raise HarmkitError(
-                f"{path / ARRAYS_FILE}: corrupt array file ({type(exc).__name__}: {exc}); "
-                f"save the model again"
+                f"{path / ARRAYS_FILE}: corrupt array file ({type(exc).__name__}: {exc}); save the model again"
             ) from None
         try:
             obj.set_state(document["state"], arrays)
@@ -247,9 +235,7 @@ def _check_model_destination(path: Path) -> None:
     if not path.exists():
         return
     if not path.is_dir():
-        raise HarmkitError(
-            f"{path}: exists and is a file; choose another folder for the model"
-        )
+        raise HarmkitError(f"{path}: exists and is a file; choose another folder for the model")
     if (path / STATE_FILE).is_file() or not any(path.iterdir()):
         return
     raise HarmkitError(
@@ -268,22 +254,15 @@ def read_model_document(path: Path) -> dict[str, Any]:
     try:
         document = json.loads(state_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HarmkitError(
-            f"{state_file}: corrupt model file ({exc}); save the model again"
-        ) from None
+        raise HarmkitError(f"{state_file}: corrupt model file ({exc}); save the model again") from None
     if not isinstance(document, dict):
-        raise HarmkitError(
-            f"{state_file}: corrupt model file (not a JSON object); save the model again"
-        )
+        raise HarmkitError(f"{state_file}: corrupt model file (not a JSON object); save the model again")
     if document.get("format") != "harmkit-model/1":
-        raise HarmkitError(
-            f"{state_file}: unknown model format {document.get('format')!r}"
-        )
+        raise HarmkitError(f"{state_file}: unknown model format {document.get('format')!r}")
     for key, kind in (("plugin", str), ("params", dict), ("state", dict)):
         if not isinstance(document.get(key), kind):
             raise HarmkitError(
-                f"{state_file}: corrupt model file ({key!r} is missing or not a {kind.__name__}); "
-                f"save the model again"
+                f"{state_file}: corrupt model file ({key!r} is missing or not a {kind.__name__}); save the model again"
             )
     return document
 
@@ -373,9 +352,7 @@ class FeatureHarmonizer(Fittable):
         """Return a harmonized copy of ``features`` (same index and columns)."""
 
     def fit_transform(self, features, sites, covariates=None, reference_site=None):
-        return self.fit(features, sites, covariates, reference_site).transform(
-            features, sites, covariates
-        )
+        return self.fit(features, sites, covariates, reference_site).transform(features, sites, covariates)
 
 
 class FeatureExtractor(Component):
@@ -516,9 +493,7 @@ def apply_run_parameters(plugin: C, **values: Any) -> C:
     """
     unknown = sorted(set(values) - set(RUN_PARAMETERS))
     if unknown:
-        raise ValueError(
-            f"not run parameters: {', '.join(unknown)}; run parameters: {', '.join(RUN_PARAMETERS)}"
-        )
+        raise ValueError(f"not run parameters: {', '.join(unknown)}; run parameters: {', '.join(RUN_PARAMETERS)}")
     current = plugin.get_params()
     for name, value in values.items():
         if value is None or name not in current:

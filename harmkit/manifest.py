@@ -67,14 +67,7 @@ def read_manifest_problems(path: str | os.PathLike) -> tuple[Cohort, list[Proble
             reader = csv.DictReader(handle)
             columns = [c.strip() for c in (reader.fieldnames or [])]
             raw_rows = list(reader)
-        rows = [
-            {
-                (k or "").strip(): (v or "").strip()
-                for k, v in row.items()
-                if k is not None
-            }
-            for row in raw_rows
-        ]
+        rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in raw_rows]
     except (UnicodeDecodeError, csv.Error) as exc:
         raise HarmkitError(f"{path}: not a readable CSV file ({exc})") from None
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
@@ -85,9 +78,7 @@ def read_manifest_problems(path: str | os.PathLike) -> tuple[Cohort, list[Proble
         )
     root = path.parent
     mask_columns = [c for c in columns if c.startswith(MASK_PREFIX)]
-    covariate_columns = [
-        c for c in columns if c not in RESERVED_COLUMNS and c not in mask_columns
-    ]
+    covariate_columns = [c for c in columns if c not in RESERVED_COLUMNS and c not in mask_columns]
     problems: list[Problem] = []
     scans: list[Scan] = []
     for number, row in enumerate(rows, start=1):
@@ -95,30 +86,18 @@ def read_manifest_problems(path: str | os.PathLike) -> tuple[Cohort, list[Proble
         site = row.get("site", "")
 
         def problem(message: str) -> None:
-            problems.append(
-                Problem(message, row=number, subject=subject or None, site=site or None)
-            )
+            problems.append(Problem(message, row=number, subject=subject or None, site=site or None))
 
         if raw_rows[number - 1].get(None):
-            problem(
-                f"more cells than the header has columns ({len(columns)}); check for a stray comma or quote"
-            )
+            problem(f"more cells than the header has columns ({len(columns)}); check for a stray comma or quote")
         if not subject:
             problem("empty subject_id; give every scan a unique subject id")
         if not site:
             problem("empty site; name the site (or acquisition protocol) of every scan")
         if not row.get("image"):
-            problem(
-                "empty image path; give the image file or DICOM folder, relative to the manifest"
-            )
-        outcome = (
-            _parse_outcome(row.get("outcome", ""), problem)
-            if "outcome" in columns
-            else None
-        )
-        masks = {
-            c[len(MASK_PREFIX) :]: root / row[c] for c in mask_columns if row.get(c)
-        }
+            problem("empty image path; give the image file or DICOM folder, relative to the manifest")
+        outcome = _parse_outcome(row.get("outcome", ""), problem) if "outcome" in columns else None
+        masks = {c[len(MASK_PREFIX) :]: root / row[c] for c in mask_columns if row.get(c)}
         covariates = {c: _parse_value(row.get(c, "")) for c in covariate_columns}
         scans.append(
             Scan(
@@ -147,9 +126,7 @@ def duplicate_subject_problems(scans: Iterable[Scan]) -> list[Problem]:
     for scan in scans:
         if scan.subject_id and scan.subject_id in seen:
             first = seen[scan.subject_id]
-            first_where = (
-                f"row {first.row}" if first.row is not None else "an earlier scan"
-            )
+            first_where = f"row {first.row}" if first.row is not None else "an earlier scan"
             problems.append(
                 Problem(
                     f"duplicate subject_id, first used in {first_where}; subject ids must be unique "
@@ -198,9 +175,7 @@ def write_manifest(
     scans = list(scans)
     root = path.parent.resolve()
     mask_names = sorted({name for s in scans for name in s.masks})
-    covariate_columns = covariate_columns or sorted(
-        {k for s in scans for k in s.covariates}
-    )
+    covariate_columns = covariate_columns or sorted({k for s in scans for k in s.covariates})
     with_groups = any(s.site_group for s in scans)
     with_outcome = any(s.outcome is not None for s in scans)
     with_pairs = any(s.pair_id for s in scans)
@@ -224,16 +199,10 @@ def write_manifest(
             if with_pairs:
                 row.append(scan.pair_id or "")
             row.append(_relative(scan.image, root, scan, "image"))
-            row += [
-                _relative(scan.masks[m], root, scan, m) if m in scan.masks else ""
-                for m in mask_names
-            ]
+            row += [_relative(scan.masks[m], root, scan, m) if m in scan.masks else "" for m in mask_names]
             if with_outcome:
                 row.append("" if scan.outcome is None else str(int(scan.outcome)))
-            row += [
-                "" if scan.covariates.get(c) is None else scan.covariates[c]
-                for c in covariate_columns
-            ]
+            row += ["" if scan.covariates.get(c) is None else scan.covariates[c] for c in covariate_columns]
             writer.writerow(row)
     return path
 
@@ -269,9 +238,7 @@ def write_cohort(
         image_path = write_image(scan.load_image(), files.image)
         masks = {}
         for name in scan.masks:
-            masks[name] = write_image(
-                sitk.Cast(scan.load_mask(name), sitk.sitkUInt8), files.mask(name)
-            )
+            masks[name] = write_image(sitk.Cast(scan.load_mask(name), sitk.sitkUInt8), files.mask(name))
         written.append(replace(scan, image=image_path, masks=masks))
     return write_manifest(written, out_dir / manifest_name)
 
@@ -293,9 +260,7 @@ class ScanFiles:
         return self.folder / f"{_safe(self.site)}_mask_{_safe(name)}.nii.gz"
 
 
-def image_layout(
-    out_dir: str | os.PathLike, scans: Iterable[Scan]
-) -> dict[str, ScanFiles]:
+def image_layout(out_dir: str | os.PathLike, scans: Iterable[Scan]) -> dict[str, ScanFiles]:
     """``{subject_id: ScanFiles}``: the layout of every cohort harmkit writes (harmonized images, ``write_cohort``).
 
     A scan's files go to ``out_dir/images/<subject>/<site>_pet.nii.gz`` and
@@ -306,17 +271,10 @@ def image_layout(
     """
     scans = list(scans)
     names = unique_file_names([s.subject_id for s in scans])
-    return {
-        s.subject_id: ScanFiles(
-            Path(out_dir) / "images" / names[str(s.subject_id)], s.site
-        )
-        for s in scans
-    }
+    return {s.subject_id: ScanFiles(Path(out_dir) / "images" / names[str(s.subject_id)], s.site) for s in scans}
 
 
-_SAFE_CHARACTERS = set(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
-)
+_SAFE_CHARACTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
 def _safe(text: str) -> str:
@@ -328,10 +286,7 @@ def _safe(text: str) -> str:
     text = str(text)
     if text and text[0] != "." and all(ch in _SAFE_CHARACTERS for ch in text):
         return text
-    plain = (
-        "".join(ch if ch in _SAFE_CHARACTERS else "_" for ch in text).lstrip(".")[:64]
-        or "id"
-    )
+    plain = "".join(ch if ch in _SAFE_CHARACTERS else "_" for ch in text).lstrip(".")[:64] or "id"
     return f"{plain}-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:8]}"
 
 
@@ -350,9 +305,7 @@ def unique_file_names(ids: Iterable[str]) -> dict[str, str]:
     for i, name in names.items():
         if clashes[name.casefold()] > 1:
             names[i] = f"{name}-{hashlib.sha256(i.encode('utf-8')).hexdigest()[:12]}"
-    if len({n.casefold() for n in names.values()}) != len(
-        names
-    ):  # pragma: no cover - needs a SHA-256 collision
+    if len({n.casefold() for n in names.values()}) != len(names):  # pragma: no cover - needs a SHA-256 collision
         raise HarmkitError(
             "could not give every subject a distinct file name; rename the subjects whose ids differ "
             "only in punctuation"

@@ -62,24 +62,18 @@ def parse_method(text: str, registry: "Registry | None" = None) -> Method:
     """
     label = text.strip().lower()
     if not label:
-        raise HarmkitError(
-            "empty method name; use e.g. 'none', 'combat' or 'gan+combat'"
-        )
+        raise HarmkitError("empty method name; use e.g. 'none', 'combat' or 'gan+combat'")
     if label == BASELINE:
         return Method(BASELINE, ())
     registry = registry if registry is not None else get_registry()
     stages: list[Stage] = []
     parts = [part.strip() for part in label.split("+")]
     if "" in parts:
-        raise HarmkitError(
-            f"method {text!r} has an empty stage; join stage names with single '+', e.g. 'gan+combat'"
-        )
+        raise HarmkitError(f"method {text!r} has an empty stage; join stage names with single '+', e.g. 'gan+combat'")
     label = "+".join(parts)
     for part in parts:
         if part == BASELINE:
-            raise HarmkitError(
-                f"method {text!r}: 'none' cannot be combined with other stages"
-            )
+            raise HarmkitError(f"method {text!r}: 'none' cannot be combined with other stages")
         info = registry.get(part, HARMONIZER_KINDS)
         stages.append(Stage(info.name, info.kind))
     seen_feature = False

@@ -60,11 +60,7 @@ def pair_problems(cohort: Iterable[Scan]) -> list[Problem]:
             first = first_in_group.setdefault(scan.group, scan)
             if first is scan:
                 continue
-            where = (
-                f"row {first.row}"
-                if first.row is not None
-                else f"subject {first.subject_id!r}"
-            )
+            where = f"row {first.row}" if first.row is not None else f"subject {first.subject_id!r}"
             problems.append(
                 _problem(
                     scan,

@@ -33,9 +33,7 @@ def parse_param_value(text: str) -> Any:
     return text
 
 
-def check_params(
-    cls: type[Any], values: dict[str, Any], where: str = "", fix: str = ""
-) -> dict[str, Any]:
+def check_params(cls: type[Any], values: dict[str, Any], where: str = "", fix: str = "") -> dict[str, Any]:
     """Check ``values`` against the constructor of plugin class ``cls``: known names, values of the right type.
 
     Types come from the constructor's annotations (``bool``, ``int``,
@@ -50,9 +48,7 @@ def check_params(
     except (TypeError, ValueError):  # pragma: no cover - builtins
         return dict(values)
     parameters = {
-        n: p
-        for n, p in signature.parameters.items()
-        if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        n: p for n, p in signature.parameters.items() if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     }
     takes_any = any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values())
     hints = _type_hints(cls)
@@ -74,23 +70,11 @@ def check_params(
         expected = hints.get(name, inspect.Parameter.empty)
         if expected is inspect.Parameter.empty:
             default = parameters[name].default
-            expected = (
-                Any
-                if default is inspect.Parameter.empty or default is None
-                else type(default)
-            )
-        if (
-            not _matches(value, expected)
-            and not isinstance(value, (list, tuple, dict))
-            and _matches([value], expected)
-        ):
-            checked[name] = value = [
-                value
-            ]  # one value where a list is expected: --param combat.smooth_terms=age
+            expected = Any if default is inspect.Parameter.empty or default is None else type(default)
+        if not _matches(value, expected) and not isinstance(value, (list, tuple, dict)) and _matches([value], expected):
+            checked[name] = value = [value]  # one value where a list is expected: --param combat.smooth_terms=age
         if not _matches(value, expected):
-            raise HarmkitError(
-                f"{where}{name}={value!r}: expected {_describe(expected)} for plugin {label!r}{fix}"
-            )
+            raise HarmkitError(f"{where}{name}={value!r}: expected {_describe(expected)} for plugin {label!r}{fix}")
     return checked
 
 
@@ -153,9 +137,7 @@ def _matches(value: Any, expected: Any) -> bool:
         if not args:
             return True
         if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
-            return len(value) == len(args) and all(
-                _matches(v, a) for v, a in zip(value, args)
-            )
+            return len(value) == len(args) and all(_matches(v, a) for v, a in zip(value, args))
         return all(_matches(v, args[0]) for v in value)
     if expected in (dict, collections.abc.Mapping) or origin in (
         dict,

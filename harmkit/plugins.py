@@ -58,9 +58,7 @@ class Registry:
 
     # -- loading -------------------------------------------------------------
     def load_entry_points(self) -> "Registry":
-        for ep in sorted(
-            metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name
-        ):
+        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             dist_name, dist_version = _distribution_of(ep)
             try:
                 module = ep.load()
@@ -77,15 +75,11 @@ class Registry:
             self.register_module(module, dist_name, dist_version, ep.name)
         return self
 
-    def register_module(
-        self, module: Any, distribution: str, version: str, entry_point: str = ""
-    ) -> None:
+    def register_module(self, module: Any, distribution: str, version: str, entry_point: str = "") -> None:
         """Register the hook implementations of ``module`` and the classes they return."""
         if self.manager.is_registered(module):
             return
-        self.manager.register(
-            module, name=entry_point or getattr(module, "__name__", None)
-        )
+        self.manager.register(module, name=entry_point or getattr(module, "__name__", None))
         for kind, hook_name in hookspecs.HOOKS_BY_KIND.items():
             impl = getattr(module, hook_name, None)
             if impl is None:
@@ -106,21 +100,15 @@ class Registry:
                 try:
                     self._add(kind, cls, distribution, version)
                 except HarmkitError as exc:  # a bad class or a name conflict; the other classes still load
-                    self.errors.append(
-                        PluginLoadError(entry_point, distribution, str(exc), "")
-                    )
+                    self.errors.append(PluginLoadError(entry_point, distribution, str(exc), ""))
 
     def _add(self, kind: str, cls: type, distribution: str, version: str) -> None:
         base = KINDS[kind]
         if not (isinstance(cls, type) and issubclass(cls, base)):
-            raise HarmkitError(
-                f"plugin distribution {distribution}: {cls!r} is not a {base.__name__} subclass"
-            )
+            raise HarmkitError(f"plugin distribution {distribution}: {cls!r} is not a {base.__name__} subclass")
         name = getattr(cls, "name", "")
         if not name:
-            raise HarmkitError(
-                f"plugin distribution {distribution}: {cls.__name__} has no 'name' attribute"
-            )
+            raise HarmkitError(f"plugin distribution {distribution}: {cls.__name__} has no 'name' attribute")
         namespace = "harmonizer" if kind in HARMONIZER_KINDS else kind
         for label in (name, *getattr(cls, "aliases", ())):
             existing = self._lookup(namespace, label)
@@ -154,9 +142,7 @@ class Registry:
         return sorted(self.plugins.values(), key=lambda p: (p.kind, p.name))
 
     def names(self, kinds: tuple[str, ...]) -> list[str]:
-        return sorted(
-            p.name for p in self.plugins.values() if p.kind in kinds
-        ) + sorted(
+        return sorted(p.name for p in self.plugins.values() if p.kind in kinds) + sorted(
             alias
             for (ns, alias), target in self.aliases.items()
             if (info := self._lookup(ns, target)) is not None and info.kind in kinds
@@ -179,14 +165,10 @@ class Registry:
         message = f"unknown {' or '.join(kinds)} {name!r}"
         if hint:
             message += f"; did you mean {hint[0]!r}?"
-        message += (
-            f" Available: {', '.join(available) if available else 'none installed'}"
-        )
+        message += f" Available: {', '.join(available) if available else 'none installed'}"
         broken = [e for e in self.errors]
         if broken:
-            message += ". Plugins that failed to load: " + ", ".join(
-                f"{e.entry_point} ({e.error})" for e in broken
-            )
+            message += ". Plugins that failed to load: " + ", ".join(f"{e.entry_point} ({e.error})" for e in broken)
         raise HarmkitError(message)
 
 
@@ -255,16 +237,12 @@ def check_plugin_params(
     plugin's own name (``cyclegan``). Call it before any work starts.
     """
     if not isinstance(params, dict):
-        raise HarmkitError(
-            f"{option}: expected PLUGIN.NAME=VALUE pairs (a table per plugin), got {params!r}"
-        )
+        raise HarmkitError(f"{option}: expected PLUGIN.NAME=VALUE pairs (a table per plugin), got {params!r}")
     registry = get_registry()
     checked: dict[str, dict[str, Any]] = {}
     for plugin, values in params.items():
         if not isinstance(values, dict):
-            raise HarmkitError(
-                f"{option} {plugin}: expected NAME=VALUE pairs for plugin {plugin!r}, got {values!r}"
-            )
+            raise HarmkitError(f"{option} {plugin}: expected NAME=VALUE pairs for plugin {plugin!r}, got {values!r}")
         if not values:
             continue
         try:
@@ -272,9 +250,7 @@ def check_plugin_params(
         except HarmkitError as exc:
             first = next(iter(values))
             raise HarmkitError(f"{option} {plugin}.{first}=...: {exc}") from None
-        checked.setdefault(info.name, {}).update(
-            check_params(info.cls, values, where=f"{option} {plugin}.")
-        )
+        checked.setdefault(info.name, {}).update(check_params(info.cls, values, where=f"{option} {plugin}."))
     return checked
 
 

@@ -64,9 +64,7 @@ def _kde(sample: np.ndarray, scale: float):
     width = max(scale * 1e-3, 1e-12)
 
     def point_mass(x, centre=float(sample[0]), width=width):
-        return np.exp(-0.5 * ((x - centre) / width) ** 2) / (
-            width * math.sqrt(2 * math.pi)
-        )
+        return np.exp(-0.5 * ((x - centre) / width) ** 2) / (width * math.sqrt(2 * math.pi))
 
     return point_mass, width
 
@@ -110,16 +108,10 @@ def overlap_coefficient(a: ArrayLike, b: ArrayLike, grid_size: int = 2048) -> fl
 
 
 def _feature_columns(features: pd.DataFrame) -> list[str]:
-    return [
-        c
-        for c in feature_columns(features)
-        if pd.api.types.is_numeric_dtype(features[c])
-    ]
+    return [c for c in feature_columns(features) if pd.api.types.is_numeric_dtype(features[c])]
 
 
-def _two_groups(
-    groups: pd.Series, group_a: str | None, group_b: str | None
-) -> tuple[str, str]:
+def _two_groups(groups: pd.Series, group_a: str | None, group_b: str | None) -> tuple[str, str]:
     present = list(dict.fromkeys(groups.tolist()))
     if group_a is None and group_b is None:
         if len(present) != 2:
@@ -131,9 +123,7 @@ def _two_groups(
         raise ValueError("give both group_a and group_b, or neither")
     for g in (group_a, group_b):
         if g not in present:
-            raise ValueError(
-                f"site group {g!r} not found; groups present: {', '.join(map(str, present))}"
-            )
+            raise ValueError(f"site group {g!r} not found; groups present: {', '.join(map(str, present))}")
     return group_a, group_b
 
 
@@ -175,11 +165,7 @@ def feature_overlap(
     """
     groups = _groups_for(features, groups)
     a_name, b_name = _two_groups(groups, group_a, group_b)
-    classes = dict(
-        feature_classes
-        if feature_classes is not None
-        else features.attrs.get("feature_classes", {})
-    )
+    classes = dict(feature_classes if feature_classes is not None else features.attrs.get("feature_classes", {}))
     rows = []
     in_a, in_b = (groups == a_name).to_numpy(), (groups == b_name).to_numpy()
     for column in _feature_columns(features):
@@ -195,9 +181,7 @@ def feature_overlap(
             }
         )
     table = (
-        pd.DataFrame(rows).set_index("feature")
-        if rows
-        else pd.DataFrame(columns=["class", "overlap", "n_a", "n_b"])
+        pd.DataFrame(rows).set_index("feature") if rows else pd.DataFrame(columns=["class", "overlap", "n_a", "n_b"])
     )
     table.attrs.update({"group_a": a_name, "group_b": b_name})
     return table
@@ -228,9 +212,7 @@ def overlap_change(
         else (before.attrs.get("feature_classes") or after.attrs.get("feature_classes"))
     )
     b = feature_overlap(before, groups_before, group_a, group_b, classes)
-    a = feature_overlap(
-        after, groups_after, b.attrs["group_a"], b.attrs["group_b"], classes
-    )
+    a = feature_overlap(after, groups_after, b.attrs["group_a"], b.attrs["group_b"], classes)
     common = [f for f in b.index if f in a.index]
     table = pd.DataFrame(
         {
@@ -244,9 +226,7 @@ def overlap_change(
     return table
 
 
-def class_summary(
-    change: pd.DataFrame, min_features: int = 6, classes: Sequence[str] | None = None
-) -> pd.DataFrame:
+def class_summary(change: pd.DataFrame, min_features: int = 6, classes: Sequence[str] | None = None) -> pd.DataFrame:
     """Per feature class: mean ± sd of OVL before, after and of the improvement, and Wilcoxon.
 
     ``change`` is the output of :func:`overlap_change`. The Wilcoxon
@@ -264,9 +244,7 @@ def class_summary(
     ]
     rows = []
     for cls in order:
-        part = change[change["class"] == cls].dropna(
-            subset=["overlap_before", "overlap_after"]
-        )
+        part = change[change["class"] == cls].dropna(subset=["overlap_before", "overlap_after"])
         n = len(part)
         statistic = p = float("nan")
         if n >= min_features:
@@ -332,20 +310,14 @@ def cov_comparison(
     sites = pd.Series(sites) if not isinstance(sites, pd.Series) else sites
     sites = sites.astype(str)
     if reference_site not in set(sites):
-        raise ValueError(
-            f"reference site {reference_site!r} not among the sites ({', '.join(sorted(set(sites)))})"
-        )
+        raise ValueError(f"reference site {reference_site!r} not among the sites ({', '.join(sorted(set(sites)))})")
     before = before.dropna()
     after = after.dropna()
     reference_ids = [s for s in before.index if sites.get(s) == reference_site]
     ref_before = before.loc[reference_ids].to_numpy(float)
     ref_after_ids = [s for s in after.index if sites.get(s) == reference_site]
-    ref_after = (
-        after.loc[ref_after_ids].to_numpy(float) if ref_after_ids else ref_before
-    )
-    order = list(
-        dict.fromkeys(sites.loc[[s for s in before.index if s in sites.index]])
-    )
+    ref_after = after.loc[ref_after_ids].to_numpy(float) if ref_after_ids else ref_before
+    order = list(dict.fromkeys(sites.loc[[s for s in before.index if s in sites.index]]))
 
     per_site = []
     for site in order:
@@ -383,9 +355,7 @@ def cov_comparison(
         d_before = np.abs(v_before - np.median(ref_before))
         d_after = np.abs(v_after - np.median(ref_after))
         if v_before.size >= 2 and not np.allclose(d_after - d_before, 0):
-            distance_p = float(
-                wilcoxon(d_after, d_before, alternative="two-sided").pvalue
-            )
+            distance_p = float(wilcoxon(d_after, d_before, alternative="two-sided").pvalue)
         else:
             distance_p = float("nan") if v_before.size < 2 else 1.0
         tests.append(
@@ -400,16 +370,10 @@ def cov_comparison(
                 "distance_before": float(np.median(d_before)),
                 "distance_after": float(np.median(d_after)),
                 "distance_p": distance_p,
-                "distance_shrank": bool(
-                    np.median(d_after) < np.median(d_before) and distance_p < alpha
-                ),
+                "distance_shrank": bool(np.median(d_after) < np.median(d_before) and distance_p < alpha),
             }
         )
-    per_site_table = (
-        pd.DataFrame(per_site).set_index(["site", "stage"])
-        if per_site
-        else pd.DataFrame()
-    )
+    per_site_table = pd.DataFrame(per_site).set_index(["site", "stage"]) if per_site else pd.DataFrame()
     tests_table = pd.DataFrame(tests).set_index("site") if tests else pd.DataFrame()
     return {"per_site": per_site_table, "tests": tests_table}
 
@@ -473,19 +437,11 @@ def plot_overlap_by_class(
             for patch in box["boxes"]:
                 patch.set_facecolor(colour)
                 patch.set_alpha(0.6)
-            jitter = (
-                np.linspace(-0.06, 0.06, values.size)
-                if values.size > 1
-                else np.zeros(1)
-            )
+            jitter = np.linspace(-0.06, 0.06, values.size) if values.size > 1 else np.zeros(1)
             ax.scatter(i + offset + jitter, values, s=8, color=colour, zorder=3)
-        ax.text(
-            i, 1.04, _p_text(summary.loc[cls, "wilcoxon_p"]), ha="center", fontsize=8
-        )
+        ax.text(i, 1.04, _p_text(summary.loc[cls, "wilcoxon_p"]), ha="center", fontsize=8)
     ax.set_xticks(range(len(classes)))
-    ax.set_xticklabels(
-        [f"{c}\n(n={int(summary.loc[c, 'n_features'])})" for c in classes]
-    )
+    ax.set_xticklabels([f"{c}\n(n={int(summary.loc[c, 'n_features'])})" for c in classes])
     ax.set_ylim(0, 1.1)
     ax.set_ylabel("feature overlap (OVL)")
     ax.legend(
@@ -517,9 +473,7 @@ def plot_cov_by_site(
     sites = pd.Series(sites) if not isinstance(sites, pd.Series) else sites
     sites = sites.astype(str)
     order = [reference_site] + [
-        s
-        for s in dict.fromkeys(sites.loc[[i for i in before.index if i in sites.index]])
-        if s != reference_site
+        s for s in dict.fromkeys(sites.loc[[i for i in before.index if i in sites.index]]) if s != reference_site
     ]
     data, labels, colours = [], [], []
     for site in order:
@@ -537,9 +491,7 @@ def plot_cov_by_site(
     for i, (values, colour) in enumerate(zip(data, colours)):
         if values.size == 0:
             continue
-        box = ax.boxplot(
-            values, positions=[i], widths=0.5, patch_artist=True, showfliers=False
-        )
+        box = ax.boxplot(values, positions=[i], widths=0.5, patch_artist=True, showfliers=False)
         for patch in box["boxes"]:
             patch.set_facecolor(colour)
             patch.set_alpha(0.6)
@@ -555,10 +507,7 @@ def plot_cov_by_site(
     ax.set_ylabel("COV (σ/μ)")
     tests = result["tests"]
     notes = (
-        [
-            f"{site}: distance to {reference_site} {_p_text(row['distance_p'])}"
-            for site, row in tests.iterrows()
-        ]
+        [f"{site}: distance to {reference_site} {_p_text(row['distance_p'])}" for site, row in tests.iterrows()]
         if len(tests)
         else []
     )

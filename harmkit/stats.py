@@ -90,22 +90,14 @@ def paired_test(a: ArrayLike, b: ArrayLike, alpha: float = 0.05) -> tuple[str, f
     normal = np.ptp(d) > 0 and _st.shapiro(d).pvalue >= alpha
     if normal:
         return "paired-t", float(_st.ttest_rel(a[keep], b[keep]).pvalue)
-    return "wilcoxon", float(
-        _st.wilcoxon(a[keep], b[keep], zero_method="wilcox").pvalue
-    )
+    return "wilcoxon", float(_st.wilcoxon(a[keep], b[keep], zero_method="wilcox").pvalue)
 
 
 def _correction(n_splits: int, n_train: float, n_test: float) -> float:
     """Nadeau & Bengio's variance factor ``1/J + n_test/n_train`` (replaces ``1/J``)."""
     for name, value in (("n_train", n_train), ("n_test", n_test)):
-        if not (
-            isinstance(value, (int, float, np.integer, np.floating))
-            and math.isfinite(value)
-            and value > 0
-        ):
-            raise ValueError(
-                f"{name} must be a positive number of rows per split, got {value!r}"
-            )
+        if not (isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive number of rows per split, got {value!r}")
     return 1.0 / n_splits + float(n_test) / float(n_train)
 
 
@@ -207,9 +199,7 @@ def corrected_resampled_ttest(
         p = float(2 * _st.t.sf(abs(t), j - 1))
         half = float(_st.t.ppf(0.5 + confidence / 2, j - 1)) * se
         lo, hi = mean - half, mean + half
-    return CorrectedTTest(
-        mean, t, p, j - 1, se, lo, hi, j, float(n_train), float(n_test), confidence
-    )
+    return CorrectedTTest(mean, t, p, j - 1, se, lo, hi, j, float(n_train), float(n_test), confidence)
 
 
 def holm(pvalues: ArrayLike) -> np.ndarray:
@@ -246,9 +236,7 @@ def _check_labels(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError("labels must be 0/1")
     pos, neg = y == 1, y == 0
     if pos.sum() == 0 or neg.sum() == 0:
-        raise ValueError(
-            "DeLong's test needs at least one positive and one negative case"
-        )
+        raise ValueError("DeLong's test needs at least one positive and one negative case")
     return pos, neg
 
 
@@ -261,9 +249,7 @@ def auc(y: ArrayLike, score: ArrayLike) -> float:
     return float((ranks[pos].sum() - m * (m + 1) / 2) / (m * n))
 
 
-def delong_covariance(
-    y: ArrayLike, scores: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def delong_covariance(y: ArrayLike, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """AUCs of ``k`` scores on the same cases and their DeLong covariance matrix.
 
     ``scores`` has shape ``(k, n_cases)`` (or ``(n_cases,)`` for one score).
@@ -310,9 +296,7 @@ def delong_test(y: ArrayLike, score_a: ArrayLike, score_b: ArrayLike) -> DeLongR
     ``p = 1``.
     """
     pos, _ = _check_labels(np.asarray(y))
-    aucs, cov = delong_covariance(
-        y, np.vstack([np.asarray(score_a, float), np.asarray(score_b, float)])
-    )
+    aucs, cov = delong_covariance(y, np.vstack([np.asarray(score_a, float), np.asarray(score_b, float)]))
     diff = float(aucs[0] - aucs[1])
     var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
     if var <= 1e-15:
@@ -332,9 +316,7 @@ def delong_test(y: ArrayLike, score_a: ArrayLike, score_b: ArrayLike) -> DeLongR
     )
 
 
-def delong_auc_ci(
-    y: ArrayLike, score: ArrayLike, confidence: float = 0.95
-) -> tuple[float, float, float]:
+def delong_auc_ci(y: ArrayLike, score: ArrayLike, confidence: float = 0.95) -> tuple[float, float, float]:
     """AUC of ``score`` and its DeLong ``confidence`` interval: ``AUC ± z * sqrt(var)``, clipped to [0, 1].
 
     The variance is DeLong's (:func:`delong_covariance`), as pROC's
@@ -342,15 +324,11 @@ def delong_auc_ci(
     """
     aucs, cov = delong_covariance(y, np.asarray(score, float))
     value = float(aucs[0])
-    half = float(_st.norm.ppf(0.5 + confidence / 2)) * math.sqrt(
-        max(float(cov[0, 0]), 0.0)
-    )
+    half = float(_st.norm.ppf(0.5 + confidence / 2)) * math.sqrt(max(float(cov[0, 0]), 0.0))
     return value, max(0.0, value - half), min(1.0, value + half)
 
 
-def _bootstrap_aucs(
-    y: np.ndarray, s: np.ndarray, n_boot: int, seed: int, batch: int = 256
-) -> np.ndarray:
+def _bootstrap_aucs(y: np.ndarray, s: np.ndarray, n_boot: int, seed: int, batch: int = 256) -> np.ndarray:
     """AUCs of ``n_boot`` stratified bootstrap resamples (positives and negatives resampled separately)."""
     pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
     m, n = pos.size, neg.size
@@ -407,9 +385,7 @@ def bootstrap_auc_difference_variance(
     pos_idx, neg_idx = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
     diffs = np.empty(n_boot)
     for i in range(n_boot):
-        idx = np.concatenate(
-            [rng.choice(pos_idx, pos_idx.size), rng.choice(neg_idx, neg_idx.size)]
-        )
+        idx = np.concatenate([rng.choice(pos_idx, pos_idx.size), rng.choice(neg_idx, neg_idx.size)])
         diffs[i] = auc(y[idx], a[idx]) - auc(y[idx], b[idx])
     return float(diffs.var(ddof=1))
 

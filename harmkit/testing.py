@@ -65,9 +65,7 @@ class PluginContractError(AssertionError):
     """A plugin broke the harmkit plugin contract; the message names the check and the fix."""
 
 
-def check_plugin(
-    plugin: Component, *, cohort=None, features=None, reference: str | None = None
-) -> list[str]:
+def check_plugin(plugin: Component, *, cohort=None, features=None, reference: str | None = None) -> list[str]:
     """Run every contract check that applies to ``plugin`` (an instance); return the names of the checks passed.
 
     ``cohort`` (image harmonizers and extractors) and ``features`` (a
@@ -107,9 +105,7 @@ def check_plugin(
         try:
             check()
         except PluginContractError as exc:
-            raise PluginContractError(
-                f"{_who(plugin)}: check '{title}' failed: {exc}"
-            ) from None
+            raise PluginContractError(f"{_who(plugin)}: check '{title}' failed: {exc}") from None
         passed.append(title)
     return passed
 
@@ -130,9 +126,7 @@ def synthetic_features(n_per_site: int = 20, n_features: int = 6, seed: int = 0)
     values = rng.normal(size=(len(sites), n_features)) + 5.0
     values = np.array([v * scale[s] + shift[s] for v, s in zip(values, sites)])
     index = [f"P{i:03d}" for i in range(len(sites))]
-    table = pd.DataFrame(
-        values, index=index, columns=[f"feature_{j}" for j in range(n_features)]
-    )
+    table = pd.DataFrame(values, index=index, columns=[f"feature_{j}" for j in range(n_features)])
     return table, pd.Series(sites, index=index, name="site")
 
 
@@ -152,21 +146,15 @@ def synthetic_cohort(n_per_site: int = 2, shape=(20, 24, 24), seed: int = 0):
     for site_index, site in enumerate("AB"):
         for i in range(n_per_site):
             rng = np.random.default_rng(seed + 100 * site_index + i)
-            z, y, x = np.meshgrid(
-                *[np.linspace(-1, 1, n) for n in shape], indexing="ij"
-            )
+            z, y, x = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
             body = (z / 0.9) ** 2 + (y / 0.8) ** 2 + (x / 0.8) ** 2 <= 1
             centre = rng.uniform(-0.2, 0.2, 3)
-            lesion = (z - centre[0]) ** 2 + (y - 0.35 - centre[1]) ** 2 + (
-                x - centre[2]
-            ) ** 2 <= 0.25**2
+            lesion = (z - centre[0]) ** 2 + (y - 0.35 - centre[1]) ** 2 + (x - centre[2]) ** 2 <= 0.25**2
             image = np.where(body, 1.0, 0.0) + np.where(lesion, rng.uniform(4, 8), 0.0)
             if site == "A":
                 image = ndimage.gaussian_filter(image, 1.2) + rng.normal(0, 0.03, shape)
             else:
-                image = image + rng.normal(0, 0.2, shape) * np.sqrt(
-                    np.maximum(image, 0.05)
-                )
+                image = image + rng.normal(0, 0.2, shape) * np.sqrt(np.maximum(image, 0.05))
             reference = np.zeros(shape, dtype=bool)
             reference[6:12, 4:10, 9:15] = True
             reference &= body & ~ndimage.binary_dilation(lesion, iterations=2)
@@ -196,26 +184,18 @@ def _who(plugin: Component) -> str:
 
 def _check_identity(plugin: Component) -> None:
     if not isinstance(plugin.name, str) or not plugin.name.strip():
-        raise PluginContractError(
-            "set the class attribute 'name' to the short name users type"
-        )
+        raise PluginContractError("set the class attribute 'name' to the short name users type")
     if not isinstance(plugin.description, str) or not plugin.description.strip():
-        raise PluginContractError(
-            "set the class attribute 'description' to one line for 'harmkit plugins'"
-        )
+        raise PluginContractError("set the class attribute 'description' to one line for 'harmkit plugins'")
     if plugin.name != plugin.name.strip() or "+" in plugin.name or "," in plugin.name:
-        raise PluginContractError(
-            f"name {plugin.name!r}: no spaces at the ends, no '+' or ',' (they separate methods)"
-        )
+        raise PluginContractError(f"name {plugin.name!r}: no spaces at the ends, no '+' or ',' (they separate methods)")
 
 
 def _check_params(plugin: Component) -> None:
     params = plugin.get_params()
     for key in params:
         if not hasattr(plugin, key):
-            raise PluginContractError(
-                f"the constructor argument {key!r} is not stored as attribute self.{key}"
-            )
+            raise PluginContractError(f"the constructor argument {key!r} is not stored as attribute self.{key}")
     try:
         clone = type(plugin)(**params)
     except Exception as exc:  # noqa: BLE001 - any failure breaks the contract
@@ -228,9 +208,7 @@ def _check_params(plugin: Component) -> None:
         )
     fitted = [k for k in vars(clone) if k.endswith("_") and not k.startswith("_")]
     if fitted:
-        raise PluginContractError(
-            f"the constructor sets fitted attribute(s) {', '.join(fitted)}; only fit() may"
-        )
+        raise PluginContractError(f"the constructor sets fitted attribute(s) {', '.join(fitted)}; only fit() may")
     if params:
         key, value = next(iter(params.items()))
         if clone.set_params(**{key: value}) is not clone:
@@ -240,9 +218,7 @@ def _check_params(plugin: Component) -> None:
     except HarmkitError:
         pass
     else:
-        raise PluginContractError(
-            "set_params() accepted an unknown parameter; it must raise HarmkitError naming it"
-        )
+        raise PluginContractError("set_params() accepted an unknown parameter; it must raise HarmkitError naming it")
 
 
 def _equal(a: Any, b: Any) -> bool:
@@ -269,9 +245,7 @@ class _ImageCase:
         self.cohort = cohort
         groups = cohort.site_groups
         if len(groups) < 2:
-            raise PluginContractError(
-                "the cohort for an image harmonizer needs two site groups"
-            )
+            raise PluginContractError("the cohort for an image harmonizer needs two site groups")
         self.reference = reference or groups[0]
         self.probe = next(s for s in cohort if s.group != self.reference)
 
@@ -309,13 +283,8 @@ class _FeatureCase:
 
     def apply(self, plugin) -> np.ndarray:
         out = plugin.transform(self.table, self.sites)
-        if not (
-            out.index.equals(self.table.index)
-            and list(out.columns) == list(self.table.columns)
-        ):
-            raise PluginContractError(
-                "transform must return the input's index and columns, in the same order"
-            )
+        if not (out.index.equals(self.table.index) and list(out.columns) == list(self.table.columns)):
+            raise PluginContractError("transform must return the input's index and columns, in the same order")
         return out.to_numpy(dtype=float)
 
     def unfitted(self, plugin) -> None:
@@ -332,9 +301,7 @@ def _harmonizer_checks(plugin, case) -> list[tuple[str, Callable[[], None]]]:
         except NotFittedError:
             return
         except HarmkitError as exc:
-            raise PluginContractError(
-                f"transform before fit raised HarmkitError, not NotFittedError: {exc}"
-            ) from None
+            raise PluginContractError(f"transform before fit raised HarmkitError, not NotFittedError: {exc}") from None
         raise PluginContractError(
             "transform before fit must raise harmkit.errors.NotFittedError (see Fittable.check_fitted)"
         )
@@ -356,16 +323,10 @@ def _harmonizer_checks(plugin, case) -> list[tuple[str, Callable[[], None]]]:
                     for key in npz.files:
                         npz[key]  # raises on object (pickled) arrays
             loaded = type(model).load(path)
-            if type(loaded) is not type(model) or not _equal(
-                loaded.get_params(), model.get_params()
-            ):
-                raise PluginContractError(
-                    "load() must return the same class with the same parameters"
-                )
+            if type(loaded) is not type(model) or not _equal(loaded.get_params(), model.get_params()):
+                raise PluginContractError("load() must return the same class with the same parameters")
             if not np.array_equal(case.apply(loaded), state["output"], equal_nan=True):
-                raise PluginContractError(
-                    "a saved and loaded model gives other outputs than the model itself"
-                )
+                raise PluginContractError("a saved and loaded model gives other outputs than the model itself")
 
     def deterministic() -> None:
         again = fresh()
@@ -395,42 +356,24 @@ def _check_extractor(plugin: FeatureExtractor, cohort) -> None:
     image, mask = scan.load_image(), scan.load_mask(mask_name)
     first = plugin.extract(image, mask)
     if not isinstance(first, dict) or not first:
-        raise PluginContractError(
-            "extract() must return a non-empty dict {feature_name: value}"
-        )
-    bad = [
-        k
-        for k, v in first.items()
-        if not isinstance(k, str) or not np.isfinite(float(v))
-    ]
+        raise PluginContractError("extract() must return a non-empty dict {feature_name: value}")
+    bad = [k for k, v in first.items() if not isinstance(k, str) or not np.isfinite(float(v))]
     if bad:
-        raise PluginContractError(
-            f"extract() returned non-finite or unnamed values for {', '.join(map(str, bad[:5]))}"
-        )
+        raise PluginContractError(f"extract() returned non-finite or unnamed values for {', '.join(map(str, bad[:5]))}")
     classes = plugin.feature_classes()
     unclassified = sorted(set(first) - set(classes))
     if unclassified:
-        raise PluginContractError(
-            f"feature_classes() names no class for {', '.join(unclassified[:5])}"
-        )
+        raise PluginContractError(f"feature_classes() names no class for {', '.join(unclassified[:5])}")
     second = plugin.extract(image, mask)
-    if first.keys() != second.keys() or not all(
-        float(first[k]) == float(second[k]) for k in first
-    ):
-        raise PluginContractError(
-            "two extract() calls on the same image and mask gave different values"
-        )
+    if first.keys() != second.keys() or not all(float(first[k]) == float(second[k]) for k in first):
+        raise PluginContractError("two extract() calls on the same image and mask gave different values")
     if not isinstance(plugin.settings(), dict) or not isinstance(plugin.version, str):
-        raise PluginContractError(
-            "settings() must return a dict and version a string (they key the feature cache)"
-        )
+        raise PluginContractError("settings() must return a dict and version a string (they key the feature cache)")
 
 
 def _check_requires(plugin: Evaluator) -> None:
     requires = getattr(plugin, "requires", ())
-    if not isinstance(requires, (tuple, list)) or not all(
-        isinstance(r, str) and r for r in requires
-    ):
+    if not isinstance(requires, (tuple, list)) or not all(isinstance(r, str) and r for r in requires):
         raise PluginContractError("'requires' must be a tuple of evaluator names")
     if plugin.name in requires:
         raise PluginContractError("an evaluator cannot require itself")

@@ -60,9 +60,7 @@ def feature_columns(table) -> list[str]:
     Every column except :data:`NON_FEATURE_COLUMNS` and :data:`FEATURE_INDEX`
     is a feature. Whether the values are numeric is the caller's check.
     """
-    return [
-        c for c in table.columns if c not in NON_FEATURE_COLUMNS and c != FEATURE_INDEX
-    ]
+    return [c for c in table.columns if c not in NON_FEATURE_COLUMNS and c != FEATURE_INDEX]
 
 
 # -- site groups -------------------------------------------------------------------
@@ -98,9 +96,7 @@ def resolve_site_group(cohort, name: str, what: str = "site") -> str:
     if name in site_groups:
         return site_groups[name]
     listing = ", ".join(groups) or "none"
-    raise HarmkitError(
-        f"{what} {name!r} is not a site or site group of the cohort; site groups: {listing}"
-    )
+    raise HarmkitError(f"{what} {name!r} is not a site or site group of the cohort; site groups: {listing}")
 
 
 # -- progress bars -----------------------------------------------------------------
@@ -219,9 +215,7 @@ class ProgressBar:
 
     def __iter__(self) -> Iterator:
         if self._items is None:
-            raise TypeError(
-                "this progress bar counts a total; iterate over a bar made from an iterable"
-            )
+            raise TypeError("this progress bar counts a total; iterate over a bar made from an iterable")
         if self.active or not self.enabled:
             for item in self._items:
                 yield item

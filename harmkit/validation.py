@@ -163,14 +163,8 @@ class ValidationReport:
             groups: dict[str, list[ScanInfo]] = {}
             for info in site_scans:
                 groups.setdefault(_format_spacing(info.spacing), []).append(info)
-            unreadable = sum(
-                1
-                for s in self.cohort
-                if s.site == site and (s.row, s.subject_id) not in readable
-            )
-            for voxel, infos in sorted(
-                groups.items(), key=lambda kv: (-len(kv[1]), kv[0])
-            ):
+            unreadable = sum(1 for s in self.cohort if s.site == site and (s.row, s.subject_id) not in readable)
+            for voxel, infos in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
                 outcomes = Counter(i.outcome for i in infos)
                 rows.append(
                     {
@@ -260,11 +254,7 @@ class ValidationReport:
                         "unreadable": 0,
                     }
                 )
-            unreadable = sum(
-                1
-                for s in self.cohort
-                if s.site == site and (s.row, s.subject_id) not in readable
-            )
+            unreadable = sum(1 for s in self.cohort if s.site == site and (s.row, s.subject_id) not in readable)
             if unreadable:
                 group = next(s.group for s in self.cohort if s.site == site)
                 rows.append(
@@ -516,11 +506,7 @@ def _bin_width_for(low: float, high: float, limit: int) -> float:
     width = math.ceil(width / 10**exponent * 10) / 10 * 10**exponent
     while grey_levels(low, high, width) > limit:
         width *= 1.1
-    return (
-        float(f"{width:.2g}")
-        if grey_levels(low, high, float(f"{width:.2g}")) <= limit
-        else width
-    )
+    return float(f"{width:.2g}") if grey_levels(low, high, float(f"{width:.2g}")) <= limit else width
 
 
 def _checks(
@@ -533,9 +519,7 @@ def _checks(
     bin_width_option="--bin-width",
 ) -> _Checks:
     if bin_width is not None and not float(bin_width) > 0:
-        raise HarmkitError(
-            f"{bin_width_option or 'bin_width'} {bin_width}: must be a positive number of SUV"
-        )
+        raise HarmkitError(f"{bin_width_option or 'bin_width'} {bin_width}: must be a positive number of SUV")
     return _Checks(
         masks=tuple(masks or ()),
         use_masks=None if use_masks is None else tuple(use_masks),
@@ -561,12 +545,8 @@ def _validate(
     from .execution import get_executor
 
     if min_scans_per_site < 1:
-        raise HarmkitError(
-            f"min_scans_per_site must be at least 1, got {min_scans_per_site}"
-        )
-    report = ValidationReport(
-        cohort, list(structural), min_scans_per_site=min_scans_per_site
-    )
+        raise HarmkitError(f"min_scans_per_site must be at least 1, got {min_scans_per_site}")
+    report = ValidationReport(cohort, list(structural), min_scans_per_site=min_scans_per_site)
     tasks = [(scan, checks) for scan in cohort]
     if executor is not None:
         results = executor.map(_scan_task, tasks, label="validating")
@@ -575,9 +555,7 @@ def _validate(
             results = own.map(_scan_task, tasks, label="validating")
     for scan, result in zip(cohort, results):
         if result.error is not None:
-            report.problems.append(
-                _problem(scan, f"could not be checked: {result.error}")
-            )
+            report.problems.append(_problem(scan, f"could not be checked: {result.error}"))
             continue
         info, problems = result.value
         if info is not None:
@@ -585,16 +563,10 @@ def _validate(
         report.problems += problems
     report.problems += _cohort_problems(cohort, min_scans_per_site, require_outcome)
     report.problems += pair_problems(cohort)
-    widths = [
-        p.needed_bin_width for p in report.problems if isinstance(p, GreyLevelProblem)
-    ]
+    widths = [p.needed_bin_width for p in report.problems if isinstance(p, GreyLevelProblem)]
     if len(widths) > 1:
         width = max(widths)
-        option = (
-            f"{checks.bin_width_option} {width:g}"
-            if checks.bin_width_option
-            else f"a bin width of {width:g}"
-        )
+        option = f"{checks.bin_width_option} {width:g}" if checks.bin_width_option else f"a bin width of {width:g}"
         report.problems.append(
             Problem(
                 f"{len(widths)} VOIs have too many grey levels; {option} (or larger) is "
@@ -623,9 +595,7 @@ def _scan_task(task: tuple) -> tuple[ScanInfo | None, list[Problem]]:
     return info, problems
 
 
-def _check_scan(
-    scan: Scan, checks: _Checks, problems: list[Problem]
-) -> ScanInfo | None:
+def _check_scan(scan: Scan, checks: _Checks, problems: list[Problem]) -> ScanInfo | None:
     """Header checks, then (optionally) data checks of one scan; returns its header facts if readable."""
     header = _header(scan.image, "image", scan, problems)
     for name in checks.masks:
@@ -640,10 +610,7 @@ def _check_scan(
         names = sorted(scan.masks)
     else:
         names = [n for n in dict.fromkeys(checks.use_masks) if n in scan.masks]
-    mask_headers = {
-        name: _header(scan.masks[name], f"mask {name!r}", scan, problems)
-        for name in names
-    }
+    mask_headers = {name: _header(scan.masks[name], f"mask {name!r}", scan, problems) for name in names}
     if header is None:
         return None
     for name, mask_header in mask_headers.items():
@@ -685,9 +652,7 @@ def _acquisition(scan: Scan) -> tuple[str, str, str]:
         value = covariates.get(name)
         return "" if value is None else str(value).strip()
 
-    scanner = text("scanner") or " ".join(
-        v for v in (text("manufacturer"), text("model")) if v
-    )
+    scanner = text("scanner") or " ".join(v for v in (text("manufacturer"), text("model")) if v)
     return scanner, text("reconstruction"), text("kernel")
 
 
@@ -759,9 +724,7 @@ def _geometry_mismatch(image: dict, mask: dict, tolerance: float = 1e-4) -> str:
     if len(image["size"]) != len(mask["size"]):
         return f"image is {len(image['size'])}D, mask is {len(mask['size'])}D"
     if image["size"] != mask["size"]:
-        return (
-            f"size {_format_size(mask['size'])} vs image {_format_size(image['size'])}"
-        )
+        return f"size {_format_size(mask['size'])} vs image {_format_size(image['size'])}"
     if not np.allclose(image["spacing"], mask["spacing"], atol=tolerance):
         return f"spacing {_format_spacing(mask['spacing'])} mm vs image {_format_spacing(image['spacing'])} mm"
     if not np.allclose(image["origin"], mask["origin"], atol=tolerance * 10):
@@ -771,9 +734,7 @@ def _geometry_mismatch(image: dict, mask: dict, tolerance: float = 1e-4) -> str:
     return ""
 
 
-def _check_voxels(
-    scan: Scan, mask_headers: dict, problems: list[Problem], checks: _Checks
-) -> None:
+def _check_voxels(scan: Scan, mask_headers: dict, problems: list[Problem], checks: _Checks) -> None:
     """The data checks of one scan: stored bytes, voxel values, masks, grey levels."""
     from dataclasses import replace
 
@@ -781,11 +742,7 @@ def _check_voxels(
 
     source = scan.image
     stored = None
-    if (
-        isinstance(source, (str, Path))
-        and not Path(source).is_dir()
-        and is_nifti(source)
-    ):
+    if isinstance(source, (str, Path)) and not Path(source).is_dir() and is_nifti(source):
         stored = nifti_stored_data(source)
         if stored.problem:
             problems.append(
@@ -806,9 +763,7 @@ def _check_voxels(
     bad = int(voxels.size - np.count_nonzero(finite))
     n_nan = int(np.count_nonzero(np.isnan(voxels))) if bad else 0
     values = voxels[finite] if bad else voxels
-    if (
-        not bad and stored is not None
-    ):  # SimpleITK's NIfTI reader silently turns NaN/inf into 0
+    if not bad and stored is not None:  # SimpleITK's NIfTI reader silently turns NaN/inf into 0
         bad, n_nan = stored.non_finite, stored.nan
     if bad:
         counts = f"{bad} non-finite voxel(s) ({n_nan} NaN, {bad - n_nan} infinite) in {_source(source)}"
@@ -835,18 +790,11 @@ def _check_voxels(
         _check_mask(scan, name, voxels, problems, checks)
 
 
-def _check_range(
-    scan: Scan, values: np.ndarray, non_finite: bool, problems: list[Problem]
-) -> None:
+def _check_range(scan: Scan, values: np.ndarray, non_finite: bool, problems: list[Problem]) -> None:
     """Negative or implausible SUV, and an image that holds only 0 and 1 (a mask)."""
     low, high = float(values.min()), float(values.max())
     where = _source(scan.image)
-    if (
-        not non_finite
-        and low == 0.0
-        and high == 1.0
-        and np.all((values == 0) | (values == 1))
-    ):
+    if not non_finite and low == 0.0 and high == 1.0 and np.all((values == 0) | (values == 1)):
         problems.append(
             _problem(
                 scan,
@@ -855,14 +803,8 @@ def _check_range(
             )
         )
         return
-    below = (
-        int(np.count_nonzero(values < SUV_NEGATIVE_LIMIT))
-        if low < SUV_NEGATIVE_LIMIT
-        else 0
-    )
-    if (
-        below > NEGATIVE_FRACTION * values.size
-    ):  # a few noisy voxels are not a units problem
+    below = int(np.count_nonzero(values < SUV_NEGATIVE_LIMIT)) if low < SUV_NEGATIVE_LIMIT else 0
+    if below > NEGATIVE_FRACTION * values.size:  # a few noisy voxels are not a units problem
         problems.append(
             _problem(
                 scan,
@@ -886,8 +828,7 @@ def _check_range(
         problems.append(
             _problem(
                 scan,
-                f"image {where} has a maximum of {high:.4g}, implausible for SUV "
-                f"(limit {SUV_PLAUSIBLE_MAX:g}); {hint}",
+                f"image {where} has a maximum of {high:.4g}, implausible for SUV (limit {SUV_PLAUSIBLE_MAX:g}); {hint}",
             )
         )
 
@@ -909,17 +850,12 @@ def _check_mask(
             problems.append(
                 _problem(
                     scan,
-                    f"mask {name!r} {value} is damaged: {damage}; "
-                    f"copy or convert the file again",
+                    f"mask {name!r} {value} is damaged: {damage}; copy or convert the file again",
                 )
             )
             return
     try:
-        mask = (
-            value
-            if isinstance(value, sitk.Image)
-            else read_image(value, what=f"mask {name!r} of {scan.label}")
-        )
+        mask = value if isinstance(value, sitk.Image) else read_image(value, what=f"mask {name!r} of {scan.label}")
     except HarmkitError as exc:
         problems.append(_problem(scan, f"mask {name!r} cannot be read: {exc}"))
         return
@@ -927,14 +863,8 @@ def _check_mask(
     where = _source(value)
     if labels.size:
         low, high = float(labels.min()), float(labels.max())
-        fractional = labels.dtype.kind == "f" and bool(
-            np.any(labels != np.floor(labels))
-        )
-        many = (
-            not fractional
-            and high > MASK_MAX_LABELS
-            and len(np.unique(labels)) > MASK_MAX_LABELS
-        )
+        fractional = labels.dtype.kind == "f" and bool(np.any(labels != np.floor(labels)))
+        many = not fractional and high > MASK_MAX_LABELS and len(np.unique(labels)) > MASK_MAX_LABELS
         if fractional or low < 0 or many:
             what = (
                 "fractional values"
@@ -957,19 +887,12 @@ def _check_mask(
         problems.append(
             _problem(
                 scan,
-                f"mask {name!r} is empty (no non-zero voxel) in {where}; "
-                f"fix the segmentation or remove the row",
+                f"mask {name!r} is empty (no non-zero voxel) in {where}; fix the segmentation or remove the row",
             )
         )
         return
-    binned = (
-        checks.binned_masks if checks.binned_masks is not None else checks.use_masks
-    )
-    if (
-        checks.bin_width
-        and (binned is None or name in binned)
-        and inside.shape == image_voxels.shape
-    ):
+    binned = checks.binned_masks if checks.binned_masks is not None else checks.use_masks
+    if checks.bin_width and (binned is None or name in binned) and inside.shape == image_voxels.shape:
         voi = image_voxels[inside]
         voi = voi[np.isfinite(voi)]
         if voi.size:
@@ -1000,9 +923,7 @@ def _check_mask(
                 )
 
 
-def _cohort_problems(
-    cohort: Cohort, min_scans_per_site: int, require_outcome: bool
-) -> list[Problem]:
+def _cohort_problems(cohort: Cohort, min_scans_per_site: int, require_outcome: bool) -> list[Problem]:
     problems: list[Problem] = []
     counts = Counter(s.group for s in cohort if s.site)
     for group, count in counts.items():
@@ -1028,9 +949,7 @@ def _cohort_problems(
         if len(cohort) and len(classes) == 1:
             only = classes.pop()
             problems.append(
-                Problem(
-                    f"every known outcome is {only}; a prediction model needs scans of both classes (0 and 1)"
-                )
+                Problem(f"every known outcome is {only}; a prediction model needs scans of both classes (0 and 1)")
             )
     return problems
 

@@ -53,9 +53,7 @@ def largest_component(mask: sitk.Image, fully_connected: bool = True) -> sitk.Im
         return binary
     counts = np.bincount(array.ravel())
     counts[0] = 0
-    keep = int(
-        np.argmax(counts)
-    )  # first label among equals: memory order, deterministic
+    keep = int(np.argmax(counts))  # first label among equals: memory order, deterministic
     out = sitk.GetImageFromArray((array == keep).astype(np.uint8))
     out.CopyInformation(mask)
     return out
@@ -71,9 +69,7 @@ def voi_cov(image: sitk.Image, mask: sitk.Image) -> float:
     values = _voi_values(image, mask)
     mean = float(values.mean())
     if not mean > 0:
-        raise HarmkitError(
-            f"COV is undefined: the mean SUV in the VOI is {mean:g} (must be positive)"
-        )
+        raise HarmkitError(f"COV is undefined: the mean SUV in the VOI is {mean:g} (must be positive)")
     return float(values.std()) / mean
 
 
@@ -90,14 +86,9 @@ def _voi_values(image: sitk.Image, mask: sitk.Image) -> np.ndarray:
 
 def _points(image: sitk.Image, zyx: np.ndarray) -> np.ndarray:
     """Physical (LPS, mm) coordinates of the voxel centres at array indices ``zyx`` (n, 3)."""
-    index = np.asarray(zyx, np.float64)[
-        :, ::-1
-    ]  # array order (z, y, x) -> ITK index order (x, y, z)
+    index = np.asarray(zyx, np.float64)[:, ::-1]  # array order (z, y, x) -> ITK index order (x, y, z)
     direction = np.asarray(image.GetDirection(), float).reshape(3, 3)
-    return (
-        np.asarray(image.GetOrigin(), float)
-        + (index * np.asarray(image.GetSpacing(), float)) @ direction.T
-    )
+    return np.asarray(image.GetOrigin(), float) + (index * np.asarray(image.GetSpacing(), float)) @ direction.T
 
 
 def sphere_mask(reference: sitk.Image, centre_mm, diameter_mm: float) -> sitk.Image:
@@ -105,24 +96,17 @@ def sphere_mask(reference: sitk.Image, centre_mm, diameter_mm: float) -> sitk.Im
     centre_mm = np.asarray(centre_mm, float)
     shape = np.array(reference.GetSize()[::-1])
     # only voxels in a box around the centre can be inside
-    centre_index = np.array(
-        reference.TransformPhysicalPointToContinuousIndex(tuple(centre_mm))[::-1]
-    )
+    centre_index = np.array(reference.TransformPhysicalPointToContinuousIndex(tuple(centre_mm))[::-1])
     reach = np.ceil(diameter_mm / 2.0 / min(reference.GetSpacing())) + 1
     low = np.clip(np.floor(centre_index - reach), 0, shape).astype(int)
     high = np.clip(np.ceil(centre_index + reach) + 1, 0, shape).astype(int)
     array = np.zeros(shape, np.uint8)
     if np.all(high > low):
         box = np.stack(
-            np.meshgrid(
-                *[np.arange(lo, hi) for lo, hi in zip(low, high)], indexing="ij"
-            ),
+            np.meshgrid(*[np.arange(lo, hi) for lo, hi in zip(low, high)], indexing="ij"),
             axis=-1,
         ).reshape(-1, 3)
-        inside = (
-            np.linalg.norm(_points(reference, box) - centre_mm, axis=1)
-            <= diameter_mm / 2.0
-        )
+        inside = np.linalg.norm(_points(reference, box) - centre_mm, axis=1) <= diameter_mm / 2.0
         hit = box[inside]
         array[hit[:, 0], hit[:, 1], hit[:, 2]] = 1
     out = sitk.GetImageFromArray(array)
@@ -154,18 +138,14 @@ def reference_sphere(
     of that size fits, naming the largest diameter that would.
     """
     if region not in ("upper-right", "centre"):
-        raise HarmkitError(
-            f"reference sphere region {region!r} unknown; use 'upper-right' or 'centre'"
-        )
+        raise HarmkitError(f"reference sphere region {region!r} unknown; use 'upper-right' or 'centre'")
     organ = sitk.Cast(sitk.NotEqual(organ_mask, 0), sitk.sitkUInt8)
     organ_array = sitk.GetArrayViewFromImage(organ).astype(bool)
     if not organ_array.any():
         raise HarmkitError("the organ mask is empty; cannot place a reference sphere")
     radius = diameter_mm / 2.0
     distance = sitk.GetArrayFromImage(
-        sitk.SignedMaurerDistanceMap(
-            organ, insideIsPositive=True, squaredDistance=False, useImageSpacing=True
-        )
+        sitk.SignedMaurerDistanceMap(organ, insideIsPositive=True, squaredDistance=False, useImageSpacing=True)
     )
     # the map measures to the centres of the outside voxels next to the organ; half a voxel less reaches the organ's edge
     distance -= 0.5 * min(organ.GetSpacing())
@@ -182,20 +162,15 @@ def reference_sphere(
     candidates = np.argwhere(eligible)
     coords = _points(organ, candidates)
     if region == "centre":
-        order = np.lexsort(
-            (candidates[:, 2], candidates[:, 1], candidates[:, 0], -distance[eligible])
-        )
+        order = np.lexsort((candidates[:, 2], candidates[:, 1], candidates[:, 0], -distance[eligible]))
     else:
         # towards the patient's right (-x) and up (+z), each in units of the organ's spread
         score = np.round(
-            (centroid[0] - coords[:, 0]) / spread[0]
-            + (coords[:, 2] - centroid[2]) / spread[2],
+            (centroid[0] - coords[:, 0]) / spread[0] + (coords[:, 2] - centroid[2]) / spread[2],
             6,
         )
         ap_offset = np.abs(coords[:, 1] - centroid[1])
-        order = np.lexsort(
-            (candidates[:, 2], candidates[:, 1], candidates[:, 0], ap_offset, -score)
-        )
+        order = np.lexsort((candidates[:, 2], candidates[:, 1], candidates[:, 0], ap_offset, -score))
     for index in order[:200]:
         centre = coords[index]
         sphere = sphere_mask(organ, centre, diameter_mm)
@@ -246,9 +221,7 @@ def add_reference_spheres(
         not isinstance(m, sitk.Image) for s in scans for m in s.masks.values()
     ):
         write_manifest([_absolute(s, cohort.root) for s in scans], out / "manifest.csv")
-    return Cohort(
-        scans, root=cohort.root, manifest=cohort.manifest, metadata=cohort.metadata
-    )
+    return Cohort(scans, root=cohort.root, manifest=cohort.manifest, metadata=cohort.metadata)
 
 
 def _absolute(scan: "Scan", root: Path | None) -> "Scan":
@@ -256,9 +229,7 @@ def _absolute(scan: "Scan", root: Path | None) -> "Scan":
         p = Path(p)
         return p if p.is_absolute() or root is None else (root / p)
 
-    return replace(
-        scan, image=fix(scan.image), masks={k: fix(v) for k, v in scan.masks.items()}
-    )
+    return replace(scan, image=fix(scan.image), masks={k: fix(v) for k, v in scan.masks.items()})
 
 
 def _safe(text: str) -> str:

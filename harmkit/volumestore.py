@@ -65,26 +65,18 @@ class VolumeStore:
                 rdcc_nbytes=cache_bytes,
             )
         except (OSError, FileNotFoundError) as exc:
-            raise HarmkitError(
-                f"volume store {path}: cannot open ({exc}); build it again"
-            ) from None
+            raise HarmkitError(f"volume store {path}: cannot open ({exc}); build it again") from None
         if mode == "r" and self.file.attrs.get("format") != FORMAT:
             self.file.close()
-            raise HarmkitError(
-                f"{path}: not a harmkit volume store (format {self.file.attrs.get('format')!r})"
-            )
+            raise HarmkitError(f"{path}: not a harmkit volume store (format {self.file.attrs.get('format')!r})")
 
     # -- writing -------------------------------------------------------------
     @classmethod
-    def create(
-        cls, path: str | os.PathLike, cache_bytes: int = 4 * 2**20
-    ) -> "VolumeStore":
+    def create(cls, path: str | os.PathLike, cache_bytes: int = 4 * 2**20) -> "VolumeStore":
         """A new, empty store written under a temporary name and renamed to ``path`` on :meth:`close`."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
-        )
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         store = cls(tmp, mode="w", cache_bytes=cache_bytes, _final_path=path)
         store.file.attrs["format"] = FORMAT
@@ -106,9 +98,7 @@ class VolumeStore:
         """Store one volume (z, y, x) and its optional body mask."""
         image = np.asarray(image, dtype=np.float32)
         if image.ndim != 3:
-            raise HarmkitError(
-                f"volume {key!r}: expected a 3D array (z, y, x), got shape {image.shape}"
-            )
+            raise HarmkitError(f"volume {key!r}: expected a 3D array (z, y, x), got shape {image.shape}")
         chunk_shape = tuple(int(min(c, s)) for c, s in zip(chunks, image.shape))
         group = self.file.require_group("volumes").create_group(key)
         options = {
@@ -120,16 +110,12 @@ class VolumeStore:
         if mask is not None:
             mask = np.asarray(mask).astype(np.uint8)
             if mask.shape != image.shape:
-                raise HarmkitError(
-                    f"volume {key!r}: mask shape {mask.shape} differs from image shape {image.shape}"
-                )
+                raise HarmkitError(f"volume {key!r}: mask shape {mask.shape} differs from image shape {image.shape}")
             group.create_dataset("mask", data=mask, **options)
             points = np.argwhere(mask > 0).astype(np.int32)
             if len(points) > MAX_MASK_POINTS:
                 rng = np.random.default_rng(seed)
-                points = points[
-                    np.sort(rng.choice(len(points), MAX_MASK_POINTS, replace=False))
-                ]
+                points = points[np.sort(rng.choice(len(points), MAX_MASK_POINTS, replace=False))]
             group.create_dataset("mask_points", data=points)
         group.attrs["spacing"] = np.asarray(spacing, dtype=np.float64)
         group.attrs["origin"] = np.asarray(origin, dtype=np.float64)
@@ -169,11 +155,7 @@ class VolumeStore:
         if "volumes" not in self.file:
             return []
         volumes = self.file["volumes"]
-        return [
-            k
-            for k in volumes
-            if all(_attr(volumes[k].attrs.get(a)) == v for a, v in where.items())
-        ]
+        return [k for k in volumes if all(_attr(volumes[k].attrs.get(a)) == v for a, v in where.items())]
 
     def __len__(self) -> int:
         return len(self.keys())
@@ -182,9 +164,7 @@ class VolumeStore:
         try:
             return self.file["volumes"][key][name]
         except KeyError:
-            raise HarmkitError(
-                f"volume store {self.path}: no {name!r} for volume {key!r}"
-            ) from None
+            raise HarmkitError(f"volume store {self.path}: no {name!r} for volume {key!r}") from None
 
     def shape(self, key: str) -> tuple[int, int, int]:
         return tuple(self.dataset(key).shape)
@@ -197,9 +177,7 @@ class VolumeStore:
         """A whole volume (or its mask)."""
         return self.dataset(key, name)[()]
 
-    def read_patch(
-        self, key: str, start: Sequence[int], size: Sequence[int], fill: float = 0.0
-    ) -> np.ndarray:
+    def read_patch(self, key: str, start: Sequence[int], size: Sequence[int], fill: float = 0.0) -> np.ndarray:
         """The box ``start`` .. ``start + size`` (z, y, x); parts outside the volume are ``fill``.
 
         Reads only the chunks the box overlaps.
@@ -209,9 +187,7 @@ class VolumeStore:
         size = [int(s) for s in size]
         lo = [max(0, s) for s in start]
         hi = [min(n, s + z) for n, s, z in zip(data.shape, start, size)]
-        if all(a == s for a, s in zip(lo, start)) and all(
-            b == s + z for b, s, z in zip(hi, start, size)
-        ):
+        if all(a == s for a, s in zip(lo, start)) and all(b == s + z for b, s, z in zip(hi, start, size)):
             return data[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
         patch = np.full(size, fill, dtype=np.float32)
         if all(b > a for a, b in zip(lo, hi)):
@@ -232,11 +208,7 @@ class VolumeStore:
         """
         shape = self.shape(key)
         group = self.file["volumes"][key]
-        if (
-            "mask_points" in group
-            and len(group["mask_points"])
-            and rng.random() < body_fraction
-        ):
+        if "mask_points" in group and len(group["mask_points"]) and rng.random() < body_fraction:
             points = group["mask_points"]
             centre = points[int(rng.integers(0, len(points)))]
         else:

@@ -50,9 +50,7 @@ class PetSeries:
     factor: float  # Bq/mL -> SUVbw of this series' header
     activity: np.ndarray = field(repr=False, default=None)
 
-    def point(
-        self, x_index: float, y_index: float, z_index: float
-    ) -> tuple[float, float, float]:
+    def point(self, x_index: float, y_index: float, z_index: float) -> tuple[float, float, float]:
         """Patient coordinates (mm) of a continuous voxel index."""
         return (
             self.origin[0] + x_index * self.spacing[0],
@@ -184,8 +182,7 @@ def stored_activity(series: PetSeries) -> np.ndarray:
     """The Bq/mL values as stored (uint16 × slope), i.e. what a reader gets back."""
     return np.stack(
         [
-            np.frombuffer(ds.PixelData, np.uint16).reshape(ds.Rows, ds.Columns)
-            * float(ds.RescaleSlope)
+            np.frombuffer(ds.PixelData, np.uint16).reshape(ds.Rows, ds.Columns) * float(ds.RescaleSlope)
             for ds in series.slices
         ]
     )
@@ -227,9 +224,7 @@ def write_rtstruct(
         image_refs.append(item)
     series_ref = Dataset()
     series_ref.SeriesInstanceUID = referenced_series_uid or pet.series_uid
-    series_ref.ContourImageSequence = (
-        image_refs if referenced_series_uid is None else []
-    )
+    series_ref.ContourImageSequence = image_refs if referenced_series_uid is None else []
     study_ref = Dataset()
     study_ref.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
     study_ref.ReferencedSOPInstanceUID = pet.study_uid
@@ -243,9 +238,7 @@ def write_rtstruct(
         [],
         [],
     )
-    by_z = {
-        round(float(s.ImagePositionPatient[2]), 3): s.SOPInstanceUID for s in pet.slices
-    }
+    by_z = {round(float(s.ImagePositionPatient[2]), 3): s.SOPInstanceUID for s in pet.slices}
     for number, (name, contours) in enumerate(rois.items(), start=1):
         roi = Dataset()
         roi.ROINumber, roi.ReferencedFrameOfReferenceUID, roi.ROIName = (
@@ -262,9 +255,7 @@ def write_rtstruct(
             contour = Dataset()
             contour.ContourGeometricType = "CLOSED_PLANAR"
             contour.NumberOfContourPoints = len(points)
-            contour.ContourData = [
-                f"{v:.4f}" for v in np.asarray(points, float).ravel()
-            ]
+            contour.ContourData = [f"{v:.4f}" for v in np.asarray(points, float).ravel()]
             uid = by_z.get(round(float(points[0][2]), 3))
             if contour_images and uid and referenced_series_uid is None:
                 ref = Dataset()
@@ -303,9 +294,7 @@ def write_seg(
         hd.seg.SegmentDescription(
             segment_number=i + 1,
             segment_label=label,
-            segmented_property_category=hd.sr.CodedConcept(
-                "49755003", "SCT", "Morphologically Altered Structure"
-            ),
+            segmented_property_category=hd.sr.CodedConcept("49755003", "SCT", "Morphologically Altered Structure"),
             segmented_property_type=hd.sr.CodedConcept("108369006", "SCT", "Neoplasm"),
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
         )
@@ -342,9 +331,7 @@ def polygon(
     t = np.linspace(0, 2 * np.pi, n, endpoint=False)
     x, y = radii[0] * np.cos(t), radii[1] * np.sin(t)
     c, s = np.cos(angle), np.sin(angle)
-    return np.column_stack(
-        [center_xy[0] + c * x - s * y, center_xy[1] + s * x + c * y, np.full(n, z)]
-    )
+    return np.column_stack([center_xy[0] + c * x - s * y, center_xy[1] + s * x + c * y, np.full(n, z)])
 
 
 def polygon_area(points: np.ndarray) -> float:

@@ -51,10 +51,7 @@ def make_cohort(root: Path) -> Path:
 def hashes(*folders: Path) -> dict[str, str]:
     """SHA-256 of every file under ``folders`` (to prove that inputs are unchanged)."""
     return {
-        str(p): hashlib.sha256(p.read_bytes()).hexdigest()
-        for f in folders
-        for p in sorted(f.rglob("*"))
-        if p.is_file()
+        str(p): hashlib.sha256(p.read_bytes()).hexdigest() for f in folders for p in sorted(f.rglob("*")) if p.is_file()
     }
 
 
@@ -145,9 +142,7 @@ def main_ok(args) -> bool:
 # -- 1. no command deletes what it did not write ---------------------------------------------------------------------
 
 
-def test_harmonize_overwrite_refuses_the_folder_holding_its_inputs(
-    capsys, cohort, model
-):
+def test_harmonize_overwrite_refuses_the_folder_holding_its_inputs(capsys, cohort, model):
     message = refused(
         capsys,
         cohort.parent,
@@ -160,15 +155,10 @@ def test_harmonize_overwrite_refuses_the_folder_holding_its_inputs(
         cohort.parent,
         "--overwrite",
     )
-    assert (
-        "holds input(s) of this run" in message
-        and "Choose a new output folder" in message
-    )
+    assert "holds input(s) of this run" in message and "Choose a new output folder" in message
 
 
-def test_harmonize_overwrite_refuses_a_folder_harmkit_did_not_write(
-    capsys, cohort, model, tmp_path
-):
+def test_harmonize_overwrite_refuses_a_folder_harmkit_did_not_write(capsys, cohort, model, tmp_path):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "thesis.docx").write_text("years of work")
@@ -184,15 +174,10 @@ def test_harmonize_overwrite_refuses_a_folder_harmkit_did_not_write(
         mine,
         "--overwrite",
     )
-    assert (
-        "was not written by harmkit harmonize, so --overwrite will not replace it"
-        in message
-    )
+    assert "was not written by harmkit harmonize, so --overwrite will not replace it" in message
 
 
-def test_harmonize_overwrite_replaces_its_own_output_and_marks_it(
-    capsys, cohort, model, tmp_path
-):
+def test_harmonize_overwrite_replaces_its_own_output_and_marks_it(capsys, cohort, model, tmp_path):
     out = tmp_path / "harmonized"
     before = hashes(cohort.parent)
     for _ in range(2):
@@ -208,10 +193,7 @@ def test_harmonize_overwrite_replaces_its_own_output_and_marks_it(
             "--overwrite",
         )
         assert status == 0, output
-    assert (
-        json.loads((out / ".harmkit-output").read_text())["written_by"]
-        == "harmkit harmonize"
-    )
+    assert json.loads((out / ".harmkit-output").read_text())["written_by"] == "harmkit harmonize"
     assert hashes(cohort.parent) == before
 
 
@@ -259,14 +241,10 @@ def test_simulate_force_refuses_a_folder_it_did_not_write(capsys, tmp_path):
         "--subjects-per-site",
         "1",
     )
-    assert (
-        "was not written by harmkit simulate, so --force will not replace it" in message
-    )
+    assert "was not written by harmkit simulate, so --force will not replace it" in message
 
 
-def test_bench_refuses_an_out_folder_whose_report_files_it_did_not_write(
-    capsys, cohort, tmp_path
-):
+def test_bench_refuses_an_out_folder_whose_report_files_it_did_not_write(capsys, cohort, tmp_path):
     out = tmp_path / "work"
     (out / "tables").mkdir(parents=True)
     (out / "tables" / "measurements.csv").write_text("a,b\n1,2\n")
@@ -288,9 +266,7 @@ def test_bench_refuses_an_out_folder_whose_report_files_it_did_not_write(
 # -- 2. outputs never land on inputs or on each other ----------------------------------------------------------------
 
 
-def test_extract_out_named_json_keeps_table_and_settings_apart(
-    capsys, cohort, fast, tmp_path
-):
+def test_extract_out_named_json_keeps_table_and_settings_apart(capsys, cohort, fast, tmp_path):
     out = tmp_path / "feat.json"
     before = hashes(cohort.parent)
     status, output = cli(
@@ -328,10 +304,7 @@ def test_extract_out_equal_to_the_manifest_is_refused(capsys, cohort, fast):
         fast,
         "--no-cache",
     )
-    assert (
-        "this is an input of the run" in message
-        and "Choose another output path" in message
-    )
+    assert "this is an input of the run" in message and "Choose another output path" in message
 
 
 def test_extract_never_overwrites_a_file_it_did_not_write(capsys, cohort, fast):
@@ -351,21 +324,15 @@ def test_extract_never_overwrites_a_file_it_did_not_write(capsys, cohort, fast):
     assert "exists and is not a feature table written by harmkit extract" in message
 
 
-def test_harmonized_files_are_distinct_for_ids_that_differ_only_in_punctuation(
-    capsys, cohort, model, tmp_path
-):
+def test_harmonized_files_are_distinct_for_ids_that_differ_only_in_punctuation(capsys, cohort, model, tmp_path):
     edit_rows(
         cohort,
         lambda row: row.update(
-            subject_id={"STS_025": "P 1", "STS_032": "P_1"}.get(
-                row["subject_id"], row["subject_id"]
-            )
+            subject_id={"STS_025": "P 1", "STS_032": "P_1"}.get(row["subject_id"], row["subject_id"])
         ),
     )
     out = tmp_path / "harmonized"
-    status, output = cli(
-        capsys, "harmonize", "--model", model, "--cohort", cohort, "--out", out
-    )
+    status, output = cli(capsys, "harmonize", "--model", model, "--cohort", cohort, "--out", out)
     assert status == 0, output
     with (out / "manifest.csv").open(newline="") as handle:
         rows = {row["subject_id"]: row["image"] for row in csv.DictReader(handle)}
@@ -373,10 +340,7 @@ def test_harmonized_files_are_distinct_for_ids_that_differ_only_in_punctuation(
     assert len(set(rows.values())) == 6
     # each row points to the harmonized image of its own scan (same grid as its input)
     first = sitk.ReadImage(str(out / rows["P 1"]))
-    assert (
-        first.GetSize()
-        == sitk.ReadImage(str(cohort.parent / "STS_025" / "PET_image.nii.gz")).GetSize()
-    )
+    assert first.GetSize() == sitk.ReadImage(str(cohort.parent / "STS_025" / "PET_image.nii.gz")).GetSize()
 
 
 # -- 3. no silent wrong results --------------------------------------------------------------------------------------
@@ -386,11 +350,7 @@ def test_truncated_nifti_fails_validate_and_extract(capsys, cohort, fast):
     image = cohort.parent / "STS_025" / "PET_image.nii.gz"
     image.write_bytes(image.read_bytes()[:1000])
     message = refused(capsys, cohort.parent, "validate", cohort, code=1)
-    assert (
-        "row 1 (subject STS_025, site 3.906mm)" in message
-        and "is damaged" in message
-        and "truncated" in message
-    )
+    assert "row 1 (subject STS_025, site 3.906mm)" in message and "is damaged" in message and "truncated" in message
     message = refused(
         capsys,
         cohort.parent,
@@ -403,21 +363,13 @@ def test_truncated_nifti_fails_validate_and_extract(capsys, cohort, fast):
         fast,
         "--no-cache",
     )
-    assert (
-        "nothing was extracted" in message
-        and "subject 'STS_025'" in message
-        and "is damaged" in message
-    )
+    assert "nothing was extracted" in message and "subject 'STS_025'" in message and "is damaged" in message
 
 
 def test_negative_suv_is_refused(capsys, cohort):
     rewrite_image(cohort.parent / "STS_032" / "PET_image.nii.gz", lambda a: a - 5.0)
     message = refused(capsys, cohort.parent, "validate", cohort, code=1)
-    assert (
-        "row 2 (subject STS_032" in message
-        and "SUV cannot be negative" in message
-        and "Hounsfield" in message
-    )
+    assert "row 2 (subject STS_032" in message and "SUV cannot be negative" in message and "Hounsfield" in message
 
 
 def test_swapped_image_and_mask_columns_are_refused(capsys, cohort):
@@ -426,16 +378,11 @@ def test_swapped_image_and_mask_columns_are_refused(capsys, cohort):
         lambda row: row.update(image=row["mask_lesion"], mask_lesion=row["image"]),
     )
     message = refused(capsys, cohort.parent, "validate", cohort, code=1)
-    assert (
-        "it looks like a mask, not a PET image" in message
-        and "it looks like an image, not a label mask" in message
-    )
+    assert "it looks like a mask, not a PET image" in message and "it looks like an image, not a label mask" in message
     assert "12 error(s)" in message and "not swapped" in message
 
 
-def test_nan_voxels_are_refused_by_extract_unless_read_as_zero(
-    capsys, cohort, fast, tmp_path
-):
+def test_nan_voxels_are_refused_by_extract_unless_read_as_zero(capsys, cohort, fast, tmp_path):
     image = cohort.parent / "STS_019" / "PET_image.nii.gz"
 
     def nan_corner(array):
@@ -455,10 +402,7 @@ def test_nan_voxels_are_refused_by_extract_unless_read_as_zero(
         fast,
         "--no-cache",
     )
-    assert (
-        "subject 'STS_019'" in message
-        and "1 non-finite voxel(s) (1 NaN, 0 infinite)" in message
-    )
+    assert "subject 'STS_019'" in message and "1 non-finite voxel(s) (1 NaN, 0 infinite)" in message
     assert "--nan-to-zero" in message and not (tmp_path / "f.csv").exists()
     before = hashes(cohort.parent)
     status, output = cli(
@@ -505,9 +449,7 @@ def test_nan_voxels_are_refused_by_bench_before_any_work(capsys, cohort, tmp_pat
 # -- 4. every failure is one HarmkitError line ----------------------------------------------------------------------
 
 
-def test_bench_with_a_missing_image_names_it_without_traceback(
-    capsys, cohort, tmp_path
-):
+def test_bench_with_a_missing_image_names_it_without_traceback(capsys, cohort, tmp_path):
     (cohort.parent / "STS_008" / "PET_image.nii.gz").unlink()
     message = refused(
         capsys,
@@ -595,9 +537,7 @@ def test_bench_runs_on_a_cohort_with_a_dicom_folder_image(capsys, cohort, tmp_pa
         "wrong-type",
     ],
 )
-def test_damaged_model_is_one_error_naming_the_file(
-    capsys, cohort, model, tmp_path, damage, words
-):
+def test_damaged_model_is_one_error_naming_the_file(capsys, cohort, model, tmp_path, damage, words):
     broken = tmp_path / "broken"
     shutil.copytree(model, broken)
     damage(broken)
@@ -622,16 +562,12 @@ def _add_param(model: Path, name: str, value) -> None:
     (model / "harmkit-model.json").write_text(json.dumps(document))
 
 
-def test_full_disk_while_harmonizing_is_one_error_and_leaves_nothing(
-    capsys, cohort, model, tmp_path, monkeypatch
-):
+def test_full_disk_while_harmonizing_is_one_error_and_leaves_nothing(capsys, cohort, model, tmp_path, monkeypatch):
     import harmkit.imageio as imageio
 
     real_write = imageio.sitk.WriteImage
 
-    def write_half(
-        image, path, compress=True
-    ):  # what SimpleITK does on a full disk: a short file, no error
+    def write_half(image, path, compress=True):  # what SimpleITK does on a full disk: a short file, no error
         real_write(image, path, compress)
         data = Path(path).read_bytes()
         Path(path).write_bytes(data[: len(data) // 2])
@@ -697,9 +633,7 @@ def test_output_under_a_file_is_one_error(capsys, cohort, tmp_path):
     assert message.startswith("Error: cannot use") and "Not a directory" in message
 
 
-def test_damaged_cache_entry_is_discarded_and_recomputed_with_a_warning(
-    capsys, cohort, fast, tmp_path
-):
+def test_damaged_cache_entry_is_discarded_and_recomputed_with_a_warning(capsys, cohort, fast, tmp_path):
     cache = tmp_path / "cache"
     args = [
         "extract",
@@ -714,24 +648,16 @@ def test_damaged_cache_entry_is_discarded_and_recomputed_with_a_warning(
     ]
     assert cli(capsys, *args, "--out", tmp_path / "a.csv")[0] == 0
     for entry in cache.rglob("entry.json"):
-        entry.write_text(
-            '{"type": "json", "value": {"key": 5}, "format": "harmkit-cache/1"}'
-        )
+        entry.write_text('{"type": "json", "value": {"key": 5}, "format": "harmkit-cache/1"}')
     before = hashes(cohort.parent)
     status, output = cli(capsys, *args, "--out", tmp_path / "b.csv")
     assert status == 0 and "Traceback" not in output
-    assert (
-        "Warning: cache entry" in output
-        and "is damaged" in output
-        and "discarded and recomputed" in output
-    )
+    assert "Warning: cache entry" in output and "is damaged" in output and "discarded and recomputed" in output
     assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
     assert hashes(cohort.parent) == before
 
 
-def test_unwritable_cache_falls_back_to_no_cache_with_a_warning(
-    capsys, cohort, fast, tmp_path
-):
+def test_unwritable_cache_falls_back_to_no_cache_with_a_warning(capsys, cohort, fast, tmp_path):
     (tmp_path / "afile").write_text("x")
     status, output = cli(
         capsys,
@@ -748,10 +674,7 @@ def test_unwritable_cache_falls_back_to_no_cache_with_a_warning(
         tmp_path / "f.csv",
     )
     assert status == 0, output
-    assert (
-        "Warning: cannot write to the cache" in " ".join(output.split())
-        and "without the cache" in output
-    )
+    assert "Warning: cannot write to the cache" in " ".join(output.split()) and "without the cache" in output
     from harmkit.extraction import read_features
 
     assert len(read_features(tmp_path / "f.csv")) == 6
@@ -760,9 +683,7 @@ def test_unwritable_cache_falls_back_to_no_cache_with_a_warning(
 # -- 5. no hangs: grey levels are guarded -----------------------------------------------------------------------------
 
 
-def test_suv_times_100_as_int16_is_refused_with_a_units_hint_and_a_bin_width(
-    capsys, cohort, tmp_path
-):
+def test_suv_times_100_as_int16_is_refused_with_a_units_hint_and_a_bin_width(capsys, cohort, tmp_path):
     image = cohort.parent / "STS_002" / "PET_image.nii.gz"
     rewrite_image(image, lambda a: np.round(a * 100).astype(np.int16))
     message = refused(
@@ -775,19 +696,11 @@ def test_suv_times_100_as_int16_is_refused_with_a_units_hint_and_a_bin_width(
         tmp_path / "f.csv",
         "--no-cache",
     )
-    assert (
-        "subject 'STS_002'" in message
-        and "it looks like SUV×100 stored as integers; divide it by 100" in message
-    )
-    assert (
-        "grey levels, more than the limit of 512" in message
-        and "--bin-width" in message
-    )
+    assert "subject 'STS_002'" in message and "it looks like SUV×100 stored as integers; divide it by 100" in message
+    assert "grey levels, more than the limit of 512" in message and "--bin-width" in message
 
 
-def test_tiny_bin_width_is_refused_naming_a_bin_width_that_works(
-    capsys, cohort, tmp_path
-):
+def test_tiny_bin_width_is_refused_naming_a_bin_width_that_works(capsys, cohort, tmp_path):
     message = refused(
         capsys,
         cohort.parent,
@@ -800,10 +713,7 @@ def test_tiny_bin_width_is_refused_naming_a_bin_width_that_works(
         "--bin-width",
         "0.001",
     )
-    assert (
-        "6 of 6 scan(s) cannot be used" in message
-        and "in bins of 0.001 gives 20982 grey levels" in message
-    )
+    assert "6 of 6 scan(s) cannot be used" in message and "in bins of 0.001 gives 20982 grey levels" in message
     assert "use --bin-width 0.042 or larger" in message
 
 
@@ -846,10 +756,7 @@ def test_bench_param_alias_reaches_the_plugin():
     from harmkit.bench.config import load_config
 
     config = load_config(None, {"params": {"gan": {"steps": 3}}})
-    assert (
-        config.params == {"cyclegan": {"steps": 3}}
-        and config.plugin_params("cyclegan")["steps"] == 3
-    )
+    assert config.params == {"cyclegan": {"steps": 3}} and config.plugin_params("cyclegan")["steps"] == 3
 
 
 def test_train_param_of_the_wrong_type_is_refused(capsys, cohort, tmp_path):
@@ -868,18 +775,13 @@ def test_train_param_of_the_wrong_type_is_refused(capsys, cohort, tmp_path):
         "-p",
         "landmarks=high",
     )
-    assert (
-        "--param landmarks='high': expected a list of numbers (comma-separated)"
-        in message
-    )
+    assert "--param landmarks='high': expected a list of numbers (comma-separated)" in message
     assert not (tmp_path / "m").exists()
 
 
 def test_bench_site_with_one_scan_is_named(capsys, cohort, tmp_path):
     lines = cohort.read_text().splitlines()
-    cohort.write_text(
-        "\n".join(lines[:-1]) + "\n"
-    )  # STS_042 removed: the 5.469 mm protocol keeps one scan
+    cohort.write_text("\n".join(lines[:-1]) + "\n")  # STS_042 removed: the 5.469 mm protocol keeps one scan
     message = refused(
         capsys,
         cohort.parent,

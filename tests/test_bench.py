@@ -82,11 +82,7 @@ def test_small_bench_writes_every_output(small_bench):
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "src='figures/" not in html
     report = (out / "report.md").read_text()
-    assert (
-        report.index("## Headline: share of the gap")
-        < report.index("## Summary")
-        < report.index("## Prediction")
-    )
+    assert report.index("## Headline: share of the gap") < report.index("## Summary") < report.index("## Prediction")
 
 
 @pytest.mark.slow
@@ -102,9 +98,7 @@ def test_small_bench_rows_and_sane_numbers(small_bench):
         "gan+combat",
         "oracle",
     ]
-    assert set(rows) == {
-        (m, ref) for m in results["methods"] for ref in results["references"]
-    }
+    assert set(rows) == {(m, ref) for m in results["methods"] for ref in results["references"]}
     assert set(results["references"]) == {"CHUM-HMR", "HGJ"}
     per_split = results["evaluators"]["prediction"]["tables"]["auc_per_split"]
     aucs = [r["auc"] for r in per_split if r["auc"] is not None]
@@ -119,10 +113,7 @@ def test_small_bench_rows_and_sane_numbers(small_bench):
     assert all(r["improvement"] == 0 for r in overlap if r["method"] == "none")
     assert rows[("none", "HGJ")]["overlap_voi"] == 0
     # image metrics only for methods with an image stage
-    assert (
-        rows[("gan", "HGJ")]["ssim"] is not None
-        and rows[("combat", "HGJ")].get("ssim") is None
-    )
+    assert rows[("gan", "HGJ")]["ssim"] is not None and rows[("combat", "HGJ")].get("ssim") is None
     assert -1 <= rows[("gan", "HGJ")]["ssim"] <= 1
 
 
@@ -132,10 +123,7 @@ def test_small_bench_floor_and_ceiling_rows(small_bench):
     rows = {(r["method"], r["reference"]): r for r in results["summary"]}
     for ref in results["references"]:
         # The identity network through the GAN's pipeline changes no voxel: the floor equals `none` exactly.
-        assert (
-            rows[("resample", ref)]["overlap_voi"] == 0
-            and rows[("resample", ref)]["overlap_ref"] == 0
-        )
+        assert rows[("resample", ref)]["overlap_voi"] == 0 and rows[("resample", ref)]["overlap_ref"] == 0
         assert rows[("resample", ref)]["auc_mean"] == rows[("none", ref)]["auc_mean"]
         # The ceiling: the same subjects scanned at the reference agree perfectly with the truth features.
         assert rows[("oracle", ref)]["cf_feature_ccc"] == pytest.approx(1.0)
@@ -151,9 +139,7 @@ def test_small_bench_floor_and_ceiling_rows(small_bench):
         if r["method"] == "resample":
             assert r["gap_closed"] == pytest.approx(0.0, abs=1e-9)
     # the headline figure comes before the summary table
-    assert (
-        "gap_closed.png" in results["evaluators"]["gap-closed"]["figures"]["gap_closed"]
-    )
+    assert "gap_closed.png" in results["evaluators"]["gap-closed"]["figures"]["gap_closed"]
 
 
 @pytest.mark.slow
@@ -162,15 +148,10 @@ def test_small_bench_same_folds_for_every_method(small_bench):
     pooled = results["evaluators"]["prediction"]["tables"]["pooled_scores"]
     tested = {}
     for r in pooled:
-        tested.setdefault((r["method"], r["reference"]), {})[r["subject_id"]] = r[
-            "n_test_splits"
-        ]
+        tested.setdefault((r["method"], r["reference"]), {})[r["subject_id"]] = r["n_test_splits"]
     first = next(iter(tested.values()))
     assert all(t == first for t in tested.values())
-    n_splits = {
-        r["n_splits"]
-        for r in results["evaluators"]["prediction"]["summary"]["by_method"].values()
-    }
+    n_splits = {r["n_splits"] for r in results["evaluators"]["prediction"]["summary"]["by_method"].values()}
     assert n_splits == {10}
 
 
@@ -186,18 +167,11 @@ def test_report_numbers_equal_results_json(small_bench):
     for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
-        body.append(
-            [
-                c.strip().replace("\\|", "|")
-                for c in line.strip().strip("|").split(" | ")
-            ]
-        )
+        body.append([c.strip().replace("\\|", "|") for c in line.strip().strip("|").split(" | ")])
     assert len(body) == len(results["summary"])
     columns = results["summary_columns"]  # declared by the evaluators on their results
     assert header[2:] == [c["title"] for c in columns]
-    assert {"auc", "overlap_voi", "ssim", "cf_feature_ccc", "qc_flagged"} <= {
-        c["key"] for c in columns
-    }
+    assert {"auc", "overlap_voi", "ssim", "cf_feature_ccc", "qc_flagged"} <= {c["key"] for c in columns}
     numbers_seen = 0
     for cells, row in zip(body, results["summary"]):
         assert cells[:2] == [row["method"], row["reference"]]
@@ -208,18 +182,12 @@ def test_report_numbers_equal_results_json(small_bench):
             if key == "auc" and row.get("auc_mean") is not None:
                 mean, lo, hi = map(float, re.findall(r"[0-9.]+", cell)[:3])
                 assert mean == pytest.approx(row["auc_mean"], abs=5.01e-4)
-                assert lo == pytest.approx(
-                    row["auc_ci_low"], abs=5.01e-4
-                ) and hi == pytest.approx(row["auc_ci_high"], abs=5.01e-4)
-                numbers_seen += 1
-            elif (
-                cell not in ("–",)
-                and spec not in ("p", "d", "+.0%", None)
-                and not spec.startswith("ci(")
-            ):
-                assert float(cell.replace("+", "")) == pytest.approx(
-                    row[key], abs=0.051
+                assert lo == pytest.approx(row["auc_ci_low"], abs=5.01e-4) and hi == pytest.approx(
+                    row["auc_ci_high"], abs=5.01e-4
                 )
+                numbers_seen += 1
+            elif cell not in ("–",) and spec not in ("p", "d", "+.0%", None) and not spec.startswith("ci("):
+                assert float(cell.replace("+", "")) == pytest.approx(row[key], abs=0.051)
                 numbers_seen += 1
     assert numbers_seen > 10
 
@@ -275,9 +243,7 @@ def example_site(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_third_party_harmonizer_and_evaluator_run_in_the_bench_by_name(
-    small_bench, example_site, tmp_path
-):
+def test_third_party_harmonizer_and_evaluator_run_in_the_bench_by_name(small_bench, example_site, tmp_path):
     _, cache, _ = small_bench
     out = tmp_path / "zscore"
     run_bench(
@@ -310,22 +276,13 @@ def test_third_party_harmonizer_and_evaluator_run_in_the_bench_by_name(
     assert ks["skipped"] is None and ks["summary"]["alpha"] == 0.01
     per_group = ks["tables"]["per_group"]
     for method, ref in rows:
-        counted = sum(
-            r["differing"]
-            for r in per_group
-            if r["method"] == method and r["reference"] == ref
-        )
+        counted = sum(r["differing"] for r in per_group if r["method"] == method and r["reference"] == ref)
         assert rows[(method, ref)]["ks_differing"] == counted
         assert 0 <= counted <= per_group[0]["n_features"] * 2
-    assert any(
-        r["differing"] > 0 for r in per_group if r["method"] == "none"
-    )  # the simulated sites do differ
+    assert any(r["differing"] > 0 for r in per_group if r["method"] == "none")  # the simulated sites do differ
     report = (out / "report.md").read_text()
     assert "features differing (KS)" in report.split("## Summary")[1].splitlines()[2]
-    assert (
-        "## Features that still differ between site groups (KS test, example plugin)"
-        in report
-    )
+    assert "## Features that still differ between site groups (KS test, example plugin)" in report
 
 
 def test_misspelt_method_fails_before_simulating_or_writing(tmp_path):

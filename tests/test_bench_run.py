@@ -46,9 +46,7 @@ class Counting(Evaluator):
         self.random_state = random_state
 
     def evaluate(self, context):
-        return EvaluationResult(
-            self.name, summary={"step": self.step, "seed": self.random_state}
-        )
+        return EvaluationResult(self.name, summary={"step": self.step, "seed": self.random_state})
 
 
 class NeedsCounting(Evaluator):
@@ -57,9 +55,7 @@ class NeedsCounting(Evaluator):
     requires = ("counting",)
 
     def evaluate(self, context):
-        return EvaluationResult(
-            self.name, summary={"seen": context.results["counting"].summary["step"]}
-        )
+        return EvaluationResult(self.name, summary={"seen": context.results["counting"].summary["step"]})
 
 
 class NothingToDo(Evaluator):
@@ -83,9 +79,7 @@ def registry_with(monkeypatch):
     def install(*classes):
         registry = get_registry()
         monkeypatch.setattr(registry, "plugins", dict(registry.plugins))
-        for key in [
-            k for k, info in registry.plugins.items() if info.kind == "evaluator"
-        ]:
+        for key in [k for k, info in registry.plugins.items() if info.kind == "evaluator"]:
             del registry.plugins[key]
         for cls in classes:
             registry.plugins[("evaluator", cls.name)] = PluginInfo(

@@ -90,9 +90,7 @@ def test_unsupported_values_fail_without_leaving_an_entry(tmp_path):
     with pytest.raises(TypeError):
         cache.put("e" * 64, {"bad": object()})
     assert "e" * 64 not in cache
-    assert not any(
-        p.name.startswith(".") for p in tmp_path.rglob("*")
-    )  # no temporary left behind
+    assert not any(p.name.startswith(".") for p in tmp_path.rglob("*"))  # no temporary left behind
 
 
 def test_damaged_entry_is_a_miss_and_is_replaced(tmp_path):

@@ -32,9 +32,7 @@ def cli(capsys, *args) -> tuple[int, str]:
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     captured = capsys.readouterr()
-    text = "".join(
-        " " if 0x2500 <= ord(ch) <= 0x257F else ch for ch in captured.out + captured.err
-    )  # table lines
+    text = "".join(" " if 0x2500 <= ord(ch) <= 0x257F else ch for ch in captured.out + captured.err)  # table lines
     return code, " ".join(text.split())
 
 
@@ -86,10 +84,7 @@ def test_bench_uses_the_same_cache_whatever_its_out(private_cache, tmp_path):
     first = BenchConfig(out=str(tmp_path / "A")).cache_path
     second = BenchConfig(out=str(tmp_path / "B")).cache_path
     assert first == second == private_cache
-    assert (
-        BenchConfig(out=str(tmp_path / "A"), cache_dir=str(tmp_path / "c")).cache_path
-        == tmp_path / "c"
-    )
+    assert BenchConfig(out=str(tmp_path / "A"), cache_dir=str(tmp_path / "c")).cache_path == tmp_path / "c"
 
 
 def test_cache_info_counts_entries_and_bytes_per_kind(tmp_path):
@@ -108,12 +103,7 @@ def test_cache_info_command_prints_kinds_sizes_and_the_folder(capsys, private_ca
     code, out = cli(capsys, "cache", "info")
     assert code == 0
     assert str(private_cache) in out and "$HARMKIT_CACHE" in out
-    assert (
-        "features 1" in out
-        and "images 1 4.0 KiB" in out
-        and "results 2" in out
-        and "total 5" in out
-    )
+    assert "features 1" in out and "images 1 4.0 KiB" in out and "results 2" in out and "total 5" in out
     assert "1 other item(s)" in out and "harmkit never deletes them" in out
 
 
@@ -130,9 +120,7 @@ def test_cache_clear_older_than_keeps_recent_entries(capsys, tmp_path):
     paths = fill(tmp_path / "c")
     age(paths["image"], 40 * DAY)
     age(paths["result"], 40 * DAY)
-    code, out = cli(
-        capsys, "cache", "clear", "--cache-dir", tmp_path / "c", "--older-than", "30d"
-    )
+    code, out = cli(capsys, "cache", "clear", "--cache-dir", tmp_path / "c", "--older-than", "30d")
     assert code == 0 and "deleted 2 cache entries" in out
     assert not paths["image"].exists() and not paths["result"].exists()
     assert paths["features"].exists() and paths["model"].exists()
@@ -143,11 +131,7 @@ def test_cache_clear_by_kind_and_dry_run(tmp_path):
     planned = clear_cache(tmp_path / "c", kinds=["images", "models"], dry_run=True)
     assert planned.entries == 2 and paths["image"].exists() and paths["model"].exists()
     clear_cache(tmp_path / "c", kinds=["images", "models"])
-    assert (
-        not paths["image"].exists()
-        and not paths["model"].exists()
-        and paths["features"].exists()
-    )
+    assert not paths["image"].exists() and not paths["model"].exists() and paths["features"].exists()
 
 
 @pytest.mark.parametrize(
@@ -165,17 +149,11 @@ def test_bad_clear_options_are_one_line_errors(capsys, tmp_path, args, words):
 
 
 def test_ages_are_read_in_their_units():
-    assert (
-        parse_age("30d") == 30 * DAY
-        and parse_age("12h") == 12 * 3600
-        and parse_age("2w") == 14 * DAY
-    )
+    assert parse_age("30d") == 30 * DAY and parse_age("12h") == 12 * 3600 and parse_age("2w") == 14 * DAY
     assert parse_age("90m") == 5400 and parse_age("7") == 7 * DAY
 
 
-def test_extract_stores_features_in_the_shared_cache(
-    capsys, private_cache, tiny_cohort, tmp_path
-):
+def test_extract_stores_features_in_the_shared_cache(capsys, private_cache, tiny_cohort, tmp_path):
     params = tmp_path / "fast.yaml"
     params.write_text(FAST)
     args = [

@@ -36,9 +36,7 @@ def test_help_gives_an_example(capsys, command):
 def test_plugins_lists_installed_plugins(capsys):
     code, out, _ = run_cli(capsys, "plugins")
     assert code == 0
-    header = next(
-        line for line in out.splitlines() if "name" in line and "kind" in line
-    )
+    header = next(line for line in out.splitlines() if "name" in line and "kind" in line)
     for column in ("aliases", "distribution", "description"):
         assert column in header
     for info in harmkit.list_plugins():
@@ -47,13 +45,9 @@ def test_plugins_lists_installed_plugins(capsys):
 
 def test_validate_clean_cohort_prints_the_site_table_and_exits_0(capsys, tiny_cohort):
     before = snapshot(tiny_cohort.parent)
-    code, out, _ = run_cli(
-        capsys, "validate", str(tiny_cohort), "--mask", "lesion", "--require-outcome"
-    )
+    code, out, _ = run_cli(capsys, "validate", str(tiny_cohort), "--mask", "lesion", "--require-outcome")
     assert code == 0
-    assert (
-        "voxel size (mm)" in out and "2.00×2.00×3.00" in out and "3.00×3.00×3.00" in out
-    )
+    assert "voxel size (mm)" in out and "2.00×2.00×3.00" in out and "3.00×3.00×3.00" in out
     assert "outcome 1/0/missing" in out and "1/2/0" in out
     assert "OK: 6 scans" in out
     assert snapshot(tiny_cohort.parent) == before
@@ -72,9 +66,7 @@ def test_validate_errors_exit_1_naming_row_and_subject(capsys, tiny_cohort):
     assert code == 1
     assert "error: row 2 (subject A1, site A): image file not found" in out
     assert "error: row 4 (subject B0, site B): mask 'lesion' is empty" in out
-    assert (
-        "2 error(s)" in out and "unreadable" in out
-    )  # the table counts the scan it could not read
+    assert "2 error(s)" in out and "unreadable" in out  # the table counts the scan it could not read
     assert snapshot(tiny_cohort.parent) == before
 
 
@@ -89,9 +81,7 @@ def test_validate_headers_only_skips_voxels(capsys, tiny_cohort):
 
 
 def test_validate_small_site_option(capsys, tiny_cohort):
-    code, out, _ = run_cli(
-        capsys, "validate", str(tiny_cohort), "--min-scans-per-site", "4"
-    )
+    code, out, _ = run_cli(capsys, "validate", str(tiny_cohort), "--min-scans-per-site", "4")
     assert code == 1 and "site group 'A' has 3 scan(s) but at least 4 are needed" in out
 
 
@@ -105,10 +95,7 @@ def test_validate_not_a_manifest_is_one_line_without_traceback(tmp_path):
         timeout=60,
     )
     assert result.returncode == 2
-    assert (
-        "Error:" in result.stderr
-        and "missing column(s) subject_id, site" in result.stderr
-    )
+    assert "Error:" in result.stderr and "missing column(s) subject_id, site" in result.stderr
     assert "Traceback" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.csv"]
 

@@ -23,25 +23,17 @@ def make_table(n_per_site=(30, 30, 30), n_features=6, seed=0, covariates=False):
     rng = np.random.default_rng(seed)
     sites = np.concatenate([[f"S{k}"] * n for k, n in enumerate(n_per_site)])
     n = len(sites)
-    base = rng.normal(size=(n, n_features)) * rng.uniform(
-        0.5, 2.0, n_features
-    ) + rng.uniform(-3, 3, n_features)
-    shift = {
-        f"S{k}": rng.normal(scale=1.0, size=n_features) for k in range(len(n_per_site))
-    }
+    base = rng.normal(size=(n, n_features)) * rng.uniform(0.5, 2.0, n_features) + rng.uniform(-3, 3, n_features)
+    shift = {f"S{k}": rng.normal(scale=1.0, size=n_features) for k in range(len(n_per_site))}
     scale = {f"S{k}": rng.uniform(0.6, 1.6, n_features) for k in range(len(n_per_site))}
     values = np.array([base[i] * scale[s] + shift[s] for i, s in enumerate(sites)])
-    cov = pd.DataFrame(
-        {"age": rng.uniform(40, 80, n), "sex": rng.integers(0, 2, n).astype(float)}
-    )
+    cov = pd.DataFrame({"age": rng.uniform(40, 80, n), "sex": rng.integers(0, 2, n).astype(float)})
     if covariates:
-        values += np.outer(
-            cov["age"] - 60, rng.normal(scale=0.05, size=n_features)
-        ) + np.outer(cov["sex"], rng.normal(size=n_features))
+        values += np.outer(cov["age"] - 60, rng.normal(scale=0.05, size=n_features)) + np.outer(
+            cov["sex"], rng.normal(size=n_features)
+        )
     index = pd.Index([f"subj{i:03d}" for i in range(n)], name="subject_id")
-    features = pd.DataFrame(
-        values, index=index, columns=[f"glcm_F{j}" for j in range(n_features)]
-    )
+    features = pd.DataFrame(values, index=index, columns=[f"glcm_F{j}" for j in range(n_features)])
     cov.index = index
     return features, pd.Series(sites, index=index), cov
 
@@ -78,9 +70,7 @@ def test_empirical_bayes_equals_neurocombat_without_covariates():
     ours = quiet_fit(ComBat(), features, sites).transform(features, sites)
     expected = run_neurocombat(features, sites)
     np.testing.assert_allclose(ours.to_numpy(), expected, rtol=0, atol=1e-8)
-    assert not np.allclose(
-        ours.to_numpy(), features.to_numpy()
-    )  # it did change something
+    assert not np.allclose(ours.to_numpy(), features.to_numpy())  # it did change something
 
 
 def test_empirical_bayes_equals_neurocombat_with_covariates():
@@ -92,9 +82,7 @@ def test_empirical_bayes_equals_neurocombat_with_covariates():
 
 def test_location_scale_without_eb_equals_neurocombat_eb_false():
     features, sites, cov = make_table(covariates=True, seed=3)
-    ours = quiet_fit(ComBat(eb=False), features, sites, cov).transform(
-        features, sites, cov
-    )
+    ours = quiet_fit(ComBat(eb=False), features, sites, cov).transform(features, sites, cov)
     expected = run_neurocombat(features, sites, cov, eb=False)
     np.testing.assert_allclose(ours.to_numpy(), expected, rtol=0, atol=1e-8)
 
@@ -102,17 +90,13 @@ def test_location_scale_without_eb_equals_neurocombat_eb_false():
 def test_output_keeps_index_and_columns():
     features, sites, _ = make_table()
     out = quiet_fit(ComBat(), features, sites).transform(features, sites)
-    assert out.index.equals(features.index) and list(out.columns) == list(
-        features.columns
-    )
+    assert out.index.equals(features.index) and list(out.columns) == list(features.columns)
 
 
 # ----------------------------------------------------------- reference site
 def test_reference_site_rows_come_back_unchanged_and_others_move_onto_it():
     features, sites, _ = make_table(seed=1)
-    out = quiet_fit(ComBat(), features, sites, reference_site="S1").transform(
-        features, sites
-    )
+    out = quiet_fit(ComBat(), features, sites, reference_site="S1").transform(features, sites)
     ref = (sites == "S1").to_numpy()
     np.testing.assert_array_equal(out[ref].to_numpy(), features[ref].to_numpy())
     for other in ("S0", "S2"):
@@ -169,9 +153,7 @@ def test_apply_equals_neuroharmonize_transductive_result_in_reference_mode():
     )
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        _, transductive = harmonizationLearn(
-            features.to_numpy(), covars, ref_batch="S0"
-        )
+        _, transductive = harmonizationLearn(features.to_numpy(), covars, ref_batch="S0")
     model = quiet_fit(ComBat(), features, sites, cov, reference_site="S0")
     np.testing.assert_allclose(
         model.transform(features, sites, cov).to_numpy(),
@@ -222,9 +204,7 @@ def test_reordered_covariate_columns_give_the_same_result():
     b = model.transform(features, sites, cov[["sex", "age"]])
     np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), atol=1e-12)
     # and fitting on the reordered frame learns the same model
-    c = quiet_fit(ComBat(), features, sites, cov[["sex", "age"]]).transform(
-        features, sites, cov
-    )
+    c = quiet_fit(ComBat(), features, sites, cov[["sex", "age"]]).transform(features, sites, cov)
     np.testing.assert_allclose(a.to_numpy(), c.to_numpy(), atol=1e-10)
 
 
@@ -259,15 +239,11 @@ def test_feature_constant_within_a_site_is_passed_through_and_reported():
         model = ComBat().fit(features, sites)
     assert model.constant_features_ == {"glcm_F3": ["S1"]}
     out = model.transform(features, sites)
-    np.testing.assert_array_equal(
-        out["glcm_F3"].to_numpy(), features["glcm_F3"].to_numpy()
-    )
+    np.testing.assert_array_equal(out["glcm_F3"].to_numpy(), features["glcm_F3"].to_numpy())
     assert np.isfinite(out.to_numpy()).all()
     others = features.drop(columns="glcm_F3")
     alone = quiet_fit(ComBat(), others, sites).transform(others, sites)
-    np.testing.assert_allclose(
-        out.drop(columns="glcm_F3").to_numpy(), alone.to_numpy(), atol=1e-12
-    )
+    np.testing.assert_allclose(out.drop(columns="glcm_F3").to_numpy(), alone.to_numpy(), atol=1e-12)
 
 
 def test_covariate_confounded_with_site_is_refused_naming_it():
@@ -291,9 +267,7 @@ def test_metadata_columns_are_carried_through_unchanged():
     out = quiet_fit(ComBat(), table, sites).transform(table, sites)
     assert list(out.columns) == list(table.columns)
     assert (out["site"] == table["site"]).all()
-    np.testing.assert_allclose(
-        out.drop(columns="site").to_numpy(), run_neurocombat(features, sites), atol=1e-8
-    )
+    np.testing.assert_allclose(out.drop(columns="site").to_numpy(), run_neurocombat(features, sites), atol=1e-8)
 
 
 # ----------------------------------------------------------- persistence
@@ -308,9 +282,7 @@ def test_save_load_is_json_and_npz_and_reproduces_transform(tmp_path):
         "harmkit-model.json",
     ]
     document = json.loads((path / "harmkit-model.json").read_text())
-    assert (
-        document["plugin"] == "combat" and document["state"]["reference_site_"] == "S2"
-    )
+    assert document["plugin"] == "combat" and document["state"]["reference_site_"] == "S2"
     with np.load(path / "arrays.npz", allow_pickle=False) as npz:
         assert "gamma_star_" in npz.files
     loaded = harmkit.load_model(path)
@@ -334,9 +306,7 @@ def test_smooth_age_term_removes_site_effect_better_than_linear_when_age_effect_
     rng = np.random.default_rng(11)
     n = 80
     sites = pd.Series(["A"] * n + ["B"] * n)
-    age = np.concatenate(
-        [rng.uniform(20, 60, n), rng.uniform(40, 80, n)]
-    )  # ages differ by site
+    age = np.concatenate([rng.uniform(20, 60, n), rng.uniform(40, 80, n)])  # ages differ by site
     effect = 4.0 * np.sin((age - 20) / 60 * np.pi)  # curved age effect
     truth = np.column_stack(
         [
@@ -347,21 +317,15 @@ def test_smooth_age_term_removes_site_effect_better_than_linear_when_age_effect_
     observed = truth + np.where(sites.to_numpy()[:, None] == "B", [1.5, -1.0], 0.0)
     features = pd.DataFrame(observed, columns=["f0", "f1"])
     cov = pd.DataFrame({"age": age})
-    linear = quiet_fit(
-        ComBat(eb=False), features, sites, cov, reference_site="A"
-    ).transform(features, sites, cov)
-    smooth_model = quiet_fit(
-        ComBat(eb=False, smooth_terms=["age"]), features, sites, cov, reference_site="A"
-    )
+    linear = quiet_fit(ComBat(eb=False), features, sites, cov, reference_site="A").transform(features, sites, cov)
+    smooth_model = quiet_fit(ComBat(eb=False, smooth_terms=["age"]), features, sites, cov, reference_site="A")
     smooth = smooth_model.transform(features, sites, cov)
     b = (sites == "B").to_numpy()
     err_linear = np.abs(linear[b].to_numpy() - truth[b]).mean()
     err_smooth = np.abs(smooth[b].to_numpy() - truth[b]).mean()
     assert err_smooth < 0.7 * err_linear
     loaded = ComBat.load(smooth_model.save(tmp_path / "gam"))
-    np.testing.assert_allclose(
-        loaded.transform(features, sites, cov).to_numpy(), smooth.to_numpy(), atol=1e-10
-    )
+    np.testing.assert_allclose(loaded.transform(features, sites, cov).to_numpy(), smooth.to_numpy(), atol=1e-10)
 
 
 def test_smooth_term_must_be_a_covariate():
@@ -412,8 +376,7 @@ def test_transformer_in_cross_val_score_fits_per_fold_and_hides_the_site():
 
     features, sites, cov = make_table(n_per_site=(40, 40, 40), covariates=True, seed=9)
     y = (
-        features["glcm_F0"] + np.random.default_rng(0).normal(size=len(features))
-        > features["glcm_F0"].median()
+        features["glcm_F0"] + np.random.default_rng(0).normal(size=len(features)) > features["glcm_F0"].median()
     ).astype(int)
     X = features.copy()
     X["site"] = sites
@@ -425,9 +388,7 @@ def test_transformer_in_cross_val_score_fits_per_fold_and_hides_the_site():
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ComBatWarning)
-        scores = cross_val_score(
-            pipe, X, y, cv=StratifiedKFold(4, shuffle=True, random_state=0)
-        )
+        scores = cross_val_score(pipe, X, y, cv=StratifiedKFold(4, shuffle=True, random_state=0))
         assert np.isfinite(scores).all() and len(scores) == 4
         # a fitted step equals ComBat fitted on the same training rows
         train, test = X.iloc[:90], X.iloc[90:]

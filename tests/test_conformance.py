@@ -30,19 +30,12 @@ FAST = {
 }
 
 
-@pytest.mark.parametrize(
-    "info", list_plugins(), ids=lambda info: f"{info.kind}:{info.name}"
-)
+@pytest.mark.parametrize("info", list_plugins(), ids=lambda info: f"{info.kind}:{info.name}")
 def test_every_registered_plugin_passes_the_contract(info, one_torch_thread):
     passed = check_plugin(info.cls(**FAST.get(info.name, {})))
-    assert (
-        "name and description" in passed and "constructor stores parameters" in passed
-    )
+    assert "name and description" in passed and "constructor stores parameters" in passed
     if info.kind.endswith("harmonizer"):
-        assert (
-            "save and load round trip without pickle" in passed
-            and "same parameters, same outputs" in passed
-        )
+        assert "save and load round trip without pickle" in passed and "same parameters, same outputs" in passed
 
 
 def test_the_example_third_party_plugin_passes_the_contract():
@@ -67,14 +60,8 @@ class _Shift(FeatureHarmonizer):
     def fit(self, features, sites, covariates=None, reference_site=None):
         rng = np.random.default_rng(self.random_state)
         frame = features.assign(_site=list(sites))
-        means = {
-            s: g.drop(columns="_site").mean().to_numpy()
-            for s, g in frame.groupby("_site")
-        }
-        self.means_ = {
-            s: (v + self.noise * rng.normal(size=v.shape)).tolist()
-            for s, v in means.items()
-        }
+        means = {s: g.drop(columns="_site").mean().to_numpy() for s, g in frame.groupby("_site")}
+        self.means_ = {s: (v + self.noise * rng.normal(size=v.shape)).tolist() for s, v in means.items()}
         return self
 
     def transform(self, features, sites, covariates=None):
@@ -101,9 +88,7 @@ def test_fit_that_does_not_return_self_fails_with_the_check_named():
 
 
 def test_unseeded_randomness_fails_the_determinism_check():
-    with pytest.raises(
-        PluginContractError, match="same parameters, same outputs.*seed parameter"
-    ):
+    with pytest.raises(PluginContractError, match="same parameters, same outputs.*seed parameter"):
         check_plugin(_Shift(noise=0.1, random_state=None))
 
 
@@ -130,14 +115,9 @@ def test_a_model_that_loses_state_on_save_fails_the_round_trip():
     class Forgetful(_Shift):
         def get_state(self):
             meta, arrays = super().get_state()
-            return {
-                k: {s: [0.0] * len(v) for s, v in val.items()}
-                for k, val in meta.items()
-            }, arrays
+            return {k: {s: [0.0] * len(v) for s, v in val.items()} for k, val in meta.items()}, arrays
 
-    with pytest.raises(
-        PluginContractError, match="saved and loaded model gives other outputs"
-    ):
+    with pytest.raises(PluginContractError, match="saved and loaded model gives other outputs"):
         check_plugin(Forgetful())
 
 

@@ -42,24 +42,18 @@ def phantom(rng, shape):
     for _ in range(4):
         c = rng.uniform(-0.5, 0.5, 3)
         r = rng.uniform(0.1, 0.2)
-        image[(z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2 <= r * r] = (
-            rng.uniform(3, 8)
-        )
+        image[(z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2 <= r * r] = rng.uniform(3, 8)
     return image, body
 
 
-def site_scan(
-    site, index, seed, shape=(40, 48, 48), spacing=(4.0, 4.0, 4.0), direction=None
-):
+def site_scan(site, index, seed, shape=(40, 48, 48), spacing=(4.0, 4.0, 4.0), direction=None):
     """Site A: blurred (Gaussian sigma 1.5 voxels), little noise. Any other site: sharp and noisy."""
     rng = np.random.default_rng(seed)
     image, body = phantom(rng, shape)
     if site == "A":
         image = ndimage.gaussian_filter(image, 1.5) + rng.normal(0, 0.02, image.shape)
     else:
-        image = image + rng.normal(0, 0.25, image.shape) * np.sqrt(
-            np.maximum(image, 0.05)
-        )
+        image = image + rng.normal(0, 0.25, image.shape) * np.sqrt(np.maximum(image, 0.05))
     itk = sitk.GetImageFromArray(np.maximum(image, 0).astype(np.float32))
     itk.SetSpacing(spacing)
     itk.SetOrigin((-10.0, 5.0, 3.0))
@@ -72,18 +66,14 @@ def site_scan(
 
 def texture(scan_or_image, body_mask):
     """High-frequency energy inside the (eroded) body: std of image minus its Gaussian-smoothed self."""
-    image = (
-        scan_or_image.load_image() if isinstance(scan_or_image, Scan) else scan_or_image
-    )
+    image = scan_or_image.load_image() if isinstance(scan_or_image, Scan) else scan_or_image
     array = sitk.GetArrayFromImage(image).astype(np.float64)
     inside = ndimage.binary_erosion(sitk.GetArrayFromImage(body_mask) > 0, iterations=2)
     return float((array - ndimage.gaussian_filter(array, 1.0))[inside].std())
 
 
 def two_site_cohort(n=3, shape=(40, 48, 48)):
-    return Cohort(
-        [site_scan(s, i, 100 * (s == "B") + i, shape) for s in "AB" for i in range(n)]
-    )
+    return Cohort([site_scan(s, i, 100 * (s == "B") + i, shape) for s in "AB" for i in range(n)])
 
 
 def body_ssim(original, harmonized, body):
@@ -92,9 +82,7 @@ def body_ssim(original, harmonized, body):
 
     x = sitk.GetArrayFromImage(original).astype(np.float64)
     y = sitk.GetArrayFromImage(harmonized).astype(np.float64)
-    _, ssim_map = structural_similarity(
-        x, y, data_range=float(x[body].max() - x[body].min()), full=True, win_size=7
-    )
+    _, ssim_map = structural_similarity(x, y, data_range=float(x[body].max() - x[body].min()), full=True, win_size=7)
     return float(ssim_map[body].mean())
 
 
@@ -110,9 +98,7 @@ def lowpass_ssim(original, harmonized, body, sigma=2.0):
     y = sitk.GetArrayFromImage(harmonized).astype(np.float64)
     data_range = float(x[body].max() - x[body].min())
     xs, ys = ndimage.gaussian_filter(x, sigma), ndimage.gaussian_filter(y, sigma)
-    _, ssim_map = structural_similarity(
-        xs, ys, data_range=data_range, full=True, win_size=7
-    )
+    _, ssim_map = structural_similarity(xs, ys, data_range=data_range, full=True, win_size=7)
     return float(ssim_map[body].mean())
 
 
@@ -126,9 +112,7 @@ def test_training_keeps_the_anatomy_and_moves_the_texture_of_a_to_b_outputs_towa
     """The quick profile (residual generator) with a texture-seeing discriminator learns A -> B in 160 steps."""
     cohort = two_site_cohort()
     # fp32: bf16 autocast on CPU is not bit-reproducible run to run (oneDNN), fp32 is (on one machine).
-    gan = hk.get_harmonizer(
-        "gan", steps=160, seed=0, precision="fp32", **LEARNING, **TINY
-    ).fit(cohort, "B")
+    gan = hk.get_harmonizer("gan", steps=160, seed=0, precision="fp32", **LEARNING, **TINY).fit(cohort, "B")
     assert gan.make_config().residual
     a_scans, b_scans = cohort.by_group("A"), cohort.by_group("B")
     tex_a = np.mean([texture(s, s.masks["body"]) for s in a_scans])
@@ -140,14 +124,10 @@ def test_training_keeps_the_anatomy_and_moves_the_texture_of_a_to_b_outputs_towa
         moved.append(texture(out, scan.masks["body"]))
         body = sitk.GetArrayFromImage(scan.masks["body"]) > 0
         # Anatomy kept: low-pass SSIM to the input inside the body (measured 0.9989-0.9995 over seeds 0-2).
-        assert lowpass_ssim(scan.load_image(), out.load_image(), body) > 0.98, (
-            scan.subject_id
-        )
+        assert lowpass_ssim(scan.load_image(), out.load_image(), body) > 0.98, scan.subject_id
         before = sitk.GetArrayFromImage(scan.load_image())[body].mean()
         after = sitk.GetArrayFromImage(out.load_image())[body].mean()
-        assert after == pytest.approx(
-            before, rel=0.05
-        )  # SUV stays SUV (measured within 1.4 %)
+        assert after == pytest.approx(before, rel=0.05)  # SUV stays SUV (measured within 1.4 %)
     # The identity network (the untrained residual generator) leaves the texture at tex_a; the trained one
     # must move it a clear fraction of the way to site B's. Measured fraction, seeds 0 / 1 / 2 of this test:
     # 0.34 / 0.30 / 0.46 (texture 0.070 -> 0.19-0.25; site B 0.453). The threshold, 0.15, is half the lowest
@@ -163,9 +143,7 @@ def fitted(tmp_path_factory):
     work = tmp_path_factory.mktemp("work")
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    gan = hk.get_harmonizer("cyclegan", steps=2, work_dir=str(work), **TINY).fit(
-        cohort, "B"
-    )
+    gan = hk.get_harmonizer("cyclegan", steps=2, work_dir=str(work), **TINY).fit(cohort, "B")
     torch.set_num_threads(before)
     return gan, cohort, work
 
@@ -177,20 +155,14 @@ def test_output_has_the_input_grid_and_suv_units_for_any_spacing_size_and_direct
     tilted = (0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0)
     for scan in (
         site_scan("A", 7, 7, shape=(23, 31, 19)),  # not multiples of 4 or of the window
-        site_scan(
-            "A", 8, 8, shape=(17, 30, 26), spacing=(3.0, 3.0, 5.0), direction=tilted
-        ),  # other spacing: resampled
+        site_scan("A", 8, 8, shape=(17, 30, 26), spacing=(3.0, 3.0, 5.0), direction=tilted),  # other spacing: resampled
     ):
         image = scan.load_image()
         out = gan.transform(scan).load_image()
         assert same_geometry(out, image, tolerance=1e-9)
         assert out.GetPixelID() == sitk.sitkFloat32
         values = sitk.GetArrayFromImage(out)
-        assert (
-            np.isfinite(values).all()
-            and values.min() >= 0
-            and values.max() <= 50 + 1e-3
-        )
+        assert np.isfinite(values).all() and values.min() >= 0 and values.max() <= 50 + 1e-3
 
 
 def test_reference_scans_pass_unchanged_and_both_directions_are_available(fitted):
@@ -201,12 +173,8 @@ def test_reference_scans_pass_unchanged_and_both_directions_are_available(fitted
         sitk.GetArrayFromImage(b.load_image()),
     )
     to_a = gan.transform(b, target_site="A").load_image()
-    assert not np.array_equal(
-        sitk.GetArrayFromImage(to_a), sitk.GetArrayFromImage(b.load_image())
-    )
-    with pytest.raises(
-        HarmkitError, match="target site .Z. is not a site or site group"
-    ):
+    assert not np.array_equal(sitk.GetArrayFromImage(to_a), sitk.GetArrayFromImage(b.load_image()))
+    with pytest.raises(HarmkitError, match="target site .Z. is not a site or site group"):
         gan.transform(b, target_site="Z")
 
 
@@ -219,12 +187,8 @@ def test_fitting_the_other_reference_reuses_the_trained_networks(fitted, monkeyp
 
     # A fresh harmonizer with the same work_dir and the other reference: no new training.
     monkeypatch.setattr(training.Trainer, "train_step", no_training)
-    other = hk.get_harmonizer("cyclegan", steps=2, work_dir=str(work), **TINY).fit(
-        cohort, "A"
-    )
-    assert list(work.glob("run-*/training/checkpoint.pt")) and not list(
-        work.glob("run-*/volumes.h5")
-    )
+    other = hk.get_harmonizer("cyclegan", steps=2, work_dir=str(work), **TINY).fit(cohort, "A")
+    assert list(work.glob("run-*/training/checkpoint.pt")) and not list(work.glob("run-*/volumes.h5"))
     a = cohort.by_group("A")[0]
     b = cohort.by_group("B")[0]
     assert other.reference_site_ == "A"
@@ -241,9 +205,7 @@ def test_fitting_the_other_reference_reuses_the_trained_networks(fitted, monkeyp
 def test_save_and_load_round_trip_gives_identical_outputs(fitted, tmp_path):
     gan, cohort, _ = fitted
     path = gan.save(tmp_path / "model")
-    assert (path / "generators.pt").is_file() and (
-        path / "training" / "losses.csv"
-    ).is_file()
+    assert (path / "generators.pt").is_file() and (path / "training" / "losses.csv").is_file()
     loaded = hk.load_model(path)
     assert loaded.reference_site_ == "B" and loaded.make_config() == gan.make_config()
     scan = cohort.by_group("A")[0]
@@ -274,19 +236,13 @@ def test_a_tampered_generator_file_is_refused(fitted, tmp_path):
 
 
 def test_more_than_two_site_groups_merge_all_others_into_the_source_domain(tmp_path):
-    scans = [
-        site_scan(s, i, 10 * i + ord(s), shape=(24, 28, 28))
-        for s in ("A", "B", "C")
-        for i in range(1)
-    ]
+    scans = [site_scan(s, i, 10 * i + ord(s), shape=(24, 28, 28)) for s in ("A", "B", "C") for i in range(1)]
     gan = hk.get_harmonizer("gan", steps=1, **TINY).fit(Cohort(scans), "C")
     assert sorted([gan.domains_["x"], gan.domains_["y"]]) == [["A", "B"], ["C"]]
     out = gan.transform(scans[0])  # A -> C
     assert same_geometry(out.load_image(), scans[0].load_image())
     with pytest.raises(HarmkitError, match="fitted towards 'C'.*reference_site='A'"):
-        gan.transform(
-            scans[2], target_site="A"
-        )  # A alone is not a domain of this model
+        gan.transform(scans[2], target_site="A")  # A alone is not a domain of this model
     with pytest.raises(HarmkitError, match="reference site 'Q'"):
         hk.get_harmonizer("gan", steps=1, **TINY).fit(Cohort(scans), "Q")
 
@@ -301,19 +257,12 @@ def test_the_identity_network_returns_every_scan_exactly_even_through_another_gr
     identity = build_generator(gan.make_config())
     identity.zero_residual()
     clone = hk.load_model(gan.save(Path(tempfile.mkdtemp()) / "model"))
-    clone._generators = {
-        d: {k: v.clone() for k, v in identity.state_dict().items()}
-        for d in ("x_to_y", "y_to_x")
-    }
+    clone._generators = {d: {k: v.clone() for k, v in identity.state_dict().items()} for d in ("x_to_y", "y_to_x")}
     clone._nets = {}
     tilted = (0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0)
-    scan = site_scan(
-        "A", 9, 9, shape=(17, 30, 26), spacing=(3.0, 3.0, 5.0), direction=tilted
-    )  # resampled for the net
+    scan = site_scan("A", 9, 9, shape=(17, 30, 26), spacing=(3.0, 3.0, 5.0), direction=tilted)  # resampled for the net
     out = clone.transform(scan).load_image()
-    np.testing.assert_array_equal(
-        sitk.GetArrayFromImage(out), sitk.GetArrayFromImage(scan.load_image())
-    )
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(out), sitk.GetArrayFromImage(scan.load_image()))
 
 
 def test_a_fitted_model_says_whether_its_discriminators_learned(fitted):

@@ -57,11 +57,7 @@ def test_paper_profile_generator_has_the_published_layers():
             nn.Conv3d,
             nn.InstanceNorm3d,
         ]
-        assert all(
-            c.in_channels == c.out_channels == 256
-            for c in inner
-            if isinstance(c, nn.Conv3d)
-        )
+        assert all(c.in_channels == c.out_channels == 256 for c in inner if isinstance(c, nn.Conv3d))
     up = [m for m in seq if isinstance(m, nn.ConvTranspose3d)]
     assert [(u.in_channels, u.out_channels, u.stride) for u in up] == [
         (256, 128, (2, 2, 2)),
@@ -91,9 +87,7 @@ def test_an_untrained_residual_generator_is_exactly_the_identity():
     torch.manual_seed(0)
     cfg = get_profile("quick").with_overrides(ngf=4, n_res_blocks=1)
     assert cfg.residual and not get_profile("paper").residual
-    nets = build_networks(
-        cfg
-    )  # CycleGAN's N(0, 0.02) initialisation, then the residual path is zeroed
+    nets = build_networks(cfg)  # CycleGAN's N(0, 0.02) initialisation, then the residual path is zeroed
     x = torch.rand(2, 1, 16, 20, 24) * 2 - 1
     for name in ("G_ab", "G_ba"):
         assert nets[name].residual
@@ -122,9 +116,7 @@ def test_paper_profile_discriminator_is_a_70_voxel_patchgan():
         (1, 4, 1),
     ]
     seq = list(disc.model)
-    assert (
-        isinstance(seq[1], nn.LeakyReLU) and seq[1].negative_slope == 0.2
-    )  # no norm on the first layer
+    assert isinstance(seq[1], nn.LeakyReLU) and seq[1].negative_slope == 0.2  # no norm on the first layer
     assert len(_layers(disc, nn.InstanceNorm3d)) == 3
     assert all(m.negative_slope == 0.2 for m in _layers(disc, nn.LeakyReLU))
     assert receptive_field(disc) == 70
@@ -135,9 +127,7 @@ def test_one_discriminator_output_sees_exactly_70_voxels_per_axis():
     disc = PatchDiscriminator3d(ndf=2, n_layers=3).double()
     # Instance norm mixes every voxel of a channel (a global statistic); the
     # receptive field is that of the convolution stack, so take the norms out.
-    disc.model = nn.Sequential(
-        *[nn.Identity() if isinstance(m, nn.InstanceNorm3d) else m for m in disc.model]
-    )
+    disc.model = nn.Sequential(*[nn.Identity() if isinstance(m, nn.InstanceNorm3d) else m for m in disc.model])
     x = torch.randn(1, 1, 88, 88, 88, dtype=torch.float64, requires_grad=True)
     out = disc(x)
     centre = tuple(s // 2 for s in out.shape[2:])
@@ -151,9 +141,7 @@ def test_one_discriminator_output_sees_exactly_70_voxels_per_axis():
 
 def test_suv_transform_round_trips_and_is_the_same_for_every_scan():
     rng = np.random.default_rng(0)
-    suv = np.concatenate(
-        [rng.uniform(0, 50, 10000), [0.0, 0.1, 1.0, 2.5, 50.0]]
-    ).astype(np.float32)
+    suv = np.concatenate([rng.uniform(0, 50, 10000), [0.0, 0.1, 1.0, 2.5, 50.0]]).astype(np.float32)
     y = to_network(suv)
     assert y.min() >= -1 and y.max() <= 1
     assert y[-5] == -1 and y[-1] == pytest.approx(1.0)
@@ -161,9 +149,7 @@ def test_suv_transform_round_trips_and_is_the_same_for_every_scan():
     np.testing.assert_allclose(to_suv(y), suv, rtol=2e-5, atol=2e-5)
     # A fixed transform: a voxel's value does not depend on the rest of its scan.
     np.testing.assert_array_equal(to_network(suv[:5]), y[:5])
-    np.testing.assert_array_equal(
-        to_network(suv[:5] * 1.0), to_network(np.concatenate([suv[:5], [49.0]]))[:5]
-    )
+    np.testing.assert_array_equal(to_network(suv[:5] * 1.0), to_network(np.concatenate([suv[:5], [49.0]]))[:5])
     np.testing.assert_allclose(
         to_suv(to_network(suv, 20, 0.5), 20, 0.5),
         np.minimum(suv, 20),
@@ -181,9 +167,7 @@ def test_window_positions_cover_any_size_with_the_last_window_flush():
 
 def test_sliding_window_blends_back_the_volume_with_bounded_batches():
     rng = np.random.default_rng(0)
-    volume = rng.normal(size=(37, 50, 23)).astype(
-        np.float32
-    )  # not multiples of the window or of 4
+    volume = rng.normal(size=(37, 50, 23)).astype(np.float32)  # not multiples of the window or of 4
     seen = []
 
     def predictor(batch):
@@ -201,18 +185,13 @@ def test_sliding_window_blends_back_the_volume_with_bounded_batches():
     )
     assert out.shape == volume.shape and out.dtype == np.float32
     np.testing.assert_allclose(out, volume * 2 + 1, rtol=1e-5, atol=1e-5)
-    assert all(
-        s[0] <= 3 and s[1:] == (1, 16, 24, 32) for s in seen
-    )  # never more than one batch of windows
+    assert all(s[0] <= 3 and s[1:] == (1, 16, 24, 32) for s in seen)  # never more than one batch of windows
     assert calls[-1][0] == calls[-1][1] == sum(s[0] for s in seen)
 
 
 def test_quick_and_paper_profiles_are_valid_and_overrides_are_checked():
     assert get_profile("quick").ngf < get_profile("paper").ngf
-    assert (
-        get_profile("paper").window == (64, 128, 128)
-        and get_profile("paper").overlap == 0.85
-    )
+    assert get_profile("paper").window == (64, 128, 128) and get_profile("paper").overlap == 0.85
     with pytest.raises(ValueError, match="window"):
         get_profile("quick").with_overrides(window=(30, 64, 64))
     with pytest.raises(ValueError, match="unknown"):
@@ -257,14 +236,10 @@ def test_high_pass_discriminator_sees_noise_amplified_and_smooth_regions_as_zero
     ramp = torch.linspace(-1, 1, 24).view(1, 1, 24, 1, 1).expand(1, 1, 24, 24, 24)
     # A constant and (away from the edges) a linear ramp have no high-pass content.
     assert torch.allclose(disc.blur(flat), flat, atol=1e-6)
-    assert torch.allclose(
-        disc.blur(ramp)[..., 3:-3, :, :], ramp[..., 3:-3, :, :], atol=1e-5
-    )
+    assert torch.allclose(disc.blur(ramp)[..., 3:-3, :, :], ramp[..., 3:-3, :, :], atol=1e-5)
     torch.manual_seed(0)
     noise = 0.05 * torch.randn(1, 1, 24, 24, 24)
     high = disc.gain * (noise - disc.blur(noise))
-    assert (
-        high.std() > 4 * noise.std()
-    )  # white noise survives the high-pass, amplified by the gain
+    assert high.std() > 4 * noise.std()  # white noise survives the high-pass, amplified by the gain
     assert disc(flat + noise).shape[:2] == (1, 1)
     assert disc.patch.model[0].in_channels == 2

@@ -54,11 +54,7 @@ def _sample_b(rng, n):
 
 
 def _weights(trainer):
-    return {
-        f"{k}.{n}": t.clone()
-        for k, net in trainer.nets.items()
-        for n, t in net.state_dict().items()
-    }
+    return {f"{k}.{n}": t.clone() for k, net in trainer.nets.items() for n, t in net.state_dict().items()}
 
 
 @pytest.mark.slow
@@ -73,20 +69,12 @@ def test_interrupted_and_resumed_training_equals_uninterrupted(tmp_path):
     a, b = _weights(straight), _weights(resumed)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert (
-        resumed.opt_G.state_dict()["state"][0]["step"]
-        == straight.opt_G.state_dict()["state"][0]["step"]
-    )
+    assert resumed.opt_G.state_dict()["state"][0]["step"] == straight.opt_G.state_dict()["state"][0]["step"]
     # The loss log matches the weights: one row per step, the same values.
-    rows = [
-        list(csv.reader(open(tmp_path / d / "losses.csv")))
-        for d in ("straight", "resumed")
-    ]
+    rows = [list(csv.reader(open(tmp_path / d / "losses.csv"))) for d in ("straight", "resumed")]
     assert [r[0] for r in rows[1][1:]] == [str(i) for i in range(1, 10)]
     seconds = rows[0][0].index("seconds")  # wall time differs; everything else must not
-    assert [r[:seconds] + r[seconds + 1 :] for r in rows[0]] == [
-        r[:seconds] + r[seconds + 1 :] for r in rows[1]
-    ]
+    assert [r[:seconds] + r[seconds + 1 :] for r in rows[0]] == [r[:seconds] + r[seconds + 1 :] for r in rows[1]]
 
 
 def test_checkpoint_rows_log_the_learning_monitor_and_the_verdict_reads_it(tmp_path):
@@ -103,12 +91,9 @@ def test_checkpoint_rows_log_the_learning_monitor_and_the_verdict_reads_it(tmp_p
         # uniform(-1, -0.5) noise (domain A) is far smoother at 1 voxel than tanh(N(0, 0.5)) (domain B)
         assert row["tex_b"] > row["tex_a"] > 0
     verdict = learning_verdict(rows)
-    assert verdict["monitored"] and isinstance(
-        verdict["discriminators_at_chance"], bool
-    )
+    assert verdict["monitored"] and isinstance(verdict["discriminators_at_chance"], bool)
     assert verdict["texture_fraction_ab"] == pytest.approx(
-        (rows[-1]["tex_ab"] - rows[-1]["tex_a"])
-        / (rows[-1]["tex_b"] - rows[-1]["tex_a"])
+        (rows[-1]["tex_ab"] - rows[-1]["tex_a"]) / (rows[-1]["tex_b"] - rows[-1]["tex_a"])
     )
 
 
@@ -126,16 +111,12 @@ def test_verdict_says_at_chance_only_when_both_discriminators_stay_in_the_band_t
             "tex_ba": 0.25,
         }
 
-    assert learning_verdict([row(1, 0.5, 0.55), row(2, 0.45, 0.5)])[
-        "discriminators_at_chance"
-    ]
-    assert not learning_verdict([row(1, 0.5, 0.55), row(2, 0.45, 0.8)])[
-        "discriminators_at_chance"
-    ]
+    assert learning_verdict([row(1, 0.5, 0.55), row(2, 0.45, 0.5)])["discriminators_at_chance"]
+    assert not learning_verdict([row(1, 0.5, 0.55), row(2, 0.45, 0.8)])["discriminators_at_chance"]
     verdict = learning_verdict([row(1, 0.7, 0.7)])
-    assert verdict["texture_fraction_ab"] == pytest.approx(0.5) and verdict[
-        "texture_fraction_ba"
-    ] == pytest.approx(0.25)
+    assert verdict["texture_fraction_ab"] == pytest.approx(0.5) and verdict["texture_fraction_ba"] == pytest.approx(
+        0.25
+    )
     assert learning_verdict([]) == {"monitored": False}
 
 

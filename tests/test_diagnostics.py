@@ -50,9 +50,7 @@ def _correlated_noise(rng, shape, kernel_fwhm_mm: float, spacing) -> np.ndarray:
 
 def _sphere(shape, centre, radius_vox) -> np.ndarray:
     z, y, x = np.indices(shape)
-    return (z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (
-        x - centre[2]
-    ) ** 2 <= radius_vox**2
+    return (z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2 <= radius_vox**2
 
 
 # --- feature-level site predictability ----------------------------------------------------------
@@ -73,15 +71,11 @@ def test_site_predictability_is_near_one_for_a_known_shift():
 def test_site_predictability_with_three_groups_reports_every_pair():
     rng = np.random.default_rng(2)
     table = _features(rng, 40, shift=2.0)
-    extra = pd.DataFrame(
-        rng.standard_normal((40, 20)), columns=[f"f{k}" for k in range(20)]
-    )
+    extra = pd.DataFrame(rng.standard_normal((40, 20)), columns=[f"f{k}" for k in range(20)])
     extra["site_group"] = "C"
     result = site_predictability(pd.concat([table, extra], ignore_index=True))
     assert set(result["pairs"]) == {"A vs B", "A vs C", "B vs C"}
-    assert (
-        result["pairs"]["A vs B"] > 0.9 and abs(result["pairs"]["A vs C"] - 0.5) < 0.15
-    )
+    assert result["pairs"]["A vs B"] > 0.9 and abs(result["pairs"]["A vs C"] - 0.5) < 0.15
 
 
 def test_site_predictability_refuses_a_single_site_group():
@@ -107,13 +101,9 @@ def test_noise_statistics_recover_cov_and_correlation_length(kernel_mm):
     spacing = (4.0, 4.0, 4.0)
     values = 2.0 * (1 + 0.15 * _correlated_noise(rng, (40, 40, 40), kernel_mm, spacing))
     mask = _sphere(values.shape, (20, 20, 20), 7)
-    stats = noise_statistics(
-        _image(values, spacing), _image(mask.astype(np.uint8), spacing)
-    )
+    stats = noise_statistics(_image(values, spacing), _image(mask.astype(np.uint8), spacing))
     assert stats["cov"] == pytest.approx(0.15, rel=0.2)
-    expected = (
-        math.sqrt(2) * kernel_mm
-    )  # autocorrelation FWHM of white noise smoothed by a Gaussian of FWHM kernel_mm
+    expected = math.sqrt(2) * kernel_mm  # autocorrelation FWHM of white noise smoothed by a Gaussian of FWHM kernel_mm
     assert stats["corr_fwhm_inplane_mm"] == pytest.approx(expected, rel=0.2)
     assert stats["corr_fwhm_axial_mm"] == pytest.approx(expected, rel=0.3)
 
@@ -124,9 +114,7 @@ def test_edge_resolution_recovers_the_blur_of_a_hot_sphere():
     for fwhm in (6.0, 10.0):
         blurred = ndimage.gaussian_filter(obj, fwhm / FWHM / 2.0)
         mask = _image(_sphere((60, 60, 60), (30, 30, 30), 10).astype(np.uint8), spacing)
-        assert edge_resolution(_image(blurred, spacing), mask) == pytest.approx(
-            fwhm, rel=0.15
-        )
+        assert edge_resolution(_image(blurred, spacing), mask) == pytest.approx(fwhm, rel=0.15)
 
 
 def test_edge_resolution_is_undefined_for_a_cold_object():
@@ -139,23 +127,17 @@ def test_homogeneous_region_avoids_the_lesion_and_the_structured_half():
     rng = np.random.default_rng(6)
     shape = (40, 40, 40)
     values = np.full(shape, 1.0)
-    values[:, :, :20] += (
-        0.8 * (_correlated_noise(rng, shape, 16.0, (4.0,) * 3)[:, :, :20])
-    )  # structured half (x < 20)
+    values[:, :, :20] += 0.8 * (_correlated_noise(rng, shape, 16.0, (4.0,) * 3)[:, :, :20])  # structured half (x < 20)
     lesion = _sphere(shape, (20, 20, 30), 3)
     values[lesion] = 8.0
     values = values * (1 + 0.1 * rng.standard_normal(shape))
     mask = _image(lesion.astype(np.uint8))
-    region = sitk.GetArrayFromImage(
-        homogeneous_region(_image(values), exclude=mask)
-    ).astype(bool)
+    region = sitk.GetArrayFromImage(homogeneous_region(_image(values), exclude=mask)).astype(bool)
     assert region.any()
     distance = ndimage.distance_transform_edt(~lesion, sampling=(4.0, 4.0, 4.0))
     assert distance[region].min() >= 15.0
     assert np.argwhere(region)[:, 2].mean() >= 20  # in the uniform half
-    again = sitk.GetArrayFromImage(
-        homogeneous_region(_image(values), exclude=mask)
-    ).astype(bool)
+    again = sitk.GetArrayFromImage(homogeneous_region(_image(values), exclude=mask)).astype(bool)
     assert np.array_equal(region, again)
 
 
@@ -176,44 +158,28 @@ def _texture_cohort(kernel_mm: dict, scale: dict, n: int = 6, seed: int = 7) -> 
     for group in ("A", "B"):
         for k in range(n):
             level = rng.uniform(0.8, 1.5)
-            values = (
-                level
-                * scale[group]
-                * (
-                    1
-                    + 0.2
-                    * _correlated_noise(rng, (32, 32, 32), kernel_mm[group], spacing)
-                )
-            )
+            values = level * scale[group] * (1 + 0.2 * _correlated_noise(rng, (32, 32, 32), kernel_mm[group], spacing))
             scans.append(Scan(f"{group}{k}", group, _image(values, spacing), {}))
     return Cohort(scans)
 
 
 def test_patch_classifier_separates_sites_that_differ_only_in_noise_texture():
     cohort = _texture_cohort({"A": 5.0, "B": 10.0}, {"A": 1.0, "B": 1.0})
-    result = patch_separability(
-        cohort, patch_size=16, patches_per_scan=8, folds=3, jobs=1
-    )
+    result = patch_separability(cohort, patch_size=16, patches_per_scan=8, folds=3, jobs=1)
     assert result["accuracy"] >= 0.8
     assert result["chance"] == 0.5
 
 
 def test_patch_classifier_cannot_use_the_suv_level():
     cohort = _texture_cohort({"A": 8.0, "B": 8.0}, {"A": 1.0, "B": 1.6})
-    result = patch_separability(
-        cohort, patch_size=16, patches_per_scan=8, folds=3, jobs=1
-    )
+    result = patch_separability(cohort, patch_size=16, patches_per_scan=8, folds=3, jobs=1)
     assert result["accuracy"] < 0.7
 
 
 def test_patch_classifier_is_deterministic_with_a_seed():
     cohort = _texture_cohort({"A": 5.0, "B": 10.0}, {"A": 1.0, "B": 1.0}, n=3)
-    first = patch_separability(
-        cohort, patch_size=16, patches_per_scan=4, folds=3, jobs=1, seed=3
-    )
-    second = patch_separability(
-        cohort, patch_size=16, patches_per_scan=4, folds=3, jobs=1, seed=3
-    )
+    first = patch_separability(cohort, patch_size=16, patches_per_scan=4, folds=3, jobs=1, seed=3)
+    second = patch_separability(cohort, patch_size=16, patches_per_scan=4, folds=3, jobs=1, seed=3)
     assert first["accuracy"] == second["accuracy"]
     assert np.array_equal(first["descriptors"], second["descriptors"])
 
@@ -225,9 +191,7 @@ def _first_order(cohort) -> pd.DataFrame:
     """A small feature table (first-order statistics of the lesion) so the test needs no radiomics plugin."""
     rows = {}
     for scan in cohort:
-        values = sitk.GetArrayFromImage(scan.load_image())[
-            sitk.GetArrayFromImage(scan.load_mask("lesion")) > 0
-        ]
+        values = sitk.GetArrayFromImage(scan.load_image())[sitk.GetArrayFromImage(scan.load_mask("lesion")) > 0]
         rows[scan.subject_id] = {
             "mean": values.mean(),
             "sd": values.std(),
@@ -239,9 +203,7 @@ def _first_order(cohort) -> pd.DataFrame:
     return table
 
 
-def test_diagnose_command_on_real_scans_writes_json_table_and_figures(
-    ibsi_manifest, tmp_path, capsys
-):
+def test_diagnose_command_on_real_scans_writes_json_table_and_figures(ibsi_manifest, tmp_path, capsys):
     from harmkit.cli import main
     from harmkit.manifest import load_cohort
 
@@ -283,14 +245,8 @@ def test_diagnose_command_on_real_scans_writes_json_table_and_figures(
         "4.688mm vs 5.469mm",
     }
     texture = pd.read_csv(out / "texture_per_scan.csv")
-    assert (
-        len(texture) == 6
-        and (texture["noise_cov"] > 0).all()
-        and (texture["tissue_source"] == "automatic").all()
-    )
-    assert (out / "texture_by_group.png").stat().st_size > 0 and (
-        out / "patch_descriptors.png"
-    ).stat().st_size > 0
+    assert len(texture) == 6 and (texture["noise_cov"] > 0).all() and (texture["tissue_source"] == "automatic").all()
+    assert (out / "texture_by_group.png").stat().st_size > 0 and (out / "patch_descriptors.png").stat().st_size > 0
 
 
 def test_diagnose_names_a_missing_voi(ibsi_manifest, tmp_path):
@@ -338,20 +294,14 @@ def test_site_effects_evaluator_shows_combat_removing_a_feature_site_shift(tmp_p
     table.insert(0, "site", table.pop("site_group"))
     table.insert(1, "site_group", table["site"])
     cohort = Cohort(
-        [
-            Scan(sid, g, None, {"lesion": None}, site_group=g)
-            for sid, g in zip(table.index, table["site_group"])
-        ]
+        [Scan(sid, g, None, {"lesion": None}, site_group=g) for sid, g in zip(table.index, table["site_group"])]
     )
     ctx = _bench_context(tmp_path, parse_methods("combat"), cohort, table)
     result = SiteEffectsEvaluator(image_level=False).evaluate(ctx)
     row = result.summary["by_method"]["combat|A"]
     assert row["site_auc_before_lesion"] > 0.9
     assert abs(row["site_auc_lesion"] - 0.5) < 0.15
-    assert (
-        result.summary["by_method"]["none|B"]["site_auc_lesion"]
-        == row["site_auc_before_lesion"]
-    )
+    assert result.summary["by_method"]["none|B"]["site_auc_lesion"] == row["site_auc_before_lesion"]
 
 
 def test_site_effects_evaluator_measures_patch_texture_before_and_after_an_image_stage(
@@ -375,12 +325,8 @@ def test_site_effects_evaluator_measures_patch_texture_before_and_after_an_image
         index=[s.subject_id for s in cohort],
     )
     ctx = _bench_context(tmp_path, [none, oracle], cohort, table)
-    ctx.harmonized[("oracle", "A")] = {
-        s.subject_id: s for s in like_a if s.group == "B"
-    }
-    ctx.harmonized[("oracle", "B")] = {
-        s.subject_id: s for s in like_a if s.group == "B"
-    }
+    ctx.harmonized[("oracle", "A")] = {s.subject_id: s for s in like_a if s.group == "B"}
+    ctx.harmonized[("oracle", "B")] = {s.subject_id: s for s in like_a if s.group == "B"}
     evaluator = SiteEffectsEvaluator(patch_size=16, patches_per_scan=8, folds=3)
     result = evaluator.evaluate(ctx)
     row = result.summary["by_method"]["oracle|A"]

@@ -112,15 +112,9 @@ def test_bqml_series_is_converted_to_suvbw_with_geometry(tmp_path):
     suv = sitk.GetArrayFromImage(image)
     factor = expected_factor(3600.0)  # injection 09:15, series 10:15
     np.testing.assert_allclose(suv, values * factor, rtol=1e-4)
-    assert suv.max() == pytest.approx(
-        60000 * factor, rel=1e-4
-    )  # per-slice slope of the last slice applied
-    assert factor == pytest.approx(
-        2.7635e-4, rel=1e-4
-    )  # 70 kg, 370 MBq, 1 h after injection
-    assert suv.min() == pytest.approx(
-        1.38, abs=0.01
-    )  # background 5 kBq/mL: a plausible SUV
+    assert suv.max() == pytest.approx(60000 * factor, rel=1e-4)  # per-slice slope of the last slice applied
+    assert factor == pytest.approx(2.7635e-4, rel=1e-4)  # 70 kg, 370 MBq, 1 h after injection
+    assert suv.min() == pytest.approx(1.38, abs=0.01)  # background 5 kBq/mL: a plausible SUV
 
 
 def test_read_image_reads_a_dicom_folder_as_suv(tmp_path):
@@ -148,9 +142,7 @@ def test_injection_date_time_across_midnight(tmp_path):
 
 def test_acquisition_earlier_than_series_time_is_the_scan_start(tmp_path):
     # series re-saved after post-processing at 11:15; acquisition started 10:15
-    folder = write_series(
-        tmp_path / "pet", activity(), SeriesTime="111500", AcquisitionTime="101500"
-    )
+    folder = write_series(tmp_path / "pet", activity(), SeriesTime="111500", AcquisitionTime="101500")
     np.testing.assert_allclose(
         sitk.GetArrayFromImage(read_pet_series_suv(folder)),
         activity() * expected_factor(3600.0),
@@ -170,9 +162,7 @@ def test_admin_decay_correction_needs_no_decay_factor(tmp_path):
 def test_series_already_in_suv_is_kept(tmp_path):
     values = activity() / 10000
     folder = write_series(tmp_path / "pet", values, Units="GML")
-    np.testing.assert_allclose(
-        sitk.GetArrayFromImage(read_pet_series_suv(folder)), values, rtol=1e-4
-    )
+    np.testing.assert_allclose(sitk.GetArrayFromImage(read_pet_series_suv(folder)), values, rtol=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -201,9 +191,7 @@ def test_missing_tag_is_named_with_the_folder(tmp_path, remove, words):
 
 
 def test_missing_scan_time_is_named(tmp_path):
-    folder = write_series(
-        tmp_path / "pet", activity(), remove=("SeriesTime", "AcquisitionTime")
-    )
+    folder = write_series(tmp_path / "pet", activity(), remove=("SeriesTime", "AcquisitionTime"))
     with pytest.raises(
         HarmkitError,
         match=r"missing tag SeriesTime \(0008,0031\) or AcquisitionTime \(0008,0032\)",
@@ -255,8 +243,5 @@ def test_manifest_with_dicom_folders_validates(tmp_path):
     report = validate_manifest(tmp_path / "manifest.csv")
     assert len(report.errors) == 1
     message = str(report.errors[0])
-    assert (
-        message.startswith("row 2 (subject S2, site X): image:")
-        and "PatientWeight (0010,1030)" in message
-    )
+    assert message.startswith("row 2 (subject S2, site X): image:") and "PatientWeight (0010,1030)" in message
     assert report.summary_table().loc[0, "voxel_mm"] == "2.00×2.50×3.00"

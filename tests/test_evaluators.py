@@ -16,9 +16,7 @@ from harmkit.execution import get_executor
 from harmkit.methods import Method, parse_methods
 
 
-def synthetic_context(
-    tmp_path: Path, methods="combat", n=60, folds=6, site_shift=2.0, seed=0
-) -> BenchContext:
+def synthetic_context(tmp_path: Path, methods="combat", n=60, folds=6, site_shift=2.0, seed=0) -> BenchContext:
     """Two site groups A/B; the outcome depends on a latent signal; B's features carry an additive site effect."""
     rng = np.random.default_rng(seed)
     groups = np.array(["A"] * (n // 2) + ["B"] * (n - n // 2))
@@ -37,22 +35,14 @@ def synthetic_context(
     ]
     cohort = Cohort(scans)
     features = {}
-    for j, cls in enumerate(
-        ["firstorder", "firstorder", "glcm", "glcm", "glrlm", "glrlm", "glszm", "ngtdm"]
-    ):
+    for j, cls in enumerate(["firstorder", "firstorder", "glcm", "glcm", "glrlm", "glrlm", "glszm", "ngtdm"]):
         name = f"{cls}_F{j}"
         features[name] = (
-            (0.6 if j % 2 == 0 else 0.0) * signal
-            + rng.normal(size=n)
-            + site_shift * (groups == "B") * (1 + 0.2 * j)
+            (0.6 if j % 2 == 0 else 0.0) * signal + rng.normal(size=n) + site_shift * (groups == "B") * (1 + 0.2 * j)
         )
-    features["firstorder_Mean"] = (
-        5 + 0.3 * signal + 0.5 * (groups == "B") + rng.normal(scale=0.1, size=n)
-    )
+    features["firstorder_Mean"] = 5 + 0.3 * signal + 0.5 * (groups == "B") + rng.normal(scale=0.1, size=n)
     features["firstorder_Variance"] = (
-        (0.1 + 0.05 * (groups == "B"))
-        * features["firstorder_Mean"] ** 2
-        * rng.uniform(0.8, 1.2, size=n)
+        (0.1 + 0.05 * (groups == "B")) * features["firstorder_Mean"] ** 2 * rng.uniform(0.8, 1.2, size=n)
     )
     table = pd.DataFrame(features, index=[s.subject_id for s in scans])
     table.insert(0, "site_group", groups)
@@ -144,11 +134,7 @@ def test_prediction_is_cached(tmp_path):
 
 def _per_split(result, method, ref):
     table = result.tables["auc_per_split"]
-    return (
-        table[(table["method"] == method) & (table["reference"] == ref)]
-        .sort_values("split")["auc"]
-        .to_numpy()
-    )
+    return table[(table["method"] == method) & (table["reference"] == ref)].sort_values("split")["auc"].to_numpy()
 
 
 def test_prediction_ci_is_the_corrected_resampled_t_and_the_papers_is_kept(tmp_path):
@@ -180,9 +166,7 @@ def test_prediction_p_paired_is_the_corrected_t_and_the_papers_rule_is_kept(tmp_
     corrected = stats.corrected_resampled_ttest(aucs, base, 48, 12)
     assert row["p_paired"] == pytest.approx(corrected.p, abs=1e-12)
     assert row["t_corrected"] == pytest.approx(corrected.t, abs=1e-12)
-    assert (row["paired_test_haberl"], row["p_paired_haberl"]) == stats.paired_test(
-        aucs, base
-    )
+    assert (row["paired_test_haberl"], row["p_paired_haberl"]) == stats.paired_test(aucs, base)
 
 
 def test_prediction_holm_adjusts_over_every_comparison_with_the_baseline(tmp_path):
@@ -195,9 +179,7 @@ def test_prediction_holm_adjusts_over_every_comparison_with_the_baseline(tmp_pat
     family = ["combat|A", "combat|B"]
     for key in ("p_paired", "p_delong"):
         expected = stats.holm([rows[k][key] for k in family])
-        assert [rows[k][f"{key}_holm"] for k in family] == pytest.approx(
-            list(expected), abs=1e-12
-        )
+        assert [rows[k][f"{key}_holm"] for k in family] == pytest.approx(list(expected), abs=1e-12)
     assert "2 comparisons against `none`" in result.summary["holm_family"]
     assert "p_paired_holm" not in rows["none|A"]
 
@@ -207,29 +189,12 @@ def test_prediction_pooled_auc_has_delong_and_seeded_bootstrap_intervals(tmp_pat
 
     ctx = synthetic_context(tmp_path)
     result = PredictionEvaluator(n_bootstrap=500).evaluate(ctx)
-    assert (
-        result.summary["n_bootstrap"] == 500 and "seed 0" in result.summary["bootstrap"]
-    )
+    assert result.summary["n_bootstrap"] == 500 and "seed 0" in result.summary["bootstrap"]
     for row in result.summary["by_method"].values():
-        assert (
-            row["auc_pooled_delong_ci_low"]
-            < row["auc_pooled"]
-            < row["auc_pooled_delong_ci_high"]
-        )
-        assert (
-            row["auc_pooled_boot_ci_low"]
-            <= row["auc_pooled"]
-            <= row["auc_pooled_boot_ci_high"]
-        )
-    again = (
-        PredictionEvaluator(n_bootstrap=500)
-        .evaluate(ctx)
-        .summary["by_method"]["combat|A"]
-    )
-    assert (
-        again["auc_pooled_boot_ci_low"]
-        == result.summary["by_method"]["combat|A"]["auc_pooled_boot_ci_low"]
-    )
+        assert row["auc_pooled_delong_ci_low"] < row["auc_pooled"] < row["auc_pooled_delong_ci_high"]
+        assert row["auc_pooled_boot_ci_low"] <= row["auc_pooled"] <= row["auc_pooled_boot_ci_high"]
+    again = PredictionEvaluator(n_bootstrap=500).evaluate(ctx).summary["by_method"]["combat|A"]
+    assert again["auc_pooled_boot_ci_low"] == result.summary["by_method"]["combat|A"]["auc_pooled_boot_ci_low"]
 
 
 def test_splits_are_stratified_deterministic_and_sized():
@@ -252,15 +217,9 @@ def test_splits_need_both_classes():
 
 def test_config_toml_then_command_line(tmp_path):
     toml = tmp_path / "bench.toml"
-    toml.write_text(
-        'methods = "combat"\nfolds = 7\nsite_groups = ["CHUM+HMR"]\n[params.cyclegan]\nsteps = 5\n'
-    )
+    toml.write_text('methods = "combat"\nfolds = 7\nsite_groups = ["CHUM+HMR"]\n[params.cyclegan]\nsteps = 5\n')
     cfg = load_config(toml, {"folds": 9, "seed": None})
-    assert (
-        cfg.methods == "combat"
-        and cfg.folds == 9
-        and cfg.params["cyclegan"]["steps"] == 5
-    )
+    assert cfg.methods == "combat" and cfg.folds == 9 and cfg.params["cyclegan"]["steps"] == 5
     assert cfg.site_group_map(["CHUM", "HMR", "HGJ"]) == {
         "CHUM": "CHUM-HMR",
         "HMR": "CHUM-HMR",

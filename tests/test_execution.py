@@ -39,9 +39,7 @@ def worker_threads(_):
 
 def test_pool_workers_share_the_cores_instead_of_each_taking_all(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setenv(
-        "HARMKIT_START_METHOD", "spawn"
-    )  # a clean worker that imports torch itself
+    monkeypatch.setenv("HARMKIT_START_METHOD", "spawn")  # a clean worker that imports torch itself
     cores = len(os.sched_getaffinity(0))
     with LocalExecutor(jobs=2, progress=False) as executor:
         results = executor.map(worker_threads, [0, 1], "threads")
@@ -58,9 +56,7 @@ def test_jobs_one_runs_in_process_without_pool():
 def test_default_uses_every_core():
     with get_executor(progress=False) as executor:
         assert executor.workers == (
-            os.cpu_count()
-            if hasattr(os, "sched_getaffinity") is False
-            else len(os.sched_getaffinity(0))
+            os.cpu_count() if hasattr(os, "sched_getaffinity") is False else len(os.sched_getaffinity(0))
         )
 
 
@@ -79,9 +75,7 @@ def test_process_pool_survives_a_crashing_worker():
     with LocalExecutor(2, progress=False) as executor:
         results = executor.map(die_on_seven, range(10), "crashy")
         assert "worker process died" in results[7].error
-        assert [r.value for i, r in enumerate(results) if i != 7] == [
-            -i for i in range(10) if i != 7
-        ]
+        assert [r.value for i, r in enumerate(results) if i != 7] == [-i for i in range(10) if i != 7]
         # the pool is usable again afterwards
         assert [r.value for r in executor.map(die_on_seven, [1, 2], "again")] == [
             -1,
@@ -102,9 +96,7 @@ def test_bad_scheduler_address_is_a_user_error():
 def test_dask_local_cluster_gives_the_same_results_as_the_pool():
     with get_executor(jobs=2, progress=False) as pool:
         expected = pool.map(slow_square, range(8), "pool")
-    with get_executor(
-        jobs=2, scheduler="local", progress=False, processes=False
-    ) as dask:
+    with get_executor(jobs=2, scheduler="local", progress=False, processes=False) as dask:
         assert isinstance(dask, DaskExecutor)
         assert dask.workers == 2
         got = dask.map(slow_square, range(8), "dask")
@@ -116,9 +108,7 @@ def test_pool_works_from_a_script_read_on_stdin():
     import sys
 
     code = "from harmkit.execution import get_executor\nimport math\nwith get_executor(jobs=2, progress=False) as ex:\n    print([r.value for r in ex.map(math.sqrt, [4, 9, 16], 'x')], ex.start_method)\n"
-    result = subprocess.run(
-        [sys.executable, "-"], input=code, capture_output=True, text=True, timeout=60
-    )
+    result = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["[2.0,", "3.0,", "4.0]", "fork"]
 

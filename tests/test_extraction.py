@@ -32,14 +32,8 @@ def _scan_images(seed, shape=(20, 20, 20), spacing=(2.0, 2.0, 3.0), noise=1.0):
     c = (np.array(shape) - 1) / 2
     r = 3.5 + (seed % 3)
     lesion = (z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2 <= r**2
-    satellite = (z - 3) ** 2 + (y - 3) ** 2 + (
-        x - 3
-    ) ** 2 <= 1.5**2  # a second, smaller component
-    array = (
-        1.0
-        + rng.gamma(4, 0.1 * noise, shape)
-        + (lesion | satellite) * (4 + rng.gamma(4, 0.5 * noise, shape))
-    )
+    satellite = (z - 3) ** 2 + (y - 3) ** 2 + (x - 3) ** 2 <= 1.5**2  # a second, smaller component
+    array = 1.0 + rng.gamma(4, 0.1 * noise, shape) + (lesion | satellite) * (4 + rng.gamma(4, 0.5 * noise, shape))
     image = sitk.GetImageFromArray(array.astype(np.float32))
     image.SetSpacing(spacing)
     mask = sitk.GetImageFromArray((lesion | satellite).astype(np.uint8))
@@ -72,9 +66,7 @@ def make_cohort(root: Path, n_per_site=3, bad: dict | None = None) -> Path:
             tiny_mask = sitk.GetImageFromArray(tiny)
             tiny_mask.CopyInformation(image)
             mask = tiny_mask
-        suffix = (
-            ".nrrd" if kind == "nan" else ".nii.gz"
-        )  # ITK's NIfTI reader turns NaN into 0; NRRD keeps it
+        suffix = ".nrrd" if kind == "nan" else ".nii.gz"  # ITK's NIfTI reader turns NaN into 0; NRRD keeps it
         write_image(image, root / f"s{i}{suffix}")
         write_image(mask, root / f"s{i}_lesion.nii.gz")
         rows.append(
@@ -100,13 +92,8 @@ def cohort_manifest(tmp_path_factory):
 
 
 def test_table_has_subjects_sites_then_the_93_features(cohort_manifest, tmp_path):
-    table = extract(
-        cohort_manifest, voi="lesion", jobs=1, cache_dir=tmp_path, progress=False
-    )
-    assert (
-        list(table.index) == [f"s{i}" for i in range(6)]
-        and table.index.name == "subject_id"
-    )
+    table = extract(cohort_manifest, voi="lesion", jobs=1, cache_dir=tmp_path, progress=False)
+    assert list(table.index) == [f"s{i}" for i in range(6)] and table.index.name == "subject_id"
     assert list(table.columns[:2]) == ["site", "site_group"]
     assert table["site_group"].tolist() == ["GA"] * 3 + ["GB"] * 3
     assert table.shape[1] == 2 + 93
@@ -124,9 +111,7 @@ def test_table_has_subjects_sites_then_the_93_features(cohort_manifest, tmp_path
     assert np.isfinite(table.iloc[:, 2:].to_numpy()).all()
 
 
-def test_rerun_is_served_from_the_cache_with_identical_values(
-    cohort_manifest, tmp_path
-):
+def test_rerun_is_served_from_the_cache_with_identical_values(cohort_manifest, tmp_path):
     first = extract(
         cohort_manifest,
         extractor=RadiomicsExtractor(classes=FAST),
@@ -205,9 +190,7 @@ def test_dask_local_cluster_gives_the_same_93_feature_table_as_the_pool(
     cohort_manifest,
 ):
     pooled = extract(cohort_manifest, jobs=2, cache_dir=False, progress=False)
-    dask = extract(
-        cohort_manifest, jobs=2, scheduler="local", cache_dir=False, progress=False
-    )
+    dask = extract(cohort_manifest, jobs=2, scheduler="local", cache_dir=False, progress=False)
     pd.testing.assert_frame_equal(pooled, dask)
 
 
@@ -239,9 +222,7 @@ def test_invalid_scans_are_named_before_anything_is_extracted(bad_manifest, tmp_
     assert not list(tmp_path.rglob("entry.json"))  # nothing computed, nothing cached
 
 
-def test_scans_failing_during_extraction_are_named_and_the_good_ones_are_cached(
-    bad_manifest, tmp_path
-):
+def test_scans_failing_during_extraction_are_named_and_the_good_ones_are_cached(bad_manifest, tmp_path):
     kept = extract(
         bad_manifest,
         extractor=RadiomicsExtractor(classes=FAST),
@@ -253,9 +234,7 @@ def test_scans_failing_during_extraction_are_named_and_the_good_ones_are_cached(
     assert list(kept.index) == ["s0", "s3"]
     assert sorted(kept.attrs["failed"]) == ["s1", "s2", "s4", "s5"]
     assert "smaller than one resampled voxel" in kept.attrs["failed"]["s5"]
-    with pytest.raises(
-        HarmkitError
-    ) as info:  # only s5 passes validation and then fails in pyradiomics
+    with pytest.raises(HarmkitError) as info:  # only s5 passes validation and then fails in pyradiomics
         cohort = load_cohort(bad_manifest)
         extract(
             cohort.filter(lambda s: s.subject_id in ("s0", "s3", "s5")),
@@ -264,9 +243,7 @@ def test_scans_failing_during_extraction_are_named_and_the_good_ones_are_cached(
             cache_dir=tmp_path,
             progress=False,
         )
-    assert "failed for 1 of 3 scan(s)" in str(info.value) and "cached" in str(
-        info.value
-    )
+    assert "failed for 1 of 3 scan(s)" in str(info.value) and "cached" in str(info.value)
     again = extract(
         bad_manifest,
         extractor=RadiomicsExtractor(classes=FAST),
@@ -371,9 +348,7 @@ def test_cli_writes_the_table_and_its_settings(cohort_manifest, tmp_path):
     table = read_features(out)
     assert table.shape == (6, 95)
     assert table.attrs["settings"]["setting"]["binWidth"] == 0.5
-    assert not [
-        p for p in tmp_path.iterdir() if p.name.startswith(".")
-    ]  # no temporary files left
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 
 @pytest.mark.slow
@@ -396,11 +371,7 @@ def test_cli_reports_bad_scans_in_one_message_without_traceback(bad_manifest, tm
         str(params),
     )
     assert result.returncode == 2
-    assert (
-        "Traceback" not in result.stderr
-        and "subject 's1'" in result.stderr
-        and "NaN" in result.stderr
-    )
+    assert "Traceback" not in result.stderr and "subject 's1'" in result.stderr and "NaN" in result.stderr
     assert not out.exists()
     result = _cli(
         "extract",
@@ -419,9 +390,7 @@ def test_cli_reports_bad_scans_in_one_message_without_traceback(bad_manifest, tm
     assert read_features(out).index.tolist() == ["s0", "s3"]
 
 
-def test_warm_rerun_reads_no_image_and_starts_no_worker(
-    cohort_manifest, tmp_path, monkeypatch
-):
+def test_warm_rerun_reads_no_image_and_starts_no_worker(cohort_manifest, tmp_path, monkeypatch):
     extract(
         cohort_manifest,
         extractor=RadiomicsExtractor(classes=FAST),
@@ -487,9 +456,7 @@ def test_simulated_lung_cohort_liver_spheres_and_reference_features(tmp_path):
         jobs=2,
         progress=False,
     )
-    cohort = add_reference_spheres(
-        load_cohort(manifest), tmp_path / "spheres", organ="liver", name="sphere"
-    )
+    cohort = add_reference_spheres(load_cohort(manifest), tmp_path / "spheres", organ="liver", name="sphere")
     for scan in cohort:
         sphere = sitk.GetArrayFromImage(scan.load_mask("sphere")).astype(bool)
         liver = sitk.GetArrayFromImage(scan.load_mask("liver")).astype(bool)
@@ -514,16 +481,12 @@ def test_cli_places_liver_spheres_and_extracts_from_them(tmp_path):
     organ = liver()
     image = sitk.Cast(organ, sitk.sitkFloat32) * 2.0 + 0.2
     noise = sitk.GetImageFromArray(
-        np.random.default_rng(0)
-        .normal(0, 0.2, sitk.GetArrayViewFromImage(organ).shape)
-        .astype(np.float32)
+        np.random.default_rng(0).normal(0, 0.2, sitk.GetArrayViewFromImage(organ).shape).astype(np.float32)
     )
     noise.CopyInformation(image)
     write_image(image + noise, tmp_path / "a.nii.gz")
     write_image(organ, tmp_path / "a_liver.nii.gz")
-    (tmp_path / "manifest.csv").write_text(
-        "subject_id,site,image,mask_liver\na,S1,a.nii.gz,a_liver.nii.gz\n"
-    )
+    (tmp_path / "manifest.csv").write_text("subject_id,site,image,mask_liver\na,S1,a.nii.gz,a_liver.nii.gz\n")
     out = tmp_path / "liver.csv"
     result = _cli(
         "extract",

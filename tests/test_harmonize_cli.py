@@ -38,11 +38,7 @@ TINY_CLI = [
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
     root = tmp_path_factory.mktemp("cohort")
-    scans = [
-        site_scan(s, i, 10 * i + ord(s), shape=(21, 26, 30))
-        for s in "AB"
-        for i in range(2)
-    ]
+    scans = [site_scan(s, i, 10 * i + ord(s), shape=(21, 26, 30)) for s in "AB" for i in range(2)]
     return write_cohort(scans, root)
 
 
@@ -74,18 +70,14 @@ def model(manifest, tmp_path_factory):
 
 def test_train_writes_a_model_and_keeps_resumable_checkpoints_beside_it(model):
     document = json.loads((model / "harmkit-model.json").read_text())
-    assert (
-        document["plugin"] == "cyclegan" and document["state"]["reference_site_"] == "B"
-    )
+    assert document["plugin"] == "cyclegan" and document["state"]["reference_site_"] == "B"
     assert document["params"]["steps"] == 2 and document["params"]["ngf"] == 2
     assert (model / "generators.pt").is_file()
     work = model.parent / ".gan.work"
     assert list(work.glob("run-*/training/checkpoint.pt"))
 
 
-def test_harmonize_writes_images_on_the_input_grid_and_a_manifest(
-    model, manifest, tmp_path
-):
+def test_harmonize_writes_images_on_the_input_grid_and_a_manifest(model, manifest, tmp_path):
     out = tmp_path / "harmonized"
     main(
         [
@@ -102,10 +94,7 @@ def test_harmonize_writes_images_on_the_input_grid_and_a_manifest(
         hk.load_cohort(manifest),
         hk.load_cohort(out / "manifest.csv"),
     )
-    assert (
-        harmonized.subject_ids == original.subject_ids
-        and harmonized.sites == original.sites
-    )
+    assert harmonized.subject_ids == original.subject_ids and harmonized.sites == original.sites
     for before, after in zip(original, harmonized):
         assert same_geometry(before.load_image(), after.load_image(), tolerance=1e-9)
         assert np.array_equal(
@@ -117,16 +106,12 @@ def test_harmonize_writes_images_on_the_input_grid_and_a_manifest(
         original.by_group("A")[0].load_image(),
         harmonized.by_group("A")[0].load_image(),
     )
-    assert not np.array_equal(
-        sitk.GetArrayFromImage(a_before), sitk.GetArrayFromImage(a_after)
-    )
+    assert not np.array_equal(sitk.GetArrayFromImage(a_before), sitk.GetArrayFromImage(a_after))
     b_before, b_after = (
         original.by_group("B")[0].load_image(),
         harmonized.by_group("B")[0].load_image(),
     )
-    assert np.array_equal(
-        sitk.GetArrayFromImage(b_before), sitk.GetArrayFromImage(b_after)
-    )
+    assert np.array_equal(sitk.GetArrayFromImage(b_before), sitk.GetArrayFromImage(b_after))
     provenance = json.loads((out / "harmonize.json").read_text())
     assert provenance["plugin"] == "cyclegan" and provenance["scans"] == 4
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
@@ -153,12 +138,8 @@ def test_harmonize_refuses_a_non_empty_output_folder(model, manifest, tmp_path, 
     assert (out / "keep.txt").read_text() == "mine"
 
 
-def test_python_api_harmonizes_towards_the_other_site_with_the_same_model(
-    model, manifest, tmp_path
-):
-    path = hk.harmonize(
-        model, manifest, tmp_path / "to_a", target_site="A", progress=False
-    )
+def test_python_api_harmonizes_towards_the_other_site_with_the_same_model(model, manifest, tmp_path):
+    path = hk.harmonize(model, manifest, tmp_path / "to_a", target_site="A", progress=False)
     harmonized = hk.load_cohort(path)
     b_before = hk.load_cohort(manifest).by_group("B")[0].load_image()
     assert not np.array_equal(
@@ -167,9 +148,7 @@ def test_python_api_harmonizes_towards_the_other_site_with_the_same_model(
     )
 
 
-def test_unknown_hyper_parameter_is_named_with_the_valid_ones(
-    manifest, tmp_path, capsys
-):
+def test_unknown_hyper_parameter_is_named_with_the_valid_ones(manifest, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(
             [
@@ -195,9 +174,7 @@ def test_train_rejects_an_unknown_reference_site(manifest, tmp_path):
     assert not (tmp_path / "m").exists()
 
 
-def test_an_interrupted_train_resumes_to_the_same_model(
-    manifest, tmp_path, monkeypatch
-):
+def test_an_interrupted_train_resumes_to_the_same_model(manifest, tmp_path, monkeypatch):
     import harmkit_cyclegan.training as training
 
     params = dict(

@@ -19,9 +19,7 @@ SHAPE = (24, 28, 32)  # z, y, x
 
 def body_mask_array():
     z, y, x = np.indices(SHAPE)
-    return (
-        ((z - 11.5) / 10) ** 2 + ((y - 13.5) / 12) ** 2 + ((x - 15.5) / 14) ** 2 <= 1
-    ).astype(np.uint8)
+    return (((z - 11.5) / 10) ** 2 + ((y - 13.5) / 12) ** 2 + ((x - 15.5) / 14) ** 2 <= 1).astype(np.uint8)
 
 
 def make_scan(subject, site, seed, scale=1.0, offset=0.0, shape_k=2.0, group=None):
@@ -44,10 +42,7 @@ def make_scan(subject, site, seed, scale=1.0, offset=0.0, shape_k=2.0, group=Non
 
 def cohort():
     scans = [make_scan(f"r{i}", "REF", seed=i) for i in range(2)]
-    scans += [
-        make_scan(f"s{i}", "SRC", seed=10 + i, scale=1.7, offset=0.4, shape_k=3.0)
-        for i in range(2)
-    ]
+    scans += [make_scan(f"s{i}", "SRC", seed=10 + i, scale=1.7, offset=0.4, shape_k=3.0) for i in range(2)]
     return Cohort(scans)
 
 
@@ -77,9 +72,7 @@ def test_output_quantiles_match_the_pooled_reference_quantiles():
         for p in (5, 25, 50, 75, 95):
             ref_q = np.percentile(reference, p)
             assert abs(np.percentile(after, p) - ref_q) <= 0.03 * ref_q + 0.01, p
-        assert (
-            abs(np.percentile(before, 50) - np.percentile(reference, 50)) > 0.3
-        )  # it really was different
+        assert abs(np.percentile(before, 50) - np.percentile(reference, 50)) > 0.3  # it really was different
 
 
 def test_mapping_is_monotone_and_keeps_the_voxel_order():
@@ -96,13 +89,9 @@ def test_voxels_outside_the_body_are_kept_unless_asked_to_map_them():
     outside = body_mask_array() == 0
     original = sitk.GetArrayFromImage(data[2].load_image())[outside]
     kept = HistogramMatching().fit(data, "REF").transform(data[2])
-    np.testing.assert_array_equal(
-        sitk.GetArrayFromImage(kept.load_image())[outside], original
-    )
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(kept.load_image())[outside], original)
     mapped = HistogramMatching(outside="map").fit(data, "REF").transform(data[2])
-    assert not np.allclose(
-        sitk.GetArrayFromImage(mapped.load_image())[outside], original
-    )
+    assert not np.allclose(sitk.GetArrayFromImage(mapped.load_image())[outside], original)
 
 
 def test_output_has_the_input_geometry_and_float32():
@@ -117,9 +106,7 @@ def test_output_has_the_input_geometry_and_float32():
 def test_reference_group_scans_come_back_unchanged():
     data = cohort()
     out = HistogramMatching().fit(data, "REF").transform(data[0])
-    np.testing.assert_array_equal(
-        sitk.GetArrayFromImage(out.load_image()), sitk.GetArrayFromImage(data[0].image)
-    )
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(out.load_image()), sitk.GetArrayFromImage(data[0].image))
 
 
 def test_reference_is_a_site_group():
@@ -139,9 +126,7 @@ def test_save_and_load_reproduce_the_transform(tmp_path):
     data = cohort()
     model = HistogramMatching(landmarks=(2, 25, 50, 75, 98)).fit(data, "REF")
     path = model.save(tmp_path / "hm")
-    assert json.loads((path / "harmkit-model.json").read_text())["params"][
-        "landmarks"
-    ] == [2, 25, 50, 75, 98]
+    assert json.loads((path / "harmkit-model.json").read_text())["params"]["landmarks"] == [2, 25, 50, 75, 98]
     loaded = harmkit.load_model(path)
     np.testing.assert_array_equal(
         sitk.GetArrayFromImage(loaded.transform(data[2]).load_image()),
@@ -155,15 +140,11 @@ def test_transform_is_picklable_and_runs_through_the_executor():
     model = HistogramMatching().fit(data, "REF")
     clone = pickle.loads(pickle.dumps(model.transform))
     expected = sitk.GetArrayFromImage(model.transform(data[2]).load_image())
-    np.testing.assert_array_equal(
-        sitk.GetArrayFromImage(clone(data[2]).load_image()), expected
-    )
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(clone(data[2]).load_image()), expected)
     with execution.get_executor(jobs=2) as executor:
         results = executor.map(model.transform, list(data), label="histmatch")
     assert all(r.error is None for r in results)
-    np.testing.assert_array_equal(
-        sitk.GetArrayFromImage(results[2].value.load_image()), expected
-    )
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(results[2].value.load_image()), expected)
 
 
 def test_missing_body_mask_names_the_scan_and_the_mask():
@@ -175,9 +156,7 @@ def test_missing_body_mask_names_the_scan_and_the_mask():
 
 
 def test_unknown_reference_group_lists_the_groups():
-    with pytest.raises(
-        HarmkitError, match="'HGJ' is not a site or site group.*REF, SRC"
-    ):
+    with pytest.raises(HarmkitError, match="'HGJ' is not a site or site group.*REF, SRC"):
         HistogramMatching().fit(cohort(), "HGJ")
 
 
@@ -201,9 +180,7 @@ def test_registered_as_histmatch_from_its_own_distribution():
 
     info = {p.name: p for p in harmkit.list_plugins()}["histmatch"]
     assert info.distribution == "harmkit-histmatch" and info.kind == "image-harmonizer"
-    assert isinstance(
-        harmkit.get_harmonizer("histmatch", mask="body"), HistogramMatching
-    )
+    assert isinstance(harmkit.get_harmonizer("histmatch", mask="body"), HistogramMatching)
 
 
 def test_works_on_a_cohort_read_from_a_manifest(tiny_cohort):
@@ -215,8 +192,6 @@ def test_works_on_a_cohort_read_from_a_manifest(tiny_cohort):
         out = model.transform(scan)
         assert same_geometry(out.load_image(), scan.load_image())
         lesion = sitk.GetArrayFromImage(scan.load_mask("lesion")) > 0
-        assert np.median(
-            sitk.GetArrayFromImage(out.load_image())[lesion]
-        ) == pytest.approx(
+        assert np.median(sitk.GetArrayFromImage(out.load_image())[lesion]) == pytest.approx(
             model.reference_landmarks_[model.landmarks_.index(50.0)], rel=0.2
         )

@@ -57,9 +57,7 @@ def test_phantom_mask_has_the_documented_voxel_count():
 def phantom_features() -> dict[str, float]:
     image = sitk.ReadImage(str(DATA / "image" / "phantom.nii.gz"), sitk.sitkFloat32)
     mask = sitk.ReadImage(str(DATA / "mask" / "mask.nii.gz"))
-    extractor = RadiomicsExtractor(
-        bin_width=1.0, resampled_spacing=None, classes=ALL_CLASSES
-    )
+    extractor = RadiomicsExtractor(bin_width=1.0, resampled_spacing=None, classes=ALL_CLASSES)
     return extractor.extract(image, mask)
 
 
@@ -89,9 +87,7 @@ def test_documented_deviation_matches_after_conversion(phantom_features, feature
     reference, tolerance = _reference()[IBSI_TAGS[feature]]
     raw = phantom_features[feature]
     converted = to_ibsi(feature, raw, voxels=PHANTOM_VOXELS)
-    assert abs(converted - reference) < abs(
-        raw - reference
-    )  # the conversion explains the difference
+    assert abs(converted - reference) < abs(raw - reference)  # the conversion explains the difference
     assert abs(converted - reference) <= _allowed_difference(reference, tolerance)
 
 

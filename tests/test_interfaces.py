@@ -26,9 +26,7 @@ class Shift(FeatureHarmonizer):
     def fit(self, features, sites, covariates=None, reference_site=None):
         sites = np.asarray(sites)
         self.sites_ = sorted(set(sites.tolist()))
-        self.mean_ = np.stack(
-            [features[sites == s].to_numpy().mean(axis=0) for s in self.sites_]
-        )
+        self.mean_ = np.stack([features[sites == s].to_numpy().mean(axis=0) for s in self.sites_])
         self.n_rows_ = int(len(features))
         return self
 
@@ -40,9 +38,7 @@ class Shift(FeatureHarmonizer):
 
 @pytest.fixture
 def table():
-    features = pd.DataFrame(
-        {"a": [1.0, 2.0, 3.0, 10.0, 12.0], "b": [0.5, 0.5, 1.0, 4.0, 5.0]}
-    )
+    features = pd.DataFrame({"a": [1.0, 2.0, 3.0, 10.0, 12.0], "b": [0.5, 0.5, 1.0, 4.0, 5.0]})
     return features, ["s1", "s1", "s1", "s2", "s2"]
 
 
@@ -54,9 +50,7 @@ def test_constructor_only_stores_parameters():
 
 
 def test_set_params_refuses_unknown_names():
-    with pytest.raises(
-        HarmkitError, match="unknown parameter 'scal'; valid parameters: label, scale"
-    ):
+    with pytest.raises(HarmkitError, match="unknown parameter 'scal'; valid parameters: label, scale"):
         Shift().set_params(scal=3)
     assert Shift().set_params(scale=3).scale == 3
 
@@ -74,9 +68,7 @@ def test_save_load_round_trip(tmp_path, table):
     model = Shift(scale=0.5, label="y").fit(features, sites)
     saved = model.save(tmp_path / "model")
     assert sorted(p.name for p in saved.iterdir()) == [ARRAYS_FILE, STATE_FILE]
-    assert [p.name for p in tmp_path.iterdir()] == [
-        "model"
-    ]  # no temporary directory left behind
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temporary directory left behind
     document = json.loads((saved / STATE_FILE).read_text())
     assert document["plugin"] == "shift" and document["params"] == {
         "scale": 0.5,
@@ -86,9 +78,7 @@ def test_save_load_round_trip(tmp_path, table):
     loaded = Shift.load(saved)
     assert loaded.get_params() == model.get_params()
     np.testing.assert_array_equal(loaded.mean_, model.mean_)
-    pd.testing.assert_frame_equal(
-        loaded.transform(features, sites), model.transform(features, sites)
-    )
+    pd.testing.assert_frame_equal(loaded.transform(features, sites), model.transform(features, sites))
 
 
 def test_save_replaces_an_existing_model(tmp_path, table):
@@ -114,9 +104,7 @@ def test_object_arrays_are_refused_when_saving(tmp_path, table):
 
 def test_pickled_arrays_are_refused_when_loading(tmp_path, table):
     saved = Shift().fit(*table).save(tmp_path / "m")
-    np.savez(
-        saved / ARRAYS_FILE, mean_=np.array([object()], dtype=object)
-    )  # what an attacker could ship
+    np.savez(saved / ARRAYS_FILE, mean_=np.array([object()], dtype=object))  # what an attacker could ship
     with pytest.raises(HarmkitError, match="refuses to load them"):
         Shift.load(saved)
 

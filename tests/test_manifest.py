@@ -14,11 +14,7 @@ from harmkit.manifest import read_manifest_problems, write_cohort, write_manifes
 
 def test_load_cohort_reads_every_column(tiny_cohort):
     cohort = hk.load_cohort(tiny_cohort)
-    assert (
-        len(cohort) == 6
-        and cohort.sites == ["A", "B"]
-        and cohort.mask_names == ["lesion"]
-    )
+    assert len(cohort) == 6 and cohort.sites == ["A", "B"] and cohort.mask_names == ["lesion"]
     scan = cohort[1]
     assert (scan.subject_id, scan.site, scan.group, scan.row, scan.outcome) == (
         "A1",
@@ -36,15 +32,10 @@ def test_load_cohort_reads_every_column(tiny_cohort):
         3.0,
     )
     mask = scan.load_mask("lesion")
-    assert (
-        mask.GetPixelID() == sitk.sitkUInt8
-        and int(sitk.GetArrayViewFromImage(mask).sum()) == 18
-    )
+    assert mask.GetPixelID() == sitk.sitkUInt8 and int(sitk.GetArrayViewFromImage(mask).sum()) == 18
 
 
-def test_paths_are_relative_to_the_manifest_not_the_working_directory(
-    tiny_cohort, monkeypatch, tmp_path_factory
-):
+def test_paths_are_relative_to_the_manifest_not_the_working_directory(tiny_cohort, monkeypatch, tmp_path_factory):
     monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
     assert hk.load_cohort(tiny_cohort)[0].load_image().GetSize() == (8, 8, 6)
 
@@ -53,17 +44,12 @@ def test_write_manifest_round_trip(tiny_cohort, tmp_path):
     cohort = hk.load_cohort(tiny_cohort).regroup({"A": "AB", "B": "AB"})
     out = write_manifest(cohort, tmp_path / "sub" / "copy.csv")
     again = hk.load_cohort(out)
-    assert [
-        (s.subject_id, s.site, s.group, s.outcome, s.covariates) for s in again
-    ] == [(s.subject_id, s.site, s.group, s.outcome, s.covariates) for s in cohort]
+    assert [(s.subject_id, s.site, s.group, s.outcome, s.covariates) for s in again] == [
+        (s.subject_id, s.site, s.group, s.outcome, s.covariates) for s in cohort
+    ]
     assert [s.image.resolve() for s in again] == [s.image.resolve() for s in cohort]
-    assert (
-        out.read_text().splitlines()[0]
-        == "subject_id,site,site_group,image,mask_lesion,outcome,age"
-    )
-    assert [p.name for p in out.parent.iterdir()] == [
-        "copy.csv"
-    ]  # no temporary file left
+    assert out.read_text().splitlines()[0] == "subject_id,site,site_group,image,mask_lesion,outcome,age"
+    assert [p.name for p in out.parent.iterdir()] == ["copy.csv"]  # no temporary file left
 
 
 def test_write_cohort_writes_images_with_geometry(tmp_path):
@@ -71,9 +57,7 @@ def test_write_cohort_writes_images_with_geometry(tmp_path):
     image.SetSpacing((1.5, 2.0, 4.0))
     image.SetOrigin((1.0, 2.0, 3.0))
     mask = sitk.Cast(image > 10, sitk.sitkUInt8)
-    manifest = write_cohort(
-        [Scan("s/1", "site A", image, {"lesion": mask}, outcome=1)], tmp_path / "out"
-    )
+    manifest = write_cohort([Scan("s/1", "site A", image, {"lesion": mask}, outcome=1)], tmp_path / "out")
     scan = hk.load_cohort(manifest)[0]
     assert scan.subject_id == "s/1" and scan.site == "site A"
     loaded = scan.load_image()
@@ -82,17 +66,13 @@ def test_write_cohort_writes_images_with_geometry(tmp_path):
         2.0,
         3.0,
     )
-    np.testing.assert_array_equal(
-        sitk.GetArrayFromImage(loaded), sitk.GetArrayFromImage(image)
-    )
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(loaded), sitk.GetArrayFromImage(image))
     assert int(sitk.GetArrayFromImage(scan.load_mask("lesion")).sum()) == 13
 
 
 def test_writing_in_memory_images_into_a_manifest_is_refused(tmp_path):
     image = sitk.Image(2, 2, 2, sitk.sitkFloat32)
-    with pytest.raises(
-        HarmkitError, match="image is in memory; write it to a file first"
-    ):
+    with pytest.raises(HarmkitError, match="image is in memory; write it to a file first"):
         write_manifest([Scan("s1", "A", image)], tmp_path / "m.csv")
     assert not (tmp_path / "m.csv").exists()
 
@@ -100,12 +80,7 @@ def test_writing_in_memory_images_into_a_manifest_is_refused(tmp_path):
 def test_structural_problems_are_all_listed_with_rows(tmp_path):
     manifest = tmp_path / "m.csv"
     manifest.write_text(
-        "subject_id,site,image,outcome\n"
-        "a,X,a.nii.gz,1\n"
-        ",X,b.nii.gz,0\n"
-        "c,,,maybe\n"
-        "a,Y,d.nii.gz,\n"
-        "e,Y,e.nii.gz,0,extra\n"
+        "subject_id,site,image,outcome\na,X,a.nii.gz,1\n,X,b.nii.gz,0\nc,,,maybe\na,Y,d.nii.gz,\ne,Y,e.nii.gz,0,extra\n"
     )
     with pytest.raises(ManifestError) as info:
         hk.load_cohort(manifest)
@@ -131,9 +106,7 @@ def test_missing_manifest_and_missing_columns(tmp_path):
     with pytest.raises(HarmkitError, match="manifest not found"):
         hk.load_cohort(tmp_path / "nope.csv")
     (tmp_path / "m.csv").write_text("id,site,image\n1,A,x.nii\n")
-    with pytest.raises(
-        HarmkitError, match="missing column\\(s\\) subject_id.*found: id, site, image"
-    ):
+    with pytest.raises(HarmkitError, match="missing column\\(s\\) subject_id.*found: id, site, image"):
         hk.load_cohort(tmp_path / "m.csv")
 
 
@@ -170,6 +143,4 @@ def test_written_files_get_ordinary_permissions_not_private_temp_mode(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
-    assert [p.name for p in tmp_path.iterdir()] == [
-        "out.txt"
-    ]  # no temporary left behind
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]  # no temporary left behind

@@ -54,17 +54,14 @@ def test_image_then_feature_stage(registry):
         ("cyclegan", "image-harmonizer"),
         ("combat", "feature-harmonizer"),
     ]
-    assert [s.name for s in method.image_stages] == ["cyclegan"] and [
-        s.name for s in method.feature_stages
-    ] == ["combat"]
+    assert [s.name for s in method.image_stages] == ["cyclegan"] and [s.name for s in method.feature_stages] == [
+        "combat"
+    ]
     assert method.label == "gan+combat"
 
 
 def test_alias_and_canonical_name_give_the_same_stage(registry):
-    assert (
-        parse_method("gan", registry).stages
-        == parse_method("cyclegan", registry).stages
-    )
+    assert parse_method("gan", registry).stages == parse_method("cyclegan", registry).stages
 
 
 def test_case_and_spaces_are_normalised(registry):
@@ -86,9 +83,7 @@ def test_unknown_name_lists_available_names_and_a_close_match(registry):
 
 
 def test_feature_stage_before_image_stage_is_an_error(registry):
-    with pytest.raises(
-        HarmkitError, match="image stage 'cyclegan' comes after a feature stage"
-    ):
+    with pytest.raises(HarmkitError, match="image stage 'cyclegan' comes after a feature stage"):
         parse_method("combat+gan", registry)
 
 

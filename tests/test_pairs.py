@@ -14,9 +14,7 @@ from harmkit.pairs import pair_problems, partner_scans
 from harmkit.validation import validate_manifest
 
 
-def with_pairs(
-    manifest: Path, pair_ids: dict[int, str], **extra: dict[int, str]
-) -> Path:
+def with_pairs(manifest: Path, pair_ids: dict[int, str], **extra: dict[int, str]) -> Path:
     """Add a pair_id column (and other columns) to ``manifest``: ``{data row (1-based): value}``."""
     with manifest.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -31,19 +29,13 @@ def with_pairs(
     return manifest
 
 
-def scan(
-    subject: str, site: str, pair_id: str | None, row: int, group: str | None = None
-) -> Scan:
+def scan(subject: str, site: str, pair_id: str | None, row: int, group: str | None = None) -> Scan:
     return Scan(subject, site, image=None, pair_id=pair_id, row=row, site_group=group)
 
 
 def test_pair_id_is_read_as_text_not_as_a_covariate(tiny_cohort):
     cohort = read_manifest(with_pairs(tiny_cohort, {1: "007", 4: "007"}))
-    assert (
-        cohort[0].pair_id == "007"
-        and cohort[3].pair_id == "007"
-        and cohort[1].pair_id is None
-    )
+    assert cohort[0].pair_id == "007" and cohort[3].pair_id == "007" and cohort[1].pair_id is None
     assert "pair_id" not in cohort[0].covariates
 
 
@@ -54,14 +46,9 @@ def test_pair_id_survives_a_manifest_round_trip(tiny_cohort, tmp_path):
 
 
 def test_partner_scans_maps_subject_and_target_group_to_the_partner():
-    cohort = Cohort(
-        [scan("a1", "A", "P1", 1), scan("b1", "B", "P1", 2), scan("a2", "A", None, 3)]
-    )
+    cohort = Cohort([scan("a1", "A", "P1", 1), scan("b1", "B", "P1", 2), scan("a2", "A", None, 3)])
     partners = partner_scans(cohort)
-    assert (
-        partners[("a1", "B")].subject_id == "b1"
-        and partners[("b1", "A")].subject_id == "a1"
-    )
+    assert partners[("a1", "B")].subject_id == "b1" and partners[("b1", "A")].subject_id == "a1"
     assert set(partners) == {("a1", "B"), ("b1", "A")}
 
 
@@ -79,9 +66,7 @@ def test_a_phantom_at_three_sites_has_a_partner_at_each_other_site():
 
 
 def test_partners_follow_site_groups_not_sites():
-    cohort = Cohort(
-        [scan("a", "CHUM", "P", 1, group="CHUM-HMR"), scan("b", "HGJ", "P", 2)]
-    )
+    cohort = Cohort([scan("a", "CHUM", "P", 1, group="CHUM-HMR"), scan("b", "HGJ", "P", 2)])
     assert set(partner_scans(cohort)) == {("a", "HGJ"), ("b", "CHUM-HMR")}
 
 
@@ -98,16 +83,12 @@ def test_two_scans_of_a_pair_in_one_site_group_is_an_error_naming_both_rows(
 ):
     report = validate_manifest(with_pairs(tiny_cohort, {1: "P", 2: "P", 4: "P"}))
     (error,) = [p for p in report.errors if "pair_id" in p.message]
-    assert (
-        error.row == 2 and "used twice in site group 'A' (also row 1)" in error.message
-    )
+    assert error.row == 2 and "used twice in site group 'A' (also row 1)" in error.message
     assert "give one of them another pair_id" in error.message
 
 
 def test_merged_sites_make_a_pair_within_one_group_an_error(tiny_cohort):
-    manifest = with_pairs(
-        tiny_cohort, {1: "P", 4: "P"}, site_group={n: "AB" for n in range(1, 7)}
-    )
+    manifest = with_pairs(tiny_cohort, {1: "P", 4: "P"}, site_group={n: "AB" for n in range(1, 7)})
     report = validate_manifest(manifest)
     assert [p.row for p in report.errors if "pair_id" in p.message] == [4]
 

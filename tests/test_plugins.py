@@ -47,9 +47,7 @@ def plugin_module(**hooks) -> types.ModuleType:
 
 def test_registered_plugin_carries_kind_distribution_version_and_description():
     registry = Registry()
-    registry.register_module(
-        plugin_module(harmkit_feature_harmonizers=[Twin]), "harmkit-twin", "2.1", "twin"
-    )
+    registry.register_module(plugin_module(harmkit_feature_harmonizers=[Twin]), "harmkit-twin", "2.1", "twin")
     (info,) = registry.all()
     assert (
         info.name,
@@ -63,9 +61,7 @@ def test_registered_plugin_carries_kind_distribution_version_and_description():
 
 def test_two_distributions_claiming_one_name_is_an_error_naming_both():
     registry = Registry()
-    registry.register_module(
-        plugin_module(harmkit_feature_harmonizers=[Twin]), "harmkit-one", "1.0", "one"
-    )
+    registry.register_module(plugin_module(harmkit_feature_harmonizers=[Twin]), "harmkit-one", "1.0", "one")
     registry.register_module(
         plugin_module(harmkit_feature_harmonizers=[OtherTwin]),
         "harmkit-two",
@@ -90,9 +86,7 @@ def test_image_and_feature_harmonizers_share_one_namespace():
             return scan
 
     registry = Registry()
-    registry.register_module(
-        plugin_module(harmkit_feature_harmonizers=[Twin]), "harmkit-one", "1.0", "one"
-    )
+    registry.register_module(plugin_module(harmkit_feature_harmonizers=[Twin]), "harmkit-one", "1.0", "one")
     registry.register_module(
         plugin_module(harmkit_image_harmonizers=[ImageTwin]),
         "harmkit-img",
@@ -105,9 +99,7 @@ def test_image_and_feature_harmonizers_share_one_namespace():
 def test_a_class_of_the_wrong_kind_is_reported_and_the_others_load():
     registry = Registry()
     registry.register_module(
-        plugin_module(
-            harmkit_image_harmonizers=[Twin], harmkit_feature_harmonizers=[Twin]
-        ),
+        plugin_module(harmkit_image_harmonizers=[Twin], harmkit_feature_harmonizers=[Twin]),
         "harmkit-mixed",
         "1.0",
         "mixed",
@@ -132,9 +124,7 @@ def write_distribution(site: Path, dist: str, module: str, source: str) -> None:
     (site / f"{module}.py").write_text(textwrap.dedent(source))
     info = site / f"{dist.replace('-', '_')}-1.0.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n"
-    )
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text(f"[harmkit]\n{module} = {module}\n")
 
 
@@ -187,9 +177,7 @@ def test_entry_points_broken_import_and_duplicate_names(tmp_path, monkeypatch):
     registry = Registry().load_entry_points()
     broken = [e for e in registry.errors if e.distribution == "harmkit-broken"]
     assert len(broken) == 1 and broken[0].error == "ImportError: needs libfoo"
-    assert (
-        "needs libfoo" in broken[0].details
-    )  # the traceback, for harmkit plugins --errors
+    assert "needs libfoo" in broken[0].details  # the traceback, for harmkit plugins --errors
     good = registry.get("hktest-good", "feature-harmonizer")
     assert (good.distribution, good.version) == ("harmkit-good", "1.0")
     with pytest.raises(HarmkitError) as info:
@@ -316,9 +304,7 @@ def test_zscore_learns_on_train_rows_and_applies_to_test_rows(zscore):
     model = zscore().fit(train, ["A", "A", "B", "B"], reference_site="B")
     out = model.transform(test, ["A", "B"])
     assert list(out.index) == ["u1", "u2"]
-    assert out["a"].tolist() == pytest.approx(
-        [12.0, 12.0]
-    )  # both at their site's mean -> B's mean
+    assert out["a"].tolist() == pytest.approx([12.0, 12.0])  # both at their site's mean -> B's mean
 
 
 def test_zscore_errors_name_the_site(zscore):
@@ -326,9 +312,7 @@ def test_zscore_errors_name_the_site(zscore):
     with pytest.raises(HarmkitError, match="site 'B' has 1 training row"):
         zscore().fit(features, ["A", "A", "B"])
     model = zscore().fit(features[:2], ["A", "A"])
-    with pytest.raises(
-        HarmkitError, match="site\\(s\\) C were not in the training rows"
-    ):
+    with pytest.raises(HarmkitError, match="site\\(s\\) C were not in the training rows"):
         model.transform(features[:1], ["C"])
     with pytest.raises(HarmkitError, match="reference site 'Z' has no training rows"):
         zscore().fit(features[:2], ["A", "A"], reference_site="Z")

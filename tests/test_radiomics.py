@@ -15,22 +15,16 @@ from harmkit.errors import HarmkitError  # noqa: E402
 from harmkit_radiomics import PAPER_FEATURE_COUNTS, RadiomicsExtractor  # noqa: E402
 
 
-def make_volume(
-    seed=0, shape=(24, 24, 24), spacing=(2.0, 2.0, 3.0), radius_mm=12.0, suv=6.0
-):
+def make_volume(seed=0, shape=(24, 24, 24), spacing=(2.0, 2.0, 3.0), radius_mm=12.0, suv=6.0):
     """A noisy SUV image with a bright spherical lesion and its mask."""
     rng = np.random.default_rng(seed)
     z, y, x = np.indices(shape).astype(float)
     centre = (np.array(shape) - 1) / 2
     dist = np.sqrt(
-        ((z - centre[0]) * spacing[2]) ** 2
-        + ((y - centre[1]) * spacing[1]) ** 2
-        + ((x - centre[2]) * spacing[0]) ** 2
+        ((z - centre[0]) * spacing[2]) ** 2 + ((y - centre[1]) * spacing[1]) ** 2 + ((x - centre[2]) * spacing[0]) ** 2
     )
     inside = dist <= radius_mm
-    array = rng.gamma(9.0, 1.5 / 9.0, size=shape) + inside * rng.gamma(
-        9.0, suv / 9.0, size=shape
-    )
+    array = rng.gamma(9.0, 1.5 / 9.0, size=shape) + inside * rng.gamma(9.0, suv / 9.0, size=shape)
     image = sitk.GetImageFromArray(array.astype(np.float32))
     image.SetSpacing(spacing)
     image.SetOrigin((-20.0, 5.0, 100.0))
@@ -74,9 +68,7 @@ def test_settings_record_the_pet_defaults_and_every_pyradiomics_setting():
     assert s["resampledPixelSpacing"] == [3.0, 3.0, 3.0]
     assert s["interpolator"] == "sitkBSpline"
     assert s["voxelArrayShift"] == 0
-    assert (
-        "padDistance" in s and "label" in s
-    )  # pyradiomics' own defaults are filled in
+    assert "padDistance" in s and "label" in s  # pyradiomics' own defaults are filled in
     assert settings["imageType"] == {"Original": {}}
     assert sorted(settings["featureClass"]) == sorted(PAPER_FEATURE_COUNTS)
     import json
@@ -97,46 +89,30 @@ def test_same_input_gives_identical_values(volume, default_features):
 
 def test_bin_width_changes_texture_but_not_mean(volume, default_features):
     coarse = RadiomicsExtractor(bin_width=1.0).extract(*volume)
-    assert coarse["firstorder_Mean"] == pytest.approx(
-        default_features["firstorder_Mean"]
-    )
+    assert coarse["firstorder_Mean"] == pytest.approx(default_features["firstorder_Mean"])
     assert coarse["glcm_JointEntropy"] < default_features["glcm_JointEntropy"]
 
 
 def test_resampling_is_applied(volume):
     image, mask = volume
-    native = RadiomicsExtractor(
-        resampled_spacing=None, classes={"shape": ["VoxelVolume"]}
-    ).extract(image, mask)
-    resampled = RadiomicsExtractor(
-        resampled_spacing=(4.0, 4.0, 4.0), classes={"shape": ["VoxelVolume"]}
-    ).extract(image, mask)
-    assert native["shape_VoxelVolume"] == pytest.approx(
-        int(sitk.GetArrayViewFromImage(mask).sum()) * 12.0
+    native = RadiomicsExtractor(resampled_spacing=None, classes={"shape": ["VoxelVolume"]}).extract(image, mask)
+    resampled = RadiomicsExtractor(resampled_spacing=(4.0, 4.0, 4.0), classes={"shape": ["VoxelVolume"]}).extract(
+        image, mask
     )
+    assert native["shape_VoxelVolume"] == pytest.approx(int(sitk.GetArrayViewFromImage(mask).sum()) * 12.0)
     assert resampled["shape_VoxelVolume"] % 64.0 == 0  # whole 4 mm voxels
-    assert resampled["shape_VoxelVolume"] == pytest.approx(
-        native["shape_VoxelVolume"], rel=0.15
-    )
+    assert resampled["shape_VoxelVolume"] == pytest.approx(native["shape_VoxelVolume"], rel=0.15)
 
 
 def test_user_can_enable_other_classes_and_subsets(volume):
-    extractor = RadiomicsExtractor(
-        classes={"shape": None, "glcm": ["Contrast", "Idmn"]}
-    )
+    extractor = RadiomicsExtractor(classes={"shape": None, "glcm": ["Contrast", "Idmn"]})
     values = extractor.extract(*volume)
     assert set(values) == set(extractor.feature_classes())
-    assert (
-        "glcm_Contrast" in values
-        and "shape_Sphericity" in values
-        and "firstorder_Mean" not in values
-    )
+    assert "glcm_Contrast" in values and "shape_Sphericity" in values and "firstorder_Mean" not in values
 
 
 def test_derived_image_types_are_prefixed(volume):
-    extractor = RadiomicsExtractor(
-        classes={"firstorder": ["Mean"]}, image_types={"Original": {}, "Square": {}}
-    )
+    extractor = RadiomicsExtractor(classes={"firstorder": ["Mean"]}, image_types={"Original": {}, "Square": {}})
     values = extractor.extract(*volume)
     assert set(values) == {"firstorder_Mean", "square_firstorder_Mean"}
     assert extractor.feature_classes() == {
@@ -153,10 +129,7 @@ def test_pyradiomics_parameter_file(tmp_path, volume):
     extractor = RadiomicsExtractor(params_file=params)
     assert set(extractor.extract(*volume)) == {"firstorder_Mean", "firstorder_Maximum"}
     settings = extractor.settings()
-    assert (
-        settings["setting"]["binWidth"] == 0.5
-        and len(settings["params_file_sha256"]) == 64
-    )
+    assert settings["setting"]["binWidth"] == 0.5 and len(settings["params_file_sha256"]) == 64
 
 
 def test_unknown_class_or_feature_is_a_user_error():
@@ -203,14 +176,10 @@ def test_mask_smaller_than_one_resampled_voxel_is_reported(volume):
 def test_mask_empty_after_resampling_is_reported(volume):
     image, _ = volume
     thin = np.zeros(sitk.GetArrayViewFromImage(image).shape, np.uint8)
-    thin[5, 4:8, 4:8] = (
-        1  # 16 voxels (192 mm3) in one 3 mm slice: more than one 125 mm3 voxel
-    )
+    thin[5, 4:8, 4:8] = 1  # 16 voxels (192 mm3) in one 3 mm slice: more than one 125 mm3 voxel
     mask = sitk.GetImageFromArray(thin)
     mask.CopyInformation(image)
-    with pytest.raises(
-        HarmkitError, match="after resampling to"
-    ):  # but a single 5 mm voxel remains
+    with pytest.raises(HarmkitError, match="after resampling to"):  # but a single 5 mm voxel remains
         RadiomicsExtractor(resampled_spacing=(5.0, 5.0, 5.0)).extract(image, mask)
 
 

@@ -52,11 +52,7 @@ def test_report_and_results_hold_both_statistics_with_their_labels(evaluated):
         assert label in md and label in html
     assert "Holm over the 2 comparisons against `none`" in md
     results = json.loads((evaluated.out_dir / "results.json").read_text())
-    row = next(
-        r
-        for r in results["summary"]
-        if (r["method"], r["reference"]) == ("combat", "B")
-    )
+    row = next(r for r in results["summary"] if (r["method"], r["reference"]) == ("combat", "B"))
     keys = (
         "auc_ci_low",
         "auc_ci_low_haberl",

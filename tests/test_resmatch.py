@@ -28,9 +28,7 @@ BLUR_FWHM = 6.0  # mm: the extra Gaussian that makes the smooth site
 def sphere(radius_vox):
     z, y, x = np.indices(SHAPE)
     c = (np.asarray(SHAPE) - 1) / 2
-    return (
-        (z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2 <= radius_vox**2
-    ).astype(np.uint8)
+    return ((z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2 <= radius_vox**2).astype(np.uint8)
 
 
 def fwhm_to_sigma_vox(fwhm_mm):
@@ -40,15 +38,11 @@ def fwhm_to_sigma_vox(fwhm_mm):
 def make_scan(subject, site, seed, extra_blur_mm=0.0):
     """Liver-like uniform uptake (SUV 2) with correlated noise, optionally blurred by a known Gaussian."""
     rng = np.random.default_rng(seed)
-    noise = gaussian_filter(
-        rng.normal(size=SHAPE), fwhm_to_sigma_vox(SHARP_FWHM), mode="wrap"
-    )
+    noise = gaussian_filter(rng.normal(size=SHAPE), fwhm_to_sigma_vox(SHARP_FWHM), mode="wrap")
     noise /= noise.std()
     values = sphere(17) * (2.0 + 0.3 * noise)
     if extra_blur_mm:
-        values = gaussian_filter(
-            values, fwhm_to_sigma_vox(extra_blur_mm), mode="nearest"
-        )
+        values = gaussian_filter(values, fwhm_to_sigma_vox(extra_blur_mm), mode="nearest")
     image = sitk.GetImageFromArray(values.astype(np.float32))
     image.SetSpacing((SPACING,) * 3)
     image.SetOrigin((10.0, -20.0, 5.0))
@@ -63,10 +57,7 @@ def make_scan(subject, site, seed, extra_blur_mm=0.0):
 @pytest.fixture(scope="module")
 def data():
     scans = [make_scan(f"a{i}", "SHARP", seed=i) for i in range(3)]
-    scans += [
-        make_scan(f"b{i}", "SMOOTH", seed=100 + i, extra_blur_mm=BLUR_FWHM)
-        for i in range(3)
-    ]
+    scans += [make_scan(f"b{i}", "SMOOTH", seed=100 + i, extra_blur_mm=BLUR_FWHM) for i in range(3)]
     return Cohort(scans)
 
 
@@ -75,9 +66,7 @@ def test_known_blur_is_recovered_by_the_fitted_width_within_20_percent(data):
     assert model.fwhm_mm_["SMOOTH"] == 0.0
     assert abs(model.fwhm_mm_["SHARP"] - BLUR_FWHM) <= 0.2 * BLUR_FWHM, model.fwhm_mm_
     assert model.site_statistics_["SHARP"] < model.site_statistics_["SMOOTH"]
-    assert model.matched_statistics_["SHARP"] == pytest.approx(
-        model.site_statistics_["SMOOTH"], rel=0.01
-    )
+    assert model.matched_statistics_["SHARP"] == pytest.approx(model.site_statistics_["SMOOTH"], rel=0.01)
 
 
 def test_known_blur_is_recovered_with_the_correlation_statistic(data):
@@ -98,14 +87,7 @@ def test_smoothed_scans_have_the_smooth_sites_texture_and_keep_mean_suv(data):
     ref = sitk.GetArrayFromImage(data[0].masks["reference"]) > 0
 
     def texture(scans):
-        return np.mean(
-            [
-                noise_smoothness(
-                    sitk.GetArrayFromImage(s.load_image()), ref, (SPACING,) * 3
-                )
-                for s in scans
-            ]
-        )
+        return np.mean([noise_smoothness(sitk.GetArrayFromImage(s.load_image()), ref, (SPACING,) * 3) for s in scans])
 
     sharp = [s for s in data if s.site == "SHARP"]
     target = texture([s for s in data if s.site == "SMOOTH"])
@@ -134,9 +116,7 @@ def test_given_width_is_applied_as_a_gaussian_of_that_fwhm(data):
 def test_gaussian_width_is_in_millimetres_on_anisotropic_grids():
     array = np.zeros((21, 41, 41), np.float32)
     array[10, 20, 20] = 1.0
-    out = gaussian_smooth(
-        array, (4.0, 1.0, 1.0), 8.0
-    )  # z voxels are 4 mm, y/x voxels 1 mm
+    out = gaussian_smooth(array, (4.0, 1.0, 1.0), 8.0)  # z voxels are 4 mm, y/x voxels 1 mm
     profile_x = out[10, 20, :]
     above_half = np.flatnonzero(profile_x >= profile_x.max() / 2)
     assert 7 <= above_half.size <= 9  # FWHM of 8 mm = 8 voxels of 1 mm
@@ -149,9 +129,7 @@ def test_output_is_on_the_input_grid_and_reference_scans_are_unchanged(data):
     assert same_geometry(out.load_image(), data[0].load_image())
     assert out.load_image().GetPixelID() == sitk.sitkFloat32
     same = model.transform(data[4])
-    np.testing.assert_array_equal(
-        sitk.GetArrayFromImage(same.load_image()), sitk.GetArrayFromImage(data[4].image)
-    )
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(same.load_image()), sitk.GetArrayFromImage(data[4].image))
 
 
 def test_site_group_unseen_at_fit_is_refused_when_widths_were_fitted(data):
@@ -168,13 +146,9 @@ def test_save_load_and_pickle_keep_the_fitted_widths(data, tmp_path):
     loaded = harmkit.load_model(model.save(tmp_path / "rm"))
     assert loaded.fwhm_mm_ == model.fwhm_mm_ and loaded.reference_site_ == "SMOOTH"
     expected = sitk.GetArrayFromImage(model.transform(data[1]).load_image())
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(loaded.transform(data[1]).load_image()), expected)
     np.testing.assert_array_equal(
-        sitk.GetArrayFromImage(loaded.transform(data[1]).load_image()), expected
-    )
-    np.testing.assert_array_equal(
-        sitk.GetArrayFromImage(
-            pickle.loads(pickle.dumps(model.transform))(data[1]).load_image()
-        ),
+        sitk.GetArrayFromImage(pickle.loads(pickle.dumps(model.transform))(data[1]).load_image()),
         expected,
     )
 
@@ -188,9 +162,7 @@ def test_missing_reference_mask_is_named(data):
 def test_small_reference_voi_is_warned_about(data):
     small = sitk.GetImageFromArray(sphere(3))
     small.CopyInformation(data[0].image)
-    scans = [
-        Scan(s.subject_id, s.site, s.image, masks={"reference": small}) for s in data
-    ]
+    scans = [Scan(s.subject_id, s.site, s.image, masks={"reference": small}) for s in data]
     with pytest.warns(ResolutionMatchingWarning) as record:
         ResolutionMatching().fit(Cohort(scans), "SMOOTH")
     assert any("fewer than 200 voxels" in str(w.message) for w in record)

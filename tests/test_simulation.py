@@ -42,9 +42,7 @@ def _array(path) -> np.ndarray:
 @pytest.fixture(scope="module")
 def small_headneck(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sim") / "headneck"
-    return hk.simulate(
-        "headneck", out=out, seed=3, subjects_per_site=2, jobs=1, progress=False
-    )
+    return hk.simulate("headneck", out=out, seed=3, subjects_per_site=2, jobs=1, progress=False)
 
 
 def _phantom(preset_name: str, index: int = 0, seed: int = 0):
@@ -73,20 +71,13 @@ def test_output_is_an_ordinary_cohort_with_every_subject_through_every_site(
         "HMR": "CHUM-HMR",
     }
     assert cohort.mask_names == ["body", "lesion", "reference"]
-    assert all(
-        s.outcome in (0, 1) and s.covariates["sex"] in ("F", "M") for s in cohort
-    )
+    assert all(s.outcome in (0, 1) and s.covariates["sex"] in ("F", "M") for s in cohort)
     counterfactual = hk.load_cohort(small_headneck.parent / "counterfactuals.csv")
     assert len(counterfactual) == len(cohort) * 3
     pairs = {(s.covariates["source_subject"], s.site) for s in counterfactual}
     assert pairs == {(s.subject_id, site) for s in cohort for site in cohort.sites}
-    assert all(
-        s.subject_id == f"{s.covariates['source_subject']}@{s.site}"
-        for s in counterfactual
-    )
-    params = __import__("json").loads(
-        (small_headneck.parent / "simulation.json").read_text()
-    )
+    assert all(s.subject_id == f"{s.covariates['source_subject']}@{s.site}" for s in counterfactual)
+    params = __import__("json").loads((small_headneck.parent / "simulation.json").read_text())
     assert (
         params["seed"] == 3
         and params["counterfactual_manifest"] == "counterfactuals.csv"
@@ -99,9 +90,7 @@ def test_output_is_an_ordinary_cohort_with_every_subject_through_every_site(
     assert all((small_headneck.parent / p).is_file() for p in truth["truth_image"])
 
 
-def test_same_seed_gives_byte_identical_files_whatever_the_number_of_workers(
-    small_headneck, tmp_path
-):
+def test_same_seed_gives_byte_identical_files_whatever_the_number_of_workers(small_headneck, tmp_path):
     again = hk.simulate(
         "headneck",
         out=tmp_path / "again",
@@ -222,11 +211,7 @@ def test_measured_point_response_matches_the_scanner_parameters():
     voxel = (3.52, 3.52, 3.27)
     measured = point_response_fwhm(scanner, voxel, 1.0)
     for axis, d in enumerate(voxel):
-        nominal = math.sqrt(
-            scanner.psf_fwhm_mm**2
-            + scanner.postfilter_fwhm_mm**2
-            + 2.3548**2 * (d * d - 1.0) / 12
-        )
+        nominal = math.sqrt(scanner.psf_fwhm_mm**2 + scanner.postfilter_fwhm_mm**2 + 2.3548**2 * (d * d - 1.0) / 12)
         assert measured[axis] == pytest.approx(nominal, rel=0.1)
 
 
@@ -266,12 +251,8 @@ def test_noise_cov_at_suv1_is_what_the_images_show():
     grid = Grid.centered((64, 64, 64), (2.04, 2.04, 3.0))
     fine = Grid.centered((16, 16, 16), (12.0, 12.0, 12.0))
     flat = np.ones(fine.shape, dtype=np.float32)
-    image = render(flat, fine, grid, scanner, rng=np.random.default_rng(0))[
-        16:48, 16:48, 16:48
-    ]
-    assert image.std() / image.mean() == pytest.approx(
-        scanner.noise_cov_at_suv1, rel=0.1
-    )
+    image = render(flat, fine, grid, scanner, rng=np.random.default_rng(0))[16:48, 16:48, 16:48]
+    assert image.std() / image.mean() == pytest.approx(scanner.noise_cov_at_suv1, rel=0.1)
 
 
 def test_calibration_bias_scales_the_noise_free_image():
@@ -287,19 +268,14 @@ def test_calibration_bias_scales_the_noise_free_image():
         site.scanner.__class__(**{**site.scanner.__dict__, "calibration_bias": 0.0}),
     )
     inside = unbiased > 0.5
-    assert np.allclose(
-        biased[inside] / unbiased[inside], 1 + site.scanner.calibration_bias, rtol=1e-5
-    )
+    assert np.allclose(biased[inside] / unbiased[inside], 1 + site.scanner.calibration_bias, rtol=1e-5)
 
 
 @pytest.mark.parametrize("preset_name", ["headneck", "lung"])
 def test_masks_align_with_anatomy_on_every_site_grid(preset_name):
     preset, design, fine, phantom = _phantom(preset_name)
     lesion_centre = np.array(
-        [
-            (phantom.lesion * c).sum() / phantom.lesion.sum()
-            for c in np.broadcast_arrays(*fine.mesh())
-        ]
+        [(phantom.lesion * c).sum() / phantom.lesion.sum() for c in np.broadcast_arrays(*fine.mesh())]
     )
     for site in preset.sites:
         for protocol in site.protocols:
@@ -312,16 +288,9 @@ def test_masks_align_with_anatomy_on_every_site_grid(preset_name):
             )
             labels = resample_labels(phantom.labels, fine, grid)
             body, lesion = labels > 0, labels == phantom.label_codes["lesion"]
-            reference = sphere_mask(
-                grid, phantom.reference_center, phantom.reference_radius
-            ).astype(bool)
+            reference = sphere_mask(grid, phantom.reference_center, phantom.reference_radius).astype(bool)
             where = f"{site.name} {protocol.label}"
-            centre = np.array(
-                [
-                    (lesion * c).sum() / lesion.sum()
-                    for c in np.broadcast_arrays(*grid.mesh())
-                ]
-            )
+            centre = np.array([(lesion * c).sum() / lesion.sum() for c in np.broadcast_arrays(*grid.mesh())])
             assert np.linalg.norm(centre - lesion_centre) < max(grid.spacing), where
             from scipy import ndimage
 
@@ -370,14 +339,10 @@ def test_lesion_biology_shows_in_the_truth_image():
     preset, design, fine, phantom = _phantom("headneck")
     volume = phantom.lesion.sum() * fine.voxel_volume_ml
     assert volume == pytest.approx(design["lesion_volume_nominal_ml"], rel=0.35)
-    viable = phantom.lesion & (
-        phantom.suv > design["lesion_suv"] * design["necrotic_suv_ratio"] * 1.01
-    )
+    viable = phantom.lesion & (phantom.suv > design["lesion_suv"] * design["necrotic_suv_ratio"] * 1.01)
     values = phantom.suv[viable]
     assert np.median(values) == pytest.approx(design["lesion_suv"], rel=0.25)
-    assert values.std() / values.mean() == pytest.approx(
-        design["heterogeneity"], rel=0.5
-    )
+    assert values.std() / values.mean() == pytest.approx(design["heterogeneity"], rel=0.5)
 
 
 def test_headneck_site_groups_differ_in_reference_noise_like_real_protocols():
@@ -392,22 +357,13 @@ def test_headneck_site_groups_differ_in_reference_noise_like_real_protocols():
         cov = {}
         for name in ("CHUM", "HGJ"):
             site = preset.site(name)
-            grid = site_grid(
-                max(site.protocols, key=lambda p: p.count), preset, "quick"
-            )
+            grid = site_grid(max(site.protocols, key=lambda p: p.count), preset, "quick")
             blurred = blur_truth(phantom.suv, fine, grid, site.scanner)
-            reference = grid.to_image(
-                sphere_mask(grid, phantom.reference_center, phantom.reference_radius)
-            )
+            reference = grid.to_image(sphere_mask(grid, phantom.reference_center, phantom.reference_radius))
             images = [
-                grid.to_image(
-                    render(blurred, fine, grid, site.scanner, np.random.default_rng(k))
-                )
-                for k in range(3)
+                grid.to_image(render(blurred, fine, grid, site.scanner, np.random.default_rng(k))) for k in range(3)
             ]
-            cov[name] = np.mean(
-                [noise_statistics(image, reference)["cov"] for image in images]
-            )
+            cov[name] = np.mean([noise_statistics(image, reference)["cov"] for image in images])
         ratios.append(cov["HGJ"] / cov["CHUM"])
     assert np.mean(ratios) >= 1.76
 
@@ -429,13 +385,9 @@ def test_lung_noise_texture_is_coarser_at_bud_than_at_tub():
                 np.random.default_rng(0),
             )
         )
-        reference = grid.to_image(
-            sphere_mask(grid, phantom.reference_center, phantom.reference_radius)
-        )
+        reference = grid.to_image(sphere_mask(grid, phantom.reference_center, phantom.reference_radius))
         fwhm[name] = noise_statistics(image, reference)["corr_fwhm_inplane_mm"]
-    assert (
-        fwhm["BUD-VPHD"] > 1.4 * fwhm["TUB"] and fwhm["BUD-SharpIR"] > 1.4 * fwhm["TUB"]
-    )
+    assert fwhm["BUD-VPHD"] > 1.4 * fwhm["TUB"] and fwhm["BUD-SharpIR"] > 1.4 * fwhm["TUB"]
 
 
 # --- outcome model ----------------------------------------------------------------------------
@@ -444,9 +396,7 @@ def test_lung_noise_texture_is_coarser_at_bud_than_at_tub():
 def test_calibrated_intercept_gives_the_site_prevalence():
     coef = get_preset("headneck").outcome_coef
     for prevalence in (3 / 65, 16 / 91, 11 / 41):
-        assert expected_prevalence(
-            calibrate_intercept(prevalence, coef), coef
-        ) == pytest.approx(prevalence, abs=1e-9)
+        assert expected_prevalence(calibrate_intercept(prevalence, coef), coef) == pytest.approx(prevalence, abs=1e-9)
 
 
 def test_outcome_counts_per_site_follow_the_preset_in_expectation():
@@ -461,9 +411,7 @@ def test_outcome_counts_per_site_follow_the_preset_in_expectation():
     for site in preset.sites:
         p = np.array(expected[site.name])
         # mean probability is an average of len(p) iid draws: 5 standard errors
-        assert p.mean() == pytest.approx(
-            site.prevalence, abs=5 * p.std() / math.sqrt(len(p))
-        )
+        assert p.mean() == pytest.approx(site.prevalence, abs=5 * p.std() / math.sqrt(len(p)))
         # observed events: Poisson-binomial given the probabilities, 5 standard deviations
         assert abs(observed[site.name] - p.sum()) < 5 * math.sqrt((p * (1 - p)).sum())
         assert p.sum() / len(seeds) == pytest.approx(site.outcome_count, rel=0.2)
@@ -482,9 +430,7 @@ def test_full_counts_reproduce_table1_grid_mix():
     for site in preset.sites:
         mine = [d for d in designs if d["site"] == site.name]
         assert len(mine) == site.n_subjects
-        counts = np.bincount(
-            [d["protocol"][site.name] for d in mine], minlength=len(site.protocols)
-        )
+        counts = np.bincount([d["protocol"][site.name] for d in mine], minlength=len(site.protocols))
         assert list(counts) == [p.count for p in site.protocols]
 
 
@@ -495,17 +441,11 @@ def test_resampling_keeps_a_linear_ramp_and_blur_keeps_the_mean():
     src = Grid.centered((30, 20, 10), (2.0, 2.0, 2.0))
     dst = Grid.centered((11, 7, 5), (3.5, 3.5, 3.0))
     X, Y, Z = src.mesh()
-    ramp = np.broadcast_to(1 + 0.1 * X + 0.05 * Y - 0.02 * Z, src.shape).astype(
-        np.float32
-    )
+    ramp = np.broadcast_to(1 + 0.1 * X + 0.05 * Y - 0.02 * Z, src.shape).astype(np.float32)
     Xd, Yd, Zd = dst.mesh()
-    assert np.allclose(
-        resample_linear(ramp, src, dst), 1 + 0.1 * Xd + 0.05 * Yd - 0.02 * Zd, atol=1e-4
-    )
+    assert np.allclose(resample_linear(ramp, src, dst), 1 + 0.1 * Xd + 0.05 * Yd - 0.02 * Zd, atol=1e-4)
     noise = np.random.default_rng(0).random((20, 20, 20)).astype(np.float32)
-    assert gaussian_blur(noise, (2, 2, 2), mode="wrap").mean() == pytest.approx(
-        noise.mean(), rel=1e-4
-    )
+    assert gaussian_blur(noise, (2, 2, 2), mode="wrap").mean() == pytest.approx(noise.mean(), rel=1e-4)
 
 
 def test_suv_volumes_read_back_as_float_suv_within_the_storage_quantum(tmp_path):
@@ -517,15 +457,11 @@ def test_suv_volumes_read_back_as_float_suv_within_the_storage_quantum(tmp_path)
     path = write_volume(values, grid, tmp_path / "pet.nii.gz", suv=True)
     image = read_image(path)
     back = sitk.GetArrayFromImage(image)
-    assert image.GetSpacing() == grid.spacing and image.GetOrigin() == pytest.approx(
-        grid.origin
-    )
+    assert image.GetSpacing() == grid.spacing and image.GetOrigin() == pytest.approx(grid.origin)
     assert np.abs(back - values).max() <= SUV_QUANTUM / 2 + 1e-6
     assert np.array_equal(back, quantize_suv(values))
     header = path.read_bytes()[:10]
-    assert (
-        header[:2] == b"\x1f\x8b" and header[4:8] == b"\x00\x00\x00\x00"
-    )  # gzip without a timestamp
+    assert header[:2] == b"\x1f\x8b" and header[4:8] == b"\x00\x00\x00\x00"  # gzip without a timestamp
 
 
 def test_latent_biology_predicts_the_outcome():
@@ -541,8 +477,5 @@ def test_sites_sharing_a_scanner_model_render_a_subject_identically_on_the_same_
     chum, hmr = preset.site("CHUM"), preset.site("HMR")
     assert chum.scanner == hmr.scanner
     grid = site_grid(hmr.protocols[0], preset, "quick")
-    images = [
-        render(blur_truth(phantom.suv, fine, grid, s.scanner), fine, grid, s.scanner)
-        for s in (chum, hmr)
-    ]
+    images = [render(blur_truth(phantom.suv, fine, grid, s.scanner), fine, grid, s.scanner) for s in (chum, hmr)]
     assert np.array_equal(images[0], images[1])

@@ -14,9 +14,7 @@ from harmkit.simulation import get_preset
 
 def _harmkit(*args, cwd=None):
     code = "import sys; from harmkit.cli import main; main(sys.argv[1:])"
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd
-    )
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd)
 
 
 def test_help_shows_an_example():
@@ -49,19 +47,13 @@ def test_simulate_writes_a_cohort_and_refuses_to_overwrite_it(tmp_path):
     assert params["seed"] == 2 and params["counts"] == {"CHUM": 1, "HGJ": 1, "HMR": 1}
     again = _harmkit(*args)
     assert again.returncode == 2
-    assert (
-        "not empty" in again.stderr
-        and "--force" in again.stderr
-        and "Traceback" not in again.stderr
-    )
+    assert "not empty" in again.stderr and "--force" in again.stderr and "Traceback" not in again.stderr
     forced = _harmkit(*args, "--force")
     assert forced.returncode == 0, forced.stderr
 
 
 @pytest.mark.parametrize("preset_name", ["headneck", "lung"])
-def test_validate_passes_on_the_output_and_its_table_matches_the_preset(
-    tmp_path, preset_name
-):
+def test_validate_passes_on_the_output_and_its_table_matches_the_preset(tmp_path, preset_name):
     from harmkit.validation import validate_manifest
 
     out = tmp_path / preset_name
@@ -101,16 +93,12 @@ def test_full_headneck_counts_match_table1(tmp_path):
     from harmkit.validation import validate_manifest
 
     out = tmp_path / "hn"
-    result = _harmkit(
-        "simulate", "--out", str(out), "--no-counterfactuals", "--jobs", "2"
-    )
+    result = _harmkit("simulate", "--out", str(out), "--no-counterfactuals", "--jobs", "2")
     assert result.returncode == 0, result.stderr
     table = validate_manifest(out / "manifest.csv").summary_table()
     for site in get_preset("headneck").sites:
         rows = table[table["site"] == site.name]
-        expected = {
-            "×".join(f"{v:.2f}" for v in p.voxel_mm): p.count for p in site.protocols
-        }
+        expected = {"×".join(f"{v:.2f}" for v in p.voxel_mm): p.count for p in site.protocols}
         assert dict(zip(rows["voxel_mm"], rows["scans"])) == expected
     truth = pd.read_csv(out / "truth.csv")
     assert len(truth) == 197
@@ -138,9 +126,7 @@ def test_lung_liver_voi_cov_medians_and_site_difference_follow_the_paper(tmp_pat
     for scan in hk.load_cohort(manifest):
         image = sitk.GetArrayFromImage(scan.load_image())
         voi = sitk.GetArrayFromImage(scan.load_mask("reference")).astype(bool)
-        cov.setdefault(scan.group, []).append(
-            float(image[voi].std() / image[voi].mean())
-        )
+        cov.setdefault(scan.group, []).append(float(image[voi].std() / image[voi].mean()))
     assert np.median(cov["TUB"]) == pytest.approx(0.13, abs=0.015)
     assert np.median(cov["BUD"]) == pytest.approx(0.09, abs=0.01)
     assert mannwhitneyu(cov["TUB"], cov["BUD"]).pvalue < 0.001

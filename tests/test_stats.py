@@ -134,18 +134,14 @@ def test_corrected_ttest_is_student_paired_t_with_inflated_variance():
     student = ttest_rel(a, b)
     # variance (1/J + n_test/n_train) S^2 instead of S^2 / J:
     # t shrinks by sqrt(1 / (1 + J n_test / n_train)) = sqrt(1/26)
-    assert corrected.t == pytest.approx(
-        student.statistic / math.sqrt(1 + 100 * 40 / 160), abs=1e-10
-    )
+    assert corrected.t == pytest.approx(student.statistic / math.sqrt(1 + 100 * 40 / 160), abs=1e-10)
     assert corrected.p > student.pvalue
 
 
 def test_corrected_ttest_ignores_non_finite_pairs():
     a = np.array(A5 + [np.nan, 0.9])
     b = np.array(B5 + [0.5, np.inf])
-    assert stats.corrected_resampled_ttest(a, b, 80, 20).t == pytest.approx(
-        26 / 21, abs=1e-10
-    )
+    assert stats.corrected_resampled_ttest(a, b, 80, 20).t == pytest.approx(26 / 21, abs=1e-10)
 
 
 def test_corrected_ttest_identical_scores_give_p_one_and_constant_shift_p_zero():
@@ -184,9 +180,7 @@ def test_corrected_mean_ci_equals_hand_computation():
     mean, lo, hi = stats.corrected_mean_ci(values, n_train=80, n_test=20)
     half = 3.182446305284263 * math.sqrt((1 / 4 + 20 / 80) * 0.008 / 3)  # t_{0.975, 3}
     assert mean == pytest.approx(0.72, abs=1e-12)
-    assert lo == pytest.approx(0.72 - half, abs=1e-10) and hi == pytest.approx(
-        0.72 + half, abs=1e-10
-    )
+    assert lo == pytest.approx(0.72 - half, abs=1e-10) and hi == pytest.approx(0.72 + half, abs=1e-10)
 
 
 def test_corrected_mean_ci_is_wider_than_the_student_interval():
@@ -194,9 +188,7 @@ def test_corrected_mean_ci_is_wider_than_the_student_interval():
     aucs = rng.normal(0.7, 0.05, 100)
     _, lo, hi = stats.corrected_mean_ci(aucs, 160, 40)
     _, lo_t, hi_t = stats.mean_ci(aucs)
-    assert (hi - lo) / (hi_t - lo_t) == pytest.approx(
-        math.sqrt(1 + 100 * 40 / 160), rel=1e-10
-    )
+    assert (hi - lo) / (hi_t - lo_t) == pytest.approx(math.sqrt(1 + 100 * 40 / 160), rel=1e-10)
 
 
 # --- Holm -----------------------------------------------------------------------------------------------------------
@@ -215,9 +207,7 @@ def test_holm_caps_adjusted_p_at_one():
 def test_holm_agrees_with_statsmodels():
     multitest = pytest.importorskip("statsmodels.stats.multitest")
     p = np.random.default_rng(3).uniform(0, 0.3, 12)
-    np.testing.assert_allclose(
-        stats.holm(p), multitest.multipletests(p, method="holm")[1], atol=1e-15
-    )
+    np.testing.assert_allclose(stats.holm(p), multitest.multipletests(p, method="holm")[1], atol=1e-15)
 
 
 # --- confidence intervals of one AUC --------------------------------------------------------------------------------
@@ -228,9 +218,7 @@ def test_delong_auc_ci_is_auc_plus_minus_z_sd():
     value, lo, hi = stats.delong_auc_ci(y, a)
     _, cov = stats.delong_covariance(y, a)
     assert value == pytest.approx(roc_auc_score(y, a))
-    assert hi - value == pytest.approx(
-        1.959963984540054 * math.sqrt(cov[0, 0]), abs=1e-12
-    )
+    assert hi - value == pytest.approx(1.959963984540054 * math.sqrt(cov[0, 0]), abs=1e-12)
     assert value - lo == pytest.approx(hi - value, abs=1e-12)
 
 

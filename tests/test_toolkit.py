@@ -25,9 +25,7 @@ from harmkit.toolkit import (
 )
 
 
-def _image(
-    spacing=(2.0, 2.0, 3.0), origin=(0.0, 0.0, 0.0), size=(4, 5, 6)
-) -> sitk.Image:
+def _image(spacing=(2.0, 2.0, 3.0), origin=(0.0, 0.0, 0.0), size=(4, 5, 6)) -> sitk.Image:
     image = sitk.Image(list(size), sitk.sitkFloat32)
     image.SetSpacing(spacing)
     image.SetOrigin(origin)
@@ -49,22 +47,16 @@ def _cohort() -> Cohort:
 
 
 def test_same_geometry_accepts_spacing_within_the_tolerance():
-    assert same_geometry(
-        _image(), _image(spacing=(2.0 + 0.9 * GEOMETRY_TOLERANCE, 2.0, 3.0))
-    )
+    assert same_geometry(_image(), _image(spacing=(2.0 + 0.9 * GEOMETRY_TOLERANCE, 2.0, 3.0)))
 
 
 def test_same_geometry_refuses_spacing_beyond_the_tolerance():
-    assert not same_geometry(
-        _image(), _image(spacing=(2.0 + 2 * GEOMETRY_TOLERANCE, 2.0, 3.0))
-    )
+    assert not same_geometry(_image(), _image(spacing=(2.0 + 2 * GEOMETRY_TOLERANCE, 2.0, 3.0)))
 
 
 def test_origin_may_differ_by_ten_times_the_tolerance():
     assert same_geometry(_image(), _image(origin=(9 * GEOMETRY_TOLERANCE, 0.0, 0.0)))
-    assert not same_geometry(
-        _image(), _image(origin=(12 * GEOMETRY_TOLERANCE, 0.0, 0.0))
-    )
+    assert not same_geometry(_image(), _image(origin=(12 * GEOMETRY_TOLERANCE, 0.0, 0.0)))
 
 
 def test_geometry_difference_names_what_differs_for_images_and_headers():
@@ -97,10 +89,7 @@ def test_a_site_name_resolves_to_its_group():
 
 
 def test_a_site_to_group_mapping_resolves_like_a_cohort():
-    assert (
-        resolve_site_group({"CHUM": "CHUM-HMR", "HMR": "CHUM-HMR"}, "CHUM")
-        == "CHUM-HMR"
-    )
+    assert resolve_site_group({"CHUM": "CHUM-HMR", "HMR": "CHUM-HMR"}, "CHUM") == "CHUM-HMR"
 
 
 def test_an_unknown_name_is_an_error_listing_the_site_groups():

@@ -51,20 +51,13 @@ def test_missing_image_file_names_row_subject_and_path(tiny_cohort):
 def test_missing_mask_file_is_reported(tiny_cohort):
     edit_manifest(tiny_cohort, 4, mask_lesion="images/gone.nii.gz")
     message = only_error(run(tiny_cohort))
-    assert (
-        message.startswith("row 4 (subject B0, site B)")
-        and "mask 'lesion' file not found" in message
-    )
+    assert message.startswith("row 4 (subject B0, site B)") and "mask 'lesion' file not found" in message
 
 
 def test_unreadable_image_is_reported(tiny_cohort):
-    (tiny_cohort.parent / "images" / "A0_pet.nii.gz").write_bytes(
-        b"this is not an image"
-    )
+    (tiny_cohort.parent / "images" / "A0_pet.nii.gz").write_bytes(b"this is not an image")
     message = only_error(run(tiny_cohort))
-    assert (
-        message.startswith("row 1 (subject A0, site A)") and "cannot be read" in message
-    )
+    assert message.startswith("row 1 (subject A0, site A)") and "cannot be read" in message
 
 
 def test_mask_on_another_grid_is_a_geometry_mismatch(tiny_cohort):
@@ -83,90 +76,57 @@ def test_mask_on_another_grid_is_a_geometry_mismatch(tiny_cohort):
 
 
 def test_mask_of_another_size_is_a_geometry_mismatch(tiny_cohort):
-    write_scan(
-        tiny_cohort.parent / "images", "A1_lesion.nii.gz", np.ones((5, 8, 8), np.uint8)
-    )
+    write_scan(tiny_cohort.parent / "images", "A1_lesion.nii.gz", np.ones((5, 8, 8), np.uint8))
     message = only_error(run(tiny_cohort))
-    assert (
-        message.startswith("row 2 (subject A1, site A)")
-        and "size 8×8×5 vs image 8×8×6" in message
-    )
+    assert message.startswith("row 2 (subject A1, site A)") and "size 8×8×5 vs image 8×8×6" in message
 
 
 def test_empty_mask_is_reported(tiny_cohort):
-    write_scan(
-        tiny_cohort.parent / "images", "A2_lesion.nii.gz", np.zeros((6, 8, 8), np.uint8)
-    )
+    write_scan(tiny_cohort.parent / "images", "A2_lesion.nii.gz", np.zeros((6, 8, 8), np.uint8))
     message = only_error(run(tiny_cohort))
-    assert (
-        message.startswith("row 3 (subject A2, site A)")
-        and "mask 'lesion' is empty" in message
-    )
+    assert message.startswith("row 3 (subject A2, site A)") and "mask 'lesion' is empty" in message
 
 
-@pytest.mark.parametrize(
-    "bad, words", [(np.nan, "1 NaN, 0 infinite"), (np.inf, "0 NaN, 1 infinite")]
-)
+@pytest.mark.parametrize("bad, words", [(np.nan, "1 NaN, 0 infinite"), (np.inf, "0 NaN, 1 infinite")])
 def test_non_finite_voxels_are_reported(tiny_cohort, bad, words):
     values = np.ones((6, 8, 8), np.float32)
     values[0, 0, 0] = bad
     # NRRD: SimpleITK's NIfTI reader (nifticlib) turns non-finite floats into 0 (see test_nifti_non_finite...)
-    write_scan(
-        tiny_cohort.parent / "images", "B1_pet.nrrd", values, spacing=(3.0, 3.0, 3.0)
-    )
+    write_scan(tiny_cohort.parent / "images", "B1_pet.nrrd", values, spacing=(3.0, 3.0, 3.0))
     edit_manifest(tiny_cohort, 5, image="images/B1_pet.nrrd")
     message = only_error(run(tiny_cohort))
-    assert (
-        message.startswith("row 5 (subject B1, site B)")
-        and "1 non-finite voxel(s)" in message
-        and words in message
-    )
+    assert message.startswith("row 5 (subject B1, site B)") and "1 non-finite voxel(s)" in message and words in message
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
-def test_non_finite_voxels_in_nifti_are_found_although_simpleitk_reads_them_as_zero(
-    tiny_cohort, suffix
-):
+def test_non_finite_voxels_in_nifti_are_found_although_simpleitk_reads_them_as_zero(tiny_cohort, suffix):
     values = np.ones((6, 8, 8), np.float32)
     values[1, 2, 3] = np.nan
     values[2, 2, 3] = -np.inf
     write_scan(tiny_cohort.parent / "images", f"A0_nan{suffix}", values)
     edit_manifest(tiny_cohort, 1, image=f"images/A0_nan{suffix}")
     assert not np.isnan(
-        sitk.GetArrayFromImage(
-            sitk.ReadImage(str(tiny_cohort.parent / "images" / f"A0_nan{suffix}"))
-        )
+        sitk.GetArrayFromImage(sitk.ReadImage(str(tiny_cohort.parent / "images" / f"A0_nan{suffix}")))
     ).any()
     message = only_error(run(tiny_cohort))
-    assert (
-        message.startswith("row 1 (subject A0, site A)")
-        and "2 non-finite voxel(s) (1 NaN, 1 infinite)" in message
-    )
+    assert message.startswith("row 1 (subject A0, site A)") and "2 non-finite voxel(s) (1 NaN, 1 infinite)" in message
 
 
 def test_headers_only_skips_voxel_checks(tiny_cohort):
-    write_scan(
-        tiny_cohort.parent / "images", "A2_lesion.nii.gz", np.zeros((6, 8, 8), np.uint8)
-    )
+    write_scan(tiny_cohort.parent / "images", "A2_lesion.nii.gz", np.zeros((6, 8, 8), np.uint8))
     assert run(tiny_cohort, check_voxels=False).ok
 
 
 def test_duplicate_subject_names_both_rows(tiny_cohort):
     edit_manifest(tiny_cohort, 5, subject_id="B0")
     message = only_error(run(tiny_cohort))
-    assert (
-        message.startswith("row 5 (subject B0, site B)")
-        and "duplicate subject_id, first used in row 4" in message
-    )
+    assert message.startswith("row 5 (subject B0, site B)") and "duplicate subject_id, first used in row 4" in message
 
 
 def test_non_binary_outcome_is_reported(tiny_cohort):
     edit_manifest(tiny_cohort, 3, outcome="2")
     message = only_error(run(tiny_cohort))
-    assert (
-        message.startswith("row 3 (subject A2, site A)")
-        and "outcome '2' is not binary" in message
-    )
+    assert message.startswith("row 3 (subject A2, site A)") and "outcome '2' is not binary" in message
 
 
 def test_missing_outcome_is_an_error_only_when_required(tiny_cohort):
@@ -203,18 +163,13 @@ def test_required_mask_missing_is_reported(tiny_cohort):
     report = run(tiny_cohort, masks=["liver"])
     assert len(report.errors) == 6  # every row lacks it: one error per row
     message = str(report.errors[0])
-    assert (
-        message.startswith("row 1 (subject A0, site A): no mask 'liver'")
-        and "mask_liver" in message
-    )
+    assert message.startswith("row 1 (subject A0, site A): no mask 'liver'") and "mask_liver" in message
 
 
 def test_all_problems_are_reported_at_once_in_row_order(tiny_cohort):
     edit_manifest(tiny_cohort, 2, image="images/nowhere.nii.gz")
     edit_manifest(tiny_cohort, 5, subject_id="B0", outcome="yes")
-    write_scan(
-        tiny_cohort.parent / "images", "A2_lesion.nii.gz", np.zeros((6, 8, 8), np.uint8)
-    )
+    write_scan(tiny_cohort.parent / "images", "A2_lesion.nii.gz", np.zeros((6, 8, 8), np.uint8))
     report = run(tiny_cohort)
     rows = [p.row for p in report.errors]
     assert rows == sorted(rows) and set(rows) == {2, 3, 5}
@@ -225,15 +180,10 @@ def test_all_problems_are_reported_at_once_in_row_order(tiny_cohort):
 
 
 def test_bq_per_ml_values_are_an_error_with_a_units_hint(tiny_cohort):
-    values = (
-        np.random.default_rng(0).gamma(2.0, 6000.0, size=(6, 8, 8)).astype(np.float32)
-    )
+    values = np.random.default_rng(0).gamma(2.0, 6000.0, size=(6, 8, 8)).astype(np.float32)
     write_scan(tiny_cohort.parent / "images", "A0_pet.nii.gz", values)
     message = only_error(run(tiny_cohort))
-    assert (
-        message.startswith("row 1 (subject A0, site A)")
-        and "implausible for SUV" in message
-    )
+    assert message.startswith("row 1 (subject A0, site A)") and "implausible for SUV" in message
     assert "it looks like Bq/mL: convert it to SUVbw" in message
 
 
@@ -266,18 +216,14 @@ def test_min_scans_per_site_must_be_positive(tiny_cohort):
 
 def test_load_cohort_still_refuses_structural_problems(tiny_cohort):
     edit_manifest(tiny_cohort, 5, subject_id="B0")
-    with pytest.raises(
-        ManifestError, match="row 5 \\(subject B0, site B\\): duplicate subject_id"
-    ):
+    with pytest.raises(ManifestError, match="row 5 \\(subject B0, site B\\): duplicate subject_id"):
         hk.load_cohort(tiny_cohort)
 
 
 def build_ibsi_manifest(folder: Path, manifest: Path) -> Path:
     """The manifest builder shown in docs/real-data.md: site = in-plane voxel size of each scan."""
     rows = []
-    for scan_dir in sorted(
-        p for p in folder.iterdir() if (p / "PET_image.nii.gz").exists()
-    ):
+    for scan_dir in sorted(p for p in folder.iterdir() if (p / "PET_image.nii.gz").exists()):
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(scan_dir / "PET_image.nii.gz"))
         reader.ReadImageInformation()
@@ -311,12 +257,7 @@ def test_real_ibsi_scans_group_into_three_protocols(ibsi_manifest, tmp_path):
     assert table.loc["3.906mm", "voxel_mm"] == "3.91×3.91×3.27"
     assert table.loc["4.688mm", "matrix"] == "28–30×28–29×47–51"
     # the committed manifest says the same
-    assert (
-        validate_manifest(ibsi_manifest, masks=["lesion"])
-        .summary_table()["scans"]
-        .sum()
-        == 6
-    )
+    assert validate_manifest(ibsi_manifest, masks=["lesion"]).summary_table()["scans"].sum() == 6
 
 
 def test_parallel_validation_gives_the_same_report(tiny_cohort):
@@ -329,30 +270,21 @@ def test_parallel_validation_gives_the_same_report(tiny_cohort):
     )
     serial = run(tiny_cohort)
     parallel = run(tiny_cohort, jobs=2)
-    assert [str(p) for p in parallel.problems] == [
-        str(p) for p in serial.problems
-    ] and len(serial.errors) == 2
+    assert [str(p) for p in parallel.problems] == [str(p) for p in serial.problems] and len(serial.errors) == 2
     assert parallel.summary_table().equals(serial.summary_table())
 
 
 def test_a_few_noisy_negative_voxels_are_accepted_but_a_negative_image_is_not(
     tiny_cohort,
 ):
-    values = (
-        np.random.default_rng(1).gamma(2.0, 0.5, size=(30, 30, 30)).astype(np.float32)
-    )
+    values = np.random.default_rng(1).gamma(2.0, 0.5, size=(30, 30, 30)).astype(np.float32)
     values[0, 0, :10] = -0.8  # 10 of 27 000 voxels: noise, not a units problem
     write_scan(tiny_cohort.parent / "images", "A0_pet.nii.gz", values)
-    write_scan(
-        tiny_cohort.parent / "images", "A0_lesion.nii.gz", (values > 1).astype(np.uint8)
-    )
+    write_scan(tiny_cohort.parent / "images", "A0_lesion.nii.gz", (values > 1).astype(np.uint8))
     assert run(tiny_cohort).ok
     write_scan(tiny_cohort.parent / "images", "A0_pet.nii.gz", values - 2.0)
     message = only_error(run(tiny_cohort))
-    assert (
-        message.startswith("row 1 (subject A0, site A)")
-        and "SUV cannot be negative" in message
-    )
+    assert message.startswith("row 1 (subject A0, site A)") and "SUV cannot be negative" in message
 
 
 # -- the acquisition table (Table 1) ---------------------------------------------------------------------------------
@@ -385,12 +317,7 @@ def with_protocols(manifest: Path) -> Path:
 
 def test_acquisition_table_has_a_row_per_site_scanner_and_reconstruction(tiny_cohort):
     table = run(with_protocols(tiny_cohort)).acquisition_table()
-    rows = [
-        tuple(r)
-        for r in table[
-            ["site", "scanner", "reconstruction", "scans", "matrix", "voxel_mm"]
-        ].values
-    ]
+    rows = [tuple(r) for r in table[["site", "scanner", "reconstruction", "scans", "matrix", "voxel_mm"]].values]
     assert rows == [
         ("A", "GE Discovery ST", "OSEM", 2, "8×8", "2.00×2.00×3.00"),
         ("A", "GE Discovery ST", "VPHD", 1, "8×8", "2.00×2.00×3.00"),
@@ -438,8 +365,5 @@ def test_validate_refuses_to_write_the_table_over_an_input(tiny_cohort, capsys):
     before = snapshot(tiny_cohort.parent)
     with pytest.raises(SystemExit) as info:
         main(["validate", str(tiny_cohort), "--table", str(tiny_cohort)])
-    assert (
-        info.value.code == 2
-        and "this is an input of the run" in capsys.readouterr().err
-    )
+    assert info.value.code == 2 and "this is an input of the run" in capsys.readouterr().err
     assert snapshot(tiny_cohort.parent) == before

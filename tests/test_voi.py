@@ -18,9 +18,7 @@ from harmkit.voi import (
 )
 
 
-def _image(
-    array, spacing=(4.0, 4.0, 4.0), direction=None, origin=(-100.0, -80.0, 50.0)
-):
+def _image(array, spacing=(4.0, 4.0, 4.0), direction=None, origin=(-100.0, -80.0, 50.0)):
     image = sitk.GetImageFromArray(array)
     image.SetSpacing(spacing)
     image.SetOrigin(origin)
@@ -34,9 +32,9 @@ def liver(direction=None, semi_axes_mm=(80.0, 60.0, 70.0), spacing=(4.0, 4.0, 4.
     shape = (40, 40, 50)  # z, y, x
     z, y, x = np.indices(shape).astype(float)
     c = (np.array(shape) - 1) / 2
-    inside = ((x - c[2]) * spacing[0] / semi_axes_mm[0]) ** 2 + (
-        (y - c[1]) * spacing[1] / semi_axes_mm[1]
-    ) ** 2 + ((z - c[0]) * spacing[2] / semi_axes_mm[2]) ** 2 <= 1
+    inside = ((x - c[2]) * spacing[0] / semi_axes_mm[0]) ** 2 + ((y - c[1]) * spacing[1] / semi_axes_mm[1]) ** 2 + (
+        (z - c[0]) * spacing[2] / semi_axes_mm[2]
+    ) ** 2 <= 1
     return _image(inside.astype(np.uint8), spacing, direction)
 
 
@@ -55,9 +53,7 @@ def test_sphere_is_fully_inside_the_organ_in_its_upper_right_part(direction):
     volume = s.sum() * 64.0
     assert volume == pytest.approx(4 / 3 * np.pi * 15**3, rel=0.2)
     centre, organ_centre = _centre_mm(sphere), _centre_mm(organ)
-    assert (
-        centre[0] < organ_centre[0] - 10
-    )  # patient's right (LPS: smaller x), whatever the voxel order
+    assert centre[0] < organ_centre[0] - 10  # patient's right (LPS: smaller x), whatever the voxel order
     assert centre[2] > organ_centre[2] + 10  # superior
 
 
@@ -75,9 +71,7 @@ def test_centre_region_puts_the_sphere_deepest_inside():
 
 def test_organ_too_small_names_the_largest_sphere_that_fits():
     small = liver(semi_axes_mm=(14.0, 14.0, 14.0))
-    with pytest.raises(
-        HarmkitError, match="no 30 mm sphere fits.*largest that fits: about"
-    ):
+    with pytest.raises(HarmkitError, match="no 30 mm sphere fits.*largest that fits: about"):
         reference_sphere(small, 30)
 
 
@@ -99,12 +93,7 @@ def test_largest_component_corner_connectivity_is_an_option():
     array[1, 1, 1] = array[2, 2, 2] = array[3, 3, 3] = 1  # a diagonal chain
     array[5, 0:2, 0] = 1  # two face-connected voxels
     assert sitk.GetArrayFromImage(largest_component(_image(array))).sum() == 3
-    assert (
-        sitk.GetArrayFromImage(
-            largest_component(_image(array), fully_connected=False)
-        ).sum()
-        == 2
-    )
+    assert sitk.GetArrayFromImage(largest_component(_image(array), fully_connected=False)).sum() == 2
 
 
 def test_voi_cov_is_sigma_over_mu():
@@ -113,9 +102,7 @@ def test_voi_cov_is_sigma_over_mu():
     mask = np.zeros_like(values, np.uint8)
     mask[2:6, 2:6, 2:6] = 1
     inside = values[mask > 0].astype(np.float64)
-    assert voi_cov(_image(values), _image(mask)) == pytest.approx(
-        inside.std() / inside.mean()
-    )
+    assert voi_cov(_image(values), _image(mask)) == pytest.approx(inside.std() / inside.mean())
 
 
 def test_voi_cov_rejects_empty_masks_and_non_positive_means():
@@ -129,9 +116,7 @@ def test_voi_cov_rejects_empty_masks_and_non_positive_means():
 def test_sphere_mask_is_on_the_reference_grid():
     organ = liver()
     sphere = sphere_mask(organ, _centre_mm(organ), 20.0)
-    assert (
-        sphere.GetSize() == organ.GetSize() and sphere.GetOrigin() == organ.GetOrigin()
-    )
+    assert sphere.GetSize() == organ.GetSize() and sphere.GetOrigin() == organ.GetOrigin()
 
 
 def test_add_reference_spheres_writes_masks_and_a_manifest(tmp_path):

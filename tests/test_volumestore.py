@@ -18,9 +18,7 @@ def _volume(shape=(40, 36, 44), seed=0):
 
 def _ball_mask(shape, centre, radius):
     z, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
-    return (
-        (z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2
-    ) <= radius**2
+    return ((z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2) <= radius**2
 
 
 def test_volumes_and_metadata_round_trip(tmp_path):
@@ -43,11 +41,7 @@ def test_volumes_and_metadata_round_trip(tmp_path):
     np.testing.assert_array_equal(store.read("s1"), image)
     np.testing.assert_array_equal(store.read("s1", "mask"), mask.astype(np.uint8))
     meta = store.metadata("s1")
-    assert (
-        meta["spacing"] == [2.0, 2.0, 3.0]
-        and meta["origin"] == [1, 2, 3]
-        and meta["group"] == "A"
-    )
+    assert meta["spacing"] == [2.0, 2.0, 3.0] and meta["origin"] == [1, 2, 3] and meta["group"] == "A"
 
 
 def test_read_patch_matches_slicing_and_fills_outside(tmp_path):
@@ -55,17 +49,11 @@ def test_read_patch_matches_slicing_and_fills_outside(tmp_path):
     with VolumeStore.create(tmp_path / "v.h5") as store:
         store.add("s", image, spacing=(1, 1, 1))
     store = VolumeStore(tmp_path / "v.h5")
-    np.testing.assert_array_equal(
-        store.read_patch("s", (3, 5, 7), (16, 8, 12)), image[3:19, 5:13, 7:19]
-    )
+    np.testing.assert_array_equal(store.read_patch("s", (3, 5, 7), (16, 8, 12)), image[3:19, 5:13, 7:19])
     edge = store.read_patch("s", (-4, 30, 40), (8, 8, 8), fill=-1.0)
     assert edge.shape == (8, 8, 8)
     np.testing.assert_array_equal(edge[4:, :6, :4], image[0:4, 30:36, 40:44])
-    assert (
-        (edge[:4] == -1).all()
-        and (edge[:, 6:] == -1).all()
-        and (edge[:, :, 4:] == -1).all()
-    )
+    assert (edge[:4] == -1).all() and (edge[:, 6:] == -1).all() and (edge[:, :, 4:] == -1).all()
 
 
 class _RecordingFile:
@@ -101,9 +89,7 @@ def test_reading_a_patch_touches_only_the_chunks_it_overlaps(tmp_path):
     chunk = 8
     image = _volume((32, 32, 32))
     with VolumeStore.create(tmp_path / "v.h5") as store:
-        store.add(
-            "s", image, spacing=(1, 1, 1), chunks=(chunk,) * 3, compression="gzip"
-        )
+        store.add("s", image, spacing=(1, 1, 1), chunks=(chunk,) * 3, compression="gzip")
     recorder = _RecordingFile(tmp_path / "v.h5")
     store = VolumeStore(recorder, cache_bytes=0)
     dataset = store.dataset("s")
@@ -179,9 +165,7 @@ def test_sampler_is_deterministic_given_the_generator_and_applies_the_transform(
     second = sample(np.random.default_rng(5), 6)
     assert first.shape == (6, 1, 8, 8, 8) and first.dtype == np.float32
     np.testing.assert_array_equal(first, second)
-    assert (first.reshape(6, -1).mean(1) > 100).any() and (
-        first.reshape(6, -1).mean(1) < 100
-    ).any()
+    assert (first.reshape(6, -1).mean(1) > 100).any() and (first.reshape(6, -1).mean(1) < 100).any()
 
 
 def test_an_interrupted_write_leaves_no_store(tmp_path):

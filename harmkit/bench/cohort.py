@@ -57,9 +57,7 @@ def load_bench_cohort(config: BenchConfig, console) -> tuple[Cohort, dict[str, A
         if not done.is_file():
             from ..simulation import simulate
 
-            console.log(
-                f"simulating the {config.preset!r} preset ({size} size, seed {config.seed}) into {folder}"
-            )
+            console.log(f"simulating the {config.preset!r} preset ({size} size, seed {config.seed}) into {folder}")
             if folder.exists():
                 shutil.rmtree(folder)  # an interrupted simulation: start again
             kwargs: dict[str, Any] = dict(
@@ -73,23 +71,17 @@ def load_bench_cohort(config: BenchConfig, console) -> tuple[Cohort, dict[str, A
                 kwargs["subjects_per_site"] = config.subjects_per_site
             manifest = Path(simulate(**kwargs))
             done.write_text(str(manifest.name))
-        info["source"] = (
-            f"simulated preset {config.preset} ({size}, seed {config.seed})"
-        )
+        info["source"] = f"simulated preset {config.preset} ({size}, seed {config.seed})"
         info["preset"] = config.preset
     cohort = load_cohort(manifest)
     groups = config.site_group_map(cohort.sites)
     if groups:
         cohort = cohort.regroup(groups)
-    cohort = check_bench_cohort(
-        config, cohort
-    )  # before any scan is hashed, harmonized or extracted
+    cohort = check_bench_cohort(config, cohort)  # before any scan is hashed, harmonized or extracted
     info["manifest"] = str(manifest)
     info["n_scans"] = len(cohort)
     info["sites"] = {site: sum(s.site == site for s in cohort) for site in cohort.sites}
-    info["site_groups"] = {
-        g: sorted({s.site for s in cohort if s.group == g}) for g in cohort.site_groups
-    }
+    info["site_groups"] = {g: sorted({s.site for s in cohort if s.group == g}) for g in cohort.site_groups}
     sim_json = manifest.parent / "simulation.json"
     if sim_json.is_file():
         try:
@@ -112,15 +104,11 @@ def check_bench_cohort(config: BenchConfig, cohort: Cohort) -> Cohort:
             f"--cache-dir {config.cache_path}: cannot write there ({reason}); the bench keeps its "
             f"models and harmonized images in its cache: choose a writable folder with --cache-dir"
         )
-    report_paths = [
-        config.out_dir / name
-        for name in ("figures", "tables", "report.md", "report.html", "results.json")
-    ]
+    report_paths = [config.out_dir / name for name in ("figures", "tables", "report.md", "report.html", "results.json")]
     for source in cohort.input_files():
         if any(inside(source, target) for target in report_paths):
             raise HarmkitError(
-                f"--out {config.out_dir}: the bench would replace {source}, an input of this run; "
-                f"choose another --out"
+                f"--out {config.out_dir}: the bench would replace {source}, an input of this run; choose another --out"
             )
     if config.voi not in cohort.mask_names:
         raise HarmkitError(
@@ -154,9 +142,5 @@ def check_bench_cohort(config: BenchConfig, cohort: Cohort) -> Cohort:
 def image_digest(scan: Scan) -> str:
     from ..cache import hash_parts
 
-    image = (
-        scan.image
-        if not isinstance(scan.image, (str, os.PathLike))
-        else Path(scan.image)
-    )
+    image = scan.image if not isinstance(scan.image, (str, os.PathLike)) else Path(scan.image)
     return hash_parts(image)

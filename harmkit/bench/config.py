@@ -73,9 +73,7 @@ class BenchConfig:
     out: str | None = None
     cache_dir: str | None = None
     fit_on: str = "train"
-    subjects_per_site: int | None = (
-        None  # simulated cohorts only: override the preset's size
-    )
+    subjects_per_site: int | None = None  # simulated cohorts only: override the preset's size
     extractor: str = "radiomics"
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     progress: bool = True
@@ -96,9 +94,7 @@ class BenchConfig:
         """``--cache-dir``, else the one cache of every command (:func:`harmkit.cache.default_cache_dir`)."""
         from ..cache import default_cache_dir
 
-        return (
-            Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
-        )
+        return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
 
     def plugin_params(self, name: str) -> dict[str, Any]:
         merged = dict(PROFILE_PARAMS.get(self.profile, {}).get(name, {}))
@@ -107,9 +103,7 @@ class BenchConfig:
 
     def validate(self) -> "BenchConfig":
         if self.profile not in PROFILES:
-            raise HarmkitError(
-                f"--profile {self.profile!r}: expected one of {', '.join(PROFILES)}"
-            )
+            raise HarmkitError(f"--profile {self.profile!r}: expected one of {', '.join(PROFILES)}")
         if self.cohort is None and self.preset not in PRESETS:
             raise HarmkitError(
                 f"--preset {self.preset!r}: expected one of {', '.join(PRESETS)} (or give --cohort MANIFEST)"
@@ -119,13 +113,9 @@ class BenchConfig:
                 f"--fit-on {self.fit_on!r}: expected 'train' (leakage-free, default) or 'all' (the paper's choice)"
             )
         if int(self.folds) < 1:
-            raise HarmkitError(
-                f"--folds {self.folds}: expected a positive number of Monte Carlo splits, e.g. 100"
-            )
+            raise HarmkitError(f"--folds {self.folds}: expected a positive number of Monte Carlo splits, e.g. 100")
         if not 0 < float(self.test_size) < 1:
-            raise HarmkitError(
-                f"--test-size {self.test_size}: expected a fraction between 0 and 1, e.g. 0.2"
-            )
+            raise HarmkitError(f"--test-size {self.test_size}: expected a fraction between 0 and 1, e.g. 0.2")
         if self.cohort is not None and not Path(self.cohort).is_file():
             raise HarmkitError(
                 f"--cohort {self.cohort}: manifest not found; give the path of a manifest CSV (see docs/real-data.md)"
@@ -147,17 +137,12 @@ class BenchConfig:
         if not out.exists():
             return
         if not out.is_dir():
-            raise HarmkitError(
-                f"--out {out}: exists and is a file; choose a folder for the bench outputs"
-            )
+            raise HarmkitError(f"--out {out}: exists and is a file; choose a folder for the bench outputs")
         replaced = [out / name for name in REPORT_FILES if (out / name).exists()]
         if not replaced:
             return
         try:
-            ours = (
-                json.loads((out / "results.json").read_text()).get("format")
-                == "harmkit-bench/1"
-            )
+            ours = json.loads((out / "results.json").read_text()).get("format") == "harmkit-bench/1"
         except (OSError, ValueError, AttributeError):
             ours = False
         if not ours:
@@ -184,9 +169,7 @@ class BenchConfig:
         return mapping
 
 
-def load_config(
-    path: str | os.PathLike | None, overrides: dict[str, Any]
-) -> BenchConfig:
+def load_config(path: str | os.PathLike | None, overrides: dict[str, Any]) -> BenchConfig:
     """Defaults, then the TOML file ``path`` (if any), then ``overrides`` that are not None."""
     values: dict[str, Any] = {}
     if path:

@@ -109,9 +109,7 @@ class BenchContext:
         """The cohort as ``method``'s image stages left it towards ``reference`` (unchanged scans as they were)."""
         changed = self.changed_scans(method, reference)
         scans = [changed.get(s.subject_id, s) for s in self.cohort]
-        return Cohort(
-            scans, self.cohort.root, self.cohort.manifest, self.cohort.metadata
-        )
+        return Cohort(scans, self.cohort.root, self.cohort.manifest, self.cohort.metadata)
 
     def counterfactual(self, subject_id: str, reference: str) -> Scan | None:
         """The same subject really scanned at site group ``reference`` (ground truth), or None."""
@@ -160,11 +158,7 @@ class BenchContext:
             columns = feature_columns(base)
             keep = []
             for column in columns:
-                if not all(
-                    column in t.columns
-                    and np.isfinite(t[column].to_numpy(dtype=float)).all()
-                    for t in tables
-                ):
+                if not all(column in t.columns and np.isfinite(t[column].to_numpy(dtype=float)).all() for t in tables):
                     continue
                 spread = base.groupby("site_group")[column].std()
                 if (spread.fillna(0) <= 1e-12).any():
@@ -202,10 +196,7 @@ class BenchContext:
 
     def stage_specs(self, method: Method) -> list[tuple[str, dict]]:
         """``[(plugin name, parameters)]`` of ``method``'s feature stages (picklable)."""
-        return [
-            (stage.name, plugin_params(self.config, stage.name))
-            for stage in method.feature_stages
-        ]
+        return [(stage.name, plugin_params(self.config, stage.name)) for stage in method.feature_stages]
 
     def harmonized_features(self, method: Method, reference: str, voi: str):
         """Features of every scan after all of ``method``'s stages, feature stages fitted on all rows.
@@ -220,9 +211,7 @@ class BenchContext:
             return X
 
         def compute():
-            return self.feature_stage(
-                method, reference, X, table["site_group"], [(X, table["site_group"])]
-            )[0]
+            return self.feature_stage(method, reference, X, table["site_group"], [(X, table["site_group"])])[0]
 
         return self.memo(
             "features-all-rows",

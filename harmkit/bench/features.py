@@ -46,9 +46,7 @@ def extract_all(ctx: "BenchContext", vois: list[str], console) -> None:
     for method in ctx.methods:
         for ref in ctx.references:
             if method.control == "oracle":
-                ctx.features[(method.label, ref)] = {
-                    voi: oracle_table(ctx, baseline[voi], voi, ref) for voi in vois
-                }
+                ctx.features[(method.label, ref)] = {voi: oracle_table(ctx, baseline[voi], voi, ref) for voi in vois}
                 continue
             if not method.image_stages and not ctx.changed_scans(method, ref):
                 ctx.features[(method.label, ref)] = baseline
@@ -59,12 +57,8 @@ def extract_all(ctx: "BenchContext", vois: list[str], console) -> None:
                 cohort = ctx.cohort_for(method, ref)
                 tables = {}
                 for voi in vois:
-                    console.log(
-                        f"features after [bold]{image_label}[/] -> {ref} in VOI [bold]{voi}[/]"
-                    )
-                    tables[voi] = extract_features(
-                        ctx, cohort, voi, f"{image_label}->{ref}"
-                    )
+                    console.log(f"features after [bold]{image_label}[/] -> {ref} in VOI [bold]{voi}[/]")
+                    tables[voi] = extract_features(ctx, cohort, voi, f"{image_label}->{ref}")
                 done[key] = tables
             ctx.features[(method.label, ref)] = done[key]
 
@@ -83,8 +77,6 @@ def oracle_table(ctx: "BenchContext", baseline, voi: str, reference: str):
             continue
         cf = ctx.counterfactual(subject, reference)
         if cf is None or cf.subject_id not in cf_table.index:
-            raise HarmkitError(
-                f"oracle: no counterfactual of subject {subject!r} at {reference} in VOI {voi!r}"
-            )
+            raise HarmkitError(f"oracle: no counterfactual of subject {subject!r} at {reference} in VOI {voi!r}")
         table.loc[subject, columns] = cf_table.loc[cf.subject_id, columns].to_numpy()
     return table

@@ -19,9 +19,7 @@ def fmt(value: Any, spec: str | None) -> str:
     return format(value, spec or "")
 
 
-def interval_text(
-    row: dict[str, Any], low: str, high: str, spec: str = ".3f", sep: str = "–"
-) -> str:
+def interval_text(row: dict[str, Any], low: str, high: str, spec: str = ".3f", sep: str = "–") -> str:
     """``[low–high]`` of two keys of ``row`` (``sep=", "`` for signed bounds); ``–`` when both are missing."""
     if row.get(low) is None and row.get(high) is None:
         return "–"

@@ -27,7 +27,9 @@ def prepare_outcome(ctx: "BenchContext") -> None:
     outcomes = pd.Series({s.subject_id: s.outcome for s in ctx.cohort}, dtype=object)
     known = outcomes.dropna()
     if known.empty:
-        ctx.prediction_skipped = "the cohort has no outcome column (or no outcome values), so there is nothing to predict"
+        ctx.prediction_skipped = (
+            "the cohort has no outcome column (or no outcome values), so there is nothing to predict"
+        )
         return
     counts = known.astype(int).value_counts()
     if len(counts) < 2 or counts.min() < 2:
@@ -45,14 +47,10 @@ def prepare_outcome(ctx: "BenchContext") -> None:
     except HarmkitError as exc:
         ctx.prediction_skipped = str(exc)
     if len(known) < len(outcomes):
-        ctx.notes.append(
-            f"{len(outcomes) - len(known)} scan(s) without outcome are left out of prediction"
-        )
+        ctx.notes.append(f"{len(outcomes) - len(known)} scan(s) without outcome are left out of prediction")
 
 
-def prepare_ground_truth(
-    ctx: "BenchContext", cohort_info: dict, vois: list[str], console
-) -> None:
+def prepare_ground_truth(ctx: "BenchContext", cohort_info: dict, vois: list[str], console) -> None:
     """Counterfactual scans and truth images of a simulated cohort (simulation.json beside the manifest)."""
     from ..manifest import load_cohort
 
@@ -70,9 +68,7 @@ def prepare_ground_truth(
     sim = json.loads(sim_path.read_text())
     cf_name = sim.get("counterfactual_manifest")
     if not cf_name or not (manifest.parent / cf_name).is_file():
-        ctx.fidelity_skipped = (
-            f"{sim_path} names no counterfactual manifest (counterfactual_manifest)"
-        )
+        ctx.fidelity_skipped = f"{sim_path} names no counterfactual manifest (counterfactual_manifest)"
         return
     cf = load_cohort(manifest.parent / cf_name)
     groups = ctx.config.site_group_map(cf.sites)
@@ -80,9 +76,7 @@ def prepare_ground_truth(
         cf = cf.regroup(groups)
     ctx.counterfactuals = cf
     ctx.ground_truth = counterfactual_lookup(cf)
-    ctx.ground_truth_source = (
-        "same subject rendered by the first site (alphabetical) of the reference group"
-    )
+    ctx.ground_truth_source = "same subject rendered by the first site (alphabetical) of the reference group"
     # only the counterfactuals fidelity compares with: each non-reference subject at each reference group
     needed = {}
     for ref in ctx.references:
@@ -93,9 +87,7 @@ def prepare_ground_truth(
                     needed[target.subject_id] = target
     for voi in vois:
         if needed and all(voi in s.masks for s in needed.values()):
-            console.log(
-                f"features of {len(needed)} counterfactual scans in VOI [bold]{voi}[/]"
-            )
+            console.log(f"features of {len(needed)} counterfactual scans in VOI [bold]{voi}[/]")
             cohort = Cohort(list(needed.values()), cf.root, cf.manifest)
             ctx.cf_features[voi] = extract_features(ctx, cohort, voi, "counterfactual")
     truth = truth_cohort(manifest.parent, sim, ctx)
@@ -113,15 +105,9 @@ def _paired_ground_truth(ctx: "BenchContext", vois: list[str], console) -> None:
     needed = {scan.subject_id: scan for scan in ctx.ground_truth.values()}
     for voi in vois:
         if needed and all(voi in s.masks for s in needed.values()):
-            console.log(
-                f"features of {len(needed)} partner scans in VOI [bold]{voi}[/]"
-            )
-            ctx.cf_features[voi] = extract_features(
-                ctx, Cohort(list(needed.values()), ctx.cohort.root), voi, "partner"
-            )
-    ctx.fidelity_skipped = (
-        "no partner scan at any reference site group" if not ctx.ground_truth else None
-    )
+            console.log(f"features of {len(needed)} partner scans in VOI [bold]{voi}[/]")
+            ctx.cf_features[voi] = extract_features(ctx, Cohort(list(needed.values()), ctx.cohort.root), voi, "partner")
+    ctx.fidelity_skipped = "no partner scan at any reference site group" if not ctx.ground_truth else None
 
 
 def add_oracle_row(ctx: "BenchContext", vois: list[str]) -> None:
@@ -150,9 +136,7 @@ def counterfactual_lookup(counterfactuals: Cohort) -> dict[tuple[str, str], Scan
     """``(subject_id, site group) -> Scan`` of the same subject at that group (its first site, alphabetically)."""
     lookup: dict[tuple[str, str], Scan] = {}
     for scan in sorted(counterfactuals, key=lambda s: s.site):
-        subject = str(
-            scan.covariates.get("source_subject") or scan.subject_id.split("@")[0]
-        )
+        subject = str(scan.covariates.get("source_subject") or scan.subject_id.split("@")[0])
         lookup.setdefault((subject, scan.group), scan)
     return lookup
 
@@ -174,11 +158,7 @@ def truth_cohort(root: Path, sim: dict, ctx: "BenchContext") -> Cohort | None:
     image_col = next((c for c in ("truth_image", "image") if c in table.columns), None)
     voi = ctx.config.voi
     mask_col = next(
-        (
-            c
-            for c in (f"truth_{voi}", f"truth_mask_{voi}", f"mask_{voi}", "truth_mask")
-            if c in table.columns
-        ),
+        (c for c in (f"truth_{voi}", f"truth_mask_{voi}", f"mask_{voi}", "truth_mask") if c in table.columns),
         None,
     )
     if image_col is None or mask_col is None or "subject_id" not in table.columns:

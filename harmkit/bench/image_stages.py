@@ -26,9 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .context import BenchContext
 
 _MODELS: dict[str, Any] = {}
-LEARNING_FILE = (
-    "learning.json"  # an image model's learning_summary(), beside the cached model
-)
+LEARNING_FILE = "learning.json"  # an image model's learning_summary(), beside the cached model
 
 
 def _transform_one(item: tuple[str, Scan, str, str]) -> str:
@@ -71,9 +69,7 @@ def _body_mask_one(item: tuple[Scan, str]) -> str:
     scan, out_path = item
     image = scan.load_image()
     mask = sitk.BinaryThreshold(image, BODY_THRESHOLD_SUV, 1e30, 1, 0)
-    components = sitk.RelabelComponent(
-        sitk.ConnectedComponent(mask), sortByObjectSize=True
-    )
+    components = sitk.RelabelComponent(sitk.ConnectedComponent(mask), sortByObjectSize=True)
     mask = sitk.Cast(components == 1, sitk.sitkUInt8)
     mask = sitk.BinaryFillhole(mask)
     write_image(sitk.Cast(mask, sitk.sitkUInt8), out_path)
@@ -93,9 +89,7 @@ def add_body_masks(ctx: "BenchContext", console) -> None:
         if not path.is_file():
             items.append((scan, str(path)))
     if items:
-        console.log(
-            f"{len(items)} scan(s) have no body mask: thresholding at SUV {BODY_THRESHOLD_SUV}"
-        )
+        console.log(f"{len(items)} scan(s) have no body mask: thresholding at SUV {BODY_THRESHOLD_SUV}")
         results = ctx.executor.map(_body_mask_one, items, label="body masks")
         failed = [(item[0], r.error) for item, r in zip(items, results) if not r.ok]
         if failed:
@@ -103,14 +97,9 @@ def add_body_masks(ctx: "BenchContext", console) -> None:
                 f"could not make a body mask for {failed[0][0].label}: {failed[0][1]}; add a mask_body column to the manifest"
             )
     scans = [
-        replace(s, masks={**s.masks, "body": paths[s.subject_id]})
-        if s.subject_id in paths
-        else s
-        for s in ctx.cohort
+        replace(s, masks={**s.masks, "body": paths[s.subject_id]}) if s.subject_id in paths else s for s in ctx.cohort
     ]
-    ctx.cohort = Cohort(
-        scans, ctx.cohort.root, ctx.cohort.manifest, ctx.cohort.metadata
-    )
+    ctx.cohort = Cohort(scans, ctx.cohort.root, ctx.cohort.manifest, ctx.cohort.metadata)
     ctx.notes.append(
         f"{len(missing)} scan(s) had no body mask: made one as SUV > {BODY_THRESHOLD_SUV} (largest connected component, holes filled), "
         "the paper's first step; used by image harmonizers, image quality and QC"
@@ -137,9 +126,7 @@ def _fit_image_model(
     )
     model_dir = ctx.cache.root / "models" / model_key[:24]
     if not (model_dir / "harmkit-model.json").is_file():
-        console.log(
-            f"fitting image stage [bold]{stage.name}[/] on {len(current)} scans (reference {fit_ref})"
-        )
+        console.log(f"fitting image stage [bold]{stage.name}[/] on {len(current)} scans (reference {fit_ref})")
         t0 = time.time()
         harmonizer = get_harmonizer(stage.name, **params)
         # checkpoints inside the bench cache: an interrupted fit resumes on the next run
@@ -159,9 +146,7 @@ def _fit_image_model(
             (model_dir / LEARNING_FILE).write_text(json.dumps(learning, default=float))
     learning_file = model_dir / LEARNING_FILE
     if learning_file.is_file():
-        ctx.learning[(stage.name, fit_ref, model_key)] = json.loads(
-            learning_file.read_text()
-        )
+        ctx.learning[(stage.name, fit_ref, model_key)] = json.loads(learning_file.read_text())
     return model_key, model_dir
 
 
@@ -188,15 +173,10 @@ def _transform_towards(
         if not out_path.is_file():
             items.append((str(model_dir), scan, ref, str(out_path)))
     if items:
-        results = ctx.executor.map(
-            _transform_one, items, label=f"{label}: {stage.name} -> {ref}"
-        )
+        results = ctx.executor.map(_transform_one, items, label=f"{label}: {stage.name} -> {ref}")
         failed = [(item[1], r.error) for item, r in zip(items, results) if not r.ok]
         unsupported = [
-            r
-            for r in results
-            if r.error_class is not None
-            and issubclass(r.error_class, TargetNotSupported)
+            r for r in results if r.error_class is not None and issubclass(r.error_class, TargetNotSupported)
         ]
         if failed and len(unsupported) == len(items):
             raise TargetNotSupported(failed[0][1])
@@ -221,9 +201,7 @@ def run_image_stages(ctx: "BenchContext", console) -> None:
     digests = {s.subject_id: image_digest(s) for s in ctx.cohort}
     cohort_key = ctx.cache.key(
         "cohort",
-        sorted(
-            (s.subject_id, s.site, s.group, digests[s.subject_id]) for s in ctx.cohort
-        ),
+        sorted((s.subject_id, s.site, s.group, digests[s.subject_id]) for s in ctx.cohort),
     )
     failed: dict[str, str] = {}
     first_models: dict[tuple[str, str], tuple[str, Path]] = {}
@@ -233,18 +211,14 @@ def run_image_stages(ctx: "BenchContext", console) -> None:
         if not method.image_stages:
             continue
         try:
-            _run_method_image_stages(
-                ctx, method, digests, cohort_key, console, first_models
-            )
+            _run_method_image_stages(ctx, method, digests, cohort_key, console, first_models)
         except HarmkitError as exc:
             failed[method.label] = str(exc)
             console.print(f"[red]method {method.label} dropped:[/] {exc}")
     if failed:
         ctx.methods = [m for m in ctx.methods if m.label not in failed]
         for label, message in failed.items():
-            ctx.notes.append(
-                f"method {label!r} was dropped from this bench because its image stage failed: {message}"
-            )
+            ctx.notes.append(f"method {label!r} was dropped from this bench because its image stage failed: {message}")
             for ref in ctx.references:
                 ctx.harmonized.pop((label, ref), None)
     _add_resample_rows(ctx, first_models, digests)
@@ -262,9 +236,7 @@ def _floor_one(item: tuple[str, Scan, str, str]) -> str | None:
     if model is None:
         model = _MODELS[model_dir] = load_model(model_dir)
     image = model.resampling_floor(scan, target_site=target).load_image()
-    if np.array_equal(
-        sitk.GetArrayViewFromImage(image), sitk.GetArrayViewFromImage(scan.load_image())
-    ):
+    if np.array_equal(sitk.GetArrayViewFromImage(image), sitk.GetArrayViewFromImage(scan.load_image())):
         return None
     write_image(image, out_path)
     return out_path
@@ -287,27 +259,21 @@ def _add_resample_rows(ctx: "BenchContext", first_models: dict, digests: dict) -
             for scan in ctx.cohort:
                 if scan.group == ref:
                     continue
-                key = ctx.cache.key(
-                    "resampling-floor", model_key, digests[scan.subject_id], ref
-                )
+                key = ctx.cache.key("resampling-floor", model_key, digests[scan.subject_id], ref)
                 path = ctx.cache.root / "images" / key[:2] / f"{key[:24]}.nii.gz"
                 marker = path.with_suffix(".unchanged")
                 if path.is_file():
                     paths[scan.subject_id] = path
                 elif not marker.is_file():
                     items.append((str(model_dir), scan, ref, str(path)))
-            results = (
-                ctx.map(_floor_one, items, label=f"{label} -> {ref}") if items else []
-            )
+            results = ctx.map(_floor_one, items, label=f"{label} -> {ref}") if items else []
             for (_, scan, _, path), result in zip(items, results):
                 if not result.ok:
                     raise HarmkitError(
                         f"the resampling floor of image stage {name!r} failed on {scan.label}: {result.error}"
                     )
                 if result.value is None:
-                    Path(path).with_suffix(".unchanged").parent.mkdir(
-                        parents=True, exist_ok=True
-                    )
+                    Path(path).with_suffix(".unchanged").parent.mkdir(parents=True, exist_ok=True)
                     Path(path).with_suffix(".unchanged").touch()
                 else:
                     paths[scan.subject_id] = Path(path)
@@ -340,9 +306,7 @@ def _run_method_image_stages(
         changed: dict[str, Scan] = {}
         for index, stage in enumerate(method.image_stages):
             fit_ref = ctx.references[0] if index == 0 else ref
-            model_key, model_dir = _fit_image_model(
-                ctx, stage, current, current_key, fit_ref, console
-            )
+            model_key, model_dir = _fit_image_model(ctx, stage, current, current_key, fit_ref, console)
             try:
                 outputs = _transform_towards(
                     ctx,
@@ -359,9 +323,7 @@ def _run_method_image_stages(
                 ctx.notes.append(
                     f"image stage {stage.name!r} maps only towards the reference it was fitted with: fitted once per reference"
                 )
-                model_key, model_dir = _fit_image_model(
-                    ctx, stage, current, current_key, ref, console
-                )
+                model_key, model_dir = _fit_image_model(ctx, stage, current, current_key, ref, console)
                 outputs = _transform_towards(
                     ctx,
                     method.label,
@@ -378,15 +340,11 @@ def _run_method_image_stages(
             new_scans = []
             for scan in current:
                 if scan.subject_id in outputs:
-                    harmonized = replace(
-                        scan, image=outputs[scan.subject_id], masks=dict(scan.masks)
-                    )
+                    harmonized = replace(scan, image=outputs[scan.subject_id], masks=dict(scan.masks))
                     changed[scan.subject_id] = harmonized
                     new_scans.append(harmonized)
                 else:
                     new_scans.append(scan)
-            current = Cohort(
-                new_scans, ctx.cohort.root, ctx.cohort.manifest, ctx.cohort.metadata
-            )
+            current = Cohort(new_scans, ctx.cohort.root, ctx.cohort.manifest, ctx.cohort.metadata)
             current_key = ctx.cache.key("stage-output", model_key, ref)
         ctx.harmonized[(method.label, ref)] = changed

@@ -60,11 +60,7 @@ def summary_rows(ctx) -> list[dict[str, Any]]:
             row: dict[str, Any] = {"method": method.label, "reference": ref}
             for result in ctx.results.values():
                 if not result.skipped:
-                    row.update(
-                        result.summary.get("by_method", {}).get(
-                            row_key(method.label, ref), {}
-                        )
-                    )
+                    row.update(result.summary.get("by_method", {}).get(row_key(method.label, ref), {}))
             rows.append(row)
     return rows
 
@@ -102,10 +98,7 @@ def _versions(ctx) -> dict[str, Any]:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             pass
-    versions["plugins"] = {
-        f"{p.kind}:{p.name}": f"{p.distribution} {p.version}"
-        for p in get_registry().all()
-    }
+    versions["plugins"] = {f"{p.kind}:{p.name}": f"{p.distribution} {p.version}" for p in get_registry().all()}
     return versions
 
 
@@ -129,10 +122,7 @@ def write_outputs(ctx, staging: Path, cohort_info: dict, timings: dict) -> Any:
             "summary": result.summary,
             "tables": {},
             "figures": {},
-            "columns": [
-                {"key": c.key, "title": c.title, "format": c.format}
-                for c in result.columns
-            ],
+            "columns": [{"key": c.key, "title": c.title, "format": c.format} for c in result.columns],
         }
         for tname, frame in result.tables.items():
             if frame is None or frame.empty:
@@ -168,10 +158,7 @@ def write_outputs(ctx, staging: Path, cohort_info: dict, timings: dict) -> Any:
         "notes": ctx.notes,
         "skipped": {name: r.skipped for name, r in ctx.results.items() if r.skipped},
         "summary": rows,
-        "summary_columns": [
-            {"key": c.key, "title": c.title, "format": c.format}
-            for c in summary_columns(ctx)
-        ],
+        "summary_columns": [{"key": c.key, "title": c.title, "format": c.format} for c in summary_columns(ctx)],
         "evaluators": evaluators,
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
         "cache": {
@@ -183,9 +170,7 @@ def write_outputs(ctx, staging: Path, cohort_info: dict, timings: dict) -> Any:
     blocks = _report_blocks(ctx, results)
     (staging / "report.md").write_text(render_markdown(blocks))
     (staging / "report.html").write_text(render_html(blocks, staging))
-    (staging / "results.json").write_text(
-        json.dumps(results, indent=1, allow_nan=False, default=_json_default)
-    )
+    (staging / "results.json").write_text(json.dumps(results, indent=1, allow_nan=False, default=_json_default))
     # move into place: the old results.json goes first, the new one comes last
     (out_dir / "results.json").unlink(missing_ok=True)
     for name in ("figures", "tables", "report.md", "report.html", "results.json"):
@@ -228,11 +213,7 @@ def _report_blocks(ctx, results: dict) -> list[tuple]:
         (
             "p",
             f"Cohort: {cohort.get('source')} — {cohort['n_scans']} scans, manifest `{cohort['manifest']}`. "
-            f"Site groups: "
-            + "; ".join(
-                f"{g} ({', '.join(s)})" for g, s in cohort["site_groups"].items()
-            )
-            + ".",
+            f"Site groups: " + "; ".join(f"{g} ({', '.join(s)})" for g, s in cohort["site_groups"].items()) + ".",
         )
     )
     b.append(
@@ -266,9 +247,7 @@ def _report_blocks(ctx, results: dict) -> list[tuple]:
     b.append(("h2", "Summary"))
     columns = summary_columns(ctx)
     header = ["method", "reference", *(c.title for c in columns)]
-    b.append(
-        ("table", header, [_cells(r, columns) for r in results["summary"]], "summary")
-    )
+    b.append(("table", header, [_cells(r, columns) for r in results["summary"]], "summary"))
     legend = [f"{c.title}: {c.description}" for c in columns if c.description]
     if legend:
         b.append(
@@ -314,9 +293,7 @@ def _section_blocks(ctx, results: dict, name: str) -> list[tuple]:
     result = ctx.results[name]
     if result.skipped or not (result.report or result.figures):
         return []
-    b: list[tuple] = [
-        ("h2", getattr(_evaluator_class(name), "title", "") or f"Evaluator {name}")
-    ]
+    b: list[tuple] = [("h2", getattr(_evaluator_class(name), "title", "") or f"Evaluator {name}")]
     figures = results["evaluators"][name]["figures"]
     shown = set()
     for block in result.report:
@@ -393,22 +370,14 @@ def render_html(blocks: list[tuple], root: Path) -> str:
         elif kind == "table":
             header, rows, ident = block[1], block[2], block[3]
             parts.append(
-                f"<table id='{ident}'><tr>"
-                + "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-                + "</tr>"
+                f"<table id='{ident}'><tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in header) + "</tr>"
             )
             for row in rows:
-                parts.append(
-                    "<tr>"
-                    + "".join(f"<td>{html.escape(str(c))}</td>" for c in row)
-                    + "</tr>"
-                )
+                parts.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>")
             parts.append("</table>")
         elif kind == "fig":
             path = root / block[1]
-            data = (
-                base64.b64encode(path.read_bytes()).decode() if path.is_file() else ""
-            )
+            data = base64.b64encode(path.read_bytes()).decode() if path.is_file() else ""
             parts.append(
                 f"<figure><img alt='{html.escape(block[2])}' src='data:image/png;base64,{data}'><figcaption>{html.escape(block[2])}</figcaption></figure>"
             )
@@ -434,9 +403,7 @@ def print_summary(ctx, console) -> None:
     groups = list(dict.fromkeys(c.group for c in columns))
     for group in groups:
         wanted = [c for c in columns if c.group == group]
-        cells = {
-            c.key: [cell_text(row, c.key, c.format) for row in rows] for c in wanted
-        }
+        cells = {c.key: [cell_text(row, c.key, c.format) for row in rows] for c in wanted}
         keep = [c for c in wanted if any(text != "–" for text in cells[c.key])]
         if not keep:
             continue
@@ -450,13 +417,9 @@ def print_summary(ctx, console) -> None:
         table.add_column("method", no_wrap=True)
         table.add_column("reference", no_wrap=True)
         for column in keep:
-            table.add_column(
-                column.short or column.title, justify="right", overflow="fold"
-            )
+            table.add_column(column.short or column.title, justify="right", overflow="fold")
         for i, row in enumerate(rows):
-            table.add_row(
-                row["method"], row["reference"], *(cells[c.key][i] for c in keep)
-            )
+            table.add_row(row["method"], row["reference"], *(cells[c.key][i] for c in keep))
         console.print(table)
     for name, result in ctx.results.items():
         if result.skipped:

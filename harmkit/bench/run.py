@@ -52,9 +52,7 @@ def run_bench(config: BenchConfig | None = None, **options: Any) -> "BenchResult
     if config is None:
         config = load_config(options.pop("config", None), options)
     else:
-        config = replace(
-            config, **{k: v for k, v in options.items() if v is not None}
-        ).validate()
+        config = replace(config, **{k: v for k, v in options.items() if v is not None}).validate()
     # Fail on a misspelt method before simulating or writing anything.
     methods = parse_methods(config.methods)
     started = time.time()
@@ -135,9 +133,7 @@ def run_bench(config: BenchConfig | None = None, **options: Any) -> "BenchResult
     timings["total"] = time.time() - started
     result = write_outputs(ctx, staging, cohort_info, timings)
     print_summary(ctx, console)
-    console.print(
-        f"report: {out_dir / 'report.html'}  ({out_dir / 'report.md'}, {out_dir / 'results.json'})"
-    )
+    console.print(f"report: {out_dir / 'report.html'}  ({out_dir / 'report.md'}, {out_dir / 'results.json'})")
     return result
 
 
@@ -151,34 +147,22 @@ def run_evaluators(ctx: BenchContext, console, timings: dict[str, float]) -> Non
     from ..plugins import get_evaluator, get_registry
 
     # registration order: harmkit's own evaluators in harmkit.builtin's order, then plugins' by entry point
-    infos = {
-        p.name: p for p in get_registry().plugins.values() if p.kind == "evaluator"
-    }
-    for name in evaluator_order(
-        {n: tuple(getattr(i.cls, "requires", ())) for n, i in infos.items()}
-    ):
+    infos = {p.name: p for p in get_registry().plugins.values() if p.kind == "evaluator"}
+    for name in evaluator_order({n: tuple(getattr(i.cls, "requires", ())) for n, i in infos.items()}):
         info = infos[name]
         console.log(f"evaluator [bold]{name}[/]")
         started = time.time()
-        evaluator = get_evaluator(
-            name, **plugin_params(ctx.config, name, ("evaluator",))
-        )
+        evaluator = get_evaluator(name, **plugin_params(ctx.config, name, ("evaluator",)))
         apply_run_parameters(
             evaluator,
             random_state=ctx.config.seed,
             seed=ctx.config.seed,
             progress=ctx.config.progress,
         )
-        missing = [
-            r
-            for r in getattr(evaluator, "requires", ())
-            if r not in ctx.results or ctx.results[r].skipped
-        ]
+        missing = [r for r in getattr(evaluator, "requires", ()) if r not in ctx.results or ctx.results[r].skipped]
         try:
             if missing:
-                raise EvaluatorSkipped(
-                    f"it needs the results of {', '.join(missing)}, which did not run"
-                )
+                raise EvaluatorSkipped(f"it needs the results of {', '.join(missing)}, which did not run")
             result = evaluator.evaluate(ctx)
         except EvaluatorSkipped as exc:
             result = EvaluationResult(name=name, skipped=str(exc))
@@ -189,9 +173,7 @@ def run_evaluators(ctx: BenchContext, console, timings: dict[str, float]) -> Non
             ) from None
         except Exception as exc:  # a bug: keep the traceback, but say where
             if sys.version_info >= (3, 11):  # Python 3.10 has no exception notes
-                exc.add_note(
-                    f"in evaluator {name!r} from {info.distribution} {info.version}"
-                )
+                exc.add_note(f"in evaluator {name!r} from {info.distribution} {info.version}")
             raise
         if not isinstance(result, EvaluationResult):
             raise HarmkitError(
@@ -215,9 +197,7 @@ def evaluator_order(requires: dict[str, tuple[str, ...]]) -> list[str]:
         if state.get(name) == "done":
             return
         if state.get(name) == "visiting":
-            raise HarmkitError(
-                f"evaluators require each other in a cycle: {' -> '.join(path + (name,))}"
-            )
+            raise HarmkitError(f"evaluators require each other in a cycle: {' -> '.join(path + (name,))}")
         state[name] = "visiting"
         for needed in requires.get(name, ()):
             if needed in requires:
@@ -239,9 +219,7 @@ def note_learning(ctx: BenchContext) -> None:
                 f"Read its rows as the image pipeline with an untrained model, not as harmonization"
             )
         elif summary.get("message"):
-            ctx.notes.append(
-                f"image stage {stage!r} (fitted with reference {reference}): {summary['message']}"
-            )
+            ctx.notes.append(f"image stage {stage!r} (fitted with reference {reference}): {summary['message']}")
 
 
 def _console(config: BenchConfig):

@@ -73,13 +73,9 @@ def monte_carlo_splits(
     if len(subjects) != len(y):
         raise ValueError("subjects and outcome differ in length")
     if not 0 < test_size < 1:
-        raise HarmkitError(
-            f"--test-size {test_size}: expected a fraction between 0 and 1, e.g. 0.2"
-        )
+        raise HarmkitError(f"--test-size {test_size}: expected a fraction between 0 and 1, e.g. 0.2")
     if n_splits < 1:
-        raise HarmkitError(
-            f"--folds {n_splits}: expected a positive number of Monte Carlo splits, e.g. 100"
-        )
+        raise HarmkitError(f"--folds {n_splits}: expected a positive number of Monte Carlo splits, e.g. 100")
     counts = np.bincount(y, minlength=2)
     if (counts < 2).any():
         raise HarmkitError(
@@ -90,9 +86,7 @@ def monte_carlo_splits(
         raise HarmkitError(
             f"--test-size {test_size} leaves too few subjects in the training or test set ({len(y)} subjects)"
         )
-    sss = StratifiedShuffleSplit(
-        n_splits=n_splits, test_size=test_size, random_state=seed
-    )
+    sss = StratifiedShuffleSplit(n_splits=n_splits, test_size=test_size, random_state=seed)
     masks = np.zeros((n_splits, len(y)), dtype=bool)
     for i, (_, test) in enumerate(sss.split(np.zeros(len(y)), y)):
         masks[i, test] = True

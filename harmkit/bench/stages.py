@@ -21,11 +21,7 @@ from .config import BenchConfig
 
 def hashable(part: Any) -> Any:
     """DataFrames as (columns, index, values): what identifies a feature table for a cache key."""
-    if (
-        hasattr(part, "columns")
-        and hasattr(part, "index")
-        and hasattr(part, "to_numpy")
-    ):
+    if hasattr(part, "columns") and hasattr(part, "index") and hasattr(part, "to_numpy"):
         return [
             "frame",
             [str(c) for c in part.columns],
@@ -51,28 +47,17 @@ def apply_feature_stages(
     outputs = [x for x, _ in apply_to]
     current_train = train
     for number, (name, params) in enumerate(specs):
-        harmonizer = apply_run_parameters(
-            get_harmonizer(name, **params), random_state=seed, seed=seed, progress=False
-        )
+        harmonizer = apply_run_parameters(get_harmonizer(name, **params), random_state=seed, seed=seed, progress=False)
         with warnings.catch_warnings():
-            warnings.simplefilter(
-                "ignore"
-            )  # small-site warnings of ComBat repeat on every split
-            harmonizer.fit(
-                current_train, list(train_groups), None, reference_site=reference
-            )
-            outputs = [
-                harmonizer.transform(x, list(groups))
-                for x, (_, groups) in zip(outputs, apply_to)
-            ]
+            warnings.simplefilter("ignore")  # small-site warnings of ComBat repeat on every split
+            harmonizer.fit(current_train, list(train_groups), None, reference_site=reference)
+            outputs = [harmonizer.transform(x, list(groups)) for x, (_, groups) in zip(outputs, apply_to)]
             if number + 1 < len(specs):
                 current_train = harmonizer.transform(current_train, list(train_groups))
     return outputs
 
 
-def plugin_params(
-    config: BenchConfig, name: str, kinds: tuple[str, ...] | None = None
-) -> dict[str, Any]:
+def plugin_params(config: BenchConfig, name: str, kinds: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Constructor parameters of plugin ``name`` for this bench (profile, then ``params`` of the config).
 
     Parameters the installed plugin does not accept are dropped (with a note

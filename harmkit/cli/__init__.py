@@ -82,9 +82,7 @@ def _error(message: str) -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    Console(stderr=True, highlight=False).print(
-        f"[bold red]Error:[/] {escape(message)}", markup=True, soft_wrap=True
-    )
+    Console(stderr=True, highlight=False).print(f"[bold red]Error:[/] {escape(message)}", markup=True, soft_wrap=True)
     sys.exit(2)
 
 
@@ -103,9 +101,7 @@ def main(argv=None) -> None:
     except OSError as exc:
         _error(str(io_error(exc, getattr(exc, "filename", None) or "a file", "use")))
     except MemoryError:
-        _error(
-            "out of memory; process fewer scans at a time (--jobs 1) or use a machine with more memory"
-        )
+        _error("out of memory; process fewer scans at a time (--jobs 1) or use a machine with more memory")
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)

@@ -160,15 +160,11 @@ def bench(config_file, params, quiet, site_groups, **options) -> None:
     parsed: dict = {}
     for text in params:
         if "=" not in text or "." not in text.split("=", 1)[0]:
-            raise HarmkitError(
-                f"--param {text!r}: expected PLUGIN.NAME=VALUE, e.g. cyclegan.steps=200"
-            )
+            raise HarmkitError(f"--param {text!r}: expected PLUGIN.NAME=VALUE, e.g. cyclegan.steps=200")
         target, value = text.split("=", 1)
         plugin, name = (part.strip() for part in target.split(".", 1))
         if not plugin or not name:
-            raise HarmkitError(
-                f"--param {text!r}: expected PLUGIN.NAME=VALUE, e.g. cyclegan.steps=200"
-            )
+            raise HarmkitError(f"--param {text!r}: expected PLUGIN.NAME=VALUE, e.g. cyclegan.steps=200")
         parsed.setdefault(plugin, {})[name] = parse_param_value(value)
     options["site_groups"] = list(site_groups) or None
     if quiet:
@@ -178,9 +174,7 @@ def bench(config_file, params, quiet, site_groups, **options) -> None:
         from ..plugins import check_plugin_params
 
         merged = {k: dict(v) for k, v in config.params.items()}
-        for plugin, values in check_plugin_params(
-            parsed
-        ).items():  # before any work: unknown names, wrong types
+        for plugin, values in check_plugin_params(parsed).items():  # before any work: unknown names, wrong types
             merged.setdefault(plugin, {}).update(values)
         config.params = merged
     run_bench(config)

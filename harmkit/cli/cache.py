@@ -90,12 +90,8 @@ def info(cache_dir: str | None) -> None:
     metavar="KIND",
     help="Only this kind (repeatable): features, images, models, masks, results, cohorts, work.",
 )
-@click.option(
-    "--dry-run", is_flag=True, help="Say what would be deleted; delete nothing."
-)
-def clear(
-    cache_dir: str | None, older_than: str | None, kinds: tuple[str, ...], dry_run: bool
-) -> None:
+@click.option("--dry-run", is_flag=True, help="Say what would be deleted; delete nothing.")
+def clear(cache_dir: str | None, older_than: str | None, kinds: tuple[str, ...], dry_run: bool) -> None:
     """Delete cache entries (all, or those older than --older-than, or of --kind).
 
     Only entries harmkit wrote are deleted; other files in the folder stay.
@@ -135,8 +131,4 @@ def _size(n: int) -> str:
 def _when(timestamp: float | None) -> str:
     import datetime as dt
 
-    return (
-        ""
-        if timestamp is None
-        else dt.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")
-    )
+    return "" if timestamp is None else dt.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")

@@ -15,9 +15,7 @@ def _spacing(ctx, param, value):
     if len(parts) == 1:
         parts = parts * 3
     if len(parts) != 3 or min(parts) <= 0:
-        raise click.BadParameter(
-            f"{value!r}: give one spacing in mm (e.g. 4) or three, x,y,z (e.g. 3.52,3.52,3.27)"
-        )
+        raise click.BadParameter(f"{value!r}: give one spacing in mm (e.g. 4) or three, x,y,z (e.g. 3.52,3.52,3.27)")
     return tuple(parts)
 
 
@@ -107,9 +105,7 @@ def _spacing(ctx, param, value):
     type=click.Path(file_okay=False),
     help="Cache folder [default: $HARMKIT_CACHE, else ~/.cache/harmkit]; features go to its features/ part.",
 )
-@click.option(
-    "--no-cache", is_flag=True, help="Do not read or write the feature cache."
-)
+@click.option("--no-cache", is_flag=True, help="Do not read or write the feature cache.")
 def diagnose(
     manifest,
     voi,
@@ -156,9 +152,7 @@ def diagnose(
         try:
             extractor = get_extractor(extractor_name)
         except TypeError as exc:
-            raise HarmkitError(
-                f"--extractor {extractor_name}: cannot be created ({exc})"
-            ) from None
+            raise HarmkitError(f"--extractor {extractor_name}: cannot be created ({exc})") from None
     result = run_diagnose(
         manifest,
         voi=voi,

@@ -44,8 +44,7 @@ import click
 @click.option(
     "--bin-width",
     type=float,
-    help="Fixed bin width in SUV (radiomics; default 0.25). A VOI may span at most 512 bins "
-    "(docs/bad-inputs.md).",
+    help="Fixed bin width in SUV (radiomics; default 0.25). A VOI may span at most 512 bins (docs/bad-inputs.md).",
 )
 @click.option(
     "--spacing",
@@ -148,37 +147,27 @@ def extract(
     params = {}
     if params_file:
         if bin_width is not None or spacing is not None:
-            raise HarmkitError(
-                "--params defines every setting; do not combine it with --bin-width or --spacing"
-            )
+            raise HarmkitError("--params defines every setting; do not combine it with --bin-width or --spacing")
         params["params_file"] = params_file
     if bin_width is not None:
         params["bin_width"] = bin_width
     if spacing is not None:
-        params["resampled_spacing"] = (
-            None if spacing == 0 else (spacing, spacing, spacing)
-        )
+        params["resampled_spacing"] = None if spacing == 0 else (spacing, spacing, spacing)
     try:
         extractor = get_extractor(extractor_name, **params)
     except TypeError as exc:
-        raise HarmkitError(
-            f"--extractor {extractor_name}: does not take these options ({exc})"
-        ) from None
+        raise HarmkitError(f"--extractor {extractor_name}: does not take these options ({exc})") from None
 
     started = time.perf_counter()
     cohort = load_cohort(manifest)
     inputs = [*cohort.input_files(), *([Path(params_file)] if params_file else [])]
-    check_feature_output(
-        out, inputs
-    )  # before any work: never write over an input or a file harmkit did not write
+    check_feature_output(out, inputs)  # before any work: never write over an input or a file harmkit did not write
     if sphere_organ:
         from ..validation import check_cohort
         from ..voi import add_reference_spheres
 
         if click.get_current_context().get_parameter_source("voi").name != "DEFAULT":
-            raise HarmkitError(
-                "--sphere-in extracts from the spheres it places; do not combine it with --voi"
-            )
+            raise HarmkitError("--sphere-in extracts from the spheres it places; do not combine it with --voi")
         spheres = Path(out).with_name(Path(out).stem + "-spheres")
         check_output_folder(
             spheres,
@@ -239,9 +228,7 @@ def extract(
     summary.add_row("time", f"{elapsed:.1f} s")
     summary.add_row(
         "output",
-        f"{out} (settings: {sidecar_path(out).name})"
-        if len(table)
-        else "none (no scan worked)",
+        f"{out} (settings: {sidecar_path(out).name})" if len(table) else "none (no scan worked)",
     )
     console.print(summary)
     if failed:
@@ -252,7 +239,4 @@ def extract(
 
 def _only_spheres(folder) -> bool:
     """True for a folder that holds only what --sphere-in writes (spheres and their manifest)."""
-    return all(
-        p.name == "manifest.csv" or p.name.endswith("_sphere.nii.gz")
-        for p in folder.iterdir()
-    )
+    return all(p.name == "manifest.csv" or p.name.endswith("_sphere.nii.gz") for p in folder.iterdir())

@@ -34,8 +34,7 @@ import click
 @click.option(
     "--overwrite",
     is_flag=True,
-    help="Replace an --out that harmkit harmonize wrote before (never another folder, never one holding an "
-    "input).",
+    help="Replace an --out that harmkit harmonize wrote before (never another folder, never one holding an input).",
 )
 @click.option(
     "--nan-to-zero",

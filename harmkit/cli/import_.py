@@ -12,8 +12,7 @@ import click
     "-o",
     required=True,
     type=click.Path(file_okay=False),
-    help="Output folder for manifest.csv, images/ and import.json (new, or an earlier import with "
-    "--overwrite).",
+    help="Output folder for manifest.csv, images/ and import.json (new, or an earlier import with --overwrite).",
 )
 @click.option(
     "--roi",
@@ -58,9 +57,7 @@ import click
     show_default=True,
     help="Worker processes reading headers and converting series (0: every core).",
 )
-def import_dicom(
-    dicom_dir, out, rois, merge_rois, site_map, pairs, skip_broken, overwrite, jobs
-) -> None:
+def import_dicom(dicom_dir, out, rois, merge_rois, site_map, pairs, skip_broken, overwrite, jobs) -> None:
     """Import PET DICOM series, with RTSTRUCT/SEG masks, as a cohort.
 
     Walks DICOM_DIR (any layout), converts every attenuation-corrected PET
@@ -103,8 +100,7 @@ def import_dicom(
     summary = Table(title="harmkit import", show_header=False)
     summary.add_row(
         "read",
-        f"{result.files} DICOM files"
-        + (f", {result.not_dicom} other files skipped" if result.not_dicom else ""),
+        f"{result.files} DICOM files" + (f", {result.not_dicom} other files skipped" if result.not_dicom else ""),
     )
     summary.add_row(
         "scans",
@@ -115,8 +111,7 @@ def import_dicom(
         common = sorted(result.roi_names.items(), key=lambda kv: (-kv[1], kv[0]))[:12]
         summary.add_row(
             "ROI names",
-            ", ".join(f"{name} ({n})" for name, n in common)
-            + (" ..." if len(result.roi_names) > 12 else ""),
+            ", ".join(f"{name} ({n})" for name, n in common) + (" ..." if len(result.roi_names) > 12 else ""),
         )
     summary.add_row("manifest", str(result.manifest))
     summary.add_row("time", f"{time.perf_counter() - started:.1f} s")

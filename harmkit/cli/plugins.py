@@ -26,9 +26,7 @@ def plugins(show_errors: bool) -> None:
 
     registry = get_registry()
     console = Console()
-    if (
-        not console.is_terminal
-    ):  # piped or captured: do not squeeze the table into 80 columns
+    if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
         console = Console(width=max(console.width, 140))
     table = Table(title="harmkit plugins", show_lines=False)
     for column in ("name", "kind", "aliases", "distribution"):

@@ -59,8 +59,7 @@ import click
 @click.option(
     "--force",
     is_flag=True,
-    help="Replace an output folder that harmkit simulate wrote before (it holds simulation.json); never "
-    "another.",
+    help="Replace an output folder that harmkit simulate wrote before (it holds simulation.json); never another.",
 )
 def simulate(
     preset,
@@ -101,10 +100,7 @@ def simulate(
         overwrite=force,
         option="--out",
         overwrite_option="--force",
-        accept=lambda folder: (
-            (folder / "simulation.json").is_file()
-            and (folder / "manifest.csv").is_file()
-        ),
+        accept=lambda folder: (folder / "simulation.json").is_file() and (folder / "manifest.csv").is_file(),
     )
     started = time.perf_counter()
     manifest = run_simulation(

@@ -42,9 +42,7 @@ import click
     default=None,
     help="Where to train (CycleGAN; default auto).",
 )
-@click.option(
-    "--steps", type=int, default=None, help="Training steps (overrides the profile)."
-)
+@click.option("--steps", type=int, default=None, help="Training steps (overrides the profile).")
 @click.option("--seed", type=int, default=None, help="Random seed.")
 @click.option(
     "--param",
@@ -52,17 +50,14 @@ import click
     "extra",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Any other hyper-parameter, e.g. -p ngf=16 -p patch_size=32,32,32 (unknown names and wrong types "
-    "are errors).",
+    help="Any other hyper-parameter, e.g. -p ngf=16 -p patch_size=32,32,32 (unknown names and wrong types are errors).",
 )
 @click.option(
     "--nan-to-zero",
     is_flag=True,
     help="Read NaN and infinite voxels as 0 SUV instead of refusing the scan.",
 )
-def train(
-    method, manifest, reference, out, profile, device, steps, seed, extra, nan_to_zero
-) -> None:
+def train(method, manifest, reference, out, profile, device, steps, seed, extra, nan_to_zero) -> None:
     """Train an image harmonizer on a cohort and save the model to --out.
 
     The cohort is validated first (see 'harmkit validate'). --out must be new,
@@ -97,14 +92,10 @@ def train(
     }
     for item in extra:
         if "=" not in item:
-            raise HarmkitError(
-                f"--param {item!r}: expected KEY=VALUE, e.g. --param ngf=16"
-            )
+            raise HarmkitError(f"--param {item!r}: expected KEY=VALUE, e.g. --param ngf=16")
         key, value = item.split("=", 1)
         params[key.strip()] = parse_param_value(value)
-    path = train_model(
-        method, manifest, reference, out, nan_to_zero=nan_to_zero, **params
-    )
+    path = train_model(method, manifest, reference, out, nan_to_zero=nan_to_zero, **params)
     document = read_model_document(path)
     table = Table(title="harmkit train", show_header=False)
     table.add_row("model", str(path))

@@ -102,9 +102,7 @@ def validate(
     from ..validation import validate_manifest
 
     console = Console(highlight=False)
-    if (
-        not console.is_terminal
-    ):  # piped or captured: do not squeeze the table into 80 columns
+    if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
         console = Console(highlight=False, width=max(console.width, 120))
     report = validate_manifest(
         manifest,
@@ -126,17 +124,11 @@ def validate(
         check_not_an_input(table_csv, report.cohort.input_files(), option="--table")
         with atomic_file(table_csv) as tmp:
             summary.to_csv(tmp, index=False)
-    table = Table(
-        title=f"{manifest}: {len(report.cohort)} scans, {len(report.cohort.sites)} sites"
-    )
+    table = Table(title=f"{manifest}: {len(report.cohort)} scans, {len(report.cohort.sites)} sites")
     with_groups = any(s.site_group and s.site_group != s.site for s in report.cohort)
     with_outcome = any(s.outcome is not None for s in report.cohort)
     with_unreadable = bool(len(summary) and summary["unreadable"].sum())
-    optional = [
-        c
-        for c in ("scanner", "reconstruction", "kernel")
-        if len(summary) and summary[c].astype(bool).any()
-    ]
+    optional = [c for c in ("scanner", "reconstruction", "kernel") if len(summary) and summary[c].astype(bool).any()]
     columns = [
         "site",
         *(["site group"] if with_groups else []),
@@ -146,9 +138,7 @@ def validate(
         "slices",
         "voxel size (mm)",
     ]
-    columns += (["outcome 1/0/missing"] if with_outcome else []) + (
-        ["unreadable"] if with_unreadable else []
-    )
+    columns += (["outcome 1/0/missing"] if with_outcome else []) + (["unreadable"] if with_unreadable else [])
     for column in columns:
         table.add_column(
             column,
@@ -165,11 +155,7 @@ def validate(
             row.slices,
             row.voxel_mm,
         ]
-        cells += (
-            [f"{row.outcome_1}/{row.outcome_0}/{row.outcome_missing}"]
-            if with_outcome
-            else []
-        )
+        cells += [f"{row.outcome_1}/{row.outcome_0}/{row.outcome_missing}"] if with_outcome else []
         cells += [str(row.unreadable)] if with_unreadable else []
         table.add_row(*cells)
     console.print(table)

@@ -39,22 +39,15 @@ BODY_SUV = 0.1
 MIN_BODY_FRACTION = 0.5
 
 
-def resample(
-    image: sitk.Image, spacing: Sequence[float], interpolator=sitk.sitkLinear
-) -> sitk.Image:
+def resample(image: sitk.Image, spacing: Sequence[float], interpolator=sitk.sitkLinear) -> sitk.Image:
     """``image`` on a grid of ``spacing`` (x, y, z, mm) covering the same extent; unchanged if already there."""
     spacing = tuple(float(s) for s in spacing)
     old = image.GetSpacing()
     if np.allclose(old, spacing, rtol=1e-4, atol=1e-6):
         return image
-    size = [
-        max(1, int(round(n * o / s))) for n, o, s in zip(image.GetSize(), old, spacing)
-    ]
+    size = [max(1, int(round(n * o / s))) for n, o, s in zip(image.GetSize(), old, spacing)]
     direction = np.asarray(image.GetDirection()).reshape(3, 3)
-    origin = tuple(
-        np.asarray(image.GetOrigin())
-        + direction @ ((np.asarray(spacing) - np.asarray(old)) / 2.0)
-    )
+    origin = tuple(np.asarray(image.GetOrigin()) + direction @ ((np.asarray(spacing) - np.asarray(old)) / 2.0))
     return sitk.Resample(
         image,
         size,
@@ -78,17 +71,13 @@ def _lag(residual: np.ndarray, valid: np.ndarray, axis: int, lag: int) -> float:
         return math.nan
     a = np.take(residual, range(0, n - lag), axis=axis)
     b = np.take(residual, range(lag, n), axis=axis)
-    both = np.take(valid, range(0, n - lag), axis=axis) & np.take(
-        valid, range(lag, n), axis=axis
-    )
+    both = np.take(valid, range(0, n - lag), axis=axis) & np.take(valid, range(lag, n), axis=axis)
     x, y = a[both], b[both]
     denominator = math.sqrt(float((x * x).sum()) * float((y * y).sum()))
     return float((x * y).sum()) / denominator if denominator > 0 else math.nan
 
 
-def describe_patch(
-    patch: np.ndarray, body: np.ndarray, smooth1: np.ndarray, smooth2: np.ndarray
-) -> list[float]:
+def describe_patch(patch: np.ndarray, body: np.ndarray, smooth1: np.ndarray, smooth2: np.ndarray) -> list[float]:
     """The :data:`DESCRIPTORS` of one patch.
 
     Arrays (z, y, x): the image, its body mask, the image smoothed by 1 and by 2 voxels.
@@ -118,12 +107,7 @@ def scan_patches(item: tuple) -> np.ndarray:
     image = resample(scan.load_image(), spacing)
     array = sitk.GetArrayFromImage(image).astype(np.float64)
     if "body" in scan.masks:
-        body = (
-            sitk.GetArrayFromImage(
-                resample(scan.load_mask("body"), spacing, sitk.sitkNearestNeighbor)
-            )
-            > 0
-        )
+        body = sitk.GetArrayFromImage(resample(scan.load_mask("body"), spacing, sitk.sitkNearestNeighbor)) > 0
     else:
         body = array > BODY_SUV
     size = [min(patch_size, s) for s in array.shape]
@@ -132,9 +116,7 @@ def scan_patches(item: tuple) -> np.ndarray:
     # body fraction of every patch position at once (the box filter's value at a patch's centre voxel)
     fraction = ndimage.uniform_filter(body.astype(np.float64), size, mode="constant")
     inner = tuple(slice(s // 2, a - s + s // 2 + 1) for a, s in zip(array.shape, size))
-    corners = np.argwhere(
-        fraction[inner] >= MIN_BODY_FRACTION - 1e-9
-    )  # index in ``inner`` = the patch's corner
+    corners = np.argwhere(fraction[inner] >= MIN_BODY_FRACTION - 1e-9)  # index in ``inner`` = the patch's corner
     if len(corners) == 0:
         raise HarmkitError(
             f"{scan.label}: no patch of {size} voxels is at least half inside the body (SUV > {BODY_SUV}); "
@@ -145,11 +127,7 @@ def scan_patches(item: tuple) -> np.ndarray:
     rows = []
     for z, y, x in chosen:
         box = (slice(z, z + size[0]), slice(y, y + size[1]), slice(x, x + size[2]))
-        rows.append(
-            describe_patch(
-                array[box], body[box] & (array[box] > 0), smooth1[box], smooth2[box]
-            )
-        )
+        rows.append(describe_patch(array[box], body[box] & (array[box] > 0), smooth1[box], smooth2[box]))
     return np.asarray(rows, dtype=np.float64)
 
 
@@ -183,9 +161,7 @@ def _resampled_size(scan, spacing) -> int:
 
 def median_spacing(scans) -> tuple[float, float, float]:
     """Median voxel spacing (x, y, z) of ``scans``, read from the headers."""
-    return tuple(
-        float(v) for v in np.median(np.asarray([_spacing_of(s) for s in scans]), axis=0)
-    )
+    return tuple(float(v) for v in np.median(np.asarray([_spacing_of(s) for s in scans]), axis=0))
 
 
 def _classifier(seed: int):
@@ -219,9 +195,7 @@ def held_out_accuracy(
     per_class = {c: len(set(subjects[labels == c])) for c in classes}
     n_splits = min(folds, min(per_class.values()))
     if n_splits < 2:
-        raise HarmkitError(
-            f"patch classifier: each site group needs at least 2 scans (scans per group: {per_class})"
-        )
+        raise HarmkitError(f"patch classifier: each site group needs at least 2 scans (scans per group: {per_class})")
     finite = np.isfinite(X).all(axis=1)
     X, labels, subjects = X[finite], labels[finite], subjects[finite]
     y = np.array([classes.index(c) for c in labels])
@@ -287,9 +261,7 @@ def patch_separability(
     scans = list(cohort)
     labels_of = {s.subject_id: (groups or {}).get(s.subject_id, s.group) for s in scans}
     if len(set(labels_of.values())) < 2:
-        raise HarmkitError(
-            "patch classifier: the cohort has a single site group; nothing to tell apart"
-        )
+        raise HarmkitError("patch classifier: the cohort has a single site group; nothing to tell apart")
     if spacing is None:
         spacing = median_spacing(scans)
     patch_size = min(int(patch_size), *(_resampled_size(s, spacing) for s in scans))
@@ -298,10 +270,7 @@ def patch_separability(
             f"patch classifier: the smallest image is {patch_size} voxels across at {spacing} mm; "
             "patches need 8 or more"
         )
-    items = [
-        (s, tuple(spacing), int(patch_size), int(patches_per_scan), (int(seed), k))
-        for k, s in enumerate(scans)
-    ]
+    items = [(s, tuple(spacing), int(patch_size), int(patches_per_scan), (int(seed), k)) for k, s in enumerate(scans)]
     own = executor is None
     if own:
         executor = get_executor(jobs=jobs, progress=progress)
@@ -313,8 +282,7 @@ def patch_separability(
     failed = [r.error for r in results if not r.ok]
     if failed:
         raise HarmkitError(
-            f"patch descriptors failed for {len(failed)} scan(s): "
-            + "; ".join(str(e) for e in failed[:3])
+            f"patch descriptors failed for {len(failed)} scan(s): " + "; ".join(str(e) for e in failed[:3])
         )
     X = np.concatenate([r.value for r in results])
     subjects = np.repeat([s.subject_id for s in scans], [len(r.value) for r in results])
@@ -326,16 +294,12 @@ def patch_separability(
         for i, a in enumerate(names):
             for b in names[i + 1 :]:
                 keep = (labels == a) | (labels == b)
-                pairs[f"{a} vs {b}"] = held_out_accuracy(
-                    _features(X[keep]), labels[keep], subjects[keep], folds, seed
-                )["accuracy"]
+                pairs[f"{a} vs {b}"] = held_out_accuracy(_features(X[keep]), labels[keep], subjects[keep], folds, seed)[
+                    "accuracy"
+                ]
         result["pairs"] = pairs
     result["descriptor_medians"] = {
-        g: {
-            name: float(np.nanmedian(X[labels == g, j]))
-            for j, name in enumerate(DESCRIPTORS)
-        }
-        for g in names
+        g: {name: float(np.nanmedian(X[labels == g, j])) for j, name in enumerate(DESCRIPTORS)} for g in names
     }
     result.update(
         spacing_mm=[float(s) for s in spacing],
@@ -352,7 +316,5 @@ def _features(X: np.ndarray) -> np.ndarray:
     out = X.copy()
     positive = [j for j, name in enumerate(DESCRIPTORS) if not name.startswith("acf")]
     with np.errstate(divide="ignore", invalid="ignore"):
-        out[:, positive] = np.log(
-            np.where(out[:, positive] > 0, out[:, positive], np.nan)
-        )
+        out[:, positive] = np.log(np.where(out[:, positive] > 0, out[:, positive], np.nan))
     return out

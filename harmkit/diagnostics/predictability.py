@@ -25,9 +25,7 @@ def _model(C: float, seed: int):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    return make_pipeline(
-        StandardScaler(), LogisticRegression(C=C, max_iter=5000, random_state=seed)
-    )
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000, random_state=seed))
 
 
 def _auc(y: np.ndarray, probability: np.ndarray) -> float:
@@ -38,18 +36,14 @@ def _auc(y: np.ndarray, probability: np.ndarray) -> float:
     return float(roc_auc_score(y, probability, multi_class="ovo", average="macro"))
 
 
-def hanley_mcneil_ci(
-    auc: float, n_positive: int, n_negative: int, confidence: float = 0.95
-) -> tuple[float, float]:
+def hanley_mcneil_ci(auc: float, n_positive: int, n_negative: int, confidence: float = 0.95) -> tuple[float, float]:
     """Normal-approximation confidence interval of an AUC (Hanley & McNeil 1982), clipped to [0, 1]."""
     from scipy.stats import norm
 
     q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
-    variance = (
-        auc * (1 - auc)
-        + (n_positive - 1) * (q1 - auc * auc)
-        + (n_negative - 1) * (q2 - auc * auc)
-    ) / (n_positive * n_negative)
+    variance = (auc * (1 - auc) + (n_positive - 1) * (q1 - auc * auc) + (n_negative - 1) * (q2 - auc * auc)) / (
+        n_positive * n_negative
+    )
     half = float(norm.ppf(0.5 + confidence / 2)) * math.sqrt(max(variance, 0.0))
     return max(0.0, auc - half), min(1.0, auc + half)
 
@@ -58,9 +52,7 @@ def _usable(X: np.ndarray) -> np.ndarray:
     """Columns finite for every row and not constant."""
     finite = np.isfinite(X).all(axis=0)
     spread = np.zeros(X.shape[1], dtype=bool)
-    spread[finite] = X[:, finite].std(axis=0) > 1e-12 * (
-        1 + np.abs(X[:, finite]).max(axis=0)
-    )
+    spread[finite] = X[:, finite].std(axis=0) > 1e-12 * (1 + np.abs(X[:, finite]).max(axis=0))
     return finite & spread
 
 
@@ -80,15 +72,11 @@ def _cross_validated(
     aucs, mean_probability = [], np.zeros((len(y), n_classes))
     for repeat in range(repeats):
         probability = np.zeros((len(y), n_classes))
-        for train, test in StratifiedKFold(
-            folds, shuffle=True, random_state=seed + repeat
-        ).split(np.zeros(len(y)), y):
+        for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed + repeat).split(np.zeros(len(y)), y):
             if fold_transform is None:
                 x_train, x_test = X.iloc[train], X.iloc[test]
             else:
-                x_train, x_test = fold_transform(
-                    X.iloc[train], list(labels[train]), X.iloc[test], list(labels[test])
-                )
+                x_train, x_test = fold_transform(X.iloc[train], list(labels[train]), X.iloc[test], list(labels[test]))
             model = _model(C, seed).fit(np.asarray(x_train, dtype=float), y[train])
             probability[test] = model.predict_proba(np.asarray(x_test, dtype=float))
         aucs.append(_auc(y, probability))
@@ -138,9 +126,7 @@ def site_predictability(
     import pandas as pd
 
     if not isinstance(features, pd.DataFrame):
-        raise HarmkitError(
-            "site predictability needs a feature table (a pandas DataFrame, one row per scan)"
-        )
+        raise HarmkitError("site predictability needs a feature table (a pandas DataFrame, one row per scan)")
     if groups is None:
         if "site_group" not in features.columns:
             raise HarmkitError(
@@ -149,9 +135,7 @@ def site_predictability(
         groups = features["site_group"]
     labels = np.asarray([str(g) for g in groups])
     if len(labels) != len(features):
-        raise HarmkitError(
-            f"{len(labels)} site groups for {len(features)} feature rows; give one per row"
-        )
+        raise HarmkitError(f"{len(labels)} site groups for {len(features)} feature rows; give one per row")
     names = list(dict.fromkeys(labels))
     counts = {g: int((labels == g).sum()) for g in names}
     if len(names) < 2:
@@ -171,15 +155,9 @@ def site_predictability(
         raise HarmkitError(
             "site predictability: no feature column is finite in every row and varies; check the feature table"
         )
-    X = (
-        features[[c for c, k in zip(columns, keep) if k]]
-        .apply(pd.to_numeric, errors="coerce")
-        .astype(float)
-    )
+    X = features[[c for c, k in zip(columns, keep) if k]].apply(pd.to_numeric, errors="coerce").astype(float)
     y = np.array([names.index(g) for g in labels])
-    aucs, probability = _cross_validated(
-        X, y, labels, n_splits, int(repeats), int(seed), float(C), fold_transform
-    )
+    aucs, probability = _cross_validated(X, y, labels, n_splits, int(repeats), int(seed), float(C), fold_transform)
     auc = float(np.mean(aucs))
     result: dict[str, Any] = {
         "auc": auc,
@@ -194,9 +172,7 @@ def site_predictability(
         "repeats": int(repeats),
     }
     if len(names) == 2:
-        result["ci_low"], result["ci_high"] = hanley_mcneil_ci(
-            auc, counts[names[1]], counts[names[0]]
-        )
+        result["ci_low"], result["ci_high"] = hanley_mcneil_ci(auc, counts[names[1]], counts[names[0]])
     else:
         pairs = {}
         for i, a in enumerate(names):

@@ -42,9 +42,7 @@ class Diagnostics:
         """A rich table: one row per site group, then the two separability figures."""
         from rich.table import Table
 
-        table = Table(
-            title=f"site effects: {self.summary['cohort']} (median [IQR] per site group)"
-        )
+        table = Table(title=f"site effects: {self.summary['cohort']} (median [IQR] per site group)")
         table.add_column("site group")
         table.add_column("scans", justify="right")
         for label, _ in TEXTURE_COLUMNS.values():
@@ -57,9 +55,7 @@ class Diagnostics:
                 if median is None:
                     cells.append("–")
                 else:
-                    cells.append(
-                        f"{format(median, spec)} [{format(entry['q1'], spec)}–{format(entry['q3'], spec)}]"
-                    )
+                    cells.append(f"{format(median, spec)} [{format(entry['q1'], spec)}–{format(entry['q3'], spec)}]")
             table.add_row(*cells)
         return table
 
@@ -68,11 +64,7 @@ class Diagnostics:
         out = []
         pred = self.summary.get("site_predictability")
         if pred:
-            ci = (
-                f" [95% CI {pred['ci_low']:.2f}–{pred['ci_high']:.2f}]"
-                if pred.get("ci_low") is not None
-                else ""
-            )
+            ci = f" [95% CI {pred['ci_low']:.2f}–{pred['ci_high']:.2f}]" if pred.get("ci_low") is not None else ""
             out.append(
                 f"feature-level site predictability ({self.summary['voi']} features): AUC {pred['auc']:.3f}{ci} "
                 f"(0.5 = sites indistinguishable; {pred['n_features']} features)"
@@ -92,9 +84,7 @@ class Diagnostics:
 
 
 def _quartiles(values) -> dict[str, Any] | None:
-    values = np.asarray(
-        [v for v in values if v is not None and math.isfinite(v)], dtype=float
-    )
+    values = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
     if values.size == 0:
         return None
     q1, median, q3 = np.percentile(values, [25, 50, 75])
@@ -151,9 +141,7 @@ def texture_statistics(
     failed = [str(r.error) for r in results if not r.ok]
     if failed:
         lines = "\n".join(f"  - {m}" for m in failed)
-        raise HarmkitError(
-            f"texture statistics failed for {len(failed)} scan(s):\n{lines}"
-        )
+        raise HarmkitError(f"texture statistics failed for {len(failed)} scan(s):\n{lines}")
     return pd.DataFrame([r.value for r in results])
 
 
@@ -190,9 +178,7 @@ def _load_features(features, cohort, voi, extractor, jobs, cache_dir, progress):
 
         features = read_features(features)
     if not isinstance(features, pd.DataFrame):
-        raise HarmkitError(
-            "features= takes a DataFrame or the path of a feature CSV written by harmkit extract"
-        )
+        raise HarmkitError("features= takes a DataFrame or the path of a feature CSV written by harmkit extract")
     groups = {s.subject_id: s.group for s in cohort}
     missing = [sid for sid in groups if sid not in features.index]
     if missing:
@@ -266,9 +252,7 @@ def diagnose(
             f"masks in the cohort: {', '.join(cohort.mask_names) or 'none'}"
         )
     if tissue_voi is None:
-        tissue_voi = (
-            "reference" if all("reference" in s.masks for s in cohort) else "auto"
-        )
+        tissue_voi = "reference" if all("reference" in s.masks for s in cohort) else "auto"
     from ..execution import get_executor
 
     executor = get_executor(jobs=jobs, progress=progress)
@@ -292,19 +276,10 @@ def diagnose(
         "cohort": str(cohort.manifest) if cohort.manifest else "in-memory cohort",
         "voi": voi,
         "tissue_voi": tissue_voi,
-        "site_groups": {
-            g: list(dict.fromkeys(s.site for s in cohort if s.group == g))
-            for g in cohort.site_groups
-        },
-        "scans": {
-            g: sum(1 for s in cohort if s.group == g) for g in cohort.site_groups
-        },
-        "site_predictability": {
-            k: v for k, v in predictability.items() if k != "scores"
-        },
-        "patch_separability": {
-            k: v for k, v in patches.items() if k not in ("descriptors", "labels")
-        },
+        "site_groups": {g: list(dict.fromkeys(s.site for s in cohort if s.group == g)) for g in cohort.site_groups},
+        "scans": {g: sum(1 for s in cohort if s.group == g) for g in cohort.site_groups},
+        "site_predictability": {k: v for k, v in predictability.items() if k != "scores"},
+        "patch_separability": {k: v for k, v in patches.items() if k not in ("descriptors", "labels")},
         "texture": summarize_texture(texture),
         "seed": seed,
     }
@@ -366,16 +341,9 @@ def texture_figure(texture, path: Path) -> Path:
 
     plt = _plt()
     groups = list(dict.fromkeys(texture["site_group"]))
-    fig, axes = plt.subplots(
-        1, len(TEXTURE_COLUMNS), figsize=(2.6 * len(TEXTURE_COLUMNS), 3.2)
-    )
+    fig, axes = plt.subplots(1, len(TEXTURE_COLUMNS), figsize=(2.6 * len(TEXTURE_COLUMNS), 3.2))
     for ax, (column, (label, _)) in zip(axes, TEXTURE_COLUMNS.items()):
-        data = [
-            texture.loc[texture["site_group"] == g, column]
-            .dropna()
-            .to_numpy(dtype=float)
-            for g in groups
-        ]
+        data = [texture.loc[texture["site_group"] == g, column].dropna().to_numpy(dtype=float) for g in groups]
         if any(len(d) for d in data):
             boxplot(ax, [d if len(d) else [np.nan] for d in data], groups)
         ax.set_title(label, fontsize=8)
@@ -399,9 +367,7 @@ def patch_figure(patches: dict, path: Path) -> Path:
     names = list(DESCRIPTORS)
     ncols = 5
     nrows = (len(names) + ncols - 1) // ncols
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(2.6 * ncols, 2.6 * nrows), squeeze=False
-    )
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.6 * nrows), squeeze=False)
     for ax in axes.ravel()[len(names) :]:
         ax.set_visible(False)
     for j, (ax, name) in enumerate(zip(axes.ravel(), names)):

@@ -29,9 +29,7 @@ FWHM_PER_SIGMA = 2.3548200450309493
 STRUCTURE_FWHM_MM = 10.0  # smoothing before the body threshold
 GAP_MM = 10.0  # between a candidate sphere and the ring that judges its uniformity (longer than noise correlation)
 RING_MM = 10.0  # thickness of that ring
-SKIN_MM = (
-    10.0  # a sphere keeps this far from the body's surface (partial volume with air)
-)
+SKIN_MM = 10.0  # a sphere keeps this far from the body's surface (partial volume with air)
 BODY_SUV = 0.1  # voxels above this (after smoothing) are inside the body (the paper's threshold)
 MAX_LAG = 3  # autocorrelation lags (voxels) used for the correlation length
 
@@ -99,24 +97,16 @@ def homogeneous_region(
     while diameter >= min_diameter_mm - 1e-9:
         radius = diameter / 2.0
         inner = [2 * int(round((radius + gap_mm) / s)) + 1 for s in spacing[::-1]]
-        outer = [
-            2 * int(round((radius + gap_mm + ring_mm) / s)) + 1 for s in spacing[::-1]
-        ]
+        outer = [2 * int(round((radius + gap_mm + ring_mm) / s)) + 1 for s in spacing[::-1]]
         ones = np.ones_like(array)
         count = _box_sum(ones, outer) - _box_sum(ones, inner)
         total = _box_sum(array, outer) - _box_sum(array, inner)
         square = _box_sum(array * array, outer) - _box_sum(array * array, inner)
         mean = total / np.maximum(count, 1.0)
-        ring_sd = np.sqrt(
-            np.maximum(square / np.maximum(count, 1.0) - mean * mean, 0.0)
-        )
+        ring_sd = np.sqrt(np.maximum(square / np.maximum(count, 1.0) - mean * mean, 0.0))
         relative_sd = ring_sd / np.maximum(mean, 1e-6)
         full_ring = float(np.prod(outer) - np.prod(inner))
-        eligible = (
-            (inside_body >= radius + SKIN_MM)
-            & (from_lesion >= radius + margin_mm)
-            & (smooth >= typical)
-        )
+        eligible = (inside_body >= radius + SKIN_MM) & (from_lesion >= radius + margin_mm) & (smooth >= typical)
         eligible &= count >= 0.75 * full_ring  # a ring mostly inside the image
         for axis, (n, s) in enumerate(zip(array.shape, spacing[::-1])):
             reach = int(math.ceil(radius / s - 1e-9))
@@ -139,9 +129,7 @@ def homogeneous_region(
     )
 
 
-def autocorrelation(
-    residual: np.ndarray, mask: np.ndarray, axis: int, max_lag: int = MAX_LAG
-) -> list[float]:
+def autocorrelation(residual: np.ndarray, mask: np.ndarray, axis: int, max_lag: int = MAX_LAG) -> list[float]:
     """Normalised autocorrelation of ``residual`` along numpy ``axis`` at lags 1..``max_lag``.
 
     Only pairs of voxels both inside ``mask`` count.
@@ -154,9 +142,7 @@ def autocorrelation(
             continue
         a = np.take(residual, range(0, n - lag), axis=axis)
         b = np.take(residual, range(lag, n), axis=axis)
-        both = np.take(mask, range(0, n - lag), axis=axis) & np.take(
-            mask, range(lag, n), axis=axis
-        )
+        both = np.take(mask, range(0, n - lag), axis=axis) & np.take(mask, range(lag, n), axis=axis)
         if both.sum() < 10:
             out.append(math.nan)
             continue
@@ -166,9 +152,7 @@ def autocorrelation(
     return out
 
 
-def _pair_offsets(
-    mask: np.ndarray, spacing
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _pair_offsets(mask: np.ndarray, spacing) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Squared in-plane and axial distances (mm^2) of every voxel-pair offset in ``mask``, and its number of pairs."""
     from scipy.signal import fftconvolve
 
@@ -181,9 +165,7 @@ def _pair_offsets(
     return offset[:, 1] ** 2 + offset[:, 2] ** 2, offset[:, 0] ** 2, weight
 
 
-def fit_correlation_fwhm(
-    rho: dict[str, list[float]], spacing, mask: np.ndarray
-) -> tuple[float, float]:
+def fit_correlation_fwhm(rho: dict[str, list[float]], spacing, mask: np.ndarray) -> tuple[float, float]:
     """In-plane and axial FWHM (mm) of a Gaussian noise autocorrelation that explains the measured ``rho``.
 
     ``rho[axis]`` (``"x"``, ``"y"``, ``"z"``) are autocorrelations at lags
@@ -212,21 +194,13 @@ def fit_correlation_fwhm(
                 continue
             used += 1
             true = np.exp(-alpha * (lag * step) ** 2)
-            model = (
-                (true[:, None] - c) / (1.0 - c)
-                if axis != "z"
-                else (true[None, :] - c) / (1.0 - c)
-            )
+            model = (true[:, None] - c) / (1.0 - c) if axis != "z" else (true[None, :] - c) / (1.0 - c)
             error += (model - value) ** 2
     if used < 2:
         return math.nan, math.nan
     i, j = np.unravel_index(int(np.argmin(error)), error.shape)
-    last = (
-        len(grid) - 1
-    )  # the widest FWHM tried fits best: the correlation reaches beyond the VOI, not measurable here
-    return (float(grid[i]) if i < last else math.nan), (
-        float(grid[j]) if j < last else math.nan
-    )
+    last = len(grid) - 1  # the widest FWHM tried fits best: the correlation reaches beyond the VOI, not measurable here
+    return (float(grid[i]) if i < last else math.nan), (float(grid[j]) if j < last else math.nan)
 
 
 def noise_statistics(image: sitk.Image, mask: sitk.Image) -> dict[str, float]:
@@ -253,10 +227,7 @@ def noise_statistics(image: sitk.Image, mask: sitk.Image) -> dict[str, float]:
     mean = float(values.mean())
     sd = float(values.std())
     residual = np.where(inside, array - mean, 0.0)
-    rho = {
-        name: autocorrelation(residual, inside, numpy_axis)
-        for numpy_axis, name in ((2, "x"), (1, "y"), (0, "z"))
-    }
+    rho = {name: autocorrelation(residual, inside, numpy_axis) for numpy_axis, name in ((2, "x"), (1, "y"), (0, "z"))}
     inplane, axial = fit_correlation_fwhm(rho, spacing, inside)
     return {
         "mean": mean,
@@ -295,9 +266,7 @@ def edge_resolution(
     array, spacing, inside = _arrays(image, largest_component(mask))
     if inside.sum() < 8:
         return math.nan
-    reach = [
-        int(math.ceil((shell_mm + 2 * fwhm_range_mm[1]) / s)) for s in spacing[::-1]
-    ]
+    reach = [int(math.ceil((shell_mm + 2 * fwhm_range_mm[1]) / s)) for s in spacing[::-1]]
     bounds = [
         (max(int(ix.min()) - r, 0), min(int(ix.max()) + r + 1, n))
         for ix, r, n in zip(np.nonzero(inside), reach, array.shape)
@@ -325,9 +294,7 @@ def edge_resolution(
     best = int(np.argmin(errors))
     if contrasts[best] <= 0 or best == len(coarse) - 1:
         return math.nan
-    fine = np.arange(
-        max(coarse[best] - 1.0, fwhm_range_mm[0]), coarse[best] + 1.0 + 1e-9, 0.1
-    )
+    fine = np.arange(max(coarse[best] - 1.0, fwhm_range_mm[0]), coarse[best] + 1.0 + 1e-9, 0.1)
     errors = [fit(f)[0] for f in fine]
     return float(fine[int(np.argmin(errors))])
 
@@ -337,9 +304,7 @@ def scan_texture(item: tuple) -> dict[str, Any]:
     scan, tissue_voi, edge_voi, options = item
     try:
         image = scan.load_image()
-        edge_mask = (
-            scan.load_mask(edge_voi) if edge_voi and edge_voi in scan.masks else None
-        )
+        edge_mask = scan.load_mask(edge_voi) if edge_voi and edge_voi in scan.masks else None
         if tissue_voi:
             tissue = scan.load_mask(tissue_voi)
             source = f"mask {tissue_voi}"
@@ -350,15 +315,11 @@ def scan_texture(item: tuple) -> dict[str, Any]:
         diameter = None
         if not tissue_voi:
             voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
-            diameter = float(
-                (6.0 * stats["voxels"] * voxel_ml * 1000.0 / math.pi) ** (1.0 / 3.0)
-            )
+            diameter = float((6.0 * stats["voxels"] * voxel_ml * 1000.0 / math.pi) ** (1.0 / 3.0))
         edge = edge_resolution(image, edge_mask) if edge_mask is not None else math.nan
     except HarmkitError as exc:
         message = str(exc)
-        raise HarmkitError(
-            message if message.startswith(scan.label) else f"{scan.label}: {message}"
-        ) from None
+        raise HarmkitError(message if message.startswith(scan.label) else f"{scan.label}: {message}") from None
     spacing = image.GetSpacing()
     return {
         "subject_id": scan.subject_id,

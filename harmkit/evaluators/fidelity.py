@@ -52,9 +52,7 @@ def voxel_one(item: tuple) -> dict[str, Any]:
     image = scan.load_image()
     cf = cf_scan.load_image()
     if not same_geometry(image, cf):
-        cf = sitk.Resample(
-            cf, image, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32
-        )
+        cf = sitk.Resample(cf, image, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
     a = sitk.GetArrayFromImage(cf)
     b = sitk.GetArrayFromImage(image)
     body = (
@@ -78,18 +76,14 @@ SUMMARY_COLUMNS = (
         "SSIM vs truth scan",
         ".3f",
         "SSIM truth",
-        description=(
-            "SSIM of the harmonized image with the same subject scanned at the reference site (ground truth)"
-        ),
+        description=("SSIM of the harmonized image with the same subject scanned at the reference site (ground truth)"),
     ),
     SummaryColumn(
         "cf_feature_ccc",
         "CCC vs truth features",
         ".3f",
         "CCC truth",
-        description=(
-            "mean concordance of the harmonized features with that scan's features"
-        ),
+        description=("mean concordance of the harmonized features with that scan's features"),
     ),
     SummaryColumn(
         "gap_closed",
@@ -101,9 +95,7 @@ SUMMARY_COLUMNS = (
 )
 
 
-def report_section(
-    rows: list[dict], oracle: dict | None, oracle_note: str | None, source: str
-) -> list:
+def report_section(rows: list[dict], oracle: dict | None, oracle_note: str | None, source: str) -> list:
     """The Fidelity section of the report: the oracle AUC, what the ground truth is, the table, the figure."""
     if oracle:
         first = (
@@ -113,8 +105,7 @@ def report_section(
     else:
         first = f"No oracle AUC: {oracle_note}. "
     text = (
-        first
-        + f"Ground truth: {source}. nMAE: mean |harmonized - counterfactual| / SD of the counterfactual "
+        first + f"Ground truth: {source}. nMAE: mean |harmonized - counterfactual| / SD of the counterfactual "
         "feature across subjects. Voxels: SSIM/PSNR vs counterfactual inside the body mask; data range = "
         "counterfactual's SUV range there."
     )
@@ -160,18 +151,14 @@ class FidelityEvaluator(Evaluator):
         from .. import stats
 
         if not ctx.ground_truth:
-            raise EvaluatorSkipped(
-                str(ctx.fidelity_skipped or "the cohort has no ground truth")
-            )
+            raise EvaluatorSkipped(str(ctx.fidelity_skipped or "the cohort has no ground truth"))
         voxel_rows, feature_rows = [], []
         summary: dict[str, dict] = {}
         # -- voxel fidelity ------------------------------------------------------
         for ref in ctx.references:
             subjects = [s for s in ctx.cohort if s.group != ref]
             variants = [("none", {s.subject_id: s for s in subjects})]
-            variants += [
-                (m.label, ctx.changed_scans(m, ref)) for m in ctx.image_methods
-            ]
+            variants += [(m.label, ctx.changed_scans(m, ref)) for m in ctx.image_methods]
             done_images: dict[str, list] = {}
             for label, scans in variants:
                 items, meta = [], []
@@ -185,19 +172,14 @@ class FidelityEvaluator(Evaluator):
                 if not items:
                     continue
                 key = (
-                    sorted(
-                        (m[0], str(i[0].image), str(i[2].image))
-                        for m, i in zip(meta, items)
-                    ),
+                    sorted((m[0], str(i[0].image), str(i[2].image)) for m, i in zip(meta, items)),
                     "v1",
                 )
                 image_key = str(key)
                 if image_key not in done_images:
 
                     def compute(items=items, meta=meta, label=label):
-                        results = ctx.map(
-                            voxel_one, items, label=f"fidelity {label} -> {ref}"
-                        )
+                        results = ctx.map(voxel_one, items, label=f"fidelity {label} -> {ref}")
                         return [
                             {
                                 "subject_id": m[0],
@@ -234,19 +216,13 @@ class FidelityEvaluator(Evaluator):
                     c = cf_table.loc[[p[1] for p in pairs], columns].to_numpy(float)
                     for j, feature in enumerate(columns):
                         sd = np.nanstd(c[:, j], ddof=1)
-                        nmae = (
-                            float(np.nanmean(np.abs(h[:, j] - c[:, j])) / sd)
-                            if sd > 0
-                            else float("nan")
-                        )
+                        nmae = float(np.nanmean(np.abs(h[:, j] - c[:, j])) / sd) if sd > 0 else float("nan")
                         feature_rows.append(
                             {
                                 "method": method.label,
                                 "reference": ref,
                                 "feature": feature,
-                                "class": ctx.feature_classes.get(
-                                    feature, feature.split("_")[0]
-                                ),
+                                "class": ctx.feature_classes.get(feature, feature.split("_")[0]),
                                 "nmae": nmae,
                                 "ccc": stats.concordance_correlation(h[:, j], c[:, j]),
                                 "n_subjects": len(pairs),
@@ -265,7 +241,9 @@ class FidelityEvaluator(Evaluator):
         oracle_note = None
         prediction = ctx.result("prediction")
         if ctx.truth_features is None:
-            oracle_note = "no truth images with a lesion mask were found (simulation.json: truth_manifest / truth_table)"
+            oracle_note = (
+                "no truth images with a lesion mask were found (simulation.json: truth_manifest / truth_table)"
+            )
         elif ctx.splits is None:
             oracle_note = f"no prediction ({ctx.prediction_skipped})"
         else:
@@ -280,9 +258,7 @@ class FidelityEvaluator(Evaluator):
             missing = [s for s in ctx.splits.subjects if s not in truth.index]
             if missing or not columns:
                 oracle_note = (
-                    f"truth features missing for {len(missing)} subject(s)"
-                    if missing
-                    else "no usable truth feature"
+                    f"truth features missing for {len(missing)} subject(s)" if missing else "no usable truth feature"
                 )
             else:
                 X = truth.loc[list(ctx.splits.subjects), columns].astype(float)
@@ -300,10 +276,7 @@ class FidelityEvaluator(Evaluator):
             for ref in ctx.references:
                 entry: dict[str, Any] = {}
                 v = (
-                    voxels[
-                        (voxels["method"] == method.label)
-                        & (voxels["reference"] == ref)
-                    ]
+                    voxels[(voxels["method"] == method.label) & (voxels["reference"] == ref)]
                     if not voxels.empty
                     else voxels
                 )
@@ -312,17 +285,12 @@ class FidelityEvaluator(Evaluator):
                         entry["cf_ssim"] = finite(v["ssim"].mean())
                         entry["cf_psnr"] = finite(v["psnr"].mean())
                 f = (
-                    features[
-                        (features["method"] == method.label)
-                        & (features["reference"] == ref)
-                    ]
+                    features[(features["method"] == method.label) & (features["reference"] == ref)]
                     if not features.empty
                     else features
                 )
                 if not f.empty:
-                    entry["cf_feature_nmae"] = finite(
-                        f["nmae"].median()
-                    )  # median: robust to features with a tiny SD
+                    entry["cf_feature_nmae"] = finite(f["nmae"].median())  # median: robust to features with a tiny SD
                     entry["cf_feature_ccc"] = finite(f["ccc"].mean())
                     for cls, csub in f.groupby("class", sort=False):
                         entry[f"cf_ccc_{cls}"] = finite(csub["ccc"].mean())
@@ -338,18 +306,12 @@ class FidelityEvaluator(Evaluator):
                         and oracle["auc_mean"] is not None
                         and oracle["auc_mean"] - auc_0 > 0.01
                     ):
-                        entry["gap_closed"] = finite(
-                            (auc_m - auc_0) / (oracle["auc_mean"] - auc_0)
-                        )
+                        entry["gap_closed"] = finite((auc_m - auc_0) / (oracle["auc_mean"] - auc_0))
                 summary[row_key(method.label, ref)] = entry
         figures = {}
         if ctx.figure_dir is not None and not by_class.empty:
-            figures["fidelity_ccc"] = self._figure(
-                by_class, ctx.figure_dir / "fidelity_ccc.png"
-            )
-        report = report_section(
-            method_rows(ctx, summary), oracle, oracle_note, ctx.ground_truth_source
-        )
+            figures["fidelity_ccc"] = self._figure(by_class, ctx.figure_dir / "fidelity_ccc.png")
+        report = report_section(method_rows(ctx, summary), oracle, oracle_note, ctx.ground_truth_source)
         return EvaluationResult(
             self.name,
             tables={
@@ -377,9 +339,7 @@ class FidelityEvaluator(Evaluator):
 
         plt = _plt()
         refs = list(dict.fromkeys(by_class["reference"]))
-        fig, axes = plt.subplots(
-            1, len(refs), figsize=(5 * len(refs), 3.6), squeeze=False
-        )
+        fig, axes = plt.subplots(1, len(refs), figsize=(5 * len(refs), 3.6), squeeze=False)
         for ax, ref in zip(axes[0], refs):
             sub = by_class[by_class["reference"] == ref]
             pivot = sub.pivot(index="class", columns="method", values="ccc")

@@ -52,9 +52,7 @@ class GapClosedEvaluator(Evaluator):
     def evaluate(self, context) -> EvaluationResult:
         oracle = next((m for m in context.methods if m.control == "oracle"), None)
         if oracle is None:
-            raise EvaluatorSkipped(
-                "the cohort has no ground truth, so there is no oracle row to measure a gap against"
-            )
+            raise EvaluatorSkipped("the cohort has no ground truth, so there is no oracle row to measure a gap against")
         rows: dict[str, dict[str, Any]] = {}
         metrics = self._metrics(context)
         table = []
@@ -88,9 +86,7 @@ class GapClosedEvaluator(Evaluator):
         frame = pd.DataFrame(table)
         figures = {}
         if context.figure_dir is not None:
-            figures["gap_closed"] = self._figure(
-                frame, context.figure_dir / "gap_closed.png"
-            )
+            figures["gap_closed"] = self._figure(frame, context.figure_dir / "gap_closed.png")
         columns = [
             SummaryColumn(
                 f"gap_{key}",
@@ -149,10 +145,7 @@ class GapClosedEvaluator(Evaluator):
             if result is None or result.skipped:
                 continue
             if "{voi}" in key:
-                out += [
-                    (key.format(voi=voi), label.format(voi=voi), minimum)
-                    for voi in context.vois
-                ]
+                out += [(key.format(voi=voi), label.format(voi=voi), minimum) for voi in context.vois]
             else:
                 out.append((key, label, minimum))
         return out
@@ -162,11 +155,7 @@ class GapClosedEvaluator(Evaluator):
         merged: dict[str, Any] = {}
         for name, result in context.results.items():
             if not result.skipped:
-                merged.update(
-                    result.summary.get("by_method", {}).get(
-                        row_key(label, reference), {}
-                    )
-                )
+                merged.update(result.summary.get("by_method", {}).get(row_key(label, reference), {}))
         return merged
 
     @staticmethod
@@ -185,12 +174,8 @@ class GapClosedEvaluator(Evaluator):
             squeeze=False,
         )
         for ax, ref in zip(axes[0], refs):
-            sub = frame[frame["reference"] == ref].pivot(
-                index="method", columns="metric", values="gap_closed"
-            )
-            sub = sub.reindex(
-                list(dict.fromkeys(frame[frame["reference"] == ref]["method"]))
-            )
+            sub = frame[frame["reference"] == ref].pivot(index="method", columns="metric", values="gap_closed")
+            sub = sub.reindex(list(dict.fromkeys(frame[frame["reference"] == ref]["method"])))
             sub = sub[list(dict.fromkeys(frame["metric"]))]
             values = sub.to_numpy(dtype=float)
             ax.imshow(

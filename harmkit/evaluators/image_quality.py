@@ -36,9 +36,7 @@ from ..interfaces import (
 from ._common import boxplot, finite, records, row_key, savefig
 
 
-def masked_metrics(
-    original: np.ndarray, other: np.ndarray, mask: np.ndarray, data_range: float
-) -> dict[str, float]:
+def masked_metrics(original: np.ndarray, other: np.ndarray, mask: np.ndarray, data_range: float) -> dict[str, float]:
     """SSIM, PSNR, NRMSE of ``other`` against ``original`` inside ``mask`` (arrays z, y, x)."""
     from skimage.metrics import structural_similarity
 
@@ -85,10 +83,7 @@ def quality_one(item: tuple) -> list[dict[str, Any]]:
     original_scan, harmonized_scan = item
     original = sitk.GetArrayFromImage(original_scan.load_image())
     harmonized = sitk.GetArrayFromImage(harmonized_scan.load_image())
-    masks = {
-        name: sitk.GetArrayFromImage(original_scan.load_mask(name)) > 0
-        for name in sorted(original_scan.masks)
-    }
+    masks = {name: sitk.GetArrayFromImage(original_scan.load_mask(name)) > 0 for name in sorted(original_scan.masks)}
     body = masks.get("body")
     values = original[body] if body is not None and body.any() else original
     data_range = float(values.max() - values.min()) or 1.0
@@ -163,9 +158,7 @@ class ImageQualityEvaluator(Evaluator):
         import pandas as pd
 
         if not ctx.image_methods:
-            raise EvaluatorSkipped(
-                "no method has an image stage, so no image was changed"
-            )
+            raise EvaluatorSkipped("no method has an image stage, so no image was changed")
         rows = []
         for method in ctx.image_methods:
             for ref in ctx.references:
@@ -220,9 +213,7 @@ class ImageQualityEvaluator(Evaluator):
                 summary[row_key(label, ref)] = entry
         figures = {}
         if not table.empty and ctx.figure_dir is not None:
-            figures["quality_boxplots"] = self._figure(
-                table, ctx.figure_dir / "image_quality.png"
-            )
+            figures["quality_boxplots"] = self._figure(table, ctx.figure_dir / "image_quality.png")
         by_mask = (
             table.groupby(["method", "reference", "mask"])[["ssim", "psnr", "nrmse"]]
             .agg(["mean", "std", "min", "max"])
@@ -264,11 +255,9 @@ class ImageQualityEvaluator(Evaluator):
             data, labels, colors = [], [], []
             for mi, mask in enumerate(masks):
                 for ci, (label, ref) in enumerate(combos):
-                    sub = table[
-                        (table["mask"] == mask)
-                        & (table["method"] == label)
-                        & (table["reference"] == ref)
-                    ][metric].dropna()
+                    sub = table[(table["mask"] == mask) & (table["method"] == label) & (table["reference"] == ref)][
+                        metric
+                    ].dropna()
                     data.append(sub.to_numpy())
                     labels.append(f"{mask}\n{label}->{ref}")
                     colors.append(f"C{ci}")

@@ -72,9 +72,7 @@ def _fit_predict(Xtr, ytr, Xte, C: float, max_iter: int) -> np.ndarray:
         return model.predict_proba(np.asarray(Xte, float))[:, 1]
 
 
-def cross_validate(
-    ctx, method, reference: str, X, groups, C: float = 1.0, max_iter: int = 1000
-) -> dict[str, Any]:
+def cross_validate(ctx, method, reference: str, X, groups, C: float = 1.0, max_iter: int = 1000) -> dict[str, Any]:
     """Run ``method``'s feature stages and the classifier on every split (in this process).
 
     ``X``: feature DataFrame indexed by subject (every subject of the splits);
@@ -109,17 +107,11 @@ def cv_job(item: tuple) -> dict[str, Any]:
     from threadpoolctl import threadpool_limits
 
     X, groups, y, test_masks, specs, seed, reference, fit_on, C, max_iter = item
-    with threadpool_limits(
-        1
-    ):  # one BLAS thread per worker: the executor already runs one job per core
-        return _cv(
-            X, groups, y, test_masks, specs, seed, reference, fit_on, C, max_iter
-        )
+    with threadpool_limits(1):  # one BLAS thread per worker: the executor already runs one job per core
+        return _cv(X, groups, y, test_masks, specs, seed, reference, fit_on, C, max_iter)
 
 
-def _cv(
-    X, groups, y, test_masks, specs, seed, reference, fit_on, C, max_iter
-) -> dict[str, Any]:
+def _cv(X, groups, y, test_masks, specs, seed, reference, fit_on, C, max_iter) -> dict[str, Any]:
     from sklearn.metrics import roc_auc_score
 
     from ..bench.stages import apply_feature_stages
@@ -140,9 +132,7 @@ def _cv(
                 [(Xtr, groups[train]), (Xte, groups[test])],
             )
         p = _fit_predict(Xtr, y[train], Xte, C, max_iter)
-        aucs.append(
-            float(roc_auc_score(y[test], p)) if len(set(y[test])) == 2 else float("nan")
-        )
+        aucs.append(float(roc_auc_score(y[test], p)) if len(set(y[test])) == 2 else float("nan"))
         scores.append([float(v) for v in p])
     return {"auc": aucs, "scores": scores}
 
@@ -209,9 +199,7 @@ HABERL_TEXT = (
 
 
 PREDICTION_GROUP = "prediction"
-HABERL_GROUP = (
-    "prediction as in Haberl et al. (uncorrected, for comparison with the paper)"
-)
+HABERL_GROUP = "prediction as in Haberl et al. (uncorrected, for comparison with the paper)"
 SUMMARY_COLUMNS = (
     SummaryColumn(
         "auc",
@@ -245,8 +233,7 @@ SUMMARY_COLUMNS = (
         "ci(auc_mean,auc_ci_low_haberl,auc_ci_high_haberl)",
         "AUC [95% CI]",
         HABERL_GROUP,
-        "the paper's Student-t CI over the splits, too narrow because the "
-        "splits overlap",
+        "the paper's Student-t CI over the splits, too narrow because the splits overlap",
     ),
     SummaryColumn(
         "p_paired_haberl",
@@ -257,9 +244,7 @@ SUMMARY_COLUMNS = (
         "the paper's uncorrected rule (Shapiro-Wilk, then paired t or Wilcoxon over the splits), too small "
         "because the splits overlap; for comparison with the paper",
     ),
-    SummaryColumn(
-        "paired_test_haberl", "test as in Haberl et al.", None, "test", HABERL_GROUP
-    ),
+    SummaryColumn("paired_test_haberl", "test as in Haberl et al.", None, "test", HABERL_GROUP),
 )
 CAPTIONS = {
     PREDICTION_GROUP: "95% CI and p vs none: corrected resampled t over the splits (Nadeau & Bengio 2003). "
@@ -329,9 +314,7 @@ class PredictionEvaluator(Evaluator):
             results = ctx.map(cv_job, [t[2] for t in todo], label=label)
             for (name, key, _), r in zip(todo, results):
                 if not r.ok:
-                    raise HarmkitError(
-                        f"prediction failed for method {name[0]!r} (reference {name[1]}): {r.error}"
-                    )
+                    raise HarmkitError(f"prediction failed for method {name[0]!r} (reference {name[1]}): {r.error}")
                 runs[name] = ctx.cache_put(key, r.value)
         return runs
 
@@ -347,11 +330,7 @@ class PredictionEvaluator(Evaluator):
         subjects = list(splits.subjects)
         y = ctx.outcome.loc[subjects].to_numpy().astype(int)
         runs = self.run_all(ctx, voi)
-        runs = {
-            (m.label, ref): runs[(m.label, ref)]
-            for m in ctx.methods
-            for ref in ctx.references
-        }
+        runs = {(m.label, ref): runs[(m.label, ref)] for m in ctx.methods for ref in ctx.references}
         n_train, n_test = split_sizes(splits)
         split_rows, summary, pooled_rows = [], {}, []
         roc_data: dict[str, list] = {}
@@ -364,9 +343,7 @@ class PredictionEvaluator(Evaluator):
             both_classes = len(set(y[seen])) == 2
             entry = {
                 **auc_intervals(aucs, splits),
-                "auc_sd": finite(np.std(aucs[np.isfinite(aucs)], ddof=1))
-                if np.isfinite(aucs).sum() > 1
-                else None,
+                "auc_sd": finite(np.std(aucs[np.isfinite(aucs)], ddof=1)) if np.isfinite(aucs).sum() > 1 else None,
                 "n_splits": len(aucs),
                 "n_train": n_train,
                 "n_test": n_test,
@@ -374,9 +351,7 @@ class PredictionEvaluator(Evaluator):
             }
             if both_classes:
                 _, dlo, dhi = stats.delong_auc_ci(y[seen], pooled[seen])
-                value, blo, bhi = stats.bootstrap_auc_ci(
-                    y[seen], pooled[seen], self.n_bootstrap, ctx.config.seed
-                )
+                value, blo, bhi = stats.bootstrap_auc_ci(y[seen], pooled[seen], self.n_bootstrap, ctx.config.seed)
                 entry.update(
                     {
                         "auc_pooled": finite(value),
@@ -389,9 +364,7 @@ class PredictionEvaluator(Evaluator):
             else:
                 entry["auc_pooled"] = None
             if label != "none":
-                corrected = stats.corrected_resampled_ttest(
-                    aucs, base["auc"], n_train, n_test
-                )
+                corrected = stats.corrected_resampled_ttest(aucs, base["auc"], n_train, n_test)
                 test_name, p_haberl = stats.paired_test(aucs, base["auc"])
                 entry["delta_auc"] = finite(corrected.mean)
                 entry["delta_auc_ci_low"] = finite(corrected.ci_low)
@@ -408,17 +381,11 @@ class PredictionEvaluator(Evaluator):
                 for (_, test), s, sb in zip(splits, run["scores"], base["scores"]):
                     if len(set(y[test])) == 2:
                         split_p.append(stats.delong_test(y[test], s, sb).p)
-                entry["p_delong_split_median"] = (
-                    finite(np.median(split_p)) if split_p else None
-                )
-                entry["share_splits_delong_p05"] = (
-                    finite(np.mean(np.array(split_p) < 0.05)) if split_p else None
-                )
+                entry["p_delong_split_median"] = finite(np.median(split_p)) if split_p else None
+                entry["share_splits_delong_p05"] = finite(np.mean(np.array(split_p) < 0.05)) if split_p else None
             summary[row_key(label, ref)] = entry
             for i, value in enumerate(run["auc"]):
-                split_rows.append(
-                    {"method": label, "reference": ref, "split": i, "auc": value}
-                )
+                split_rows.append({"method": label, "reference": ref, "split": i, "auc": value})
             for sid, value, n in zip(subjects, pooled, count):
                 pooled_rows.append(
                     {
@@ -435,9 +402,7 @@ class PredictionEvaluator(Evaluator):
         family = [k for k in summary if k.split("|")[0] not in controls]
         for key in ("p_paired", "p_delong"):
             values = [summary[k].get(key) for k in family]
-            adjusted = stats.holm(
-                np.array([np.nan if v is None else v for v in values], dtype=float)
-            )
+            adjusted = stats.holm(np.array([np.nan if v is None else v for v in values], dtype=float))
             for k, value in zip(family, adjusted):
                 summary[k][f"{key}_holm"] = finite(value)
         compared = [m.label for m in ctx.methods if not (m.control or m.is_baseline)]
@@ -448,17 +413,10 @@ class PredictionEvaluator(Evaluator):
         )
         figures = {}
         if ctx.figure_dir is not None:
-            figures["roc"] = self._roc_figure(
-                roc_data, ctx.figure_dir / "roc_curves.png"
-            )
-            figures["auc_splits"] = self._auc_figure(
-                pd.DataFrame(split_rows), ctx.figure_dir / "auc_per_split.png"
-            )
+            figures["roc"] = self._roc_figure(roc_data, ctx.figure_dir / "roc_curves.png")
+            figures["auc_splits"] = self._auc_figure(pd.DataFrame(split_rows), ctx.figure_dir / "auc_per_split.png")
         summary_table = pd.DataFrame(
-            [
-                {"method": k.split("|")[0], "reference": k.split("|")[1], **v}
-                for k, v in summary.items()
-            ]
+            [{"method": k.split("|")[0], "reference": k.split("|")[1], **v} for k, v in summary.items()]
         )
         summary_dict = {
             "by_method": summary,
@@ -491,9 +449,7 @@ class PredictionEvaluator(Evaluator):
             f"{summary_dict['classifier']}; VOI `{voi}`, {summary_dict['n_features']} features, {len(subjects)} subjects "
             f"({int(y.sum())} positive), {splits.n_splits} splits. DeLong input: {summary_dict['delong_input']}.",
             statistics_text(summary_dict),
-            ReportTable(
-                *prediction_table(rows, summary_dict["n_bootstrap"]), ident="prediction"
-            ),
+            ReportTable(*prediction_table(rows, summary_dict["n_bootstrap"]), ident="prediction"),
             ReportFigure("roc", "ROC curves"),
             ReportFigure("auc_splits", "AUC per split"),
         ]
@@ -519,9 +475,7 @@ class PredictionEvaluator(Evaluator):
 
         plt = _plt()
         refs = list(roc_data)
-        fig, axes = plt.subplots(
-            1, len(refs), figsize=(4.2 * len(refs), 4), squeeze=False
-        )
+        fig, axes = plt.subplots(1, len(refs), figsize=(4.2 * len(refs), 4), squeeze=False)
         for ax, ref in zip(axes[0], refs):
             for label, y, s in roc_data[ref]:
                 if len(set(y)) < 2:
@@ -531,9 +485,7 @@ class PredictionEvaluator(Evaluator):
 
                 ax.plot(fpr, tpr, label=f"{label} (AUC {auc(y, s):.2f})")
             ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
-            ax.set_title(
-                f"reference {ref}\n(pooled out-of-split predictions)", fontsize=9
-            )
+            ax.set_title(f"reference {ref}\n(pooled out-of-split predictions)", fontsize=9)
             ax.set_xlabel("false positive rate")
             ax.set_ylabel("true positive rate")
             if ax.get_legend_handles_labels()[0]:
@@ -546,15 +498,11 @@ class PredictionEvaluator(Evaluator):
 
         plt = _plt()
         refs = list(dict.fromkeys(frame["reference"]))
-        fig, axes = plt.subplots(
-            1, len(refs), figsize=(4.2 * len(refs), 3.6), squeeze=False
-        )
+        fig, axes = plt.subplots(1, len(refs), figsize=(4.2 * len(refs), 3.6), squeeze=False)
         for ax, ref in zip(axes[0], refs):
             sub = frame[frame["reference"] == ref]
             labels = list(dict.fromkeys(sub["method"]))
-            boxplot(
-                ax, [sub[sub["method"] == m]["auc"].dropna() for m in labels], labels
-            )
+            boxplot(ax, [sub[sub["method"] == m]["auc"].dropna() for m in labels], labels)
             ax.set_title(f"test AUC per split, reference {ref}", fontsize=9)
             ax.set_ylabel("AUC")
             ax.tick_params(axis="x", labelsize=7, rotation=20)
@@ -576,9 +524,7 @@ def statistics_text(s: dict[str, Any]) -> str:
     )
 
 
-def prediction_table(
-    summary: list[dict[str, Any]], n_bootstrap: Any
-) -> tuple[list[str], list[list[str]]]:
+def prediction_table(summary: list[dict[str, Any]], n_bootstrap: Any) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the report's Prediction table: corrected statistics first, the paper's labelled."""
     header = [
         "method",
@@ -620,9 +566,7 @@ def prediction_table(
                 fmt(r.get("p_delong_holm"), "p"),
                 fmt(r.get("p_delong_split_median"), "p"),
                 fmt(r.get("auc_pooled"), ".3f"),
-                interval_text(
-                    r, "auc_pooled_delong_ci_low", "auc_pooled_delong_ci_high"
-                ),
+                interval_text(r, "auc_pooled_delong_ci_low", "auc_pooled_delong_ci_high"),
                 interval_text(r, "auc_pooled_boot_ci_low", "auc_pooled_boot_ci_high"),
             ]
         )

@@ -61,20 +61,14 @@ def qc_one(item: tuple) -> dict[str, Any]:
     original_scan, harmonized_scan, fraction = item
     original = sitk.GetArrayFromImage(original_scan.load_image())
     harmonized = sitk.GetArrayFromImage(harmonized_scan.load_image())
-    body = (
-        sitk.GetArrayFromImage(original_scan.load_mask("body")) > 0
-        if "body" in original_scan.masks
-        else None
-    )
+    body = sitk.GetArrayFromImage(original_scan.load_mask("body")) > 0 if "body" in original_scan.masks else None
     pct, valid = percent_difference(original, harmonized, body)
     band = edge_band(original.shape, fraction)
     edge = np.abs(pct[valid & band])
     inner = np.abs(pct[valid & ~band])
     return {
         "edge_mean_abs_pct": float(edge.mean()) if edge.size else float("nan"),
-        "edge_p95_abs_pct": float(np.percentile(edge, 95))
-        if edge.size
-        else float("nan"),
+        "edge_p95_abs_pct": float(np.percentile(edge, 95)) if edge.size else float("nan"),
         "interior_mean_abs_pct": float(inner.mean()) if inner.size else float("nan"),
         "mean_pct": float(pct[valid].mean()) if valid.any() else float("nan"),
         "max_abs_pct": float(np.abs(pct[valid]).max()) if valid.any() else float("nan"),
@@ -88,29 +82,19 @@ def mip_figure(pairs: list[tuple[str, Any, Any]], path, title: str = ""):
     from ._common import plt as _plt
 
     plt = _plt()
-    fig, axes = plt.subplots(
-        len(pairs), 3, figsize=(9, 3.0 * len(pairs)), squeeze=False
-    )
+    fig, axes = plt.subplots(len(pairs), 3, figsize=(9, 3.0 * len(pairs)), squeeze=False)
     for row, (caption, original_scan, harmonized_scan) in enumerate(pairs):
         original_img = original_scan.load_image()
         original = sitk.GetArrayFromImage(original_img)
         harmonized = sitk.GetArrayFromImage(harmonized_scan.load_image())
-        body = (
-            sitk.GetArrayFromImage(original_scan.load_mask("body")) > 0
-            if "body" in original_scan.masks
-            else None
-        )
+        body = sitk.GetArrayFromImage(original_scan.load_mask("body")) > 0 if "body" in original_scan.masks else None
         pct, valid = percent_difference(original, harmonized, body)
         sz, sy, sx = original_img.GetSpacing()[::-1]
         aspect = sz / sx
         vmax = float(np.percentile(original.max(axis=1), 99.5)) or 1.0
         count = valid.sum(axis=1)
         mean_pct = np.where(count > 0, pct.sum(axis=1) / np.maximum(count, 1), 0.0)
-        lim = (
-            max(5.0, float(np.percentile(np.abs(mean_pct[count > 0]), 99)))
-            if (count > 0).any()
-            else 5.0
-        )
+        lim = max(5.0, float(np.percentile(np.abs(mean_pct[count > 0]), 99))) if (count > 0).any() else 5.0
         panels = (
             (original.max(axis=1), "gray_r", 0, vmax, "original MIP (SUV)"),
             (harmonized.max(axis=1), "gray_r", 0, vmax, "harmonized MIP (SUV)"),
@@ -118,9 +102,7 @@ def mip_figure(pairs: list[tuple[str, Any, Any]], path, title: str = ""):
         )
         for col, (data, cmap, lo, hi, label) in enumerate(panels):
             ax = axes[row, col]
-            im = ax.imshow(
-                data, cmap=cmap, vmin=lo, vmax=hi, origin="lower", aspect=aspect
-            )
+            im = ax.imshow(data, cmap=cmap, vmin=lo, vmax=hi, origin="lower", aspect=aspect)
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(f"{caption}\n{label}" if col == 0 else label, fontsize=8)
@@ -168,9 +150,7 @@ def report_section(table, fraction: float, threshold: float) -> list:
             )
         )
         if len(flagged) > 30:
-            blocks.append(
-                f"… and {len(flagged) - 30} more in `tables/qc__flagged.csv`."
-            )
+            blocks.append(f"… and {len(flagged) - 30} more in `tables/qc__flagged.csv`.")
     return blocks
 
 
@@ -181,9 +161,7 @@ class QCEvaluator(Evaluator):
     title = "QC: suspicious changes and MIPs"
     description = "QC: flags harmonized scans with large percent change near the field-of-view edges; MIPs before/after"
 
-    def __init__(
-        self, edge_fraction: float = 0.1, threshold: float = 25.0, examples: int = 2
-    ):
+    def __init__(self, edge_fraction: float = 0.1, threshold: float = 25.0, examples: int = 2):
         """``edge_fraction``: the outer share of the volume that counts as the edge; ``threshold``: mean |% change|
         that flags a scan (``--param qc.threshold=30``); ``examples``: scans shown as MIPs per method."""
         self.edge_fraction = edge_fraction
@@ -194,9 +172,7 @@ class QCEvaluator(Evaluator):
         import pandas as pd
 
         if not ctx.image_methods:
-            raise EvaluatorSkipped(
-                "no method has an image stage, so no image was changed"
-            )
+            raise EvaluatorSkipped("no method has an image stage, so no image was changed")
         fraction, threshold = self.edge_fraction, self.threshold
         rows = []
         for method in ctx.image_methods:
@@ -204,15 +180,10 @@ class QCEvaluator(Evaluator):
                 changed = ctx.changed_scans(method, ref)
                 if not changed:
                     continue
-                items = [
-                    (ctx.cohort.get(sid), scan, fraction)
-                    for sid, scan in changed.items()
-                ]
+                items = [(ctx.cohort.get(sid), scan, fraction) for sid, scan in changed.items()]
 
                 def compute(items=items):
-                    results = ctx.map(
-                        qc_one, items, label=f"QC {method.label} -> {ref}"
-                    )
+                    results = ctx.map(qc_one, items, label=f"QC {method.label} -> {ref}")
                     return [
                         {"subject_id": it[0].subject_id, "site": it[0].site, **r.value}
                         for it, r in zip(items, results)
@@ -234,9 +205,7 @@ class QCEvaluator(Evaluator):
         )
         overall = (table["interior_mean_abs_pct"] > 2 * threshold) & ~edge
         table["flagged"] = edge | overall
-        table["reason"] = np.where(
-            edge, "edge change", np.where(overall, "large change everywhere", "")
-        )
+        table["reason"] = np.where(edge, "edge change", np.where(overall, "large change everywhere", ""))
         figures, summary = {}, {}
         for (label, ref), sub in table.groupby(["method", "reference"], sort=False):
             summary[row_key(label, ref)] = {
@@ -290,9 +259,7 @@ class QCEvaluator(Evaluator):
                     "QC flagged",
                     "d",
                     "QC flag",
-                    description=(
-                        "harmonized scans with a suspicious change (see the QC section)"
-                    ),
+                    description=("harmonized scans with a suspicious change (see the QC section)"),
                 )
             ],
             report=report_section(table, fraction, threshold),

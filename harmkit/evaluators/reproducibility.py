@@ -133,16 +133,10 @@ def report_section(by_class, cov_table) -> list:
 
 def cov_from_features(table) -> Any:
     """COV per scan: sqrt(firstorder_Variance) / firstorder_Mean (NaN when absent)."""
-    if (
-        "firstorder_Variance" not in table.columns
-        or "firstorder_Mean" not in table.columns
-    ):
+    if "firstorder_Variance" not in table.columns or "firstorder_Mean" not in table.columns:
         return None
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (
-            np.sqrt(table["firstorder_Variance"].clip(lower=0))
-            / table["firstorder_Mean"]
-        )
+        return np.sqrt(table["firstorder_Variance"].clip(lower=0)) / table["firstorder_Mean"]
 
 
 class ReproducibilityEvaluator(Evaluator):
@@ -159,9 +153,7 @@ class ReproducibilityEvaluator(Evaluator):
         try:
             from ..reproducibility import class_summary, feature_overlap  # noqa: F401
         except ImportError as exc:
-            raise HarmkitError(
-                f"the reproducibility evaluator needs harmkit.reproducibility ({exc})"
-            ) from None
+            raise HarmkitError(f"the reproducibility evaluator needs harmkit.reproducibility ({exc})") from None
 
         # 1. every overlap table needed: (voi, ref, group, method) -> features of the two groups
         jobs: dict[str, tuple] = {}
@@ -178,9 +170,7 @@ class ReproducibilityEvaluator(Evaluator):
                         rows = (table["site_group"] == g) | (table["site_group"] == ref)
                         frame = after.loc[rows, columns].astype(float)
                         groups = table.loc[rows, "site_group"]
-                        key = ctx.cache_key(
-                            "overlap-table", frame, list(groups), g, ref, "v1"
-                        )
+                        key = ctx.cache_key("overlap-table", frame, list(groups), g, ref, "v1")
                         jobs[key] = (
                             frame,
                             list(groups),
@@ -192,18 +182,14 @@ class ReproducibilityEvaluator(Evaluator):
         results = {k: ctx.cache_get(k) for k in jobs}
         missing = [k for k, v in results.items() if v is None]
         if missing:
-            computed = ctx.map(
-                _overlap_job, [jobs[k] for k in missing], label="feature overlap"
-            )
+            computed = ctx.map(_overlap_job, [jobs[k] for k in missing], label="feature overlap")
             for k, r in zip(missing, computed):
                 if not r.ok:
                     raise HarmkitError(f"feature overlap failed: {r.error}")
                 results[k] = ctx.cache_put(k, r.value)
         # 2. before (baseline) vs after (method), per feature and per class
         rows, class_rows = [], []
-        baseline = {
-            (voi, ref, g): key for voi, label, ref, g, key in plan if label == "none"
-        }
+        baseline = {(voi, ref, g): key for voi, label, ref, g, key in plan if label == "none"}
         for voi, label, ref, g, key in plan:
             before = results[baseline[(voi, ref, g)]]
             after = results[key]
@@ -258,10 +244,7 @@ class ReproducibilityEvaluator(Evaluator):
                 for ref in ctx.references:
                     full = ctx.features[(method.label, ref)][voi]
                     after = ctx.harmonized_features(method, ref, voi)
-                    if (
-                        "firstorder_Variance" not in after.columns
-                        or "firstorder_Mean" not in after.columns
-                    ):
+                    if "firstorder_Variance" not in after.columns or "firstorder_Mean" not in after.columns:
                         after = full
                     cov = cov_from_features(after)
                     for sid in after.index:
@@ -279,9 +262,7 @@ class ReproducibilityEvaluator(Evaluator):
         covs = pd.DataFrame(cov_rows)
         cov_stats = []
         if not covs.empty:
-            for (label, ref, voi), sub in covs.groupby(
-                ["method", "reference", "voi"], sort=False
-            ):
+            for (label, ref, voi), sub in covs.groupby(["method", "reference", "voi"], sort=False):
                 ref_before = sub[sub["site_group"] == ref]["cov_before"].dropna()
                 ref_after = sub[sub["site_group"] == ref]["cov_after"].dropna()
                 for g, gsub in sub.groupby("site_group"):
@@ -292,66 +273,35 @@ class ReproducibilityEvaluator(Evaluator):
                         "site_group": g,
                         "cov_median_before": finite(gsub["cov_before"].median()),
                         "cov_median_after": finite(gsub["cov_after"].median()),
-                        "cov_iqr_after": finite(
-                            gsub["cov_after"].quantile(0.75)
-                            - gsub["cov_after"].quantile(0.25)
-                        ),
+                        "cov_iqr_after": finite(gsub["cov_after"].quantile(0.75) - gsub["cov_after"].quantile(0.25)),
                     }
-                    if (
-                        g != ref
-                        and len(ref_before) > 1
-                        and gsub["cov_before"].notna().sum() > 1
-                    ):
+                    if g != ref and len(ref_before) > 1 and gsub["cov_before"].notna().sum() > 1:
                         entry["p_mannwhitney_vs_reference_before"] = finite(
-                            st.mannwhitneyu(
-                                gsub["cov_before"].dropna(), ref_before
-                            ).pvalue
+                            st.mannwhitneyu(gsub["cov_before"].dropna(), ref_before).pvalue
                         )
                         entry["p_mannwhitney_vs_reference_after"] = finite(
-                            st.mannwhitneyu(
-                                gsub["cov_after"].dropna(), ref_after
-                            ).pvalue
+                            st.mannwhitneyu(gsub["cov_after"].dropna(), ref_after).pvalue
                         )
-                        entry["median_gap_before"] = finite(
-                            abs(gsub["cov_before"].median() - ref_before.median())
-                        )
-                        entry["median_gap_after"] = finite(
-                            abs(gsub["cov_after"].median() - ref_after.median())
-                        )
+                        entry["median_gap_before"] = finite(abs(gsub["cov_before"].median() - ref_before.median()))
+                        entry["median_gap_after"] = finite(abs(gsub["cov_after"].median() - ref_after.median()))
                     cov_stats.append(entry)
         cov_table = pd.DataFrame(cov_stats)
         for (label, ref), sub in by_class.groupby(["method", "reference"], sort=False):
             entry = {}
             for voi, vsub in sub.groupby("voi", sort=False):
-                per = table[
-                    (table["method"] == label)
-                    & (table["reference"] == ref)
-                    & (table["voi"] == voi)
-                ]
-                entry[f"overlap_improvement_pct_{voi}"] = finite(
-                    100 * per["improvement"].mean()
-                )
+                per = table[(table["method"] == label) & (table["reference"] == ref) & (table["voi"] == voi)]
+                entry[f"overlap_improvement_pct_{voi}"] = finite(100 * per["improvement"].mean())
                 entry[f"overlap_after_{voi}"] = finite(per["overlap_after"].mean())
                 for row in vsub.to_dict("records"):
-                    entry[f"overlap_improvement_pct_{voi}_{row['class']}"] = finite(
-                        row["improvement_pct_mean"]
-                    )
-            entry["overlap_voi"] = entry.get(
-                f"overlap_improvement_pct_{ctx.config.voi}"
-            )
-            entry["overlap_ref"] = entry.get(
-                f"overlap_improvement_pct_{ctx.config.reference_voi}"
-            )
+                    entry[f"overlap_improvement_pct_{voi}_{row['class']}"] = finite(row["improvement_pct_mean"])
+            entry["overlap_voi"] = entry.get(f"overlap_improvement_pct_{ctx.config.voi}")
+            entry["overlap_ref"] = entry.get(f"overlap_improvement_pct_{ctx.config.reference_voi}")
             summary[row_key(label, ref)] = entry
         figures = {}
         if ctx.figure_dir is not None:
-            figures["overlap_per_class"] = self._overlap_figure(
-                table, ctx.figure_dir / "overlap_per_class.png"
-            )
+            figures["overlap_per_class"] = self._overlap_figure(table, ctx.figure_dir / "overlap_per_class.png")
             if not covs.empty:
-                figures["cov_distributions"] = self._cov_figure(
-                    covs, ctx.figure_dir / "cov_distributions.png"
-                )
+                figures["cov_distributions"] = self._cov_figure(covs, ctx.figure_dir / "cov_distributions.png")
         return EvaluationResult(
             self.name,
             tables={
@@ -376,17 +326,9 @@ class ReproducibilityEvaluator(Evaluator):
         from ._common import plt as _plt
 
         plt = _plt()
-        combos = [
-            c
-            for c in dict.fromkeys(
-                zip(table["method"], table["reference"], table["voi"])
-            )
-            if c[0] != "none"
-        ]
+        combos = [c for c in dict.fromkeys(zip(table["method"], table["reference"], table["voi"])) if c[0] != "none"]
         if not combos:
-            combos = list(
-                dict.fromkeys(zip(table["method"], table["reference"], table["voi"]))
-            )
+            combos = list(dict.fromkeys(zip(table["method"], table["reference"], table["voi"])))
         classes = list(dict.fromkeys(table["class"]))
         fig, axes = plt.subplots(
             len(combos),
@@ -395,20 +337,14 @@ class ReproducibilityEvaluator(Evaluator):
             squeeze=False,
         )
         for ax, (label, ref, voi) in zip(axes[:, 0], combos):
-            sub = table[
-                (table["method"] == label)
-                & (table["reference"] == ref)
-                & (table["voi"] == voi)
-            ]
+            sub = table[(table["method"] == label) & (table["reference"] == ref) & (table["voi"] == voi)]
             positions, data, colors = [], [], []
             for i, cls in enumerate(classes):
                 c = sub[sub["class"] == cls]
                 data += [c["overlap_before"].to_numpy(), c["overlap_after"].to_numpy()]
                 positions += [3 * i, 3 * i + 1]
                 colors += ["tab:blue", "tab:orange"]
-            parts = boxplot(
-                ax, data, None, positions=positions, patch_artist=True, widths=0.8
-            )
+            parts = boxplot(ax, data, None, positions=positions, patch_artist=True, widths=0.8)
             for patch, color in zip(parts["boxes"], colors):
                 patch.set_facecolor(color)
                 patch.set_alpha(0.6)
@@ -428,28 +364,16 @@ class ReproducibilityEvaluator(Evaluator):
         from ._common import plt as _plt
 
         plt = _plt()
-        combos = [
-            c
-            for c in dict.fromkeys(zip(covs["method"], covs["reference"], covs["voi"]))
-            if c[0] != "none"
-        ]
+        combos = [c for c in dict.fromkeys(zip(covs["method"], covs["reference"], covs["voi"])) if c[0] != "none"]
         if not combos:
-            combos = list(
-                dict.fromkeys(zip(covs["method"], covs["reference"], covs["voi"]))
-            )
+            combos = list(dict.fromkeys(zip(covs["method"], covs["reference"], covs["voi"])))
         ncols = min(4, len(combos))
         nrows = (len(combos) + ncols - 1) // ncols
-        fig, axes = plt.subplots(
-            nrows, ncols, figsize=(3.8 * ncols, 3.4 * nrows), squeeze=False
-        )
+        fig, axes = plt.subplots(nrows, ncols, figsize=(3.8 * ncols, 3.4 * nrows), squeeze=False)
         for ax in axes.ravel()[len(combos) :]:
             ax.set_visible(False)
         for ax, (label, ref, voi) in zip(axes.ravel(), combos):
-            sub = covs[
-                (covs["method"] == label)
-                & (covs["reference"] == ref)
-                & (covs["voi"] == voi)
-            ]
+            sub = covs[(covs["method"] == label) & (covs["reference"] == ref) & (covs["voi"] == voi)]
             data, names = [], []
             for g in dict.fromkeys(sub["site_group"]):
                 gs = sub[sub["site_group"] == g]

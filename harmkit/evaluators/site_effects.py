@@ -38,7 +38,9 @@ class SiteEffectsEvaluator(Evaluator):
 
     name = "site-effects"
     title = "Site effects: can the site groups still be told apart?"
-    description = "Site effects: CV AUC predicting the site group from features, and patch-texture separability, before/after"
+    description = (
+        "Site effects: CV AUC predicting the site group from features, and patch-texture separability, before/after"
+    )
 
     def __init__(
         self,
@@ -95,17 +97,13 @@ class SiteEffectsEvaluator(Evaluator):
                             fold_transform=transform,
                         )
                         return {
-                            k: v
-                            for k, v in result.items()
-                            if k not in ("scores", "groups", "n", "pairs", "classifier")
+                            k: v for k, v in result.items() if k not in ("scores", "groups", "n", "pairs", "classifier")
                         }
 
                     stages = ctx.method_key(method) if method.feature_stages else []
                     key = (X, groups, self.folds, seed, stages, ref, "v1")
                     result = ctx.memo("site-predictability", key, compute)
-                    feature_rows.append(
-                        {"method": method.label, "reference": ref, "voi": voi, **result}
-                    )
+                    feature_rows.append({"method": method.label, "reference": ref, "voi": voi, **result})
         features = pd.DataFrame(feature_rows)
         patch_note = None if self.image_level else "not computed (image_level=False)"
         try:
@@ -117,40 +115,25 @@ class SiteEffectsEvaluator(Evaluator):
             for ref in ctx.references:
                 entry: dict[str, Any] = {}
                 for voi in ctx.vois:
-                    before = features[
-                        (features["method"] == "none") & (features["voi"] == voi)
-                    ]["auc"]
+                    before = features[(features["method"] == "none") & (features["voi"] == voi)]["auc"]
                     label_ref = ctx.references[0] if method.label == "none" else ref
                     after = features[
                         (features["method"] == method.label)
                         & (features["reference"] == label_ref)
                         & (features["voi"] == voi)
                     ]["auc"]
-                    entry[f"site_auc_{voi}"] = (
-                        finite(after.iloc[0]) if len(after) else None
-                    )
-                    entry[f"site_auc_before_{voi}"] = (
-                        finite(before.iloc[0]) if len(before) else None
-                    )
+                    entry[f"site_auc_{voi}"] = finite(after.iloc[0]) if len(after) else None
+                    entry[f"site_auc_before_{voi}"] = finite(before.iloc[0]) if len(before) else None
                 if not patches.empty:
                     sub = patches[patches["reference"] == ref]
                     before = sub[sub["method"] == "none"]["accuracy"]
-                    after = sub[
-                        sub["method"]
-                        == (method.label if method.image_stages else "none")
-                    ]["accuracy"]
-                    entry["patch_accuracy"] = (
-                        finite(after.iloc[0]) if len(after) else None
-                    )
-                    entry["patch_accuracy_before"] = (
-                        finite(before.iloc[0]) if len(before) else None
-                    )
+                    after = sub[sub["method"] == (method.label if method.image_stages else "none")]["accuracy"]
+                    entry["patch_accuracy"] = finite(after.iloc[0]) if len(after) else None
+                    entry["patch_accuracy_before"] = finite(before.iloc[0]) if len(before) else None
                 summary[row_key(method.label, ref)] = entry
         figures = {}
         if ctx.figure_dir is not None and not features.empty:
-            figures["site_effects"] = self._figure(
-                features, patches, ctx, ctx.figure_dir / "site_effects.png"
-            )
+            figures["site_effects"] = self._figure(features, patches, ctx, ctx.figure_dir / "site_effects.png")
         return EvaluationResult(
             self.name,
             tables={"site_predictability": features, "patch_separability": patches},
@@ -211,13 +194,8 @@ class SiteEffectsEvaluator(Evaluator):
                 )
             )
         ]
-        rows = [
-            [r["method"], r["reference"], r["voi"], fmt(r.get("auc"), ".3f")]
-            for r in features.to_dict("records")
-        ]
-        blocks.append(
-            ReportTable(["method", "reference", "VOI", "site AUC"], rows, "site-auc")
-        )
+        rows = [[r["method"], r["reference"], r["voi"], fmt(r.get("auc"), ".3f")] for r in features.to_dict("records")]
+        blocks.append(ReportTable(["method", "reference", "VOI", "site AUC"], rows, "site-auc"))
         if not patches.empty:
             rows = [
                 [
@@ -236,9 +214,7 @@ class SiteEffectsEvaluator(Evaluator):
                     "patches",
                 )
             )
-        blocks.append(
-            ReportFigure("site_effects", "site predictability before and after")
-        )
+        blocks.append(ReportFigure("site_effects", "site predictability before and after"))
         return blocks
 
     def _patch_rows(self, ctx) -> list[dict]:
@@ -251,9 +227,7 @@ class SiteEffectsEvaluator(Evaluator):
         rows = []
         for ref in ctx.references:
             spacing = median_spacing([s for s in ctx.cohort if s.group == ref])
-            for method in [
-                m for m in ctx.methods if m.label == "none" or m.image_stages
-            ]:
+            for method in [m for m in ctx.methods if m.label == "none" or m.image_stages]:
                 changed = ctx.changed_scans(method, ref)
                 scans = [
                     replace(changed[s.subject_id], site=s.site, site_group=s.site_group)
@@ -299,9 +273,7 @@ class SiteEffectsEvaluator(Evaluator):
                         "method": method.label,
                         "reference": ref,
                         **result,
-                        "spacing_mm": "x".join(
-                            f"{v:.3g}" for v in result["spacing_mm"]
-                        ),
+                        "spacing_mm": "x".join(f"{v:.3g}" for v in result["spacing_mm"]),
                     }
                 )
         return rows
@@ -312,9 +284,7 @@ class SiteEffectsEvaluator(Evaluator):
 
         plt = _plt()
         panels = list(ctx.vois) + (["patches"] if not patches.empty else [])
-        fig, axes = plt.subplots(
-            1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False
-        )
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
         for ax, panel in zip(axes[0], panels):
             sub = patches if panel == "patches" else features[features["voi"] == panel]
             value = "accuracy" if panel == "patches" else "auc"
@@ -325,9 +295,7 @@ class SiteEffectsEvaluator(Evaluator):
             ax.bar(
                 range(len(sub)),
                 sub[value],
-                color=[
-                    "tab:gray" if m == "none" else "tab:orange" for m in sub["method"]
-                ],
+                color=["tab:gray" if m == "none" else "tab:orange" for m in sub["method"]],
             )
             chance = 1.0 / len(ctx.groups) if panel == "patches" else 0.5
             ax.axhline(chance, color="k", linestyle="--", linewidth=0.8)
@@ -335,9 +303,7 @@ class SiteEffectsEvaluator(Evaluator):
             ax.set_xticklabels(labels, fontsize=7, rotation=45, ha="right")
             ax.set_ylim(0, 1.02)
             ax.set_title(
-                "patch-texture accuracy (held out)"
-                if panel == "patches"
-                else f"site AUC from {panel} features",
+                "patch-texture accuracy (held out)" if panel == "patches" else f"site AUC from {panel} features",
                 fontsize=9,
             )
         fig.tight_layout()

@@ -40,15 +40,11 @@ class FileRecord:
     frame_uid: str = ""
     position: tuple[float, ...] | None = None
     orientation: tuple[float, ...] | None = None
-    header: dict[str, Any] = field(
-        default_factory=dict
-    )  # PET: what the manifest's covariates come from
+    header: dict[str, Any] = field(default_factory=dict)  # PET: what the manifest's covariates come from
     referenced_series: tuple[str, ...] = ()  # RTSTRUCT, SEG: series they were drawn on
     referenced_sops: tuple[str, ...] = ()  # RTSTRUCT, SEG: images they were drawn on
     frames: tuple[str, ...] = ()  # RTSTRUCT: frames of reference of its ROIs
-    regions: tuple[
-        tuple[int, str, str, int], ...
-    ] = ()  # (number, name, frame of reference, closed contours)
+    regions: tuple[tuple[int, str, str, int], ...] = ()  # (number, name, frame of reference, closed contours)
 
 
 @dataclass
@@ -78,17 +74,11 @@ class Index:
     structures: list[FileRecord] = field(default_factory=list)  # RTSTRUCTs and SEGs
     broken: list[FileRecord] = field(default_factory=list)
     not_dicom: list[str] = field(default_factory=list)
-    sop_series: dict[str, str] = field(
-        default_factory=dict
-    )  # SOPInstanceUID -> SeriesInstanceUID
+    sop_series: dict[str, str] = field(default_factory=dict)  # SOPInstanceUID -> SeriesInstanceUID
 
     @property
     def files(self) -> int:
-        return (
-            sum(len(s.files) for s in self.series.values())
-            + len(self.structures)
-            + len(self.broken)
-        )
+        return sum(len(s.files) for s in self.series.values()) + len(self.structures) + len(self.broken)
 
     def pet_series(self) -> list[Series]:
         return [s for s in self.series.values() if s.modality == "PT"]
@@ -110,16 +100,10 @@ def index_tree(root: Path, jobs: int | None = 1, progress: bool = False) -> Inde
     files = list_files(root)
     chunks = [files[i : i + CHUNK] for i in range(0, len(files), CHUNK)]
     with get_executor(jobs=jobs, progress=progress) as executor:
-        results = executor.map(
-            read_records, chunks, label=f"reading {len(files)} DICOM headers"
-        )
+        results = executor.map(read_records, chunks, label=f"reading {len(files)} DICOM headers")
     index = Index(Path(root))
     for chunk, result in zip(chunks, results):
-        records = (
-            result.value
-            if result.ok
-            else [FileRecord(p, "broken", problem=result.error or "") for p in chunk]
-        )
+        records = result.value if result.ok else [FileRecord(p, "broken", problem=result.error or "") for p in chunk]
         for record in records:
             _add(index, record)
     return index
@@ -176,11 +160,7 @@ def read_record(path: str) -> FileRecord:
 
 def _record(path: str, ds) -> FileRecord:
     meta = getattr(ds, "file_meta", None)
-    sop_class = str(
-        ds.get("SOPClassUID", "")
-        or (meta.get("MediaStorageSOPClassUID", "") if meta else "")
-        or ""
-    )
+    sop_class = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else "") or "")
     if sop_class == DICOMDIR_STORAGE:
         return FileRecord(path, "not-dicom")
     base = dict(
@@ -205,8 +185,7 @@ def _record(path: str, ds) -> FileRecord:
         return FileRecord(
             path,
             "broken",
-            problem=f"its header lacks {', '.join(missing)} (damaged or not a DICOM "
-            f"object)",
+            problem=f"its header lacks {', '.join(missing)} (damaged or not a DICOM object)",
             series_uid=base["series_uid"],
         )
     if sop_class == RTSTRUCT_STORAGE or base["modality"] == "RTSTRUCT":
@@ -215,17 +194,11 @@ def _record(path: str, ds) -> FileRecord:
         return _seg(path, ds, base)
     if "Rows" not in ds:
         return FileRecord(path, "other", **base)
-    record = FileRecord(
-        path, "image", frame_uid=str(ds.get("FrameOfReferenceUID", "") or ""), **base
-    )
+    record = FileRecord(path, "image", frame_uid=str(ds.get("FrameOfReferenceUID", "") or ""), **base)
     if base["modality"] != "PT":
         return record
-    record.position = (
-        tuple(float(v) for v in ds.get("ImagePositionPatient") or ()) or None
-    )
-    record.orientation = (
-        tuple(float(v) for v in ds.get("ImageOrientationPatient") or ()) or None
-    )
+    record.position = tuple(float(v) for v in ds.get("ImagePositionPatient") or ()) or None
+    record.orientation = tuple(float(v) for v in ds.get("ImageOrientationPatient") or ()) or None
     record.header = _pet_header(ds)
     truncated = _truncated(path)
     if truncated:
@@ -244,17 +217,11 @@ def _truncated(path: str) -> str:
         return f"its pixel data cannot be read ({_reason(exc)})"
     if data is None:
         return "it has no pixel data"
-    syntax = (
-        ds.file_meta.get("TransferSyntaxUID")
-        if getattr(ds, "file_meta", None)
-        else None
-    )
+    syntax = ds.file_meta.get("TransferSyntaxUID") if getattr(ds, "file_meta", None) else None
     if syntax is not None and syntax.is_compressed:
         return ""
     frames = int(ds.get("NumberOfFrames", 1) or 1)
-    expected = (
-        int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1) * frames
-    )
+    expected = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1) * frames
     expected *= int(ds.BitsAllocated) // 8 if int(ds.BitsAllocated) >= 8 else 1
     if len(data) < expected:
         return f"its pixel data is truncated ({len(data)} of {expected} bytes)"
@@ -319,11 +286,7 @@ def _rtstruct(path: str, ds, base: dict) -> FileRecord:
     for item in ds.get("ROIContourSequence") or []:
         number = int(item.get("ReferencedROINumber", -1))
         contours = item.get("ContourSequence") or []
-        closed[number] = sum(
-            1
-            for c in contours
-            if str(c.get("ContourGeometricType", "")).upper() == "CLOSED_PLANAR"
-        )
+        closed[number] = sum(1 for c in contours if str(c.get("ContourGeometricType", "")).upper() == "CLOSED_PLANAR")
         for contour in contours:
             sops += [
                 str(i.ReferencedSOPInstanceUID)
@@ -333,10 +296,7 @@ def _rtstruct(path: str, ds, base: dict) -> FileRecord:
     regions = []
     for roi in ds.get("StructureSetROISequence") or []:
         number = int(roi.get("ROINumber", -1))
-        frame = str(
-            roi.get("ReferencedFrameOfReferenceUID", "")
-            or (frames[0] if frames else "")
-        )
+        frame = str(roi.get("ReferencedFrameOfReferenceUID", "") or (frames[0] if frames else ""))
         regions.append(
             (
                 number,
@@ -392,9 +352,7 @@ def _seg(path: str, ds, base: dict) -> FileRecord:
 def _age(ds) -> float | None:
     text = str(ds.get("PatientAge", "") or "").strip().upper()
     if len(text) == 4 and text[:3].isdigit() and text[3] in "YMWD":
-        return round(
-            int(text[:3]) / {"Y": 1, "M": 12, "W": 52.1775, "D": 365.25}[text[3]], 2
-        )
+        return round(int(text[:3]) / {"Y": 1, "M": 12, "W": 52.1775, "D": 365.25}[text[3]], 2)
     birth, study = (
         str(ds.get("PatientBirthDate", "") or ""),
         str(ds.get("StudyDate", "") or ""),

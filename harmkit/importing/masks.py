@@ -43,9 +43,7 @@ def rtstruct_contours(path: str, roi_number: int) -> list[np.ndarray]:
         for contour in item.get("ContourSequence") or []:
             if str(contour.get("ContourGeometricType", "")).upper() != "CLOSED_PLANAR":
                 continue
-            points = np.asarray(
-                [float(v) for v in contour.get("ContourData") or ()], float
-            )
+            points = np.asarray([float(v) for v in contour.get("ContourData") or ()], float)
             if points.size >= 9 and points.size % 3 == 0:
                 contours.append(points.reshape(-1, 3))
     return contours
@@ -53,14 +51,10 @@ def rtstruct_contours(path: str, roi_number: int) -> list[np.ndarray]:
 
 def rtstruct_mask(path: str, roi_number: int, reference: sitk.Image) -> sitk.Image:
     """ROI ``roi_number`` of the RTSTRUCT ``path`` as a UInt8 mask on the grid of ``reference``."""
-    return _as_mask(
-        rasterize_contours(rtstruct_contours(path, roi_number), reference), reference
-    )
+    return _as_mask(rasterize_contours(rtstruct_contours(path, roi_number), reference), reference)
 
 
-def rasterize_contours(
-    contours: Sequence[np.ndarray], reference: sitk.Image
-) -> np.ndarray:
+def rasterize_contours(contours: Sequence[np.ndarray], reference: sitk.Image) -> np.ndarray:
     """Closed planar contours ((N, 3) arrays of patient coordinates in mm) as a (z, y, x) uint8 array on ``reference``.
 
     The rule is in this module's docstring. A contour whose points do not lie
@@ -71,16 +65,12 @@ def rasterize_contours(
     from skimage.draw import polygon_perimeter
 
     nx, ny, nz = reference.GetSize()
-    matrix = np.asarray(reference.GetDirection(), float).reshape(3, 3) @ np.diag(
-        reference.GetSpacing()
-    )
+    matrix = np.asarray(reference.GetDirection(), float).reshape(3, 3) @ np.diag(reference.GetSpacing())
     inverse = np.linalg.inv(matrix)
     origin = np.asarray(reference.GetOrigin(), float)
     planes: dict[float, list[np.ndarray]] = {}
     for points in contours:
-        index = (
-            np.asarray(points, float)[:, :3] - origin
-        ) @ inverse.T  # continuous (x, y, z) voxel indices
+        index = (np.asarray(points, float)[:, :3] - origin) @ inverse.T  # continuous (x, y, z) voxel indices
         spread = float(np.ptp(index[:, 2]))
         if spread > PLANAR_TOLERANCE:
             raise HarmkitError(
@@ -105,9 +95,7 @@ def rasterize_contours(
                 inside = np.zeros((ny, nx), bool)
                 rows, cols = fill(polygon[:, 1], polygon[:, 0], shape=(ny, nx))
                 inside[rows, cols] = True
-                if (
-                    not inside.any()
-                ):  # thinner than a voxel: keep the voxels its outline crosses
+                if not inside.any():  # thinner than a voxel: keep the voxels its outline crosses
                     rows, cols = polygon_perimeter(
                         np.round(polygon[:, 1]),
                         np.round(polygon[:, 0]),
@@ -141,13 +129,9 @@ def seg_mask(path: str, segment_number: int, reference: sitk.Image) -> sitk.Imag
 
     try:
         seg = hd.seg.segread(path)
-        volume = seg.get_volume(
-            segment_numbers=[segment_number], combine_segments=False
-        )
+        volume = seg.get_volume(segment_numbers=[segment_number], combine_segments=False)
     except Exception as exc:  # noqa: BLE001 - highdicom raises many types for SEGs it cannot place in 3D
-        text = (
-            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        )
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise HarmkitError(
             f"segment {segment_number} cannot be read as a 3D volume ({text}); export the SEG with "
             f"regularly spaced, parallel frames"
@@ -157,9 +141,7 @@ def seg_mask(path: str, segment_number: int, reference: sitk.Image) -> sitk.Imag
         array = array[..., 0]
     binary = (array >= 0.5) if array.dtype.kind == "f" else (array > 0)
     image = volume.with_array(binary.astype(np.uint8)).to_simpleitk()
-    resampled = sitk.Resample(
-        image, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8
-    )
+    resampled = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
     return resampled
 
 

@@ -58,21 +58,13 @@ class RoiSpec:
         pattern, _, mask = str(text).partition("=")
         pattern, mask = pattern.strip(), mask.strip()
         if not pattern:
-            raise HarmkitError(
-                f"--roi {text!r}: give a name pattern, e.g. --roi 'GTV*=lesion'"
-            )
+            raise HarmkitError(f"--roi {text!r}: give a name pattern, e.g. --roi 'GTV*=lesion'")
         if not mask:
-            mask = re.sub(
-                r"[^a-z0-9]+", "_", re.sub(r"[*?\[\]]", "", pattern.lower())
-            ).strip("_")
+            mask = re.sub(r"[^a-z0-9]+", "_", re.sub(r"[*?\[\]]", "", pattern.lower())).strip("_")
             if not mask:
-                raise HarmkitError(
-                    f"--roi {text!r}: name the mask, e.g. --roi '{pattern}=lesion'"
-                )
+                raise HarmkitError(f"--roi {text!r}: name the mask, e.g. --roi '{pattern}=lesion'")
         if not re.fullmatch(r"[A-Za-z0-9_-]+", mask):
-            raise HarmkitError(
-                f"--roi {text!r}: mask name {mask!r} may hold only letters, digits, '-' and '_'"
-            )
+            raise HarmkitError(f"--roi {text!r}: mask name {mask!r} may hold only letters, digits, '-' and '_'")
         return cls(pattern, mask)
 
     def matches(self, name: str) -> bool:
@@ -100,9 +92,7 @@ class PlannedScan:
     covariates: dict[str, Any]
     subject_id: str = ""
     pair_id: str | None = None
-    masks: dict[str, tuple[MaskSource, ...]] = field(
-        default_factory=dict
-    )  # several with --merge-rois
+    masks: dict[str, tuple[MaskSource, ...]] = field(default_factory=dict)  # several with --merge-rois
 
     @property
     def label(self) -> str:
@@ -116,9 +106,7 @@ class Plan:
     scans: list[PlannedScan] = field(default_factory=list)
     problems: list[ImportProblem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    roi_names: dict[str, int] = field(
-        default_factory=dict
-    )  # every ROI/segment name found, with its count
+    roi_names: dict[str, int] = field(default_factory=dict)  # every ROI/segment name found, with its count
 
 
 def read_site_map(path: str | Path) -> list[dict[str, str]]:
@@ -130,14 +118,9 @@ def read_site_map(path: str | Path) -> list[dict[str, str]]:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             columns = [c.strip() for c in reader.fieldnames or []]
-            rows = [
-                {(k or "").strip(): (v or "").strip() for k, v in row.items() if k}
-                for row in reader
-            ]
+            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
     except (UnicodeDecodeError, csv.Error) as exc:
-        raise HarmkitError(
-            f"--site-map {path}: not a readable CSV file ({exc})"
-        ) from None
+        raise HarmkitError(f"--site-map {path}: not a readable CSV file ({exc})") from None
     unknown = [c for c in columns if c not in (*SITE_MAP_KEYS, "site", "site_group")]
     keys = [c for c in columns if c in SITE_MAP_KEYS]
     if "site" not in columns or not keys or unknown:
@@ -154,9 +137,7 @@ def read_site_map(path: str | Path) -> list[dict[str, str]]:
         )
     for number, row in enumerate(rows, start=1):
         if not row.get("site"):
-            raise HarmkitError(
-                f"--site-map {path}: row {number} has no site; fill its 'site' cell"
-            )
+            raise HarmkitError(f"--site-map {path}: row {number} has no site; fill its 'site' cell")
         if not any(row.get(k) for k in keys):
             raise HarmkitError(
                 f"--site-map {path}: row {number} matches everything (all of {', '.join(keys)} "
@@ -198,9 +179,7 @@ def make_plan(
     if site_map is not None:
         unused = [str(i + 1) for i in range(len(site_map)) if i not in used_rows]
         if unused:
-            plan.notes.append(
-                f"--site-map row(s) {', '.join(unused)} matched no PET series"
-            )
+            plan.notes.append(f"--site-map row(s) {', '.join(unused)} matched no PET series")
     _name_subjects(plan.scans, pairs, plan.notes)
     if rois:
         _choose_masks(index, plan, rois, merge_rois)
@@ -210,9 +189,7 @@ def make_plan(
     return plan
 
 
-def _plan_series(
-    series: Series, plan: Plan, site_map, used_rows: set[int]
-) -> PlannedScan | None:
+def _plan_series(series: Series, plan: Plan, site_map, used_rows: set[int]) -> PlannedScan | None:
     first = series.files[0]
     header = first.header
     where = f"PET series {series.uid} ({len(series.files)} files in {series.folder})"
@@ -229,15 +206,11 @@ def _plan_series(
         return None
     corrected = header.get("corrected") or []
     if corrected and "ATTN" not in corrected:
-        plan.notes.append(
-            f"{where}: left out, not attenuation corrected (CorrectedImage {' '.join(corrected)})"
-        )
+        plan.notes.append(f"{where}: left out, not attenuation corrected (CorrectedImage {' '.join(corrected)})")
         return None
     slices, problem = _ordered_slices(series)
     if problem:
-        plan.problems.append(
-            ImportProblem(series.files[0].path, f"{where}: {problem}", (series.uid,))
-        )
+        plan.problems.append(ImportProblem(series.files[0].path, f"{where}: {problem}", (series.uid,)))
         return None
     site, site_group = _site(header, series, site_map, used_rows)
     if site is None:
@@ -253,10 +226,7 @@ def _plan_series(
 def _ordered_slices(series: Series) -> tuple[list[FileRecord], str]:
     """The slices in order along the slice normal, or why the series is not one regular volume."""
     files = series.files
-    if any(
-        f.position is None or f.orientation is None or len(f.orientation) != 6
-        for f in files
-    ):
+    if any(f.position is None or f.orientation is None or len(f.orientation) != 6 for f in files):
         return (
             [],
             "a slice lacks ImagePositionPatient or ImageOrientationPatient; export the series with its geometry",
@@ -281,10 +251,7 @@ def _ordered_slices(series: Series) -> tuple[list[FileRecord], str]:
     irregular = np.abs(steps - step) > max(0.05, 0.01 * step)
     if irregular.any():
         k = int(np.argmax(irregular))
-        if (
-            np.isclose(steps[k] / step, round(steps[k] / step), rtol=0.01)
-            and steps[k] > step
-        ):
+        if np.isclose(steps[k] / step, round(steps[k] / step), rtol=0.01) and steps[k] > step:
             missing = int(round(steps[k] / step)) - 1
             return [], (
                 f"{missing} slice(s) missing between z = {heights[k]:.2f} and {heights[k + 1]:.2f} mm (slices "
@@ -297,19 +264,11 @@ def _ordered_slices(series: Series) -> tuple[list[FileRecord], str]:
     return [files[i] for i in order], ""
 
 
-def _site(
-    header: dict, series: Series, site_map, used_rows: set[int]
-) -> tuple[str | None, str | None]:
+def _site(header: dict, series: Series, site_map, used_rows: set[int]) -> tuple[str | None, str | None]:
     values = {k: str(header.get(k, "") or "") for k in SITE_MAP_KEYS}
-    values.update(
-        patient_id=series.patient_id, study_uid=series.study_uid, series_uid=series.uid
-    )
+    values.update(patient_id=series.patient_id, study_uid=series.study_uid, series_uid=series.uid)
     for number, row in enumerate(site_map or []):
-        if all(
-            fnmatch.fnmatchcase(values[k].casefold(), row[k].casefold())
-            for k in SITE_MAP_KEYS
-            if row.get(k)
-        ):
+        if all(fnmatch.fnmatchcase(values[k].casefold(), row[k].casefold()) for k in SITE_MAP_KEYS if row.get(k)):
             used_rows.add(number)
             return row["site"], row.get("site_group") or None
     default = (
@@ -334,11 +293,7 @@ def _covariates(series: Series, slices: list[FileRecord]) -> dict[str, Any]:
             )
         )
     )
-    voxel = (
-        f"{spacing[1]:.2f}x{spacing[0]:.2f}x{step:.2f}"
-        if all(v is not None for v in spacing[:2])
-        else ""
-    )
+    voxel = f"{spacing[1]:.2f}x{spacing[0]:.2f}x{step:.2f}" if all(v is not None for v in spacing[:2]) else ""
     dose, uptake = header.get("dose_bq"), header.get("uptake_s")
     return {
         "patient_id": series.patient_id,
@@ -398,9 +353,7 @@ def _name_subjects(scans: list[PlannedScan], pairs: bool, notes: list[str]) -> N
                 )
 
 
-def _choose_masks(
-    index: Index, plan: Plan, rois: list[RoiSpec], merge_rois: bool
-) -> None:
+def _choose_masks(index: Index, plan: Plan, rois: list[RoiSpec], merge_rois: bool) -> None:
     """Link every RTSTRUCT/SEG to the PET series it belongs to and pick each scan's ROI for every --roi."""
     by_uid = {scan.series.uid: scan for scan in plan.scans}
     by_frame: dict[str, list[PlannedScan]] = {}
@@ -416,9 +369,7 @@ def _choose_masks(
         ]
         referenced = list(dict.fromkeys(referenced))
         direct = [uid for uid in referenced if uid in pet_uids]
-        frames = set(record.frames) or (
-            {record.frame_uid} if record.frame_uid else set()
-        )
+        frames = set(record.frames) or ({record.frame_uid} if record.frame_uid else set())
         if direct:
             for uid in direct:
                 if uid not in by_uid:
@@ -444,9 +395,7 @@ def _choose_masks(
                 linked[scan.series.uid].append(record)
             known = [uid for uid in referenced if uid in index.series]
             drawn_on = (
-                f"series {known[0]} ({index.series[known[0]].modality})"
-                if known
-                else "a series not in the folder"
+                f"series {known[0]} ({index.series[known[0]].modality})" if known else "a series not in the folder"
             )
             plan.notes.append(
                 f"{record.path}: {kind} drawn on {drawn_on}, placed on PET series "
@@ -459,9 +408,7 @@ def _choose_masks(
                 f"frame of reference)"
             )
             continue
-        missing = [
-            uid for uid in record.referenced_series if uid not in index.series
-        ] or ["(none named)"]
+        missing = [uid for uid in record.referenced_series if uid not in index.series] or ["(none named)"]
         plan.problems.append(
             ImportProblem(
                 record.path,
@@ -492,9 +439,7 @@ def _choose_masks(
                 )
                 continue
             if len(found) > 1 and not merge_rois:
-                names = "; ".join(
-                    f"{n!r} in {Path(r.path).name}" for r, _, n, _ in found
-                )
+                names = "; ".join(f"{n!r} in {Path(r.path).name}" for r, _, n, _ in found)
                 plan.problems.append(
                     ImportProblem(
                         found[0][0].path,
@@ -516,9 +461,7 @@ def _choose_masks(
                     )
                 )
                 continue
-            scan.masks[spec.mask] = tuple(
-                MaskSource(r.kind, r.path, number, name) for r, number, name, _ in found
-            )
+            scan.masks[spec.mask] = tuple(MaskSource(r.kind, r.path, number, name) for r, number, name, _ in found)
 
 
 def _missing_roi(

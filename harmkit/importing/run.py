@@ -33,9 +33,7 @@ class ImportResult:
     scans: int
     files: int
     not_dicom: int
-    skipped: list[str] = field(
-        default_factory=list
-    )  # problems left out with --skip-broken
+    skipped: list[str] = field(default_factory=list)  # problems left out with --skip-broken
     notes: list[str] = field(default_factory=list)
     roi_names: dict[str, int] = field(default_factory=dict)
 
@@ -98,9 +96,7 @@ def import_dicom(
 
     source, out = Path(dicom_dir), Path(out)
     if not source.is_dir():
-        raise HarmkitError(
-            f"DICOM folder not found: {source}; give the folder that holds the DICOM files"
-        )
+        raise HarmkitError(f"DICOM folder not found: {source}; give the folder that holds the DICOM files")
     if inside(out, source) or inside(source, out):
         raise HarmkitError(
             f"--out {out}: must lie outside the DICOM folder {source} (and not contain it); "
@@ -134,9 +130,7 @@ def import_dicom(
     for problem in problems:
         warn(f"skipped: {problem}")
     if not scans:
-        raise HarmkitError(
-            f"no PET series of {source} could be imported; fix the problems above"
-        )
+        raise HarmkitError(f"no PET series of {source} could be imported; fix the problems above")
 
     staging = _staging(out)
     try:
@@ -144,30 +138,19 @@ def import_dicom(
         from ..execution import get_executor
 
         with get_executor(jobs=jobs, progress=progress) as executor:
-            results = executor.map(
-                _convert, tasks, label=f"converting {len(tasks)} PET series"
-            )
+            results = executor.map(_convert, tasks, label=f"converting {len(tasks)} PET series")
         failed = [(scan, r.error) for scan, r in zip(scans, results) if not r.ok]
         if failed and not skip_broken:
             raise _problems_error(
                 source,
-                [
-                    ImportProblem(scan.slices[0].path, error or "failed")
-                    for scan, error in failed
-                ],
+                [ImportProblem(scan.slices[0].path, error or "failed") for scan, error in failed],
             )
         for scan, error in failed:
             warn(f"skipped: {scan.slices[0].path}: {error}")
-            problems.append(
-                ImportProblem(
-                    scan.slices[0].path, error or "failed", (scan.series.uid,)
-                )
-            )
+            problems.append(ImportProblem(scan.slices[0].path, error or "failed", (scan.series.uid,)))
         done = [(scan, task) for scan, task, r in zip(scans, tasks, results) if r.ok]
         if not done:
-            raise HarmkitError(
-                f"no PET series of {source} could be imported; fix the problems above"
-            )
+            raise HarmkitError(f"no PET series of {source} could be imported; fix the problems above")
         manifest = _write_outputs(staging, source, done, plan, problems)
         _publish(staging, out)
     except BaseException:
@@ -196,14 +179,10 @@ def _problems_error(source: Path, problems: list[ImportProblem]) -> HarmkitError
 def _staging(out: Path) -> Path:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(
-            tempfile.mkdtemp(prefix=f".{out.name}.importing-", dir=out.parent)
-        )
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.importing-", dir=out.parent))
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(
-            staging, 0o777 & ~umask
-        )  # a folder like any other, not mkdtemp's private one
+        os.chmod(staging, 0o777 & ~umask)  # a folder like any other, not mkdtemp's private one
         return staging
     except OSError as exc:
         from ..errors import io_error
@@ -224,9 +203,7 @@ def _tasks(scans: list[PlannedScan], staging: Path) -> list[_Task]:
             (name, sources, str(folder / f"{sites[scan.site]}_mask_{name}.nii.gz"))
             for name, sources in sorted(scan.masks.items())
         )
-        tasks.append(
-            _Task(tuple(f.path for f in scan.slices), scan.label, str(image), masks)
-        )
+        tasks.append(_Task(tuple(f.path for f in scan.slices), scan.label, str(image), masks))
     return tasks
 
 
@@ -252,22 +229,14 @@ def _convert(task: _Task) -> dict:
                     contours = rtstruct_contours(source.path, source.number)
                     array = rasterize_contours(contours, image)
                 else:
-                    array = sitk.GetArrayFromImage(
-                        seg_mask(source.path, source.number, image)
-                    )
+                    array = sitk.GetArrayFromImage(seg_mask(source.path, source.number, image))
             except HarmkitError as exc:
                 raise HarmkitError(f"{what}: {exc}") from None
             if not array.any():
                 low = image.TransformIndexToPhysicalPoint((0, 0, 0))[2]
-                high = image.TransformIndexToPhysicalPoint(
-                    (0, 0, image.GetSize()[2] - 1)
-                )[2]
+                high = image.TransformIndexToPhysicalPoint((0, 0, image.GetSize()[2] - 1))[2]
                 span = contour_z_range(contours) if source.kind == "rtstruct" else None
-                at = (
-                    f" (contours at z = {span[0]:.1f} to {span[1]:.1f} mm)"
-                    if span
-                    else ""
-                )
+                at = f" (contours at z = {span[0]:.1f} to {span[1]:.1f} mm)" if span else ""
                 raise HarmkitError(
                     f"{what} covers no voxel of {task.where}{at}, which spans z = {min(low, high):.1f} "
                     f"to {max(low, high):.1f} mm: the ROI is empty on this PET; check that it belongs "
@@ -281,9 +250,7 @@ def _convert(task: _Task) -> dict:
     return counts
 
 
-def _write_outputs(
-    staging: Path, source: Path, done, plan, problems: list[ImportProblem]
-) -> Path:
+def _write_outputs(staging: Path, source: Path, done, plan, problems: list[ImportProblem]) -> Path:
     from .. import __version__
     from ..atomic import atomic_write_text, write_marker
     from ..data import Scan

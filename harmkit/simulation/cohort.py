@@ -55,9 +55,7 @@ def _allocate(counts, n: int) -> list[int]:
     return base
 
 
-def plan_cohort(
-    preset: Preset | str, seed: int = 0, subjects_per_site: int | None = None
-) -> list[dict]:
+def plan_cohort(preset: Preset | str, seed: int = 0, subjects_per_site: int | None = None) -> list[dict]:
     """Every subject's design: covariates, latent biology, grids, outcome probability and outcome.
 
     Cheap (no images). Site ``j`` has ``subjects_per_site`` subjects, or the paper's count when
@@ -68,18 +66,12 @@ def plan_cohort(
     index = 0
     for j, site in enumerate(preset.sites):
         n = site.n_subjects if subjects_per_site is None else int(subjects_per_site)
-        protocols = [
-            k
-            for k, c in enumerate(_allocate([p.count for p in site.protocols], n))
-            for _ in range(c)
-        ]
+        protocols = [k for k, c in enumerate(_allocate([p.count for p in site.protocols], n)) for _ in range(c)]
         protocols = [protocols[k] for k in _stream(seed, 2, j).permutation(n)]
         alpha = calibrate_intercept(site.prevalence, preset.outcome_coef)
         for k in range(n):
             rng = _stream(seed, 1, index, _DESIGN)
-            design = draw_design(
-                preset, site, f"{site.name}-{k + 1:03d}", rng, protocols[k]
-            )
+            design = draw_design(preset, site, f"{site.name}-{k + 1:03d}", rng, protocols[k])
             eta = linear_predictor(design, preset.outcome_coef)
             design.update(
                 index=index,
@@ -152,9 +144,7 @@ def simulate_subject(task: dict) -> dict:
         labels = resample_labels(phantom.labels, fine, grid)
         for name in MASKS[preset.anatomy]:
             if name == "reference":
-                mask = sphere_mask(
-                    grid, phantom.reference_center, phantom.reference_radius
-                )
+                mask = sphere_mask(grid, phantom.reference_center, phantom.reference_radius)
             elif name == "body":
                 mask = (labels > 0).astype(np.uint8)
             else:
@@ -162,16 +152,12 @@ def simulate_subject(task: dict) -> dict:
             path = folder / f"mask_{name}.nii.gz"
             _write(mask, grid, path)
             masks[name] = _rel(path, root)
-        kinds = (["scan"] if own else []) + (
-            ["counterfactual"] if task["counterfactuals"] else []
-        )
+        kinds = (["scan"] if own else []) + (["counterfactual"] if task["counterfactuals"] else [])
         for kind in kinds:
             replicate = 0 if kind == "scan" else 1
             if task["noise"]:
                 rng = _stream(seed, 1, index, _NOISE0 + 2 * j + replicate)
-                noise_scale = float(
-                    math.exp(site.scanner.noise_scale_sd * rng.standard_normal())
-                )
+                noise_scale = float(math.exp(site.scanner.noise_scale_sd * rng.standard_normal()))
             else:
                 rng, noise_scale = None, 1.0
             image = render(blurred, fine, grid, site.scanner, rng, noise_scale)
@@ -200,9 +186,7 @@ def _run(tasks: list[dict], jobs: int | None, progress: bool) -> list[dict]:
         return [simulate_subject(t) for t in tasks]
     with get_executor(jobs=jobs, progress=progress) as executor:
         results = executor.map(simulate_subject, tasks, label=label)
-    failed = [
-        (t["design"]["subject_id"], r.error) for t, r in zip(tasks, results) if r.error
-    ]
+    failed = [(t["design"]["subject_id"], r.error) for t, r in zip(tasks, results) if r.error]
     if failed:
         lines = "; ".join(f"{s}: {e}" for s, e in failed[:5])
         raise HarmkitError(f"simulation failed for {len(failed)} subject(s): {lines}")
@@ -222,9 +206,7 @@ def _fmt(value):
     return value
 
 
-def _write_outputs(
-    root: Path, preset: Preset, designs: list[dict], results: list[dict], params: dict
-) -> Path:
+def _write_outputs(root: Path, preset: Preset, designs: list[dict], results: list[dict], params: dict) -> Path:
     from ..data import Scan
     from ..manifest import write_manifest
 
@@ -263,9 +245,7 @@ def _write_outputs(
                         rendering["site_group"],
                     )
                 )
-    manifest = write_manifest(
-        scans, root / "manifest.csv", covariate_columns=["age", "sex"]
-    )
+    manifest = write_manifest(scans, root / "manifest.csv", covariate_columns=["age", "sex"])
     if counterfactuals:
         write_manifest(
             counterfactuals,
@@ -325,23 +305,15 @@ def _write_outputs(
         rows.append(row)
     _write_csv(root / TRUTH_TABLE, header, rows)
 
-    params["counts"] = {
-        site.name: sum(1 for d in designs if d["site"] == site.name)
-        for site in preset.sites
-    }
+    params["counts"] = {site.name: sum(1 for d in designs if d["site"] == site.name) for site in preset.sites}
     params["outcome_counts"] = {
-        site.name: sum(d["outcome"] for d in designs if d["site"] == site.name)
-        for site in preset.sites
+        site.name: sum(d["outcome"] for d in designs if d["site"] == site.name) for site in preset.sites
     }
     params["expected_outcome_counts"] = {
-        site.name: sum(
-            d["outcome_probability"] for d in designs if d["site"] == site.name
-        )
-        for site in preset.sites
+        site.name: sum(d["outcome_probability"] for d in designs if d["site"] == site.name) for site in preset.sites
     }
     params["outcome_intercepts"] = {
-        site.name: calibrate_intercept(site.prevalence, preset.outcome_coef)
-        for site in preset.sites
+        site.name: calibrate_intercept(site.prevalence, preset.outcome_coef) for site in preset.sites
     }
     text = json.dumps(params, indent=2, sort_keys=True) + "\n"
     atomic_write_text(root / "simulation.json", text)
@@ -403,18 +375,12 @@ def simulate(
             or not isinstance(subjects_per_site, (int, np.integer))
             or subjects_per_site < 1
         ):
-            raise HarmkitError(
-                f"subjects per site must be a positive whole number, got {subjects_per_site!r}"
-            )
+            raise HarmkitError(f"subjects per site must be a positive whole number, got {subjects_per_site!r}")
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise HarmkitError(
-            f"output {out} exists and is not a folder; choose another --out"
-        )
+        raise HarmkitError(f"output {out} exists and is not a folder; choose another --out")
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise HarmkitError(
-            f"output folder {out} is not empty; choose a new --out or pass --force to replace it"
-        )
+        raise HarmkitError(f"output folder {out} is not empty; choose a new --out or pass --force to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
 
     designs = plan_cohort(preset_obj, int(seed), subjects_per_site)
@@ -431,10 +397,7 @@ def simulate(
         "counterfactuals": bool(counterfactuals),
         "fine_grid": fine_grid(preset_obj, size).to_dict(),
         "site_grids": {
-            site.name: [
-                {"protocol": p.label, **site_grid(p, preset_obj, size).to_dict()}
-                for p in site.protocols
-            ]
+            site.name: [{"protocol": p.label, **site_grid(p, preset_obj, size).to_dict()} for p in site.protocols]
             for site in preset_obj.sites
         },
         "masks": list(MASKS[preset_obj.anatomy]),
@@ -460,9 +423,7 @@ def simulate(
         ]
         results = _run(tasks, jobs, progress)
         _write_outputs(staging, preset_obj, designs, results, params)
-        for path in staging.rglob(
-            "*"
-        ):  # temporary files are created private; the cohort is not
+        for path in staging.rglob("*"):  # temporary files are created private; the cohort is not
             os.chmod(path, 0o755 if path.is_dir() else 0o644)
         os.chmod(staging, 0o755)
         if out.exists():

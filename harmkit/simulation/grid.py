@@ -35,10 +35,7 @@ class Grid:
     @classmethod
     def covering(cls, extent_xyz, spacing_xyz) -> "Grid":
         """The centred grid with at least ``extent_xyz`` mm of coverage along each axis."""
-        size = [
-            max(1, int(math.ceil(e / s - 1e-6)))
-            for e, s in zip(extent_xyz, spacing_xyz)
-        ]
+        size = [max(1, int(math.ceil(e / s - 1e-6))) for e, s in zip(extent_xyz, spacing_xyz)]
         return cls.centered(size, spacing_xyz)
 
     @property
@@ -48,9 +45,7 @@ class Grid:
     def coords(self, axis: int) -> np.ndarray:
         """Physical coordinates (mm) of voxel centres along ``axis`` (0 = x, 1 = y, 2 = z)."""
         n = self.size_xyz[axis]
-        return (self.origin[axis] + self.spacing[axis] * np.arange(n)).astype(
-            np.float32
-        )
+        return (self.origin[axis] + self.spacing[axis] * np.arange(n)).astype(np.float32)
 
     def mesh(self):
         """Broadcastable coordinate arrays ``(X, Y, Z)`` of shapes (1,1,nx), (1,ny,1), (nz,1,1)."""
@@ -64,9 +59,7 @@ class Grid:
     def to_image(self, array: np.ndarray) -> sitk.Image:
         """A SimpleITK image of ``array`` with this grid's geometry."""
         if tuple(array.shape) != tuple(self.shape):
-            raise ValueError(
-                f"array shape {array.shape} does not match grid {self.shape}"
-            )
+            raise ValueError(f"array shape {array.shape} does not match grid {self.shape}")
         image = sitk.GetImageFromArray(np.ascontiguousarray(array))
         image.SetSpacing(self.spacing)
         image.SetOrigin(self.origin)
@@ -109,9 +102,7 @@ def gaussian_blur(array: np.ndarray, sigma_xyz, mode: str = "nearest") -> np.nda
 
 def _axis_weights(src: Grid, dst: Grid, axis: int):
     """Linear-interpolation indices and weights that sample ``src`` at ``dst``'s centres along ``axis``."""
-    position = (dst.coords(axis).astype(np.float64) - src.origin[axis]) / src.spacing[
-        axis
-    ]
+    position = (dst.coords(axis).astype(np.float64) - src.origin[axis]) / src.spacing[axis]
     n = src.size_xyz[axis]
     lower = np.floor(position).astype(np.int64)
     inside = (position >= -1e-6) & (position <= n - 1 + 1e-6)
@@ -128,9 +119,7 @@ def resample_nearest(array: np.ndarray, src: Grid, dst: Grid, outside=0) -> np.n
     """
     index, valid = [], []
     for axis in range(3):
-        position = (
-            dst.coords(axis).astype(np.float64) - src.origin[axis]
-        ) / src.spacing[axis]
+        position = (dst.coords(axis).astype(np.float64) - src.origin[axis]) / src.spacing[axis]
         nearest = np.rint(position).astype(np.int64)
         n = src.size_xyz[axis]
         valid.append((nearest >= 0) & (nearest < n))

@@ -40,11 +40,7 @@ def calibrate_intercept(prevalence: float, coef: dict) -> float:
     """The intercept whose expected prevalence is ``prevalence`` (0 < prevalence < 1)."""
     if not 0.0 < prevalence < 1.0:
         raise ValueError(f"prevalence must be in (0, 1), got {prevalence}")
-    return float(
-        brentq(
-            lambda a: expected_prevalence(a, coef) - prevalence, -40.0, 40.0, xtol=1e-12
-        )
-    )
+    return float(brentq(lambda a: expected_prevalence(a, coef) - prevalence, -40.0, 40.0, xtol=1e-12))
 
 
 def probability(alpha: float, eta: float) -> float:

@@ -125,9 +125,7 @@ class Phantom:
 def _lognormal(rng: np.random.Generator, median: float, cv: float) -> float:
     if cv <= 0:
         return float(median)
-    return float(
-        median * math.exp(math.sqrt(math.log(1 + cv * cv)) * rng.standard_normal())
-    )
+    return float(median * math.exp(math.sqrt(math.log(1 + cv * cv)) * rng.standard_normal()))
 
 
 def draw_design(
@@ -155,32 +153,19 @@ def draw_design(
         "subject_id": subject_id,
         "site": site.name,
         "site_group": site.site_group,
-        "age": int(
-            round(
-                float(
-                    np.clip(site.age_mean + site.age_sd * rng.standard_normal(), 18, 95)
-                )
-            )
-        ),
+        "age": int(round(float(np.clip(site.age_mean + site.age_sd * rng.standard_normal(), 18, 95)))),
         "sex": "F" if rng.random() < site.female_fraction else "M",
         **z,
         "lesion_volume_nominal_ml": volume,
-        "lesion_suv": float(
-            lesion["suv"][0] * math.exp(lesion["suv"][1] * z["z_uptake"])
-        ),
+        "lesion_suv": float(lesion["suv"][0] * math.exp(lesion["suv"][1] * z["z_uptake"])),
         "heterogeneity": float(0.08 + 0.32 * ndtr(z["z_heterogeneity"])),
         "texture_corr_mm": float(rng.uniform(3.0, 6.0)),
-        "necrotic_fraction": float(
-            0.6 * ndtr(1.2 * z["z_necrosis"] + 0.6 * z["z_volume"] - 1.0)
-        ),
+        "necrotic_fraction": float(0.6 * ndtr(1.2 * z["z_necrosis"] + 0.6 * z["z_volume"] - 1.0)),
         "necrotic_suv_ratio": float(rng.uniform(0.15, 0.3)),
         "lesion_axes": [float(a) for a in np.exp(0.15 * rng.standard_normal(3))],
         "lobulation": float(rng.uniform(0.05, 0.15)),
         "body_scale": float(np.clip(1.0 + 0.05 * rng.standard_normal(), 0.88, 1.12)),
-        "uptake": {
-            name: _lognormal(rng, median, cv)
-            for name, (median, cv) in UPTAKE[anatomy].items()
-        },
+        "uptake": {name: _lognormal(rng, median, cv) for name, (median, cv) in UPTAKE[anatomy].items()},
     }
     if anatomy == "headneck":
         side = 1.0 if rng.random() < 0.5 else -1.0
@@ -192,16 +177,12 @@ def draw_design(
     else:
         side = 1.0 if rng.random() < 0.5 else -1.0
         lung_c, lung_r = (
-            ((72.0, 5.0, 80.0), (56.0, 80.0, 108.0))
-            if side > 0
-            else ((-72.0, 5.0, 85.0), (60.0, 82.0, 112.0))
+            ((72.0, 5.0, 80.0), (56.0, 80.0, 108.0)) if side > 0 else ((-72.0, 5.0, 85.0), (60.0, 82.0, 112.0))
         )
         direction = rng.standard_normal(3)
         direction /= np.linalg.norm(direction)
         depth = 0.5 * rng.random() ** (1 / 3)
-        design["lesion_center_template"] = [
-            float(c + depth * d * r) for c, d, r in zip(lung_c, direction, lung_r)
-        ]
+        design["lesion_center_template"] = [float(c + depth * d * r) for c, d, r in zip(lung_c, direction, lung_r)]
     design["lesion_side"] = "left" if side > 0 else "right"
     grids = {}
     for other in preset.sites:
@@ -244,9 +225,7 @@ def _cylinder(grid: Grid, center_xy, radii_xy, z_range):
     radii = (radii_xy[0], radii_xy[1], 0.5 * (z_range[1] - z_range[0]))
     sl = _bbox(grid, center, radii)
     X, Y, Z = _local_mesh(grid, sl)
-    inside = ((X - center[0]) / radii[0]) ** 2 + (
-        (Y - center[1]) / radii[1]
-    ) ** 2 <= 1.0
+    inside = ((X - center[0]) / radii[0]) ** 2 + ((Y - center[1]) / radii[1]) ** 2 <= 1.0
     inside = np.broadcast_to(inside, (Z.shape[0], inside.shape[1], inside.shape[2]))
     return sl, inside
 
@@ -267,9 +246,7 @@ class _Painter:
             sl, inside = _ellipsoid(self.grid, self._s(center), self._s(radii))
         else:
             center_xy, radii_xy, z_range = args
-            sl, inside = _cylinder(
-                self.grid, self._s(center_xy), self._s(radii_xy), self._s(z_range)
-            )
+            sl, inside = _cylinder(self.grid, self._s(center_xy), self._s(radii_xy), self._s(z_range))
         region = self.labels[sl]
         if over is not None:
             inside = inside & np.isin(region, [self.codes[o] for o in over])
@@ -278,9 +255,7 @@ class _Painter:
 
 def _headneck_labels(painter: _Painter) -> None:
     p = painter
-    p.paint(
-        "soft_tissue", "ellipsoid", (0, 10, -150), (185, 105, 125)
-    )  # shoulders / upper thorax
+    p.paint("soft_tissue", "ellipsoid", (0, 10, -150), (185, 105, 125))  # shoulders / upper thorax
     p.paint("soft_tissue", "cylinder", (0, 15), (58, 62), (-90, 40))  # neck
     p.paint("soft_tissue", "ellipsoid", (0, 10, 85), (78, 98, 90))  # head
     p.paint("soft_tissue", "ellipsoid", (0, -35, 25), (55, 45, 35))  # face and jaw
@@ -337,9 +312,7 @@ def _lung_labels(painter: _Painter) -> None:
 
 def _random_field(rng: np.random.Generator, shape, sigma_vox: float) -> np.ndarray:
     """A unit-variance, zero-mean Gaussian random field with Gaussian correlation of ``sigma_vox`` voxels."""
-    field_ = gaussian_blur(
-        rng.standard_normal(shape, dtype=np.float32), (sigma_vox,) * 3, mode="wrap"
-    )
+    field_ = gaussian_blur(rng.standard_normal(shape, dtype=np.float32), (sigma_vox,) * 3, mode="wrap")
     field_ -= field_.mean()
     std = float(field_.std())
     return field_ / std if std > 0 else field_
@@ -350,9 +323,7 @@ def _rotation(rng: np.random.Generator) -> np.ndarray:
     return q * np.sign(np.diag(r))
 
 
-def build_phantom(
-    design: dict, preset: Preset, grid: Grid, rng: np.random.Generator
-) -> Phantom:
+def build_phantom(design: dict, preset: Preset, grid: Grid, rng: np.random.Generator) -> Phantom:
     """Voxelize ``design`` on ``grid``; ``rng`` drives the spatial random fields (lesion, liver texture)."""
     anatomy = preset.anatomy
     codes = LABELS[anatomy]
@@ -379,29 +350,19 @@ def build_phantom(
 
     # lesion: lobulated, rotated ellipsoid with correlated log-normal uptake and a necrotic core
     center = np.array(design["lesion_center_template"], dtype=np.float64) * scale
-    radius = (3.0 * design["lesion_volume_nominal_ml"] * 1000.0 / (4.0 * math.pi)) ** (
-        1.0 / 3.0
-    )
-    axes = (
-        np.array(design["lesion_axes"])
-        / np.prod(design["lesion_axes"]) ** (1 / 3)
-        * radius
-    )
+    radius = (3.0 * design["lesion_volume_nominal_ml"] * 1000.0 / (4.0 * math.pi)) ** (1.0 / 3.0)
+    axes = np.array(design["lesion_axes"]) / np.prod(design["lesion_axes"]) ** (1 / 3) * radius
     extent = float(axes.max() * (1.0 + 3 * design["lobulation"]) + 2 * spacing)
     sl = _bbox(grid, center, (extent,) * 3)
     X, Y, Z = _local_mesh(grid, sl)
     shape = (Z.shape[0], Y.shape[1], X.shape[2])
-    offsets = np.stack(
-        np.broadcast_arrays(X - center[0], Y - center[1], Z - center[2]), axis=-1
-    )
+    offsets = np.stack(np.broadcast_arrays(X - center[0], Y - center[1], Z - center[2]), axis=-1)
     rot = _rotation(rng)
     local = offsets @ rot.astype(np.float32)
     distance = np.sqrt(((local / axes.astype(np.float32)) ** 2).sum(axis=-1))
     lobes = _random_field(rng, shape, 0.5 * radius / spacing)
     distance = distance * (1.0 + design["lobulation"] * lobes)
-    texture = _random_field(
-        rng, shape, design["texture_corr_mm"] / FWHM_PER_SIGMA / spacing
-    )
+    texture = _random_field(rng, shape, design["texture_corr_mm"] / FWHM_PER_SIGMA / spacing)
     h = design["heterogeneity"]
     tissue = labels[sl]
     inside = (distance <= 1.0) & (tissue > 0)
@@ -437,9 +398,7 @@ def fine_grid(preset: Preset, size: str, margin_mm: float = 20.0) -> Grid:
     """The truth grid: the site field of view plus a margin, at the preset's fine spacing for ``size``."""
     spacing = float(preset.fine_mm[size])
     extent = list(preset.fov_mm)
-    if (
-        size == "full"
-    ):  # the site grids are wider than the body: the truth must hold all of it
+    if size == "full":  # the site grids are wider than the body: the truth must hold all of it
         extent[:2] = [max(e, b) for e, b in zip(extent[:2], preset.body_extent_mm)]
     extent = [e + 2 * margin_mm for e in extent]
     return Grid.covering(extent, (spacing,) * 3)

@@ -94,12 +94,8 @@ class Preset:
     anatomy: str  # "headneck" or "lung"
     description: str
     sites: tuple[SiteSpec, ...]
-    fov_mm: tuple[
-        float, float, float
-    ]  # site field of view (x, y, z) at size "quick"; z also at "full"
-    body_extent_mm: tuple[
-        float, float
-    ]  # transaxial extent (x, y) of the largest body; the truth covers it at "full"
+    fov_mm: tuple[float, float, float]  # site field of view (x, y, z) at size "quick"; z also at "full"
+    body_extent_mm: tuple[float, float]  # transaxial extent (x, y) of the largest body; the truth covers it at "full"
     fine_mm: dict  # {"quick": mm, "full": mm}: isotropic spacing of the true SUV map
     outcome_name: str
     outcome_coef: dict  # logistic coefficients of the standardized latent biology
@@ -285,6 +281,4 @@ def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
-        raise HarmkitError(
-            f"unknown simulation preset {name!r}; choose one of: {', '.join(PRESETS)}"
-        ) from None
+        raise HarmkitError(f"unknown simulation preset {name!r}; choose one of: {', '.join(PRESETS)}") from None

@@ -34,9 +34,7 @@ from .grid import (
 )
 from .presets import FWHM_PER_SIGMA, GridProtocol, Preset, ScannerModel
 
-NOISE_FLOOR_SUV = (
-    0.01  # activity below which noise stops shrinking (air, randoms/scatter floor)
-)
+NOISE_FLOOR_SUV = 0.01  # activity below which noise stops shrinking (air, randoms/scatter floor)
 
 
 def site_grid(protocol: GridProtocol, preset: Preset, size: str) -> Grid:
@@ -52,9 +50,7 @@ def site_grid(protocol: GridProtocol, preset: Preset, size: str) -> Grid:
     return Grid.centered((nx, ny, nz), protocol.voxel_mm)
 
 
-def resolution_sigma_mm(
-    scanner: ScannerModel, fine: Grid, grid: Grid
-) -> tuple[float, float, float]:
+def resolution_sigma_mm(scanner: ScannerModel, fine: Grid, grid: Grid) -> tuple[float, float, float]:
     """Per-axis standard deviation (mm) of the blur applied on the fine grid: PSF plus voxel box."""
     psf = scanner.psf_fwhm_mm / FWHM_PER_SIGMA
     return tuple(
@@ -63,14 +59,10 @@ def resolution_sigma_mm(
     )
 
 
-def blur_truth(
-    truth: np.ndarray, fine: Grid, grid: Grid, scanner: ScannerModel
-) -> np.ndarray:
+def blur_truth(truth: np.ndarray, fine: Grid, grid: Grid, scanner: ScannerModel) -> np.ndarray:
     """Step 1: the truth blurred by the site's PSF and voxel response, still on the fine grid."""
     sigma_mm = resolution_sigma_mm(scanner, fine, grid)
-    return gaussian_blur(
-        truth, [s / d for s, d in zip(sigma_mm, fine.spacing)], mode="nearest"
-    )
+    return gaussian_blur(truth, [s / d for s, d in zip(sigma_mm, fine.spacing)], mode="nearest")
 
 
 def _sigmas(fwhm_mm: float, grid: Grid):
@@ -91,9 +83,7 @@ def noise_amplitude(scanner: ScannerModel, grid: Grid) -> float:
     return scanner.noise_cov_at_suv1 / math.sqrt(ratio)
 
 
-def correlated_noise(
-    grid: Grid, scanner: ScannerModel, rng: np.random.Generator
-) -> np.ndarray:
+def correlated_noise(grid: Grid, scanner: ScannerModel, rng: np.random.Generator) -> np.ndarray:
     """Unit-variance Gaussian noise on ``grid`` with the site's correlation length (its texture)."""
     white = rng.standard_normal(grid.shape, dtype=np.float32)
     sigmas = _sigmas(scanner.noise_corr_fwhm_mm, grid)
@@ -121,9 +111,7 @@ def render(
         noise *= np.sqrt(np.maximum(mean, np.float32(NOISE_FLOOR_SUV)))
         noise *= amplitude
         image = mean + noise
-    image = gaussian_blur(
-        image, _sigmas(scanner.postfilter_fwhm_mm, grid), mode="nearest"
-    )
+    image = gaussian_blur(image, _sigmas(scanner.postfilter_fwhm_mm, grid), mode="nearest")
     image *= np.float32(1.0 + scanner.calibration_bias)
     np.maximum(image, 0, out=image)
     return image
@@ -149,9 +137,7 @@ def resample_labels(labels: np.ndarray, fine: Grid, grid: Grid) -> np.ndarray:
 def sphere_mask(grid: Grid, center, radius: float) -> np.ndarray:
     """Voxels of ``grid`` whose centre lies within ``radius`` mm of ``center``."""
     X, Y, Z = grid.mesh()
-    inside = (X - center[0]) ** 2 + (Y - center[1]) ** 2 + (
-        Z - center[2]
-    ) ** 2 <= radius * radius
+    inside = (X - center[0]) ** 2 + (Y - center[1]) ** 2 + (Z - center[2]) ** 2 <= radius * radius
     return inside.astype(np.uint8)
 
 
@@ -171,9 +157,7 @@ def point_response_fwhm(
     truth[n_fine // 2, n_fine // 2, n_fine // 2] = 1.0
     size = [2 * int(math.ceil(half_width_mm / v)) + 1 for v in voxel_mm]
     grid = Grid.centered(size, voxel_mm)
-    image = render(
-        blur_truth(truth, fine, grid, scanner), fine, grid, scanner, rng=None
-    ).astype(np.float64)
+    image = render(blur_truth(truth, fine, grid, scanner), fine, grid, scanner, rng=None).astype(np.float64)
     fwhm = []
     for axis in range(3):
         profile = image.sum(axis=tuple(a for a in range(3) if a != 2 - axis))

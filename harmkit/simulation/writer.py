@@ -28,16 +28,12 @@ from .grid import Grid
 SUV_QUANTUM = 1.0 / 256.0
 SUV_MAX = 32767 * SUV_QUANTUM
 GZIP_LEVEL = 1
-_SCL_SLOPE_OFFSET = (
-    112  # NIfTI-1 header: float32 scl_slope at byte 112, scl_inter at 116
-)
+_SCL_SLOPE_OFFSET = 112  # NIfTI-1 header: float32 scl_slope at byte 112, scl_inter at 116
 
 
 def quantize_suv(array: np.ndarray) -> np.ndarray:
     """``array`` as stored: rounded to multiples of :data:`SUV_QUANTUM`, clipped to [0, SUV_MAX] (float32)."""
-    return (encode_suv(array).astype(np.float32) * np.float32(SUV_QUANTUM)).astype(
-        np.float32
-    )
+    return (encode_suv(array).astype(np.float32) * np.float32(SUV_QUANTUM)).astype(np.float32)
 
 
 def encode_suv(array: np.ndarray) -> np.ndarray:
@@ -46,9 +42,7 @@ def encode_suv(array: np.ndarray) -> np.ndarray:
     return codes.astype(np.int16)
 
 
-def write_volume(
-    array: np.ndarray, grid: Grid, path: str | os.PathLike, suv: bool = False
-) -> Path:
+def write_volume(array: np.ndarray, grid: Grid, path: str | os.PathLike, suv: bool = False) -> Path:
     """Write ``array`` with ``grid``'s geometry to ``path`` (``.nii.gz``), atomically and reproducibly.
 
     ``suv=True`` stores a float SUV array as int16 with ``scl_slope`` = :data:`SUV_QUANTUM`.
@@ -65,9 +59,7 @@ def write_volume(
         if suv:
             if struct.unpack("<i", data[:4])[0] != 348:
                 raise RuntimeError(f"unexpected NIfTI header written for {path}")
-            data[_SCL_SLOPE_OFFSET : _SCL_SLOPE_OFFSET + 8] = struct.pack(
-                "<ff", SUV_QUANTUM, 0.0
-            )
+            data[_SCL_SLOPE_OFFSET : _SCL_SLOPE_OFFSET + 8] = struct.pack("<ff", SUV_QUANTUM, 0.0)
         with os.fdopen(fd, "wb") as handle:
             with gzip.GzipFile(
                 filename="",

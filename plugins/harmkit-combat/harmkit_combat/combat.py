@@ -97,7 +97,9 @@ class ComBat(FeatureHarmonizer):
     """
 
     name = "combat"
-    description = "ComBat feature harmonization (EB or L/S, M-ComBat reference site, linear/GAM covariates; neuroHarmonize)"
+    description = (
+        "ComBat feature harmonization (EB or L/S, M-ComBat reference site, linear/GAM covariates; neuroHarmonize)"
+    )
 
     def __init__(
         self,
@@ -178,18 +180,13 @@ class ComBat(FeatureHarmonizer):
         if constant:
             warnings.warn(
                 f"ComBat: {len(constant)} feature(s) are constant within a site and are passed through unchanged: "
-                + "; ".join(
-                    f"{f!r} (site {', '.join(s)})"
-                    for f, s in list(constant.items())[:8]
-                )
+                + "; ".join(f"{f!r} (site {', '.join(s)})" for f, s in list(constant.items())[:8])
                 + (" ..." if len(constant) > 8 else ""),
                 ComBatWarning,
                 stacklevel=2,
             )
         if not keep:
-            raise HarmkitError(
-                "ComBat: every feature is constant within at least one site; nothing to harmonize"
-            )
+            raise HarmkitError("ComBat: every feature is constant within at least one site; nothing to harmonize")
 
         if self.site_test is not None:
             report = site_difference(
@@ -224,12 +221,8 @@ class ComBat(FeatureHarmonizer):
                 ref_batch=reference_site,
                 seed=self.random_state,
             )
-        bad = ~np.isfinite(model["gamma_star"]).all(axis=0) | ~np.isfinite(
-            model["delta_star"]
-        ).all(axis=0)
-        if (
-            bad.any()
-        ):  # pragma: no cover - guarded above; kept as a last line of defence
+        bad = ~np.isfinite(model["gamma_star"]).all(axis=0) | ~np.isfinite(model["delta_star"]).all(axis=0)
+        if bad.any():  # pragma: no cover - guarded above; kept as a last line of defence
             raise HarmkitError(
                 f"ComBat: estimates are not finite for feature(s) {_listing([feature_names[keep[j]] for j in np.flatnonzero(bad)])}"
             )
@@ -242,9 +235,7 @@ class ComBat(FeatureHarmonizer):
         self.reference_site_ = reference_site
         self.covariate_names_ = [_jsonable(c) for c in cov_names]
         self.covariate_center_ = (
-            np.asarray(
-                [float(np.median(cov[c].to_numpy(dtype=float))) for c in cov_names]
-            )
+            np.asarray([float(np.median(cov[c].to_numpy(dtype=float))) for c in cov_names])
             if cov is not None and cov_names
             else np.zeros(0)
         )
@@ -287,9 +278,7 @@ class ComBat(FeatureHarmonizer):
         missing = [f for f in fitted if f not in names]
         extra = [f for f in names if f not in fitted]
         if missing:
-            raise HarmkitError(
-                f"ComBat: feature column(s) {_listing(missing)} were present at fit but are missing now"
-            )
+            raise HarmkitError(f"ComBat: feature column(s) {_listing(missing)} were present at fit but are missing now")
         if extra:
             raise HarmkitError(
                 f"ComBat: feature column(s) {_listing(extra)} were not seen at fit and cannot be harmonized; "
@@ -307,9 +296,7 @@ class ComBat(FeatureHarmonizer):
             return out
         harmonized = list(self.harmonized_features_)
         values = _check_values(features, harmonized)
-        cov, cov_names = _check_covariates(
-            covariates, features, list(self.covariate_names_)
-        )
+        cov, cov_names = _check_covariates(covariates, features, list(self.covariate_names_))
         internal = {name: f"c{i}" for i, name in enumerate(cov_names)}
         covars = _covars_frame(site_labels, cov, cov_names, internal)
         # neuroHarmonize's harmonizationApply builds its design matrix from the sites
@@ -319,9 +306,7 @@ class ComBat(FeatureHarmonizer):
         # is dropped again afterwards.
         absent = [s for s in self.sites_ if s not in set(site_labels)]
         if absent:
-            pad_values = np.tile(
-                np.asarray(self.grand_mean_, dtype=float), (len(absent), 1)
-            )
+            pad_values = np.tile(np.asarray(self.grand_mean_, dtype=float), (len(absent), 1))
             pad = pd.DataFrame({_SITE: absent})
             for i, name in enumerate(cov_names):
                 pad[internal[name]] = float(self.covariate_center_[i])
@@ -330,20 +315,14 @@ class ComBat(FeatureHarmonizer):
         with _quiet():
             result = harmonizationApply(values, covars, self._model())
         result = result[: len(features)]
-        if not np.isfinite(
-            result
-        ).all():  # pragma: no cover - every known cause is refused above
-            raise HarmkitError(
-                "ComBat: harmonized values are not finite; check the input for extreme values"
-            )
+        if not np.isfinite(result).all():  # pragma: no cover - every known cause is refused above
+            raise HarmkitError("ComBat: harmonized values are not finite; check the input for extreme values")
         for j, feat in enumerate(harmonized):
             out[feat] = result[:, j].astype(float)
         return out
 
     def fit_transform(self, features, sites, covariates=None, reference_site=None):
-        return self.fit(features, sites, covariates, reference_site).transform(
-            features, sites, covariates
-        )
+        return self.fit(features, sites, covariates, reference_site).transform(features, sites, covariates)
 
     # -------------------------------------------------------------- helpers
     def _model(self) -> dict[str, Any]:
@@ -375,11 +354,7 @@ class ComBat(FeatureHarmonizer):
             else:
                 bs = BSplines(x, df=[10] * len(smooth), degree=[3] * len(smooth))
             smooth_model["bsplines_constructor"] = bs
-        ref_level = (
-            self.sites_.index(self.reference_site_)
-            if self.reference_site_ is not None
-            else None
-        )
+        ref_level = self.sites_.index(self.reference_site_) if self.reference_site_ is not None else None
         model = {
             "SITE_labels": np.asarray(self.sites_, dtype=object),
             "info_dict": {"ref_level": ref_level},
@@ -393,9 +368,7 @@ class ComBat(FeatureHarmonizer):
         self.__dict__["_model_cache"] = model
         return model
 
-    def set_state(
-        self, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
-    ) -> None:
+    def set_state(self, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
         super().set_state(meta, arrays)
         self.__dict__.pop("_model_cache", None)
 
@@ -424,9 +397,7 @@ def _feature_columns(features: pd.DataFrame) -> list[Any]:
         )
     names = []
     for col in feature_columns(features):
-        if not pd.api.types.is_numeric_dtype(
-            features[col]
-        ) or pd.api.types.is_bool_dtype(features[col]):
+        if not pd.api.types.is_numeric_dtype(features[col]) or pd.api.types.is_bool_dtype(features[col]):
             raise HarmkitError(
                 f"ComBat: column {col!r} is not numeric ({features[col].dtype}); features must be numbers "
                 f"(metadata columns {', '.join(METADATA_COLUMNS)} are carried through)"
@@ -446,10 +417,7 @@ def _check_values(features: pd.DataFrame, names: Sequence[Any]) -> np.ndarray:
     bad = ~np.isfinite(values)
     if bad.any():
         cols = np.flatnonzero(bad.any(axis=0))
-        parts = [
-            f"{names[j]!r} (rows {_row_names(features.index, np.flatnonzero(bad[:, j]))})"
-            for j in cols[:5]
-        ]
+        parts = [f"{names[j]!r} (rows {_row_names(features.index, np.flatnonzero(bad[:, j]))})" for j in cols[:5]]
         raise HarmkitError(
             f"ComBat: missing or infinite values in {len(cols)} feature(s): {'; '.join(parts)}"
             + (" ..." if len(cols) > 5 else "")
@@ -460,18 +428,12 @@ def _check_values(features: pd.DataFrame, names: Sequence[Any]) -> np.ndarray:
 
 
 def _check_sites(sites: Sequence[Any], features: pd.DataFrame) -> np.ndarray:
-    labels = pd.Series(
-        list(sites) if not isinstance(sites, pd.Series) else sites.to_list()
-    )
+    labels = pd.Series(list(sites) if not isinstance(sites, pd.Series) else sites.to_list())
     if len(labels) != len(features):
-        raise HarmkitError(
-            f"ComBat: {len(labels)} site labels for {len(features)} feature rows; give one site per row"
-        )
+        raise HarmkitError(f"ComBat: {len(labels)} site labels for {len(features)} feature rows; give one site per row")
     missing = np.flatnonzero(labels.isna().to_numpy())
     if len(missing):
-        raise HarmkitError(
-            f"ComBat: missing site label in rows {_row_names(features.index, missing)}"
-        )
+        raise HarmkitError(f"ComBat: missing site label in rows {_row_names(features.index, missing)}")
     return np.asarray([str(s) for s in labels], dtype=object)
 
 
@@ -479,9 +441,7 @@ def _check_covariates(
     covariates: pd.DataFrame | None, features: pd.DataFrame, expected: list[Any] | None
 ) -> tuple[pd.DataFrame | None, list[Any]]:
     """Validate covariates; columns are always taken by name, never by position."""
-    if covariates is None or (
-        isinstance(covariates, pd.DataFrame) and covariates.shape[1] == 0
-    ):
+    if covariates is None or (isinstance(covariates, pd.DataFrame) and covariates.shape[1] == 0):
         if expected:
             raise HarmkitError(
                 f"ComBat: the model was fitted with covariate(s) {_listing(expected)}; pass them in 'covariates'"
@@ -490,13 +450,9 @@ def _check_covariates(
     if isinstance(covariates, pd.Series):
         covariates = covariates.to_frame()
     if not isinstance(covariates, pd.DataFrame):
-        raise HarmkitError(
-            "ComBat: covariates must be a pandas DataFrame with named columns"
-        )
+        raise HarmkitError("ComBat: covariates must be a pandas DataFrame with named columns")
     if len(covariates) != len(features):
-        raise HarmkitError(
-            f"ComBat: {len(covariates)} covariate rows for {len(features)} feature rows"
-        )
+        raise HarmkitError(f"ComBat: {len(covariates)} covariate rows for {len(features)} feature rows")
     if covariates.columns.duplicated().any():
         raise HarmkitError(
             f"ComBat: duplicated covariate column(s) {_listing(covariates.columns[covariates.columns.duplicated()].unique())}"
@@ -589,8 +545,6 @@ def _quiet():
         warnings.catch_warnings(),
     ):
         warnings.simplefilter("ignore", RuntimeWarning)
-        warnings.simplefilter(
-            "ignore", DeprecationWarning
-        )  # numpy deprecations inside neuroHarmonize
+        warnings.simplefilter("ignore", DeprecationWarning)  # numpy deprecations inside neuroHarmonize
         warnings.simplefilter("ignore", PendingDeprecationWarning)
         yield

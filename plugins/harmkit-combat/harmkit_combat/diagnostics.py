@@ -84,8 +84,7 @@ class SiteDifference:
     def __str__(self) -> str:
         return (
             f"{self.n_differing} of {self.n_features} features differ between sites at p < {self.alpha} "
-            f"({self.test.upper()}); scans per site: "
-            + ", ".join(f"{s}={n}" for s, n in self.site_counts.items())
+            f"({self.test.upper()}); scans per site: " + ", ".join(f"{s}={n}" for s, n in self.site_counts.items())
         )
 
 
@@ -121,14 +120,10 @@ def site_difference(
     from scipy import stats
 
     if test not in TESTS:
-        raise HarmkitError(
-            f"site difference test {test!r} is not known; use one of {', '.join(TESTS)}"
-        )
+        raise HarmkitError(f"site difference test {test!r} is not known; use one of {', '.join(TESTS)}")
     site_labels = np.asarray([str(s) for s in sites])
     if len(site_labels) != len(features):
-        raise HarmkitError(
-            f"{len(site_labels)} site labels for {len(features)} feature rows; give one site per row"
-        )
+        raise HarmkitError(f"{len(site_labels)} site labels for {len(features)} feature rows; give one site per row")
     labels, counts = np.unique(site_labels, return_counts=True)
     site_counts = {str(s): int(n) for s, n in zip(labels, counts)}
     small = [s for s, n in site_counts.items() if n < min_scans]
@@ -151,21 +146,15 @@ def site_difference(
                         cols[b],
                         method="asymp" if len(cols[a]) * len(cols[b]) > 1e6 else "auto",
                     )
-                    if res.pvalue < best_p or (
-                        res.pvalue == best_p and res.statistic > best_stat
-                    ):
+                    if res.pvalue < best_p or (res.pvalue == best_p and res.statistic > best_stat):
                         best_stat, best_p = float(res.statistic), float(res.pvalue)
                 rows.append((name, best_stat, min(1.0, best_p * len(pairs))))
             else:
-                if (
-                    np.ptp(np.concatenate(cols)) == 0
-                ):  # constant feature: nothing differs
+                if np.ptp(np.concatenate(cols)) == 0:  # constant feature: nothing differs
                     rows.append((name, 0.0, 1.0))
                     continue
                 res = stats.anderson_ksamp(cols)
                 rows.append((name, float(res.statistic), float(res.significance_level)))
-    table = pd.DataFrame(rows, columns=["feature", "statistic", "p_value"]).set_index(
-        "feature"
-    )
+    table = pd.DataFrame(rows, columns=["feature", "statistic", "p_value"]).set_index("feature")
     table["differs"] = table["p_value"] < alpha
     return SiteDifference(test, float(alpha), table, site_counts, int(min_scans), small)

@@ -91,9 +91,7 @@ class ComBatTransformer(TransformerMixin, BaseEstimator):
         cov_cols = list(self.covariate_columns or ())
         missing = [c for c in cov_cols if c not in X.columns]
         if missing:
-            raise HarmkitError(
-                f"ComBatTransformer: covariate column(s) {missing} are not columns of X"
-            )
+            raise HarmkitError(f"ComBatTransformer: covariate column(s) {missing} are not columns of X")
         drop = [
             self.site_column,
             *cov_cols,
@@ -111,9 +109,7 @@ class ComBatTransformer(TransformerMixin, BaseEstimator):
             smooth_terms=tuple(self.smooth_terms or ()),
             random_state=self.random_state,
         )
-        self.combat_.fit(
-            features, sites, covariates, reference_site=self.reference_site
-        )
+        self.combat_.fit(features, sites, covariates, reference_site=self.reference_site)
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
         self.n_features_in_ = X.shape[1]
         return self

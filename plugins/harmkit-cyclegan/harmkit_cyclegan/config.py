@@ -112,9 +112,7 @@ class CycleGANConfig:
         for name in ("patch_size", "window"):
             value = getattr(self, name)
             if len(value) != 3 or any(int(v) <= 0 or int(v) % multiple for v in value):
-                raise ValueError(
-                    f"{name}={value}: need three positive sizes (z, y, x), each a multiple of {multiple}"
-                )
+                raise ValueError(f"{name}={value}: need three positive sizes (z, y, x), each a multiple of {multiple}")
         for size in self.patch_size:
             for _ in range(self.n_d_layers):
                 size = (size - 2) // 2 + 1
@@ -128,38 +126,19 @@ class CycleGANConfig:
         if not 0.0 <= self.decay_start <= 1.0:
             raise ValueError(f"decay_start={self.decay_start}: must be in [0, 1]")
         if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(
-                f"precision={self.precision!r}: use 'auto', 'fp32' or 'bf16'"
-            )
+            raise ValueError(f"precision={self.precision!r}: use 'auto', 'fp32' or 'bf16'")
         if not 0.0 <= self.monitor_holdout < 0.5 or self.monitor_patches < 0:
-            raise ValueError(
-                "monitor_holdout must be in [0, 0.5) and monitor_patches non-negative"
-            )
-        if (
-            self.steps < 1
-            or self.batch_size < 1
-            or self.infer_batch < 1
-            or self.checkpoint_every < 1
-        ):
-            raise ValueError(
-                "steps, batch_size, infer_batch and checkpoint_every must be positive"
-            )
-        if (
-            self.lr <= 0
-            or (self.lr_d is not None and self.lr_d <= 0)
-            or self.d_highpass_gain < 0
-        ):
-            raise ValueError(
-                "lr and lr_d must be positive and d_highpass_gain non-negative"
-            )
+            raise ValueError("monitor_holdout must be in [0, 0.5) and monitor_patches non-negative")
+        if self.steps < 1 or self.batch_size < 1 or self.infer_batch < 1 or self.checkpoint_every < 1:
+            raise ValueError("steps, batch_size, infer_batch and checkpoint_every must be positive")
+        if self.lr <= 0 or (self.lr_d is not None and self.lr_d <= 0) or self.d_highpass_gain < 0:
+            raise ValueError("lr and lr_d must be positive and d_highpass_gain non-negative")
         if self.suv_max <= 0 or self.suv_scale <= 0:
             raise ValueError("suv_max and suv_scale must be positive")
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()
-        }
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CycleGANConfig":
@@ -205,9 +184,7 @@ def get_profile(name: str) -> CycleGANConfig:
     try:
         return PROFILES[name]
     except KeyError:
-        raise ValueError(
-            f"unknown CycleGAN profile {name!r}; use one of {', '.join(PROFILES)}"
-        ) from None
+        raise ValueError(f"unknown CycleGAN profile {name!r}; use one of {', '.join(PROFILES)}") from None
 
 
 PARAMETER_NAMES: tuple[str, ...] = tuple(f.name for f in fields(CycleGANConfig))

@@ -147,9 +147,7 @@ class CycleGANHarmonizer(ImageHarmonizer):
         """The profile with this harmonizer's explicit parameters applied."""
         try:
             base = get_profile(self.profile)
-            overrides = {
-                k: getattr(self, k) for k in PARAMETER_NAMES if hasattr(self, k)
-            }
+            overrides = {k: getattr(self, k) for k in PARAMETER_NAMES if hasattr(self, k)}
             return base.with_overrides(**overrides)
         except ValueError as exc:
             raise HarmkitError(f"cyclegan: {exc}") from None
@@ -159,25 +157,17 @@ class CycleGANHarmonizer(ImageHarmonizer):
 
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if self.device not in ("cpu", "cuda") and not str(self.device).startswith(
-            "cuda:"
-        ):
-            raise HarmkitError(
-                f"cyclegan: device {self.device!r} unknown; use 'auto', 'cpu' or 'cuda'"
-            )
+        if self.device not in ("cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise HarmkitError(f"cyclegan: device {self.device!r} unknown; use 'auto', 'cpu' or 'cuda'")
         if str(self.device).startswith("cuda") and not torch.cuda.is_available():
-            raise HarmkitError(
-                "cyclegan: device 'cuda' requested but torch sees no CUDA GPU; use --device cpu"
-            )
+            raise HarmkitError("cyclegan: device 'cuda' requested but torch sees no CUDA GPU; use --device cpu")
         return torch.device(self.device)
 
     # -- fit -----------------------------------------------------------------
     def fit(self, cohort, reference_site: str) -> "CycleGANHarmonizer":
         """Train (or reuse) a CycleGAN between ``reference_site`` and every other site group."""
         config = self.make_config()
-        reference = resolve_site_group(
-            cohort, reference_site, what="cyclegan: reference site"
-        )
+        reference = resolve_site_group(cohort, reference_site, what="cyclegan: reference site")
         groups = cohort.site_groups
         sources = [g for g in groups if g != reference]
         if not sources:
@@ -245,22 +235,13 @@ class CycleGANHarmonizer(ImageHarmonizer):
         message = (
             f"discriminator accuracy on held-out patches {training['final_acc_D_a']:.2f} / "
             f"{training['final_acc_D_b']:.2f} (0.5 = chance)"
-            + (
-                f"; texture moved {fraction:.0%} of the way towards the other domain"
-                if fraction is not None
-                else ""
-            )
+            + (f"; texture moved {fraction:.0%} of the way towards the other domain" if fraction is not None else "")
         )
         if not learned:
-            message = (
-                "the discriminators stayed at chance for the whole training run: "
-                + message
-            )
+            message = "the discriminators stayed at chance for the whole training run: " + message
         return {"learned": learned, "message": message, **training}
 
-    def _train(
-        self, cohort, config: CycleGANConfig, domain_pair, spacing, run_dir: Path
-    ):
+    def _train(self, cohort, config: CycleGANConfig, domain_pair, spacing, run_dir: Path):
         from .training import (
             CHECKPOINT,
             CheckpointError,
@@ -274,37 +255,24 @@ class CycleGANHarmonizer(ImageHarmonizer):
         store_path = run_dir / "volumes.h5"
         store = None
         try:
-            finished = (
-                checkpoint.exists()
-                and load_checkpoint(checkpoint)["step"] >= config.steps
-            )
+            finished = checkpoint.exists() and load_checkpoint(checkpoint)["step"] >= config.steps
             if finished:  # a finished training: load it, no data needed
                 sample_x = sample_y = _no_data
             monitor = None
             if not finished:
                 store = self._volume_store(cohort, config, spacing, store_path)
-                transform = lambda patch: to_network(
-                    patch, config.suv_max, config.suv_scale
-                )  # noqa: E731
-                train_x, watch_x = _split_monitor(
-                    _keys_of(store, domain_pair[0]), config
-                )
-                train_y, watch_y = _split_monitor(
-                    _keys_of(store, domain_pair[1]), config
-                )
-                sample_x = store.sampler(
-                    train_x, config.patch_size, config.body_fraction, transform
-                )
-                sample_y = store.sampler(
-                    train_y, config.patch_size, config.body_fraction, transform
-                )
+                transform = lambda patch: to_network(patch, config.suv_max, config.suv_scale)  # noqa: E731
+                train_x, watch_x = _split_monitor(_keys_of(store, domain_pair[0]), config)
+                train_y, watch_y = _split_monitor(_keys_of(store, domain_pair[1]), config)
+                sample_x = store.sampler(train_x, config.patch_size, config.body_fraction, transform)
+                sample_y = store.sampler(train_y, config.patch_size, config.body_fraction, transform)
                 if config.monitor_patches > 0:
                     # Drawn once, from their own generator: the training stream is the same with or without them.
                     rng = np.random.default_rng(config.seed + 104729)
                     monitor = tuple(
-                        store.sampler(
-                            keys, config.patch_size, config.body_fraction, transform
-                        )(rng, config.monitor_patches)
+                        store.sampler(keys, config.patch_size, config.body_fraction, transform)(
+                            rng, config.monitor_patches
+                        )
                         for keys in (watch_x, watch_y)
                     )
             device = self._torch_device()
@@ -381,9 +349,7 @@ class CycleGANHarmonizer(ImageHarmonizer):
         """
         self.check_fitted()
         target = (
-            resolve_site_group(
-                self.site_groups_, target_site, what="cyclegan: target site"
-            )
+            resolve_site_group(self.site_groups_, target_site, what="cyclegan: target site")
             if target_site
             else self.reference_site_
         )
@@ -437,17 +403,13 @@ class CycleGANHarmonizer(ImageHarmonizer):
         device = next(net.parameters()).device
         precision = resolve_precision(config.precision, device)
         resampled = resample_to_spacing(image, self.spacing_, sitk.sitkLinear)
-        values = to_network(
-            sitk.GetArrayViewFromImage(resampled), config.suv_max, config.suv_scale
-        )
+        values = to_network(sitk.GetArrayViewFromImage(resampled), config.suv_max, config.suv_scale)
         windows = _count_windows(values.shape, config.window, config.overlap)
 
         def change(batch):
             return net(batch).float() - batch.float()
 
-        with progress(
-            windows, "CycleGAN inference", enabled=self.progress, min_total=9
-        ) as bar:
+        with progress(windows, "CycleGAN inference", enabled=self.progress, min_total=9) as bar:
             residual = sliding_window(
                 values,
                 change,
@@ -482,9 +444,7 @@ class CycleGANHarmonizer(ImageHarmonizer):
         # Above suv_max the transform clips: keep the input's own value there. The network's SUVs are >= 0;
         # interpolating its change must not make a voxel negative that was not (nor more negative than it was).
         out_array = np.maximum(original + change_suv, np.minimum(original, 0.0))
-        out_array = np.where(original > config.suv_max, original, out_array).astype(
-            np.float32
-        )
+        out_array = np.where(original > config.suv_max, original, out_array).astype(np.float32)
         out = sitk.GetImageFromArray(out_array)
         out.CopyInformation(image)
         return out
@@ -499,16 +459,10 @@ class CycleGANHarmonizer(ImageHarmonizer):
             config = CycleGANConfig.from_dict(self.config_)
             device = self._torch_device()
             net = build_generator(config)
-            assert (
-                self._generators is not None
-            )  # only a fitted or loaded model makes networks
+            assert self._generators is not None  # only a fitted or loaded model makes networks
             net.load_state_dict(self._generators[direction])
             net.eval().requires_grad_(False)
-            memory_format = (
-                torch.channels_last_3d
-                if config.channels_last
-                else torch.contiguous_format
-            )
+            memory_format = torch.channels_last_3d if config.channels_last else torch.contiguous_format
             # Module.to takes memory_format (documented); torch's overloads for it omit the keyword.
             nets[direction] = net.to(device, memory_format=memory_format)  # type: ignore[call-overload]
         return nets[direction]
@@ -556,13 +510,9 @@ class CycleGANHarmonizer(ImageHarmonizer):
 
         path = Path(directory) / GENERATORS_FILE
         if not path.is_file():
-            raise HarmkitError(
-                f"{directory}: {GENERATORS_FILE} is missing; save or train the model again"
-            )
+            raise HarmkitError(f"{directory}: {GENERATORS_FILE} is missing; save or train the model again")
         try:
-            state = load_checkpoint(
-                path, expected_format=GENERATORS_FORMAT, what="generator file"
-            )
+            state = load_checkpoint(path, expected_format=GENERATORS_FORMAT, what="generator file")
         except CheckpointError as exc:
             raise HarmkitError(str(exc)) from None
         self._generators = {k: state[k] for k in ("x_to_y", "y_to_x")}
@@ -570,17 +520,13 @@ class CycleGANHarmonizer(ImageHarmonizer):
 
 
 # -- helpers ---------------------------------------------------------------------
-def resample_to_spacing(
-    image: sitk.Image, spacing, interpolator=sitk.sitkLinear
-) -> sitk.Image:
+def resample_to_spacing(image: sitk.Image, spacing, interpolator=sitk.sitkLinear) -> sitk.Image:
     """``image`` on a grid of ``spacing`` (x, y, z) covering the same extent; unchanged if already there."""
     spacing = tuple(float(s) for s in spacing)
     old = image.GetSpacing()
     if np.allclose(old, spacing, rtol=1e-4, atol=1e-6):
         return image
-    size = [
-        max(1, int(round(n * o / s))) for n, o, s in zip(image.GetSize(), old, spacing)
-    ]
+    size = [max(1, int(round(n * o / s))) for n, o, s in zip(image.GetSize(), old, spacing)]
     # Keep the physical centre of the first voxel's corner: shift the origin by half a voxel difference.
     direction = np.asarray(image.GetDirection()).reshape(3, 3)
     shift = direction @ ((np.asarray(spacing) - np.asarray(old)) / 2.0)
@@ -620,9 +566,7 @@ def _no_data(rng, n):
     raise RuntimeError("a finished training asked for data")
 
 
-def _split_monitor(
-    keys: list[str], config: CycleGANConfig
-) -> tuple[list[str], list[str]]:
+def _split_monitor(keys: list[str], config: CycleGANConfig) -> tuple[list[str], list[str]]:
     """(training keys, monitor keys): a seeded ``monitor_holdout`` share held out when there are >= 5 scans."""
     count = int(round(len(keys) * config.monitor_holdout))
     if len(keys) < 5 or count < 1:
@@ -635,9 +579,7 @@ def _split_monitor(
 def _keys_of(store, groups) -> list[str]:
     keys = [k for g in groups for k in store.keys(group=g)]
     if not keys:
-        raise HarmkitError(
-            f"cyclegan: no scans of site group(s) {', '.join(groups)} in the volume store"
-        )
+        raise HarmkitError(f"cyclegan: no scans of site group(s) {', '.join(groups)} in the volume store")
     return keys
 
 
@@ -647,9 +589,7 @@ def _cohort_fingerprint(cohort) -> str:
         if isinstance(scan.image, (str, os.PathLike)):
             image = str(Path(scan.image).resolve())
         else:  # an in-memory image: its voxels and geometry
-            digest = hashlib.sha256(
-                np.ascontiguousarray(sitk.GetArrayViewFromImage(scan.image)).tobytes()
-            )
+            digest = hashlib.sha256(np.ascontiguousarray(sitk.GetArrayViewFromImage(scan.image)).tobytes())
             digest.update(
                 repr(
                     (

@@ -33,9 +33,7 @@ def window_starts(size: int, window: int, overlap: float) -> list[int]:
     return sorted(set(starts))
 
 
-def gaussian_profiles(
-    window: Sequence[int], sigma_scale: float = 0.125
-) -> list[np.ndarray]:
+def gaussian_profiles(window: Sequence[int], sigma_scale: float = 0.125) -> list[np.ndarray]:
     """One 1D Gaussian per axis (1 at the centre, floored at 1e-3 so edges keep a positive weight)."""
     profiles = []
     for size in window:
@@ -52,18 +50,14 @@ def gaussian_weight(window: Sequence[int], sigma_scale: float = 0.125) -> np.nda
     return pz[:, None, None] * py[None, :, None] * px[None, None, :]
 
 
-def _axis_weight_sums(
-    size: int, starts: Sequence[int], profile: np.ndarray
-) -> np.ndarray:
+def _axis_weight_sums(size: int, starts: Sequence[int], profile: np.ndarray) -> np.ndarray:
     total = np.zeros(size, dtype=np.float64)
     for start in starts:
         total[start : start + len(profile)] += profile
     return total.astype(np.float32)
 
 
-def iter_windows(
-    shape: Sequence[int], window: Sequence[int], overlap: float
-) -> Iterator[tuple[slice, slice, slice]]:
+def iter_windows(shape: Sequence[int], window: Sequence[int], overlap: float) -> Iterator[tuple[slice, slice, slice]]:
     """Every window position (as slices) covering a volume of ``shape``."""
     axes = [window_starts(s, w, overlap) for s, w in zip(shape, window)]
     for z in axes[0]:
@@ -120,9 +114,7 @@ def sliding_window(
     # blending denominator is an outer product of three 1D sums: no
     # volume-sized weight array.
     starts = [window_starts(s, w, overlap) for s, w in zip(volume.shape, window)]
-    sums = [
-        _axis_weight_sums(s, st, p) for s, st, p in zip(volume.shape, starts, profiles)
-    ]
+    sums = [_axis_weight_sums(s, st, p) for s, st, p in zip(volume.shape, starts, profiles)]
     positions = list(iter_windows(volume.shape, window, overlap))
     total = len(positions)
     memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
@@ -130,11 +122,7 @@ def sliding_window(
         for first in range(0, total, batch_size):
             batch_positions = positions[first : first + batch_size]
             batch = np.stack([volume[p] for p in batch_positions])[:, None]
-            inputs = (
-                torch.from_numpy(batch)
-                .to(device)
-                .contiguous(memory_format=memory_format)
-            )
+            inputs = torch.from_numpy(batch).to(device).contiguous(memory_format=memory_format)
             with autocast_context(device, precision):
                 result = predictor(inputs)
             weighted = (result.float()[:, 0] * importance_t).cpu().numpy()
@@ -146,7 +134,5 @@ def sliding_window(
     output /= sums[1][None, :, None]
     output /= sums[2][None, None, :]
     if output.shape != original_shape:
-        output = np.ascontiguousarray(
-            output[tuple(slice(0, s) for s in original_shape)]
-        )
+        output = np.ascontiguousarray(output[tuple(slice(0, s) for s in original_shape)])
     return output

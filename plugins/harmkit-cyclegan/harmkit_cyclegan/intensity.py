@@ -21,9 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def to_network(
-    suv: np.ndarray, suv_max: float = 50.0, suv_scale: float = 1.0
-) -> np.ndarray:
+def to_network(suv: np.ndarray, suv_max: float = 50.0, suv_scale: float = 1.0) -> np.ndarray:
     """SUV -> [-1, 1] (float32)."""
     suv = np.asarray(suv, dtype=np.float32)
     denominator = np.float32(np.log1p(suv_max / suv_scale))
@@ -35,9 +33,7 @@ def to_network(
     return out
 
 
-def to_suv(
-    values: np.ndarray, suv_max: float = 50.0, suv_scale: float = 1.0
-) -> np.ndarray:
+def to_suv(values: np.ndarray, suv_max: float = 50.0, suv_scale: float = 1.0) -> np.ndarray:
     """[-1, 1] -> SUV (float32); the exact inverse of :func:`to_network` on [0, suv_max]."""
     values = np.asarray(values, dtype=np.float32)
     denominator = np.float32(np.log1p(suv_max / suv_scale))

@@ -54,10 +54,6 @@ def learning_verdict(monitor_rows: list[dict[str, float]]) -> dict[str, object]:
         "discriminators_at_chance": at_chance,
         "final_acc_D_a": last["acc_D_a"],
         "final_acc_D_b": last["acc_D_b"],
-        "texture_fraction_ab": (last["tex_ab"] - last["tex_a"]) / gap
-        if usable
-        else None,
-        "texture_fraction_ba": (last["tex_b"] - last["tex_ba"]) / gap
-        if usable
-        else None,
+        "texture_fraction_ab": (last["tex_ab"] - last["tex_a"]) / gap if usable else None,
+        "texture_fraction_ba": (last["tex_b"] - last["tex_ba"]) / gap if usable else None,
     }

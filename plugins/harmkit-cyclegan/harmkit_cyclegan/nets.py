@@ -73,9 +73,7 @@ class ResnetGenerator3d(nn.Module):
         for i in range(n_downsampling):
             mult = 2**i
             layers += [
-                nn.Conv3d(
-                    ngf * mult, ngf * mult * 2, kernel_size=3, stride=2, padding=1
-                ),
+                nn.Conv3d(ngf * mult, ngf * mult * 2, kernel_size=3, stride=2, padding=1),
                 nn.InstanceNorm3d(ngf * mult * 2),
                 nn.ReLU(inplace=True),
             ]
@@ -135,9 +133,7 @@ class PatchDiscriminator3d(nn.Module):
             previous, mult = mult, min(2**n, 8)
             stride = 2 if n < n_layers else 1
             layers += [
-                nn.Conv3d(
-                    ndf * previous, ndf * mult, kernel_size=4, stride=stride, padding=1
-                ),
+                nn.Conv3d(ndf * previous, ndf * mult, kernel_size=4, stride=stride, padding=1),
                 nn.InstanceNorm3d(ndf * mult),
                 nn.LeakyReLU(0.2, inplace=True),
             ]
@@ -159,9 +155,7 @@ class HighPassDiscriminator3d(nn.Module):
 
     kernel: torch.Tensor  # a registered buffer: the normalized 1D Gaussian
 
-    def __init__(
-        self, ndf: int = 64, n_layers: int = 3, gain: float = 8.0, sigma: float = 1.0
-    ) -> None:
+    def __init__(self, ndf: int = 64, n_layers: int = 3, gain: float = 8.0, sigma: float = 1.0) -> None:
         super().__init__()
         self.gain = float(gain)
         self.patch = PatchDiscriminator3d(ndf, n_layers, in_channels=2)

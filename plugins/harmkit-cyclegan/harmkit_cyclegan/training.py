@@ -96,23 +96,18 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     cpu = getattr(torch, "cpu", None)
     native = any(
-        getattr(cpu, name, lambda: False)()
-        for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+        getattr(cpu, name, lambda: False)() for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
     )
     return "bf16" if native else "fp32"
 
 
 def build_generator(config: CycleGANConfig) -> ResnetGenerator3d:
-    return ResnetGenerator3d(
-        config.ngf, config.n_res_blocks, config.n_downsampling, residual=config.residual
-    )
+    return ResnetGenerator3d(config.ngf, config.n_res_blocks, config.n_downsampling, residual=config.residual)
 
 
 def build_discriminator(config: CycleGANConfig) -> nn.Module:
     if config.d_highpass_gain > 0:
-        return HighPassDiscriminator3d(
-            config.ndf, config.n_d_layers, gain=config.d_highpass_gain
-        )
+        return HighPassDiscriminator3d(config.ndf, config.n_d_layers, gain=config.d_highpass_gain)
     return PatchDiscriminator3d(config.ndf, config.n_d_layers)
 
 
@@ -195,9 +190,7 @@ class Trainer:
         self.device = torch.device(device)
         self.precision = resolve_precision(config.precision, self.device)
         self.progress = progress
-        self.memory_format = (
-            torch.channels_last_3d if config.channels_last else torch.contiguous_format
-        )
+        self.memory_format = torch.channels_last_3d if config.channels_last else torch.contiguous_format
 
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
@@ -231,9 +224,7 @@ class Trainer:
     def preview(self) -> np.ndarray:
         """A fixed patch of domain A, drawn from its own generator so it never shifts the training stream."""
         if self._preview is None:
-            self._preview = self.sample_a(
-                np.random.default_rng(self.config.seed + 7919), 1
-            )
+            self._preview = self.sample_a(np.random.default_rng(self.config.seed + 7919), 1)
         return self._preview
 
     # -- checkpoints ----------------------------------------------------------
@@ -257,9 +248,7 @@ class Trainer:
             "pools": {"a": self.pool_a.state(), "b": self.pool_b.state()},
             "rng": {
                 "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all()
-                if torch.cuda.is_available()
-                else [],
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                 "numpy": json.dumps(self.rng.bit_generator.state),
             },
         }
@@ -284,11 +273,7 @@ class Trainer:
         current = self.config.to_dict()
         # A field missing from an older checkpoint had its default value then.
         defaults = CycleGANConfig().to_dict()
-        changed = sorted(
-            k
-            for k in current
-            if k not in _RESUMABLE_CHANGES and saved.get(k, defaults[k]) != current[k]
-        )
+        changed = sorted(k for k in current if k not in _RESUMABLE_CHANGES and saved.get(k, defaults[k]) != current[k])
         if changed:
             raise CheckpointError(
                 f"{path or self.checkpoint_path}: written with different hyper-parameters ({', '.join(changed)}); "
@@ -317,14 +302,8 @@ class Trainer:
         return contextlib.nullcontext()
 
     def _batch(self, sampler: Sampler) -> torch.Tensor:
-        array = np.ascontiguousarray(
-            sampler(self.rng, self.config.batch_size), dtype=np.float32
-        )
-        return (
-            torch.from_numpy(array)
-            .to(self.device)
-            .contiguous(memory_format=self.memory_format)
-        )
+        array = np.ascontiguousarray(sampler(self.rng, self.config.batch_size), dtype=np.float32)
+        return torch.from_numpy(array).to(self.device).contiguous(memory_format=self.memory_format)
 
     def train_step(self) -> dict[str, float]:
         """One optimisation step of both generators, then both discriminators."""
@@ -345,9 +324,7 @@ class Trainer:
             if cfg.lambda_identity > 0:
                 idt_b = G_ab(real_b)
                 idt_a = G_ba(real_a)
-        cycle = cfg.lambda_cycle * (
-            F.l1_loss(rec_a.float(), real_a) + F.l1_loss(rec_b.float(), real_b)
-        )
+        cycle = cfg.lambda_cycle * (F.l1_loss(rec_a.float(), real_a) + F.l1_loss(rec_b.float(), real_b))
         if cfg.lambda_identity > 0:
             identity = (
                 cfg.lambda_cycle
@@ -365,12 +342,8 @@ class Trainer:
 
         for d in (D_a, D_b):
             d.requires_grad_(True)
-        pooled_b = self.pool_b.query(fake_b.detach().float(), self.rng).contiguous(
-            memory_format=self.memory_format
-        )
-        pooled_a = self.pool_a.query(fake_a.detach().float(), self.rng).contiguous(
-            memory_format=self.memory_format
-        )
+        pooled_b = self.pool_b.query(fake_b.detach().float(), self.rng).contiguous(memory_format=self.memory_format)
+        pooled_a = self.pool_a.query(fake_a.detach().float(), self.rng).contiguous(memory_format=self.memory_format)
         with self._autocast():
             loss_D_b = 0.5 * (_lsgan(D_b(real_b), True) + _lsgan(D_b(pooled_b), False))
             loss_D_a = 0.5 * (_lsgan(D_a(real_a), True) + _lsgan(D_a(pooled_a), False))
@@ -442,26 +415,14 @@ class Trainer:
                 losses = self.train_step()
                 seconds = time.perf_counter() - started
                 done_here += 1
-                checkpoint = (
-                    self.step % self.config.checkpoint_every == 0 or self.step == total
-                )
-                monitored = (
-                    self.monitor()
-                    if checkpoint and self.monitor_patches is not None
-                    else {}
-                )
+                checkpoint = self.step % self.config.checkpoint_every == 0 or self.step == total
+                monitored = self.monitor() if checkpoint and self.monitor_patches is not None else {}
                 row = [
                     self.step,
                     *(f"{losses[k]:.6g}" for k in LOSS_COLUMNS[1:-1]),
                     f"{seconds:.4f}",
                 ]
-                writer.writerow(
-                    row
-                    + [
-                        f"{monitored[k]:.4f}" if k in monitored else ""
-                        for k in MONITOR_COLUMNS
-                    ]
-                )
+                writer.writerow(row + [f"{monitored[k]:.4f}" if k in monitored else "" for k in MONITOR_COLUMNS])
                 handle.flush()
                 if checkpoint:
                     self.save_checkpoint()
@@ -485,9 +446,7 @@ class Trainer:
         nets = self.nets
         for net in nets.values():
             net.eval()
-        scores: dict[str, list[np.ndarray]] = {
-            k: [] for k in ("real_a", "real_b", "fake_a", "fake_b")
-        }
+        scores: dict[str, list[np.ndarray]] = {k: [] for k in ("real_a", "real_b", "fake_a", "fake_b")}
         textures: dict[str, list[np.ndarray]] = {k: [] for k in ("a", "b", "ab", "ba")}
         try:
             with torch.no_grad(), self._autocast():
@@ -495,21 +454,11 @@ class Trainer:
                     other = "b" if domain == "a" else "a"
                     G = nets[f"G_{domain}{other}"]
                     for first in range(0, len(patches), batch):
-                        x = torch.from_numpy(
-                            np.ascontiguousarray(
-                                patches[first : first + batch], dtype=np.float32
-                            )
-                        )
-                        x = x.to(self.device).contiguous(
-                            memory_format=self.memory_format
-                        )
+                        x = torch.from_numpy(np.ascontiguousarray(patches[first : first + batch], dtype=np.float32))
+                        x = x.to(self.device).contiguous(memory_format=self.memory_format)
                         y = G(x).float()
-                        scores[f"real_{domain}"].append(
-                            _patch_scores(nets[f"D_{domain}"](x))
-                        )
-                        scores[f"fake_{other}"].append(
-                            _patch_scores(nets[f"D_{other}"](y))
-                        )
+                        scores[f"real_{domain}"].append(_patch_scores(nets[f"D_{domain}"](x)))
+                        scores[f"fake_{other}"].append(_patch_scores(nets[f"D_{other}"](y)))
                         textures[domain].append(_high_pass_sd(x.float()))
                         textures[f"{domain}{other}"].append(_high_pass_sd(y))
         finally:
@@ -517,16 +466,10 @@ class Trainer:
                 net.train()
         joined = {k: np.concatenate(v) for k, v in scores.items()}
         result = {
-            f"acc_D_{d}": 0.5
-            * (
-                float((joined[f"real_{d}"] > 0.5).mean())
-                + float((joined[f"fake_{d}"] < 0.5).mean())
-            )
+            f"acc_D_{d}": 0.5 * (float((joined[f"real_{d}"] > 0.5).mean()) + float((joined[f"fake_{d}"] < 0.5).mean()))
             for d in "ab"
         }
-        result.update(
-            {f"tex_{k}": float(np.concatenate(v).mean()) for k, v in textures.items()}
-        )
+        result.update({f"tex_{k}": float(np.concatenate(v).mean()) for k, v in textures.items()})
         return result
 
     @property
@@ -538,11 +481,7 @@ class Trainer:
         G = self.nets["G_ab"]
         G.eval()
         with torch.no_grad(), self._autocast():
-            x = (
-                torch.from_numpy(self.preview)
-                .to(self.device)
-                .contiguous(memory_format=self.memory_format)
-            )
+            x = torch.from_numpy(self.preview).to(self.device).contiguous(memory_format=self.memory_format)
             y = G(x).float()
         G.train()
         mid = x.shape[2] // 2
@@ -554,19 +493,14 @@ class Trainer:
         gap = np.ones((a.shape[0], 2), dtype=np.float32)
         image = np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1)
         path = self.out_dir / f"preview_{self.step:07d}.png"
-        write_png(
-            path, np.clip(np.nan_to_num(image * 255), 0, 255).astype(np.uint8)[::-1]
-        )
+        write_png(path, np.clip(np.nan_to_num(image * 255), 0, 255).astype(np.uint8)[::-1])
         return path
 
     def generator_state(self) -> dict[str, dict[str, torch.Tensor]]:
         """CPU state dicts of both generators (what inference needs): ``x_to_y`` (A->B) and ``y_to_x``."""
         names = {"x_to_y": "G_ab", "y_to_x": "G_ba"}
         return {
-            k: {
-                n: t.detach().cpu().contiguous()
-                for n, t in self.nets[v].state_dict().items()
-            }
+            k: {n: t.detach().cpu().contiguous() for n, t in self.nets[v].state_dict().items()}
             for k, v in names.items()
         }
 
@@ -598,19 +532,10 @@ def _finite_update(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> bool
     """True when ``loss`` and every gradient of ``optimizer``'s parameters are finite."""
     if not bool(torch.isfinite(loss.detach())):
         return False
-    grads = [
-        p.grad
-        for group in optimizer.param_groups
-        for p in group["params"]
-        if p.grad is not None
-    ]
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
     if not grads:
         return True
-    norms = (
-        torch._foreach_norm(grads)
-        if hasattr(torch, "_foreach_norm")
-        else [g.norm() for g in grads]
-    )
+    norms = torch._foreach_norm(grads) if hasattr(torch, "_foreach_norm") else [g.norm() for g in grads]
     return bool(torch.isfinite(torch.stack(norms)).all())
 
 
@@ -643,9 +568,7 @@ def load_checkpoint(
         ValueError,
         EOFError,
     ) as exc:
-        first = (
-            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        )
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"{path}: refused to load this {what}: it is damaged or holds objects other than tensors and "
             f"plain data ({first}); only load files you trust or trained yourself"
@@ -691,16 +614,9 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     raw = b"".join(b"\x00" + image[row].tobytes() for row in range(height))
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
-    payload = b"\x89PNG\r\n\x1a\n" + chunk(
-        b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    )
+    payload = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
     payload += chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)

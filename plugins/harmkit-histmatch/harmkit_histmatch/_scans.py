@@ -21,13 +21,9 @@ def image_and_mask(scan, mask_name: str) -> tuple[sitk.Image, np.ndarray, np.nda
     array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
     mask = sitk.GetArrayViewFromImage(mask_image) != 0
     if not mask.any():
-        raise HarmkitError(
-            f"{scan.label}: mask {mask_name!r} is empty; check the mask file"
-        )
+        raise HarmkitError(f"{scan.label}: mask {mask_name!r} is empty; check the mask file")
     if not np.isfinite(array[mask]).all():
-        raise HarmkitError(
-            f"{scan.label}: the image has NaN or infinite values inside mask {mask_name!r}"
-        )
+        raise HarmkitError(f"{scan.label}: the image has NaN or infinite values inside mask {mask_name!r}")
     return image, array, mask
 
 

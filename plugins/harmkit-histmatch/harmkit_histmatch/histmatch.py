@@ -84,20 +84,12 @@ class HistogramMatching(ImageHarmonizer):
 
     def _levels(self) -> np.ndarray:
         p = np.asarray(self.landmarks, dtype=float)
-        if (
-            p.ndim != 1
-            or len(p) < 2
-            or np.any(np.diff(p) <= 0)
-            or p[0] < 0
-            or p[-1] > 100
-        ):
+        if p.ndim != 1 or len(p) < 2 or np.any(np.diff(p) <= 0) or p[0] < 0 or p[-1] > 100:
             raise HarmkitError(
                 f"histmatch: landmarks must be at least two strictly increasing percentiles in [0, 100], got {list(self.landmarks)}"
             )
         if self.outside not in ("keep", "map"):
-            raise HarmkitError(
-                f"histmatch: outside={self.outside!r} is not known; use 'keep' or 'map'"
-            )
+            raise HarmkitError(f"histmatch: outside={self.outside!r} is not known; use 'keep' or 'map'")
         return p / 100.0
 
     def fit(self, cohort, reference_site: str) -> "HistogramMatching":
@@ -113,9 +105,7 @@ class HistogramMatching(ImageHarmonizer):
             counts.append(voxels.size)
         self.reference_site_ = reference
         self.landmarks_ = (levels * 100.0).tolist()
-        self.reference_landmarks_ = pooled_quantiles(
-            np.asarray(quantiles), np.asarray(counts, dtype=float), levels
-        )
+        self.reference_landmarks_ = pooled_quantiles(np.asarray(quantiles), np.asarray(counts, dtype=float), levels)
         self.n_reference_scans_ = len(scans)
         self.n_reference_voxels_ = int(np.sum(counts))
         return self
@@ -146,9 +136,7 @@ def quantiles_of(values: np.ndarray, levels: np.ndarray) -> np.ndarray:
 
     One code path for fit and transform, so a scan matched to itself maps exactly onto itself.
     """
-    ordered = np.sort(
-        np.asarray(values).ravel()
-    )  # in the input's precision (float32 images sort faster)
+    ordered = np.sort(np.asarray(values).ravel())  # in the input's precision (float32 images sort faster)
     position = np.asarray(levels, dtype=np.float64) * (ordered.size - 1)
     lower = np.floor(position).astype(np.int64)
     upper = np.minimum(lower + 1, ordered.size - 1)
@@ -157,9 +145,7 @@ def quantiles_of(values: np.ndarray, levels: np.ndarray) -> np.ndarray:
     return low + (ordered[upper].astype(np.float64) - low) * fraction
 
 
-def pooled_quantiles(
-    quantiles: np.ndarray, counts: np.ndarray, levels: np.ndarray
-) -> np.ndarray:
+def pooled_quantiles(quantiles: np.ndarray, counts: np.ndarray, levels: np.ndarray) -> np.ndarray:
     """Quantiles at ``levels`` of the mixture of several distributions given by their quantile grids.
 
     Row ``i`` of ``quantiles`` holds distribution ``i``'s quantiles at
@@ -176,9 +162,7 @@ def pooled_quantiles(
     return np.interp(levels, cdf, values)
 
 
-def piecewise_linear(
-    x: np.ndarray, source: np.ndarray, target: np.ndarray
-) -> np.ndarray:
+def piecewise_linear(x: np.ndarray, source: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Monotone piecewise-linear map taking ``source`` landmarks to ``target``, linear beyond the ends.
 
     Tied source landmarks (a flat stretch of the histogram) are merged, their

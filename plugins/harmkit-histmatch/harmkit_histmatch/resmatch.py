@@ -38,9 +38,7 @@ from ._scans import image_and_mask, rebuild, reference_scans
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 STATISTICS = ("smoothness", "correlation", "cov")
-SMALL_VOI_VOXELS = (
-    200  # below this the texture statistic of one VOI is too noisy to trust
-)
+SMALL_VOI_VOXELS = 200  # below this the texture statistic of one VOI is too noisy to trust
 
 
 class ResolutionMatchingWarning(UserWarning):
@@ -58,9 +56,7 @@ def gaussian_smooth(array: np.ndarray, spacing_zyx, fwhm_mm: float) -> np.ndarra
     if fwhm_mm <= 0:
         return np.array(array, dtype=np.float32, copy=True)
     sigma = [fwhm_mm / FWHM_PER_SIGMA / float(s) for s in spacing_zyx]
-    return gaussian_filter(
-        np.asarray(array, dtype=np.float32), sigma=sigma, mode="nearest", truncate=4.0
-    )
+    return gaussian_filter(np.asarray(array, dtype=np.float32), sigma=sigma, mode="nearest", truncate=4.0)
 
 
 def neighbour_correlations(array: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -70,9 +66,7 @@ def neighbour_correlations(array: np.ndarray, mask: np.ndarray) -> np.ndarray:
         n = array.shape[axis]
         a = np.take(array, range(0, n - 1), axis=axis)
         b = np.take(array, range(1, n), axis=axis)
-        both = np.take(mask, range(0, n - 1), axis=axis) & np.take(
-            mask, range(1, n), axis=axis
-        )
+        both = np.take(mask, range(0, n - 1), axis=axis) & np.take(mask, range(1, n), axis=axis)
         if both.sum() < 3:
             out.append(np.nan)
             continue
@@ -96,9 +90,7 @@ def noise_smoothness(array: np.ndarray, mask: np.ndarray, spacing_zyx) -> float:
     return float(np.mean(fwhm)) if fwhm else float("nan")
 
 
-def texture_statistic(
-    name: str, array: np.ndarray, mask: np.ndarray, spacing_zyx
-) -> float:
+def texture_statistic(name: str, array: np.ndarray, mask: np.ndarray, spacing_zyx) -> float:
     """The statistic ``name`` of the voxels in ``mask``; larger means smoother for every statistic but ``cov``."""
     if name == "smoothness":
         return noise_smoothness(array, mask, spacing_zyx)
@@ -115,14 +107,10 @@ class _Patch:
     def __init__(self, scan, mask_name: str, max_fwhm_mm: float):
         image, array, mask = image_and_mask(scan, mask_name)
         self.spacing = tuple(reversed(image.GetSpacing()))  # (z, y, x) like the array
-        margin = [
-            int(math.ceil(4.0 * max_fwhm_mm / FWHM_PER_SIGMA / s)) + 1
-            for s in self.spacing
-        ]
+        margin = [int(math.ceil(4.0 * max_fwhm_mm / FWHM_PER_SIGMA / s)) + 1 for s in self.spacing]
         where = np.nonzero(mask)
         box = tuple(
-            slice(max(0, int(w.min()) - m), min(n, int(w.max()) + 1 + m))
-            for w, m, n in zip(where, margin, mask.shape)
+            slice(max(0, int(w.min()) - m), min(n, int(w.max()) + 1 + m)) for w, m, n in zip(where, margin, mask.shape)
         )
         self.array = np.ascontiguousarray(array[box])
         self.mask = np.ascontiguousarray(mask[box])
@@ -195,9 +183,7 @@ class ResolutionMatching(ImageHarmonizer):
         groups = [g for g in cohort.site_groups if g != reference_site]
         if self.fwhm_mm is not None:
             if not (float(self.fwhm_mm) >= 0):
-                raise HarmkitError(
-                    f"resmatch: fwhm_mm must be a width in mm >= 0, got {self.fwhm_mm!r}"
-                )
+                raise HarmkitError(f"resmatch: fwhm_mm must be a width in mm >= 0, got {self.fwhm_mm!r}")
             self.reference_site_ = reference_site
             self.fwhm_mm_ = {
                 reference_site: 0.0,
@@ -210,9 +196,7 @@ class ResolutionMatching(ImageHarmonizer):
         patches: dict[str, list[_Patch]] = {}
         all_scans = [s for s in cohort if s.group in (reference_site, *groups)]
         for scan in progress(all_scans, "resmatch: reading VOIs", min_total=8):
-            patches.setdefault(scan.group, []).append(
-                _Patch(scan, self.mask, float(self.max_fwhm_mm))
-            )
+            patches.setdefault(scan.group, []).append(_Patch(scan, self.mask, float(self.max_fwhm_mm)))
 
         def stats(group: str, fwhm: float) -> np.ndarray:
             values = np.asarray([p.statistic(name, fwhm) for p in patches[group]])
@@ -227,20 +211,9 @@ class ResolutionMatching(ImageHarmonizer):
             return float(np.mean(stats(group, fwhm)))
 
         def standard_error(values: np.ndarray) -> float:
-            return (
-                float(np.std(values, ddof=1) / np.sqrt(len(values)))
-                if len(values) > 1
-                else 0.0
-            )
+            return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
 
-        small = sorted(
-            {
-                p.label
-                for ps in patches.values()
-                for p in ps
-                if p.mask.sum() < SMALL_VOI_VOXELS
-            }
-        )
+        small = sorted({p.label for ps in patches.values() for p in ps if p.mask.sum() < SMALL_VOI_VOXELS})
         if small:
             warnings.warn(
                 f"resmatch: mask {self.mask!r} has fewer than {SMALL_VOI_VOXELS} voxels in {len(small)} scan(s) "
@@ -257,9 +230,7 @@ class ResolutionMatching(ImageHarmonizer):
             group_values = stats(group, 0.0)
             start = float(np.mean(group_values))
             site_stats[group] = start
-            noise = math.hypot(
-                standard_error(reference_values), standard_error(group_values)
-            )
+            noise = math.hypot(standard_error(reference_values), standard_error(group_values))
             if noise > 0 and abs(target - start) < 2 * noise:
                 warnings.warn(
                     f"resmatch: the {name} of site group {group!r} ({start:.4g}) and of the reference "

@@ -196,34 +196,21 @@ class RadiomicsExtractor(FeatureExtractor):
                 )
             if self.bin_count is not None:
                 if int(self.bin_count) < 2:
-                    raise HarmkitError(
-                        f"radiomics: bin_count={self.bin_count} must be at least 2"
-                    )
+                    raise HarmkitError(f"radiomics: bin_count={self.bin_count} must be at least 2")
                 settings["binCount"] = int(self.bin_count)
             else:
                 if not self.bin_width or float(self.bin_width) <= 0:
-                    raise HarmkitError(
-                        f"radiomics: bin_width={self.bin_width} must be a positive number of SUV"
-                    )
+                    raise HarmkitError(f"radiomics: bin_width={self.bin_width} must be a positive number of SUV")
                 settings["binWidth"] = float(self.bin_width)
             if self.resampled_spacing is not None:
-                spacing = [
-                    float(s)
-                    for s in np.broadcast_to(
-                        np.asarray(self.resampled_spacing, float), (3,)
-                    )
-                ]
+                spacing = [float(s) for s in np.broadcast_to(np.asarray(self.resampled_spacing, float), (3,))]
                 if min(spacing) <= 0:
-                    raise HarmkitError(
-                        f"radiomics: resampled_spacing={self.resampled_spacing} must be positive (mm)"
-                    )
+                    raise HarmkitError(f"radiomics: resampled_spacing={self.resampled_spacing} must be positive (mm)")
                 settings["resampledPixelSpacing"] = spacing
             settings.update(dict(self.extra_settings or {}))
             config = {
                 "setting": settings,
-                "imageType": dict(self.image_types)
-                if self.image_types
-                else {"Original": {}},
+                "imageType": dict(self.image_types) if self.image_types else {"Original": {}},
                 "featureClass": _enabled_features(self.classes),
             }
         self.__dict__["_config"] = config
@@ -237,13 +224,9 @@ class RadiomicsExtractor(FeatureExtractor):
         try:
             document = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise HarmkitError(
-                f"radiomics: {path} is not a valid YAML/JSON parameter file ({exc})"
-            ) from None
+            raise HarmkitError(f"radiomics: {path} is not a valid YAML/JSON parameter file ({exc})") from None
         if not isinstance(document, dict):
-            raise HarmkitError(
-                f"radiomics: {path} must hold a mapping with 'setting', 'imageType' and 'featureClass'"
-            )
+            raise HarmkitError(f"radiomics: {path} must hold a mapping with 'setting', 'imageType' and 'featureClass'")
         unknown = set(document) - {
             "setting",
             "imageType",
@@ -258,9 +241,7 @@ class RadiomicsExtractor(FeatureExtractor):
         return {
             "setting": {**{"additionalInfo": False}, **(document.get("setting") or {})},
             "imageType": document.get("imageType") or {"Original": {}},
-            "featureClass": _enabled_features(
-                feature_class if feature_class else DEFAULT_CLASSES
-            ),
+            "featureClass": _enabled_features(feature_class if feature_class else DEFAULT_CLASSES),
             "params_file": str(path),
             "params_file_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         }
@@ -290,9 +271,7 @@ class RadiomicsExtractor(FeatureExtractor):
             "pyradiomics_version": pyradiomics_version(),
             "setting": _plain(dict(engine.settings)),
             "imageType": _plain(dict(engine.enabledImagetypes)),
-            "featureClass": _plain(
-                {k: sorted(v) if v else v for k, v in engine.enabledFeatures.items()}
-            ),
+            "featureClass": _plain({k: sorted(v) if v else v for k, v in engine.enabledFeatures.items()}),
         }
         for key in ("params_file", "params_file_sha256"):
             if key in config:
@@ -301,9 +280,7 @@ class RadiomicsExtractor(FeatureExtractor):
 
     @property
     def version(self) -> str:
-        return (
-            f"harmkit-radiomics {PLUGIN_VERSION}; pyradiomics {pyradiomics_version()}"
-        )
+        return f"harmkit-radiomics {PLUGIN_VERSION}; pyradiomics {pyradiomics_version()}"
 
     def feature_classes(self) -> dict[str, str]:
         """``{feature name: class}`` for every feature :meth:`extract` returns, in its order."""
@@ -319,9 +296,7 @@ class RadiomicsExtractor(FeatureExtractor):
                     names[f"{cls}_{feature}"] = cls
         else:
             # derived image types (wavelet, LoG, ...) name their outputs at run time: probe once
-            names = {
-                name: _class_of(name) for name in self._extract_raw(*_probe_volume())
-            }
+            names = {name: _class_of(name) for name in self._extract_raw(*_probe_volume())}
         self.__dict__["_classes"] = names
         return dict(names)
 
@@ -367,9 +342,7 @@ class RadiomicsExtractor(FeatureExtractor):
         mask_array = sitk.GetArrayViewFromImage(mask)
         voxels = int(np.count_nonzero(mask_array))
         if voxels == 0:
-            raise HarmkitError(
-                "the mask is empty (no voxel inside the VOI); check the segmentation"
-            )
+            raise HarmkitError("the mask is empty (no voxel inside the VOI); check the segmentation")
         values = sitk.GetArrayViewFromImage(image)
         bad = int(np.count_nonzero(~np.isfinite(values)))
         if bad:
@@ -379,18 +352,14 @@ class RadiomicsExtractor(FeatureExtractor):
         spacing = self._configuration()["setting"].get("resampledPixelSpacing")
         if spacing:
             voi_mm3 = voxels * float(np.prod(image.GetSpacing()))
-            target_mm3 = float(
-                np.prod([s if s else n for s, n in zip(spacing, image.GetSpacing())])
-            )
+            target_mm3 = float(np.prod([s if s else n for s, n in zip(spacing, image.GetSpacing())]))
             if voi_mm3 < target_mm3:
                 raise HarmkitError(
                     f"the mask is smaller than one resampled voxel ({voxels} voxel(s) = {voi_mm3:.3g} mm³ < "
                     f"{_fmt(spacing)} mm = {target_mm3:.3g} mm³); use a larger VOI or a finer resampled_spacing"
                 )
         elif voxels < 2:
-            raise HarmkitError(
-                "the mask holds a single voxel; texture features need at least two"
-            )
+            raise HarmkitError("the mask holds a single voxel; texture features need at least two")
 
     def _explain(self, message: str, mask: sitk.Image) -> str:
         spacing = self._configuration()["setting"].get("resampledPixelSpacing")
@@ -429,14 +398,10 @@ def _engine_for(params: dict[str, Any]):
         _, featureextractor = _pyradiomics()
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter(
-                    "ignore", DeprecationWarning
-                )  # pykwalify's load_module()
+                warnings.simplefilter("ignore", DeprecationWarning)  # pykwalify's load_module()
                 engine = featureextractor.RadiomicsFeatureExtractor(params)
         except Exception as exc:  # pyradiomics validates the parameters (pykwalify)
-            raise HarmkitError(
-                f"radiomics: invalid pyradiomics parameters ({exc})"
-            ) from None
+            raise HarmkitError(f"radiomics: invalid pyradiomics parameters ({exc})") from None
         quiet_pyradiomics()
         _ENGINES[key] = engine
     return engine
@@ -463,14 +428,8 @@ def _all_feature_names(cls: str) -> list[str]:
 
     classes = getFeatureClasses()
     if cls not in classes:
-        raise HarmkitError(
-            f"radiomics: unknown feature class {cls!r}; pyradiomics has {', '.join(sorted(classes))}"
-        )
-    return [
-        name
-        for name, deprecated in classes[cls].getFeatureNames().items()
-        if not deprecated
-    ]
+        raise HarmkitError(f"radiomics: unknown feature class {cls!r}; pyradiomics has {', '.join(sorted(classes))}")
+    return [name for name, deprecated in classes[cls].getFeatureNames().items() if not deprecated]
 
 
 def _enabled_features(classes: Any) -> dict[str, list[str] | None]:
@@ -503,10 +462,7 @@ def _enabled_features(classes: Any) -> dict[str, list[str] | None]:
 
 
 def _expand_features(enabled: Mapping[str, Any]) -> dict[str, list[str]]:
-    return {
-        cls: (list(features) if features else _all_feature_names(cls))
-        for cls, features in enabled.items()
-    }
+    return {cls: (list(features) if features else _all_feature_names(cls)) for cls, features in enabled.items()}
 
 
 def _class_of(name: str) -> str:

@@ -166,8 +166,6 @@ def to_ibsi(name: str, value: float, voxels: int | None = None) -> float:
         "shape_LeastAxisLength",
     ):
         if not voxels or voxels < 2:
-            raise ValueError(
-                f"{name}: the number of mask voxels is needed for the conversion"
-            )
+            raise ValueError(f"{name}: the number of mask voxels is needed for the conversion")
         return value * (voxels / (voxels - 1)) ** 0.5
     return value

@@ -31,7 +31,9 @@ class KSCountEvaluator(Evaluator):
 
     name = "ks-count"
     title = "Features that still differ between site groups (KS test, example plugin)"
-    description = "Number of features whose distribution differs between site groups (KS test; example third-party evaluator)"
+    description = (
+        "Number of features whose distribution differs between site groups (KS test; example third-party evaluator)"
+    )
 
     def __init__(self, alpha: float = 0.05):
         self.alpha = alpha
@@ -51,10 +53,7 @@ class KSCountEvaluator(Evaluator):
                     a, b = features[groups == group], features[groups == reference]
                     if len(a) < 2 or len(b) < 2:
                         continue
-                    differing = sum(
-                        ks_2samp(a[c], b[c]).pvalue < self.alpha
-                        for c in features.columns
-                    )
+                    differing = sum(ks_2samp(a[c], b[c]).pvalue < self.alpha for c in features.columns)
                     rows.append(
                         {
                             "method": method.label,
@@ -64,16 +63,10 @@ class KSCountEvaluator(Evaluator):
                             "differing": int(differing),
                         }
                     )
-                total = sum(
-                    r["differing"]
-                    for r in rows
-                    if r["method"] == method.label and r["reference"] == reference
-                )
+                total = sum(r["differing"] for r in rows if r["method"] == method.label and r["reference"] == reference)
                 by_method[row_key(method.label, reference)] = {"ks_differing": total}
         if not rows:
-            raise EvaluatorSkipped(
-                "no site group has two or more scans besides the reference"
-            )
+            raise EvaluatorSkipped("no site group has two or more scans besides the reference")
         table = pd.DataFrame(rows)
         report = [
             f"Two-sample Kolmogorov-Smirnov test of every {voi} feature between each site group and the reference "

@@ -55,9 +55,7 @@ class ZScoreHarmonizer(FeatureHarmonizer):
                 )
             means.append(np.nanmean(rows, axis=0))
             sd = np.nanstd(rows, axis=0)
-            scales.append(
-                np.where(sd > 0, sd, 1.0)
-            )  # a constant feature is only shifted
+            scales.append(np.where(sd > 0, sd, 1.0))  # a constant feature is only shifted
         self.columns_ = [str(c) for c in features.columns]
         self.sites_ = labels
         self.mean_ = np.asarray(means, dtype=float)
@@ -65,9 +63,7 @@ class ZScoreHarmonizer(FeatureHarmonizer):
         self.reference_site_ = reference_site
         return self
 
-    def transform(
-        self, features: pd.DataFrame, sites: Sequence[str], covariates=None
-    ) -> pd.DataFrame:
+    def transform(self, features: pd.DataFrame, sites: Sequence[str], covariates=None) -> pd.DataFrame:
         self.check_fitted()
         if [str(c) for c in features.columns] != self.columns_:
             raise HarmkitError(
@@ -87,18 +83,12 @@ class ZScoreHarmonizer(FeatureHarmonizer):
         return pd.DataFrame(out, index=features.index, columns=features.columns)
 
 
-def _check(
-    features: pd.DataFrame, sites: Sequence[str]
-) -> tuple[np.ndarray, np.ndarray]:
+def _check(features: pd.DataFrame, sites: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(features, pd.DataFrame):
-        raise HarmkitError(
-            "zscore: features must be a pandas DataFrame (rows: scans, columns: features)"
-        )
+        raise HarmkitError("zscore: features must be a pandas DataFrame (rows: scans, columns: features)")
     sites = np.asarray([str(s) for s in sites])
     if len(sites) != len(features):
-        raise HarmkitError(
-            f"zscore: {len(sites)} site labels for {len(features)} feature rows; give one site per row"
-        )
+        raise HarmkitError(f"zscore: {len(sites)} site labels for {len(features)} feature rows; give one site per row")
     try:
         values = features.to_numpy(dtype=float)
     except (TypeError, ValueError):
