@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.harmkit-setup
 PLUGINS := $(sort $(wildcard plugins/*/pyproject.toml))
 SETUP_INPUTS := pyproject.toml $(PLUGINS) Makefile
 
-.PHONY: setup bench test test-quick clean-venv
+.PHONY: setup bench test test-quick lint clean-venv
 
 setup: $(STAMP)
 
@@ -27,8 +27,15 @@ $(STAMP): $(SETUP_INPUTS)
 bench: setup
 	$(VENV)/bin/harmkit bench --methods gan,combat,gan+combat
 
-test: setup
+test: setup lint
 	$(PY) -m pytest -ra
+
+# Style, types and architecture (import-linter: no import cycle, data flows one way, no torch in core).
+lint: setup
+	$(VENV)/bin/ruff check harmkit plugins tests benchmarks
+	$(VENV)/bin/ruff format --check harmkit plugins tests benchmarks
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 # The quick subset: everything but the end-to-end tests marked slow.
 test-quick: setup
