@@ -186,7 +186,8 @@ def suv_factor(
     elapsed = (scan_time - injection).total_seconds()
     if elapsed < 0:
         raise HarmkitError(
-            f"{where}: injection time {injection:%Y-%m-%d %H:%M:%S} is after the scan start {scan_time:%Y-%m-%d %H:%M:%S}; "
+            f"{where}: injection time {injection:%Y-%m-%d %H:%M:%S} is after the scan start "
+            f"{scan_time:%Y-%m-%d %H:%M:%S}; "
             f"check RadiopharmaceuticalStartTime (0018,1072) and SeriesTime (0008,0031)"
         )
     decayed_dose = dose * 2.0 ** (-elapsed / half_life)

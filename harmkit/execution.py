@@ -324,7 +324,8 @@ class DaskExecutor(Executor):
             if self._cluster is not None:
                 self._cluster.close()
             raise HarmkitError(
-                f"cannot connect to the Dask scheduler at {scheduler} ({exc}); start one with 'dask scheduler' and 'dask worker {scheduler}', or use --scheduler local"
+                f"cannot connect to the Dask scheduler at {scheduler} ({exc}); start one with 'dask scheduler' and "
+                f"'dask worker {scheduler}', or use --scheduler local"
             ) from None
 
     def _connected(self) -> Client:

@@ -259,7 +259,8 @@ def extract(
     if not any(voi in scan.masks for scan in cohort):
         available = ", ".join(cohort.mask_names) or "none"
         raise HarmkitError(
-            f"no scan of {cohort.manifest or 'the cohort'} has a mask {voi!r} (masks: {available}); choose --voi among them or add a 'mask_{voi}' column to the manifest"
+            f"no scan of {cohort.manifest or 'the cohort'} has a mask {voi!r} (masks: {available}); choose --voi among "
+            f"them or add a 'mask_{voi}' column to the manifest"
         )
     if extractor is None:
         extractor = get_extractor("radiomics")
@@ -351,7 +352,8 @@ def extract(
     if failed and on_error == "raise":
         lines = "\n".join(f"  - {message}" for message in failed.values())
         kept = (
-            f"; the features of the other {len(index)} scan(s) are cached in {cache_root}, so a rerun computes only the failing ones"
+            f"; the features of the other {len(index)} scan(s) are cached in {cache_root}, so a rerun computes only "
+            "the failing ones"
             if cache_root and index
             else ""
         )

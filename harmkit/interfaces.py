@@ -35,7 +35,7 @@ STATE_FILE = "harmkit-model.json"
 ARRAYS_FILE = "arrays.npz"
 
 
-class Component(ABC):
+class Component(ABC):  # noqa: B024 - an ABC on purpose: its subclasses are the abstract kinds
     """Base of every plugin class: a registered name, a description, parameters.
 
     Subclasses set the class attributes ``name`` (the short name users type),
@@ -63,7 +63,8 @@ class Component(ABC):
         for key, value in params.items():
             if key not in valid:
                 raise HarmkitError(
-                    f"{self.name or type(self).__name__}: unknown parameter {key!r}; valid parameters: {', '.join(sorted(valid))}"
+                    f"{self.name or type(self).__name__}: unknown parameter {key!r}; valid parameters: "
+                    f"{', '.join(sorted(valid))}"
                 )
             setattr(self, key, value)
         return self
@@ -249,7 +250,8 @@ def read_model_document(path: Path) -> dict[str, Any]:
     state_file = Path(path) / STATE_FILE
     if not state_file.is_file():
         raise HarmkitError(
-            f"{path}: not a saved harmkit model (no {STATE_FILE}); pass the directory written by save() or 'harmkit train'"
+            f"{path}: not a saved harmkit model (no {STATE_FILE}); pass the directory written by save() or 'harmkit "
+            "train'"
         )
     try:
         document = json.loads(state_file.read_text())

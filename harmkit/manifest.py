@@ -3,7 +3,8 @@
 Columns: ``subject_id``, ``site``, ``image``, ``mask_<name>`` (one per mask),
 optional ``outcome`` (0/1), optional ``site_group``, optional ``pair_id``
 (scans of one subject or phantom at different site groups, see
-:mod:`harmkit.pairs`); every other column is a covariate. The simulator writes this format too: one code path for all data.
+:mod:`harmkit.pairs`); every other column is a covariate. The simulator
+writes this format too: one code path for all data.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def read_manifest_problems(path: str | os.PathLike) -> tuple[Cohort, list[Proble
         subject = row.get("subject_id", "")
         site = row.get("site", "")
 
-        def problem(message: str) -> None:
+        def problem(message: str, number: int = number, subject: str = subject, site: str = site) -> None:
             problems.append(Problem(message, row=number, subject=subject or None, site=site or None))
 
         if raw_rows[number - 1].get(None):

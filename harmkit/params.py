@@ -53,7 +53,7 @@ def check_params(cls: type[Any], values: dict[str, Any], where: str = "", fix: s
     takes_any = any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values())
     hints = _type_hints(cls)
     label = getattr(cls, "name", "") or cls.__name__
-    for name, value in values.items():
+    for name in values:
         if name not in parameters:
             if takes_any:
                 continue

@@ -116,7 +116,8 @@ def _two_groups(groups: pd.Series, group_a: str | None, group_b: str | None) -> 
     if group_a is None and group_b is None:
         if len(present) != 2:
             raise ValueError(
-                f"expected exactly two site groups, found {len(present)} ({', '.join(map(str, present))}); name group_a and group_b"
+                f"expected exactly two site groups, found {len(present)} ({', '.join(map(str, present))}); name "
+                "group_a and group_b"
             )
         return present[0], present[1]
     if group_a is None or group_b is None:

@@ -285,7 +285,8 @@ class ValidationReport:
 
     def __str__(self) -> str:
         lines = [
-            f"{len(self.cohort)} scans, {len(self.cohort.sites)} sites: {len(self.errors)} error(s), {len(self.warnings)} warning(s)"
+            f"{len(self.cohort)} scans, {len(self.cohort.sites)} sites: {len(self.errors)} error(s), "
+            f"{len(self.warnings)} warning(s)"
         ]
         lines += [f"  {p.severity}: {p}" for p in self.problems]
         return "\n".join(lines)
@@ -933,7 +934,8 @@ def _cohort_problems(cohort: Cohort, min_scans_per_site: int, require_outcome: b
             problems.append(
                 Problem(
                     f"site group {group!r}{members} has {count} scan(s) but at least {min_scans_per_site} are needed; "
-                    f"add scans, merge it with a site of the same scanner and protocol (site_group column), or remove it"
+                    "add scans, merge it with a site of the same scanner and protocol (site_group column), or remove "
+                    "it"
                 )
             )
     if require_outcome:

@@ -76,7 +76,8 @@ def voi_cov(image: sitk.Image, mask: sitk.Image) -> float:
 def _voi_values(image: sitk.Image, mask: sitk.Image) -> np.ndarray:
     if image.GetSize() != mask.GetSize():
         raise HarmkitError(
-            f"mask size {mask.GetSize()} differs from image size {image.GetSize()}; resample the mask onto the image grid"
+            f"mask size {mask.GetSize()} differs from image size {image.GetSize()}; resample the mask onto the image "
+            "grid"
         )
     inside = sitk.GetArrayViewFromImage(mask) != 0
     if not inside.any():
@@ -147,7 +148,8 @@ def reference_sphere(
     distance = sitk.GetArrayFromImage(
         sitk.SignedMaurerDistanceMap(organ, insideIsPositive=True, squaredDistance=False, useImageSpacing=True)
     )
-    # the map measures to the centres of the outside voxels next to the organ; half a voxel less reaches the organ's edge
+    # the map measures to the centres of the outside voxels next to the organ;
+    # half a voxel less reaches the organ's edge
     distance -= 0.5 * min(organ.GetSpacing())
     eligible = organ_array & (distance >= radius + margin_mm)
     if not eligible.any():

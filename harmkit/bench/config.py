@@ -162,7 +162,8 @@ class BenchConfig:
             unknown = [m for m in members if m not in sites]
             if unknown:
                 raise HarmkitError(
-                    f"--site-groups {spec!r}: unknown site(s) {', '.join(unknown)}; sites in the cohort: {', '.join(sites)}"
+                    f"--site-groups {spec!r}: unknown site(s) {', '.join(unknown)}; sites in the cohort: "
+                    f"{', '.join(sites)}"
                 )
             for member in members:
                 mapping[member] = "-".join(members)

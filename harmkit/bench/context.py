@@ -166,7 +166,8 @@ class BenchContext:
                 keep.append(column)
             if not keep:
                 raise HarmkitError(
-                    f"VOI {voi!r}: no feature is finite for every scan and varies within each site group; check the masks"
+                    f"VOI {voi!r}: no feature is finite for every scan and varies within each site group; check the "
+                    "masks"
                 )
             self._columns[voi] = keep
         return self._columns[voi]

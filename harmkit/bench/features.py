@@ -64,7 +64,8 @@ def extract_all(ctx: "BenchContext", vois: list[str], console) -> None:
 
 
 def oracle_table(ctx: "BenchContext", baseline, voi: str, reference: str):
-    """The baseline's feature table with every non-reference scan's row replaced by its counterfactual's at ``reference``.
+    """The baseline's feature table with every non-reference scan's row replaced by its counterfactual's at
+    ``reference``.
 
     Rows keep the scan's subject id, site and site group: the table reads as
     if a perfect harmonizer had mapped each scan to the reference site.

@@ -43,7 +43,8 @@ def _transform_one(item: tuple[str, Scan, str, str]) -> str:
     original = scan.load_image()
     if not same_geometry(image, original):
         raise HarmkitError(
-            f"{scan.label}: the image harmonizer returned an image of a different geometry; it must keep size, spacing and origin"
+            f"{scan.label}: the image harmonizer returned an image of a different geometry; it must keep size, spacing "
+            "and origin"
         )
     import SimpleITK as sitk
 
@@ -51,7 +52,8 @@ def _transform_one(item: tuple[str, Scan, str, str]) -> str:
     if not np.isfinite(values).all():
         raise HarmkitError(
             f"{scan.label}: the image harmonizer returned {int((~np.isfinite(values)).sum())} non-finite voxel(s) "
-            f"(model {model_dir}); its training may have diverged: check its loss log, or change its parameters (--param)"
+            f"(model {model_dir}); its training may have diverged: check its loss log, or change its parameters "
+            "(--param)"
         )
     write_image(image, out_path)
     return out_path
@@ -94,15 +96,16 @@ def add_body_masks(ctx: "BenchContext", console) -> None:
         failed = [(item[0], r.error) for item, r in zip(items, results) if not r.ok]
         if failed:
             raise HarmkitError(
-                f"could not make a body mask for {failed[0][0].label}: {failed[0][1]}; add a mask_body column to the manifest"
+                f"could not make a body mask for {failed[0][0].label}: {failed[0][1]}; add a mask_body column to the "
+                "manifest"
             )
     scans = [
         replace(s, masks={**s.masks, "body": paths[s.subject_id]}) if s.subject_id in paths else s for s in ctx.cohort
     ]
     ctx.cohort = Cohort(scans, ctx.cohort.root, ctx.cohort.manifest, ctx.cohort.metadata)
     ctx.notes.append(
-        f"{len(missing)} scan(s) had no body mask: made one as SUV > {BODY_THRESHOLD_SUV} (largest connected component, holes filled), "
-        "the paper's first step; used by image harmonizers, image quality and QC"
+        f"{len(missing)} scan(s) had no body mask: made one as SUV > {BODY_THRESHOLD_SUV} (largest connected "
+        "component, holes filled), the paper's first step; used by image harmonizers, image quality and QC"
     )
 
 
@@ -183,7 +186,8 @@ def _transform_towards(
         if failed:
             scan, error = failed[0]
             raise HarmkitError(
-                f"image stage {stage.name!r} failed on {len(failed)} scan(s) towards {ref}; first: {scan.label}: {error}"
+                f"image stage {stage.name!r} failed on {len(failed)} scan(s) towards {ref}; first: {scan.label}: "
+                f"{error}"
             )
     return outputs
 
@@ -321,7 +325,8 @@ def _run_method_image_stages(
                 )
             except TargetNotSupported:
                 ctx.notes.append(
-                    f"image stage {stage.name!r} maps only towards the reference it was fitted with: fitted once per reference"
+                    f"image stage {stage.name!r} maps only towards the reference it was fitted with: fitted once per "
+                    "reference"
                 )
                 model_key, model_dir = _fit_image_model(ctx, stage, current, current_key, ref, console)
                 outputs = _transform_towards(

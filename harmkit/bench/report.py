@@ -219,11 +219,12 @@ def _report_blocks(ctx, results: dict) -> list[tuple]:
     b.append(
         (
             "p",
-            f"Methods: {', '.join(results['methods'])}. References (each site group serves once): {', '.join(ctx.references)}. "
-            f"VOIs: {', '.join(ctx.vois)}. "
+            f"Methods: {', '.join(results['methods'])}. References (each site group serves once): "
+            f"{', '.join(ctx.references)}. VOIs: {', '.join(ctx.vois)}. "
             + (
-                f"Splits: {cfg.folds} stratified Monte Carlo {1 - cfg.test_size:.0%}/{cfg.test_size:.0%}, seed {cfg.seed}, "
-                f"the same for every method (digest {results['seeds']['splits_digest']}). Feature stages (ComBat) fitted on "
+                f"Splits: {cfg.folds} stratified Monte Carlo {1 - cfg.test_size:.0%}/{cfg.test_size:.0%}, seed "
+                f"{cfg.seed}, the same for every method (digest {results['seeds']['splits_digest']}). Feature stages "
+                "(ComBat) fitted on "
                 + (
                     "the training rows of each split (leakage-free)."
                     if cfg.fit_on == "train"
@@ -237,7 +238,8 @@ def _report_blocks(ctx, results: dict) -> list[tuple]:
     b.append(
         (
             "p",
-            f"harmkit {results['versions']['harmkit']}, created {results['created']}, profile `{cfg.profile}`, total time {results['timings_s'].get('total', 0):.0f} s. "
+            f"harmkit {results['versions']['harmkit']}, created {results['created']}, profile `{cfg.profile}`, total "
+            f"time {results['timings_s'].get('total', 0):.0f} s. "
             "Every number below is in `results.json`; tables in `tables/*.csv`. docs/bench.md explains each number.",
         )
     )
@@ -354,8 +356,10 @@ def render_html(blocks: list[tuple], root: Path) -> str:
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>harmkit bench report</title><style>"
         "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
-        "table{border-collapse:collapse;margin:1em 0;font-size:13px}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}"
-        "th{background:#f0f0f0}td:first-child,td:nth-child(2){text-align:left}img{max-width:100%;border:1px solid #eee;margin:.5em 0}"
+        "table{border-collapse:collapse;margin:1em 0;font-size:13px}"
+        "th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}"
+        "th{background:#f0f0f0}td:first-child,td:nth-child(2){text-align:left}"
+        "img{max-width:100%;border:1px solid #eee;margin:.5em 0}"
         "code{background:#f5f5f5;padding:0 3px}figure{margin:1em 0}figcaption{font-size:12px;color:#555}"
         "</style></head><body>"
     ]
@@ -379,7 +383,8 @@ def render_html(blocks: list[tuple], root: Path) -> str:
             path = root / block[1]
             data = base64.b64encode(path.read_bytes()).decode() if path.is_file() else ""
             parts.append(
-                f"<figure><img alt='{html.escape(block[2])}' src='data:image/png;base64,{data}'><figcaption>{html.escape(block[2])}</figcaption></figure>"
+                f"<figure><img alt='{html.escape(block[2])}' "
+                f"src='data:image/png;base64,{data}'><figcaption>{html.escape(block[2])}</figcaption></figure>"
             )
     parts.append("</body></html>")
     return "\n".join(parts)

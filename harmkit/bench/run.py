@@ -105,7 +105,8 @@ def run_bench(config: BenchConfig | None = None, **options: Any) -> "BenchResult
         )
         if len(vois) == 1:
             ctx.notes.append(
-                f"no reference-tissue VOI {config.reference_voi!r} in every scan: reproducibility uses the {config.voi!r} VOI only"
+                f"no reference-tissue VOI {config.reference_voi!r} in every scan: reproducibility uses the "
+                f"{config.voi!r} VOI only"
             )
 
         t = time.time()

@@ -79,7 +79,8 @@ def monte_carlo_splits(
     counts = np.bincount(y, minlength=2)
     if (counts < 2).any():
         raise HarmkitError(
-            f"the outcome needs at least 2 subjects of each class for stratified splits (found {counts[0]} with outcome 0, {counts[1]} with outcome 1)"
+            f"the outcome needs at least 2 subjects of each class for stratified splits (found {counts[0]} with "
+            f"outcome 0, {counts[1]} with outcome 1)"
         )
     n_test = int(np.ceil(test_size * len(y)))
     if n_test < 2 or len(y) - n_test < 2:

@@ -41,7 +41,10 @@ def apply_feature_stages(
     train_groups,
     apply_to: list[tuple[Any, Any]],
 ):
-    """Fit the feature stages ``specs`` on ``train`` and apply them to each ``(X, groups)`` (module level: runs in workers)."""
+    """Fit the feature stages ``specs`` on ``train`` and apply them to each ``(X, groups)``.
+
+    Module level: runs in workers.
+    """
     from ..plugins import get_harmonizer
 
     outputs = [x for x, _ in apply_to]

@@ -10,7 +10,10 @@ import click
     "--methods",
     "-m",
     default=None,
-    help="Comma-separated methods, e.g. gan,combat,gan+combat (the baseline 'none' is always added). Default: gan,combat,gan+combat.",
+    help=(
+        "Comma-separated methods, e.g. gan,combat,gan+combat (the baseline 'none' is always added). Default: "
+        "gan,combat,gan+combat."
+    ),
 )
 @click.option(
     "--cohort",
@@ -76,7 +79,9 @@ import click
     "fit_on",
     type=click.Choice(["train", "all"]),
     default=None,
-    help="Fit feature stages (ComBat) on each split's training rows (default, leakage-free) or on all rows (the paper).",
+    help=(
+        "Fit feature stages (ComBat) on each split's training rows (default, leakage-free) or on all rows (the paper)."
+    ),
 )
 @click.option(
     "--jobs",
@@ -102,8 +107,10 @@ import click
     "cache_dir",
     type=click.Path(file_okay=False),
     default=None,
-    help="Cache folder. Default: the one cache of every command ($HARMKIT_CACHE, else "
-    "$XDG_CACHE_HOME/harmkit, else ~/.cache/harmkit; see 'harmkit cache info').",
+    help=(
+        "Cache folder. Default: the one cache of every command ($HARMKIT_CACHE, else "
+        "$XDG_CACHE_HOME/harmkit, else ~/.cache/harmkit; see 'harmkit cache info')."
+    ),
 )
 @click.option(
     "--subjects-per-site",
@@ -123,8 +130,9 @@ import click
     "--param",
     "params",
     multiple=True,
-    help="Plugin parameter, e.g. cyclegan.steps=200 (repeatable); unknown plugins, parameters or wrong types "
-    "are errors.",
+    help=(
+        "Plugin parameter, e.g. cyclegan.steps=200 (repeatable); unknown plugins, parameters or wrong types are errors."
+    ),
 )
 @click.option(
     "--nan-to-zero",

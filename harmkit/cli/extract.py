@@ -25,8 +25,10 @@ import click
     "--out",
     required=True,
     type=click.Path(dir_okay=False),
-    help="Output CSV (a <name>.settings.json with every setting is written next to it). Never an input; an "
-    "existing file is replaced only if harmkit extract wrote it.",
+    help=(
+        "Output CSV (a <name>.settings.json with every setting is written next to it). Never an input; an "
+        "existing file is replaced only if harmkit extract wrote it."
+    ),
 )
 @click.option(
     "--extractor",
@@ -60,7 +62,10 @@ import click
     "--sphere-in",
     "sphere_organ",
     metavar="ORGAN",
-    help="Place a reference sphere in mask ORGAN of every scan (upper right part, fully inside; EANM liver VOI), write the spheres next to --out, and extract from them instead of --voi.",
+    help=(
+        "Place a reference sphere in mask ORGAN of every scan (upper right part, fully inside; EANM liver VOI), write "
+        "the spheres next to --out, and extract from them instead of --voi."
+    ),
 )
 @click.option(
     "--sphere-diameter",
@@ -83,8 +88,10 @@ import click
     "--cache",
     "cache_dir",
     type=click.Path(file_okay=False),
-    help="Cache folder [default: $HARMKIT_CACHE, else $XDG_CACHE_HOME/harmkit, else ~/.cache/harmkit]; "
-    "feature tables go to its features/ part, shared with bench and diagnose.",
+    help=(
+        "Cache folder [default: $HARMKIT_CACHE, else $XDG_CACHE_HOME/harmkit, else ~/.cache/harmkit]; "
+        "feature tables go to its features/ part, shared with bench and diagnose."
+    ),
 )
 @click.option("--no-cache", is_flag=True, help="Do not read or write the cache.")
 @click.option(
@@ -194,7 +201,8 @@ def extract(
         )
         voi = "sphere"
         click.echo(
-            f"reference spheres ({sphere_diameter:g} mm in {sphere_organ}) written to {spheres}/ (manifest.csv lists them as mask_sphere)",
+            f"reference spheres ({sphere_diameter:g} mm in {sphere_organ}) written to {spheres}/ (manifest.csv lists "
+            "them as mask_sphere)",
             err=True,
         )
     table = run_extract(

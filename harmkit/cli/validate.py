@@ -168,7 +168,8 @@ def validate(
     n_errors, n_warnings = len(report.errors), len(report.warnings)
     if n_errors:
         console.print(
-            f"[bold red]{n_errors} error(s)[/], {n_warnings} warning(s): fix the errors above, then run harmkit validate again"
+            f"[bold red]{n_errors} error(s)[/], {n_warnings} warning(s): fix the errors above, then run harmkit "
+            "validate again"
         )
         sys.exit(1)
     console.print(f"[green]OK[/]: {len(report.cohort)} scans, {n_warnings} warning(s)")

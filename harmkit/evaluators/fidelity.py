@@ -100,7 +100,8 @@ def report_section(rows: list[dict], oracle: dict | None, oracle_note: str | Non
     if oracle:
         first = (
             f"Oracle AUC (features of the true activity maps, same splits; corrected 95 % CI): "
-            f"{fmt(oracle['auc_mean'], '.3f')} [{fmt(oracle['auc_ci_low'], '.3f')}–{fmt(oracle['auc_ci_high'], '.3f')}]. "
+            f"{fmt(oracle['auc_mean'], '.3f')} "
+            f"[{fmt(oracle['auc_ci_low'], '.3f')}–{fmt(oracle['auc_ci_high'], '.3f')}]. "
         )
     else:
         first = f"No oracle AUC: {oracle_note}. "
@@ -143,7 +144,10 @@ class FidelityEvaluator(Evaluator):
     name = "fidelity"
     title = "Fidelity against the ground truth"
     requires = ("prediction",)
-    description = "Ground-truth fidelity (simulated cohorts): harmonized vs counterfactual images and features, oracle AUC, gap closed"
+    description = (
+        "Ground-truth fidelity (simulated cohorts): harmonized vs counterfactual images and features, oracle AUC, "
+        "gap closed"
+    )
 
     def evaluate(self, ctx) -> EvaluationResult:
         import pandas as pd
@@ -178,7 +182,7 @@ class FidelityEvaluator(Evaluator):
                 image_key = str(key)
                 if image_key not in done_images:
 
-                    def compute(items=items, meta=meta, label=label):
+                    def compute(items=items, meta=meta, label=label, ref=ref):
                         results = ctx.map(voxel_one, items, label=f"fidelity {label} -> {ref}")
                         return [
                             {
@@ -326,7 +330,9 @@ class FidelityEvaluator(Evaluator):
                 "oracle_note": oracle_note,
                 "counterfactual": ctx.ground_truth_source,
                 "nmae": "mean |harmonized - counterfactual| / SD of the counterfactual feature across subjects",
-                "voxel_metrics": "SSIM/PSNR vs counterfactual inside the body mask; data range = counterfactual's SUV range there",
+                "voxel_metrics": (
+                    "SSIM/PSNR vs counterfactual inside the body mask; data range = counterfactual's SUV range there"
+                ),
             },
             columns=list(SUMMARY_COLUMNS),
             report=report,

@@ -153,7 +153,7 @@ class GapClosedEvaluator(Evaluator):
     @staticmethod
     def _row(context, label: str, reference: str) -> dict[str, Any]:
         merged: dict[str, Any] = {}
-        for name, result in context.results.items():
+        for result in context.results.values():
             if not result.skipped:
                 merged.update(result.summary.get("by_method", {}).get(row_key(label, reference), {}))
         return merged

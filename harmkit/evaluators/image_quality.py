@@ -61,8 +61,8 @@ def masked_metrics(original: np.ndarray, other: np.ndarray, mask: np.ndarray, da
         while hi[axis] - lo[axis] < 7 and (lo[axis] > 0 or hi[axis] < mask.shape[axis]):
             lo[axis] = max(lo[axis] - 1, 0)
             hi[axis] = min(hi[axis] + 1, mask.shape[axis])
-    box = tuple(slice(l, h) for l, h in zip(lo, hi))
-    if min(h - l for l, h in zip(lo, hi)) < 7:
+    box = tuple(slice(start, stop) for start, stop in zip(lo, hi))
+    if min(stop - start for start, stop in zip(lo, hi)) < 7:
         ssim = float("nan")
     else:
         _, ssim_map = structural_similarity(
@@ -128,8 +128,8 @@ def report_section(by_mask) -> list:
     ]
     return [
         "Data range: max - min of the original image's SUV inside its body mask (per scan). SSIM: 3-D, 7^3 uniform "
-        "window, K1=0.01, K2=0.03, averaged over mask voxels. NRMSE: ||original - harmonized|| / ||original|| over mask "
-        "voxels.",
+        "window, K1=0.01, K2=0.03, averaged over mask voxels. NRMSE: ||original - harmonized|| / ||original|| over "
+        "mask voxels.",
         ReportTable(
             [
                 "method",
@@ -172,7 +172,7 @@ class ImageQualityEvaluator(Evaluator):
                     "v1",
                 )
 
-                def compute(pairs=pairs):
+                def compute(pairs=pairs, method=method, ref=ref):
                     results = ctx.map(
                         quality_one,
                         pairs,
@@ -253,7 +253,7 @@ class ImageQualityEvaluator(Evaluator):
         )
         for ax, metric in zip(axes[:, 0], metrics):
             data, labels, colors = [], [], []
-            for mi, mask in enumerate(masks):
+            for mask in masks:
                 for ci, (label, ref) in enumerate(combos):
                     sub = table[(table["mask"] == mask) & (table["method"] == label) & (table["reference"] == ref)][
                         metric

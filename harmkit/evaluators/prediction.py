@@ -249,7 +249,8 @@ SUMMARY_COLUMNS = (
 CAPTIONS = {
     PREDICTION_GROUP: "95% CI and p vs none: corrected resampled t over the splits (Nadeau & Bengio 2003). "
     "Holm-adjusted p-values: report.md.",
-    HABERL_GROUP: "Student-t CI over the splits; Shapiro-Wilk, then paired t or Wilcoxon. The splits overlap: too optimistic.",
+    HABERL_GROUP: "Student-t CI over the splits; Shapiro-Wilk, then paired t or Wilcoxon. "
+    "The splits overlap: too optimistic.",
 }
 
 
@@ -429,7 +430,10 @@ class PredictionEvaluator(Evaluator):
             "splits_digest": splits.digest(),
             "fit_on": ctx.config.fit_on,
             "classifier": f"StandardScaler + LogisticRegression(C={self.C}, L2, newton-cholesky), no feature selection",
-            "delong_input": "per-subject mean of out-of-split predicted probabilities (subjects tested in >= 1 split), paired with the baseline's",
+            "delong_input": (
+                "per-subject mean of out-of-split predicted probabilities (subjects tested in >= 1 split), "
+                "paired with the baseline's"
+            ),
             "ci": CI_TEXT,
             "paired_test": "corrected resampled t test of the per-split AUCs vs `none` (Nadeau & Bengio 2003), "
             "two-sided",
@@ -446,8 +450,9 @@ class PredictionEvaluator(Evaluator):
         }
         rows = method_rows(ctx, summary)
         report = [
-            f"{summary_dict['classifier']}; VOI `{voi}`, {summary_dict['n_features']} features, {len(subjects)} subjects "
-            f"({int(y.sum())} positive), {splits.n_splits} splits. DeLong input: {summary_dict['delong_input']}.",
+            f"{summary_dict['classifier']}; VOI `{voi}`, {summary_dict['n_features']} features, {len(subjects)} "
+            f"subjects ({int(y.sum())} positive), {splits.n_splits} splits. DeLong input: "
+            f"{summary_dict['delong_input']}.",
             statistics_text(summary_dict),
             ReportTable(*prediction_table(rows, summary_dict["n_bootstrap"]), ident="prediction"),
             ReportFigure("roc", "ROC curves"),

@@ -10,9 +10,10 @@ meaningless), inside the body mask (or where SUV > 0.1 without one). The
 A scan is **flagged** when the mean absolute percent difference in the edge
 band exceeds ``threshold`` percent *and* is more than twice that of the
 interior ("edge change"), or when the interior's exceeds twice ``threshold``
-("large change everywhere": a harmonizer that rewrote the image). Flagged scans (and, for each method, the scan with the largest
-edge change) are shown as coronal maximum-intensity projections: original,
-harmonized, and the mean percent difference along the projection axis.
+("large change everywhere": a harmonizer that rewrote the image). Flagged
+scans (and, for each method, the scan with the largest edge change) are shown
+as coronal maximum-intensity projections: original, harmonized, and the mean
+percent difference along the projection axis.
 """
 
 from __future__ import annotations
@@ -182,7 +183,7 @@ class QCEvaluator(Evaluator):
                     continue
                 items = [(ctx.cohort.get(sid), scan, fraction) for sid, scan in changed.items()]
 
-                def compute(items=items):
+                def compute(items=items, method=method, ref=ref):
                     results = ctx.map(qc_one, items, label=f"QC {method.label} -> {ref}")
                     return [
                         {"subject_id": it[0].subject_id, "site": it[0].site, **r.value}
@@ -248,8 +249,9 @@ class QCEvaluator(Evaluator):
                 "edge_fraction": fraction,
                 "threshold_pct": threshold,
                 "rule": (
-                    f"flagged when mean |% difference| in the outer {fraction:.0%} of the volume > {threshold}% and > 2x the interior's "
-                    f"(edge change), or when the interior's mean |% difference| > {2 * threshold}% (large change everywhere)"
+                    f"flagged when mean |% difference| in the outer {fraction:.0%} of the volume > {threshold}% and > "
+                    f"2x the interior's (edge change), or when the interior's mean |% difference| > {2 * threshold}% "
+                    "(large change everywhere)"
                 ),
                 "n_flagged": int(table["flagged"].sum()),
             },

@@ -314,7 +314,10 @@ class ReproducibilityEvaluator(Evaluator):
             summary={
                 "by_method": summary,
                 "vois": list(ctx.vois),
-                "overlap": "overlap coefficient of each feature's distributions in a non-reference group and the reference group",
+                "overlap": (
+                    "overlap coefficient of each feature's distributions in a non-reference group and the "
+                    "reference group"
+                ),
                 "feature_stages": "fitted on every row (no outcome involved)",
             },
             columns=list(SUMMARY_COLUMNS),

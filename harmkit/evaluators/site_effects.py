@@ -140,8 +140,10 @@ class SiteEffectsEvaluator(Evaluator):
             figures=figures,
             summary={
                 "by_method": summary,
-                "site_auc": "cross-validated AUC (logistic regression, standardized features, 5-fold x 5) predicting the site group "
-                "from the VOI's features after the method; 0.5 = sites indistinguishable",
+                "site_auc": (
+                    "cross-validated AUC (logistic regression, standardized features, 5-fold x 5) predicting "
+                    "the site group from the VOI's features after the method; 0.5 = sites indistinguishable"
+                ),
                 "patch_accuracy": patch_note
                 or "held-out balanced accuracy of a patch-texture classifier (patches / own mean) "
                 "at the reference group's median spacing; chance = 1 / number of site groups",
@@ -183,14 +185,14 @@ class SiteEffectsEvaluator(Evaluator):
         from ..bench.formatting import fmt
 
         blocks: list = [
-            "Site AUC: cross-validated AUC (logistic regression on standardized features, 5-fold x 5) predicting the site "
-            "group from the VOI's features after the method; 0.5 means the sites cannot be told apart, 1 that they always "
-            "can. Feature stages are fitted inside each fold. Patch accuracy: "
+            "Site AUC: cross-validated AUC (logistic regression on standardized features, 5-fold x 5) predicting the "
+            "site group from the VOI's features after the method; 0.5 means the sites cannot be told apart, 1 that "
+            "they always can. Feature stages are fitted inside each fold. Patch accuracy: "
             + (
                 patch_note
                 or (
-                    "held-out (by subject) balanced accuracy of a patch-texture classifier (patches divided by their own mean) at "
-                    "the reference group's median spacing; chance = 1 / number of site groups."
+                    "held-out (by subject) balanced accuracy of a patch-texture classifier (patches divided by their "
+                    "own mean) at the reference group's median spacing; chance = 1 / number of site groups."
                 )
             )
         ]

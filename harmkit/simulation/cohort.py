@@ -405,7 +405,8 @@ def simulate(
         "truth_table": TRUTH_TABLE,
         "truth_dir": "truth",
         "seeding": "numpy SeedSequence(seed, spawn_key=(1, subject_index, stream)); stream 0 design, 1 spatial fields, "
-        "2 + 2*site_index + replicate noise (replicate 0 scan, 1 counterfactual); SeedSequence(seed, spawn_key=(2, site_index)) grid allocation",
+        "2 + 2*site_index + replicate noise (replicate 0 scan, 1 counterfactual); SeedSequence(seed, spawn_key=(2, "
+        "site_index)) grid allocation",
     }
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
