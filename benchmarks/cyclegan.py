@@ -268,7 +268,8 @@ def cpu_suite(profiles, device, results):
     shipped = shipped_precision(device)
     results["matmul_gflops"] = {"fp32": fp32_peak, "bf16": bf16_peak}
     print(
-        f"# device: {device}  torch {torch.__version__}  threads {torch.get_num_threads()}  shipped precision: {shipped}"
+        f"# device: {device}  torch {torch.__version__}  threads {torch.get_num_threads()}  shipped precision: "
+        f"{shipped}"
     )
     print(f"# dense matmul 2048^2: fp32 {fp32_peak:.0f} GFLOP/s, bf16 {bf16_peak:.0f} GFLOP/s (measured now)")
     rows = results.setdefault("rows", [])
@@ -331,7 +332,8 @@ def cpu_suite(profiles, device, results):
                 ""
                 if data["windows"] == data["windows_full"]
                 else (
-                    f"timed {data['windows']} of {data['windows_full']} windows on a {'x'.join(map(str, data['part'][::-1]))} part; full volume extrapolated; peak RSS is the part's"
+                    f"timed {data['windows']} of {data['windows_full']} windows on a "
+                    f"{'x'.join(map(str, data['part'][::-1]))} part; full volume extrapolated; peak RSS is the part's"
                 )
             )
             rows.append(
@@ -362,8 +364,8 @@ def gpu_suite(device, results, small=False):
     bf16_peak = matmul_gflops(device, torch.bfloat16)
     results["matmul_gflops"] = {"fp32": fp32_peak, "bf16": bf16_peak}
     print(
-        f"# device: {name}  torch {torch.__version__}  matmul fp32 {fp32_peak:.0f} GFLOP/s, bf16 {bf16_peak:.0f} GFLOP/s"
-        + (f"  (cudnn TF32 convolutions: {torch.backends.cudnn.allow_tf32})" if device.type == "cuda" else "")
+        f"# device: {name}  torch {torch.__version__}  matmul fp32 {fp32_peak:.0f} GFLOP/s, bf16 {bf16_peak:.0f} "
+        "GFLOP/s" + (f"  (cudnn TF32 convolutions: {torch.backends.cudnn.allow_tf32})" if device.type == "cuda" else "")
     )
     config = get_profile("paper")
     if small:  # for testing the script on a CPU: tiny sizes

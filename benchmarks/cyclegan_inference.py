@@ -38,7 +38,7 @@ def make_model(folder: Path) -> Path:
     import torch
 
     for state in gan._generators.values():
-        for key, value in state.items():
+        for value in state.values():
             if value.dtype.is_floating_point:
                 value.add_(0.01 * torch.randn_like(value))
     return gan.save(folder / "model")
@@ -106,12 +106,13 @@ def pool(model_dir: Path, env_threads: str | None) -> float:
     env.pop("OMP_NUM_THREADS", None)
     if env_threads:
         env["OMP_NUM_THREADS"] = env_threads
+    here, model = str(Path(__file__).parent), str(model_dir)
     code = (
-        "import sys, time; sys.path.insert(0, %r); import cyclegan_inference as b; "
+        f"import sys, time; sys.path.insert(0, {here!r}); import cyclegan_inference as b; "
         "from harmkit.execution import LocalExecutor; t = time.perf_counter(); "
-        "ex = LocalExecutor(jobs=2, progress=False); r = ex.map(b.translate_one, [(%r, i) for i in range(4)]); "
+        f"ex = LocalExecutor(jobs=2, progress=False); r = ex.map(b.translate_one, [({model!r}, i) for i in range(4)]); "
         "ex.close(); assert all(x.ok for x in r), r; print(time.perf_counter() - t)"
-    ) % (str(Path(__file__).parent), str(model_dir))
+    )
     out = subprocess.run(
         [sys.executable, "-c", code],
         env=env,

@@ -135,7 +135,8 @@ def main() -> None:
         extractor = RadiomicsExtractor()
         voxels = [int(sitk.GetArrayFromImage(s.load_mask("lesion")).sum()) for s in cohort]
         console.print(
-            f"{n} scans, lesion {int(np.median(voxels))} voxels (median) on the native grid, 93 features, default PET settings"
+            f"{n} scans, lesion {int(np.median(voxels))} voxels (median) on the native grid, 93 features, default PET "
+            "settings"
         )
 
         rows = []

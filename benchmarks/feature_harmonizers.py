@@ -86,11 +86,13 @@ def main() -> None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ComBatWarning)
                 repeats = 1 if "GAM" in label else args.repeats  # tens of seconds per GAM fit
-                fit_s, _ = best_of(repeats, lambda: model.fit(table, sites, covariates))
-                apply_s, out = best_of(args.repeats, lambda: model.transform(table, sites, covariates))
+                args_ = (table, sites, covariates)
+                fit_s, _ = best_of(repeats, lambda model=model, args_=args_: model.fit(*args_))
+                apply_s, out = best_of(args.repeats, lambda model=model, args_=args_: model.transform(*args_))
             assert np.isfinite(out.to_numpy()).all()
             print(
-                f"| {rows:,} × {args.features} | {label} | {fit_s:.3f} | {apply_s:.3f} | {1000 * apply_s / rows * 1000:.2f} |"
+                f"| {rows:,} × {args.features} | {label} | {fit_s:.3f} | {apply_s:.3f} | "
+                f"{1000 * apply_s / rows * 1000:.2f} |"
             )
 
 

@@ -124,11 +124,11 @@ def main() -> None:
     contours, area = cases(pet, z_mm)["disc r=20 mm"]
     path = write_rtstruct(root / "ct.dcm", pet, {"disc": contours}, contour_images=False)
     ours = harmkit_mask(pet.folder, path)[z_index].sum(axis=(1, 2)).mean()
-    line = f"{'drawn on CT':22s} {area / voxel_mm2:11.1f} {'%d vox' % ours:>12s}"
+    line = f"{'drawn on CT':22s} {area / voxel_mm2:11.1f} {f'{int(ours)} vox':>12s}"
     if have_rtutils:
         try:
             theirs = rtutils_mask(pet.folder, path, "disc")[z_index].sum(axis=(1, 2)).mean()
-            line += f" {'%d vox' % theirs:>13s}"
+            line += f" {f'{int(theirs)} vox':>13s}"
         except Exception as exc:  # noqa: BLE001
             line += f" {type(exc).__name__}"
     print(line)
@@ -141,12 +141,12 @@ def main() -> None:
     )
     path = write_rtstruct(root / "wide.dcm", wide, {"star": [star((150.0, 60.0), wide.point(0, 0, 3)[2])]})
     exact = polygon_area(star((150.0, 60.0), 0)) / voxel_mm2
-    line = f"{'96x64 matrix, col 75':22s} {exact:11.1f} {'%d vox' % harmkit_mask(wide.folder, path).sum():>12s}"
+    line = f"{'96x64 matrix, col 75':22s} {exact:11.1f} {f'{int(harmkit_mask(wide.folder, path).sum())} vox':>12s}"
     if have_rtutils:
         from rt_utils import RTStructBuilder
 
         raw = RTStructBuilder.create_from(str(wide.folder), str(path), warn_only=True).get_roi_mask_by_name("star")
-        line += f" {'%d vox' % raw.sum():>13s}"
+        line += f" {f'{int(raw.sum())} vox':>13s}"
     print(line)
     # speed: a sphere contoured on every slice
     radius = 40.0

@@ -11,7 +11,7 @@ from torch import nn  # noqa: E402
 from harmkit_cyclegan.config import PROFILES, get_profile  # noqa: E402
 from harmkit_cyclegan.inference import sliding_window, window_starts  # noqa: E402
 from harmkit_cyclegan.intensity import to_network, to_suv  # noqa: E402
-from harmkit_cyclegan.nets import (
+from harmkit_cyclegan.nets import (  # noqa: E402
     PatchDiscriminator3d,
     ResidualBlock,
     ResnetGenerator3d,
@@ -210,7 +210,9 @@ def test_networks_training_and_inference_import_only_torch_and_numpy():
         "import sys, importlib.abc\n"
         "class Block(importlib.abc.MetaPathFinder):\n"
         "    def find_spec(self, name, path, target=None):\n"
-        "        if name.split('.')[0] in ('SimpleITK', 'harmkit', 'radiomics', 'neuroHarmonize', 'h5py', 'scipy', 'pandas'):\n"
+        "        if name.split('.')[0] in (\n"
+        "            'SimpleITK', 'harmkit', 'radiomics', 'neuroHarmonize', 'h5py', 'scipy', 'pandas'\n"
+        "        ):\n"
         "            raise ImportError('blocked: ' + name)\n"
         "sys.meta_path.insert(0, Block())\n"
         "import harmkit_cyclegan.config, harmkit_cyclegan.intensity, harmkit_cyclegan.nets\n"

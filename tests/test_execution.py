@@ -107,7 +107,12 @@ def test_pool_works_from_a_script_read_on_stdin():
     import subprocess
     import sys
 
-    code = "from harmkit.execution import get_executor\nimport math\nwith get_executor(jobs=2, progress=False) as ex:\n    print([r.value for r in ex.map(math.sqrt, [4, 9, 16], 'x')], ex.start_method)\n"
+    code = (
+        "from harmkit.execution import get_executor\n"
+        "import math\n"
+        "with get_executor(jobs=2, progress=False) as ex:\n"
+        "    print([r.value for r in ex.map(math.sqrt, [4, 9, 16], 'x')], ex.start_method)\n"
+    )
     result = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["[2.0,", "3.0,", "4.0]", "fork"]

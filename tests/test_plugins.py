@@ -292,7 +292,7 @@ def test_zscore_without_reference_gives_mean_0_sd_1_per_site(zscore):
     )
     sites = ["X"] * 20 + ["Y"] * 30
     out = zscore().fit_transform(features, sites)
-    for site, rows in (("X", slice(0, 20)), ("Y", slice(20, 50))):
+    for _site, rows in (("X", slice(0, 20)), ("Y", slice(20, 50))):
         assert out["a"].iloc[rows].mean() == pytest.approx(0, abs=1e-12)
         assert out["a"].iloc[rows].std(ddof=0) == pytest.approx(1)
     assert (out["b"].iloc[:20] == 0).all()  # a constant feature is only shifted

@@ -124,7 +124,9 @@ def test_derived_image_types_are_prefixed(volume):
 def test_pyradiomics_parameter_file(tmp_path, volume):
     params = tmp_path / "params.yaml"
     params.write_text(
-        "setting:\n  binWidth: 0.5\n  resampledPixelSpacing: [2, 2, 2]\nimageType:\n  Original: {}\nfeatureClass:\n  firstorder: [Mean, Maximum]\n"
+        "setting:\n  binWidth: 0.5\n  resampledPixelSpacing: [2, 2, 2]\n"
+        "imageType:\n  Original: {}\n"
+        "featureClass:\n  firstorder: [Mean, Maximum]\n"
     )
     extractor = RadiomicsExtractor(params_file=params)
     assert set(extractor.extract(*volume)) == {"firstorder_Mean", "firstorder_Maximum"}

@@ -346,7 +346,10 @@ def test_lesion_biology_shows_in_the_truth_image():
 
 
 def test_headneck_site_groups_differ_in_reference_noise_like_real_protocols():
-    """HGJ's reference-VOI COV is at least 1.76x CHUM's, the largest ratio between the real protocols (docs/real-data.md)."""
+    """HGJ's reference-VOI COV is at least 1.76x CHUM's, the largest ratio between the real protocols.
+
+    See docs/real-data.md.
+    """
     from harmkit.diagnostics import noise_statistics
 
     preset = get_preset("headneck")

@@ -62,7 +62,7 @@ def test_delong_detects_a_real_difference_and_not_noise():
     assert stats.delong_test(y, a, b).p < 0.01
     rng = np.random.default_rng(2)
     null_p = []
-    for i in range(200):
+    for _ in range(200):
         yy = (rng.random(80) < 0.5).astype(int)
         s1, s2 = rng.normal(size=80) + yy, rng.normal(size=80) + yy
         null_p.append(stats.delong_test(yy, s1, s2).p)

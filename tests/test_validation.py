@@ -197,7 +197,8 @@ def test_in_memory_cohort_is_validated_without_a_manifest():
     report = validate_cohort(Cohort(scans))
     messages = sorted(str(p) for p in report.errors)
     assert messages == [
-        "(subject s1, site X): mask 'lesion' is empty (no non-zero voxel) in memory; fix the segmentation or remove the row",
+        "(subject s1, site X): mask 'lesion' is empty (no non-zero voxel) in memory; fix the segmentation or remove "
+        "the row",
         "(subject s1, site X): outcome 3 is not binary; use 0 or 1 (None when unknown)",
     ]
 

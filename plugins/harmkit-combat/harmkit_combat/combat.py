@@ -156,9 +156,9 @@ class ComBat(FeatureHarmonizer):
         single = [s for s, n in site_counts.items() if n < 2]
         if single:
             raise HarmkitError(
-                f"ComBat: site(s) {_listing(single)} have a single scan; a site's scale cannot be estimated from one scan "
-                f"(neuroHarmonize would return all-NaN output). Pool such sites with a site that shares their scanner "
-                f"and protocol (site_group), or drop them"
+                f"ComBat: site(s) {_listing(single)} have a single scan; a site's scale cannot be estimated from one "
+                "scan (neuroHarmonize would return all-NaN output). Pool such sites with a site that shares their "
+                "scanner and protocol (site_group), or drop them"
             )
         if reference_site is not None:
             reference_site = str(reference_site)
@@ -224,7 +224,8 @@ class ComBat(FeatureHarmonizer):
         bad = ~np.isfinite(model["gamma_star"]).all(axis=0) | ~np.isfinite(model["delta_star"]).all(axis=0)
         if bad.any():  # pragma: no cover - guarded above; kept as a last line of defence
             raise HarmkitError(
-                f"ComBat: estimates are not finite for feature(s) {_listing([feature_names[keep[j]] for j in np.flatnonzero(bad)])}"
+                "ComBat: estimates are not finite for feature(s) "
+                f"{_listing([feature_names[keep[j]] for j in np.flatnonzero(bad)])}"
             )
 
         self.feature_names_ = [_jsonable(f) for f in feature_names]
@@ -288,7 +289,8 @@ class ComBat(FeatureHarmonizer):
         unseen = sorted(set(site_labels) - set(self.sites_))
         if unseen:
             raise HarmkitError(
-                f"ComBat: site(s) {_listing(unseen)} were not in the training rows (fitted sites: {_listing(self.sites_)}); "
+                f"ComBat: site(s) {_listing(unseen)} were not in the training rows (fitted sites: "
+                f"{_listing(self.sites_)}); "
                 f"ComBat cannot estimate their effect: refit with scans of these sites in the training data"
             )
         out = features.copy()
@@ -455,7 +457,8 @@ def _check_covariates(
         raise HarmkitError(f"ComBat: {len(covariates)} covariate rows for {len(features)} feature rows")
     if covariates.columns.duplicated().any():
         raise HarmkitError(
-            f"ComBat: duplicated covariate column(s) {_listing(covariates.columns[covariates.columns.duplicated()].unique())}"
+            "ComBat: duplicated covariate column(s) "
+            f"{_listing(covariates.columns[covariates.columns.duplicated()].unique())}"
         )
     # Rows: align by index when both tables name the same scans in another order.
     if (
@@ -511,7 +514,8 @@ def _check_design(
     full = np.hstack([onehot, cov.to_numpy(dtype=float)])
     if np.linalg.matrix_rank(full) < full.shape[1]:
         raise HarmkitError(
-            f"ComBat: covariates {_listing(cov_names)} are collinear with each other or with site; drop redundant columns"
+            f"ComBat: covariates {_listing(cov_names)} are collinear with each other or with site; drop redundant "
+            "columns"
         )
 
 

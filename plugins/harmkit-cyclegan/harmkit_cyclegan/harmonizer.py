@@ -172,7 +172,8 @@ class CycleGANHarmonizer(ImageHarmonizer):
         sources = [g for g in groups if g != reference]
         if not sources:
             raise HarmkitError(
-                f"cyclegan: the cohort has only site group {reference!r}; harmonization needs scans of at least one other site"
+                f"cyclegan: the cohort has only site group {reference!r}; harmonization needs scans of at least one "
+                "other site"
             )
         domain_pair = sorted([tuple(sorted(sources)), (reference,)])
         fingerprint = _cohort_fingerprint(cohort)

@@ -86,7 +86,8 @@ class HistogramMatching(ImageHarmonizer):
         p = np.asarray(self.landmarks, dtype=float)
         if p.ndim != 1 or len(p) < 2 or np.any(np.diff(p) <= 0) or p[0] < 0 or p[-1] > 100:
             raise HarmkitError(
-                f"histmatch: landmarks must be at least two strictly increasing percentiles in [0, 100], got {list(self.landmarks)}"
+                "histmatch: landmarks must be at least two strictly increasing percentiles in [0, 100], got "
+                f"{list(self.landmarks)}"
             )
         if self.outside not in ("keep", "map"):
             raise HarmkitError(f"histmatch: outside={self.outside!r} is not known; use 'keep' or 'map'")
@@ -115,7 +116,8 @@ class HistogramMatching(ImageHarmonizer):
         self.check_fitted()
         if target_site is not None and str(target_site) != self.reference_site_:
             raise TargetNotSupported(
-                f"histmatch was fitted towards {self.reference_site_!r}, not {target_site!r}; fit it with that reference"
+                f"histmatch was fitted towards {self.reference_site_!r}, not {target_site!r}; fit it with that "
+                "reference"
             )
         if scan.group == self.reference_site_:
             return scan.with_image(scan.load_image())

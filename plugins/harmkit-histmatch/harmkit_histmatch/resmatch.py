@@ -117,7 +117,8 @@ class _Patch:
         self.label = scan.label
         if self.mask.sum() < 20:
             raise HarmkitError(
-                f"{scan.label}: mask {mask_name!r} has only {int(self.mask.sum())} voxels; resmatch needs a VOI of at least 20 voxels"
+                f"{scan.label}: mask {mask_name!r} has only {int(self.mask.sum())} voxels; resmatch needs a VOI of at "
+                "least 20 voxels"
             )
 
     def statistic(self, name: str, fwhm_mm: float) -> float:
@@ -217,7 +218,8 @@ class ResolutionMatching(ImageHarmonizer):
         if small:
             warnings.warn(
                 f"resmatch: mask {self.mask!r} has fewer than {SMALL_VOI_VOXELS} voxels in {len(small)} scan(s) "
-                f"(e.g. {small[0]}); the texture statistic of such a small VOI is noisy and the fitted width unreliable",
+                f"(e.g. {small[0]}); the texture statistic of such a small VOI is noisy and the fitted width "
+                "unreliable",
                 ResolutionMatchingWarning,
                 stacklevel=2,
             )
@@ -250,7 +252,7 @@ class ResolutionMatching(ImageHarmonizer):
                     f"{group!r} cannot be matched to {reference_site!r}. Use the smoothest site group as the reference"
                 )
 
-            def residual(w: float) -> float:
+            def residual(w: float, group: str = group) -> float:
                 value = mean_stat(group, w)
                 return (value - target) if increasing else (target - value)
 

@@ -192,7 +192,8 @@ class RadiomicsExtractor(FeatureExtractor):
             settings["interpolator"] = self.interpolator
             if self.interpolator not in _INTERPOLATORS:
                 raise HarmkitError(
-                    f"radiomics: interpolator {self.interpolator!r} unknown; use one of {', '.join(sorted(_INTERPOLATORS))}"
+                    f"radiomics: interpolator {self.interpolator!r} unknown; use one of "
+                    f"{', '.join(sorted(_INTERPOLATORS))}"
                 )
             if self.bin_count is not None:
                 if int(self.bin_count) < 2:
@@ -235,7 +236,8 @@ class RadiomicsExtractor(FeatureExtractor):
         }
         if unknown:
             raise HarmkitError(
-                f"radiomics: {path}: unknown top-level key(s) {', '.join(sorted(unknown))}; expected setting, imageType, featureClass"
+                f"radiomics: {path}: unknown top-level key(s) {', '.join(sorted(unknown))}; expected setting, "
+                "imageType, featureClass"
             )
         feature_class = document.get("featureClass")
         return {
@@ -377,7 +379,10 @@ class RadiomicsExtractor(FeatureExtractor):
             )
             and spacing
         ):
-            return f"the mask is empty or a single voxel after resampling to {_fmt(spacing)} mm ({first}); use a larger VOI or a finer resampled_spacing"
+            return (
+                f"the mask is empty or a single voxel after resampling to {_fmt(spacing)} mm ({first}); "
+                "use a larger VOI or a finer resampled_spacing"
+            )
         if "geometry" in first.lower():
             return f"mask and image geometry do not match ({first}); resample the mask onto the image grid"
         return f"pyradiomics rejected the input: {first}"
@@ -442,7 +447,8 @@ def _enabled_features(classes: Any) -> dict[str, list[str] | None]:
         enabled = {str(c): None for c in classes}
     if not enabled:
         raise HarmkitError(
-            "radiomics: no feature class enabled; give at least one of firstorder, glcm, glrlm, glszm, gldm, ngtdm, shape"
+            "radiomics: no feature class enabled; give at least one of firstorder, glcm, glrlm, glszm, gldm, ngtdm, "
+            "shape"
         )
     for cls, features in enabled.items():
         if features is not None:

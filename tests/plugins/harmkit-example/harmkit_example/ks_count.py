@@ -97,7 +97,8 @@ class KSCountEvaluator(Evaluator):
                     "d",
                     "KS diff",
                     description=(
-                        f"features of the VOI whose distribution differs from the reference group's (KS test, p < {self.alpha})"
+                        "features of the VOI whose distribution differs from the reference group's (KS test, p < "
+                        f"{self.alpha})"
                     ),
                 )
             ],

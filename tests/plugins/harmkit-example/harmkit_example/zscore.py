@@ -51,7 +51,8 @@ class ZScoreHarmonizer(FeatureHarmonizer):
             rows = values[sites == site]
             if len(rows) < max(self.min_scans_per_site, 1):
                 raise HarmkitError(
-                    f"zscore: site {site!r} has {len(rows)} training row(s); at least {self.min_scans_per_site} are needed"
+                    f"zscore: site {site!r} has {len(rows)} training row(s); at least {self.min_scans_per_site} are "
+                    "needed"
                 )
             means.append(np.nanmean(rows, axis=0))
             sd = np.nanstd(rows, axis=0)
@@ -73,7 +74,8 @@ class ZScoreHarmonizer(FeatureHarmonizer):
         unknown = sorted(set(sites) - set(self.sites_))
         if unknown:
             raise HarmkitError(
-                f"zscore: site(s) {', '.join(unknown)} were not in the training rows; fitted sites: {', '.join(self.sites_)}"
+                f"zscore: site(s) {', '.join(unknown)} were not in the training rows; fitted sites: "
+                f"{', '.join(self.sites_)}"
             )
         index = np.array([self.sites_.index(s) for s in sites], dtype=int)
         out = (values - self.mean_[index]) / self.scale_[index]
