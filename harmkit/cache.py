@@ -122,7 +122,7 @@ def _feed(h: "hashlib._Hash", part: Any) -> None:
         if array.dtype == object:
             raise TypeError("cannot hash an object array; convert it to a numeric or string dtype")
         tagged(b"A", f"{array.dtype.str}|{array.shape}".encode())
-        h.update(memoryview(array).cast("B"))
+        h.update(array.tobytes())
     elif isinstance(part, Path) and part.is_dir():
         # a folder (a DICOM series): every file by its name within the folder and its bytes
         files = sorted(p for p in part.rglob("*") if p.is_file())
@@ -314,7 +314,7 @@ class Cache:
         directory = self.path(key)
         try:
             directory.parent.mkdir(parents=True, exist_ok=True)
-            if not self._tagged:
+            if not self._tagged and self.root is not None:
                 _tag(_cache_root_of(self.root))
                 self._tagged = True
             tmp = Path(tempfile.mkdtemp(prefix=f".{key[:16]}.", dir=directory.parent))
@@ -362,7 +362,7 @@ class Cache:
 
     def clear(self) -> None:
         """Remove every entry."""
-        if self.enabled and self.root.exists():
+        if self.enabled and self.root is not None and self.root.exists():
             shutil.rmtree(self.root)
 
     def __repr__(self) -> str:
@@ -602,6 +602,7 @@ def parse_age(text: str) -> float:
 def _dump(directory: Path, value: Any) -> dict[str, Any]:
     import pandas as pd
 
+    arrays: dict[str, np.ndarray]
     if isinstance(value, pd.DataFrame):
         arrays, meta = (
             {},

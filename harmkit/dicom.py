@@ -257,7 +257,7 @@ def _series_files(folder: Path, series_id: str | None) -> list[str]:
     return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_id))
 
 
-def _read_header(path: str, where: str):
+def _read_header(path: str | os.PathLike, where: str):
     try:
         import pydicom
     except ImportError:  # pragma: no cover - pydicom is a core dependency

@@ -486,7 +486,7 @@ def bin_width_of(extractor) -> float | None:
     if settings.get("binCount"):
         return None
     width = settings.get("binWidth", getattr(extractor, "bin_width", None))
-    if getattr(extractor, "bin_count", None):
+    if getattr(extractor, "bin_count", None) or width is None:
         return None
     try:
         width = float(width)

@@ -45,8 +45,9 @@ def info(cache_dir: str | None) -> None:
     where = "--cache-dir" if cache_dir else cache_dir_source()
     table = Table(title=f"harmkit cache: {info.root} ({where})")
     for column in ("kind", "entries", "size", "oldest", "newest", "holds"):
-        justify = "right" if column in ("entries", "size") else "left"
-        table.add_column(column, justify=justify, no_wrap=column != "holds")
+        table.add_column(
+            column, justify="right" if column in ("entries", "size") else "left", no_wrap=column != "holds"
+        )
     for kind, description in CACHE_KINDS.items():
         item = info.kinds[kind]
         table.add_row(

@@ -161,7 +161,8 @@ def _resampled_size(scan, spacing) -> int:
 
 def median_spacing(scans) -> tuple[float, float, float]:
     """Median voxel spacing (x, y, z) of ``scans``, read from the headers."""
-    return tuple(float(v) for v in np.median(np.asarray([_spacing_of(s) for s in scans]), axis=0))
+    x, y, z = (float(v) for v in np.median(np.asarray([_spacing_of(s) for s in scans]), axis=0))
+    return x, y, z
 
 
 def _classifier(seed: int):
@@ -180,8 +181,8 @@ def _classifier(seed: int):
 
 def held_out_accuracy(
     X: np.ndarray,
-    labels: Sequence[str],
-    subjects: Sequence[str],
+    labels: Sequence[str] | np.ndarray,
+    subjects: Sequence[str] | np.ndarray,
     folds: int = 5,
     seed: int = 0,
 ) -> dict[str, Any]:
@@ -205,7 +206,7 @@ def held_out_accuracy(
         model = _classifier(seed).fit(X[train], y[train])
         probability[test] = model.predict_proba(X[test])
     predicted = probability.argmax(axis=1)
-    result = {
+    result: dict[str, Any] = {
         "accuracy": float(balanced_accuracy_score(y, predicted)),
         "chance": 1.0 / len(classes),
         "patches": int(len(y)),

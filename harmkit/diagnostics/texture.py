@@ -295,8 +295,8 @@ def edge_resolution(
     if contrasts[best] <= 0 or best == len(coarse) - 1:
         return math.nan
     fine = np.arange(max(coarse[best] - 1.0, fwhm_range_mm[0]), coarse[best] + 1.0 + 1e-9, 0.1)
-    errors = [fit(f)[0] for f in fine]
-    return float(fine[int(np.argmin(errors))])
+    fine_errors = [fit(f)[0] for f in fine]
+    return float(fine[int(np.argmin(fine_errors))])
 
 
 def scan_texture(item: tuple) -> dict[str, Any]:

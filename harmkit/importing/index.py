@@ -163,7 +163,7 @@ def _record(path: str, ds) -> FileRecord:
     sop_class = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else "") or "")
     if sop_class == DICOMDIR_STORAGE:
         return FileRecord(path, "not-dicom")
-    base = dict(
+    base: dict[str, Any] = dict(
         sop_class=sop_class,
         sop_uid=str(ds.get("SOPInstanceUID", "") or ""),
         series_uid=str(ds.get("SeriesInstanceUID", "") or ""),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import fnmatch
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,7 +110,7 @@ class Plan:
     roi_names: dict[str, int] = field(default_factory=dict)  # every ROI/segment name found, with its count
 
 
-def read_site_map(path: str | Path) -> list[dict[str, str]]:
+def read_site_map(path: str | os.PathLike) -> list[dict[str, str]]:
     """Rows of a ``--site-map`` CSV: ``site``, optional ``site_group``, and match columns (:data:`SITE_MAP_KEYS`)."""
     path = Path(path)
     if not path.is_file():
@@ -231,13 +232,13 @@ def _ordered_slices(series: Series) -> tuple[list[FileRecord], str]:
             [],
             "a slice lacks ImagePositionPatient or ImageOrientationPatient; export the series with its geometry",
         )
-    orientation = np.asarray(files[0].orientation)
-    if any(not np.allclose(f.orientation, orientation, atol=1e-4) for f in files):
+    orientation = _vector(files[0].orientation)
+    if any(not np.allclose(_vector(f.orientation), orientation, atol=1e-4) for f in files):
         return [], "its slices have different orientations; it is not one volume"
     if len(files) < 2:
         return [], "it has a single slice; harmkit imports 3D PET volumes"
     normal = np.cross(orientation[:3], orientation[3:])
-    heights = np.array([float(np.dot(f.position, normal)) for f in files])
+    heights = np.array([float(np.dot(_vector(f.position), normal)) for f in files])
     order = np.argsort(heights, kind="stable")
     heights = heights[order]
     steps = np.diff(heights)
@@ -285,10 +286,10 @@ def _covariates(series: Series, slices: list[FileRecord]) -> dict[str, Any]:
     step = abs(
         float(
             np.dot(
-                np.subtract(slices[1].position, slices[0].position),
+                np.subtract(_vector(slices[1].position), _vector(slices[0].position)),
                 np.cross(
-                    np.asarray(slices[0].orientation[:3]),
-                    np.asarray(slices[0].orientation[3:]),
+                    _vector(slices[0].orientation)[:3],
+                    _vector(slices[0].orientation)[3:],
                 ),
             )
         )
@@ -486,3 +487,10 @@ def _missing_roi(
         f"no RTSTRUCT or SEG belongs to {scan.label} (subject {scan.subject_id}), so --roi '{spec.pattern}' "
         f"finds nothing{hint}; add its structure set or segmentation, or --skip-broken to import the other scans"
     )
+
+
+def _vector(value: tuple[float, ...] | None) -> np.ndarray:
+    """A header vector (position, orientation) the series check already found present."""
+    if value is None:
+        raise ValueError("a header vector is missing")  # the series check reports this case first
+    return np.asarray(value, dtype=float)

@@ -27,10 +27,10 @@ class Grid:
     @classmethod
     def centered(cls, size_xyz, spacing_xyz) -> "Grid":
         """A grid of ``size_xyz`` voxels whose centre is the physical origin (0, 0, 0)."""
-        size = tuple(int(n) for n in size_xyz)
-        spacing = tuple(float(s) for s in spacing_xyz)
-        origin = tuple(-(n - 1) / 2.0 * s for n, s in zip(size, spacing))
-        return cls(shape=(size[2], size[1], size[0]), spacing=spacing, origin=origin)
+        nx, ny, nz = (int(n) for n in size_xyz)
+        sx, sy, sz = (float(s) for s in spacing_xyz)
+        origin = (-(nx - 1) / 2.0 * sx, -(ny - 1) / 2.0 * sy, -(nz - 1) / 2.0 * sz)
+        return cls(shape=(nz, ny, nx), spacing=(sx, sy, sz), origin=origin)
 
     @classmethod
     def covering(cls, extent_xyz, spacing_xyz) -> "Grid":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy.special import ndtr
@@ -149,7 +150,7 @@ def draw_design(
             *lesion["clip"],
         )
     )
-    design = {
+    design: dict[str, Any] = {
         "subject_id": subject_id,
         "site": site.name,
         "site_group": site.site_group,

@@ -53,10 +53,11 @@ def site_grid(protocol: GridProtocol, preset: Preset, size: str) -> Grid:
 def resolution_sigma_mm(scanner: ScannerModel, fine: Grid, grid: Grid) -> tuple[float, float, float]:
     """Per-axis standard deviation (mm) of the blur applied on the fine grid: PSF plus voxel box."""
     psf = scanner.psf_fwhm_mm / FWHM_PER_SIGMA
-    return tuple(
+    sx, sy, sz = (
         math.sqrt(psf * psf + max(d_site * d_site - d_fine * d_fine, 0.0) / 12.0)
         for d_site, d_fine in zip(grid.spacing, fine.spacing)
     )
+    return sx, sy, sz
 
 
 def blur_truth(truth: np.ndarray, fine: Grid, grid: Grid, scanner: ScannerModel) -> np.ndarray:
@@ -165,4 +166,4 @@ def point_response_fwhm(
         weight = profile / profile.sum()
         mean = (weight * x).sum()
         fwhm.append(float(FWHM_PER_SIGMA * math.sqrt((weight * (x - mean) ** 2).sum())))
-    return tuple(fwhm)
+    return fwhm[0], fwhm[1], fwhm[2]
