@@ -11,6 +11,7 @@ import csv
 import errno
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -443,7 +444,8 @@ def test_nan_voxels_are_refused_by_bench_before_any_work(capsys, cohort, tmp_pat
         "1",
     )
     assert "row 4 (subject STS_019, site 4.688mm)" in message and "infinite" in message
-    assert not list((tmp_path / "b").glob("cache/features/*"))
+    # nothing was extracted: the run's cache (this test's own $HARMKIT_CACHE) holds no feature
+    assert not list(Path(os.environ["HARMKIT_CACHE"]).glob("features/*"))
 
 
 # -- 4. every failure is one HarmkitError line ----------------------------------------------------------------------

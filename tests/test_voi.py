@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from harmkit.data import Cohort, Scan, load_cohort
+from harmkit.data import Cohort, Scan
+from harmkit.manifest import load_cohort
 from harmkit.errors import HarmkitError
 from harmkit.imageio import write_image
 from harmkit.voi import (
