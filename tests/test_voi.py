@@ -7,9 +7,9 @@ import pytest
 import SimpleITK as sitk
 
 from harmkit.data import Cohort, Scan
-from harmkit.manifest import load_cohort
 from harmkit.errors import HarmkitError
 from harmkit.imageio import write_image
+from harmkit.manifest import load_cohort
 from harmkit.voi import (
     add_reference_spheres,
     largest_component,
