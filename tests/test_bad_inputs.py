@@ -727,7 +727,7 @@ def test_tiny_bin_width_is_refused_naming_a_bin_width_that_works(capsys, cohort,
     [
         (
             "combt.eb=false",
-            "unknown image-harmonizer or feature-harmonizer 'combt'; did you mean 'combat'?",
+            "unknown image-harmonizer or feature-harmonizer or evaluator 'combt'; did you mean 'combat'?",
         ),
         ("combat.foo=1", "plugin 'combat' has no parameter 'foo'"),
         ("combat.ebb=true", "has no parameter 'ebb'; did you mean 'eb'?"),
