@@ -404,6 +404,7 @@ def _invalid_scans(cohort, pending: list[int], voi: str, extractor, bin_width_op
         bin_width=bin_width_of(extractor),
         bin_width_option=bin_width_option,
         executor=executor,
+        pairs=False,
     )
     for problem in report.warnings:
         warn(str(problem))

@@ -345,6 +345,7 @@ def validate_cohort(
     binned_masks: Sequence[str] | None = None,
     bin_width_option: str | None = "--bin-width",
     executor=None,
+    pairs: bool = True,
 ) -> ValidationReport:
     """Check every scan of ``cohort`` and return a :class:`ValidationReport` (nothing is written).
 
@@ -415,6 +416,7 @@ def validate_cohort(
         jobs,
         scheduler,
         executor,
+        pairs,
     )
 
 
@@ -542,6 +544,7 @@ def _validate(
     jobs=1,
     scheduler=None,
     executor=None,
+    pairs: bool = True,
 ) -> ValidationReport:
     from .execution import get_executor
 
@@ -563,7 +566,8 @@ def _validate(
             report.scans.append(info)
         report.problems += problems
     report.problems += _cohort_problems(cohort, min_scans_per_site, require_outcome)
-    report.problems += pair_problems(cohort)
+    if pairs:  # a cohort-wide rule: not for a subset of a manifest's scans (extraction checks only the scans it runs)
+        report.problems += pair_problems(cohort)
     widths = [p.needed_bin_width for p in report.problems if isinstance(p, GreyLevelProblem)]
     if len(widths) > 1:
         width = max(widths)

@@ -175,7 +175,7 @@ class BenchContext:
     def feature_stage(
         self,
         method: Method,
-        reference: str,
+        reference: str | None,
         train,
         train_groups,
         apply_to: list[tuple[Any, Any]],

@@ -240,7 +240,7 @@ def _floor_one(item: tuple[str, Scan, str, str]) -> str | None:
     if model is None:
         model = _MODELS[model_dir] = load_model(model_dir)
     image = model.resampling_floor(scan, target_site=target).load_image()
-    if np.array_equal(sitk.GetArrayViewFromImage(image), sitk.GetArrayViewFromImage(scan.load_image())):
+    if np.array_equal(sitk.GetArrayViewFromImage(image), sitk.GetArrayViewFromImage(scan.load_image()), equal_nan=True):
         return None
     write_image(image, out_path)
     return out_path

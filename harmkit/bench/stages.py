@@ -36,7 +36,7 @@ def hashable(part: Any) -> Any:
 def apply_feature_stages(
     specs: list[tuple[str, dict]],
     seed: int,
-    reference: str,
+    reference: str | None,
     train,
     train_groups,
     apply_to: list[tuple[Any, Any]],

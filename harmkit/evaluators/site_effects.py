@@ -80,9 +80,11 @@ class SiteEffectsEvaluator(Evaluator):
                             method=method,
                             ref=ref,
                         ):
+                            # A pairwise comparison may leave the reference group out of a fold's training rows:
+                            # the feature stages then harmonize towards the pooled sites instead.
                             return ctx.feature_stage(
                                 method,
-                                ref,
+                                ref if ref in set(train_groups) else None,
                                 train,
                                 train_groups,
                                 [(train, train_groups), (test, test_groups)],
