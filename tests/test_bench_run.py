@@ -36,6 +36,9 @@ class _Context:
         self.config = BenchConfig(params={})
         self.results: dict = {}
 
+    def result(self, name):
+        return self.results.get(name)
+
 
 class Counting(Evaluator):
     name = "counting"
@@ -109,17 +112,25 @@ def test_requirements_run_first_parameters_and_the_seed_reach_the_evaluator_and_
     }
 
 
-def test_an_evaluator_whose_requirement_was_skipped_is_skipped_with_the_reason(
-    registry_with,
-):
-    class NeedsNothing(NeedsCounting):
-        name = "needs-nothing"
+def test_an_evaluator_runs_after_a_skipped_requirement_and_sees_the_skip(registry_with):
+    class ReadsNothing(NeedsCounting):
+        name = "reads-nothing"
         requires = ("nothing",)
 
-    registry_with(NothingToDo, NeedsNothing)
+        def evaluate(self, context):
+            return EvaluationResult(self.name, summary={"seen": context.result("nothing").skipped})
+
+    registry_with(NothingToDo, ReadsNothing)
     ctx = _Context()
     run_evaluators(ctx, _Quiet(), {})
-    assert "needs the results of nothing" in ctx.results["needs-nothing"].skipped
+    assert ctx.results["reads-nothing"].summary == {"seen": "the cohort has no ground truth"}
+
+
+def test_an_evaluator_whose_requirement_is_not_installed_is_skipped_with_the_reason(registry_with):
+    registry_with(NeedsCounting)
+    ctx = _Context()
+    run_evaluators(ctx, _Quiet(), {})
+    assert "needs evaluator(s) counting, which are not installed" in ctx.results["needs-counting"].skipped
 
 
 def test_a_failing_evaluator_stops_the_bench_with_its_name_and_distribution(

@@ -143,7 +143,8 @@ def run_evaluators(ctx: BenchContext, console, timings: dict[str, float]) -> Non
 
     An evaluator that raises :class:`EvaluatorSkipped` (or returns a result
     with ``skipped``) is reported as skipped; any other error stops the bench
-    with the evaluator named.
+    with the evaluator named. An evaluator whose requirement is not installed
+    is skipped; one whose requirement skipped runs and reads that skip.
     """
     from ..plugins import get_evaluator, get_registry
 
@@ -160,10 +161,11 @@ def run_evaluators(ctx: BenchContext, console, timings: dict[str, float]) -> Non
             seed=ctx.config.seed,
             progress=ctx.config.progress,
         )
-        missing = [r for r in getattr(evaluator, "requires", ()) if r not in ctx.results or ctx.results[r].skipped]
+        # A required evaluator that skipped still ran: the evaluator sees its result (and .skipped) and decides.
+        missing = [r for r in getattr(evaluator, "requires", ()) if r not in ctx.results]
         try:
             if missing:
-                raise EvaluatorSkipped(f"it needs the results of {', '.join(missing)}, which did not run")
+                raise EvaluatorSkipped(f"it needs evaluator(s) {', '.join(missing)}, which are not installed")
             result = evaluator.evaluate(ctx)
         except EvaluatorSkipped as exc:
             result = EvaluationResult(name=name, skipped=str(exc))
