@@ -94,3 +94,23 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+EXAMPLE_PLUGIN = Path(__file__).parent / "plugins" / "harmkit-example"
+
+
+@pytest.fixture(scope="session")
+def example_site(tmp_path_factory) -> Path:
+    """tests/plugins/harmkit-example installed with pip into a private folder (as a user would, but --target)."""
+    import shutil
+    import subprocess
+    import sys
+
+    work = tmp_path_factory.mktemp("example")
+    source = work / "src"
+    shutil.copytree(EXAMPLE_PLUGIN, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    target = work / "site"
+    command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps"]
+    command += ["--no-build-isolation", "--target", str(target), str(source)]
+    subprocess.run(command, check=True, capture_output=True, text=True)
+    return target

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,6 @@ from pathlib import Path
 import pytest
 
 HARMKIT = str(Path(sys.executable).with_name("harmkit"))
-EXAMPLE = Path(__file__).parent / "plugins" / "harmkit-example"
 SMALL = [
     "--subjects-per-site",
     "10",
@@ -209,37 +207,6 @@ def test_rerun_with_nothing_changed_recomputes_nothing(small_bench):
     second = json.loads((out / "results.json").read_text())
     assert second["cache"]["misses"] == 0
     assert second["summary"] == first["summary"]
-
-
-@pytest.fixture(scope="module")
-def example_site(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("example")
-    source = work / "src"
-    shutil.copytree(
-        EXAMPLE,
-        source,
-        ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"),
-    )
-    target = work / "site"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(target),
-            str(source),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return target
 
 
 @pytest.mark.slow

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -193,38 +192,6 @@ def test_entry_points_broken_import_and_duplicate_names(tmp_path, monkeypatch):
 
 
 # -- the example third-party plugin ------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def example_site(tmp_path_factory) -> Path:
-    """tests/plugins/harmkit-example installed with pip into a private folder (as a user would, but --target)."""
-    work = tmp_path_factory.mktemp("example")
-    source = work / "src"
-    shutil.copytree(
-        EXAMPLE,
-        source,
-        ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"),
-    )
-    target = work / "site"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(target),
-            str(source),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return target
 
 
 def run_with(site: Path, args: list[str]) -> subprocess.CompletedProcess:
