@@ -91,19 +91,24 @@ class SiteEffectsEvaluator(Evaluator):
                             )
 
                     def compute(X=X, groups=groups, transform=transform):
-                        result = site_predictability(
-                            X,
-                            groups,
-                            folds=self.folds,
-                            seed=seed,
-                            fold_transform=transform,
-                        )
+                        try:
+                            result = site_predictability(
+                                X,
+                                groups,
+                                folds=self.folds,
+                                seed=seed,
+                                fold_transform=transform,
+                            )
+                        except HarmkitError as exc:
+                            # e.g. a fold too small for the method's feature stages: this number is missing,
+                            # the others stand
+                            return {"auc": None, "note": f"not computed: {exc}"}
                         return {
                             k: v for k, v in result.items() if k not in ("scores", "groups", "n", "pairs", "classifier")
                         }
 
                     stages = ctx.method_key(method) if method.feature_stages else []
-                    key = (X, groups, self.folds, seed, stages, ref, "v1")
+                    key = (X, groups, self.folds, seed, stages, ref, "v2")
                     result = ctx.memo("site-predictability", key, compute)
                     feature_rows.append({"method": method.label, "reference": ref, "voi": voi, **result})
         features = pd.DataFrame(feature_rows)
