@@ -253,15 +253,20 @@ def _add_resample_rows(ctx: "BenchContext", first_models: dict, digests: dict) -
     ``resample(<stage>)`` otherwise), right after the baseline. Scans whose
     floor changes no voxel stay the original scans.
     """
+    from ..interfaces import ImageHarmonizer
+    from ..plugins import HARMONIZER_KINDS, get_registry
+
     stages = list(dict.fromkeys(name for name, _ in first_models))
     rows = []
     for name in stages:
         label = "resample" if len(stages) == 1 else f"resample({name})"
+        # A harmonizer that keeps ImageHarmonizer's floor works on the scan's own grid: nothing to run.
+        identity = get_registry().get(name, HARMONIZER_KINDS).cls.resampling_floor is ImageHarmonizer.resampling_floor
         for ref in ctx.references:
             model_key, model_dir = first_models[(name, ref)]
             items, paths = [], {}
             for scan in ctx.cohort:
-                if scan.group == ref:
+                if scan.group == ref or identity:
                     continue
                 key = ctx.cache.key("resampling-floor", model_key, digests[scan.subject_id], ref)
                 path = ctx.cache.root / "images" / key[:2] / f"{key[:24]}.nii.gz"
