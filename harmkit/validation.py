@@ -724,19 +724,22 @@ def _geometry_of(image: sitk.Image) -> dict:
     }
 
 
-def _geometry_mismatch(image: dict, mask: dict, tolerance: float = 1e-4) -> str:
-    """Empty when the two headers describe one grid, else what differs (same tolerances as imageio.same_geometry)."""
-    if len(image["size"]) != len(mask["size"]):
+def _geometry_mismatch(image: dict, mask: dict) -> str:
+    """Empty when the two headers describe one grid (:func:`harmkit.imageio.geometry_difference`), else what differs."""
+    from .imageio import geometry_difference
+
+    difference = geometry_difference(image, mask)
+    if difference is None:
+        return ""
+    if difference == "size" and len(image["size"]) != len(mask["size"]):
         return f"image is {len(image['size'])}D, mask is {len(mask['size'])}D"
-    if image["size"] != mask["size"]:
+    if difference == "size":
         return f"size {_format_size(mask['size'])} vs image {_format_size(image['size'])}"
-    if not np.allclose(image["spacing"], mask["spacing"], atol=tolerance):
+    if difference == "spacing":
         return f"spacing {_format_spacing(mask['spacing'])} mm vs image {_format_spacing(image['spacing'])} mm"
-    if not np.allclose(image["origin"], mask["origin"], atol=tolerance * 10):
+    if difference == "origin":
         return f"origin {_format_point(mask['origin'])} vs image {_format_point(image['origin'])}"
-    if not np.allclose(image["direction"], mask["direction"], atol=tolerance):
-        return "direction (orientation) differs from the image's"
-    return ""
+    return "direction (orientation) differs from the image's"
 
 
 def _check_voxels(scan: Scan, mask_headers: dict, problems: list[Problem], checks: _Checks) -> None:
