@@ -16,7 +16,10 @@ group" or "a feature column" means:
 * :data:`NON_FEATURE_COLUMNS`, :data:`FEATURE_INDEX`, :func:`feature_columns`:
   which columns of a feature table are features;
 * :func:`image_layout`, :class:`ScanFiles`: where harmkit writes a cohort's
-  images and masks (``harmonize`` output, ``write_cohort``).
+  images and masks (``harmonize`` output, ``write_cohort``);
+* :data:`BODY_THRESHOLD_SUV`, :func:`body_mask`, :func:`body_mask_of`: the
+  body mask of a scan without a ``mask_body`` (one rule for every command;
+  home :mod:`harmkit.voi`).
 
 Everything here is small, documented and stable: plugins may rely on it.
 """
@@ -29,6 +32,7 @@ from typing import Any
 from .errors import HarmkitError
 from .imageio import GEOMETRY_TOLERANCE, geometry_difference, same_geometry
 from .manifest import ScanFiles, image_layout
+from .voi import BODY_THRESHOLD_SUV, body_mask, body_mask_of
 
 __all__ = [
     "GEOMETRY_TOLERANCE",
@@ -42,6 +46,9 @@ __all__ = [
     "feature_columns",
     "image_layout",
     "ScanFiles",
+    "BODY_THRESHOLD_SUV",
+    "body_mask",
+    "body_mask_of",
 ]
 
 # -- feature tables ----------------------------------------------------------------

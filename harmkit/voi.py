@@ -1,5 +1,10 @@
-"""Volumes of interest: the lesion's largest component, reference-tissue spheres, COV.
+"""Volumes of interest: the body mask, the lesion's largest component, reference-tissue spheres, COV.
 
+* :func:`body_mask` is the one rule by which harmkit makes a body mask for a
+  scan that has no ``mask_body`` (SUV >= 0.1, largest connected component,
+  holes filled: the paper's first step); :func:`body_mask_of` gives a scan's
+  own body mask when it has one, else that rule's. ``bench``, ``train``,
+  ``harmonize`` and the image harmonizers all use it.
 * :func:`largest_component` keeps the largest connected component of a mask
   (the paper extracted features from the largest lesion only).
 * :func:`reference_sphere` places a sphere (default 3 cm diameter, as the EANM
@@ -30,12 +35,52 @@ if TYPE_CHECKING:  # pragma: no cover
     from .data import Cohort, Scan
 
 __all__ = [
+    "BODY_THRESHOLD_SUV",
+    "body_mask",
+    "body_mask_of",
     "largest_component",
     "reference_sphere",
     "add_reference_spheres",
     "voi_cov",
     "sphere_mask",
 ]
+
+
+#: SUV above which a voxel is body, for scans without a ``mask_body`` (the paper's first step of its body masks).
+BODY_THRESHOLD_SUV = 0.1
+
+
+def body_mask(image: sitk.Image, threshold_suv: float = BODY_THRESHOLD_SUV) -> sitk.Image:
+    """The body mask of a PET image: SUV >= ``threshold_suv``, largest connected component, holes filled.
+
+    Components are face-connected (6-neighbourhood); holes are filled in 3-D
+    (air in the airways or bowel enclosed by the body becomes body). Returns a
+    UInt8 0/1 mask on ``image``'s grid. Raises :class:`HarmkitError` when no
+    voxel reaches the threshold (an image not in SUV, or empty).
+    """
+    mask = sitk.BinaryThreshold(image, float(threshold_suv), 1e30, 1, 0)
+    components = sitk.RelabelComponent(sitk.ConnectedComponent(mask), sortByObjectSize=True)
+    largest = sitk.Cast(components == 1, sitk.sitkUInt8)
+    if not sitk.GetArrayViewFromImage(largest).any():
+        raise HarmkitError(
+            f"no voxel reaches SUV {threshold_suv:g}, so there is no body to mask; check that the image is in SUV, "
+            "or give the scan a mask_body column"
+        )
+    return sitk.Cast(sitk.BinaryFillhole(largest), sitk.sitkUInt8)
+
+
+def body_mask_of(scan: "Scan") -> sitk.Image:
+    """The scan's body mask: its own ``body`` mask when it has one, else :func:`body_mask` of its image.
+
+    A mask made here is not stored on the scan (it is cheap to remake and a
+    cohort's masks would not fit in memory); the bench caches its masks on disk.
+    """
+    if "body" in scan.masks:
+        return scan.load_mask("body")
+    try:
+        return body_mask(scan.load_image())
+    except HarmkitError as exc:
+        raise HarmkitError(f"{scan.label}: {exc}") from None
 
 
 def largest_component(mask: sitk.Image, fully_connected: bool = True) -> sitk.Image:

@@ -19,6 +19,7 @@ from ..data import Cohort, Scan
 from ..errors import HarmkitError, TargetNotSupported
 from ..interfaces import apply_run_parameters
 from ..methods import Method
+from ..voi import BODY_THRESHOLD_SUV, body_mask
 from .cohort import image_digest
 from .stages import plugin_params
 
@@ -59,22 +60,12 @@ def _transform_one(item: tuple[str, Scan, str, str]) -> str:
     return out_path
 
 
-BODY_THRESHOLD_SUV = 0.1  # the paper's first step of its body masks
-
-
 def _body_mask_one(item: tuple[Scan, str]) -> str:
-    """Worker: a body mask (SUV > 0.1, largest connected component, holes filled) written atomically."""
-    import SimpleITK as sitk
-
+    """Worker: the scan's body mask by the one rule (:func:`harmkit.voi.body_mask`), written atomically."""
     from ..imageio import write_image
 
     scan, out_path = item
-    image = scan.load_image()
-    mask = sitk.BinaryThreshold(image, BODY_THRESHOLD_SUV, 1e30, 1, 0)
-    components = sitk.RelabelComponent(sitk.ConnectedComponent(mask), sortByObjectSize=True)
-    mask = sitk.Cast(components == 1, sitk.sitkUInt8)
-    mask = sitk.BinaryFillhole(mask)
-    write_image(sitk.Cast(mask, sitk.sitkUInt8), out_path)
+    write_image(body_mask(scan.load_image()), out_path)
     return out_path
 
 
@@ -104,7 +95,7 @@ def add_body_masks(ctx: "BenchContext", console) -> None:
     ]
     ctx.cohort = Cohort(scans, ctx.cohort.root, ctx.cohort.manifest, ctx.cohort.metadata)
     ctx.notes.append(
-        f"{len(missing)} scan(s) had no body mask: made one as SUV > {BODY_THRESHOLD_SUV} (largest connected "
+        f"{len(missing)} scan(s) had no body mask: made one as SUV >= {BODY_THRESHOLD_SUV} (largest connected "
         "component, holes filled), the paper's first step; used by image harmonizers, image quality and QC"
     )
 
