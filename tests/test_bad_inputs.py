@@ -110,7 +110,7 @@ def fast(tmp_path) -> Path:
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
-    """A histogram-matching model trained on the real scans (reference: the 3.906 mm protocol)."""
+    """A histogram-matching model trained on the real scans (reference: the 3.906 mm protocol; no mask_body)."""
     work = tmp_path_factory.mktemp("model")
     manifest = make_cohort(work / "train")
     out = work / "histmatch"
@@ -125,8 +125,6 @@ def model(tmp_path_factory) -> Path:
             "3.906mm",
             "--out",
             out,
-            "-p",
-            "mask=lesion",
         ]
     )
     return out
@@ -529,7 +527,7 @@ def test_bench_runs_on_a_cohort_with_a_dicom_folder_image(capsys, cohort, tmp_pa
             "arrays.npz: corrupt array file",
         ),
         (lambda m: _add_param(m, "foo", 1), "has no parameter 'foo'"),
-        (lambda m: _add_param(m, "outside", 3), "expected text for plugin 'histmatch'"),
+        (lambda m: _add_param(m, "mode", 3), "expected text for plugin 'histmatch'"),
     ],
     ids=[
         "json-list",

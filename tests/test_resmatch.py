@@ -35,23 +35,29 @@ def fwhm_to_sigma_vox(fwhm_mm):
     return fwhm_mm / (2 * np.sqrt(2 * np.log(2))) / SPACING
 
 
-def make_scan(subject, site, seed, extra_blur_mm=0.0):
-    """Liver-like uniform uptake (SUV 2) with correlated noise, optionally blurred by a known Gaussian."""
+def make_scan(subject, site, seed, extra_blur_mm=0.0, masks=("reference", "body")):
+    """Liver-like uniform uptake (SUV 2) with correlated noise, optionally blurred by a known Gaussian.
+
+    The uptake fills the whole grid (a block cut from a large organ); ``masks`` are spheres of radius 8 (reference)
+    and 17 voxels (body).
+    """
     rng = np.random.default_rng(seed)
     noise = gaussian_filter(rng.normal(size=SHAPE), fwhm_to_sigma_vox(SHARP_FWHM), mode="wrap")
     noise /= noise.std()
-    values = sphere(17) * (2.0 + 0.3 * noise)
+    values = 2.0 + 0.3 * noise
     if extra_blur_mm:
         values = gaussian_filter(values, fwhm_to_sigma_vox(extra_blur_mm), mode="nearest")
     image = sitk.GetImageFromArray(values.astype(np.float32))
     image.SetSpacing((SPACING,) * 3)
     image.SetOrigin((10.0, -20.0, 5.0))
-    masks = {}
+    out = {}
     for name, radius in (("reference", 8), ("body", 17)):
+        if name not in masks:
+            continue
         m = sitk.GetImageFromArray(sphere(radius))
         m.CopyInformation(image)
-        masks[name] = m
-    return Scan(subject, site, image, masks=masks)
+        out[name] = m
+    return Scan(subject, site, image, masks=out)
 
 
 @pytest.fixture(scope="module")
@@ -69,17 +75,42 @@ def test_known_blur_is_recovered_by_the_fitted_width_within_20_percent(data):
     assert model.matched_statistics_["SHARP"] == pytest.approx(model.site_statistics_["SMOOTH"], rel=0.01)
 
 
+def test_known_blur_is_recovered_in_the_reference_mask_within_20_percent(data):
+    model = ResolutionMatching(mask="reference").fit(data, "SMOOTH")
+    assert abs(model.fwhm_mm_["SHARP"] - BLUR_FWHM) <= 0.2 * BLUR_FWHM, model.fwhm_mm_
+
+
+def test_automatic_region_and_reference_mask_measure_the_same_noise_smoothness(data):
+    auto = ResolutionMatching().fit(data, "SMOOTH").site_statistics_
+    voi = ResolutionMatching(mask="reference").fit(data, "SMOOTH").site_statistics_
+    for group in ("SHARP", "SMOOTH"):
+        assert auto[group] == pytest.approx(voi[group], rel=0.1), (auto, voi)
+
+
+def test_known_blur_is_recovered_without_any_mask():
+    scans = [make_scan(f"a{i}", "SHARP", seed=i, masks=()) for i in range(3)]
+    scans += [make_scan(f"b{i}", "SMOOTH", seed=100 + i, extra_blur_mm=BLUR_FWHM, masks=()) for i in range(3)]
+    model = ResolutionMatching().fit(Cohort(scans), "SMOOTH")
+    assert abs(model.fwhm_mm_["SHARP"] - BLUR_FWHM) <= 0.2 * BLUR_FWHM, model.fwhm_mm_
+
+
 def test_known_blur_is_recovered_with_the_correlation_statistic(data):
     model = ResolutionMatching(statistic="correlation").fit(data, "SMOOTH")
     assert abs(model.fwhm_mm_["SHARP"] - BLUR_FWHM) <= 0.2 * BLUR_FWHM, model.fwhm_mm_
 
 
-def test_sharper_reference_is_refused_because_smoothing_cannot_sharpen(data):
-    with pytest.raises(
-        HarmkitError,
-        match="'SHARP' is sharper than site group 'SMOOTH'.*cannot sharpen",
-    ):
-        ResolutionMatching().fit(data, "SHARP")
+def test_a_group_smoother_than_the_reference_is_left_unchanged_with_a_warning(data):
+    with pytest.warns(ResolutionMatchingWarning, match="'SHARP' is sharper than site group 'SMOOTH'.*left unchanged"):
+        model = ResolutionMatching().fit(data, "SHARP")
+    assert model.fwhm_mm_["SMOOTH"] == 0.0 and set(model.unmatched_) == {"SMOOTH"}
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(model.transform(data[4]).load_image()), sitk.GetArrayFromImage(data[4].image)
+    )
+
+
+def test_a_group_smoother_than_the_reference_is_refused_when_asked(data):
+    with pytest.raises(HarmkitError, match="'SHARP' is sharper than site group 'SMOOTH'.*cannot sharpen"):
+        ResolutionMatching(smoother_groups="error").fit(data, "SHARP")
 
 
 def test_smoothed_scans_have_the_smooth_sites_texture_and_keep_mean_suv(data):
@@ -153,10 +184,10 @@ def test_save_load_and_pickle_keep_the_fitted_widths(data, tmp_path):
     )
 
 
-def test_missing_reference_mask_is_named(data):
+def test_missing_reference_mask_is_named_when_the_reference_mask_is_asked_for(data):
     bare = Scan("q1", "SHARP", data[0].image, masks={})
     with pytest.raises(HarmkitError, match="'q1'.*no mask 'reference'"):
-        ResolutionMatching().fit(Cohort([bare, *list(data)[3:]]), "SMOOTH")
+        ResolutionMatching(mask="reference").fit(Cohort([bare, *list(data)[3:]]), "SMOOTH")
 
 
 def test_small_reference_voi_is_warned_about(data):
@@ -164,7 +195,7 @@ def test_small_reference_voi_is_warned_about(data):
     small.CopyInformation(data[0].image)
     scans = [Scan(s.subject_id, s.site, s.image, masks={"reference": small}) for s in data]
     with pytest.warns(ResolutionMatchingWarning) as record:
-        ResolutionMatching().fit(Cohort(scans), "SMOOTH")
+        ResolutionMatching(mask="reference").fit(Cohort(scans), "SMOOTH")
     assert any("fewer than 200 voxels" in str(w.message) for w in record)
 
 
@@ -174,3 +205,33 @@ def test_registered_as_resmatch_from_its_own_distribution():
     info = {p.name: p for p in harmkit.list_plugins()}["resmatch"]
     assert info.distribution == "harmkit-histmatch" and info.kind == "image-harmonizer"
     assert harmkit.get_harmonizer("resmatch", fwhm_mm=6.0).fwhm_mm == 6.0
+
+
+def test_automatic_region_leaves_out_the_lesion_hot_organs_and_the_body_edge():
+    from test_histmatch import _ellipsoid, pet_scan
+
+    from harmkit_histmatch.resmatch import auto_region
+
+    scan = pet_scan("p1", "A", seed=1, lesion_suv=9.0)  # no lesion mask: its uptake alone must keep it out
+    _, _, region = auto_region(scan)
+    body = _ellipsoid((14.5, 19.5, 21.5), (14, 17, 20))
+    liver = _ellipsoid((14.5, 14, 14), (7, 7, 8))  # the liver and a voxel around it
+    lesion = _ellipsoid((12, 26, 30), (5, 5, 5))
+    rim = body & ~_ellipsoid((14.5, 19.5, 21.5), (12, 15, 18))
+    assert region.sum() >= 500
+    assert not (region & (liver | lesion | rim | ~body)).any()
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"mask": "reference", "band": (0.5, 2.0)}, "band applies to the automatic region"),
+        ({"band": (0.5, 0.9)}, "0 < low < 1 < high"),
+        ({"smoother_groups": "skip"}, "smoother_groups='skip' is not known"),
+        ({"exclude": "lesion"}, "exclude must be a list of mask names"),
+    ],
+    ids=["band-with-mask", "band", "smoother-groups", "exclude"],
+)
+def test_bad_or_inapplicable_parameters_are_refused(data, params, message):
+    with pytest.raises(HarmkitError, match=message):
+        ResolutionMatching(**params).fit(data, "SMOOTH")

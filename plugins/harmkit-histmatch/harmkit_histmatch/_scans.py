@@ -6,25 +6,35 @@ import numpy as np
 import SimpleITK as sitk
 
 from harmkit.errors import HarmkitError
-from harmkit.toolkit import resolve_site_group
+from harmkit.toolkit import body_mask_of, resolve_site_group
 
 
 def image_and_mask(scan, mask_name: str) -> tuple[sitk.Image, np.ndarray, np.ndarray]:
-    """The scan's float32 image, its voxel array (z, y, x) and the boolean mask ``mask_name``."""
+    """The scan's float32 image, its voxel array (z, y, x) and the boolean mask ``mask_name`` (not empty).
+
+    ``"body"`` is the scan's body mask, or harmkit's one body-mask rule
+    (:func:`harmkit.toolkit.body_mask_of`) when the scan has none.
+    """
     image = scan.load_image()
-    mask_image = scan.load_mask(mask_name)
+    mask = mask_array(scan, mask_name, image)
+    if not mask.any():
+        raise HarmkitError(f"{scan.label}: mask {mask_name!r} is empty; check the mask file")
+    array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
+    if not np.isfinite(array[mask]).all():
+        raise HarmkitError(f"{scan.label}: the image has NaN or infinite values inside mask {mask_name!r}")
+    return image, array, mask
+
+
+def mask_array(scan, mask_name: str, image: sitk.Image) -> np.ndarray:
+    """The boolean (z, y, x) array of the scan's mask ``mask_name`` (``"body"``: see :func:`image_and_mask`),
+    checked to be on ``image``'s grid; it may be empty."""
+    mask_image = body_mask_of(scan) if mask_name == "body" else scan.load_mask(mask_name)
     if mask_image.GetSize() != image.GetSize():
         raise HarmkitError(
             f"{scan.label}: mask {mask_name!r} has size {mask_image.GetSize()} but the image has {image.GetSize()}; "
             f"masks must be on the image's grid"
         )
-    array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
-    mask = sitk.GetArrayViewFromImage(mask_image) != 0
-    if not mask.any():
-        raise HarmkitError(f"{scan.label}: mask {mask_name!r} is empty; check the mask file")
-    if not np.isfinite(array[mask]).all():
-        raise HarmkitError(f"{scan.label}: the image has NaN or infinite values inside mask {mask_name!r}")
-    return image, array, mask
+    return sitk.GetArrayViewFromImage(mask_image) != 0
 
 
 def rebuild(array: np.ndarray, like: sitk.Image) -> sitk.Image:

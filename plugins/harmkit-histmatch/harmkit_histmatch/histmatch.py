@@ -1,17 +1,34 @@
-"""Histogram matching to a reference site group (Nyúl-style landmarks).
+"""Histogram matching to a reference site group that keeps what PET values mean.
 
-Fit: every reference scan's intensity distribution inside its body mask is
-summarised by 1001 quantiles; the pooled distribution of the reference group
-is their voxel-count weighted mixture, and its quantiles at the landmark
-percentiles are the *reference landmarks*.
+Two modes:
 
-Transform: a scan's own quantiles at the same percentiles (inside its body
-mask) are mapped onto the reference landmarks by a monotone piecewise-linear
-function, extended beyond the first and last landmark with the slope of the
-end segments (Nyúl & Udupa 1999; Nyúl, Udupa & Zhang 2000). Values stay in
-SUV. Voxels outside the body mask are left unchanged by default
-(``outside="keep"``): they are air and table, whose values the landmarks say
-nothing about; ``outside="map"`` applies the same function everywhere.
+* ``mode="scale"`` (default): **healthy-tissue scaling.** Every scan's
+  *healthy level* is the median SUV of its healthy background tissue
+  (:func:`harmkit_histmatch.tissue.healthy_tissue`: the body without the
+  lesion mask, without hot organs and without air or the body's rim, chosen
+  on a locally averaged copy of the image). A site group's level is the
+  median of its scans' levels; every scan of a group is multiplied by
+  ``reference level / group level``. One factor per site group: the map is
+  monotone, passes through 0 and keeps every SUV ratio (lesion to liver,
+  lesion to background), and a patient's own uptake relative to other
+  patients of the site is kept. It corrects a site's calibration (or any
+  site-wide SUV scale); it does not change resolution or noise.
+* ``mode="nyul"``: the Nyul & Udupa landmark matching of earlier harmkit
+  versions: a scan's own quantiles inside the body mask at the landmark
+  percentiles are mapped onto the reference group's pooled quantiles by a
+  monotone piecewise-linear function (Nyul & Udupa 1999; Nyul, Udupa & Zhang
+  2000). Whole-body percentiles depend on each patient's tumour burden and
+  the upper landmarks on the lesion itself, so this mode changes what an SUV
+  means; it is kept for comparison.
+
+Why one factor per site group and the median of healthy tissue (measured on
+the simulated head-and-neck preset; ``docs/methods/histmatch.md``): the healthy
+level of a subject varies by 10-13 % between subjects of one site but by only
+3 % between the same subject's scans at two sites, so a per-scan factor would
+erase biology four times larger than the site effect it corrects; the mean of
+healthy tissue moves with the noise level (negative values clipped to 0 in
+noisy scans) twice as much as the median does; and a multi-landmark fit turns
+a difference in noise spread into an intensity change.
 """
 
 from __future__ import annotations
@@ -24,7 +41,8 @@ from harmkit.errors import HarmkitError, TargetNotSupported
 from harmkit.interfaces import ImageHarmonizer
 from harmkit.toolkit import progress
 
-from ._scans import image_and_mask, rebuild, reference_scans
+from ._scans import image_and_mask, mask_array, rebuild, reference_scans
+from .tissue import DEFAULT_BAND, DEFAULT_SMOOTHING_MM, check_band, healthy_tissue
 
 # Percentile grid that summarises each reference scan (0.1 % steps). Written as
 # k / 1000 so that every landmark percentile p (given in %) maps onto exactly
@@ -46,23 +64,83 @@ DEFAULT_LANDMARKS = (
     99.0,
     99.5,
 )
+MODES = ("scale", "nyul")
+DEFAULT_EXCLUDE = ("lesion",)
+MIN_HEALTHY_VOXELS = 500  # fewer healthy voxels than this and the healthy level is not trusted
+
+
+def healthy_level(
+    scan,
+    mask: str = "body",
+    exclude: Sequence[str] = DEFAULT_EXCLUDE,
+    band: Sequence[float] = DEFAULT_BAND,
+    smoothing_mm: float = DEFAULT_SMOOTHING_MM,
+) -> tuple[float, int]:
+    """The median SUV of ``scan``'s healthy background tissue, and the number of voxels it was taken from.
+
+    Healthy tissue is :func:`harmkit_histmatch.tissue.healthy_tissue` of the
+    scan's ``mask`` (``"body"``: the scan's body mask, or harmkit's rule,
+    :func:`harmkit.voi.body_mask`, when it has none), without the masks named
+    in ``exclude`` that the scan has. The level is scale-equivariant: an image
+    multiplied by ``c`` has ``c`` times the level (the same voxels are chosen).
+    """
+    image, array, body = image_and_mask(scan, mask)
+    excluded = np.zeros_like(body)
+    for name in exclude:
+        if name in scan.masks:
+            excluded |= mask_array(scan, name, image)
+    spacing = tuple(reversed(image.GetSpacing()))
+    healthy = healthy_tissue(array, body, spacing, excluded, check_band(band, "histmatch"), float(smoothing_mm))
+    count = int(healthy.sum())
+    if count < MIN_HEALTHY_VOXELS:
+        raise HarmkitError(
+            f"{scan.label}: only {count} voxel(s) of healthy tissue (mask {mask!r} minus {list(exclude)}, local mean "
+            f"within {list(band)} times the body's median); histmatch needs {MIN_HEALTHY_VOXELS}. Check the body "
+            "mask, or widen band"
+        )
+    level = float(np.median(array[healthy]))
+    if not level > 0:
+        raise HarmkitError(f"{scan.label}: the median SUV of its healthy tissue is {level:g}; is the image in SUV?")
+    return level, count
 
 
 class HistogramMatching(ImageHarmonizer):
-    """Map each scan's intensity quantiles inside the body onto the reference group's.
+    """Match each site group's SUV scale to the reference group's, in healthy tissue (or Nyul landmarks).
 
     Parameters
     ----------
+    mode : {"scale", "nyul"}, default "scale"
+        ``"scale"``: one multiplicative factor per site group, the ratio of
+        the reference group's healthy-tissue level to the group's (see the
+        module docs). ``"nyul"``: per-scan piecewise-linear matching of body
+        quantiles to the reference group's pooled quantiles.
     mask : str, default "body"
-        Name of the mask (manifest column ``mask_<name>``) whose voxels define
-        the intensity distribution, in reference and source scans alike.
-    landmarks : sequence of float, default (1, 5, 10, 20, ..., 90, 95, 99, 99.5)
-        Percentiles (0-100, strictly increasing) used as matching landmarks.
-    outside : {"keep", "map"}, default "keep"
-        What happens to voxels outside ``mask``: left unchanged, or mapped by
-        the same function as the voxels inside.
+        Mask (manifest column ``mask_<name>``) that bounds the tissue looked at.
+        ``"body"`` falls back on harmkit's body-mask rule
+        (:func:`harmkit.voi.body_mask`) for a scan without ``mask_body``.
+    exclude : sequence of str, default ("lesion",)
+        Scale mode: masks left out of the healthy tissue when a scan has them
+        (lesions, or hot organs you have masks for). A scan without them is
+        fine: hot structures are left out by ``band`` anyway.
+    band : (float, float), default (0.5, 2.0)
+        Scale mode: healthy tissue is where the local mean SUV lies within
+        ``low`` to ``high`` times the median local mean of the body
+        (``0 < low < 1 < high``).
+    smoothing_mm : float, default 10.0
+        Scale mode: FWHM (mm) of the Gaussian local mean that decides which
+        voxels are healthy tissue (> 0).
+    landmarks : sequence of float or None, default None
+        Nyul mode: percentiles (0-100, strictly increasing) used as landmarks;
+        ``None``: (1, 5, 10, 20, ..., 90, 95, 99, 99.5). An error in scale mode.
+    outside : {"keep", "map"} or None, default None
+        Nyul mode: voxels outside ``mask`` unchanged (``"keep"``, the default
+        when ``None``) or mapped by the same function. An error in scale mode,
+        which multiplies the whole image (a factor maps 0 to 0: no seam).
 
-    Fitted attributes: ``reference_site_``, ``landmarks_`` (percentiles),
+    Fitted attributes, scale mode: ``reference_site_``, ``site_levels_``
+    ({site group: median healthy level, SUV}), ``scales_`` ({site group:
+    factor}, 1 for the reference), ``n_scans_`` ({site group: scans}). Nyul
+    mode: ``reference_site_``, ``landmarks_`` (percentiles),
     ``reference_landmarks_`` (pooled reference quantiles, SUV),
     ``n_reference_scans_``, ``n_reference_voxels_``.
 
@@ -70,32 +148,88 @@ class HistogramMatching(ImageHarmonizer):
     """
 
     name = "histmatch"
-    description = "Histogram matching to the reference site group's pooled body-mask quantiles (Nyul landmarks)"
+    description = (
+        "Histogram matching that keeps SUV ratios: one factor per site group from healthy-tissue levels (or Nyul "
+        "landmarks, mode=nyul)"
+    )
 
     def __init__(
         self,
+        mode: str = "scale",
         mask: str = "body",
-        landmarks: Sequence[float] = DEFAULT_LANDMARKS,
-        outside: str = "keep",
+        exclude: Sequence[str] = DEFAULT_EXCLUDE,
+        band: Sequence[float] = DEFAULT_BAND,
+        smoothing_mm: float = DEFAULT_SMOOTHING_MM,
+        landmarks: Sequence[float] | None = None,
+        outside: str | None = None,
     ):
+        self.mode = mode
         self.mask = mask
+        self.exclude = exclude
+        self.band = band
+        self.smoothing_mm = smoothing_mm
         self.landmarks = landmarks
         self.outside = outside
 
+    def _check(self) -> None:
+        if self.mode not in MODES:
+            raise HarmkitError(f"histmatch: mode={self.mode!r} is not known; use one of {', '.join(MODES)}")
+        if self.mode == "scale":
+            for name in ("landmarks", "outside"):
+                if getattr(self, name) is not None:
+                    raise HarmkitError(f"histmatch: {name} applies to mode='nyul' only; drop it, or set mode='nyul'")
+            check_band(self.band, "histmatch")
+            if isinstance(self.exclude, str) or not all(isinstance(n, str) for n in self.exclude):
+                raise HarmkitError(
+                    f"histmatch: exclude must be a list of mask names, e.g. ['lesion']; got {self.exclude!r}"
+                )
+            if not (float(self.smoothing_mm) > 0):
+                raise HarmkitError(f"histmatch: smoothing_mm must be a width in mm > 0, got {self.smoothing_mm!r}")
+            return
+        for name, default in (
+            ("exclude", DEFAULT_EXCLUDE),
+            ("band", DEFAULT_BAND),
+            ("smoothing_mm", DEFAULT_SMOOTHING_MM),
+        ):
+            value = getattr(self, name)
+            if (tuple(value) if isinstance(value, (list, tuple)) else value) != default:
+                raise HarmkitError(f"histmatch: {name} applies to mode='scale' only; drop it, or set mode='scale'")
+        if self.outside not in (None, "keep", "map"):
+            raise HarmkitError(f"histmatch: outside={self.outside!r} is not known; use 'keep' or 'map'")
+
     def _levels(self) -> np.ndarray:
-        p = np.asarray(self.landmarks, dtype=float)
+        p = np.asarray(DEFAULT_LANDMARKS if self.landmarks is None else self.landmarks, dtype=float)
         if p.ndim != 1 or len(p) < 2 or np.any(np.diff(p) <= 0) or p[0] < 0 or p[-1] > 100:
             raise HarmkitError(
                 "histmatch: landmarks must be at least two strictly increasing percentiles in [0, 100], got "
-                f"{list(self.landmarks)}"
+                f"{list(self.landmarks or ())}"
             )
-        if self.outside not in ("keep", "map"):
-            raise HarmkitError(f"histmatch: outside={self.outside!r} is not known; use 'keep' or 'map'")
         return p / 100.0
 
     def fit(self, cohort, reference_site: str) -> "HistogramMatching":
-        """Learn the pooled intensity quantiles inside ``mask`` of the site group ``reference_site`` names (a site
-        or a site group; see :func:`harmkit.toolkit.resolve_site_group`)."""
+        """Learn the factor of every site group (scale mode) or the reference group's pooled quantiles (nyul).
+
+        ``reference_site`` is a site or a site group (see
+        :func:`harmkit.toolkit.resolve_site_group`). Scale mode reads every
+        scan of the cohort once; nyul mode only the reference group's.
+        """
+        self._check()
+        if self.mode == "nyul":
+            return self._fit_nyul(cohort, reference_site)
+        reference, _ = reference_scans(cohort, reference_site, "histmatch")
+        levels: dict[str, list[float]] = {}
+        for scan in progress(list(cohort), "histmatch: healthy-tissue levels", min_total=8):
+            level, _ = healthy_level(scan, self.mask, tuple(self.exclude), tuple(self.band), float(self.smoothing_mm))
+            levels.setdefault(scan.group, []).append(level)
+        site_levels = {group: float(np.median(values)) for group, values in levels.items()}
+        self.reference_site_ = reference
+        self.site_levels_ = site_levels
+        self.scales_ = {group: site_levels[reference] / level for group, level in site_levels.items()}
+        self.scales_[reference] = 1.0
+        self.n_scans_ = {group: len(values) for group, values in levels.items()}
+        return self
+
+    def _fit_nyul(self, cohort, reference_site: str) -> "HistogramMatching":
         levels = self._levels()
         reference, scans = reference_scans(cohort, reference_site, "histmatch")
         quantiles, counts = [], []
@@ -111,8 +245,18 @@ class HistogramMatching(ImageHarmonizer):
         self.n_reference_voxels_ = int(np.sum(counts))
         return self
 
+    def scale_for(self, group: str) -> float:
+        """Scale mode: the factor fitted for site group ``group``."""
+        self.check_fitted()
+        if group in self.scales_:
+            return float(self.scales_[group])
+        fitted = ", ".join(repr(g) for g in self.scales_)
+        raise HarmkitError(
+            f"histmatch: site group {group!r} was not in the cohort at fit (fitted: {fitted}); refit with its scans"
+        )
+
     def transform(self, scan, target_site: str | None = None):
-        """Return ``scan`` with its intensities mapped onto the reference landmarks (same grid)."""
+        """Return ``scan`` on the reference group's SUV scale (same grid, float32)."""
         self.check_fitted()
         if target_site is not None and str(target_site) != self.reference_site_:
             raise TargetNotSupported(
@@ -121,6 +265,13 @@ class HistogramMatching(ImageHarmonizer):
             )
         if scan.group == self.reference_site_:
             return scan.with_image(scan.load_image())
+        if self.mode == "scale":
+            import SimpleITK as sitk
+
+            factor = self.scale_for(scan.group)
+            image = scan.load_image()
+            array = sitk.GetArrayViewFromImage(image).astype(np.float32) * np.float32(factor)
+            return scan.with_image(rebuild(array, image))
         image, array, mask = image_and_mask(scan, self.mask)
         levels = np.asarray(self.landmarks_, dtype=float) / 100.0
         source = quantiles_of(array[mask], levels)

@@ -5,8 +5,17 @@ reconstruction with a Gaussian until it matches the smoother one (the EARL
 accreditation approach). :class:`ResolutionMatching` does this for every site
 group that is sharper than the reference group. The filter width is either
 given (``fwhm_mm``) or fitted: the width whose smoothing makes the site
-group's *noise texture* in the reference-tissue VOI match the reference
-group's.
+group's *noise texture* in healthy tissue match the reference group's.
+
+Where the texture is measured: by default (``mask=None``) in an automatic
+homogeneous region that every scan has (:func:`auto_region`): body voxels
+outside the lesion mask whose 2 cm local mean lies within 0.75-1.33 times the
+body's median uptake and changes by less than 3 % per mm, eroded by 5 mm,
+restricted to the 5 cm cube that holds most of them. There the statistic is
+taken on the image minus its 3 cm local mean (a high-pass that removes what
+is left of anatomy, mostly keeping noise). With ``mask="reference"`` (or any
+mask name) the texture is measured, unfiltered, in that VOI, e.g. a liver
+sphere.
 
 The default texture statistic, ``"smoothness"``, is the noise FWHM in mm
 estimated from the correlation of neighbouring voxels inside the VOI: for a
@@ -19,26 +28,33 @@ alternatives; COV also depends on the injected dose and scan time.
 
 The width is found by bisection, smoothing crops of the actual scans around
 the VOI, so discretisation and anisotropic voxels are accounted for.
-Smoothing can only blur: when the reference is the sharper group, fitting
-refuses.
+Smoothing can only blur: a site group smoother than the reference is left
+unchanged (width 0, listed in ``unmatched_``, with a warning), or, with
+``smoother_groups="error"``, fitting refuses.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
+import SimpleITK as sitk
 
 from harmkit.errors import HarmkitError, TargetNotSupported
 from harmkit.interfaces import ImageHarmonizer
 from harmkit.toolkit import progress
 
-from ._scans import image_and_mask, rebuild, reference_scans
+from ._scans import image_and_mask, mask_array, rebuild, reference_scans
+from .tissue import HOMOGENEOUS_BAND, check_band, densest_block, homogeneous_tissue, local_mean
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 STATISTICS = ("smoothness", "correlation", "cov")
 SMALL_VOI_VOXELS = 200  # below this the texture statistic of one VOI is too noisy to trust
+AUTO_BLOCK_MM = 50.0  # side of the cube of homogeneous tissue the automatic region keeps
+HIGHPASS_MM = 30.0  # FWHM of the local mean subtracted before measuring texture in the automatic region
+DEFAULT_EXCLUDE = ("lesion",)
 
 
 class ResolutionMatchingWarning(UserWarning):
@@ -101,33 +117,54 @@ def texture_statistic(name: str, array: np.ndarray, mask: np.ndarray, spacing_zy
     return float(values.std(ddof=1) / mean) if mean != 0 else float("nan")
 
 
-class _Patch:
-    """A crop of one scan around its VOI, wide enough for the largest kernel tried."""
+def auto_region(scan, exclude=DEFAULT_EXCLUDE, band=HOMOGENEOUS_BAND) -> tuple[sitk.Image, np.ndarray, np.ndarray]:
+    """The scan's image, voxel array and automatic homogeneous region (boolean, z y x): see the module docs.
 
-    def __init__(self, scan, mask_name: str, max_fwhm_mm: float):
-        image, array, mask = image_and_mask(scan, mask_name)
+    The body is the scan's ``body`` mask, or harmkit's body-mask rule
+    (:func:`harmkit.voi.body_mask`) when it has none; masks named in
+    ``exclude`` that the scan has are left out. Raises :class:`HarmkitError`
+    naming the scan when no such region exists.
+    """
+    image, array, body = image_and_mask(scan, "body")
+    excluded = np.zeros_like(body)
+    for name in exclude:
+        if name in scan.masks:
+            excluded |= mask_array(scan, name, image)
+    spacing = tuple(reversed(image.GetSpacing()))
+    region = densest_block(
+        homogeneous_tissue(array, body, spacing, excluded, check_band(band, "resmatch")), spacing, AUTO_BLOCK_MM
+    )
+    if region.sum() < 20:
+        raise HarmkitError(
+            f"{scan.label}: no homogeneous healthy tissue found for resmatch (only {int(region.sum())} voxels); give "
+            "a healthy-tissue VOI with mask='reference' (a mask_reference column), or widen band"
+        )
+    return image, array, region
+
+
+class _Patch:
+    """A crop of one scan around its VOI, wide enough for the largest kernel tried (and the high-pass)."""
+
+    def __init__(
+        self, label: str, image: sitk.Image, array: np.ndarray, mask: np.ndarray, max_fwhm_mm: float, highpass_mm: float
+    ):
         self.spacing = tuple(reversed(image.GetSpacing()))  # (z, y, x) like the array
-        margin = [int(math.ceil(4.0 * max_fwhm_mm / FWHM_PER_SIGMA / s)) + 1 for s in self.spacing]
+        self.highpass_mm = highpass_mm
+        reach = 4.0 * max_fwhm_mm / FWHM_PER_SIGMA + 3.0 * highpass_mm / FWHM_PER_SIGMA
+        margin = [int(math.ceil(reach / s)) + 1 for s in self.spacing]
         where = np.nonzero(mask)
         box = tuple(
             slice(max(0, int(w.min()) - m), min(n, int(w.max()) + 1 + m)) for w, m, n in zip(where, margin, mask.shape)
         )
         self.array = np.ascontiguousarray(array[box])
         self.mask = np.ascontiguousarray(mask[box])
-        self.label = scan.label
-        if self.mask.sum() < 20:
-            raise HarmkitError(
-                f"{scan.label}: mask {mask_name!r} has only {int(self.mask.sum())} voxels; resmatch needs a VOI of at "
-                "least 20 voxels"
-            )
+        self.label = label
 
     def statistic(self, name: str, fwhm_mm: float) -> float:
-        return texture_statistic(
-            name,
-            gaussian_smooth(self.array, self.spacing, fwhm_mm),
-            self.mask,
-            self.spacing,
-        )
+        smoothed = gaussian_smooth(self.array, self.spacing, fwhm_mm)
+        if self.highpass_mm > 0 and name != "cov":
+            smoothed = smoothed - local_mean(smoothed, self.spacing, self.highpass_mm)
+        return texture_statistic(name, smoothed, self.mask, self.spacing)
 
 
 class ResolutionMatching(ImageHarmonizer):
@@ -138,9 +175,12 @@ class ResolutionMatching(ImageHarmonizer):
     fwhm_mm : float or None, default None
         Filter width (FWHM, mm) applied to every non-reference scan. ``None``:
         fit one width per site group from the data.
-    mask : str, default "reference"
-        Mask (manifest column ``mask_<name>``) of a homogeneous healthy-tissue
-        VOI (e.g. a liver sphere) where the texture statistic is measured.
+    mask : str or None, default None
+        Where the texture statistic is measured. ``None``: the automatic
+        homogeneous region of each scan (:func:`auto_region`; needs no mask
+        but the body, which harmkit makes when the manifest has none). A name:
+        that mask (manifest column ``mask_<name>``) of a homogeneous
+        healthy-tissue VOI, e.g. ``"reference"`` (a liver sphere).
     statistic : {"smoothness", "correlation", "cov"}, default "smoothness"
         Texture statistic matched between site groups (see module docs).
     max_fwhm_mm : float, default 20.0
@@ -148,11 +188,23 @@ class ResolutionMatching(ImageHarmonizer):
     tolerance : float, default 0.05
         A site group at most this much (relative) smoother than the reference
         gets width 0 instead of an error.
+    smoother_groups : {"keep", "error"}, default "keep"
+        A site group smoother than the reference (beyond ``tolerance``)
+        cannot be matched by smoothing: ``"keep"`` leaves its scans unchanged
+        (width 0, listed in ``unmatched_``, with a
+        :class:`ResolutionMatchingWarning`); ``"error"`` refuses to fit.
+    exclude : sequence of str, default ("lesion",)
+        Automatic region only: masks left out of it when a scan has them.
+    band : (float, float), default (0.75, 1.33)
+        Automatic region only: the local mean must lie within ``low`` to
+        ``high`` times the body's median uptake (``0 < low < 1 < high``).
 
     Fitted attributes: ``reference_site_``; ``fwhm_mm_`` ({site group: width
     in mm}, 0 for the reference); with fitted widths also
-    ``site_statistics_`` ({site group: statistic before smoothing}) and
-    ``matched_statistics_`` ({site group: statistic after smoothing}).
+    ``site_statistics_`` ({site group: statistic before smoothing}),
+    ``matched_statistics_`` ({site group: statistic after smoothing}) and
+    ``unmatched_`` ({site group smoother than the reference, left unchanged:
+    its statistic}).
 
     Scans of the reference group come back unchanged.
     """
@@ -163,23 +215,63 @@ class ResolutionMatching(ImageHarmonizer):
     def __init__(
         self,
         fwhm_mm: float | None = None,
-        mask: str = "reference",
+        mask: str | None = None,
         statistic: str = "smoothness",
         max_fwhm_mm: float = 20.0,
         tolerance: float = 0.05,
+        smoother_groups: str = "keep",
+        exclude: Sequence[str] = DEFAULT_EXCLUDE,
+        band: Sequence[float] = HOMOGENEOUS_BAND,
     ):
         self.fwhm_mm = fwhm_mm
         self.mask = mask
         self.statistic = statistic
         self.max_fwhm_mm = max_fwhm_mm
         self.tolerance = tolerance
+        self.smoother_groups = smoother_groups
+        self.exclude = exclude
+        self.band = band
 
-    def fit(self, cohort, reference_site: str) -> "ResolutionMatching":
-        """Choose the Gaussian width of every site group of ``cohort`` (given, or fitted to the reference)."""
+    def _where(self) -> str:
+        return "the automatic homogeneous region" if self.mask is None else f"mask {self.mask!r}"
+
+    def _patch(self, scan) -> _Patch:
+        """The crop of ``scan`` around its texture region (automatic, or the mask ``mask``)."""
+        if self.mask is None:
+            image, array, region = auto_region(scan, tuple(self.exclude), tuple(self.band))
+            return _Patch(scan.label, image, array, region, float(self.max_fwhm_mm), HIGHPASS_MM)
+        image, array, region = image_and_mask(scan, self.mask)
+        if region.sum() < 20:
+            raise HarmkitError(
+                f"{scan.label}: mask {self.mask!r} has only {int(region.sum())} voxels; resmatch needs a VOI of at "
+                "least 20 voxels"
+            )
+        return _Patch(scan.label, image, array, region, float(self.max_fwhm_mm), 0.0)
+
+    def _check(self) -> None:
         if self.statistic not in STATISTICS:
             raise HarmkitError(
                 f"resmatch: statistic={self.statistic!r} is not known; use one of {', '.join(STATISTICS)}"
             )
+        if self.smoother_groups not in ("keep", "error"):
+            raise HarmkitError(
+                f"resmatch: smoother_groups={self.smoother_groups!r} is not known; use 'keep' or 'error'"
+            )
+        if self.mask is not None:
+            for name, default in (("exclude", DEFAULT_EXCLUDE), ("band", HOMOGENEOUS_BAND)):
+                value = getattr(self, name)
+                if (tuple(value) if isinstance(value, (list, tuple)) else value) != default:
+                    raise HarmkitError(
+                        f"resmatch: {name} applies to the automatic region (mask=None) only; drop it, or drop mask"
+                    )
+            return
+        check_band(self.band, "resmatch")
+        if isinstance(self.exclude, str) or not all(isinstance(n, str) for n in self.exclude):
+            raise HarmkitError(f"resmatch: exclude must be a list of mask names, e.g. ['lesion']; got {self.exclude!r}")
+
+    def fit(self, cohort, reference_site: str) -> "ResolutionMatching":
+        """Choose the Gaussian width of every site group of ``cohort`` (given, or fitted to the reference)."""
+        self._check()
         reference_site, _ = reference_scans(cohort, reference_site, "resmatch")
         groups = [g for g in cohort.site_groups if g != reference_site]
         if self.fwhm_mm is not None:
@@ -197,7 +289,7 @@ class ResolutionMatching(ImageHarmonizer):
         patches: dict[str, list[_Patch]] = {}
         all_scans = [s for s in cohort if s.group in (reference_site, *groups)]
         for scan in progress(all_scans, "resmatch: reading VOIs", min_total=8):
-            patches.setdefault(scan.group, []).append(_Patch(scan, self.mask, float(self.max_fwhm_mm)))
+            patches.setdefault(scan.group, []).append(self._patch(scan))
 
         def stats(group: str, fwhm: float) -> np.ndarray:
             values = np.asarray([p.statistic(name, fwhm) for p in patches[group]])
@@ -217,7 +309,7 @@ class ResolutionMatching(ImageHarmonizer):
         small = sorted({p.label for ps in patches.values() for p in ps if p.mask.sum() < SMALL_VOI_VOXELS})
         if small:
             warnings.warn(
-                f"resmatch: mask {self.mask!r} has fewer than {SMALL_VOI_VOXELS} voxels in {len(small)} scan(s) "
+                f"resmatch: {self._where()} has fewer than {SMALL_VOI_VOXELS} voxels in {len(small)} scan(s) "
                 f"(e.g. {small[0]}); the texture statistic of such a small VOI is noisy and the fitted width "
                 "unreliable",
                 ResolutionMatchingWarning,
@@ -228,6 +320,7 @@ class ResolutionMatching(ImageHarmonizer):
         site_stats = {reference_site: target}
         matched = {reference_site: target}
         widths = {reference_site: 0.0}
+        unmatched: dict[str, float] = {}
         for group in groups:
             group_values = stats(group, 0.0)
             start = float(np.mean(group_values))
@@ -246,11 +339,21 @@ class ResolutionMatching(ImageHarmonizer):
                 if abs(gap) <= self.tolerance * abs(target):
                     widths[group], matched[group] = 0.0, start
                     continue
-                raise HarmkitError(
+                message = (
                     f"resmatch: the reference site group {reference_site!r} is sharper than site group {group!r} "
-                    f"({name} {target:.4g} vs {start:.4g} in mask {self.mask!r}); smoothing cannot sharpen, so "
-                    f"{group!r} cannot be matched to {reference_site!r}. Use the smoothest site group as the reference"
+                    f"({name} {target:.4g} vs {start:.4g} in {self._where()}); smoothing cannot sharpen, so "
+                    f"{group!r} cannot be matched to {reference_site!r}"
                 )
+                if self.smoother_groups == "error":
+                    raise HarmkitError(f"{message}. Use the smoothest site group as the reference")
+                warnings.warn(
+                    f"{message}: its scans are left unchanged. Use the smoothest site group as the reference",
+                    ResolutionMatchingWarning,
+                    stacklevel=2,
+                )
+                widths[group], matched[group] = 0.0, start
+                unmatched[group] = start
+                continue
 
             def residual(w: float, group: str = group) -> float:
                 value = mean_stat(group, w)
@@ -260,7 +363,7 @@ class ResolutionMatching(ImageHarmonizer):
             if residual(hi) < 0:
                 raise HarmkitError(
                     f"resmatch: site group {group!r} still looks sharper than {reference_site!r} after a {hi:g} mm "
-                    f"Gaussian; raise max_fwhm_mm or check mask {self.mask!r}"
+                    f"Gaussian; raise max_fwhm_mm or check {self._where()}"
                 )
             from scipy.optimize import brentq
 
@@ -271,6 +374,7 @@ class ResolutionMatching(ImageHarmonizer):
         self.fwhm_mm_ = widths
         self.site_statistics_ = site_stats
         self.matched_statistics_ = matched
+        self.unmatched_ = unmatched
         return self
 
     def width_for(self, group: str) -> float:
