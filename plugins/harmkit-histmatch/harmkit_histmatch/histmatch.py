@@ -3,7 +3,8 @@
 Two modes:
 
 * ``mode="scale"`` (default): **healthy-tissue scaling.** Every scan's
-  *healthy level* is the median SUV of its healthy background tissue
+  *healthy level* is the interquartile mean SUV (the mean of the middle
+  half of the values) of its healthy background tissue
   (:func:`harmkit_histmatch.tissue.healthy_tissue`: the body without the
   lesion mask, without hot organs and without air or the body's rim, chosen
   on a locally averaged copy of the image). A site group's level is the
@@ -21,14 +22,17 @@ Two modes:
   the upper landmarks on the lesion itself, so this mode changes what an SUV
   means; it is kept for comparison.
 
-Why one factor per site group and the median of healthy tissue (measured on
+Why one factor per site group and the middle of healthy tissue (measured on
 the simulated head-and-neck preset; ``docs/methods/histmatch.md``): the healthy
 level of a subject varies by 10-13 % between subjects of one site but by only
 3 % between the same subject's scans at two sites, so a per-scan factor would
-erase biology four times larger than the site effect it corrects; the mean of
-healthy tissue moves with the noise level (negative values clipped to 0 in
-noisy scans) twice as much as the median does; and a multi-landmark fit turns
-a difference in noise spread into an intensity change.
+erase biology four times larger than the site effect it corrects; the plain
+mean of healthy tissue moves with the noise level (negative values clipped to
+0 in noisy scans) twice as much as the middle of the distribution does; the
+median of images stored in steps (1/256 SUV in the simulator, an int16 slope
+in DICOM) moves in those steps, the interquartile mean does not; and a
+multi-landmark fit turns a difference in noise spread into an intensity
+change.
 """
 
 from __future__ import annotations
@@ -76,7 +80,11 @@ def healthy_level(
     band: Sequence[float] = DEFAULT_BAND,
     smoothing_mm: float = DEFAULT_SMOOTHING_MM,
 ) -> tuple[float, int]:
-    """The median SUV of ``scan``'s healthy background tissue, and the number of voxels it was taken from.
+    """The interquartile mean SUV of ``scan``'s healthy background tissue, and the number of its voxels.
+
+    The interquartile mean is the mean of the values between the 25th and the
+    75th percentile: as robust as the median, but not stuck to the steps in
+    which an image is stored.
 
     Healthy tissue is :func:`harmkit_histmatch.tissue.healthy_tissue` of the
     scan's ``mask`` (``"body"``: the scan's body mask, or harmkit's rule,
@@ -98,9 +106,11 @@ def healthy_level(
             f"within {list(band)} times the body's median); histmatch needs {MIN_HEALTHY_VOXELS}. Check the body "
             "mask, or widen band"
         )
-    level = float(np.median(array[healthy]))
+    values = array[healthy]
+    low, high = np.percentile(values, [25.0, 75.0])
+    level = float(values[(values >= low) & (values <= high)].mean(dtype=np.float64))
     if not level > 0:
-        raise HarmkitError(f"{scan.label}: the median SUV of its healthy tissue is {level:g}; is the image in SUV?")
+        raise HarmkitError(f"{scan.label}: the mean SUV of its healthy tissue is {level:g}; is the image in SUV?")
     return level, count
 
 
@@ -138,7 +148,7 @@ class HistogramMatching(ImageHarmonizer):
         which multiplies the whole image (a factor maps 0 to 0: no seam).
 
     Fitted attributes, scale mode: ``reference_site_``, ``site_levels_``
-    ({site group: median healthy level, SUV}), ``scales_`` ({site group:
+    ({site group: median over its scans of their healthy levels, SUV}), ``scales_`` ({site group:
     factor}, 1 for the reference), ``n_scans_`` ({site group: scans}). Nyul
     mode: ``reference_site_``, ``landmarks_`` (percentiles),
     ``reference_landmarks_`` (pooled reference quantiles, SUV),
