@@ -237,11 +237,48 @@ def test_high_pass_discriminator_sees_noise_amplified_and_smooth_regions_as_zero
     flat = torch.full((1, 1, 24, 24, 24), 0.3)
     ramp = torch.linspace(-1, 1, 24).view(1, 1, 24, 1, 1).expand(1, 1, 24, 24, 24)
     # A constant and (away from the edges) a linear ramp have no high-pass content.
-    assert torch.allclose(disc.blur(flat), flat, atol=1e-6)
-    assert torch.allclose(disc.blur(ramp)[..., 3:-3, :, :], ramp[..., 3:-3, :, :], atol=1e-5)
+    assert torch.allclose(disc.bands(flat)[0], torch.zeros_like(flat), atol=1e-6)
+    assert torch.allclose(disc.bands(ramp)[0][..., 3:-3, :, :], torch.zeros_like(ramp)[..., 3:-3, :, :], atol=1e-5)
     torch.manual_seed(0)
     noise = 0.05 * torch.randn(1, 1, 24, 24, 24)
-    high = disc.gain * (noise - disc.blur(noise))
+    high = disc.gain * disc.bands(noise)[0]
     assert high.std() > 4 * noise.std()  # white noise survives the high-pass, amplified by the gain
     assert disc(flat + noise).shape[:2] == (1, 1)
     assert disc.patch.model[0].in_channels == 2
+
+
+def test_band_pass_discriminator_splits_noise_by_grain_and_the_bands_add_up():
+    from harmkit_cyclegan.nets import HighPassDiscriminator3d, gaussian_kernel, separable_blur
+
+    disc = HighPassDiscriminator3d(ndf=2, n_layers=2, gain=8.0, sigmas=(1.0, 2.0))
+    assert disc.patch.model[0].in_channels == 3
+    torch.manual_seed(0)
+    white = torch.randn(1, 1, 32, 32, 32)
+    blobby = separable_blur(white, gaussian_kernel(1.5))  # noise correlated over a few voxels
+    inner = (..., slice(6, -6), slice(6, -6), slice(6, -6))
+    fine_white, mid_white = (band[inner].std() for band in disc.bands(white))
+    fine_blobby, mid_blobby = (band[inner].std() for band in disc.bands(blobby))
+    # White noise is mostly in the finest band; blobby noise has moved to the second one.
+    assert fine_white > mid_white
+    assert mid_blobby > fine_blobby
+    # The bands and the last blur give the patch back (a Laplacian-pyramid split, nothing lost).
+    rebuilt = sum(disc.bands(blobby)) + separable_blur(blobby, gaussian_kernel(2.0))
+    assert torch.allclose(rebuilt, blobby, atol=1e-5)
+
+
+def test_windows_of_air_only_are_not_run_and_leave_no_change():
+    volume = np.full((24, 40, 40), -1.0, dtype=np.float32)  # air everywhere (network units) ...
+    volume[4:20, 4:16, 4:16] = 0.2  # ... but a body in one corner
+    calls = []
+
+    def plus_one(batch):
+        calls.append(batch.shape[0])
+        return torch.ones_like(batch)
+
+    every = sliding_window(volume, plus_one, (16, 16, 16), overlap=0.0)
+    assert np.all(every == pytest.approx(1.0)) and len(calls) == 18  # 2 x 3 x 3 windows
+    calls.clear()
+    change = sliding_window(volume, plus_one, (16, 16, 16), overlap=0.0, skip_below=-0.99)
+    assert len(calls) == 2  # only the windows that hold part of the body (both z positions, y = x = 0)
+    assert np.allclose(change[4:16, 4:16, 4:16], 1.0)  # the body got the network's output
+    assert np.all(change[:, 24:, 24:] == 0.0)  # far air: no change

@@ -39,11 +39,21 @@ class CycleGANConfig:
     d_highpass_gain: float = 0.0
     """> 0: the discriminators also see ``gain * (patch - Gaussian blur of it)`` as a second channel, where
     noise texture lives (not in the paper; on in ``quick``, see docs/methods/cyclegan.md). 0: the published D."""
+    d_band_sigmas: tuple[float, ...] = (1.0,)
+    """Gaussian sigmas (voxels) of the discriminators' band-pass channels when ``d_highpass_gain`` > 0: one channel
+    ``x - blur(x, s1)``, then ``blur(x, s1) - blur(x, s2)``, ... Increasing; (1.0,) is the single high-pass copy."""
+    d_band_clip: float = 0.0
+    """> 0: each amplified band channel is soft-clipped to +-this (tanh), so that anatomy edges saturate and noise
+    texture, not edge sharpness, decides what the discriminators see. 0: no clipping."""
     # --- losses and optimisation ------------------------------------------
     lambda_cycle: float = 10.0
     """Weight of the cycle-consistency L1 loss."""
     lambda_identity: float = 0.5
     """Identity loss weight, relative to ``lambda_cycle`` (as in the CycleGAN code)."""
+    cycle_sigma: float = 0.0
+    """> 0: the cycle and identity losses compare Gaussian-blurred patches (sigma in voxels), so they keep anatomy
+    and uptake but not the noise realisation, which a translation between noise textures cannot give back after a
+    round trip (not in the paper; see docs/methods/cyclegan.md). 0: the published full-resolution L1."""
     lr: float = 2e-4
     """Adam learning rate of the generators (and of the discriminators unless ``lr_d`` is set)."""
     lr_d: float | None = None
@@ -64,6 +74,9 @@ class CycleGANConfig:
     """Training voxel spacing (x, y, z) in mm; None: the median spacing of the reference site group."""
     body_fraction: float = 0.9
     """Share of training patches centred on a voxel inside the body mask (the rest anywhere)."""
+    centre_margin_mm: float = 0.0
+    """Body-centred patches are centred at least this far inside the body (0: anywhere in it). Keeps the body's
+    outline, whose sharpness also differs between sites, from dominating what the discriminators judge."""
     body_threshold: float = 0.1
     """SUV threshold for a body mask where the manifest has no ``mask_body`` (the paper's 0.1 SUV)."""
     suv_max: float = 50.0
@@ -133,6 +146,15 @@ class CycleGANConfig:
             raise ValueError("steps, batch_size, infer_batch and checkpoint_every must be positive")
         if self.lr <= 0 or (self.lr_d is not None and self.lr_d <= 0) or self.d_highpass_gain < 0:
             raise ValueError("lr and lr_d must be positive and d_highpass_gain non-negative")
+        sigmas = self.d_band_sigmas
+        if not sigmas or any(s <= 0 for s in sigmas) or any(b <= a for a, b in zip(sigmas, sigmas[1:])):
+            raise ValueError(f"d_band_sigmas={sigmas}: need one or more positive, increasing sigmas (voxels)")
+        if self.d_band_clip < 0:
+            raise ValueError(f"d_band_clip={self.d_band_clip}: must be >= 0 (0: no clipping)")
+        if self.centre_margin_mm < 0:
+            raise ValueError(f"centre_margin_mm={self.centre_margin_mm}: must be >= 0")
+        if self.cycle_sigma < 0:
+            raise ValueError(f"cycle_sigma={self.cycle_sigma}: must be >= 0 (0: no blur)")
         if self.suv_max <= 0 or self.suv_scale <= 0:
             raise ValueError("suv_max and suv_scale must be positive")
         return self
@@ -150,6 +172,10 @@ def _normalise(name: str, value: Any) -> Any:
         if isinstance(value, int):
             value = (value, value, value)
         return tuple(int(v) for v in value)
+    if name == "d_band_sigmas":
+        if isinstance(value, (int, float)):
+            value = (value,)
+        return tuple(float(v) for v in value)
     if name == "spacing":
         if isinstance(value, (int, float)):
             value = (value, value, value)

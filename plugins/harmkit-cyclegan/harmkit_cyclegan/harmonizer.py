@@ -79,6 +79,8 @@ class CycleGANHarmonizer(ImageHarmonizer):
         ndf: int | None = None,
         n_d_layers: int | None = None,
         d_highpass_gain: float | None = None,
+        d_band_sigmas: Any = None,
+        d_band_clip: float | None = None,
         patch_size: Any = None,
         batch_size: int | None = None,
         spacing: Any = None,
@@ -89,8 +91,10 @@ class CycleGANHarmonizer(ImageHarmonizer):
         decay_start: float | None = None,
         lambda_cycle: float | None = None,
         lambda_identity: float | None = None,
+        cycle_sigma: float | None = None,
         pool_size: int | None = None,
         body_fraction: float | None = None,
+        centre_margin_mm: float | None = None,
         body_threshold: float | None = None,
         suv_max: float | None = None,
         suv_scale: float | None = None,
@@ -117,6 +121,8 @@ class CycleGANHarmonizer(ImageHarmonizer):
         self.ndf = ndf
         self.n_d_layers = n_d_layers
         self.d_highpass_gain = d_highpass_gain
+        self.d_band_sigmas = d_band_sigmas
+        self.d_band_clip = d_band_clip
         self.patch_size = patch_size
         self.batch_size = batch_size
         self.spacing = spacing
@@ -127,8 +133,10 @@ class CycleGANHarmonizer(ImageHarmonizer):
         self.decay_start = decay_start
         self.lambda_cycle = lambda_cycle
         self.lambda_identity = lambda_identity
+        self.cycle_sigma = cycle_sigma
         self.pool_size = pool_size
         self.body_fraction = body_fraction
+        self.centre_margin_mm = centre_margin_mm
         self.body_threshold = body_threshold
         self.suv_max = suv_max
         self.suv_scale = suv_scale
@@ -326,6 +334,7 @@ class CycleGANHarmonizer(ImageHarmonizer):
                 )
                 image = resample_to_spacing(image, spacing, sitk.sitkLinear)
                 mask = resample_to_spacing(mask, spacing, sitk.sitkNearestNeighbor)
+                mask = _inner_part(mask, config.centre_margin_mm)
                 writer.add(
                     f"{index:06d}",
                     sitk.GetArrayFromImage(image),
@@ -422,6 +431,8 @@ class CycleGANHarmonizer(ImageHarmonizer):
                 precision=precision,
                 channels_last=config.channels_last,
                 progress=lambda done, total: bar.update(done, total),
+                # Windows of air only (no voxel above the body threshold) are left unchanged, not run.
+                skip_below=float(to_network(np.array([config.body_threshold]), config.suv_max, config.suv_scale)[0]),
             )
         residual += values
         correction = to_suv(residual, config.suv_max, config.suv_scale)
@@ -544,6 +555,22 @@ def resample_to_spacing(image: sitk.Image, spacing, interpolator=sitk.sitkLinear
         0.0,
         pixel,
     )
+
+
+def _inner_part(mask: sitk.Image, margin_mm: float) -> sitk.Image:
+    """The voxels of ``mask`` at least ``margin_mm`` inside it; the whole mask when that leaves nothing."""
+    if margin_mm <= 0:
+        return mask
+    from scipy import ndimage
+
+    inside = sitk.GetArrayViewFromImage(mask) != 0
+    depth = ndimage.distance_transform_edt(inside, sampling=mask.GetSpacing()[::-1])
+    inner = depth >= margin_mm
+    if not inner.any():
+        return mask
+    out = sitk.GetImageFromArray(inner.astype(np.uint8))
+    out.CopyInformation(mask)
+    return out
 
 
 def _median_spacing(scans) -> tuple[float, float, float]:

@@ -51,7 +51,9 @@ from .nets import (
     HighPassDiscriminator3d,
     PatchDiscriminator3d,
     ResnetGenerator3d,
+    gaussian_kernel,
     init_weights,
+    separable_blur,
 )
 
 Sampler = Callable[[np.random.Generator, int], np.ndarray]
@@ -107,7 +109,13 @@ def build_generator(config: CycleGANConfig) -> ResnetGenerator3d:
 
 def build_discriminator(config: CycleGANConfig) -> nn.Module:
     if config.d_highpass_gain > 0:
-        return HighPassDiscriminator3d(config.ndf, config.n_d_layers, gain=config.d_highpass_gain)
+        return HighPassDiscriminator3d(
+            config.ndf,
+            config.n_d_layers,
+            gain=config.d_highpass_gain,
+            sigmas=config.d_band_sigmas,
+            clip=config.d_band_clip,
+        )
     return PatchDiscriminator3d(config.ndf, config.n_d_layers)
 
 
@@ -219,6 +227,7 @@ class Trainer:
         """Updates skipped because a loss or gradient was not finite (NaN guard; see train_step)."""
         self._nonfinite_run = 0
         self._preview: np.ndarray | None = None
+        self._anatomy_kernel = gaussian_kernel(config.cycle_sigma) if config.cycle_sigma > 0 else None
 
     @property
     def preview(self) -> np.ndarray:
@@ -305,6 +314,16 @@ class Trainer:
         array = np.ascontiguousarray(sampler(self.rng, self.config.batch_size), dtype=np.float32)
         return torch.from_numpy(array).to(self.device).contiguous(memory_format=self.memory_format)
 
+    def _anatomy(self, x: torch.Tensor) -> torch.Tensor:
+        """What the cycle and identity losses compare: the patch, or its Gaussian blur when ``cycle_sigma`` > 0.
+
+        Blurred, the losses keep anatomy and uptake but leave the noise realisation free, which no
+        translation between noise textures can reproduce after a round trip (see docs/methods/cyclegan.md).
+        """
+        if self._anatomy_kernel is None:
+            return x
+        return separable_blur(x, self._anatomy_kernel)
+
     def train_step(self) -> dict[str, float]:
         """One optimisation step of both generators, then both discriminators."""
         cfg = self.config
@@ -324,12 +343,18 @@ class Trainer:
             if cfg.lambda_identity > 0:
                 idt_b = G_ab(real_b)
                 idt_a = G_ba(real_a)
-        cycle = cfg.lambda_cycle * (F.l1_loss(rec_a.float(), real_a) + F.l1_loss(rec_b.float(), real_b))
+        anatomy = self._anatomy
+        cycle = cfg.lambda_cycle * (
+            F.l1_loss(anatomy(rec_a.float()), anatomy(real_a)) + F.l1_loss(anatomy(rec_b.float()), anatomy(real_b))
+        )
         if cfg.lambda_identity > 0:
             identity = (
                 cfg.lambda_cycle
                 * cfg.lambda_identity
-                * (F.l1_loss(idt_b.float(), real_b) + F.l1_loss(idt_a.float(), real_a))
+                * (
+                    F.l1_loss(anatomy(idt_b.float()), anatomy(real_b))
+                    + F.l1_loss(anatomy(idt_a.float()), anatomy(real_a))
+                )
             )
         else:
             identity = torch.zeros((), device=self.device)
@@ -510,21 +535,9 @@ def _patch_scores(prediction: torch.Tensor) -> np.ndarray:
     return prediction.float().mean(dim=tuple(range(1, prediction.dim()))).cpu().numpy()
 
 
-_TEXTURE_KERNEL = np.exp(-0.5 * np.arange(-2, 3) ** 2)
-
-
 def _high_pass_sd(patches: torch.Tensor) -> np.ndarray:
     """Per patch: SD of ``patch - Gaussian(patch, sigma 1 voxel)`` over the patch's interior (float32 batch)."""
-    kernel = torch.tensor(
-        _TEXTURE_KERNEL / _TEXTURE_KERNEL.sum(),
-        dtype=patches.dtype,
-        device=patches.device,
-    )
-    blurred = F.pad(patches, (2,) * 6, mode="replicate")
-    blurred = F.conv3d(blurred, kernel.view(1, 1, -1, 1, 1))
-    blurred = F.conv3d(blurred, kernel.view(1, 1, 1, -1, 1))
-    blurred = F.conv3d(blurred, kernel.view(1, 1, 1, 1, -1))
-    high = (patches - blurred)[:, :, 2:-2, 2:-2, 2:-2]
+    high = (patches - separable_blur(patches, gaussian_kernel(1.0)))[:, :, 2:-2, 2:-2, 2:-2]
     return high.flatten(1).std(dim=1).cpu().numpy()
 
 
