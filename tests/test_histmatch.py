@@ -300,6 +300,20 @@ def test_healthy_level_hardly_depends_on_the_noise_level():
     assert noisy == pytest.approx(quiet, rel=0.03)
 
 
+def test_a_factor_within_the_spread_of_patients_uptake_is_not_applied():
+    uptakes = (0.6, 0.7, 0.8, 0.9, 1.0)
+    scans = [pet_scan(f"r{i}", "REF", seed=i, uptake=u) for i, u in enumerate(uptakes)]
+    scans += [pet_scan(f"s{i}", "SRC", seed=20 + i, uptake=u, calibration=1.03) for i, u in enumerate(uptakes[::-1])]
+    model = HistogramMatching().fit(Cohort(scans), "REF")
+    assert model.measured_scales_["SRC"] == pytest.approx(1 / 1.03, rel=0.01)
+    assert model.scale_z_["SRC"] < 2 and model.scales_["SRC"] == 1.0
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(model.transform(scans[5]).load_image()), sitk.GetArrayFromImage(scans[5].image)
+    )
+    always = HistogramMatching(significance=0).fit(Cohort(scans), "REF")
+    assert always.scales_["SRC"] == pytest.approx(1 / 1.03, rel=0.01)
+
+
 def test_scale_mode_keeps_patient_differences_within_a_site_group():
     scans = [pet_scan("r0", "REF", seed=0), pet_scan("r1", "REF", seed=1)]
     scans += [pet_scan("low", "SRC", seed=2, uptake=0.6), pet_scan("high", "SRC", seed=3, uptake=1.0)]
@@ -336,9 +350,10 @@ def test_scale_mode_refuses_a_site_group_not_seen_at_fit():
         ({"mode": "percentile"}, "mode='percentile' is not known"),
         ({"band": (1.2, 2.0)}, "0 < low < 1 < high"),
         ({"smoothing_mm": 0}, "smoothing_mm must be a width in mm > 0"),
+        ({"significance": -1}, "significance must be a number >= 0"),
         ({"exclude": "lesion"}, "exclude must be a list of mask names"),
     ],
-    ids=["landmarks", "outside", "band-in-nyul", "mode", "band", "smoothing", "exclude"],
+    ids=["landmarks", "outside", "band-in-nyul", "mode", "band", "smoothing", "significance", "exclude"],
 )
 def test_parameters_of_the_other_mode_or_out_of_range_are_refused(params, message):
     with pytest.raises(HarmkitError, match=message):
