@@ -235,3 +235,64 @@ def test_automatic_region_leaves_out_the_lesion_hot_organs_and_the_body_edge():
 def test_bad_or_inapplicable_parameters_are_refused(data, params, message):
     with pytest.raises(HarmkitError, match=message):
         ResolutionMatching(**params).fit(data, "SMOOTH")
+
+
+def noisy_smooth_scan(subject, seed):
+    """A scan of the smooth site with strong extra noise of its own: smoothing the sharp site cannot reach its noise."""
+    scan = make_scan(subject, "NOISY", seed=seed, extra_blur_mm=BLUR_FWHM)
+    rng = np.random.default_rng(1000 + seed)
+    extra = gaussian_filter(rng.normal(size=SHAPE), fwhm_to_sigma_vox(8.0), mode="wrap")
+    values = sitk.GetArrayFromImage(scan.image) + 0.25 * extra / extra.std()
+    image = sitk.GetImageFromArray(values.astype(np.float32))
+    image.CopyInformation(scan.image)
+    return Scan(subject, "NOISY", image, masks=dict(scan.masks))
+
+
+def measured_noise(scans):
+    from harmkit_histmatch.resmatch import HIGHPASS_MM, noise_level
+
+    core = sphere(12) > 0
+    return np.mean(
+        [noise_level(sitk.GetArrayFromImage(s.load_image()), core, (SPACING,) * 3, HIGHPASS_MM) for s in scans]
+    )
+
+
+@pytest.fixture(scope="module")
+def noisy_data():
+    scans = [make_scan(f"a{i}", "SHARP", seed=i) for i in range(3)]
+    scans += [noisy_smooth_scan(f"n{i}", seed=200 + i) for i in range(3)]
+    return Cohort(scans)
+
+
+def test_noise_match_adds_the_noise_smoothing_took_away(noisy_data):
+    sharp = [s for s in noisy_data if s.site == "SHARP"]
+    target = measured_noise([s for s in noisy_data if s.site == "NOISY"])
+    quiet = ResolutionMatching().fit(noisy_data, "NOISY")
+    matched = ResolutionMatching(noise="match").fit(noisy_data, "NOISY")
+    assert matched.noise_amplitude_["SHARP"] > 0 and matched.noise_amplitude_["NOISY"] == 0.0
+    assert matched.fwhm_mm_ == quiet.fwhm_mm_
+    assert measured_noise([quiet.transform(s) for s in sharp]) < 0.7 * target
+    outputs = [matched.transform(s) for s in sharp]
+    assert measured_noise(outputs) == pytest.approx(target, rel=0.1)
+    core = sphere(12) > 0  # zero-mean noise: the mean SUV is kept (up to the noise's own average over the region)
+    assert np.mean([mean_suv(o, core) for o in outputs]) == pytest.approx(
+        np.mean([mean_suv(s, core) for s in sharp]), rel=0.03
+    )
+
+
+def test_added_noise_is_reproducible_and_differs_between_subjects(noisy_data):
+    model = ResolutionMatching(noise="match").fit(noisy_data, "NOISY")
+    first = sitk.GetArrayFromImage(model.transform(noisy_data[0]).load_image())
+    again = sitk.GetArrayFromImage(model.transform(noisy_data[0]).load_image())
+    np.testing.assert_array_equal(first, again)
+    twin = Scan("other", "SHARP", noisy_data[0].image, masks=dict(noisy_data[0].masks))
+    assert not np.array_equal(sitk.GetArrayFromImage(model.transform(twin).load_image()), first)
+
+
+def test_noise_match_needs_fitted_widths(data):
+    with pytest.raises(HarmkitError, match="noise='match' fits the added noise with the widths"):
+        ResolutionMatching(noise="match", fwhm_mm=4.0).fit(data, "SMOOTH")
+
+
+def mean_suv(scan, region):
+    return float(sitk.GetArrayFromImage(scan.load_image())[region].mean())

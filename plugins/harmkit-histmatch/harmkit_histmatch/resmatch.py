@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 import warnings
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -55,6 +56,8 @@ SMALL_VOI_VOXELS = 200  # below this the texture statistic of one VOI is too noi
 AUTO_BLOCK_MM = 50.0  # side of the cube of homogeneous tissue the automatic region keeps
 HIGHPASS_MM = 30.0  # FWHM of the local mean subtracted before measuring texture in the automatic region
 DEFAULT_EXCLUDE = ("lesion",)
+# first word of every seed of added noise: keeps its streams apart from anything seeded with small integers alone
+NOISE_SALT = 0x7265736D
 
 
 class ResolutionMatchingWarning(UserWarning):
@@ -166,6 +169,51 @@ class _Patch:
             smoothed = smoothed - local_mean(smoothed, self.spacing, self.highpass_mm)
         return texture_statistic(name, smoothed, self.mask, self.spacing)
 
+    def noise_level(self, fwhm_mm: float, amplitude: float = 0.0, noise_fwhm_mm: float = 0.0, seed=0) -> float:
+        """Noise SD per sqrt(SUV) in the region after smoothing by ``fwhm_mm`` and adding noise of ``amplitude``."""
+        image = gaussian_smooth(self.array, self.spacing, fwhm_mm)
+        if amplitude > 0:
+            image = add_noise(image, self.spacing, amplitude, noise_fwhm_mm, np.random.default_rng(seed))
+        return noise_level(image, self.mask, self.spacing, self.highpass_mm)
+
+
+def noise_level(array: np.ndarray, mask: np.ndarray, spacing_zyx, highpass_mm: float) -> float:
+    """The noise SD inside ``mask`` divided by the square root of the mean SUV there (Poisson-like noise).
+
+    The noise is the image minus its ``highpass_mm`` local mean (or minus the
+    mask's mean when ``highpass_mm`` is 0).
+    """
+    values = array.astype(np.float64)
+    if highpass_mm > 0:
+        residual = (values - local_mean(values, spacing_zyx, highpass_mm))[mask]
+    else:
+        residual = values[mask] - values[mask].mean()
+    mean = float(values[mask].mean())
+    return float(residual.std() / math.sqrt(mean)) if mean > 0 else float("nan")
+
+
+def add_noise(array: np.ndarray, spacing_zyx, amplitude: float, fwhm_mm: float, rng: np.random.Generator) -> np.ndarray:
+    """``array`` plus Gaussian noise of SD ``amplitude * sqrt(local SUV)`` and correlation FWHM ``fwhm_mm``.
+
+    The noise is white noise smoothed by a Gaussian of ``fwhm_mm / sqrt(2)``
+    (so that its autocorrelation has FWHM ``fwhm_mm``), scaled to unit SD, then
+    by ``amplitude`` times the square root of the 10 mm local mean (clipped at
+    0), as PET noise grows with the square root of the activity. Values below 0
+    are set to 0 when the input has none.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    field = rng.standard_normal(array.shape).astype(np.float32)
+    if fwhm_mm > 0:
+        sigma = [fwhm_mm / math.sqrt(2.0) / FWHM_PER_SIGMA / float(s) for s in spacing_zyx]
+        field = gaussian_filter(field, sigma=sigma, mode="wrap")
+    field /= max(float(field.std()), 1e-12)
+    level = np.sqrt(np.maximum(local_mean(array, spacing_zyx, 10.0), 0.0))
+    out = array + np.float32(amplitude) * level * field
+    if float(np.min(array)) >= 0:
+        np.maximum(out, 0.0, out=out)
+    return out.astype(np.float32, copy=False)
+
 
 class ResolutionMatching(ImageHarmonizer):
     """Smooth sharper site groups with a Gaussian so they match the reference group (EARL-style).
@@ -188,6 +236,16 @@ class ResolutionMatching(ImageHarmonizer):
     tolerance : float, default 0.05
         A site group at most this much (relative) smoother than the reference
         gets width 0 instead of an error.
+    noise : {"keep", "match"}, default "keep"
+        ``"match"``: after smoothing, a group whose noise is then weaker than
+        the reference's (smoothing lowers noise; the sharper site is often
+        also the quieter one) gets Gaussian noise added, with the reference's
+        noise texture and an amplitude (per square root of SUV) fitted so that
+        the noise level in the texture region matches the reference's. The
+        added noise is random but reproducible (``random_state`` and the
+        subject id seed it). Needs fitted widths.
+    random_state : int, default 0
+        Seed of the added noise (``noise="match"``).
     smoother_groups : {"keep", "error"}, default "keep"
         A site group smoother than the reference (beyond ``tolerance``)
         cannot be matched by smoothing: ``"keep"`` leaves its scans unchanged
@@ -204,7 +262,12 @@ class ResolutionMatching(ImageHarmonizer):
     ``site_statistics_`` ({site group: statistic before smoothing}),
     ``matched_statistics_`` ({site group: statistic after smoothing}) and
     ``unmatched_`` ({site group smoother than the reference, left unchanged:
-    its statistic}).
+    its statistic}). With ``noise="match"`` also ``noise_amplitude_``
+    ({site group: SD of the added noise per square root of SUV}),
+    ``noise_fwhm_mm_`` (its correlation FWHM: the reference's smoothness),
+    ``noise_levels_`` and ``matched_noise_levels_`` ({site group: noise SD per
+    square root of SUV in the texture region after smoothing, before and after
+    adding noise}).
 
     Scans of the reference group come back unchanged.
     """
@@ -220,6 +283,8 @@ class ResolutionMatching(ImageHarmonizer):
         max_fwhm_mm: float = 20.0,
         tolerance: float = 0.05,
         smoother_groups: str = "keep",
+        noise: str = "keep",
+        random_state: int = 0,
         exclude: Sequence[str] = DEFAULT_EXCLUDE,
         band: Sequence[float] = HOMOGENEOUS_BAND,
     ):
@@ -229,6 +294,8 @@ class ResolutionMatching(ImageHarmonizer):
         self.max_fwhm_mm = max_fwhm_mm
         self.tolerance = tolerance
         self.smoother_groups = smoother_groups
+        self.noise = noise
+        self.random_state = random_state
         self.exclude = exclude
         self.band = band
 
@@ -253,6 +320,10 @@ class ResolutionMatching(ImageHarmonizer):
             raise HarmkitError(
                 f"resmatch: statistic={self.statistic!r} is not known; use one of {', '.join(STATISTICS)}"
             )
+        if self.noise not in ("keep", "match"):
+            raise HarmkitError(f"resmatch: noise={self.noise!r} is not known; use 'keep' or 'match'")
+        if self.noise == "match" and self.fwhm_mm is not None:
+            raise HarmkitError("resmatch: noise='match' fits the added noise with the widths; drop fwhm_mm, or noise")
         if self.smoother_groups not in ("keep", "error"):
             raise HarmkitError(
                 f"resmatch: smoother_groups={self.smoother_groups!r} is not known; use 'keep' or 'error'"
@@ -375,7 +446,39 @@ class ResolutionMatching(ImageHarmonizer):
         self.site_statistics_ = site_stats
         self.matched_statistics_ = matched
         self.unmatched_ = unmatched
+        if self.noise == "match":
+            self._fit_noise(patches, reference_site, groups, widths, unmatched)
         return self
+
+    def _fit_noise(self, patches: dict, reference_site: str, groups: list, widths: dict, unmatched: dict) -> None:
+        """The amplitude of noise each group needs after smoothing to reach the reference's noise level."""
+        from scipy.optimize import brentq
+
+        def level(group: str, amplitude: float) -> float:
+            values = [
+                p.noise_level(widths[group], amplitude, noise_fwhm, (NOISE_SALT, int(self.random_state), i))
+                for i, p in enumerate(patches[group])
+            ]
+            return float(np.nanmean(values))
+
+        noise_fwhm = float(self.site_statistics_[reference_site]) if self.statistic == "smoothness" else 0.0
+        target = float(np.nanmean([p.noise_level(0.0) for p in patches[reference_site]]))
+        before, after, amplitudes = {reference_site: target}, {reference_site: target}, {reference_site: 0.0}
+        for group in groups:
+            start = level(group, 0.0)
+            before[group] = after[group] = start
+            amplitudes[group] = 0.0
+            if group in unmatched or not start < target:
+                continue
+            hi = 2.0 * target
+            while level(group, hi) < target and hi < 100 * target:
+                hi *= 2.0
+            amplitudes[group] = float(brentq(lambda a, g=group: level(g, a) - target, 0.0, hi, xtol=1e-4))
+            after[group] = level(group, amplitudes[group])
+        self.noise_fwhm_mm_ = noise_fwhm
+        self.noise_amplitude_ = amplitudes
+        self.noise_levels_ = before
+        self.matched_noise_levels_ = after
 
     def width_for(self, group: str) -> float:
         """The fitted Gaussian FWHM (mm) for ``group``."""
@@ -400,11 +503,13 @@ class ResolutionMatching(ImageHarmonizer):
         if scan.group == self.reference_site_:
             return scan.with_image(scan.load_image())
         width = self.width_for(scan.group)
+        amplitude = float(getattr(self, "noise_amplitude_", {}).get(scan.group, 0.0))
         image = scan.load_image()
-        if width <= 0:
+        if width <= 0 and amplitude <= 0:
             return scan.with_image(image)
-        import SimpleITK as sitk
-
-        array = sitk.GetArrayViewFromImage(image)
-        smoothed = gaussian_smooth(array, tuple(reversed(image.GetSpacing())), width)
-        return scan.with_image(rebuild(smoothed, image))
+        spacing = tuple(reversed(image.GetSpacing()))
+        out = gaussian_smooth(sitk.GetArrayViewFromImage(image), spacing, width)
+        if amplitude > 0:
+            seed = (NOISE_SALT, int(self.random_state), zlib.crc32(str(scan.subject_id).encode()))
+            out = add_noise(out, spacing, amplitude, float(self.noise_fwhm_mm_), np.random.default_rng(seed))
+        return scan.with_image(rebuild(out, image))
