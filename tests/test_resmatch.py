@@ -133,7 +133,7 @@ def test_smoothed_scans_have_the_smooth_sites_texture_and_keep_mean_suv(data):
 
 
 def test_given_width_is_applied_as_a_gaussian_of_that_fwhm(data):
-    model = ResolutionMatching(fwhm_mm=5.0).fit(data, "SMOOTH")
+    model = ResolutionMatching(fwhm_mm=5.0, noise="keep").fit(data, "SMOOTH")
     assert model.fwhm_mm_ == {"SMOOTH": 0.0, "SHARP": 5.0}
     out = sitk.GetArrayFromImage(model.transform(data[1]).load_image())
     expected = gaussian_filter(
@@ -267,8 +267,8 @@ def noisy_data():
 def test_noise_match_adds_the_noise_smoothing_took_away(noisy_data):
     sharp = [s for s in noisy_data if s.site == "SHARP"]
     target = measured_noise([s for s in noisy_data if s.site == "NOISY"])
-    quiet = ResolutionMatching().fit(noisy_data, "NOISY")
-    matched = ResolutionMatching(noise="match").fit(noisy_data, "NOISY")
+    quiet = ResolutionMatching(noise="keep").fit(noisy_data, "NOISY")
+    matched = ResolutionMatching().fit(noisy_data, "NOISY")  # noise="match" is the default
     assert matched.noise_amplitude_["SHARP"] > 0 and matched.noise_amplitude_["NOISY"] == 0.0
     assert matched.fwhm_mm_ == quiet.fwhm_mm_
     assert measured_noise([quiet.transform(s) for s in sharp]) < 0.7 * target
@@ -289,9 +289,12 @@ def test_added_noise_is_reproducible_and_differs_between_subjects(noisy_data):
     assert not np.array_equal(sitk.GetArrayFromImage(model.transform(twin).load_image()), first)
 
 
-def test_noise_match_needs_fitted_widths(data):
-    with pytest.raises(HarmkitError, match="noise='match' fits the added noise with the widths"):
-        ResolutionMatching(noise="match", fwhm_mm=4.0).fit(data, "SMOOTH")
+def test_noise_is_matched_after_a_given_width_too(noisy_data):
+    model = ResolutionMatching(fwhm_mm=6.0).fit(noisy_data, "NOISY")
+    assert model.fwhm_mm_["SHARP"] == 6.0 and model.noise_amplitude_["SHARP"] > 0
+    sharp = [s for s in noisy_data if s.site == "SHARP"]
+    target = measured_noise([s for s in noisy_data if s.site == "NOISY"])
+    assert measured_noise([model.transform(s) for s in sharp]) == pytest.approx(target, rel=0.1)
 
 
 def mean_suv(scan, region):

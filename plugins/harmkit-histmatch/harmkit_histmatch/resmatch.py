@@ -236,14 +236,14 @@ class ResolutionMatching(ImageHarmonizer):
     tolerance : float, default 0.05
         A site group at most this much (relative) smoother than the reference
         gets width 0 instead of an error.
-    noise : {"keep", "match"}, default "keep"
+    noise : {"match", "keep"}, default "match"
         ``"match"``: after smoothing, a group whose noise is then weaker than
         the reference's (smoothing lowers noise; the sharper site is often
         also the quieter one) gets Gaussian noise added, with the reference's
         noise texture and an amplitude (per square root of SUV) fitted so that
         the noise level in the texture region matches the reference's. The
         added noise is random but reproducible (``random_state`` and the
-        subject id seed it). Needs fitted widths.
+        subject id seed it). ``"keep"``: smoothing only (the EARL filter).
     random_state : int, default 0
         Seed of the added noise (``noise="match"``).
     smoother_groups : {"keep", "error"}, default "keep"
@@ -283,7 +283,7 @@ class ResolutionMatching(ImageHarmonizer):
         max_fwhm_mm: float = 20.0,
         tolerance: float = 0.05,
         smoother_groups: str = "keep",
-        noise: str = "keep",
+        noise: str = "match",
         random_state: int = 0,
         exclude: Sequence[str] = DEFAULT_EXCLUDE,
         band: Sequence[float] = HOMOGENEOUS_BAND,
@@ -322,8 +322,6 @@ class ResolutionMatching(ImageHarmonizer):
             )
         if self.noise not in ("keep", "match"):
             raise HarmkitError(f"resmatch: noise={self.noise!r} is not known; use 'keep' or 'match'")
-        if self.noise == "match" and self.fwhm_mm is not None:
-            raise HarmkitError("resmatch: noise='match' fits the added noise with the widths; drop fwhm_mm, or noise")
         if self.smoother_groups not in ("keep", "error"):
             raise HarmkitError(
                 f"resmatch: smoother_groups={self.smoother_groups!r} is not known; use 'keep' or 'error'"
@@ -353,14 +351,15 @@ class ResolutionMatching(ImageHarmonizer):
                 reference_site: 0.0,
                 **{g: float(self.fwhm_mm) for g in groups},
             }
+            if self.noise == "match":
+                self._fit_noise(
+                    self._patches(cohort, reference_site, groups), reference_site, groups, self.fwhm_mm_, {}
+                )
             return self
 
         name = self.statistic
         increasing = name != "cov"  # smoothing raises every statistic except COV
-        patches: dict[str, list[_Patch]] = {}
-        all_scans = [s for s in cohort if s.group in (reference_site, *groups)]
-        for scan in progress(all_scans, "resmatch: reading VOIs", min_total=8):
-            patches.setdefault(scan.group, []).append(self._patch(scan))
+        patches = self._patches(cohort, reference_site, groups)
 
         def stats(group: str, fwhm: float) -> np.ndarray:
             values = np.asarray([p.statistic(name, fwhm) for p in patches[group]])
@@ -450,6 +449,14 @@ class ResolutionMatching(ImageHarmonizer):
             self._fit_noise(patches, reference_site, groups, widths, unmatched)
         return self
 
+    def _patches(self, cohort, reference_site: str, groups: list) -> dict[str, list[_Patch]]:
+        """Every scan's texture-region crop, by site group."""
+        patches: dict[str, list[_Patch]] = {}
+        all_scans = [s for s in cohort if s.group in (reference_site, *groups)]
+        for scan in progress(all_scans, "resmatch: reading texture regions", min_total=8):
+            patches.setdefault(scan.group, []).append(self._patch(scan))
+        return patches
+
     def _fit_noise(self, patches: dict, reference_site: str, groups: list, widths: dict, unmatched: dict) -> None:
         """The amplitude of noise each group needs after smoothing to reach the reference's noise level."""
         from scipy.optimize import brentq
@@ -461,7 +468,7 @@ class ResolutionMatching(ImageHarmonizer):
             ]
             return float(np.nanmean(values))
 
-        noise_fwhm = float(self.site_statistics_[reference_site]) if self.statistic == "smoothness" else 0.0
+        noise_fwhm = float(np.nanmean([p.statistic("smoothness", 0.0) for p in patches[reference_site]]))
         target = float(np.nanmean([p.noise_level(0.0) for p in patches[reference_site]]))
         before, after, amplitudes = {reference_site: target}, {reference_site: target}, {reference_site: 0.0}
         for group in groups:
