@@ -103,37 +103,72 @@ def lowpass_ssim(original, harmonized, body, sigma=2.0):
 
 
 # Learning options under test: the discriminators see an amplified high-pass copy of each patch and learn
-# at 1e-3 (docs/methods/cyclegan.md). Without them, 160 steps move the texture 1-2 % of the way (measured).
+# at 1e-3 (docs/methods/cyclegan.md).
 LEARNING = dict(d_highpass_gain=8.0, lr_d=1e-3)
 
 
+def checkerboard_share(change: np.ndarray) -> float:
+    """Energy of ``change`` at the highest frequency along x against its whole energy (white noise: 1).
+
+    Transposed convolutions paint a period-2 pattern (shares of 9 measured); real noise texture does not.
+    """
+    change = change - change.mean()
+    alternating = (-1.0) ** np.arange(change.shape[-1])
+    return float(((change * alternating).sum(-1) ** 2).mean() / (change**2).sum(-1).mean())
+
+
+@pytest.fixture(scope="module")
+def learned():
+    """The quick profile with the learning options, 160 fp32 steps on the toy cohort, and its A->B outputs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cohort = two_site_cohort()
+        # fp32: bf16 autocast on CPU is not bit-reproducible run to run (oneDNN), fp32 is (on one machine).
+        gan = hk.get_harmonizer("gan", steps=160, seed=0, precision="fp32", **LEARNING, **TINY).fit(cohort, "B")
+        outputs = [gan.transform(scan) for scan in cohort.by_group("A")]
+    finally:
+        torch.set_num_threads(before)
+    return gan, cohort, outputs
+
+
 @pytest.mark.slow
-def test_training_keeps_the_anatomy_and_moves_the_texture_of_a_to_b_outputs_towards_site_b():
-    """The quick profile (residual generator) with a texture-seeing discriminator learns A -> B in 160 steps."""
-    cohort = two_site_cohort()
-    # fp32: bf16 autocast on CPU is not bit-reproducible run to run (oneDNN), fp32 is (on one machine).
-    gan = hk.get_harmonizer("gan", steps=160, seed=0, precision="fp32", **LEARNING, **TINY).fit(cohort, "B")
+def test_training_keeps_the_anatomy_and_the_suv_of_a_to_b_outputs(learned):
+    gan, cohort, outputs = learned
     assert gan.make_config().residual
-    a_scans, b_scans = cohort.by_group("A"), cohort.by_group("B")
-    tex_a = np.mean([texture(s, s.masks["body"]) for s in a_scans])
-    tex_b = np.mean([texture(s, s.masks["body"]) for s in b_scans])
-    assert tex_b > 3 * tex_a  # the domains really differ
-    moved = []
-    for scan in a_scans:
-        out = gan.transform(scan)
-        moved.append(texture(out, scan.masks["body"]))
+    for scan, out in zip(cohort.by_group("A"), outputs):
         body = sitk.GetArrayFromImage(scan.masks["body"]) > 0
         # Anatomy kept: low-pass SSIM to the input inside the body (measured 0.9989-0.9995 over seeds 0-2).
         assert lowpass_ssim(scan.load_image(), out.load_image(), body) > 0.98, scan.subject_id
         before = sitk.GetArrayFromImage(scan.load_image())[body].mean()
         after = sitk.GetArrayFromImage(out.load_image())[body].mean()
         assert after == pytest.approx(before, rel=0.05)  # SUV stays SUV (measured within 1.4 %)
-    # The identity network (the untrained residual generator) leaves the texture at tex_a; the trained one
-    # must move it a clear fraction of the way to site B's. Measured fraction, seeds 0 / 1 / 2 of this test:
-    # 0.34 / 0.30 / 0.46 (texture 0.070 -> 0.19-0.25; site B 0.453). The threshold, 0.15, is half the lowest
-    # seed's value: a different machine's float rounding changes the run as a different seed would.
-    fraction = (np.mean(moved) - tex_a) / (tex_b - tex_a)
-    assert fraction > 0.15, (tex_a, moved, tex_b, fraction)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="issue 14: the quick CycleGAN does not yet learn a texture. With the published transposed convolutions "
+    "the A->B outputs moved 35 % of the way, but as a checkerboard (share 9.1-9.5); with resize upsampling, 0.4 %",
+)
+def test_training_moves_the_texture_of_a_to_b_outputs_towards_site_b_without_a_checkerboard(learned):
+    gan, cohort, outputs = learned
+    a_scans, b_scans = cohort.by_group("A"), cohort.by_group("B")
+    tex_a = np.mean([texture(s, s.masks["body"]) for s in a_scans])
+    tex_b = np.mean([texture(s, s.masks["body"]) for s in b_scans])
+    assert tex_b > 3 * tex_a  # the domains really differ
+    changes = [
+        sitk.GetArrayFromImage(out.load_image()) - sitk.GetArrayFromImage(scan.load_image())
+        for scan, out in zip(a_scans, outputs)
+    ]
+    # Site B's noise is white: a translation that learned it adds a change with a share near 1, not a pattern.
+    assert max(checkerboard_share(change[8:-8, 8:-8, 8:-8]) for change in changes) < 2.0
+    # The identity network leaves the texture at tex_a; a model that learned moves it a clear part of the way.
+    fraction = (np.mean([texture(out, scan.masks["body"]) for scan, out in zip(a_scans, outputs)]) - tex_a) / (
+        tex_b - tex_a
+    )
+    assert fraction > 0.15, (tex_a, tex_b, fraction)
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,11 @@ class CycleGANConfig:
     """Residual blocks at the bottleneck (the paper used 9)."""
     n_downsampling: int = 2
     """Stride-2 convolutions down (and transposed convolutions up); patches and windows must be multiples of 2**n."""
+    upsampling: str = "transpose"
+    """How the generator doubles its resolution: ``"transpose"`` (stride-2 transposed convolutions, as published)
+    or ``"resize"`` (a 3^3 convolution, then trilinear doubling). Transposed convolutions overlap unevenly
+    and paint a checkerboard at the voxel scale, which is exactly where PET noise texture lives (measured in
+    docs/methods/cyclegan.md); resizing does not."""
     residual: bool = False
     """Global skip connection: output = input + a learned correction whose last convolution starts at zero, so
     the untrained generator is the identity (not in the paper; on in ``quick``, see docs/methods/cyclegan.md)."""
@@ -50,6 +55,10 @@ class CycleGANConfig:
     """Weight of the cycle-consistency L1 loss."""
     lambda_identity: float = 0.5
     """Identity loss weight, relative to ``lambda_cycle`` (as in the CycleGAN code)."""
+    lambda_feature_matching: float = 0.0
+    """> 0: the generators also match the mean activations of the discriminator's layers on real target patches
+    (feature matching, Salimans et al. 2016), a direct signal towards the target's texture statistics that does not
+    wait for the adversarial game to settle (not in the paper; see docs/methods/cyclegan.md). 0: off."""
     cycle_sigma: float = 0.0
     """> 0: the cycle and identity losses compare Gaussian-blurred patches (sigma in voxels), so they keep anatomy
     and uptake but not the noise realisation, which a translation between noise textures cannot give back after a
@@ -149,10 +158,14 @@ class CycleGANConfig:
         sigmas = self.d_band_sigmas
         if not sigmas or any(s <= 0 for s in sigmas) or any(b <= a for a, b in zip(sigmas, sigmas[1:])):
             raise ValueError(f"d_band_sigmas={sigmas}: need one or more positive, increasing sigmas (voxels)")
+        if self.upsampling not in ("transpose", "resize"):
+            raise ValueError(f"upsampling={self.upsampling!r}: use 'transpose' (published) or 'resize'")
         if self.d_band_clip < 0:
             raise ValueError(f"d_band_clip={self.d_band_clip}: must be >= 0 (0: no clipping)")
         if self.centre_margin_mm < 0:
             raise ValueError(f"centre_margin_mm={self.centre_margin_mm}: must be >= 0")
+        if self.lambda_feature_matching < 0:
+            raise ValueError(f"lambda_feature_matching={self.lambda_feature_matching}: must be >= 0 (0: off)")
         if self.cycle_sigma < 0:
             raise ValueError(f"cycle_sigma={self.cycle_sigma}: must be >= 0 (0: no blur)")
         if self.suv_max <= 0 or self.suv_scale <= 0:
@@ -192,6 +205,9 @@ PROFILES: dict[str, CycleGANConfig] = {
     "quick": CycleGANConfig(
         ngf=8,
         residual=True,
+        # Transposed convolutions painted a voxel-scale checkerboard that passed for learned texture
+        # (docs/methods/cyclegan.md, "What the generators really changed").
+        upsampling="resize",
         n_res_blocks=4,
         ndf=8,
         patch_size=(32, 32, 32),

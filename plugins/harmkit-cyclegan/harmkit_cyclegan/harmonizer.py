@@ -76,6 +76,7 @@ class CycleGANHarmonizer(ImageHarmonizer):
         ngf: int | None = None,
         n_res_blocks: int | None = None,
         residual: bool | None = None,
+        upsampling: str | None = None,
         ndf: int | None = None,
         n_d_layers: int | None = None,
         d_highpass_gain: float | None = None,
@@ -92,6 +93,7 @@ class CycleGANHarmonizer(ImageHarmonizer):
         lambda_cycle: float | None = None,
         lambda_identity: float | None = None,
         cycle_sigma: float | None = None,
+        lambda_feature_matching: float | None = None,
         pool_size: int | None = None,
         body_fraction: float | None = None,
         centre_margin_mm: float | None = None,
@@ -118,6 +120,7 @@ class CycleGANHarmonizer(ImageHarmonizer):
         self.ngf = ngf
         self.n_res_blocks = n_res_blocks
         self.residual = residual
+        self.upsampling = upsampling
         self.ndf = ndf
         self.n_d_layers = n_d_layers
         self.d_highpass_gain = d_highpass_gain
@@ -134,6 +137,7 @@ class CycleGANHarmonizer(ImageHarmonizer):
         self.lambda_cycle = lambda_cycle
         self.lambda_identity = lambda_identity
         self.cycle_sigma = cycle_sigma
+        self.lambda_feature_matching = lambda_feature_matching
         self.pool_size = pool_size
         self.body_fraction = body_fraction
         self.centre_margin_mm = centre_margin_mm

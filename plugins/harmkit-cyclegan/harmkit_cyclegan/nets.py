@@ -52,7 +52,9 @@ class ResnetGenerator3d(nn.Module):
     """3D ResNet generator (one input and one output channel).
 
     ``residual=False``: the published generator, output ``tanh(...)`` in [-1, 1].
-    ``residual=True``: output ``clamp(input + conv(...), -1, 1)`` (a global skip connection).
+    ``residual=True``: output ``input + conv(...)`` (a global skip connection), not clamped: a clamp at -1
+    would give a negative correction in air no gradient, and the generator learned to park its output
+    there (measured, docs/methods/cyclegan.md); the SUV transform clips at inference.
     """
 
     def __init__(
@@ -61,8 +63,11 @@ class ResnetGenerator3d(nn.Module):
         n_res_blocks: int = 9,
         n_downsampling: int = 2,
         residual: bool = False,
+        upsampling: str = "transpose",
     ) -> None:
         super().__init__()
+        if upsampling not in ("transpose", "resize"):
+            raise ValueError(f"upsampling={upsampling!r}: use 'transpose' or 'resize'")
         self.residual = bool(residual)
         layers: list[nn.Module] = [
             nn.ReflectionPad3d(3),
@@ -81,18 +86,26 @@ class ResnetGenerator3d(nn.Module):
         layers += [ResidualBlock(ngf * mult) for _ in range(n_res_blocks)]
         for i in range(n_downsampling):
             mult = 2 ** (n_downsampling - i)
-            layers += [
-                nn.ConvTranspose3d(
-                    ngf * mult,
-                    ngf * mult // 2,
-                    kernel_size=3,
-                    stride=2,
-                    padding=1,
-                    output_padding=1,
-                ),
-                nn.InstanceNorm3d(ngf * mult // 2),
-                nn.ReLU(inplace=True),
-            ]
+            if upsampling == "transpose":
+                up: list[nn.Module] = [
+                    nn.ConvTranspose3d(
+                        ngf * mult,
+                        ngf * mult // 2,
+                        kernel_size=3,
+                        stride=2,
+                        padding=1,
+                        output_padding=1,
+                    )
+                ]
+            else:  # "resize": a 3^3 convolution, then trilinear doubling (smooth: no checkerboard)
+                # Convolving before doubling costs an eighth of convolving after it (measured 4x faster
+                # on CPU, fwd + bwd); trilinear rather than nearest leaves no 2-voxel blocks.
+                up = [
+                    nn.ReflectionPad3d(1),
+                    nn.Conv3d(ngf * mult, ngf * mult // 2, kernel_size=3),
+                    nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False),
+                ]
+            layers += [*up, nn.InstanceNorm3d(ngf * mult // 2), nn.ReLU(inplace=True)]
         layers += [nn.ReflectionPad3d(3), nn.Conv3d(ngf, 1, kernel_size=7)]
         if not self.residual:
             layers.append(nn.Tanh())
@@ -115,7 +128,7 @@ class ResnetGenerator3d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.residual:
-            return torch.clamp(x + self.model(x), -1.0, 1.0)
+            return x + self.model(x)
         return self.model(x)
 
 
@@ -142,6 +155,15 @@ class PatchDiscriminator3d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The realness map and the activations after every LeakyReLU (for feature matching)."""
+        features = []
+        for layer in self.model:
+            x = layer(x)
+            if isinstance(layer, nn.LeakyReLU):
+                features.append(x)
+        return x, features
 
 
 class HighPassDiscriminator3d(nn.Module):
@@ -182,13 +204,21 @@ class HighPassDiscriminator3d(nn.Module):
             previous = blurred
         return out
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def channels(self, x: torch.Tensor) -> torch.Tensor:
+        """The PatchGAN's input: the patch and its amplified (optionally soft-clipped) bands."""
         amplified = [self.gain * band for band in self.bands(x)]
         if self.clip > 0:
             # Soft clipping: noise stays linear, anatomy edges (far larger) saturate, so edge sharpness,
             # which also differs between sites, cannot outweigh the noise texture.
             amplified = [self.clip * torch.tanh(band / self.clip) for band in amplified]
-        return self.patch(torch.cat([x, *amplified], dim=1))
+        return torch.cat([x, *amplified], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.patch(self.channels(x))
+
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The realness map and the PatchGAN's activations after every LeakyReLU (for feature matching)."""
+        return self.patch.forward_with_features(self.channels(x))
 
 
 def gaussian_kernel(sigma: float) -> torch.Tensor:

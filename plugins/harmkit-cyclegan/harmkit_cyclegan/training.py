@@ -39,6 +39,7 @@ import warnings
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -67,6 +68,7 @@ LOSS_COLUMNS = (
     "adv_ba",
     "cycle",
     "identity",
+    "feature_matching",
     "loss_D_a",
     "loss_D_b",
     "lr",
@@ -104,7 +106,13 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def build_generator(config: CycleGANConfig) -> ResnetGenerator3d:
-    return ResnetGenerator3d(config.ngf, config.n_res_blocks, config.n_downsampling, residual=config.residual)
+    return ResnetGenerator3d(
+        config.ngf,
+        config.n_res_blocks,
+        config.n_downsampling,
+        residual=config.residual,
+        upsampling=config.upsampling,
+    )
 
 
 def build_discriminator(config: CycleGANConfig) -> nn.Module:
@@ -338,8 +346,14 @@ class Trainer:
             rec_a = G_ba(fake_b)
             fake_a = G_ba(real_b)
             rec_b = G_ab(fake_a)
-            adv_ab = _lsgan(D_b(fake_b), True)
-            adv_ba = _lsgan(D_a(fake_a), True)
+            score_b, fake_features_b = _judge(D_b, fake_b)
+            score_a, fake_features_a = _judge(D_a, fake_a)
+            adv_ab = _lsgan(score_b, True)
+            adv_ba = _lsgan(score_a, True)
+            if cfg.lambda_feature_matching > 0:
+                with torch.no_grad():
+                    real_features_b = _judge(D_b, real_b)[1]
+                    real_features_a = _judge(D_a, real_a)[1]
             if cfg.lambda_identity > 0:
                 idt_b = G_ab(real_b)
                 idt_a = G_ba(real_a)
@@ -358,7 +372,14 @@ class Trainer:
             )
         else:
             identity = torch.zeros((), device=self.device)
-        loss_G = adv_ab + adv_ba + cycle + identity
+        if cfg.lambda_feature_matching > 0:
+            matching = cfg.lambda_feature_matching * (
+                _feature_matching(fake_features_b, real_features_b)
+                + _feature_matching(fake_features_a, real_features_a)
+            )
+        else:
+            matching = torch.zeros((), device=self.device)
+        loss_G = adv_ab + adv_ba + cycle + identity + matching
         self.opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
         finite_G = _finite_update(loss_G, self.opt_G)
@@ -408,6 +429,7 @@ class Trainer:
             "adv_ba": adv_ba,
             "cycle": cycle,
             "identity": identity,
+            "feature_matching": matching,
             "loss_D_a": loss_D_a,
             "loss_D_b": loss_D_b,
         }
@@ -539,6 +561,19 @@ def _high_pass_sd(patches: torch.Tensor) -> np.ndarray:
     """Per patch: SD of ``patch - Gaussian(patch, sigma 1 voxel)`` over the patch's interior (float32 batch)."""
     high = (patches - separable_blur(patches, gaussian_kernel(1.0)))[:, :, 2:-2, 2:-2, 2:-2]
     return high.flatten(1).std(dim=1).cpu().numpy()
+
+
+def _judge(discriminator: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A discriminator's realness map and its layer activations (both PatchGAN kinds provide them)."""
+    return cast(PatchDiscriminator3d | HighPassDiscriminator3d, discriminator).forward_with_features(x)
+
+
+def _feature_matching(fake: list[torch.Tensor], real: list[torch.Tensor]) -> torch.Tensor:
+    """Squared distance between the mean discriminator activations (per layer and channel) of fakes and reals."""
+    total = torch.zeros((), device=fake[0].device)
+    for f, r in zip(fake, real):
+        total = total + F.mse_loss(f.float().mean(dim=(0, 2, 3, 4)), r.float().mean(dim=(0, 2, 3, 4)))
+    return total
 
 
 def _finite_update(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> bool:
