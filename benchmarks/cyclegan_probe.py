@@ -12,6 +12,8 @@ the target site (the simulator's ground truth) in the reference VOI:
   counterfactual that translation removed,
   ``1 - sum|translated - cf| / sum|original - cf|`` over the class's
   features, each feature divided by its SD over the original scans;
+* ``checkerboard share``: the energy of the change (translated - original) at the highest frequency along x
+  against its whole energy; white noise has 1, a transposed-convolution checkerboard several;
 * the training's learning monitor (held-out discriminator accuracy, texture moved).
 
     python benchmarks/cyclegan_probe.py --cohort CACHE/cohorts/headneck-quick-seed0-*/manifest.csv \
@@ -32,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import SimpleITK as sitk
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins" / "harmkit-cyclegan"))
@@ -42,6 +45,7 @@ from harmkit.extraction import extract  # noqa: E402
 from harmkit.manifest import load_cohort  # noqa: E402
 from harmkit.params import parse_param_value  # noqa: E402
 from harmkit_cyclegan.harmonizer import CycleGANHarmonizer  # noqa: E402
+from harmkit_cyclegan.monitor import checkerboard_share  # noqa: E402
 
 TEXTURE_CLASSES = ("firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm")
 
@@ -73,7 +77,14 @@ def measure(model, cohort, counterfactuals, target_group: str, target_site: str,
         out = model.transform(scan) if to_reference else model.transform(scan, target_site=target_group)
         cf = counterfactuals[(scan.subject_id, target_site)]
         stats = [noise_statistics(s.load_image(), s.load_mask("reference")) for s in (scan, out, cf)]
-        rows.append({"subject": scan.subject_id, **{f"sd_{k}": v["sd"] for k, v in zip(("orig", "gan", "cf"), stats)}})
+        change = sitk.GetArrayFromImage(out.load_image()) - sitk.GetArrayFromImage(scan.load_image())
+        rows.append(
+            {
+                "subject": scan.subject_id,
+                **{f"sd_{k}": v["sd"] for k, v in zip(("orig", "gan", "cf"), stats)},
+                "checkerboard": checkerboard_share(change),
+            }
+        )
         originals.append(scan)
         translated.append(out)
         truths.append(cf)
@@ -155,7 +166,8 @@ def main(argv=None) -> int:
         seconds = time.perf_counter() - started
         print(
             f"towards {target_group}: noise SD orig {sd.sd_orig.median():.3f} gan {sd.sd_gan.median():.3f} "
-            f"cf {sd.sd_cf.median():.3f}  moved {sd.moved.median():+.2f}  ({seconds:.0f} s)"
+            f"cf {sd.sd_cf.median():.3f}  moved {sd.moved.median():+.2f}  "
+            f"checkerboard share {sd.checkerboard.median():.2f}  ({seconds:.0f} s)"
         )
         print("  distance closed: " + "  ".join(f"{k} {v:+.2f}" for k, v in closed.items()))
         result[f"towards_{target_group}"] = {
@@ -163,6 +175,7 @@ def main(argv=None) -> int:
             "sd_gan": float(sd.sd_gan.median()),
             "sd_cf": float(sd.sd_cf.median()),
             "moved": float(sd.moved.median()),
+            "checkerboard": float(sd.checkerboard.median()),
             "closed": closed,
         }
     if args.json:

@@ -16,6 +16,7 @@ import harmkit as hk  # noqa: E402
 from harmkit.data import Cohort, Scan  # noqa: E402
 from harmkit.errors import HarmkitError  # noqa: E402
 from harmkit.imageio import same_geometry  # noqa: E402
+from harmkit_cyclegan.monitor import checkerboard_share  # noqa: E402
 
 TINY = dict(
     ngf=4,
@@ -105,16 +106,6 @@ def lowpass_ssim(original, harmonized, body, sigma=2.0):
 # Learning options under test: the discriminators see an amplified high-pass copy of each patch and learn
 # at 1e-3 (docs/methods/cyclegan.md).
 LEARNING = dict(d_highpass_gain=8.0, lr_d=1e-3)
-
-
-def checkerboard_share(change: np.ndarray) -> float:
-    """Energy of ``change`` at the highest frequency along x against its whole energy (white noise: 1).
-
-    Transposed convolutions paint a period-2 pattern (shares of 9 measured); real noise texture does not.
-    """
-    change = change - change.mean()
-    alternating = (-1.0) ** np.arange(change.shape[-1])
-    return float(((change * alternating).sum(-1) ** 2).mean() / (change**2).sum(-1).mean())
 
 
 @pytest.fixture(scope="module")

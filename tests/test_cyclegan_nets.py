@@ -11,6 +11,7 @@ from torch import nn  # noqa: E402
 from harmkit_cyclegan.config import PROFILES, get_profile  # noqa: E402
 from harmkit_cyclegan.inference import sliding_window, window_starts  # noqa: E402
 from harmkit_cyclegan.intensity import to_network, to_suv  # noqa: E402
+from harmkit_cyclegan.monitor import checkerboard_share  # noqa: E402
 from harmkit_cyclegan.nets import (  # noqa: E402
     PatchDiscriminator3d,
     ResidualBlock,
@@ -290,18 +291,23 @@ def test_resize_upsampling_paints_no_checkerboard_on_a_smooth_input():
     torch.manual_seed(0)
     z, y, x = torch.meshgrid(*[torch.linspace(-1, 1, 32)] * 3, indexing="ij")
     smooth = (0.4 * torch.exp(-(x**2 + y**2 + z**2) / 0.5) - 0.5).view(1, 1, 32, 32, 32)
-    alternating = (-1.0) ** torch.arange(32, dtype=torch.float32)
 
     def checkerboard(upsampling: str) -> float:
         torch.manual_seed(0)
         net = ResnetGenerator3d(ngf=4, n_res_blocks=1, n_downsampling=2, upsampling=upsampling)
         init_weights(net)
         with torch.no_grad():
-            out = net(smooth)[0, 0, 4:-4, 4:-4, 4:-4]
-        out = out - out.mean()
-        # Energy at the highest frequency along x, against the output's whole energy.
-        return float((out * alternating[4:-4]).sum(-1).pow(2).mean() / out.pow(2).sum(-1).mean())
+            return checkerboard_share(net(smooth)[0, 0, 4:-4, 4:-4, 4:-4].numpy())
 
     # White noise has a share of 1. Measured at seeds 0 / 1 / 2: resize 0.03 / 0.04 / 0.02, transpose 2.7 / 2.1 / 2.9.
     assert checkerboard("resize") < 0.3
     assert checkerboard("transpose") > 1.5
+
+
+def test_checkerboard_share_is_about_one_for_white_noise_and_large_for_a_period_two_pattern():
+    rng = np.random.default_rng(0)
+    white = rng.normal(size=(16, 16, 32))
+    pattern = white * 0.2 + (-1.0) ** np.arange(32)
+    assert 0.7 < checkerboard_share(white) < 1.3
+    assert checkerboard_share(pattern) > 10
+    assert np.isnan(checkerboard_share(np.zeros((4, 4, 8))))

@@ -1,4 +1,4 @@
-"""Reading the CycleGAN's learning monitor from ``losses.csv`` (standard library only, no torch).
+"""Reading the CycleGAN's learning monitor from ``losses.csv``, and a checkerboard test (numpy, no torch).
 
 At each checkpoint :meth:`harmkit_cyclegan.training.Trainer.monitor` measures,
 on fixed patches of scans held out of training, how well each discriminator
@@ -10,6 +10,8 @@ that checkpoint's row in ``losses.csv``.
 from __future__ import annotations
 
 import csv
+
+import numpy as np
 
 MONITOR_COLUMNS = ("acc_D_a", "acc_D_b", "tex_a", "tex_b", "tex_ab", "tex_ba")
 """Learning monitor, filled at checkpoint rows of losses.csv: discriminator accuracies (real vs translated
@@ -57,3 +59,16 @@ def learning_verdict(monitor_rows: list[dict[str, float]]) -> dict[str, object]:
         "texture_fraction_ab": (last["tex_ab"] - last["tex_a"]) / gap if usable else None,
         "texture_fraction_ba": (last["tex_b"] - last["tex_ba"]) / gap if usable else None,
     }
+
+
+def checkerboard_share(change: np.ndarray) -> float:
+    """Energy of a translation's change at the highest frequency along the last axis, against its whole energy.
+
+    White noise has a share of 1. A stride-2 transposed convolution paints a period-2 pattern with shares of 5-9
+    (measured, docs/methods/cyclegan.md), which a texture statistic mistakes for learned noise. NaN for no change.
+    """
+    change = np.asarray(change, dtype=np.float64)
+    change = change - change.mean()
+    alternating = (-1.0) ** np.arange(change.shape[-1])
+    whole = float((change**2).sum(-1).mean())
+    return float(((change * alternating).sum(-1) ** 2).mean()) / whole if whole > 0 else float("nan")
