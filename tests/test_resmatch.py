@@ -213,7 +213,8 @@ def test_automatic_region_leaves_out_the_lesion_hot_organs_and_the_body_edge():
     from harmkit_histmatch.resmatch import auto_region
 
     scan = pet_scan("p1", "A", seed=1, lesion_suv=9.0)  # no lesion mask: its uptake alone must keep it out
-    _, _, region = auto_region(scan)
+    _, _, region, flat = auto_region(scan)
+    assert flat
     body = _ellipsoid((14.5, 19.5, 21.5), (14, 17, 20))
     liver = _ellipsoid((14.5, 14, 14), (7, 7, 8))  # the liver and a voxel around it
     lesion = _ellipsoid((12, 26, 30), (5, 5, 5))
@@ -299,3 +300,15 @@ def test_noise_is_matched_after_a_given_width_too(noisy_data):
 
 def mean_suv(scan, region):
     return float(sitk.GetArrayFromImage(scan.load_image())[region].mean())
+
+
+def test_a_scan_too_small_for_flat_tissue_falls_back_on_healthy_tissue_with_a_warning():
+    from harmkit.testing import synthetic_cohort
+    from harmkit_histmatch.resmatch import auto_region
+
+    small = synthetic_cohort(n_per_site=2)  # 20x24x24 voxels: no 5 cm of flat tissue anywhere
+    _, _, region, flat = auto_region(small[0])
+    assert not flat and region.sum() >= 20
+    assert not (region & (sitk.GetArrayFromImage(small[0].load_mask("lesion")) > 0)).any()
+    with pytest.warns(ResolutionMatchingWarning, match="no flat homogeneous tissue in [1-4] scan"):
+        ResolutionMatching().fit(small, "A")

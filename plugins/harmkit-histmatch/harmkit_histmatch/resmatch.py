@@ -11,9 +11,11 @@ Where the texture is measured: by default (``mask=None``) in an automatic
 homogeneous region that every scan has (:func:`auto_region`): body voxels
 outside the lesion mask whose 2 cm local mean lies within 0.75-1.33 times the
 body's median uptake and changes by less than 3 % per mm, eroded by 5 mm,
-restricted to the 5 cm cube that holds most of them. There the statistic is
-taken on the image minus its 3 cm local mean (a high-pass that removes what
-is left of anatomy, mostly keeping noise). With ``mask="reference"`` (or any
+restricted to the 5 cm cube that holds most of them (a scan with fewer than
+100 such voxels falls back on healthy tissue without the flatness rule, with
+a warning). There the statistic is taken on the image minus its 3 cm local
+mean (a high-pass that removes what is left of anatomy, mostly keeping
+noise). With ``mask="reference"`` (or any
 mask name) the texture is measured, unfiltered, in that VOI, e.g. a liver
 sphere.
 
@@ -48,11 +50,12 @@ from harmkit.interfaces import ImageHarmonizer
 from harmkit.toolkit import progress
 
 from ._scans import image_and_mask, mask_array, rebuild, reference_scans
-from .tissue import HOMOGENEOUS_BAND, check_band, densest_block, homogeneous_tissue, local_mean
+from .tissue import HOMOGENEOUS_BAND, check_band, densest_block, healthy_tissue, homogeneous_tissue, local_mean
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 STATISTICS = ("smoothness", "correlation", "cov")
 SMALL_VOI_VOXELS = 200  # below this the texture statistic of one VOI is too noisy to trust
+MIN_FLAT_VOXELS = 100  # fewer flat homogeneous voxels than this and the automatic region falls back
 AUTO_BLOCK_MM = 50.0  # side of the cube of homogeneous tissue the automatic region keeps
 HIGHPASS_MM = 30.0  # FWHM of the local mean subtracted before measuring texture in the automatic region
 DEFAULT_EXCLUDE = ("lesion",)
@@ -120,13 +123,19 @@ def texture_statistic(name: str, array: np.ndarray, mask: np.ndarray, spacing_zy
     return float(values.std(ddof=1) / mean) if mean != 0 else float("nan")
 
 
-def auto_region(scan, exclude=DEFAULT_EXCLUDE, band=HOMOGENEOUS_BAND) -> tuple[sitk.Image, np.ndarray, np.ndarray]:
-    """The scan's image, voxel array and automatic homogeneous region (boolean, z y x): see the module docs.
+def auto_region(
+    scan, exclude=DEFAULT_EXCLUDE, band=HOMOGENEOUS_BAND
+) -> tuple[sitk.Image, np.ndarray, np.ndarray, bool]:
+    """The scan's image, voxel array, automatic texture region (boolean, z y x) and whether that region is flat.
 
-    The body is the scan's ``body`` mask, or harmkit's body-mask rule
+    The region is the homogeneous tissue of the module docs. When a scan has
+    fewer than :data:`MIN_FLAT_VOXELS` voxels of it (a small field of view, a
+    child, a crop), the region falls back on the healthy tissue within
+    ``band`` without the flatness rule (the last value is then False). The
+    body is the scan's ``body`` mask, or harmkit's body-mask rule
     (:func:`harmkit.voi.body_mask`) when it has none; masks named in
     ``exclude`` that the scan has are left out. Raises :class:`HarmkitError`
-    naming the scan when no such region exists.
+    naming the scan when not even 20 voxels remain.
     """
     image, array, body = image_and_mask(scan, "body")
     excluded = np.zeros_like(body)
@@ -134,15 +143,17 @@ def auto_region(scan, exclude=DEFAULT_EXCLUDE, band=HOMOGENEOUS_BAND) -> tuple[s
         if name in scan.masks:
             excluded |= mask_array(scan, name, image)
     spacing = tuple(reversed(image.GetSpacing()))
-    region = densest_block(
-        homogeneous_tissue(array, body, spacing, excluded, check_band(band, "resmatch")), spacing, AUTO_BLOCK_MM
-    )
+    band = check_band(band, "resmatch")
+    region = densest_block(homogeneous_tissue(array, body, spacing, excluded, band), spacing, AUTO_BLOCK_MM)
+    flat = int(region.sum()) >= MIN_FLAT_VOXELS
+    if not flat:
+        region = densest_block(healthy_tissue(array, body, spacing, excluded, band), spacing, AUTO_BLOCK_MM)
     if region.sum() < 20:
         raise HarmkitError(
-            f"{scan.label}: no homogeneous healthy tissue found for resmatch (only {int(region.sum())} voxels); give "
-            "a healthy-tissue VOI with mask='reference' (a mask_reference column), or widen band"
+            f"{scan.label}: no healthy tissue found for resmatch (only {int(region.sum())} voxels); give a "
+            "healthy-tissue VOI with mask='reference' (a mask_reference column), or widen band"
         )
-    return image, array, region
+    return image, array, region, flat
 
 
 class _Patch:
@@ -162,6 +173,7 @@ class _Patch:
         self.array = np.ascontiguousarray(array[box])
         self.mask = np.ascontiguousarray(mask[box])
         self.label = label
+        self.flat = True  # False: an automatic region that found no flat tissue (see auto_region)
 
     def statistic(self, name: str, fwhm_mm: float) -> float:
         smoothed = gaussian_smooth(self.array, self.spacing, fwhm_mm)
@@ -273,7 +285,10 @@ class ResolutionMatching(ImageHarmonizer):
     """
 
     name = "resmatch"
-    description = "Resolution matching: Gaussian post-filter of sharper sites, width given or fitted (EARL-style)"
+    description = (
+        "Resolution matching: Gaussian post-filter of sharper sites (EARL-style), width fitted in healthy tissue, "
+        "noise added back to the reference's level"
+    )
 
     def __init__(
         self,
@@ -305,8 +320,10 @@ class ResolutionMatching(ImageHarmonizer):
     def _patch(self, scan) -> _Patch:
         """The crop of ``scan`` around its texture region (automatic, or the mask ``mask``)."""
         if self.mask is None:
-            image, array, region = auto_region(scan, tuple(self.exclude), tuple(self.band))
-            return _Patch(scan.label, image, array, region, float(self.max_fwhm_mm), HIGHPASS_MM)
+            image, array, region, flat = auto_region(scan, tuple(self.exclude), tuple(self.band))
+            patch = _Patch(scan.label, image, array, region, float(self.max_fwhm_mm), HIGHPASS_MM)
+            patch.flat = flat
+            return patch
         image, array, region = image_and_mask(scan, self.mask)
         if region.sum() < 20:
             raise HarmkitError(
@@ -376,6 +393,15 @@ class ResolutionMatching(ImageHarmonizer):
         def standard_error(values: np.ndarray) -> float:
             return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
 
+        rough = sorted({p.label for ps in patches.values() for p in ps if not p.flat})
+        if rough:
+            warnings.warn(
+                f"resmatch: no flat homogeneous tissue in {len(rough)} scan(s) (e.g. {rough[0]}): their texture was "
+                "measured in healthy tissue that is not flat, where anatomy adds to the noise texture; the fitted "
+                "width is less reliable (a mask_reference VOI and mask='reference' avoid this)",
+                ResolutionMatchingWarning,
+                stacklevel=2,
+            )
         small = sorted({p.label for ps in patches.values() for p in ps if p.mask.sum() < SMALL_VOI_VOXELS})
         if small:
             warnings.warn(
