@@ -18,7 +18,7 @@ from harmkit.manifest import load_cohort  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
-STEPS = 120
+STEPS = 80
 """Fewer than the profile's steps, to stay within two minutes on one core."""
 THRESHOLD = 0.3
 """Median share of the distance to the counterfactual's noise level that translation must remove."""
@@ -34,7 +34,7 @@ def _reference_noise(scan) -> float:
     reason="issue 14: the quick profile does not yet learn the site texture (docs/methods/cyclegan.md)",
 )
 def test_quick_profile_moves_reference_tissue_noise_towards_the_target_site(tmp_path):
-    manifest = hk.simulate("headneck", out=tmp_path / "sim", seed=0, subjects_per_site=3, jobs=1, progress=False)
+    manifest = hk.simulate("headneck", out=tmp_path / "sim", seed=0, subjects_per_site=2, jobs=1, progress=False)
     cohort = load_cohort(manifest)
     counterfactuals = {
         (scan.subject_id.split("@")[0], scan.site): scan
