@@ -67,3 +67,13 @@ def test_the_toolkit_exports_the_same_rule():
     import harmkit.toolkit as toolkit
 
     assert toolkit.body_mask is body_mask and toolkit.body_mask_of is body_mask_of
+
+
+def test_the_bench_writes_the_same_mask_for_a_scan_without_one(tmp_path):
+    from harmkit.bench.image_stages import _body_mask_one
+
+    scan = Scan("s2", "A", image(phantom()), masks={})
+    path = _body_mask_one((scan, str(tmp_path / "body.nii.gz")))
+    written = sitk.ReadImage(path)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(body_mask_of(scan)))
+    assert written.GetSpacing() == scan.image.GetSpacing()
