@@ -87,7 +87,8 @@ class CycleGANConfig:
     """Body-centred patches are centred at least this far inside the body (0: anywhere in it). Keeps the body's
     outline, whose sharpness also differs between sites, from dominating what the discriminators judge."""
     body_threshold: float = 0.1
-    """SUV threshold for a body mask where the manifest has no ``mask_body`` (the paper's 0.1 SUV)."""
+    """SUV threshold for a body mask where the manifest has no ``mask_body`` (the paper's 0.1 SUV); the mask is
+    harmkit's one rule (:func:`harmkit.voi.body_mask`: largest component, holes filled) at this threshold."""
     suv_max: float = 50.0
     """SUV mapped to +1 by the intensity transform; higher SUVs are clipped (see intensity.py)."""
     suv_scale: float = 1.0

@@ -30,7 +30,7 @@ import SimpleITK as sitk
 
 from harmkit.errors import HarmkitError, TargetNotSupported
 from harmkit.interfaces import ImageHarmonizer
-from harmkit.toolkit import progress, resolve_site_group
+from harmkit.toolkit import body_mask, progress, resolve_site_group
 
 from .config import PARAMETER_NAMES, CycleGANConfig, get_profile
 from .intensity import to_network, to_suv
@@ -331,11 +331,11 @@ class CycleGANHarmonizer(ImageHarmonizer):
         with bar, VolumeStore.create(path) as writer:
             for index, scan in enumerate(cohort):
                 image = scan.load_image()
-                mask = (
-                    scan.load_mask("body")
-                    if "body" in scan.masks
-                    else sitk.Cast(image > config.body_threshold, sitk.sitkUInt8)
-                )
+                # harmkit's one body-mask rule (largest component, holes filled), at this model's threshold.
+                try:
+                    mask = scan.load_mask("body") if "body" in scan.masks else body_mask(image, config.body_threshold)
+                except HarmkitError as exc:
+                    raise HarmkitError(f"cyclegan: {scan.label}: {exc}") from None
                 image = resample_to_spacing(image, spacing, sitk.sitkLinear)
                 mask = resample_to_spacing(mask, spacing, sitk.sitkNearestNeighbor)
                 mask = _inner_part(mask, config.centre_margin_mm)
