@@ -129,11 +129,11 @@ def test_training_keeps_the_anatomy_and_the_suv_of_a_to_b_outputs(learned):
     assert gan.make_config().residual
     for scan, out in zip(cohort.by_group("A"), outputs):
         body = sitk.GetArrayFromImage(scan.masks["body"]) > 0
-        # Anatomy kept: low-pass SSIM to the input inside the body (measured 0.9989-0.9995 over seeds 0-2).
+        # Anatomy kept: low-pass SSIM to the input inside the body (measured 0.9994-0.9997, seed 0, resize upsampling).
         assert lowpass_ssim(scan.load_image(), out.load_image(), body) > 0.98, scan.subject_id
         before = sitk.GetArrayFromImage(scan.load_image())[body].mean()
         after = sitk.GetArrayFromImage(out.load_image())[body].mean()
-        assert after == pytest.approx(before, rel=0.05)  # SUV stays SUV (measured within 1.4 %)
+        assert after == pytest.approx(before, rel=0.05)  # SUV stays SUV (measured +0.4 to +0.5 %, seed 0)
 
 
 @pytest.mark.slow

@@ -21,7 +21,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 STEPS = 80
 """Fewer than the profile's steps, to stay within two minutes on one core."""
 THRESHOLD = 0.3
-"""Median share of the distance to the counterfactual's noise level that translation must remove."""
+"""Median share of the distance to the counterfactual's noise level that translation must remove (measured with
+quick 0.2.0 at seed 0: -0.001, scans -0.006 to -0.0002: far from passing by accident)."""
 
 
 def _reference_noise(scan) -> float:
