@@ -12,6 +12,8 @@ Layout of the file::
     /volumes/<key>/mask     uint8 (z, y, x) body mask, same chunks (optional)
     /volumes/<key>/mask_points   int32 (k, 3) random voxels inside the mask,
                             so sampling a patch centre never reads the mask
+    /volumes/<key>/focus_points  int32 (k, 3) random voxels of an optional focus
+                            mask (e.g. high uptake), centres to sample more often
     attrs of /volumes/<key>: spacing (x, y, z), origin, direction, and any
                             metadata given to :meth:`VolumeStore.add`
                             (subject, site, group, ...)
@@ -88,6 +90,7 @@ class VolumeStore:
         image: np.ndarray,
         spacing: Sequence[float],
         mask: np.ndarray | None = None,
+        focus: np.ndarray | None = None,
         origin: Sequence[float] = (0.0, 0.0, 0.0),
         direction: Sequence[float] = (1, 0, 0, 0, 1, 0, 0, 0, 1),
         chunks: Sequence[int] = (32, 32, 32),
@@ -95,7 +98,11 @@ class VolumeStore:
         seed: int = 0,
         **metadata: Any,
     ) -> None:
-        """Store one volume (z, y, x) and its optional body mask."""
+        """Store one volume (z, y, x), its optional body mask and an optional focus mask.
+
+        Only random points of the focus mask are kept (``focus_points``): patches can be centred on them
+        more often than its share of the body would give (``focus_fraction`` of :meth:`sampler`).
+        """
         image = np.asarray(image, dtype=np.float32)
         if image.ndim != 3:
             raise HarmkitError(f"volume {key!r}: expected a 3D array (z, y, x), got shape {image.shape}")
@@ -112,11 +119,12 @@ class VolumeStore:
             if mask.shape != image.shape:
                 raise HarmkitError(f"volume {key!r}: mask shape {mask.shape} differs from image shape {image.shape}")
             group.create_dataset("mask", data=mask, **options)
-            points = np.argwhere(mask > 0).astype(np.int32)
-            if len(points) > MAX_MASK_POINTS:
-                rng = np.random.default_rng(seed)
-                points = points[np.sort(rng.choice(len(points), MAX_MASK_POINTS, replace=False))]
-            group.create_dataset("mask_points", data=points)
+            group.create_dataset("mask_points", data=_random_points(mask, seed))
+        if focus is not None:
+            focus = np.asarray(focus)
+            if focus.shape != image.shape:
+                raise HarmkitError(f"volume {key!r}: focus shape {focus.shape} differs from image shape {image.shape}")
+            group.create_dataset("focus_points", data=_random_points(focus, seed + 1))
         group.attrs["spacing"] = np.asarray(spacing, dtype=np.float64)
         group.attrs["origin"] = np.asarray(origin, dtype=np.float64)
         group.attrs["direction"] = np.asarray(direction, dtype=np.float64)
@@ -201,14 +209,22 @@ class VolumeStore:
         size: Sequence[int],
         rng: np.random.Generator,
         body_fraction: float = 0.9,
+        focus_fraction: float = 0.0,
     ) -> tuple[int, ...]:
-        """A random patch origin: centred on a body-mask voxel with probability ``body_fraction``.
+        """A random patch origin: centred on a focus point with probability ``focus_fraction`` (volumes that have
+        any), else on a body-mask voxel with probability ``body_fraction``, else anywhere.
 
         The patch is shifted to lie inside the volume where the volume is large enough.
         """
         shape = self.shape(key)
         group = self.file["volumes"][key]
-        if "mask_points" in group and len(group["mask_points"]) and rng.random() < body_fraction:
+        # Drawn whenever focus is asked for, so the random stream does not depend on which volumes have focus
+        # points (and without focus it is the stream of earlier versions).
+        focused = focus_fraction > 0 and rng.random() < focus_fraction
+        if focused and "focus_points" in group and len(group["focus_points"]):
+            points = group["focus_points"]
+            centre = points[int(rng.integers(0, len(points)))]
+        elif "mask_points" in group and len(group["mask_points"]) and rng.random() < body_fraction:
             points = group["mask_points"]
             centre = points[int(rng.integers(0, len(points)))]
         else:
@@ -227,6 +243,7 @@ class VolumeStore:
         body_fraction: float = 0.9,
         transform: Callable[[np.ndarray], np.ndarray] | None = None,
         fill: float = 0.0,
+        focus_fraction: float = 0.0,
     ) -> Callable[[np.random.Generator, int], np.ndarray]:
         """A function ``sample(rng, n) -> float32 (n, 1, *size)`` of random patches from ``keys``.
 
@@ -244,7 +261,7 @@ class VolumeStore:
             batch = np.empty((n, 1, *size), dtype=np.float32)
             for i in range(n):
                 key = keys[int(rng.integers(0, len(keys)))]
-                start = self.sample_start(key, size, rng, body_fraction)
+                start = self.sample_start(key, size, rng, body_fraction, focus_fraction)
                 patch = self.read_patch(key, start, size, fill=fill)
                 batch[i, 0] = transform(patch) if transform is not None else patch
             return batch
@@ -253,6 +270,15 @@ class VolumeStore:
 
     def __repr__(self) -> str:
         return f"VolumeStore({self.path!s}, {len(self)} volumes)"
+
+
+def _random_points(mask: np.ndarray, seed: int) -> np.ndarray:
+    """The voxels (k, 3) of a mask, or MAX_MASK_POINTS of them drawn at random (seeded) when there are more."""
+    points = np.argwhere(np.asarray(mask) > 0).astype(np.int32)
+    if len(points) > MAX_MASK_POINTS:
+        rng = np.random.default_rng(seed)
+        points = points[np.sort(rng.choice(len(points), MAX_MASK_POINTS, replace=False))]
+    return points
 
 
 def _attr(value: Any) -> Any:

@@ -152,6 +152,28 @@ def test_patches_are_sampled_mostly_inside_the_body_mask(tmp_path):
     assert centre_inside(0.0) < 0.1
 
 
+def test_focus_points_are_centres_as_often_as_asked_and_volumes_without_them_fall_back_on_the_body(tmp_path):
+    shape = (48, 48, 48)
+    image = np.zeros(shape, np.float32)
+    body = _ball_mask(shape, (24, 24, 24), 16)
+    hot = _ball_mask(shape, (24, 24, 30), 2)  # a "lesion": about 0.2 % of the body
+    with VolumeStore.create(tmp_path / "v.h5") as store:
+        store.add("with", image, spacing=(1, 1, 1), mask=body, focus=hot)
+        store.add("without", image, spacing=(1, 1, 1), mask=body)
+    store = VolumeStore(tmp_path / "v.h5")
+    size = (8, 8, 8)
+    rng = np.random.default_rng(2)
+
+    def share(key, mask, focus_fraction):
+        starts = [store.sample_start(key, size, rng, 1.0, focus_fraction) for _ in range(400)]
+        return np.mean([mask[s[0] + 4, s[1] + 4, s[2] + 4] for s in starts])
+
+    assert share("with", hot, 1.0) == 1.0
+    assert 0.2 < share("with", hot, 0.3) < 0.4
+    assert share("with", hot, 0.0) < 0.05
+    assert share("without", body, 1.0) == 1.0
+
+
 def test_sampler_is_deterministic_given_the_generator_and_applies_the_transform(
     tmp_path,
 ):
