@@ -116,7 +116,8 @@ def _reuse_volume_store(folder: Path) -> None:
     original = CycleGANHarmonizer._volume_store
 
     def cached(self, cohort, config, spacing, path):
-        name = "-".join(f"{s:.3f}" for s in spacing) + f"-m{config.centre_margin_mm:g}-t{config.body_threshold:g}"
+        name = "-".join(f"{s:.3f}" for s in spacing)
+        name += f"-m{config.centre_margin_mm:g}-t{config.body_threshold:g}-h{config.hot_suv:g}"
         copy = folder / f"store-{name}.h5"
         if copy.is_file() and not Path(path).exists():
             shutil.copy2(copy, path)

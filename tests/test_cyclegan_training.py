@@ -163,6 +163,15 @@ def test_resuming_with_other_hyper_parameters_is_refused(tmp_path):
         Trainer(_config(steps=4, lr=1e-3), _sample_a, _sample_b, tmp_path).run()
 
 
+@pytest.mark.slow
+def test_a_finished_training_is_reused_with_other_inference_settings(tmp_path):
+    first = Trainer(_config(steps=4), _sample_a, _sample_b, tmp_path).run()
+    again = Trainer(_config(steps=4, window=48, overlap=0.5, checkpoint_every=2), _sample_a, _sample_b, tmp_path).run()
+    assert again.step == 4
+    for name, tensor in first.nets["G_ab"].state_dict().items():
+        torch.testing.assert_close(again.nets["G_ab"].state_dict()[name], tensor)
+
+
 def test_learning_rate_is_constant_then_decays_linearly_to_zero():
     factors = [lr_factor(s, 100, 0.5) for s in range(100)]
     assert factors[:50] == [1.0] * 50
@@ -204,3 +213,68 @@ def test_a_non_finite_step_changes_no_weight_and_persistent_divergence_stops_tra
             _sample_b,
             tmp_path / "always",
         ).run()
+
+
+def _tissue_with_noise(sd, air=0, size=PATCH):
+    """Patches of uniform tissue (network value -0.3) with white noise of SD ``sd``; the first ``air`` columns air."""
+
+    def sample(rng, n):
+        patches = -0.3 + sd * rng.standard_normal((n, 1, size, size, size))
+        patches[..., :air] = -1.0
+        return patches.astype(np.float32)
+
+    return sample
+
+
+def test_band_energy_shift_is_twice_the_log_noise_ratio(tmp_path):
+    trainer = Trainer(
+        _config(lambda_texture=1.0, texture_levels=()), _tissue_with_noise(0.02), _tissue_with_noise(0.05), tmp_path
+    )
+    # White noise keeps its share in every band, so each band's log energy moves by 2 log(SD ratio).
+    np.testing.assert_allclose(trainer.texture_shift.numpy(), 2 * np.log(0.05 / 0.02), atol=0.05)
+
+
+def test_band_energy_does_not_count_voxels_outside_the_body(tmp_path):
+    trainer = Trainer(
+        _config(lambda_texture=1.0, texture_levels=()), _tissue_with_noise(0.02), _tissue_with_noise(0.05), tmp_path
+    )
+    size, air = 40, 8
+    silent_air = torch.from_numpy(_tissue_with_noise(0.02, air=air, size=size)(np.random.default_rng(0), 1))
+    noisy_air = silent_air.clone()
+    # Noise in the air, still far below the body threshold (SUV 0.1, network value -0.95).
+    noisy_air[..., :air] += 0.005 * torch.randn(1, 1, size, size, air)
+    body = trainer.level_masks(silent_air)
+    assert 0.7 < float(body.mean()) < 0.95
+    torch.testing.assert_close(trainer.level_masks(noisy_air), body)
+    # Air voxels do not count; body voxels within a blur radius of the air still see a little of it,
+    # against 2 log 2 = 1.39 when the tissue's own noise doubles (less near the air's edge, which does not change).
+    torch.testing.assert_close(
+        trainer.band_log_energy(noisy_air, body), trainer.band_log_energy(silent_air, body), atol=0.1, rtol=0
+    )
+    louder_tissue = silent_air.clone()
+    louder_tissue[..., air:] = -0.3 + 2 * (silent_air[..., air:] + 0.3)
+    shift = trainer.band_log_energy(louder_tissue, body) - trainer.band_log_energy(silent_air, body)
+    air_effect = (trainer.band_log_energy(noisy_air, body) - trainer.band_log_energy(silent_air, body)).abs()
+    assert float(shift.min()) > 0.5 and bool((shift > 5 * air_effect).all()), (shift, air_effect)
+
+
+def test_band_energy_shift_is_measured_per_uptake_level(tmp_path):
+    """Domain B is noisier only where uptake is high: only that level's shift may say so."""
+    size = 40
+
+    def two_levels(hot_sd):
+        def sample(rng, n):
+            patches = np.empty((n, 1, size, size, size))
+            patches[..., : size // 2] = -0.3 + 0.02 * rng.standard_normal((n, 1, size, size, size // 2))  # SUV ~3
+            patches[..., size // 2 :] = 0.2 + hot_sd * rng.standard_normal((n, 1, size, size, size // 2))  # SUV ~10
+            return patches.astype(np.float32)
+
+        return sample
+
+    config = _config(lambda_texture=1.0, texture_levels=(5.0,), texture_patches=16)
+    shift = Trainer(config, two_levels(0.02), two_levels(0.04), tmp_path).texture_shift.numpy()
+    assert shift.shape == (2, 2)  # (levels, bands)
+    # Voxels near the boundary between the levels see both (the bands reach across it, most in the coarser band):
+    # the high level's shift stays below 2 log 2 = 1.39, the low level's near 0.
+    assert np.abs(shift[0]).max() < 0.3, shift
+    assert shift[1].min() > 0.6, shift

@@ -59,6 +59,21 @@ class CycleGANConfig:
     """> 0: the generators also match the mean activations of the discriminator's layers on real target patches
     (feature matching, Salimans et al. 2016), a direct signal towards the target's texture statistics that does not
     wait for the adversarial game to settle (not in the paper; see docs/methods/cyclegan.md). 0: off."""
+    lambda_texture: float = 0.0
+    """> 0: weight of the band-energy loss. For each band of ``texture_sigmas`` it compares the log mean energy of a
+    translated patch's band with that of its source patch shifted by the domains' difference (measured once, on
+    ``texture_patches`` patches of each domain), so each translation changes the noise power at each grain size
+    by the sites' ratio (not in the paper; see docs/methods/cyclegan.md). 0: off."""
+    lambda_anatomy: float = 0.0
+    """> 0: weight of an L1 loss between each translation and its source, both blurred by ``cycle_sigma``: a
+    translation may change texture, not uptake or anatomy at coarser scales (not in the paper). 0: off."""
+    texture_sigmas: tuple[float, ...] = (1.0, 2.0)
+    """Gaussian sigmas (voxels) of the band-energy loss's bands, as ``d_band_sigmas``."""
+    texture_levels: tuple[float, ...] = ()
+    """SUV thresholds that split the body into uptake levels for the band-energy loss, each with its own shift
+    (noise power grows with uptake, and sites differ at lesion edges by resolution, not noise); () one level."""
+    texture_patches: int = 64
+    """Patches per domain from which the band-energy loss measures each domain's mean log band energy."""
     cycle_sigma: float = 0.0
     """> 0: the cycle and identity losses compare Gaussian-blurred patches (sigma in voxels), so they keep anatomy
     and uptake but not the noise realisation, which a translation between noise textures cannot give back after a
@@ -83,6 +98,12 @@ class CycleGANConfig:
     """Training voxel spacing (x, y, z) in mm; None: the median spacing of the reference site group."""
     body_fraction: float = 0.9
     """Share of training patches centred on a voxel inside the body mask (the rest anywhere)."""
+    hot_fraction: float = 0.0
+    """Share of training patches centred on a voxel of uptake above ``hot_suv`` (lesions, hot organs), which
+    patches centred anywhere in the body seldom contain, so the generators learn what to do with them too
+    (not in the paper; see docs/methods/cyclegan.md). 0: off."""
+    hot_suv: float = 4.0
+    """SUV above which a body voxel counts as hot for ``hot_fraction``."""
     centre_margin_mm: float = 0.0
     """Body-centred patches are centred at least this far inside the body (0: anywhere in it). Keeps the body's
     outline, whose sharpness also differs between sites, from dominating what the discriminators judge."""
@@ -156,13 +177,30 @@ class CycleGANConfig:
             raise ValueError("steps, batch_size, infer_batch and checkpoint_every must be positive")
         if self.lr <= 0 or (self.lr_d is not None and self.lr_d <= 0) or self.d_highpass_gain < 0:
             raise ValueError("lr and lr_d must be positive and d_highpass_gain non-negative")
-        sigmas = self.d_band_sigmas
-        if not sigmas or any(s <= 0 for s in sigmas) or any(b <= a for a, b in zip(sigmas, sigmas[1:])):
-            raise ValueError(f"d_band_sigmas={sigmas}: need one or more positive, increasing sigmas (voxels)")
+        for name in ("d_band_sigmas", "texture_sigmas"):
+            sigmas = getattr(self, name)
+            if not sigmas or any(s <= 0 for s in sigmas) or any(b <= a for a, b in zip(sigmas, sigmas[1:])):
+                raise ValueError(f"{name}={sigmas}: need one or more positive, increasing sigmas (voxels)")
+        if self.lambda_anatomy < 0 or (self.lambda_anatomy > 0 and self.cycle_sigma <= 0):
+            raise ValueError(
+                f"lambda_anatomy={self.lambda_anatomy}: must be >= 0, and needs cycle_sigma > 0 (its blur; unblurred, "
+                "it would forbid every change)"
+            )
+        levels = self.texture_levels
+        if any(v <= self.body_threshold for v in levels) or any(b <= a for a, b in zip(levels, levels[1:])):
+            raise ValueError(
+                f"texture_levels={levels}: need increasing SUVs above body_threshold={self.body_threshold}"
+            )
+        if self.lambda_texture < 0 or self.texture_patches < 1:
+            raise ValueError("lambda_texture must be >= 0 (0: off) and texture_patches positive")
         if self.upsampling not in ("transpose", "resize"):
             raise ValueError(f"upsampling={self.upsampling!r}: use 'transpose' (published) or 'resize'")
         if self.d_band_clip < 0:
             raise ValueError(f"d_band_clip={self.d_band_clip}: must be >= 0 (0: no clipping)")
+        if not 0.0 <= self.hot_fraction <= 1.0 or self.hot_suv <= 0:
+            raise ValueError(
+                f"hot_fraction={self.hot_fraction}, hot_suv={self.hot_suv}: need 0 <= fraction <= 1, SUV > 0"
+            )
         if self.centre_margin_mm < 0:
             raise ValueError(f"centre_margin_mm={self.centre_margin_mm}: must be >= 0")
         if self.lambda_feature_matching < 0:
@@ -186,7 +224,7 @@ def _normalise(name: str, value: Any) -> Any:
         if isinstance(value, int):
             value = (value, value, value)
         return tuple(int(v) for v in value)
-    if name == "d_band_sigmas":
+    if name in ("d_band_sigmas", "texture_sigmas", "texture_levels"):
         if isinstance(value, (int, float)):
             value = (value,)
         return tuple(float(v) for v in value)
@@ -222,12 +260,36 @@ PROFILES: dict[str, CycleGANConfig] = {
 }
 
 
+# `quick` with what makes its generators learn the sites' noise texture within 400 CPU steps, and with a cost
+# (docs/methods/cyclegan.md, "A loss on the sites' noise power"): on the default head-and-neck bench it moves the
+# reference tissue's features towards the other site but the lesions' away from their counterfactuals, so it is
+# not the default.
+PROFILES["texture"] = replace(
+    PROFILES["quick"],
+    d_highpass_gain=8.0,  # discriminators that see band-pass copies, where noise texture lives
+    d_band_sigmas=(1.0, 2.0),
+    lr=5e-4,
+    lr_d=1e-3,
+    cycle_sigma=2.0,  # round trips keep anatomy and uptake, not the noise realisation
+    lambda_texture=10.0,  # the band-energy loss, per uptake level
+    texture_levels=(1.5, 4.0),
+    texture_patches=128,
+    lambda_anatomy=10.0,  # the coarse image stays
+    hot_fraction=0.3,  # patches centred on hot voxels often enough to learn lesions
+    # Windows of the patch size: the instance-normalised generator then sees the statistics it learned on.
+    window=(32, 32, 32),
+)
+
+
 def get_profile(name: str) -> CycleGANConfig:
-    """The named profile (``paper`` or ``quick``)."""
+    """The named profile (``paper``, ``quick`` or ``texture``)."""
     try:
         return PROFILES[name]
     except KeyError:
         raise ValueError(f"unknown CycleGAN profile {name!r}; use one of {', '.join(PROFILES)}") from None
 
+
+NOT_LEARNED = frozenset({"checkpoint_every", "window", "overlap", "blend_sigma", "infer_batch"})
+"""Fields that change logging or inference only: a training may resume, or be reused, with other values."""
 
 PARAMETER_NAMES: tuple[str, ...] = tuple(f.name for f in fields(CycleGANConfig))

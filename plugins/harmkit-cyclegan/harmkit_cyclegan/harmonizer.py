@@ -32,14 +32,14 @@ from harmkit.errors import HarmkitError, TargetNotSupported
 from harmkit.interfaces import ImageHarmonizer
 from harmkit.toolkit import body_mask, progress, resolve_site_group
 
-from .config import PARAMETER_NAMES, CycleGANConfig, get_profile
+from .config import NOT_LEARNED, PARAMETER_NAMES, CycleGANConfig, get_profile
 from .intensity import to_network, to_suv
 from .monitor import learning_verdict, read_monitor
 
 GENERATORS_FILE = "generators.pt"
 GENERATORS_FORMAT = "harmkit-cyclegan-generators/1"
 # Hyper-parameters that do not change what is learned (not part of the training key).
-_NOT_IN_KEY = {"checkpoint_every", "window", "overlap", "blend_sigma", "infer_batch"}
+_NOT_IN_KEY = NOT_LEARNED
 
 
 class CycleGANHarmonizer(ImageHarmonizer):
@@ -47,8 +47,10 @@ class CycleGANHarmonizer(ImageHarmonizer):
 
     Parameters
     ----------
-    profile : ``"quick"`` (small, minutes on a CPU; default) or ``"paper"``
-        (the published architecture and settings). Every other parameter left
+    profile : ``"quick"`` (small, minutes on a CPU; default), ``"texture"``
+        (``quick`` with the options that make it learn the sites' noise texture
+        in minutes, at a cost to lesion features: docs/methods/cyclegan.md) or
+        ``"paper"`` (the published architecture and settings). Every other parameter left
         at ``None`` takes the profile's value; see
         :class:`harmkit_cyclegan.config.CycleGANConfig` for their meaning.
     device : ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
@@ -94,8 +96,15 @@ class CycleGANHarmonizer(ImageHarmonizer):
         lambda_identity: float | None = None,
         cycle_sigma: float | None = None,
         lambda_feature_matching: float | None = None,
+        lambda_texture: float | None = None,
+        lambda_anatomy: float | None = None,
+        texture_sigmas: Any = None,
+        texture_levels: Any = None,
+        texture_patches: int | None = None,
         pool_size: int | None = None,
         body_fraction: float | None = None,
+        hot_fraction: float | None = None,
+        hot_suv: float | None = None,
         centre_margin_mm: float | None = None,
         body_threshold: float | None = None,
         suv_max: float | None = None,
@@ -138,8 +147,15 @@ class CycleGANHarmonizer(ImageHarmonizer):
         self.lambda_identity = lambda_identity
         self.cycle_sigma = cycle_sigma
         self.lambda_feature_matching = lambda_feature_matching
+        self.lambda_texture = lambda_texture
+        self.lambda_anatomy = lambda_anatomy
+        self.texture_sigmas = texture_sigmas
+        self.texture_levels = texture_levels
+        self.texture_patches = texture_patches
         self.pool_size = pool_size
         self.body_fraction = body_fraction
+        self.hot_fraction = hot_fraction
+        self.hot_suv = hot_suv
         self.centre_margin_mm = centre_margin_mm
         self.body_threshold = body_threshold
         self.suv_max = suv_max
@@ -277,8 +293,13 @@ class CycleGANHarmonizer(ImageHarmonizer):
                 transform = lambda patch: to_network(patch, config.suv_max, config.suv_scale)  # noqa: E731
                 train_x, watch_x = _split_monitor(_keys_of(store, domain_pair[0]), config)
                 train_y, watch_y = _split_monitor(_keys_of(store, domain_pair[1]), config)
-                sample_x = store.sampler(train_x, config.patch_size, config.body_fraction, transform)
-                sample_y = store.sampler(train_y, config.patch_size, config.body_fraction, transform)
+                focus = config.hot_fraction
+                sample_x = store.sampler(
+                    train_x, config.patch_size, config.body_fraction, transform, focus_fraction=focus
+                )
+                sample_y = store.sampler(
+                    train_y, config.patch_size, config.body_fraction, transform, focus_fraction=focus
+                )
                 if config.monitor_patches > 0:
                     # Drawn once, from their own generator: the training stream is the same with or without them.
                     rng = np.random.default_rng(config.seed + 104729)
@@ -339,11 +360,13 @@ class CycleGANHarmonizer(ImageHarmonizer):
                 image = resample_to_spacing(image, spacing, sitk.sitkLinear)
                 mask = resample_to_spacing(mask, spacing, sitk.sitkNearestNeighbor)
                 mask = _inner_part(mask, config.centre_margin_mm)
+                values, body = sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(mask)
                 writer.add(
                     f"{index:06d}",
-                    sitk.GetArrayFromImage(image),
+                    values,
                     spacing=image.GetSpacing(),
-                    mask=sitk.GetArrayFromImage(mask),
+                    mask=body,
+                    focus=(body > 0) & (values > config.hot_suv),
                     origin=image.GetOrigin(),
                     direction=image.GetDirection(),
                     chunks=(32, 32, 32),

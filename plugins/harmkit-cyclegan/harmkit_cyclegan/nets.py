@@ -197,12 +197,7 @@ class HighPassDiscriminator3d(nn.Module):
 
     def bands(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The band-pass copies of ``x`` (before the gain), finest first."""
-        out, previous = [], x
-        for index in range(len(self.sigmas)):
-            blurred = separable_blur(x, getattr(self, f"kernel{index}"))
-            out.append(previous - blurred)
-            previous = blurred
-        return out
+        return band_pass(x, [getattr(self, f"kernel{index}") for index in range(len(self.sigmas))])
 
     def channels(self, x: torch.Tensor) -> torch.Tensor:
         """The PatchGAN's input: the patch and its amplified (optionally soft-clipped) bands."""
@@ -227,6 +222,16 @@ def gaussian_kernel(sigma: float) -> torch.Tensor:
     offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
     return kernel / kernel.sum()
+
+
+def band_pass(x: torch.Tensor, kernels: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Differences of successive Gaussian blurs: ``x - blur_1(x)``, ``blur_1(x) - blur_2(x)``, ... (finest first)."""
+    out, previous = [], x
+    for kernel in kernels:
+        blurred = separable_blur(x, kernel)
+        out.append(previous - blurred)
+        previous = blurred
+    return out
 
 
 def separable_blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:

@@ -46,12 +46,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import CycleGANConfig
+from .config import NOT_LEARNED, CycleGANConfig
+from .intensity import to_network
 from .monitor import MONITOR_COLUMNS
 from .nets import (
     HighPassDiscriminator3d,
     PatchDiscriminator3d,
     ResnetGenerator3d,
+    band_pass,
     gaussian_kernel,
     init_weights,
     separable_blur,
@@ -69,6 +71,8 @@ LOSS_COLUMNS = (
     "cycle",
     "identity",
     "feature_matching",
+    "texture",
+    "anatomy",
     "loss_D_a",
     "loss_D_b",
     "lr",
@@ -76,8 +80,8 @@ LOSS_COLUMNS = (
     "skip_D",
     "seconds",
 )
-# Config fields that may differ between an interrupted run and its resumption.
-_RESUMABLE_CHANGES = {"checkpoint_every"}
+# Config fields that may differ between an interrupted run and its resumption: logging and inference only.
+RESUMABLE_CHANGES = NOT_LEARNED
 
 
 class CheckpointError(Exception):
@@ -88,6 +92,8 @@ class TrainingError(Exception):
     """Training diverged (message says what happened and what to do)."""
 
 
+# Voxels of an uptake level a patch needs (inside the bands' border) for the band-energy loss to measure it.
+MIN_LEVEL_VOXELS = 27
 # Consecutive optimisation steps with a non-finite loss or gradient after which training stops.
 MAX_NONFINITE_STEPS = 20
 
@@ -236,6 +242,11 @@ class Trainer:
         self._nonfinite_run = 0
         self._preview: np.ndarray | None = None
         self._anatomy_kernel = gaussian_kernel(config.cycle_sigma) if config.cycle_sigma > 0 else None
+        self._texture_kernels = [gaussian_kernel(s) for s in config.texture_sigmas]
+        self._texture_shift: torch.Tensor | None = None
+        self._body_kernel = gaussian_kernel(2.0)
+        suv_bounds = np.array([config.body_threshold, *config.texture_levels])
+        self._level_bounds = [float(v) for v in to_network(suv_bounds, config.suv_max, config.suv_scale)]
 
     @property
     def preview(self) -> np.ndarray:
@@ -290,7 +301,7 @@ class Trainer:
         current = self.config.to_dict()
         # A field missing from an older checkpoint had its default value then.
         defaults = CycleGANConfig().to_dict()
-        changed = sorted(k for k in current if k not in _RESUMABLE_CHANGES and saved.get(k, defaults[k]) != current[k])
+        changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k, defaults[k]) != current[k])
         if changed:
             raise CheckpointError(
                 f"{path or self.checkpoint_path}: written with different hyper-parameters ({', '.join(changed)}); "
@@ -331,6 +342,88 @@ class Trainer:
         if self._anatomy_kernel is None:
             return x
         return separable_blur(x, self._anatomy_kernel)
+
+    def band_log_energy(self, x: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+        """Per patch, uptake level and band of ``texture_sigmas``: the mean of ``log(band^2)`` over the level's voxels.
+
+        Returns (n, levels, bands). The mean of the log, not the log of the mean: the few voxels at edges and hot
+        spots, whose band energy is orders of magnitude above the noise's, would otherwise decide it, while for
+        noise it moves exactly with ``2 log(noise SD)``. ``levels`` (n, L, z, y, x) are the 0/1 masks of
+        :meth:`level_masks` of the *source* patch, used for a source and its translation alike.
+        """
+        edge = len(self._texture_kernels[-1]) // 2  # replicated borders distort the bands
+        inner = (slice(None), slice(None), *(slice(edge, -edge) if edge else slice(None),) * 3)
+        weight = levels[inner].flatten(2)  # (n, L, voxels)
+        count = weight.sum(dim=2).clamp(min=1.0)
+        body = weight.amax(dim=1)  # (n, voxels)
+        values = []
+        for band in band_pass(x.float(), self._texture_kernels):
+            energy = band[inner].pow(2).flatten(1)  # (n, voxels)
+            # A floor relative to the patch's own mean energy keeps log() finite and its gradient bounded,
+            # and scales with the band, so scaling the noise by k still moves the statistic by exactly 2 log k.
+            mean = (energy * body).sum(dim=1, keepdim=True) / body.sum(dim=1, keepdim=True).clamp(min=1.0)
+            log_energy = torch.log(energy + 1e-3 * mean.detach() + 1e-12)
+            values.append((log_energy[:, None, :] * weight).sum(dim=2) / count)
+        return torch.stack(values, dim=2)
+
+    def level_masks(self, x: torch.Tensor) -> torch.Tensor:
+        """0/1 masks (n, L, z, y, x) of the patch's uptake levels: the patch, Gaussian-smoothed over 2 voxels,
+        between the body threshold and the first of ``texture_levels``, between that and the next, ... (one level,
+        the body, when ``texture_levels`` is empty)."""
+        smooth = separable_blur(x.float(), self._body_kernel)
+        bounds = [*self._level_bounds, float("inf")]
+        return torch.cat([((smooth > low) & (smooth <= high)).float() for low, high in zip(bounds, bounds[1:])], dim=1)
+
+    def _present(self, levels: torch.Tensor) -> torch.Tensor:
+        """(n, L) 1 where a patch has enough voxels of a level (inside the bands' border) to measure it."""
+        edge = len(self._texture_kernels[-1]) // 2
+        inner = (slice(None), slice(None), *(slice(edge, -edge) if edge else slice(None),) * 3)
+        return (levels[inner].flatten(2).sum(dim=2) >= MIN_LEVEL_VOXELS).float()
+
+    @property
+    def texture_shift(self) -> torch.Tensor:
+        """Mean log band energy of domain B minus that of domain A, per uptake level and band (what A->B must add).
+
+        Measured once, on ``texture_patches`` patches of each domain drawn from their own random generator
+        (so it never shifts the training stream and is the same on resume). A level that one domain's patches
+        never reach gets a shift of 0.
+        """
+        if self._texture_shift is None:
+            rng = np.random.default_rng(self.config.seed + 15485863)
+            means = []
+            for sampler in (self.sample_a, self.sample_b):
+                patches = torch.from_numpy(np.ascontiguousarray(sampler(rng, self.config.texture_patches), np.float32))
+                with torch.no_grad():
+                    patches = patches.to(self.device)
+                    levels = self.level_masks(patches)
+                    present = self._present(levels)[:, :, None]  # (n, L, 1)
+                    energy = self.band_log_energy(patches, levels)
+                    total = present.sum(dim=0)
+                    means.append(((energy * present).sum(dim=0) / total.clamp(min=1.0), total > 0))
+            (mean_a, seen_a), (mean_b, seen_b) = means
+            self._texture_shift = torch.where(seen_a & seen_b, mean_b - mean_a, torch.zeros_like(mean_a))
+        return self._texture_shift
+
+    def _texture_loss(self, real_a, fake_b, real_b, fake_a) -> torch.Tensor:
+        """Band-energy loss: each translation changes its source patch's log band energies by the domains' shift.
+
+        The target is the patch's own energy plus the shift of each uptake level, not the domain mean, so a
+        patch of bright or edge-rich anatomy is not pushed towards an average patch: only the change between the
+        sites is asked for.
+        """
+        shift = self.texture_shift
+        terms = []
+        for real, fake, sign in ((real_a, fake_b, 1.0), (real_b, fake_a, -1.0)):
+            with torch.no_grad():
+                levels = self.level_masks(real)
+                present = self._present(levels)[:, :, None].expand(-1, -1, shift.shape[-1])
+                source = self.band_log_energy(real, levels)
+            # Squared below 0.5 (where the sites' shifts of PET noise lie), linear above it: a domain gap of
+            # several units of log energy must not outweigh every other loss (it raised a toy's SUV by 30 %).
+            target = source + sign * shift
+            error = F.smooth_l1_loss(self.band_log_energy(fake, levels), target, reduction="none", beta=0.5)
+            terms.append((error * present).sum() / present.sum().clamp(min=1.0))
+        return self.config.lambda_texture * (terms[0] + terms[1])
 
     def train_step(self) -> dict[str, float]:
         """One optimisation step of both generators, then both discriminators."""
@@ -379,7 +472,18 @@ class Trainer:
             )
         else:
             matching = torch.zeros((), device=self.device)
-        loss_G = adv_ab + adv_ba + cycle + identity + matching
+        if cfg.lambda_texture > 0:
+            texture = self._texture_loss(real_a, fake_b, real_b, fake_a)
+        else:
+            texture = torch.zeros((), device=self.device)
+        if cfg.lambda_anatomy > 0:
+            kept = cfg.lambda_anatomy * (
+                F.l1_loss(anatomy(fake_b.float()), anatomy(real_a))
+                + F.l1_loss(anatomy(fake_a.float()), anatomy(real_b))
+            )
+        else:
+            kept = torch.zeros((), device=self.device)
+        loss_G = adv_ab + adv_ba + cycle + identity + matching + texture + kept
         self.opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
         finite_G = _finite_update(loss_G, self.opt_G)
@@ -430,6 +534,8 @@ class Trainer:
             "cycle": cycle,
             "identity": identity,
             "feature_matching": matching,
+            "texture": texture,
+            "anatomy": kept,
             "loss_D_a": loss_D_a,
             "loss_D_b": loss_D_b,
         }
