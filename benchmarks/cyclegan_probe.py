@@ -117,7 +117,8 @@ def _reuse_volume_store(folder: Path) -> None:
 
     def cached(self, cohort, config, spacing, path):
         name = "-".join(f"{s:.3f}" for s in spacing)
-        name += f"-m{config.centre_margin_mm:g}-t{config.body_threshold:g}-h{config.hot_suv:g}"
+        hot = f"{config.hot_suv:g}" if config.hot_fraction > 0 else "none"  # a store without hot points
+        name += f"-m{config.centre_margin_mm:g}-t{config.body_threshold:g}-h{hot}"
         copy = folder / f"store-{name}.h5"
         if copy.is_file() and not Path(path).exists():
             shutil.copy2(copy, path)

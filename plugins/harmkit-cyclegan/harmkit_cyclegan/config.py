@@ -60,10 +60,11 @@ class CycleGANConfig:
     (feature matching, Salimans et al. 2016), a direct signal towards the target's texture statistics that does not
     wait for the adversarial game to settle (not in the paper; see docs/methods/cyclegan.md). 0: off."""
     lambda_texture: float = 0.0
-    """> 0: weight of the band-energy loss. For each band of ``texture_sigmas`` it compares the log mean energy of a
-    translated patch's band with that of its source patch shifted by the domains' difference (measured once, on
-    ``texture_patches`` patches of each domain), so each translation changes the noise power at each grain size
-    by the sites' ratio (not in the paper; see docs/methods/cyclegan.md). 0: off."""
+    """> 0: weight of the band-energy loss. For each band of ``texture_sigmas`` (and uptake level of
+    ``texture_levels``) it compares the mean of log(band^2) over a translated patch's body voxels with its source
+    patch's, shifted by the domains' difference (measured once, on ``texture_patches`` patches of each domain), so
+    each translation changes the noise power at each grain size by the sites' ratio (not in the paper; see
+    docs/methods/cyclegan.md). 0: off."""
     lambda_anatomy: float = 0.0
     """> 0: weight of an L1 loss between each translation and its source, both blurred by ``cycle_sigma``: a
     translation may change texture, not uptake or anatomy at coarser scales (not in the paper). 0: off."""

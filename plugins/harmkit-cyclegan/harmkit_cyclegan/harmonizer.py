@@ -38,8 +38,6 @@ from .monitor import learning_verdict, read_monitor
 
 GENERATORS_FILE = "generators.pt"
 GENERATORS_FORMAT = "harmkit-cyclegan-generators/1"
-# Hyper-parameters that do not change what is learned (not part of the training key).
-_NOT_IN_KEY = NOT_LEARNED
 
 
 class CycleGANHarmonizer(ImageHarmonizer):
@@ -366,7 +364,7 @@ class CycleGANHarmonizer(ImageHarmonizer):
                     values,
                     spacing=image.GetSpacing(),
                     mask=body,
-                    focus=(body > 0) & (values > config.hot_suv),
+                    focus=(body > 0) & (values > config.hot_suv) if config.hot_fraction > 0 else None,
                     origin=image.GetOrigin(),
                     direction=image.GetDirection(),
                     chunks=(32, 32, 32),
@@ -660,7 +658,7 @@ def _cohort_fingerprint(cohort) -> str:
 
 
 def _training_key(domain_pair, config: CycleGANConfig, fingerprint: str) -> str:
-    params = {k: v for k, v in config.to_dict().items() if k not in _NOT_IN_KEY}
+    params = {k: v for k, v in config.to_dict().items() if k not in NOT_LEARNED}
     blob = json.dumps(
         {
             "domains": [list(d) for d in domain_pair],

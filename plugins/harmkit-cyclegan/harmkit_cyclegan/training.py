@@ -80,8 +80,6 @@ LOSS_COLUMNS = (
     "skip_D",
     "seconds",
 )
-# Config fields that may differ between an interrupted run and its resumption: logging and inference only.
-RESUMABLE_CHANGES = NOT_LEARNED
 
 
 class CheckpointError(Exception):
@@ -244,7 +242,7 @@ class Trainer:
         self._anatomy_kernel = gaussian_kernel(config.cycle_sigma) if config.cycle_sigma > 0 else None
         self._texture_kernels = [gaussian_kernel(s) for s in config.texture_sigmas]
         self._texture_shift: torch.Tensor | None = None
-        self._body_kernel = gaussian_kernel(2.0)
+        self._level_kernel = gaussian_kernel(2.0)
         suv_bounds = np.array([config.body_threshold, *config.texture_levels])
         self._level_bounds = [float(v) for v in to_network(suv_bounds, config.suv_max, config.suv_scale)]
 
@@ -301,7 +299,7 @@ class Trainer:
         current = self.config.to_dict()
         # A field missing from an older checkpoint had its default value then.
         defaults = CycleGANConfig().to_dict()
-        changed = sorted(k for k in current if k not in RESUMABLE_CHANGES and saved.get(k, defaults[k]) != current[k])
+        changed = sorted(k for k in current if k not in NOT_LEARNED and saved.get(k, defaults[k]) != current[k])
         if changed:
             raise CheckpointError(
                 f"{path or self.checkpoint_path}: written with different hyper-parameters ({', '.join(changed)}); "
@@ -351,14 +349,12 @@ class Trainer:
         noise it moves exactly with ``2 log(noise SD)``. ``levels`` (n, L, z, y, x) are the 0/1 masks of
         :meth:`level_masks` of the *source* patch, used for a source and its translation alike.
         """
-        edge = len(self._texture_kernels[-1]) // 2  # replicated borders distort the bands
-        inner = (slice(None), slice(None), *(slice(edge, -edge) if edge else slice(None),) * 3)
-        weight = levels[inner].flatten(2)  # (n, L, voxels)
+        weight = self._interior(levels).flatten(2)  # (n, L, voxels)
         count = weight.sum(dim=2).clamp(min=1.0)
         body = weight.amax(dim=1)  # (n, voxels)
         values = []
         for band in band_pass(x.float(), self._texture_kernels):
-            energy = band[inner].pow(2).flatten(1)  # (n, voxels)
+            energy = self._interior(band).pow(2).flatten(1)  # (n, voxels)
             # A floor relative to the patch's own mean energy keeps log() finite and its gradient bounded,
             # and scales with the band, so scaling the noise by k still moves the statistic by exactly 2 log k.
             mean = (energy * body).sum(dim=1, keepdim=True) / body.sum(dim=1, keepdim=True).clamp(min=1.0)
@@ -370,15 +366,18 @@ class Trainer:
         """0/1 masks (n, L, z, y, x) of the patch's uptake levels: the patch, Gaussian-smoothed over 2 voxels,
         between the body threshold and the first of ``texture_levels``, between that and the next, ... (one level,
         the body, when ``texture_levels`` is empty)."""
-        smooth = separable_blur(x.float(), self._body_kernel)
+        smooth = separable_blur(x.float(), self._level_kernel)
         bounds = [*self._level_bounds, float("inf")]
         return torch.cat([((smooth > low) & (smooth <= high)).float() for low, high in zip(bounds, bounds[1:])], dim=1)
 
     def _present(self, levels: torch.Tensor) -> torch.Tensor:
         """(n, L) 1 where a patch has enough voxels of a level (inside the bands' border) to measure it."""
+        return (self._interior(levels).flatten(2).sum(dim=2) >= MIN_LEVEL_VOXELS).float()
+
+    def _interior(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (n, c, z, y, x) without the border of the widest band kernel, where replicated edges distort bands."""
         edge = len(self._texture_kernels[-1]) // 2
-        inner = (slice(None), slice(None), *(slice(edge, -edge) if edge else slice(None),) * 3)
-        return (levels[inner].flatten(2).sum(dim=2) >= MIN_LEVEL_VOXELS).float()
+        return x[..., edge:-edge, edge:-edge, edge:-edge] if edge else x
 
     @property
     def texture_shift(self) -> torch.Tensor:
