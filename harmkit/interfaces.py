@@ -87,6 +87,16 @@ class Fittable(Component):
                 f"{self.name or type(self).__name__} is not fitted yet: call fit() first, or load() a saved model"
             )
 
+    def settings(self) -> dict[str, Any]:
+        """Everything that decides the fitted model and its output, as JSON-able values (for cache keys).
+
+        The default is the constructor parameters. A plugin whose defaults come
+        from elsewhere (a named profile, a configuration file) returns the
+        resolved values, so that a changed default never reuses a model fitted
+        under the old one.
+        """
+        return self.get_params()
+
     # -- persistence -------------------------------------------------------
     def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Fitted state as (JSON-serialisable dict, named numpy arrays).

@@ -108,13 +108,15 @@ def _fit_image_model(
 
     params = plugin_params(ctx.config, stage.name)
     info = get_registry().get(stage.name, HARMONIZER_KINDS)
+    harmonizer = get_harmonizer(stage.name, **params)
+    # keyed on the resolved settings, not the explicit parameters: a plugin's changed default refits
     model_key = ctx.cache.key(
         "image-model",
         current_key,
         stage.name,
         info.distribution,
         info.version,
-        params,
+        harmonizer.settings(),
         fit_ref,
         ctx.config.seed,
     )
@@ -122,7 +124,6 @@ def _fit_image_model(
     if not (model_dir / "harmkit-model.json").is_file():
         console.log(f"fitting image stage [bold]{stage.name}[/] on {len(current)} scans (reference {fit_ref})")
         t0 = time.time()
-        harmonizer = get_harmonizer(stage.name, **params)
         # checkpoints inside the bench cache: an interrupted fit resumes on the next run
         work_dir = str(ctx.cache.root / "work" / model_key[:24])
         apply_run_parameters(

@@ -83,8 +83,12 @@ def plugin_params(config: BenchConfig, name: str, kinds: tuple[str, ...] | None 
 
 
 def plugin_key(config: BenchConfig, method: Method) -> list:
-    """What identifies a method's computation: stage names, versions and parameters."""
-    from ..plugins import HARMONIZER_KINDS, get_registry
+    """What identifies a method's computation: stage names, versions and resolved settings.
+
+    The settings, not the parameters as given: the same configuration spelt another way (a parameter set to
+    its default) is the same computation, and a plugin release with other defaults is another.
+    """
+    from ..plugins import HARMONIZER_KINDS, get_harmonizer, get_registry
 
     parts = []
     for stage in method.stages:
@@ -94,7 +98,7 @@ def plugin_key(config: BenchConfig, method: Method) -> list:
                 stage.name,
                 info.distribution,
                 info.version,
-                plugin_params(config, stage.name),
+                get_harmonizer(stage.name, **plugin_params(config, stage.name)).settings(),
             ]
         )
     return parts
