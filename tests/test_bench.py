@@ -210,6 +210,33 @@ def test_rerun_with_nothing_changed_recomputes_nothing(small_bench):
 
 
 @pytest.mark.slow
+def test_an_explicit_parameter_equal_to_the_profiles_value_reuses_the_trained_model(small_bench, tmp_path):
+    from harmkit_cyclegan.config import get_profile
+
+    _, cache, first = small_bench
+    models = sorted(p.name for p in (cache / "models").iterdir())
+    out = tmp_path / "same-lr"
+    run_bench(
+        [
+            "--methods",
+            "gan,combat,gan+combat",
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(cache),
+            *SMALL,
+            "--param",
+            f"cyclegan.lr={get_profile('quick').lr}",
+        ]
+    )
+    again = json.loads((out / "results.json").read_text())
+    # the bench keys models on the resolved configuration, not on how it was spelt
+    assert sorted(p.name for p in (cache / "models").iterdir()) == models
+    assert again["cache"]["misses"] == 0
+    assert again["summary"] == first["summary"]
+
+
+@pytest.mark.slow
 def test_third_party_harmonizer_and_evaluator_run_in_the_bench_by_name(small_bench, example_site, tmp_path):
     _, cache, _ = small_bench
     out = tmp_path / "zscore"

@@ -308,3 +308,22 @@ def test_a_fitted_model_says_whether_its_discriminators_learned(fitted):
     summary = gan.learning_summary()
     assert summary is not None and isinstance(summary["learned"], bool)
     assert "chance" in summary["message"] and 0 <= summary["final_acc_D_a"] <= 1
+
+
+def test_settings_are_the_resolved_profile_so_a_changed_default_changes_the_cache_key(monkeypatch):
+    from dataclasses import replace
+
+    from harmkit_cyclegan import config as cyclegan_config
+
+    quick = hk.get_harmonizer("cyclegan", profile="quick")
+    # An explicit parameter equal to the profile's value is the same model.
+    same = hk.get_harmonizer("cyclegan", profile="quick", lr=quick.settings()["lr"])
+    assert same.settings() == quick.settings()
+    assert quick.settings()["window"] == list(cyclegan_config.PROFILES["quick"].window)
+    # A new default in the profile (a new plugin release) is a different model, explicit parameters unchanged.
+    before = quick.settings()
+    monkeypatch.setitem(
+        cyclegan_config.PROFILES, "quick", replace(cyclegan_config.PROFILES["quick"], lambda_texture=1.0)
+    )
+    after = hk.get_harmonizer("cyclegan", profile="quick").settings()
+    assert after != before and after["lambda_texture"] == 1.0

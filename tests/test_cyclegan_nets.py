@@ -311,3 +311,60 @@ def test_checkerboard_share_is_about_one_for_white_noise_and_large_for_a_period_
     assert 0.7 < checkerboard_share(white) < 1.3
     assert checkerboard_share(pattern) > 10
     assert np.isnan(checkerboard_share(np.zeros((4, 4, 8))))
+
+
+def test_a_high_passed_residual_changes_texture_but_no_coarse_uptake():
+    from harmkit_cyclegan.nets import gaussian_kernel, separable_blur
+
+    torch.manual_seed(1)
+    x = torch.rand(1, 1, 48, 48, 48) * 2 - 1
+    plain = ResnetGenerator3d(4, 1, residual=True, upsampling="resize")
+    filtered = ResnetGenerator3d(4, 1, residual=True, upsampling="resize", residual_highpass=3.0)
+    init_weights(plain)
+    nn.init.normal_(plain.last_conv.weight, 0.0, 0.05)
+    nn.init.constant_(plain.last_conv.bias, 0.2)  # a trained generator's uptake offset
+    # The kernel is not stored: both load each other's weights, and models saved before the option load too.
+    assert list(filtered.state_dict()) == list(plain.state_dict())
+    filtered.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        change_plain, change_filtered = plain(x) - x, filtered(x) - x
+    kernel = gaussian_kernel(3.0)
+    inner = (slice(None), slice(None), *[slice(8, -8)] * 3)
+    # uptake over a region several sigmas wide: the plain generator's offset, none after the filter
+    offset = change_plain[inner].mean().abs()
+    assert offset > 0.15
+    assert change_filtered[inner].mean().abs() < 0.1 * offset, (change_filtered[inner].mean(), offset)
+    # ... while the fine part of the change is the same one
+    fine = (change_plain - separable_blur(change_plain, kernel))[inner]
+    assert torch.allclose(change_filtered[inner], fine, atol=1e-5)
+    with pytest.raises(ValueError, match="residual_highpass"):
+        get_profile("paper").with_overrides(residual_highpass=2.0)
+
+
+def test_the_noise_channel_is_one_volume_so_overlapping_windows_see_the_same_noise():
+    rng = np.random.default_rng(2)
+    volume = rng.normal(size=(37, 50, 23)).astype(np.float32)
+    noise = rng.normal(size=volume.shape).astype(np.float32)
+    shapes = []
+
+    def predictor(batch):
+        shapes.append(tuple(batch.shape[1:]))
+        return batch[:, 1:] + 0 * batch[:, :1]
+
+    # Each voxel's blend of overlapping windows gives back exactly the noise there: every window saw the same
+    # values (independent draws per window would blend to a smaller SD).
+    out = sliding_window(volume, predictor, (16, 24, 32), overlap=0.5, extra=noise)
+    np.testing.assert_allclose(out, noise, rtol=1e-5, atol=1e-5)
+    assert set(shapes) == {(2, 16, 24, 32)}
+    # A generator with a noise input draws fresh noise for a one-channel patch (training) and starts as the
+    # identity either way.
+    torch.manual_seed(0)
+    gen = ResnetGenerator3d(4, 1, residual=True, upsampling="resize", noise_input=True)
+    init_weights(gen)
+    x = torch.rand(1, 1, 16, 16, 16)
+    assert torch.equal(gen(x), x)
+    assert torch.equal(gen(torch.cat([x, torch.randn_like(x)], dim=1)), x)
+    nn.init.normal_(gen.last_conv.weight, 0.0, 0.05)
+    assert not torch.equal(gen(x), gen(x))  # two draws
+    fixed = torch.cat([x, torch.randn_like(x)], dim=1)
+    assert torch.equal(gen(fixed), gen(fixed))

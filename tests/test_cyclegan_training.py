@@ -281,3 +281,21 @@ def test_band_energy_shift_is_measured_per_uptake_level(tmp_path):
     # within 0.027 of 0, high level 1.17 / 0.75-0.77.
     assert np.abs(shift[0]).max() < 0.3, shift
     assert shift[1].min() > 0.6, shift
+
+
+def test_the_band_energy_loss_form_is_squared_below_beta_and_continues_linearly():
+    import torch.nn.functional as F
+
+    from harmkit_cyclegan.training import huber
+
+    error = torch.linspace(-4, 4, 81, requires_grad=True)
+    # beta 0.5 is exactly the smooth-L1 form the texture profile was measured with
+    assert torch.allclose(huber(error, 0.5), F.smooth_l1_loss(error, torch.zeros(81), reduction="none", beta=0.5))
+    assert torch.equal(huber(error, float("inf")), error.square())
+    loss = huber(error, 2.0)
+    inside = error.abs() < 2
+    assert torch.allclose(loss[inside], error[inside].square())
+    (slope,) = torch.autograd.grad(loss.sum(), error)
+    assert torch.allclose(slope[~inside].abs(), torch.full_like(slope[~inside], 4.0))  # 2 * beta, continuous at beta
+    with pytest.raises(ValueError, match="texture_beta"):
+        _config(texture_beta=0.0)

@@ -33,6 +33,14 @@ class CycleGANConfig:
     or ``"resize"`` (a 3^3 convolution, then trilinear doubling). Transposed convolutions overlap unevenly
     and paint a checkerboard at the voxel scale, which is exactly where PET noise texture lives (measured in
     docs/methods/cyclegan.md); resizing does not."""
+    noise_input: bool = False
+    """The generators also read a channel of standard normal noise (fresh per training patch; at inference one
+    seeded noise volume per scan, so overlapping windows agree), from which they can make the noise a noisier site
+    adds: a deterministic generator can only reshape the noise already in its input (not in the paper)."""
+    residual_highpass: float = 0.0
+    """> 0: a residual generator's correction is high-passed (minus its Gaussian blur of this sigma, in voxels)
+    before it is added, so a translation cannot change uptake at coarser scales, only texture and edges (not in
+    the paper; see docs/methods/cyclegan.md). 0: off."""
     residual: bool = False
     """Global skip connection: output = input + a learned correction whose last convolution starts at zero, so
     the untrained generator is the identity (not in the paper; on in ``quick``, see docs/methods/cyclegan.md)."""
@@ -68,6 +76,9 @@ class CycleGANConfig:
     lambda_anatomy: float = 0.0
     """> 0: weight of an L1 loss between each translation and its source, both blurred by ``cycle_sigma``: a
     translation may change texture, not uptake or anatomy at coarser scales (not in the paper). 0: off."""
+    texture_beta: float = 0.5
+    """Error (log band energy) above which the band-energy loss grows linearly instead of quadratically: a
+    domain gap of several units must not outweigh every other loss. ``inf``: squared everywhere."""
     texture_sigmas: tuple[float, ...] = (1.0, 2.0)
     """Gaussian sigmas (voxels) of the band-energy loss's bands, as ``d_band_sigmas``."""
     texture_levels: tuple[float, ...] = ()
@@ -192,6 +203,13 @@ class CycleGANConfig:
             raise ValueError(
                 f"texture_levels={levels}: need increasing SUVs above body_threshold={self.body_threshold}"
             )
+        if self.residual_highpass < 0 or (self.residual_highpass > 0 and not self.residual):
+            raise ValueError(
+                f"residual_highpass={self.residual_highpass}: must be >= 0, and needs residual=True (it filters the "
+                "residual generator's correction)"
+            )
+        if not self.texture_beta > 0:
+            raise ValueError(f"texture_beta={self.texture_beta}: must be > 0 (inf: a squared loss)")
         if self.lambda_texture < 0 or self.texture_patches < 1:
             raise ValueError("lambda_texture must be >= 0 (0: off) and texture_patches positive")
         if self.upsampling not in ("transpose", "resize"):

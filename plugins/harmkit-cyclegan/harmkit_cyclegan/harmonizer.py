@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,9 @@ class CycleGANHarmonizer(ImageHarmonizer):
         lambda_anatomy: float | None = None,
         texture_sigmas: Any = None,
         texture_levels: Any = None,
+        texture_beta: float | None = None,
+        residual_highpass: float | None = None,
+        noise_input: bool | None = None,
         texture_patches: int | None = None,
         pool_size: int | None = None,
         body_fraction: float | None = None,
@@ -149,6 +153,9 @@ class CycleGANHarmonizer(ImageHarmonizer):
         self.lambda_anatomy = lambda_anatomy
         self.texture_sigmas = texture_sigmas
         self.texture_levels = texture_levels
+        self.texture_beta = texture_beta
+        self.residual_highpass = residual_highpass
+        self.noise_input = noise_input
         self.texture_patches = texture_patches
         self.pool_size = pool_size
         self.body_fraction = body_fraction
@@ -177,6 +184,10 @@ class CycleGANHarmonizer(ImageHarmonizer):
             return base.with_overrides(**overrides)
         except ValueError as exc:
             raise HarmkitError(f"cyclegan: {exc}") from None
+
+    def settings(self) -> dict:
+        """The resolved configuration (profile plus explicit parameters): what decides the model and its output."""
+        return self.make_config().to_dict()
 
     def _torch_device(self):
         import torch
@@ -441,8 +452,14 @@ class CycleGANHarmonizer(ImageHarmonizer):
         values = to_network(sitk.GetArrayViewFromImage(resampled), config.suv_max, config.suv_scale)
         windows = _count_windows(values.shape, config.window, config.overlap)
 
+        noise = None
+        if config.noise_input:
+            # one noise volume per scan and seed: windows overlap, and blending independent draws would thin it
+            digest = zlib.crc32(np.ascontiguousarray(values).tobytes())
+            noise = np.random.default_rng([config.seed, digest]).standard_normal(values.shape, dtype=np.float32)
+
         def change(batch):
-            return net(batch).float() - batch.float()
+            return net(batch).float() - batch[:, :1].float()
 
         with progress(windows, "CycleGAN inference", enabled=self.progress, min_total=9) as bar:
             residual = sliding_window(
@@ -458,6 +475,7 @@ class CycleGANHarmonizer(ImageHarmonizer):
                 progress=lambda done, total: bar.update(done, total),
                 # Windows of air only (no voxel above the body threshold) are left unchanged, not run.
                 skip_below=float(to_network(np.array([config.body_threshold]), config.suv_max, config.suv_scale)[0]),
+                extra=noise,
             )
         residual += values
         correction = to_suv(residual, config.suv_max, config.suv_scale)

@@ -89,6 +89,7 @@ def sliding_window(
     channels_last: bool = False,
     progress: Progress | None = None,
     skip_below: float | None = None,
+    extra: np.ndarray | None = None,
 ) -> np.ndarray:
     """Apply ``predictor`` to overlapping windows of ``volume`` (z, y, x) and blend the results.
 
@@ -102,6 +103,9 @@ def sliding_window(
     counts as a prediction of 0 there. For a predictor of a *change* (the
     CycleGAN's residual) this leaves air outside the body unchanged and saves
     the work of most windows of a whole-body field of view.
+
+    ``extra``: a second channel of ``volume``'s shape (the CycleGAN's noise input); each window then holds
+    ``(2, *window)``, the volume first.
     """
     device = torch.device(device)
     volume = np.asarray(volume, dtype=np.float32)
@@ -113,6 +117,9 @@ def sliding_window(
         fits = all(after < s for (_, after), s in zip(pad, volume.shape))
         mode: Literal["reflect", "edge"] = "reflect" if fits else "edge"
         volume = np.pad(volume, pad, mode=mode)
+        if extra is not None:
+            extra = np.pad(extra, pad, mode=mode)
+    channels = volume[None] if extra is None else np.stack([volume, np.asarray(extra, dtype=np.float32)])
     output = np.zeros(volume.shape, dtype=np.float32)
     profiles = gaussian_profiles(window, sigma_scale)
     importance_t = torch.from_numpy(gaussian_weight(window, sigma_scale)).to(device)
@@ -129,7 +136,7 @@ def sliding_window(
     with torch.inference_mode():
         for first in range(0, total, batch_size):
             batch_positions = positions[first : first + batch_size]
-            batch = np.stack([volume[p] for p in batch_positions])[:, None]
+            batch = np.stack([channels[(slice(None),) + tuple(p)] for p in batch_positions])
             inputs = torch.from_numpy(batch).to(device).contiguous(memory_format=memory_format)
             with autocast_context(device, precision):
                 result = predictor(inputs)

@@ -55,6 +55,9 @@ class ResnetGenerator3d(nn.Module):
     ``residual=True``: output ``input + conv(...)`` (a global skip connection), not clamped: a clamp at -1
     would give a negative correction in air no gradient, and the generator learned to park its output
     there (measured, docs/methods/cyclegan.md); the SUV transform clips at inference.
+    ``residual_highpass`` > 0: the correction minus its Gaussian blur of that sigma (voxels) is added.
+    ``noise_input``: a second input channel of standard normal noise, so the generator can add noise that is not
+    in its input (towards a noisier site); a one-channel input gets fresh noise, a two-channel one is used as is.
     """
 
     def __init__(
@@ -64,14 +67,23 @@ class ResnetGenerator3d(nn.Module):
         n_downsampling: int = 2,
         residual: bool = False,
         upsampling: str = "transpose",
+        residual_highpass: float = 0.0,
+        noise_input: bool = False,
     ) -> None:
         super().__init__()
         if upsampling not in ("transpose", "resize"):
             raise ValueError(f"upsampling={upsampling!r}: use 'transpose' or 'resize'")
         self.residual = bool(residual)
+        self.noise_input = bool(noise_input)
+        # Not persistent: models saved before the option load unchanged, and the kernel follows from the config.
+        self.register_buffer(
+            "highpass_kernel",
+            gaussian_kernel(residual_highpass) if residual and residual_highpass > 0 else None,
+            persistent=False,
+        )
         layers: list[nn.Module] = [
             nn.ReflectionPad3d(3),
-            nn.Conv3d(1, ngf, kernel_size=7),
+            nn.Conv3d(2 if noise_input else 1, ngf, kernel_size=7),
             nn.InstanceNorm3d(ngf),
             nn.ReLU(inplace=True),
         ]
@@ -127,9 +139,20 @@ class ResnetGenerator3d(nn.Module):
                     self.last_conv.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.residual:
-            return x + self.model(x)
-        return self.model(x)
+        if self.noise_input:
+            if x.shape[1] == 1:  # training: fresh noise each call; inference passes a whole-scan noise channel
+                x = torch.cat([x, torch.randn_like(x)], dim=1)
+            image = x[:, :1]
+        else:
+            image = x
+        if not self.residual:
+            return self.model(x)
+        correction = self.model(x)
+        kernel = self.highpass_kernel
+        if isinstance(kernel, torch.Tensor):
+            # the change keeps no component coarser than the kernel: uptake and anatomy stay, texture may move
+            correction = correction - separable_blur(correction, kernel)
+        return image + correction
 
 
 class PatchDiscriminator3d(nn.Module):

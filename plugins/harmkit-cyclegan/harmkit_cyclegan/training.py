@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import math
 import os
 import pickle
 import struct
@@ -96,6 +97,14 @@ MIN_LEVEL_VOXELS = 27
 MAX_NONFINITE_STEPS = 20
 
 
+def huber(error: torch.Tensor, beta: float) -> torch.Tensor:
+    """``error**2`` below ``beta``, continued linearly above it (same value and slope at ``beta``)."""
+    if math.isinf(beta):
+        return error.square()
+    size = error.abs()
+    return torch.where(size < beta, error.square(), 2 * beta * size - beta * beta)
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     """'auto' -> 'bf16' on CUDA with bf16 and on CPUs with native bf16 (AVX512-BF16/AMX), else 'fp32'."""
     if precision != "auto":
@@ -116,6 +125,8 @@ def build_generator(config: CycleGANConfig) -> ResnetGenerator3d:
         config.n_downsampling,
         residual=config.residual,
         upsampling=config.upsampling,
+        residual_highpass=config.residual_highpass,
+        noise_input=config.noise_input,
     )
 
 
@@ -417,10 +428,8 @@ class Trainer:
                 levels = self.level_masks(real)
                 present = self._present(levels)[:, :, None].expand(-1, -1, shift.shape[-1])
                 source = self.band_log_energy(real, levels)
-            # Squared below 0.5 (where the sites' shifts of PET noise lie), linear above it: a domain gap of
-            # several units of log energy must not outweigh every other loss (it raised a toy's SUV by 30 %).
             target = source + sign * shift
-            error = F.smooth_l1_loss(self.band_log_energy(fake, levels), target, reduction="none", beta=0.5)
+            error = huber(self.band_log_energy(fake, levels) - target, self.config.texture_beta)
             terms.append((error * present).sum() / present.sum().clamp(min=1.0))
         return self.config.lambda_texture * (terms[0] + terms[1])
 
