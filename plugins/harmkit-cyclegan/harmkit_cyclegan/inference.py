@@ -110,6 +110,8 @@ def sliding_window(
     device = torch.device(device)
     volume = np.asarray(volume, dtype=np.float32)
     original_shape = volume.shape
+    if extra is not None and np.shape(extra) != original_shape:
+        raise ValueError(f"extra channel of shape {np.shape(extra)} for a volume of shape {original_shape}")
     window = tuple(int(w) for w in window)
     pad = [(0, max(0, w - s)) for s, w in zip(volume.shape, window)]
     if any(after for _, after in pad):
