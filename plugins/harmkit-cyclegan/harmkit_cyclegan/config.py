@@ -281,8 +281,8 @@ PROFILES: dict[str, CycleGANConfig] = {
 
 # `quick` with what makes its generators learn the sites' noise texture within 400 CPU steps (docs/methods/
 # cyclegan.md, "A loss on the sites' noise power" and "Uptake kept by construction, and a noise input"). On the
-# default head-and-neck bench one of two seeds harmonized towards the noisier site (lesion CCC above the floor),
-# the other changed little, and neither moved towards the sharper site; its image stage takes 1.5x `quick`'s.
+# default head-and-neck bench two of three seeds moved the reference tissue towards the noisier site, one of them
+# with the lesion CCC above the floor, and none towards the sharper site; its image stage takes 1.5x `quick`'s.
 # Not the default.
 PROFILES["texture"] = replace(
     PROFILES["quick"],
