@@ -39,21 +39,18 @@ def run_bench(args, env=None, timeout=600):
     return result
 
 
+def run_small_bench(out, cache, *extra):
+    """The module's bench: the README's methods on the small cohort, into ``out`` with cache ``cache``."""
+    return run_bench(
+        ["--methods", "gan,combat,gan+combat", "--out", str(out), "--cache-dir", str(cache), *SMALL, *extra]
+    )
+
+
 @pytest.fixture(scope="module")
 def small_bench(tmp_path_factory):
     work = tmp_path_factory.mktemp("bench")
     out, cache = work / "out", work / "cache"
-    run_bench(
-        [
-            "--methods",
-            "gan,combat,gan+combat",
-            "--out",
-            str(out),
-            "--cache-dir",
-            str(cache),
-            *SMALL,
-        ]
-    )
+    run_small_bench(out, cache)
     return out, cache, json.loads((out / "results.json").read_text())
 
 
@@ -193,17 +190,7 @@ def test_report_numbers_equal_results_json(small_bench):
 @pytest.mark.slow
 def test_rerun_with_nothing_changed_recomputes_nothing(small_bench):
     out, cache, first = small_bench
-    run_bench(
-        [
-            "--methods",
-            "gan,combat,gan+combat",
-            "--out",
-            str(out),
-            "--cache-dir",
-            str(cache),
-            *SMALL,
-        ]
-    )
+    run_small_bench(out, cache)
     second = json.loads((out / "results.json").read_text())
     assert second["cache"]["misses"] == 0
     assert second["summary"] == first["summary"]
@@ -216,19 +203,7 @@ def test_an_explicit_parameter_equal_to_the_profiles_value_reuses_the_trained_mo
     _, cache, first = small_bench
     models = sorted(p.name for p in (cache / "models").iterdir())
     out = tmp_path / "same-lr"
-    run_bench(
-        [
-            "--methods",
-            "gan,combat,gan+combat",
-            "--out",
-            str(out),
-            "--cache-dir",
-            str(cache),
-            *SMALL,
-            "--param",
-            f"cyclegan.lr={get_profile('quick').lr}",
-        ]
-    )
+    run_small_bench(out, cache, "--param", f"cyclegan.lr={get_profile('quick').lr}")
     again = json.loads((out / "results.json").read_text())
     # the bench keys models on the resolved configuration, not on how it was spelt
     assert sorted(p.name for p in (cache / "models").iterdir()) == models

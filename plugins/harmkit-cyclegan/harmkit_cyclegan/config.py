@@ -281,7 +281,7 @@ PROFILES: dict[str, CycleGANConfig] = {
 
 # `quick` with what makes its generators learn the sites' noise texture within 400 CPU steps (docs/methods/
 # cyclegan.md, "A loss on the sites' noise power" and "Uptake kept by construction, and a noise input"). On the
-# default head-and-neck bench two of three seeds moved the reference tissue towards the noisier site, one of them
+# default head-and-neck bench three of four seeds moved the reference tissue towards the noisier site, one of them
 # with the lesion CCC above the floor, and none towards the sharper site; its image stage takes 1.5x `quick`'s.
 # Not the default.
 PROFILES["texture"] = replace(
