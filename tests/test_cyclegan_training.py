@@ -58,8 +58,9 @@ def _weights(trainer):
 
 
 @pytest.mark.slow
-def test_interrupted_and_resumed_training_equals_uninterrupted(tmp_path):
-    cfg = _config()
+@pytest.mark.parametrize("noise_input", [False, True])  # with it, previews draw noise: never from training's stream
+def test_interrupted_and_resumed_training_equals_uninterrupted(tmp_path, noise_input):
+    cfg = _config(noise_input=noise_input)
     straight = Trainer(cfg, _sample_a, _sample_b, tmp_path / "straight").run()
     # An interrupted run: killed after 6 steps, i.e. 2 steps after its last checkpoint (step 4).
     Trainer(cfg, _sample_a, _sample_b, tmp_path / "resumed").run(stop_after=6)

@@ -610,7 +610,7 @@ class Trainer:
         scores: dict[str, list[np.ndarray]] = {k: [] for k in ("real_a", "real_b", "fake_a", "fake_b")}
         textures: dict[str, list[np.ndarray]] = {k: [] for k in ("a", "b", "ab", "ba")}
         try:
-            with torch.no_grad(), self._autocast():
+            with self._evaluation_rng(), torch.no_grad(), self._autocast():
                 for domain, patches in zip("ab", self.monitor_patches):
                     other = "b" if domain == "a" else "a"
                     G = nets[f"G_{domain}{other}"]
@@ -633,6 +633,15 @@ class Trainer:
         result.update({f"tex_{k}": float(np.concatenate(v).mean()) for k, v in textures.items()})
         return result
 
+    @contextlib.contextmanager
+    def _evaluation_rng(self):
+        """torch's random stream for a measurement (a noise input's draws): the same at every checkpoint, and the
+        training stream is left as it was, so monitoring and previews never change training or its resumption."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.config.seed + 7919)
+            yield
+
     @property
     def finished(self) -> bool:
         return self.step >= self.config.steps
@@ -641,7 +650,7 @@ class Trainer:
         """PNG of the preview patch's middle slice: input | A->B output | difference."""
         G = self.nets["G_ab"]
         G.eval()
-        with torch.no_grad(), self._autocast():
+        with self._evaluation_rng(), torch.no_grad(), self._autocast():
             x = torch.from_numpy(self.preview).to(self.device).contiguous(memory_format=self.memory_format)
             y = G(x).float()
         G.train()
