@@ -1,9 +1,13 @@
 """Where CycleGAN inference time goes on a lung-sized scan, and what worker threads cost.
 
-1. One process: the stages of ``CycleGANHarmonizer.translate`` for a scan of the lung preset's sharp
-   site (125x88x101 at 2.73x2.73x3.26 mm) translated on a 4.07x4.07x3.0 mm training grid: resampling
-   there, the sliding-window network passes, the SUV transform and resampling the change back.
-2. A pool of 2 workers translating 4 scans, once with the workers sharing the cores (harmkit's default:
+1. One process: the stages of ``CycleGANHarmonizer.translate`` for a scan of the lung preset's BUD-VPHD
+   site (84x59x110 at 4.07x4.07x3.0 mm) translated on TUB's 2.04x2.04x3.0 mm grid, the training grid of
+   ``harmkit bench --preset lung`` (167x118x110 voxels, 24 windows of 64^3): resampling there, the
+   sliding-window network passes, the SUV transform and resampling the change back.
+2. The network on one 64^3 window with torch's ``nn.Conv3d`` and with harmkit's inference convolutions
+   (``harmkit_cyclegan.nets.Conv3d``: oneDNN called directly, a one-channel output as a depthwise sum), on 1
+   thread and on every core, in one run so the ratio is fair.
+3. A pool of 2 workers translating 4 scans, once with the workers sharing the cores (harmkit's default:
    cores // workers torch threads each) and once with every worker using every core (OMP_NUM_THREADS
    set to the core count: what happened before the pool limited threads).
 
@@ -21,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-SHAPE = (101, 88, 125)  # (z, y, x)
-SPACING = (2.73, 2.73, 3.26)  # (x, y, z)
-TRAIN_SPACING = (4.07, 4.07, 3.0)
+SHAPE = (110, 59, 84)  # (z, y, x)
+SPACING = (4.07, 4.07, 3.0)  # (x, y, z)
+TRAIN_SPACING = (2.04, 2.04, 3.0)
 
 
 def make_model(folder: Path) -> Path:
@@ -100,6 +104,39 @@ def stages(model_dir: Path) -> None:
     print(f"  whole translate               {t_total:6.2f} s  (rest: SUV transform, change resampled back)")
 
 
+def convolutions(model_dir: Path) -> None:
+    """Seconds per 64^3 window of the generator with torch's convolutions and with harmkit's."""
+    import torch
+    from torch import nn
+
+    import harmkit as hk
+    from harmkit_cyclegan import nets
+
+    net = hk.load_model(model_dir)._network("x_to_y")
+    window = torch.rand(1, 1, 64, 64, 64).to(memory_format=torch.channels_last_3d) * 2 - 1
+    fast_forward = nets.Conv3d._conv_forward
+
+    def seconds(forward, repeats: int = 5) -> float:
+        nets.Conv3d._conv_forward = forward  # type: ignore[method-assign]
+        try:
+            with torch.inference_mode():
+                net(window)  # warm-up
+                started = time.perf_counter()
+                for _ in range(repeats):
+                    net(window)
+            return (time.perf_counter() - started) / repeats
+        finally:
+            nets.Conv3d._conv_forward = fast_forward  # type: ignore[method-assign]
+
+    for threads in sorted({1, len(os.sched_getaffinity(0))}):
+        torch.set_num_threads(threads)
+        plain, fast = seconds(nn.Conv3d._conv_forward), seconds(fast_forward)
+        print(
+            f"one 64^3 window, {threads} thread(s): torch's nn.Conv3d {plain * 1000:5.0f} ms, "
+            f"harmkit's inference convolutions {fast * 1000:5.0f} ms ({plain / fast:.1f}x faster)"
+        )
+
+
 def pool(model_dir: Path, env_threads: str | None) -> float:
     """Seconds for 2 workers to translate 4 scans (a child process, so the environment is fresh)."""
     env = dict(os.environ)
@@ -134,6 +171,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = make_model(Path(tmp))
         stages(model_dir)
+        convolutions(model_dir)
         cores = len(os.sched_getaffinity(0))
         shared = pool(model_dir, None)
         every = pool(model_dir, str(cores))

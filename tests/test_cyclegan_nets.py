@@ -13,6 +13,7 @@ from harmkit_cyclegan.inference import sliding_window, window_starts  # noqa: E4
 from harmkit_cyclegan.intensity import to_network, to_suv  # noqa: E402
 from harmkit_cyclegan.monitor import checkerboard_share  # noqa: E402
 from harmkit_cyclegan.nets import (  # noqa: E402
+    Conv3d,
     PatchDiscriminator3d,
     ResidualBlock,
     ResnetGenerator3d,
@@ -52,11 +53,11 @@ def test_paper_profile_generator_has_the_published_layers():
         inner = list(block.body)
         assert [type(m) for m in inner] == [
             nn.ReflectionPad3d,
-            nn.Conv3d,
+            Conv3d,
             nn.InstanceNorm3d,
             nn.ReLU,
             nn.ReflectionPad3d,
-            nn.Conv3d,
+            Conv3d,
             nn.InstanceNorm3d,
         ]
         assert all(c.in_channels == c.out_channels == 256 for c in inner if isinstance(c, nn.Conv3d))
@@ -81,6 +82,44 @@ def test_generator_keeps_the_patch_shape():
     out = gen(torch.zeros(2, 1, 12, 16, 20))
     assert out.shape == (2, 1, 12, 16, 20)
     assert out.abs().max() <= 1
+
+
+@pytest.mark.parametrize(
+    "in_channels, out_channels, kernel, stride, padding",
+    [(1, 8, 7, 1, 0), (16, 8, 3, 1, 0), (8, 16, 3, 2, 1), (8, 1, 7, 1, 0), (8, 1, 4, 1, 1)],
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_inference_convolutions_equal_torch_and_training_runs_torch_itself(
+    in_channels, out_channels, kernel, stride, padding, channels_last
+):
+    torch.manual_seed(0)
+    conv = Conv3d(in_channels, out_channels, kernel_size=kernel, stride=stride, padding=padding)
+    x = torch.randn(2, in_channels, 18, 20, 22)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last_3d)
+    expected = torch.nn.functional.conv3d(x, conv.weight, conv.bias, stride, padding)
+    with torch.inference_mode():
+        fast = conv(x)
+    assert fast.shape == expected.shape
+    torch.testing.assert_close(fast, expected.detach(), rtol=1e-5, atol=1e-5)
+    # With gradients (training) it is torch's own convolution, to the bit: trained weights do not change.
+    assert torch.equal(conv(x), expected)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.inference_mode():
+        assert conv(x).dtype == torch.bfloat16
+
+
+def test_a_generator_translates_the_same_with_the_fast_inference_convolutions():
+    torch.manual_seed(0)
+    gen = ResnetGenerator3d(ngf=8, n_res_blocks=2, residual=True, upsampling="resize").eval()
+    with torch.no_grad():
+        for parameter in gen.parameters():
+            parameter.add_(0.02 * torch.randn_like(parameter))  # the zero last convolution too: a real change
+    x = torch.rand(1, 1, 32, 32, 32) * 2 - 1
+    with torch.inference_mode():
+        fast = gen(x)
+    reference = gen(x).detach()  # gradients on: torch's convolutions throughout
+    assert (reference - x).abs().max() > 0.1
+    torch.testing.assert_close(fast, reference, rtol=1e-4, atol=1e-4)
 
 
 def test_an_untrained_residual_generator_is_exactly_the_identity():
