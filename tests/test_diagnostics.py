@@ -184,6 +184,52 @@ def test_patch_classifier_is_deterministic_with_a_seed():
     assert np.array_equal(first["descriptors"], second["descriptors"])
 
 
+def test_patch_smoothing_of_a_few_patches_equals_smoothing_the_whole_volume_to_the_bit():
+    from harmkit.diagnostics.patches import SMOOTHING_SIGMAS, _smoothed_patches
+
+    volume = np.random.default_rng(4).gamma(2.0, 1.0, size=(70, 64, 58))
+    whole = [ndimage.gaussian_filter(volume, s, mode="nearest") for s in SMOOTHING_SIGMAS]
+    # a corner, an edge, the interior: the padded boxes hold fewer voxels than the volume, so only they are smoothed
+    corners = [(0, 0, 0), (60 - 16, 3, 58 - 16), (30, 25, 20)]
+    boxes = [tuple(slice(c, c + 16) for c in corner) for corner in corners]
+    for box, smoothed in zip(boxes, _smoothed_patches(volume, boxes)):
+        for mine, reference in zip(smoothed, whole):
+            assert np.array_equal(mine, reference[box])
+    many = boxes * 20  # more voxels than the volume: the whole volume is smoothed once
+    for box, smoothed in zip(many, _smoothed_patches(volume, many)):
+        assert np.array_equal(smoothed[1], whole[1][box])
+
+
+def test_patch_classifier_reuses_known_descriptors_of_unchanged_scans(monkeypatch):
+    import harmkit.diagnostics.patches as patches
+
+    cohort = _texture_cohort({"A": 5.0, "B": 10.0}, {"A": 1.0, "B": 1.0}, n=4)
+    before = patch_separability(cohort, patch_size=16, patches_per_scan=4, folds=3, jobs=1, seed=2)
+    # B's scans replaced (by noise with A's texture); A's unchanged, so their descriptors are known
+    like_a = _texture_cohort({"A": 10.0, "B": 10.0}, {"A": 1.0, "B": 1.0}, n=4, seed=9)
+    replaced = {s.subject_id: s for s in like_a if s.group == "B"}
+    after_cohort = Cohort([replaced.get(s.subject_id, s) for s in cohort])
+    known = {k: before["scan_descriptors"][k] for k, s in enumerate(cohort) if s.subject_id not in replaced}
+
+    fresh = patch_separability(after_cohort, patch_size=16, patches_per_scan=4, folds=3, jobs=1, seed=2)
+    described = []
+    original = patches.scan_patches
+
+    def counting(item):
+        described.append(item[0].subject_id)
+        return original(item)
+
+    monkeypatch.setattr(patches, "scan_patches", counting)
+    reused = patch_separability(after_cohort, patch_size=16, patches_per_scan=4, folds=3, jobs=1, seed=2, known=known)
+
+    assert sorted(described) == sorted(replaced)  # only the replaced scans were described again
+
+    assert np.array_equal(reused["descriptors"], fresh["descriptors"])
+    assert reused["accuracy"] == fresh["accuracy"]
+    b = [k for k, s in enumerate(cohort) if s.group == "B"]
+    assert not np.array_equal(fresh["scan_descriptors"][b[0]], before["scan_descriptors"][b[0]])
+
+
 # --- harmkit diagnose on real scans -------------------------------------------------------------
 
 

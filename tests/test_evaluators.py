@@ -246,3 +246,57 @@ def test_reproducibility_baseline_unchanged_and_combat_improves_overlap(tmp_path
     assert rows["none|A"]["overlap_improvement_pct_lesion"] == 0
     assert (tmp_path / "figures" / "overlap_per_class.png").is_file()
     assert not result.tables["cov_by_group"].empty
+
+
+def _ssim_in_own_box(original, other, mask, data_range):
+    """Mean SSIM over ``mask`` computed on a box around that mask alone (7^3 window, padded by its reach)."""
+    from skimage.metrics import structural_similarity
+
+    idx = np.argwhere(mask)
+    lo = np.maximum(idx.min(axis=0) - 3, 0)
+    hi = np.minimum(idx.max(axis=0) + 4, mask.shape)
+    lo, hi = np.minimum(lo, np.maximum(hi - 7, 0)), np.maximum(hi, np.minimum(lo + 7, mask.shape))
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    _, ssim_map = structural_similarity(original[box], other[box], data_range=data_range, full=True, win_size=7)
+    return float(ssim_map[mask[box]].mean())
+
+
+def test_image_quality_per_mask_equals_each_mask_measured_on_its_own():
+    from harmkit.evaluators.image_quality import masked_metrics, metrics_per_mask
+
+    rng = np.random.default_rng(3)
+    original = ndimage_smooth(rng.gamma(2.0, 1.0, size=(30, 26, 22)))
+    harmonized = original + rng.normal(0, 0.2, original.shape)
+    body = np.zeros(original.shape, bool)
+    body[2:28, 3:24, 1:22] = True  # reaches the volume's last x plane
+    organ = np.zeros(original.shape, bool)
+    organ[10:16, 5:9, 12:15] = True
+    corner = np.zeros(original.shape, bool)
+    corner[0:2, 0:2, 0:2] = True  # at the volume's corner, smaller than the SSIM window
+    masks = {"body": body, "organ": organ, "corner": corner, "empty": np.zeros(original.shape, bool)}
+    data_range = float(original[body].max() - original[body].min())
+
+    metrics = metrics_per_mask(original, harmonized, masks, data_range)
+
+    for name in ("body", "organ", "corner"):
+        mask = masks[name]
+        a, b = original[mask], harmonized[mask]
+        assert metrics[name]["ssim"] == pytest.approx(
+            _ssim_in_own_box(original, harmonized, mask, data_range), abs=1e-12
+        )
+        assert metrics[name]["psnr"] == pytest.approx(10 * np.log10(data_range**2 / np.mean((a - b) ** 2)))
+        assert metrics[name]["nrmse"] == pytest.approx(np.linalg.norm(a - b) / np.linalg.norm(a))
+        assert metrics[name]["n_voxels"] == int(mask.sum())
+        assert masked_metrics(original, harmonized, mask, data_range)["ssim"] == pytest.approx(
+            metrics[name]["ssim"], abs=1e-12
+        )
+    assert 0 < metrics["body"]["ssim"] < 1 and metrics["organ"]["ssim"] != metrics["body"]["ssim"]
+    assert np.isnan(metrics["empty"]["ssim"]) and metrics["empty"]["n_voxels"] == 0
+    same = metrics_per_mask(original, original, masks, data_range)["body"]
+    assert same["ssim"] == pytest.approx(1.0) and same["psnr"] == float("inf") and same["nrmse"] == 0.0
+
+
+def ndimage_smooth(values):
+    from scipy import ndimage
+
+    return ndimage.gaussian_filter(values, 1.5)

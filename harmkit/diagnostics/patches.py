@@ -14,7 +14,7 @@ scored on patches of subjects it never saw (folds grouped by subject).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -111,8 +111,6 @@ def scan_patches(item: tuple) -> np.ndarray:
     else:
         body = array > BODY_SUV
     size = [min(patch_size, s) for s in array.shape]
-    smooth1 = ndimage.gaussian_filter(array, 1.0, mode="nearest")
-    smooth2 = ndimage.gaussian_filter(array, 2.0, mode="nearest")
     # body fraction of every patch position at once (the box filter's value at a patch's centre voxel)
     fraction = ndimage.uniform_filter(body.astype(np.float64), size, mode="constant")
     inner = tuple(slice(s // 2, a - s + s // 2 + 1) for a, s in zip(array.shape, size))
@@ -124,11 +122,41 @@ def scan_patches(item: tuple) -> np.ndarray:
         )
     rng = np.random.default_rng(seed)
     chosen = corners[rng.choice(len(corners), size=n, replace=len(corners) < n)]
+    boxes = [(slice(z, z + size[0]), slice(y, y + size[1]), slice(x, x + size[2])) for z, y, x in chosen]
     rows = []
-    for z, y, x in chosen:
-        box = (slice(z, z + size[0]), slice(y, y + size[1]), slice(x, x + size[2]))
-        rows.append(describe_patch(array[box], body[box] & (array[box] > 0), smooth1[box], smooth2[box]))
+    for box, (smooth1, smooth2) in zip(boxes, _smoothed_patches(array, boxes)):
+        rows.append(describe_patch(array[box], body[box] & (array[box] > 0), smooth1, smooth2))
     return np.asarray(rows, dtype=np.float64)
+
+
+SMOOTHING_SIGMAS = (1.0, 2.0)
+_TRUNCATE = 4.0  # scipy's default reach of a Gaussian filter, in sigmas
+
+
+def _smoothed_patches(array: np.ndarray, boxes: Sequence[tuple[slice, ...]]) -> list[tuple[np.ndarray, ...]]:
+    """``array`` smoothed by each of :data:`SMOOTHING_SIGMAS` (mode ``nearest``), cut to each of ``boxes``.
+
+    The values are those of smoothing the whole volume, to the bit: a box padded by the filter's reach (clipped
+    at the volume's edges, where ``nearest`` extends it as it would the volume) holds every voxel they depend on.
+    When the padded boxes hold fewer voxels than the volume, only they are smoothed.
+    """
+    reach = int(_TRUNCATE * max(SMOOTHING_SIGMAS) + 0.5)
+    padded = [
+        tuple(slice(max(b.start - reach, 0), min(b.stop + reach, n)) for b, n in zip(box, array.shape)) for box in boxes
+    ]
+    if sum(int(np.prod([p.stop - p.start for p in box])) for box in padded) >= array.size:
+        whole = [ndimage.gaussian_filter(array, s, mode="nearest", truncate=_TRUNCATE) for s in SMOOTHING_SIGMAS]
+        return [tuple(smooth[box] for smooth in whole) for box in boxes]
+    out = []
+    for box, outer in zip(boxes, padded):
+        inner = tuple(slice(b.start - p.start, b.stop - p.start) for b, p in zip(box, outer))
+        region = array[outer]
+        out.append(
+            tuple(
+                ndimage.gaussian_filter(region, s, mode="nearest", truncate=_TRUNCATE)[inner] for s in SMOOTHING_SIGMAS
+            )
+        )
+    return out
 
 
 def _spacing_of(scan) -> tuple[float, float, float]:
@@ -231,6 +259,7 @@ def patch_separability(
     jobs: int | None = None,
     executor=None,
     progress: bool = False,
+    known: Mapping[int, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Held-out accuracy of a small classifier that tells site groups apart from image patches.
 
@@ -250,12 +279,20 @@ def patch_separability(
     folds, seed :
         Stratified folds grouped by subject, so a scan's patches are never in
         both training and test; the seed fixes patch positions and folds.
+    known : {position: descriptors}, optional
+        Descriptors already computed for the scans at these positions of
+        ``cohort`` with the same spacing, patch size, patches per scan and
+        seed (``scan_descriptors`` of an earlier result): an image stage leaves
+        the reference group's scans unchanged, so a comparison before and
+        after it need not describe them twice.
 
     Returns a dict: ``accuracy`` (balanced held-out accuracy; chance is one
     over the number of groups), ``chance``, ``auc`` (two groups), ``per_group``,
     ``pairs`` (accuracy of each pair of groups when there are more than two),
     ``descriptor_medians`` ({group: {descriptor: median}}), ``spacing_mm``,
-    ``patch_size``, ``patches``, ``folds``.
+    ``patch_size``, ``patches``, ``folds``, ``descriptors`` (patches x
+    :data:`DESCRIPTORS`), ``labels``, ``scan_descriptors`` (one array per scan,
+    in cohort order).
     """
     from ..execution import get_executor
 
@@ -271,22 +308,31 @@ def patch_separability(
             f"patch classifier: the smallest image is {patch_size} voxels across at {spacing} mm; "
             "patches need 8 or more"
         )
-    items = [(s, tuple(spacing), int(patch_size), int(patches_per_scan), (int(seed), k)) for k, s in enumerate(scans)]
-    own = executor is None
-    if own:
-        executor = get_executor(jobs=jobs, progress=progress)
-    try:
-        results = executor.map(scan_patches, items, label="patch descriptors")
-    finally:
+    per_scan: list[np.ndarray | None] = [None] * len(scans)
+    for k, values in (known or {}).items():
+        if np.shape(values) == (int(patches_per_scan), len(DESCRIPTORS)):
+            per_scan[k] = np.asarray(values, dtype=np.float64)
+    todo = [k for k, values in enumerate(per_scan) if values is None]
+    items = [(scans[k], tuple(spacing), int(patch_size), int(patches_per_scan), (int(seed), k)) for k in todo]
+    if items:
+        own = executor is None
         if own:
-            executor.close()
-    failed = [r.error for r in results if not r.ok]
-    if failed:
-        raise HarmkitError(
-            f"patch descriptors failed for {len(failed)} scan(s): " + "; ".join(str(e) for e in failed[:3])
-        )
-    X = np.concatenate([r.value for r in results])
-    subjects = np.repeat([s.subject_id for s in scans], [len(r.value) for r in results])
+            executor = get_executor(jobs=jobs, progress=progress)
+        try:
+            results = executor.map(scan_patches, items, label="patch descriptors")
+        finally:
+            if own:
+                executor.close()
+        failed = [r.error for r in results if not r.ok]
+        if failed:
+            raise HarmkitError(
+                f"patch descriptors failed for {len(failed)} scan(s): " + "; ".join(str(e) for e in failed[:3])
+            )
+        for k, r in zip(todo, results):
+            per_scan[k] = r.value
+    described = [values for values in per_scan if values is not None]
+    X = np.concatenate(described)
+    subjects = np.repeat([s.subject_id for s in scans], [len(values) for values in described])
     labels = np.array([labels_of[s] for s in subjects])
     result = held_out_accuracy(_features(X), labels, subjects, folds, seed)
     names = list(dict.fromkeys(labels))
@@ -309,6 +355,7 @@ def patch_separability(
     )
     result["descriptors"] = X
     result["labels"] = labels
+    result["scan_descriptors"] = described
     return result
 
 

@@ -36,44 +36,62 @@ from ..interfaces import (
 from ._common import boxplot, finite, records, row_key, savefig
 
 
-def masked_metrics(original: np.ndarray, other: np.ndarray, mask: np.ndarray, data_range: float) -> dict[str, float]:
-    """SSIM, PSNR, NRMSE of ``other`` against ``original`` inside ``mask`` (arrays z, y, x)."""
-    from skimage.metrics import structural_similarity
-
-    mask = mask.astype(bool)
-    if not mask.any():
-        return {
-            "ssim": float("nan"),
-            "psnr": float("nan"),
-            "nrmse": float("nan"),
-            "n_voxels": 0,
-        }
-    a = original[mask].astype(float)
-    b = other[mask].astype(float)
-    mse = float(np.mean((a - b) ** 2))
-    psnr = float("inf") if mse == 0 else 10 * np.log10(data_range**2 / mse)
-    norm = float(np.sqrt(np.sum(a**2)))
-    nrmse = float(np.sqrt(np.sum((a - b) ** 2)) / norm) if norm > 0 else float("nan")
+def _mask_box(mask: np.ndarray, pad: int = 3, least: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds (lo, hi) of ``mask``'s voxels padded by ``pad``, widened to ``least`` voxels where the volume allows."""
     idx = np.argwhere(mask)
-    lo = np.maximum(idx.min(axis=0) - 3, 0)
-    hi = np.minimum(idx.max(axis=0) + 4, mask.shape)
-    for axis in range(3):  # the SSIM window needs 7 voxels along each axis
-        while hi[axis] - lo[axis] < 7 and (lo[axis] > 0 or hi[axis] < mask.shape[axis]):
+    lo = np.maximum(idx.min(axis=0) - pad, 0)
+    hi = np.minimum(idx.max(axis=0) + pad + 1, mask.shape)
+    for axis in range(3):
+        while hi[axis] - lo[axis] < least and (lo[axis] > 0 or hi[axis] < mask.shape[axis]):
             lo[axis] = max(lo[axis] - 1, 0)
             hi[axis] = min(hi[axis] + 1, mask.shape[axis])
-    box = tuple(slice(start, stop) for start, stop in zip(lo, hi))
-    if min(stop - start for start, stop in zip(lo, hi)) < 7:
-        ssim = float("nan")
-    else:
-        _, ssim_map = structural_similarity(
-            original[box].astype(float),
-            other[box].astype(float),
-            data_range=data_range,
-            full=True,
-            win_size=7,
-        )
-        ssim = float(ssim_map[mask[box]].mean())
-    return {"ssim": ssim, "psnr": psnr, "nrmse": nrmse, "n_voxels": int(mask.sum())}
+    return lo, hi
+
+
+def metrics_per_mask(
+    original: np.ndarray, other: np.ndarray, masks: dict[str, np.ndarray], data_range: float
+) -> dict[str, dict[str, float]]:
+    """SSIM, PSNR, NRMSE of ``other`` against ``original`` inside each of ``masks`` (arrays z, y, x).
+
+    One SSIM map serves every mask: it is computed once on the box holding every mask's voxels padded by 3 (the
+    7^3 window's reach), so each mask voxel's value is the one a box around that mask alone would give.
+    """
+    from skimage.metrics import structural_similarity
+
+    masks = {name: np.asarray(mask, dtype=bool) for name, mask in masks.items()}
+    boxes = [_mask_box(mask) for mask in masks.values() if mask.any()]
+    ssim_map, box = None, None
+    if boxes:
+        lo = np.min([b[0] for b in boxes], axis=0)
+        hi = np.max([b[1] for b in boxes], axis=0)
+        box = tuple(slice(int(start), int(stop)) for start, stop in zip(lo, hi))
+        if min(stop - start for start, stop in zip(lo, hi)) >= 7:  # the SSIM window needs 7 voxels along each axis
+            _, ssim_map = structural_similarity(
+                original[box].astype(float),
+                other[box].astype(float),
+                data_range=data_range,
+                full=True,
+                win_size=7,
+            )
+    results = {}
+    for name, mask in masks.items():
+        if not mask.any():
+            results[name] = {"ssim": float("nan"), "psnr": float("nan"), "nrmse": float("nan"), "n_voxels": 0}
+            continue
+        a = original[mask].astype(float)
+        b = other[mask].astype(float)
+        mse = float(np.mean((a - b) ** 2))
+        psnr = float("inf") if mse == 0 else 10 * np.log10(data_range**2 / mse)
+        norm = float(np.sqrt(np.sum(a**2)))
+        nrmse = float(np.sqrt(np.sum((a - b) ** 2)) / norm) if norm > 0 else float("nan")
+        ssim = float("nan") if ssim_map is None else float(ssim_map[mask[box]].mean())
+        results[name] = {"ssim": ssim, "psnr": psnr, "nrmse": nrmse, "n_voxels": int(mask.sum())}
+    return results
+
+
+def masked_metrics(original: np.ndarray, other: np.ndarray, mask: np.ndarray, data_range: float) -> dict[str, float]:
+    """SSIM, PSNR, NRMSE of ``other`` against ``original`` inside ``mask`` (arrays z, y, x)."""
+    return metrics_per_mask(original, other, {"mask": mask}, data_range)["mask"]
 
 
 def quality_one(item: tuple) -> list[dict[str, Any]]:
@@ -89,16 +107,8 @@ def quality_one(item: tuple) -> list[dict[str, Any]]:
     data_range = float(values.max() - values.min()) or 1.0
     if body is None:
         masks = {"image": np.ones_like(original, dtype=bool), **masks}
-    rows = []
-    for name, mask in masks.items():
-        rows.append(
-            {
-                "mask": name,
-                "data_range": data_range,
-                **masked_metrics(original, harmonized, mask, data_range),
-            }
-        )
-    return rows
+    metrics = metrics_per_mask(original, harmonized, masks, data_range)
+    return [{"mask": name, "data_range": data_range, **values} for name, values in metrics.items()]
 
 
 SUMMARY_COLUMNS = (

@@ -234,9 +234,14 @@ class SiteEffectsEvaluator(Evaluator):
         from ..diagnostics.patches import median_spacing
 
         rows = []
+        # the baseline first: a method's unchanged scans (the reference group's) reuse its patch descriptors
+        methods = sorted(
+            (m for m in ctx.methods if m.label == "none" or m.image_stages), key=lambda m: m.label != "none"
+        )
         for ref in ctx.references:
             spacing = median_spacing([s for s in ctx.cohort if s.group == ref])
-            for method in [m for m in ctx.methods if m.label == "none" or m.image_stages]:
+            baseline: list | None = None
+            for method in methods:
                 changed = ctx.changed_scans(method, ref)
                 scans = [
                     replace(changed[s.subject_id], site=s.site, site_group=s.site_group)
@@ -255,7 +260,13 @@ class SiteEffectsEvaluator(Evaluator):
                     "v1",
                 )
 
-                def compute(cohort=cohort, spacing=spacing):
+                known = (
+                    None
+                    if baseline is None
+                    else {k: baseline[k] for k, s in enumerate(ctx.cohort) if s.subject_id not in changed}
+                )
+
+                def compute(cohort=cohort, spacing=spacing, known=known):
                     result = patch_separability(
                         cohort,
                         spacing,
@@ -264,6 +275,7 @@ class SiteEffectsEvaluator(Evaluator):
                         self.folds,
                         ctx.config.seed,
                         executor=ctx.executor,
+                        known=known,
                     )
                     return {
                         k: result[k]
@@ -273,10 +285,14 @@ class SiteEffectsEvaluator(Evaluator):
                             "patches",
                             "patch_size",
                             "spacing_mm",
+                            "scan_descriptors",
                         )
                     }
 
-                result = ctx.memo("patch-separability", key, compute)
+                result = dict(ctx.memo("patch-separability", key, compute))
+                scan_descriptors = result.pop("scan_descriptors", None)
+                if method.label == "none" and scan_descriptors is not None and len(scan_descriptors) == len(scans):
+                    baseline = scan_descriptors
                 rows.append(
                     {
                         "method": method.label,
