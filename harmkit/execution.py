@@ -402,3 +402,18 @@ def get_executor(
     if n == 1:
         return InProcessExecutor(progress=progress)
     return LocalExecutor(n, progress=progress)
+
+
+def map_once(
+    fn: Callable[[Any], Any],
+    items: list,
+    label: str,
+    executor: Executor | None = None,
+    jobs: int | None = None,
+    progress: bool = False,
+) -> list[TaskResult]:
+    """``fn`` over ``items`` on ``executor``, or on workers started for this call alone (``jobs``) and then closed."""
+    if executor is not None:
+        return executor.map(fn, items, label=label)
+    with get_executor(jobs=jobs, progress=progress) as own:
+        return own.map(fn, items, label=label)

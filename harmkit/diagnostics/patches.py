@@ -294,7 +294,7 @@ def patch_separability(
     :data:`DESCRIPTORS`), ``labels``, ``scan_descriptors`` (one array per scan,
     in cohort order).
     """
-    from ..execution import get_executor
+    from ..execution import map_once
 
     scans = list(cohort)
     labels_of = {s.subject_id: (groups or {}).get(s.subject_id, s.group) for s in scans}
@@ -315,14 +315,7 @@ def patch_separability(
     todo = [k for k, values in enumerate(per_scan) if values is None]
     items = [(scans[k], tuple(spacing), int(patch_size), int(patches_per_scan), (int(seed), k)) for k in todo]
     if items:
-        own = executor is None
-        if own:
-            executor = get_executor(jobs=jobs, progress=progress)
-        try:
-            results = executor.map(scan_patches, items, label="patch descriptors")
-        finally:
-            if own:
-                executor.close()
+        results = map_once(scan_patches, items, "patch descriptors", executor, jobs, progress)
         failed = [r.error for r in results if not r.ok]
         if failed:
             raise HarmkitError(

@@ -116,7 +116,7 @@ def texture_statistics(
     """
     import pandas as pd
 
-    from ..execution import get_executor
+    from ..execution import map_once
     from .texture import scan_texture
 
     if tissue_voi == "auto":
@@ -130,14 +130,7 @@ def texture_statistics(
                 f"masks: {', '.join(cohort.mask_names) or 'none'}; or use --tissue-voi auto"
             )
     items = [(s, tissue_voi, edge_voi, dict(region or {})) for s in cohort]
-    own = executor is None
-    if own:
-        executor = get_executor(jobs=jobs, progress=progress)
-    try:
-        results = executor.map(scan_texture, items, label="texture statistics")
-    finally:
-        if own:
-            executor.close()
+    results = map_once(scan_texture, items, "texture statistics", executor, jobs, progress)
     failed = [str(r.error) for r in results if not r.ok]
     if failed:
         lines = "\n".join(f"  - {m}" for m in failed)
