@@ -10,6 +10,9 @@ On two subjects of the simulated lung preset (TUB: 2.04 x 2.04 x 3 mm, about 2.2
    at sigma 1 and 2 voxels, against smoothing only each patch's box padded by the filter's reach
    (``_smoothed_patches``). Bit-identical (asserted).
 
+3. **Site AUC**: the 25 cross-validated logistic-regression fits of one site-AUC call with every core's BLAS
+   threads and with one (``site_predictability`` runs them on one since 2026-12-02).
+
 And how many scans the site-effects evaluator describes in ``harmkit bench --preset lung --methods gan``
 (two references, 168 TUB and 97 BUD scans) with and without reusing the baseline's descriptors for the scans
 an image stage leaves unchanged.
@@ -19,14 +22,11 @@ an image stage leaves unchanged.
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def seconds(fn, *args, repeats: int = 3) -> float:
@@ -51,6 +51,27 @@ def smooth_whole(array) -> list:
     from harmkit.diagnostics.patches import SMOOTHING_SIGMAS
 
     return [ndimage.gaussian_filter(array, sigma, mode="nearest") for sigma in SMOOTHING_SIGMAS]
+
+
+def site_auc_fits(threads: int | None) -> float:
+    """Seconds for the 5 x 5 cross-validated fits of the site-AUC classifier with ``threads`` BLAS threads."""
+    from sklearn.model_selection import StratifiedKFold
+    from threadpoolctl import threadpool_limits
+
+    from harmkit.diagnostics.predictability import _model
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((197, 93)) @ rng.standard_normal((93, 93)) * 0.3
+    y = np.array([0] * 91 + [1] * 106)
+    X[y == 1, :10] += 1.5
+
+    def fits() -> None:
+        with threadpool_limits(threads):
+            for repeat in range(5):
+                for train, test in StratifiedKFold(5, shuffle=True, random_state=repeat).split(X, y):
+                    _model(1.0, 0).fit(X[train], y[train]).predict_proba(X[test])
+
+    return seconds(fits)
 
 
 def main() -> None:
@@ -100,6 +121,10 @@ def main() -> None:
                 f"  {scan.site:10s} on {array.shape[::-1]} voxels: whole volume {whole_s:5.2f} s, "
                 f"around the patches {local_s:5.2f} s ({whole_s / local_s:.1f}x)"
             )
+
+    print("site AUC's 25 logistic-regression fits on 197 x 93 separable features (the head-and-neck preset's size):")
+    every, one = site_auc_fits(None), site_auc_fits(1)
+    print(f"  every core's BLAS threads {every:5.2f} s, one thread {one:5.2f} s ({every / one:.1f}x)")
 
     tub, bud = 168, 97
     before = 2 * 2 * (tub + bud)  # two references x (none, gan) x every scan

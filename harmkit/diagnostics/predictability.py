@@ -67,20 +67,27 @@ def _cross_validated(
     fold_transform=None,
 ) -> tuple[list[float], np.ndarray]:
     from sklearn.model_selection import StratifiedKFold
+    from threadpoolctl import threadpool_limits
 
     n_classes = int(y.max()) + 1
     aucs, mean_probability = [], np.zeros((len(y), n_classes))
-    for repeat in range(repeats):
-        probability = np.zeros((len(y), n_classes))
-        for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed + repeat).split(np.zeros(len(y)), y):
-            if fold_transform is None:
-                x_train, x_test = X.iloc[train], X.iloc[test]
-            else:
-                x_train, x_test = fold_transform(X.iloc[train], list(labels[train]), X.iloc[test], list(labels[test]))
-            model = _model(C, seed).fit(np.asarray(x_train, dtype=float), y[train])
-            probability[test] = model.predict_proba(np.asarray(x_test, dtype=float))
-        aucs.append(_auc(y, probability))
-        mean_probability += probability / repeats
+    # One BLAS thread: on a few hundred rows, threads cost more than they save (4-5x slower on 2 cores, measured in
+    # docs/performance.md), and the numbers then do not depend on the machine's core count.
+    with threadpool_limits(1):
+        for repeat in range(repeats):
+            probability = np.zeros((len(y), n_classes))
+            splits = StratifiedKFold(folds, shuffle=True, random_state=seed + repeat).split(np.zeros(len(y)), y)
+            for train, test in splits:
+                if fold_transform is None:
+                    x_train, x_test = X.iloc[train], X.iloc[test]
+                else:
+                    x_train, x_test = fold_transform(
+                        X.iloc[train], list(labels[train]), X.iloc[test], list(labels[test])
+                    )
+                model = _model(C, seed).fit(np.asarray(x_train, dtype=float), y[train])
+                probability[test] = model.predict_proba(np.asarray(x_test, dtype=float))
+            aucs.append(_auc(y, probability))
+            mean_probability += probability / repeats
     return aucs, mean_probability
 
 
