@@ -231,7 +231,7 @@ def held_out_accuracy(
     y = np.array([classes.index(c) for c in labels])
     probability = np.zeros((len(y), len(classes)))
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    # One OpenMP thread: on a few thousand patches, threads cost more than they save (1.7x slower on 2 cores).
+    # One OpenMP thread: on a few thousand patches, threads gained nothing on 2 cores (docs/performance.md).
     with threadpool_limits(1):
         for train, test in splitter.split(X, y, subjects):
             model = _classifier(seed).fit(X[train], y[train])

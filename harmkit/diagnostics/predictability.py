@@ -71,8 +71,8 @@ def _cross_validated(
 
     n_classes = int(y.max()) + 1
     aucs, mean_probability = [], np.zeros((len(y), n_classes))
-    # One BLAS thread: on a few hundred rows, threads cost more than they save (4-5x slower on 2 cores, measured in
-    # docs/performance.md), and the numbers then do not depend on the machine's core count.
+    # One BLAS thread: on a few hundred rows, threads cost more than they save (2.1x slower on 2 cores in
+    # benchmarks/evaluator_workers.py), and the numbers then do not depend on the machine's core count.
     with threadpool_limits(1):
         for repeat in range(repeats):
             probability = np.zeros((len(y), n_classes))
