@@ -6,6 +6,7 @@ stands in for the differences between machines. Prints one line per quantity.
     python benchmarks/test_margins.py          # ComBat tests (seconds)
     python benchmarks/test_margins.py --gan    # also the CycleGAN texture test over seeds 0-2 (minutes)
     python benchmarks/test_margins.py --gan --gan-param noise_input=false   # the same with an option changed
+    python benchmarks/test_margins.py --learning   # also the issue-14 learning test's training over seeds 0-2
 """
 
 from __future__ import annotations
@@ -116,6 +117,15 @@ def gan_learning(seeds, profile: str = "texture", **overrides) -> list[dict[str,
     return rows
 
 
+def gan_learning_test(seeds) -> list[dict]:
+    """The issue-14 learning test's computation (test_cyclegan_learning.py) at each seed: share moved per direction."""
+    import tempfile
+
+    from test_cyclegan_learning import share_moved
+
+    return [share_moved(Path(tempfile.mkdtemp()), seed=seed) for seed in seeds]
+
+
 def _value(text: str):
     try:
         return float(text)
@@ -139,6 +149,11 @@ def main() -> None:
         help="a CycleGAN hyper-parameter on top of the profile, to measure an option on the toy (repeatable)",
     )
     parser.add_argument("--gan-seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    parser.add_argument(
+        "--learning",
+        action="store_true",
+        help="also rerun the issue-14 learning test's training (test_cyclegan_learning.py) at the --gan-seeds",
+    )
     args = parser.parse_args()
     values = ", ".join(f"{v:.3f}" for v in combat_reference_offsets(range(5)))
     print(f"combat reference offset after/before (test: < 0.25; seed 1 in the test), seeds 0-4: {values}")
@@ -154,6 +169,15 @@ def main() -> None:
                 f"{100 * row['suv_low']:+.1f} to {100 * row['suv_high']:+.1f} % (test: within 25 %), checkerboard "
                 f"share <= {row['checkerboard']:.3f} (test: < 2)"
             )
+    if args.learning:
+        seeds = [int(s) for s in args.gan_seeds.split(",")]
+        for seed, result in zip(seeds, gan_learning_test(seeds)):
+            for (source, target), row in result.items():
+                print(
+                    f"learning test seed {seed}, {source} -> {target}: reference noise SD median {row['before']:.4f} "
+                    f"-> {row['after']:.4f} (target site {row['truth']:.4f}): moved {row['moved']:.3f} "
+                    "(test: between 0.5 and 1.5)"
+                )
 
 
 if __name__ == "__main__":

@@ -128,17 +128,27 @@ def texture_trained():
 
 
 @pytest.mark.slow
-def test_the_default_profile_keeps_the_anatomy_and_the_suv_of_a_to_b_outputs(quick_trained):
+def test_the_default_profile_learns_the_texture_of_a_to_b_outputs_and_keeps_their_anatomy_and_suv(quick_trained):
     gan, cohort, outputs = quick_trained
-    assert gan.make_config().residual
-    for scan, out in zip(cohort.by_group("A"), outputs):
+    assert gan.make_config().generator == "filter"
+    a_scans, b_scans = cohort.by_group("A"), cohort.by_group("B")
+    tex_a = np.mean([texture(s, s.masks["body"]) for s in a_scans])
+    tex_b = np.mean([texture(s, s.masks["body"]) for s in b_scans])
+    # The identity network leaves the texture at tex_a; quick 0.5.0 moved it 80-107 % of the way (seeds 0-2;
+    # quick 0.4.1, the small ResNet, 0.4 %).
+    fraction = (np.mean([texture(out, scan.masks["body"]) for scan, out in zip(a_scans, outputs)]) - tex_a) / (
+        tex_b - tex_a
+    )
+    assert fraction > 0.15, (tex_a, tex_b, fraction)
+    for scan, out in zip(a_scans, outputs):
         body = sitk.GetArrayFromImage(scan.masks["body"]) > 0
-        # Anatomy kept: low-pass SSIM to the input inside the body (quick learns nothing here: measured
-        # 0.999-1.000 over seeds 0-1, SUV +0.1 to +0.3 %).
-        assert lowpass_ssim(scan.load_image(), out.load_image(), body) > 0.98, scan.subject_id
+        # Anatomy kept: low-pass SSIM to the input inside the body (seeds 0-2: 0.979-0.985; the identity: 1).
+        assert lowpass_ssim(scan.load_image(), out.load_image(), body) > 0.95, scan.subject_id
         before = sitk.GetArrayFromImage(scan.load_image())[body].mean()
         after = sitk.GetArrayFromImage(out.load_image())[body].mean()
-        assert after == pytest.approx(before, rel=0.05)  # SUV stays SUV
+        # SUV stays SUV. Seeds 0-2: +4.1 to +6.1 %: site B's noise is twelve times A's here, and the added noise
+        # is cut at SUV 0 in the coldest voxels, which raises the mean.
+        assert after == pytest.approx(before, rel=0.1)
 
 
 @pytest.mark.slow
@@ -292,8 +302,7 @@ def test_the_identity_network_returns_every_scan_exactly_even_through_another_gr
     from harmkit_cyclegan.training import build_generator
 
     gan, _, _ = fitted
-    identity = build_generator(gan.make_config())
-    identity.zero_residual()
+    identity = build_generator(gan.make_config())  # untrained, a residual or filter generator is the identity
     clone = hk.load_model(gan.save(Path(tempfile.mkdtemp()) / "model"))
     clone._generators = {d: {k: v.clone() for k, v in identity.state_dict().items()} for d in ("x_to_y", "y_to_x")}
     clone._nets = {}

@@ -14,6 +14,7 @@ from harmkit_cyclegan.intensity import to_network, to_suv  # noqa: E402
 from harmkit_cyclegan.monitor import checkerboard_share  # noqa: E402
 from harmkit_cyclegan.nets import (  # noqa: E402
     Conv3d,
+    FilterGenerator3d,
     PatchDiscriminator3d,
     ResidualBlock,
     ResnetGenerator3d,
@@ -126,7 +127,7 @@ def test_an_untrained_residual_generator_is_exactly_the_identity():
     from harmkit_cyclegan.training import build_networks
 
     torch.manual_seed(0)
-    cfg = get_profile("quick").with_overrides(ngf=4, n_res_blocks=1)
+    cfg = get_profile("quick").with_overrides(generator="resnet", ngf=4, n_res_blocks=1)
     assert cfg.residual and not get_profile("paper").residual
     nets = build_networks(cfg)  # CycleGAN's N(0, 0.02) initialisation, then the residual path is zeroed
     x = torch.rand(2, 1, 16, 20, 24) * 2 - 1
@@ -407,3 +408,61 @@ def test_the_noise_channel_is_one_volume_so_overlapping_windows_see_the_same_noi
     assert not torch.equal(gen(x), gen(x))  # two draws
     fixed = torch.cat([x, torch.randn_like(x)], dim=1)
     assert torch.equal(gen(fixed), gen(fixed))
+
+
+def _suv_phantom(shape=(24, 24, 24)) -> np.ndarray:
+    """A smooth body of SUV 1 with a hot sphere of SUV 8 and a cold corner of air (network units)."""
+    z, y, x = np.indices(shape)
+    centre = np.array(shape) / 2
+    suv = np.ones(shape, np.float32)
+    suv[(z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2 < 16] = 8.0
+    suv[:4, :4, :4] = 0.0
+    return to_network(suv)[None, None]
+
+
+def test_an_untrained_filter_generator_is_the_identity_and_keeps_the_scan_in_bf16_autocast():
+    generator = FilterGenerator3d()
+    x = torch.from_numpy(_suv_phantom())
+    noise = torch.randn_like(x)
+    with torch.no_grad():
+        out = generator(torch.cat([x, noise], dim=1))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out_bf16 = generator(torch.cat([x, noise], dim=1))
+    assert out.dtype == out_bf16.dtype == torch.float32  # the generator runs in fp32 under autocast
+    assert torch.equal(out, x) and torch.equal(out_bf16, x)  # to the bit: only a change crosses the SUV transform
+
+
+def test_the_filter_generator_blurs_without_moving_uptake_and_adds_noise_that_grows_with_it():
+    torch.manual_seed(0)
+    generator = FilterGenerator3d(sigmas=(1.0, 2.0))
+    x = torch.from_numpy(_suv_phantom((32, 32, 32)))
+    suv = generator.to_suv(x)
+    with torch.no_grad():
+        generator.blur_weights.copy_(torch.tensor([1.0, 0.0]))  # a Gaussian blur of sigma 1 voxel
+        blurred = generator.to_suv(generator(torch.cat([x, torch.zeros_like(x)], dim=1)))
+    # the blur keeps the total uptake (replicated edges: the body reaches the border) and softens the sphere's rim
+    assert abs(float(blurred.sum() / suv.sum()) - 1.0) < 1e-3
+    assert float(blurred[0, 0, 16, 16, 16]) == pytest.approx(8.0, rel=1e-3)  # the centre is 4 voxels from the rim
+    assert float(blurred[0, 0, 16, 16, 13]) < 7.0 and float(blurred[0, 0, 16, 16, 12]) > 2.0  # rim in, air out
+    halves = np.ones((32, 48, 48), np.float32)
+    halves[..., 24:] = 9.0
+    halves[:4, :4, :4] = 0.0  # a corner of air
+    x = torch.from_numpy(to_network(halves)[None, None])
+    suv = generator.to_suv(x)
+    with torch.no_grad():
+        generator.blur_weights.zero_()
+        generator.noise_weights.copy_(torch.tensor([0.2, 0.0]))  # noise of SD 0.2 at SUV 1, grain of 1 voxel
+        noise = generator.to_suv(generator(torch.cat([x, torch.randn_like(x)], dim=1))) - suv
+    # away from the volume's border (replicated edges correlate the noise) and from the step between the halves
+    low, high = noise[0, 0, 6:-6, 6:-6, 4:18], noise[0, 0, 6:-6, 6:-6, 30:44]  # seeds 0-5: 2.83-3.29
+    assert float(low.std()) == pytest.approx(0.2, rel=0.15)
+    # Poisson-like at the start: the SD grows with the square root of the uptake
+    assert float(high.std() / low.std()) == pytest.approx(3.0, rel=0.15)
+    assert float(noise[0, 0, :4, :4, :4].abs().max()) < 1e-3  # air (SUV 0) gets no noise
+
+
+def test_the_filter_generator_needs_the_scan_wide_noise_channel():
+    with pytest.raises(ValueError, match="noise_input"):
+        get_profile("quick").with_overrides(generator="filter", noise_input=False)
+    with pytest.raises(ValueError, match="generator="):
+        get_profile("quick").with_overrides(generator="unet")

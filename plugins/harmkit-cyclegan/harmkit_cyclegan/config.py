@@ -21,7 +21,16 @@ Triple = tuple[int, int, int]
 class CycleGANConfig:
     """Hyper-parameters of one CycleGAN model and its training run."""
 
-    # --- generator (3D ResNet) ---------------------------------------------
+    # --- generator ------------------------------------------------------------
+    generator: str = "resnet"
+    """``"resnet"``: the published 3D ResNet (the fields below up to ``residual``). ``"filter"``: a generator that
+    can only change resolution and add noise, with a few weights per Gaussian of ``filter_sigmas``
+    (:class:`~harmkit_cyclegan.nets.FilterGenerator3d`; not in the paper, needs ``noise_input``)."""
+    filter_sigmas: tuple[float, ...] = (0.5, 1.0, 2.0, 3.0)
+    """Gaussian sigmas (voxels) of the ``filter`` generator's blur and noise-grain weights."""
+    filter_levels: tuple[float, ...] = ()
+    """SUV thresholds of the ``filter`` generator's uptake levels, each with its own blur weights (so the background
+    can be smoothed while lesion edges are kept); (): one set of weights."""
     ngf: int = 64
     """Feature maps of the generator's first 7^3 convolution (then 2x, 4x after the downsamplings)."""
     n_res_blocks: int = 9
@@ -212,6 +221,18 @@ class CycleGANConfig:
             raise ValueError(f"texture_beta={self.texture_beta}: must be > 0 (inf: a squared loss)")
         if self.lambda_texture < 0 or self.texture_patches < 1:
             raise ValueError("lambda_texture must be >= 0 (0: off) and texture_patches positive")
+        if self.generator not in ("resnet", "filter"):
+            raise ValueError(f"generator={self.generator!r}: use 'resnet' (published) or 'filter'")
+        if self.generator == "filter" and not self.noise_input:
+            raise ValueError(
+                "generator='filter' needs noise_input=True (its noise must be one volume per scan at inference)"
+            )
+        sigmas = self.filter_sigmas
+        if not sigmas or any(s <= 0 for s in sigmas) or any(b <= a for a, b in zip(sigmas, sigmas[1:])):
+            raise ValueError(f"filter_sigmas={sigmas}: need one or more positive, increasing sigmas (voxels)")
+        levels = self.filter_levels
+        if any(v <= 0 for v in levels) or any(b <= a for a, b in zip(levels, levels[1:])):
+            raise ValueError(f"filter_levels={levels}: need increasing positive SUVs")
         if self.upsampling not in ("transpose", "resize"):
             raise ValueError(f"upsampling={self.upsampling!r}: use 'transpose' (published) or 'resize'")
         if self.d_band_clip < 0:
@@ -243,7 +264,7 @@ def _normalise(name: str, value: Any) -> Any:
         if isinstance(value, int):
             value = (value, value, value)
         return tuple(int(v) for v in value)
-    if name in ("d_band_sigmas", "texture_sigmas", "texture_levels"):
+    if name in ("d_band_sigmas", "texture_sigmas", "texture_levels", "filter_sigmas", "filter_levels"):
         if isinstance(value, (int, float)):
             value = (value,)
         return tuple(float(v) for v in value)
@@ -258,47 +279,65 @@ PROFILES: dict[str, CycleGANConfig] = {
     # The published architecture and optimisation settings. `steps` was not
     # published; 200k single-patch steps match CycleGAN's 100 + 100 epochs of ~1000 images.
     "paper": CycleGANConfig(),
-    # Small enough for a 2-core CPU: a few minutes of training (measured in
-    # benchmarks/cyclegan.py and docs/performance.md).
-    "quick": CycleGANConfig(
-        ngf=8,
-        residual=True,
-        # Transposed convolutions painted a voxel-scale checkerboard that passed for learned texture
-        # (docs/methods/cyclegan.md, "What the generators really changed").
-        upsampling="resize",
-        n_res_blocks=4,
-        ndf=8,
-        patch_size=(32, 32, 32),
-        batch_size=1,
-        steps=400,
-        window=(64, 64, 64),
-        overlap=0.25,
-        infer_batch=1,
-        checkpoint_every=100,
-    ),
 }
 
+# The small residual ResNet the `quick` profile used up to plugin 0.4.1: a few minutes of training on a 2-core CPU
+# (benchmarks/cyclegan.py, docs/performance.md). It stays the identity within 400 CPU steps; `texture` builds on it.
+SMALL_RESNET = CycleGANConfig(
+    ngf=8,
+    residual=True,
+    # Transposed convolutions painted a voxel-scale checkerboard that passed for learned texture
+    # (docs/methods/cyclegan.md, "What the generators really changed").
+    upsampling="resize",
+    n_res_blocks=4,
+    ndf=8,
+    patch_size=(32, 32, 32),
+    batch_size=1,
+    steps=400,
+    window=(64, 64, 64),
+    overlap=0.25,
+    infer_batch=1,
+    checkpoint_every=100,
+)
 
-# `quick` with what makes its generators learn the sites' noise texture within 400 CPU steps (docs/methods/
-# cyclegan.md, "A loss on the sites' noise power" and "Uptake kept by construction, and a noise input"). On the
-# default head-and-neck bench three of four seeds moved the reference tissue towards the noisier site, one of them
-# with the lesion CCC above the floor, and none towards the sharper site; its image stage takes 1.5x `quick`'s.
-# Not the default.
-PROFILES["texture"] = replace(
-    PROFILES["quick"],
+# The discriminators' view and the losses that make a small model learn the sites' noise texture on a CPU
+# (docs/methods/cyclegan.md, "A discriminator that sees texture" and "A loss on the sites' noise power").
+TEXTURE_TRAINING = dict(
     d_highpass_gain=8.0,  # discriminators that see band-pass copies, where noise texture lives
     d_band_sigmas=(1.0, 2.0),
-    lr=5e-4,
     lr_d=1e-3,
     cycle_sigma=2.0,  # round trips keep anatomy and uptake, not the noise realisation
     lambda_texture=10.0,  # the band-energy loss, per uptake level
     texture_levels=(1.5, 4.0),
     texture_patches=128,
+    noise_input=True,  # towards a noisier site, noise the input does not hold
     lambda_anatomy=10.0,  # the coarse image stays
     hot_fraction=0.3,  # patches centred on hot voxels often enough to learn lesions
-    noise_input=True,  # towards a noisier site, noise the input does not hold
+)
+
+# The bench's default (plugin 0.5.0): generators that can only blur or sharpen, per uptake level, and add noise
+# whose grain and strength they learn (docs/methods/cyclegan.md, "A generator that can only change resolution and
+# noise"). On the head-and-neck bench it moved the reference tissue 58-72 % of the oracle's way in both directions
+# with the lesion features' CCC above the `resample` floor; on the lung preset the lesions' CCC stays below it.
+PROFILES["quick"] = replace(
+    SMALL_RESNET,
+    generator="filter",
+    filter_levels=(1.5, 4.0),
+    lr=1e-2,  # a few weights of order 1 to learn in 1000 steps
+    steps=1000,
+    **TEXTURE_TRAINING,  # type: ignore[arg-type]
+)
+
+# The small ResNet with the texture losses (docs/methods/cyclegan.md, "A loss on the sites' noise power" and
+# "Uptake kept by construction, and a noise input"). On the default head-and-neck bench three of four seeds moved
+# the reference tissue towards the noisier site, one of them with the lesion CCC above the floor, and none towards
+# the sharper site. Not the default.
+PROFILES["texture"] = replace(
+    SMALL_RESNET,
+    lr=5e-4,
     # Windows of the patch size: the instance-normalised generator then sees the statistics it learned on.
     window=(32, 32, 32),
+    **TEXTURE_TRAINING,  # type: ignore[arg-type]
 )
 
 

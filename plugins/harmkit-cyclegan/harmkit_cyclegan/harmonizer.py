@@ -46,10 +46,11 @@ class CycleGANHarmonizer(ImageHarmonizer):
 
     Parameters
     ----------
-    profile : ``"quick"`` (small, minutes on a CPU; default), ``"texture"``
-        (``quick`` with the options that make it learn the sites' noise texture
-        in minutes, at a cost to lesion features: docs/methods/cyclegan.md) or
-        ``"paper"`` (the published architecture and settings). Every other parameter left
+    profile : ``"quick"`` (default: generators that can only change resolution
+        and noise, trained in a few minutes on a CPU), ``"texture"`` (a small
+        residual ResNet with the texture losses, at a cost to lesion features) or
+        ``"paper"`` (the published architecture and settings); see
+        docs/methods/cyclegan.md. Every other parameter left
         at ``None`` takes the profile's value; see
         :class:`harmkit_cyclegan.config.CycleGANConfig` for their meaning.
     device : ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
@@ -74,6 +75,9 @@ class CycleGANHarmonizer(ImageHarmonizer):
         work_dir: str | None = None,
         progress: bool = True,
         threads: int | None = None,
+        generator: str | None = None,
+        filter_sigmas: Any = None,
+        filter_levels: Any = None,
         ngf: int | None = None,
         n_res_blocks: int | None = None,
         residual: bool | None = None,
@@ -128,6 +132,9 @@ class CycleGANHarmonizer(ImageHarmonizer):
         self.work_dir = work_dir
         self.progress = progress
         self.threads = threads
+        self.generator = generator
+        self.filter_sigmas = filter_sigmas
+        self.filter_levels = filter_levels
         self.ngf = ngf
         self.n_res_blocks = n_res_blocks
         self.residual = residual

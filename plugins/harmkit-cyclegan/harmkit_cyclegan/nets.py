@@ -24,6 +24,8 @@ stride-2 layers each output voxel sees 70^3 input voxels.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -200,6 +202,103 @@ class ResnetGenerator3d(nn.Module):
         return image + correction
 
 
+class FilterGenerator3d(nn.Module):
+    """A generator that can only do what separates PET sites: change resolution and noise (not in the paper).
+
+    In SUV, ``out = s + sum_j a_j (G_j * s - s) + s**p * sum_j b_j N_j``: ``G_j`` are Gaussian blurs of
+    ``sigmas`` (voxels), so positive ``a_j`` blur and negative ones sharpen (unsharp masking); ``N_j`` are the
+    noise channel blurred by the same Gaussians and scaled to unit SD, so ``b_j`` sets how much noise of each grain
+    is added; ``s**p`` makes the added noise grow with uptake (Poisson-like at p = 0.5, where it starts). Blurs
+    keep the mean, so uptake stays; no anatomy can be invented or removed.
+
+    With ``levels`` (SUV thresholds), each uptake level of the scan smoothed over 2 voxels has its own ``a_j``,
+    blended across the thresholds over about 20 % of SUV: a site's noise is removed by blurring the background,
+    while lesions, whose features depend on their edges, may keep or sharpen theirs.
+
+    Every ``a`` and ``b`` starts at zero: the untrained generator is the identity. Input and output are in the
+    network's intensity range (the transform of intensity.py, ``suv_max`` and ``suv_scale``); it runs in fp32
+    under autocast (it is cheap, and SUV differences of a few percent are what it learns). The input has two
+    channels, image and noise; a one-channel input gets fresh noise.
+    """
+
+    def __init__(
+        self,
+        sigmas: tuple[float, ...] = (0.5, 1.0, 2.0, 3.0),
+        suv_max: float = 50.0,
+        suv_scale: float = 1.0,
+        levels: tuple[float, ...] = (),
+    ) -> None:
+        super().__init__()
+        self.sigmas = tuple(float(s) for s in sigmas)
+        self.levels = tuple(float(v) for v in levels)
+        self.suv_max = float(suv_max)
+        self.suv_scale = float(suv_scale)
+        self.blur_weights = nn.Parameter(torch.zeros(len(self.levels) + 1, len(self.sigmas)))
+        self.noise_weights = nn.Parameter(torch.zeros(len(self.sigmas)))
+        self.noise_power = nn.Parameter(torch.tensor(0.5))
+        for index, sigma in enumerate(self.sigmas):
+            self.register_buffer(f"kernel{index}", gaussian_kernel(sigma), persistent=False)
+        self.register_buffer("level_kernel", gaussian_kernel(2.0), persistent=False)
+
+    def _kernels(self) -> list[torch.Tensor]:
+        return [getattr(self, f"kernel{index}") for index in range(len(self.sigmas))]
+
+    def to_suv(self, x: torch.Tensor) -> torch.Tensor:
+        half_range = math.log1p(self.suv_max / self.suv_scale) / 2
+        return self.suv_scale * torch.expm1((x.clamp(-1.0, 1.0) + 1.0) * half_range)
+
+    def to_network(self, suv: torch.Tensor) -> torch.Tensor:
+        half_range = math.log1p(self.suv_max / self.suv_scale) / 2
+        return torch.log1p(suv.clamp(0.0, self.suv_max) / self.suv_scale) / half_range - 1.0
+
+    def level_weights(self, suv: torch.Tensor) -> torch.Tensor:
+        """(n, levels + 1, z, y, x) soft memberships of each voxel's smoothed uptake in the levels; they sum to 1."""
+        if not self.levels:
+            return torch.ones_like(suv)
+        kernel = self.level_kernel
+        assert isinstance(kernel, torch.Tensor)
+        log_smooth = torch.log(separable_blur(suv, kernel).clamp(min=1e-6))
+        above = [torch.sigmoid((log_smooth - math.log(t)) / LEVEL_WIDTH) for t in self.levels]
+        bounds = [torch.ones_like(suv), *above, torch.zeros_like(suv)]
+        return torch.cat([upper - lower for upper, lower in zip(bounds, bounds[1:])], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            x = x.float()
+            image = x[:, :1]
+            noise = x[:, 1:2] if x.shape[1] > 1 else torch.randn_like(image)
+            suv = self.to_suv(image)
+            with torch.no_grad():
+                membership = self.level_weights(suv)
+            out = suv
+            grain = torch.zeros_like(suv)
+            for index, (b, kernel) in enumerate(zip(self.noise_weights, self._kernels())):
+                a = (membership * self.blur_weights[:, index].view(1, -1, 1, 1, 1)).sum(dim=1, keepdim=True)
+                out = out + a * (separable_blur(suv, kernel) - suv)
+                unit_sd = kernel.square().sum() ** 1.5  # SD of white noise after the 3D blur
+                grain = grain + b * separable_blur(noise, kernel) / unit_sd
+            out = out + suv.clamp(min=1e-6) ** self.noise_power * grain
+            # Only the change crosses the transform's round trip: zero weights give back the input to the bit.
+            return image + (self.to_network(out) - self.to_network(suv))
+
+    def describe(self) -> dict[str, float]:
+        """The learned blur weights per level and sigma, noise weights per sigma, and the noise power."""
+        names = ["all"] if not self.levels else [f"<{self.levels[0]:g}"] + [f">{t:g}" for t in self.levels]
+        values = {
+            f"blur_{level}_{s:g}": float(a)
+            for level, row in zip(names, self.blur_weights)
+            for s, a in zip(self.sigmas, row)
+        }
+        values.update({f"noise_{s:g}": float(b) for s, b in zip(self.sigmas, self.noise_weights)})
+        values["noise_power"] = float(self.noise_power)
+        return values
+
+
+LEVEL_WIDTH = 0.1
+"""Width, in log SUV, of the blend between two uptake levels of the filter generator (about 20 % SUV from 12 % to
+88 % membership)."""
+
+
 class PatchDiscriminator3d(nn.Module):
     """3D PatchGAN discriminator: one realness score per overlapping input patch."""
 
@@ -222,16 +321,25 @@ class PatchDiscriminator3d(nn.Module):
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        return self._score(self.model[:-1](x))
+
+    def _score(self, x: torch.Tensor) -> torch.Tensor:
+        # The final convolution (to one channel) runs in fp32: under bf16 autocast on a CPU, oneDNN returned
+        # non-finite weight gradients for it in about 1 call of 4 (measured, docs/methods/cyclegan.md), and the
+        # NaN guard then skipped the discriminators' update. It is a small share of the discriminator's work.
+        final = self.model[-1]
+        assert isinstance(final, nn.Conv3d)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return final(x.to(final.weight.dtype))
 
     def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The realness map and the activations after every LeakyReLU (for feature matching)."""
         features = []
-        for layer in self.model:
+        for layer in list(self.model)[:-1]:
             x = layer(x)
             if isinstance(layer, nn.LeakyReLU):
                 features.append(x)
-        return x, features
+        return self._score(x), features
 
 
 class HighPassDiscriminator3d(nn.Module):

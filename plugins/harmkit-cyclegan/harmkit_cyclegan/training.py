@@ -51,6 +51,7 @@ from .config import NOT_LEARNED, CycleGANConfig
 from .intensity import to_network
 from .monitor import MONITOR_COLUMNS
 from .nets import (
+    FilterGenerator3d,
     HighPassDiscriminator3d,
     PatchDiscriminator3d,
     ResnetGenerator3d,
@@ -118,7 +119,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if native else "fp32"
 
 
-def build_generator(config: CycleGANConfig) -> ResnetGenerator3d:
+def build_generator(config: CycleGANConfig) -> nn.Module:
+    if config.generator == "filter":
+        return FilterGenerator3d(config.filter_sigmas, config.suv_max, config.suv_scale, config.filter_levels)
     return ResnetGenerator3d(
         config.ngf,
         config.n_res_blocks,
