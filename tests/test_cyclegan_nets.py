@@ -466,3 +466,11 @@ def test_the_filter_generator_needs_the_scan_wide_noise_channel():
         get_profile("quick").with_overrides(generator="filter", noise_input=False)
     with pytest.raises(ValueError, match="generator="):
         get_profile("quick").with_overrides(generator="unet")
+
+
+def test_the_filter_generator_uses_the_same_suv_transform_as_everything_else():
+    generator = FilterGenerator3d(suv_max=30.0, suv_scale=0.5)
+    suv = np.array([0.0, 0.05, 0.5, 1.0, 3.0, 12.0, 29.0, 30.0], np.float32)
+    network = to_network(suv, 30.0, 0.5)
+    assert np.allclose(generator.to_network(torch.from_numpy(suv)).numpy(), network, atol=1e-6)
+    assert np.allclose(generator.to_suv(torch.from_numpy(network)).numpy(), to_suv(network, 30.0, 0.5), rtol=1e-5)

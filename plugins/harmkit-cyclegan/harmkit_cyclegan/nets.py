@@ -202,6 +202,11 @@ class ResnetGenerator3d(nn.Module):
         return image + correction
 
 
+LEVEL_WIDTH = 0.1
+"""Width, in log SUV, of the blend between two uptake levels of the filter generator (about 20 % SUV from 12 % to
+88 % membership)."""
+
+
 class FilterGenerator3d(nn.Module):
     """A generator that can only do what separates PET sites: change resolution and noise (not in the paper).
 
@@ -243,6 +248,7 @@ class FilterGenerator3d(nn.Module):
     def _kernels(self) -> list[torch.Tensor]:
         return [getattr(self, f"kernel{index}") for index in range(len(self.sigmas))]
 
+    # intensity.py's transform, in torch (test_cyclegan_nets checks that the two agree).
     def to_suv(self, x: torch.Tensor) -> torch.Tensor:
         half_range = math.log1p(self.suv_max / self.suv_scale) / 2
         return self.suv_scale * torch.expm1((x.clamp(-1.0, 1.0) + 1.0) * half_range)
@@ -281,23 +287,6 @@ class FilterGenerator3d(nn.Module):
             # Only the change crosses the transform's round trip: zero weights give back the input to the bit.
             return image + (self.to_network(out) - self.to_network(suv))
 
-    def describe(self) -> dict[str, float]:
-        """The learned blur weights per level and sigma, noise weights per sigma, and the noise power."""
-        names = ["all"] if not self.levels else [f"<{self.levels[0]:g}"] + [f">{t:g}" for t in self.levels]
-        values = {
-            f"blur_{level}_{s:g}": float(a)
-            for level, row in zip(names, self.blur_weights)
-            for s, a in zip(self.sigmas, row)
-        }
-        values.update({f"noise_{s:g}": float(b) for s, b in zip(self.sigmas, self.noise_weights)})
-        values["noise_power"] = float(self.noise_power)
-        return values
-
-
-LEVEL_WIDTH = 0.1
-"""Width, in log SUV, of the blend between two uptake levels of the filter generator (about 20 % SUV from 12 % to
-88 % membership)."""
-
 
 class PatchDiscriminator3d(nn.Module):
     """3D PatchGAN discriminator: one realness score per overlapping input patch."""
@@ -325,7 +314,7 @@ class PatchDiscriminator3d(nn.Module):
 
     def _score(self, x: torch.Tensor) -> torch.Tensor:
         # The final convolution (to one channel) runs in fp32: under bf16 autocast on a CPU, oneDNN returned
-        # non-finite weight gradients for it in about 1 call of 4 (measured, docs/methods/cyclegan.md), and the
+        # non-finite weight gradients for it in up to 6 of 20 calls (measured, docs/methods/cyclegan.md), and the
         # NaN guard then skipped the discriminators' update. It is a small share of the discriminator's work.
         final = self.model[-1]
         assert isinstance(final, nn.Conv3d)
