@@ -319,7 +319,7 @@ _TEXTURE_TRAINING = replace(
 
 # The bench's default (plugin 0.5.0): generators that can only blur or sharpen, per uptake level, and add noise
 # whose grain and strength they learn (docs/methods/cyclegan.md, "A generator that can only change resolution and
-# noise"). On the head-and-neck bench it moved the reference tissue 52-72 % of the oracle's way in both directions
+# noise"). On the head-and-neck bench it moved the reference tissue 52-74 % of the oracle's way in both directions
 # (seeds 0-2), the lesion features' CCC above the `resample` floor except towards HGJ at seed 2; on the lung preset
 # the lesions' CCC stays below it.
 PROFILES["quick"] = replace(
