@@ -474,3 +474,28 @@ def test_the_filter_generator_uses_the_same_suv_transform_as_everything_else():
     network = to_network(suv, 30.0, 0.5)
     assert np.allclose(generator.to_network(torch.from_numpy(suv)).numpy(), network, atol=1e-6)
     assert np.allclose(generator.to_suv(torch.from_numpy(network)).numpy(), to_suv(network, 30.0, 0.5), rtol=1e-5)
+
+
+def test_the_filter_generators_noise_grains_can_be_coarser_than_its_blurs():
+    torch.manual_seed(0)
+    generator = FilterGenerator3d(sigmas=(0.5, 1.0), noise_sigmas=(0.5, 3.0))
+    assert generator.blur_weights.shape == (1, 2) and generator.noise_weights.shape == (2,)
+    flat = torch.from_numpy(to_network(np.ones((40, 40, 40), np.float32))[None, None])
+    noise = torch.randn_like(flat)
+    with torch.no_grad():
+        assert torch.equal(generator(torch.cat([flat, noise], dim=1)), flat)  # untrained: the identity
+        grains = []
+        for weights in ([0.2, 0.0], [0.0, 0.2]):
+            generator.noise_weights.copy_(torch.tensor(weights))
+            added = generator.to_suv(generator(torch.cat([flat, noise], dim=1))) - 1.0
+            grains.append(added[0, 0, 10:-10, 10:-10, 10:-10])
+    for grain in grains:
+        # SD 0.2 at SUV 1, whatever the grain (seeds 0-2: 0.200-0.204 fine, 0.182-0.204 coarse)
+        assert float(grain.std()) == pytest.approx(0.2, rel=0.2)
+    # the coarse grain is correlated over neighbours, the fine one hardly (seeds 0-2: 0.27-0.28 and 0.96-0.97)
+    neighbour_correlation = [
+        float(torch.corrcoef(torch.stack([g[:, :, :-1].flatten(), g[:, :, 1:].flatten()]))[0, 1]) for g in grains
+    ]
+    assert neighbour_correlation[0] < 0.5 < 0.9 < neighbour_correlation[1], neighbour_correlation
+    with pytest.raises(ValueError, match="filter_noise_sigmas"):
+        get_profile("quick").with_overrides(filter_noise_sigmas=(2.0, 1.0))

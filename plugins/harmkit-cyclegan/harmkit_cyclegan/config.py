@@ -27,7 +27,11 @@ class CycleGANConfig:
     can only change resolution and add noise, with a few weights per Gaussian of ``filter_sigmas``
     (:class:`~harmkit_cyclegan.nets.FilterGenerator3d`; not in the paper, needs ``noise_input``)."""
     filter_sigmas: tuple[float, ...] = (0.5, 1.0, 2.0, 3.0)
-    """Gaussian sigmas (voxels) of the ``filter`` generator's blur and noise-grain weights."""
+    """Gaussian sigmas (voxels) of the ``filter`` generator's blur weights (and its noise grains unless
+    ``filter_noise_sigmas`` is set)."""
+    filter_noise_sigmas: tuple[float, ...] = ()
+    """Gaussian sigmas (voxels) of the ``filter`` generator's noise grains; (): those of ``filter_sigmas``. A coarse
+    noise grain only adds noise; a coarse blur also reshapes every structure of that size (lesions)."""
     filter_levels: tuple[float, ...] = ()
     """SUV thresholds of the ``filter`` generator's uptake levels, each with its own blur weights (so the background
     can be smoothed while lesion edges are kept); (): one set of weights."""
@@ -227,9 +231,14 @@ class CycleGANConfig:
             raise ValueError(
                 "generator='filter' needs noise_input=True (its noise must be one volume per scan at inference)"
             )
-        sigmas = self.filter_sigmas
-        if not sigmas or any(s <= 0 for s in sigmas) or any(b <= a for a, b in zip(sigmas, sigmas[1:])):
-            raise ValueError(f"filter_sigmas={sigmas}: need one or more positive, increasing sigmas (voxels)")
+        for name in ("filter_sigmas", "filter_noise_sigmas"):
+            sigmas = getattr(self, name)
+            if (
+                (name == "filter_sigmas" and not sigmas)
+                or any(s <= 0 for s in sigmas)
+                or any(b <= a for a, b in zip(sigmas, sigmas[1:]))
+            ):
+                raise ValueError(f"{name}={sigmas}: need one or more positive, increasing sigmas (voxels)")
         levels = self.filter_levels
         if any(v <= 0 for v in levels) or any(b <= a for a, b in zip(levels, levels[1:])):
             raise ValueError(f"filter_levels={levels}: need increasing positive SUVs")
@@ -264,7 +273,14 @@ def _normalise(name: str, value: Any) -> Any:
         if isinstance(value, int):
             value = (value, value, value)
         return tuple(int(v) for v in value)
-    if name in ("d_band_sigmas", "texture_sigmas", "texture_levels", "filter_sigmas", "filter_levels"):
+    if name in (
+        "d_band_sigmas",
+        "texture_sigmas",
+        "texture_levels",
+        "filter_sigmas",
+        "filter_noise_sigmas",
+        "filter_levels",
+    ):
         if isinstance(value, (int, float)):
             value = (value,)
         return tuple(float(v) for v in value)
@@ -317,15 +333,19 @@ _TEXTURE_TRAINING = replace(
     hot_fraction=0.3,  # patches centred on hot voxels often enough to learn lesions
 )
 
-# The bench's default (plugin 0.5.0): generators that can only blur or sharpen, per uptake level, and add noise
-# whose grain and strength they learn (docs/methods/cyclegan.md, "A generator that can only change resolution and
-# noise"). On the head-and-neck bench it moved the reference tissue 52-74 % of the oracle's way in both directions
-# (seeds 0-2), the lesion features' CCC above the `resample` floor except towards HGJ at seed 2; on the lung preset
-# the lesions' CCC stays below it.
+# The bench's default (plugin 0.6.0): generators that can only blur or sharpen (by at most about a voxel), below and
+# above SUV 1.5, and add noise whose grain and strength they learn (docs/methods/cyclegan.md, "A generator that can
+# only change resolution and noise" and "Blurs of at most a voxel"). Coarser blurs, learned for the reference
+# tissue's noise, reshaped lesions of the same uptake, and a separate level above SUV 4 learned blurs that took the
+# lesions away from their counterfactuals (lung preset: lesion CCC below the `resample` floor in both directions
+# with 0.5.0's sigmas up to 3 voxels and three levels, above it with these). Coarse noise grains stay: added noise
+# reshapes no structure.
 PROFILES["quick"] = replace(
     _TEXTURE_TRAINING,
     generator="filter",
-    filter_levels=(1.5, 4.0),
+    filter_sigmas=(0.5, 1.0),
+    filter_noise_sigmas=(0.5, 1.0, 2.0, 3.0),
+    filter_levels=(1.5,),
     lr=1e-2,  # a few weights of order 1 to learn in 1000 steps
     steps=1000,
 )

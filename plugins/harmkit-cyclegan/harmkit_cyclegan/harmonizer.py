@@ -77,6 +77,7 @@ class CycleGANHarmonizer(ImageHarmonizer):
         threads: int | None = None,
         generator: str | None = None,
         filter_sigmas: Any = None,
+        filter_noise_sigmas: Any = None,
         filter_levels: Any = None,
         ngf: int | None = None,
         n_res_blocks: int | None = None,
@@ -134,6 +135,7 @@ class CycleGANHarmonizer(ImageHarmonizer):
         self.threads = threads
         self.generator = generator
         self.filter_sigmas = filter_sigmas
+        self.filter_noise_sigmas = filter_noise_sigmas
         self.filter_levels = filter_levels
         self.ngf = ngf
         self.n_res_blocks = n_res_blocks

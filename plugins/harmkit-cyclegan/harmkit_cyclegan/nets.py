@@ -210,11 +210,12 @@ LEVEL_WIDTH = 0.1
 class FilterGenerator3d(nn.Module):
     """A generator that can only do what separates PET sites: change resolution and noise (not in the paper).
 
-    In SUV, ``out = s + sum_j a_j (G_j * s - s) + s**p * sum_j b_j N_j``: ``G_j`` are Gaussian blurs of
-    ``sigmas`` (voxels), so positive ``a_j`` blur and negative ones sharpen (unsharp masking); ``N_j`` are the
-    noise channel blurred by the same Gaussians and scaled to unit SD, so ``b_j`` sets how much noise of each grain
-    is added; ``s**p`` makes the added noise grow with uptake (Poisson-like at p = 0.5, where it starts). Blurs
-    keep the mean, so uptake stays; no anatomy can be invented or removed.
+    In SUV, ``out = s + sum_j a_j (G_j * s - s) + s**p * sum_k b_k N_k``: ``G_j`` are Gaussian blurs of
+    ``sigmas`` (voxels), so positive ``a_j`` blur and negative ones sharpen (unsharp masking); ``N_k`` are the
+    noise channel blurred by the Gaussians of ``noise_sigmas`` (default: ``sigmas``) and scaled to unit SD, so
+    ``b_k`` sets how much noise of each grain is added; ``s**p`` makes the added noise grow with uptake
+    (Poisson-like at p = 0.5, where it starts). Blurs keep the mean, so uptake stays; no anatomy can be invented or
+    removed.
 
     With ``levels`` (SUV thresholds), each uptake level of the scan smoothed over 2 voxels has its own ``a_j``,
     blended across the thresholds over about 20 % of SUV: a site's noise is removed by blurring the background,
@@ -232,21 +233,25 @@ class FilterGenerator3d(nn.Module):
         suv_max: float = 50.0,
         suv_scale: float = 1.0,
         levels: tuple[float, ...] = (),
+        noise_sigmas: tuple[float, ...] | None = None,
     ) -> None:
         super().__init__()
         self.sigmas = tuple(float(s) for s in sigmas)
+        self.noise_sigmas = self.sigmas if noise_sigmas is None else tuple(float(s) for s in noise_sigmas)
         self.levels = tuple(float(v) for v in levels)
         self.suv_max = float(suv_max)
         self.suv_scale = float(suv_scale)
         self.blur_weights = nn.Parameter(torch.zeros(len(self.levels) + 1, len(self.sigmas)))
-        self.noise_weights = nn.Parameter(torch.zeros(len(self.sigmas)))
+        self.noise_weights = nn.Parameter(torch.zeros(len(self.noise_sigmas)))
         self.noise_power = nn.Parameter(torch.tensor(0.5))
-        for index, sigma in enumerate(self.sigmas):
+        # one kernel per distinct sigma, blur and noise grains alike
+        self._all_sigmas = sorted(set(self.sigmas) | set(self.noise_sigmas))
+        for index, sigma in enumerate(self._all_sigmas):
             self.register_buffer(f"kernel{index}", gaussian_kernel(sigma), persistent=False)
         self.register_buffer("level_kernel", gaussian_kernel(2.0), persistent=False)
 
-    def _kernels(self) -> list[torch.Tensor]:
-        return [getattr(self, f"kernel{index}") for index in range(len(self.sigmas))]
+    def _kernels(self, sigmas: tuple[float, ...]) -> list[torch.Tensor]:
+        return [getattr(self, f"kernel{self._all_sigmas.index(sigma)}") for sigma in sigmas]
 
     # intensity.py's transform, in torch (test_cyclegan_nets checks that the two agree).
     def to_suv(self, x: torch.Tensor) -> torch.Tensor:
@@ -277,10 +282,11 @@ class FilterGenerator3d(nn.Module):
             with torch.no_grad():
                 membership = self.level_weights(suv)
             out = suv
-            grain = torch.zeros_like(suv)
-            for index, (b, kernel) in enumerate(zip(self.noise_weights, self._kernels())):
+            for index, kernel in enumerate(self._kernels(self.sigmas)):
                 a = (membership * self.blur_weights[:, index].view(1, -1, 1, 1, 1)).sum(dim=1, keepdim=True)
                 out = out + a * (separable_blur(suv, kernel) - suv)
+            grain = torch.zeros_like(suv)
+            for b, kernel in zip(self.noise_weights, self._kernels(self.noise_sigmas)):
                 unit_sd = kernel.square().sum() ** 1.5  # SD of white noise after the 3D blur
                 grain = grain + b * separable_blur(noise, kernel) / unit_sd
             out = out + suv.clamp(min=1e-6) ** self.noise_power * grain

@@ -121,7 +121,13 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 def build_generator(config: CycleGANConfig) -> nn.Module:
     if config.generator == "filter":
-        return FilterGenerator3d(config.filter_sigmas, config.suv_max, config.suv_scale, config.filter_levels)
+        return FilterGenerator3d(
+            config.filter_sigmas,
+            config.suv_max,
+            config.suv_scale,
+            config.filter_levels,
+            noise_sigmas=config.filter_noise_sigmas or None,
+        )
     return ResnetGenerator3d(
         config.ngf,
         config.n_res_blocks,
