@@ -446,6 +446,30 @@ def test_nan_voxels_are_refused_by_bench_before_any_work(capsys, cohort, tmp_pat
     assert not list(Path(os.environ["HARMKIT_CACHE"]).glob("features/*"))
 
 
+@pytest.mark.slow
+def test_bench_refits_an_image_stage_after_a_mask_was_edited(capsys, cohort, tmp_path):
+    """Models are cached by the content of everything a harmonizer reads: an edited mask is never served stale."""
+    from scipy.ndimage import binary_dilation
+
+    cache = tmp_path / "cache"
+    bench = ["bench", "--cohort", cohort, "--methods", "histmatch", "--folds", "2", "--quiet", "--jobs", "1"]
+    status, output = cli(capsys, *bench, "--out", tmp_path / "a", "--cache-dir", cache)
+    assert status == 0, output
+    models = {p.name for p in (cache / "models").iterdir()}  # one per reference site
+    assert len(models) == 3
+    # histmatch's healthy tissue is the body without the lesion: a redrawn lesion mask changes what it fits on
+    rewrite_image(
+        cohort.parent / "STS_019" / "PET_mask.nii.gz",
+        lambda m: binary_dilation(m > 0, iterations=2).astype(m.dtype),
+    )
+    status, output = cli(capsys, *bench, "--out", tmp_path / "b", "--cache-dir", cache)
+    assert status == 0, output
+    refitted = {p.name for p in (cache / "models").iterdir()} - models
+    assert len(refitted) == 3, "a cached model was reused although a mask it reads had changed"
+    again = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert again["cache"]["misses"] > 0
+
+
 # -- 4. every failure is one HarmkitError line ----------------------------------------------------------------------
 
 

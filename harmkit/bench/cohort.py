@@ -140,7 +140,34 @@ def check_bench_cohort(config: BenchConfig, cohort: Cohort) -> Cohort:
 
 
 def image_digest(scan: Scan) -> str:
+    """The content hash of ``scan``'s image (its bytes, not its file name)."""
     from ..cache import hash_parts
 
-    image = scan.image if not isinstance(scan.image, (str, os.PathLike)) else Path(scan.image)
-    return hash_parts(image)
+    return hash_parts(_content(scan.image))
+
+
+def scan_digest(scan: Scan) -> str:
+    """The content hash of everything an image harmonizer is handed with ``scan``: for its cache keys.
+
+    The image and every mask by content (an edited body, reference or lesion
+    mask refits a model that reads it: histmatch's healthy tissue leaves the
+    lesion out), the site, group, covariates, outcome, pair and NaN rule.
+    """
+    from ..cache import hash_parts
+
+    return hash_parts(
+        _content(scan.image),
+        sorted((name, hash_parts(_content(mask))) for name, mask in scan.masks.items()),
+        scan.subject_id,
+        scan.site,
+        scan.group,
+        json.dumps(scan.covariates, sort_keys=True, default=str),
+        scan.outcome,
+        scan.pair_id,
+        scan.nan_to_zero,
+    )
+
+
+def _content(item: Any) -> Any:
+    """A path as a Path (hashed by its bytes), an in-memory image as it is."""
+    return Path(item) if isinstance(item, (str, os.PathLike)) else item

@@ -20,7 +20,7 @@ from ..errors import HarmkitError, TargetNotSupported
 from ..interfaces import apply_run_parameters
 from ..methods import Method
 from ..voi import BODY_THRESHOLD_SUV, body_mask
-from .cohort import image_digest
+from .cohort import image_digest, scan_digest
 from .stages import plugin_params
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -194,11 +194,9 @@ def run_image_stages(ctx: "BenchContext", console) -> None:
     fitted once per reference instead. Later stages of a chain see a
     reference-specific input and are fitted per reference.
     """
-    digests = {s.subject_id: image_digest(s) for s in ctx.cohort}
-    cohort_key = ctx.cache.key(
-        "cohort",
-        sorted((s.subject_id, s.site, s.group, digests[s.subject_id]) for s in ctx.cohort),
-    )
+    # masks and covariates too: a harmonizer may read any of them, and an edited mask must refit, not reuse
+    digests = {s.subject_id: scan_digest(s) for s in ctx.cohort}
+    cohort_key = ctx.cache.key("cohort", sorted(digests.items()), "v2")
     failed: dict[str, str] = {}
     first_models: dict[tuple[str, str], tuple[str, Path]] = {}
     for method in ctx.methods:
