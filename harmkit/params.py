@@ -14,8 +14,8 @@ from .errors import HarmkitError
 
 
 def parse_param_value(text: str) -> Any:
-    """A ``--param`` value: JSON (``true``, ``3``, ``0.5``, ``[1, 2]``, ``null``), ``true``/``false``/``none`` in any
-    case, a comma-separated list (``32,32,32``), else the text itself."""
+    """A ``--param`` value: JSON (``true``, ``3``, ``0.5``, ``[1, 2]``, ``null``), ``true``/``false``/``none`` and
+    ``inf``/``-inf`` in any case, a comma-separated list (``32,32,32``), else the text itself."""
     import json
 
     text = text.strip()
@@ -28,6 +28,8 @@ def parse_param_value(text: str) -> Any:
         return lowered == "true"
     if lowered in ("none", "null"):
         return None
+    if lowered.lstrip("+-") in ("inf", "infinity"):
+        return float(lowered)
     if "," in text:
         return [parse_param_value(part) for part in text.split(",")]
     return text

@@ -283,3 +283,25 @@ def test_zscore_errors_name_the_site(zscore):
         model.transform(features[:1], ["C"])
     with pytest.raises(HarmkitError, match="reference site 'Z' has no training rows"):
         zscore().fit(features[:2], ["A", "A"], reference_site="Z")
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("3", 3),
+        ("0.5", 0.5),
+        ("TRUE", True),
+        ("None", None),
+        ("32,32,32", [32, 32, 32]),
+        ("0.5, 1,2", [0.5, 1, 2]),
+        ("inf", float("inf")),
+        ("-Infinity", float("-inf")),
+        ("1,inf", [1, float("inf")]),
+        ("resnet", "resnet"),
+        ("[1, 2]", [1, 2]),
+    ],
+)
+def test_param_values_are_parsed_as_a_user_types_them(text, value):
+    from harmkit.params import parse_param_value
+
+    assert parse_param_value(text) == value
