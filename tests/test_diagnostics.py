@@ -379,3 +379,17 @@ def test_site_effects_evaluator_measures_patch_texture_before_and_after_an_image
     assert row["patch_accuracy_before"] >= 0.8
     assert row["patch_accuracy"] < 0.7
     assert (tmp_path / "figures" / "site_effects.png").is_file()
+
+
+def test_patch_descriptors_of_a_scan_without_a_body_mask_use_harmkits_body_mask():
+    from harmkit.diagnostics.patches import scan_patches
+    from harmkit.voi import body_mask
+
+    rng = np.random.default_rng(2)
+    values = np.zeros((32, 32, 32))
+    values[4:28, 4:28, 4:28] = 1.5 * (1 + 0.2 * _correlated_noise(rng, (24, 24, 24), 8.0, (4.0, 4.0, 4.0)))
+    values[10:20, 10:20, 29:31] = 0.5  # an arm or a syringe apart from the body: not body by harmkit's rule
+    bare = Scan("s", "A", _image(values), {})
+    given = Scan("s", "A", bare.image, {"body": body_mask(bare.image)})
+    item = ((4.0, 4.0, 4.0), 16, 6, 1)
+    assert np.array_equal(scan_patches((bare, *item)), scan_patches((given, *item)))

@@ -22,6 +22,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from ..errors import HarmkitError
+from ..voi import body_mask
 
 # name -> what it measures, on the patch divided by its body mean (gaussian(x, s): Gaussian smoothing, s in voxels)
 DESCRIPTORS = {
@@ -35,7 +36,6 @@ DESCRIPTORS = {
     "acf2_inplane": "lag-2 autocorrelation of x - gaussian(x, 2), mean of x and y",
     "gradient": "median gradient magnitude (central differences, per voxel)",
 }
-BODY_SUV = 0.1
 MIN_BODY_FRACTION = 0.5
 
 
@@ -104,12 +104,15 @@ def describe_patch(patch: np.ndarray, body: np.ndarray, smooth1: np.ndarray, smo
 def scan_patches(item: tuple) -> np.ndarray:
     """Worker: descriptors of ``n`` patches of one scan, ``(scan, spacing, patch_size, n, seed)`` -> array (n, D)."""
     scan, spacing, patch_size, n, seed = item
-    image = resample(scan.load_image(), spacing)
+    original = scan.load_image()
+    image = resample(original, spacing)
     array = sitk.GetArrayFromImage(image).astype(np.float64)
-    if "body" in scan.masks:
-        body = sitk.GetArrayFromImage(resample(scan.load_mask("body"), spacing, sitk.sitkNearestNeighbor)) > 0
-    else:
-        body = array > BODY_SUV
+    # the one body rule of every command (harmkit.voi), made on the scan's own grid like the bench's masks
+    try:
+        mask = scan.load_mask("body") if "body" in scan.masks else body_mask(original)
+    except HarmkitError as exc:
+        raise HarmkitError(f"{scan.label}: {exc}") from None
+    body = sitk.GetArrayFromImage(resample(mask, spacing, sitk.sitkNearestNeighbor)) > 0
     size = [min(patch_size, s) for s in array.shape]
     # body fraction of every patch position at once (the box filter's value at a patch's centre voxel)
     fraction = ndimage.uniform_filter(body.astype(np.float64), size, mode="constant")
@@ -117,7 +120,7 @@ def scan_patches(item: tuple) -> np.ndarray:
     corners = np.argwhere(fraction[inner] >= MIN_BODY_FRACTION - 1e-9)  # index in ``inner`` = the patch's corner
     if len(corners) == 0:
         raise HarmkitError(
-            f"{scan.label}: no patch of {size} voxels is at least half inside the body (SUV > {BODY_SUV}); "
+            f"{scan.label}: no patch of {size} voxels is at least half inside the body; "
             "use a smaller patch size, or check that the image is in SUV"
         )
     rng = np.random.default_rng(seed)
