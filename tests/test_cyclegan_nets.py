@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -499,3 +501,23 @@ def test_the_filter_generators_noise_grains_can_be_coarser_than_its_blurs():
     assert neighbour_correlation[0] < 0.5 < 0.9 < neighbour_correlation[1], neighbour_correlation
     with pytest.raises(ValueError, match="filter_noise_sigmas"):
         get_profile("quick").with_overrides(filter_noise_sigmas=(2.0, 1.0))
+
+
+def test_a_bound_on_the_blur_weights_keeps_the_filter_generator_from_sharpening_more():
+    torch.manual_seed(0)
+    x = torch.from_numpy(_suv_phantom((32, 32, 32)))
+    inputs = torch.cat([x, torch.zeros_like(x)], dim=1)  # no noise: only the blur acts
+    bounded, mild, free = (FilterGenerator3d(sigmas=(1.0,), min_blur=m) for m in (0.0, -0.2, -math.inf))
+    with torch.no_grad():
+        for generator in (bounded, mild, free):
+            generator.blur_weights.fill_(-0.5)  # a sharpening
+        assert torch.equal(bounded(inputs), x)  # clamped to 0: the identity
+        free.blur_weights.fill_(-0.2)
+        assert torch.equal(mild(inputs), free(inputs))  # clamped to the bound
+    bounded.constrain_()
+    mild.constrain_()
+    assert float(bounded.blur_weights.detach().min()) == 0.0
+    assert float(mild.blur_weights.detach().min()) == pytest.approx(-0.2)
+    for bad in (0.1, math.nan):
+        with pytest.raises(ValueError, match="filter_min_blur"):
+            get_profile("quick").with_overrides(filter_min_blur=bad)

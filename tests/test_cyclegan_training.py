@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 
 import numpy as np
@@ -307,3 +308,13 @@ def test_the_band_energy_loss_form_is_squared_below_beta_and_continues_linearly(
     assert torch.allclose(slope[~inside].abs(), torch.full_like(slope[~inside], 4.0))  # 2 * beta, continuous at beta
     with pytest.raises(ValueError, match="texture_beta"):
         _config(texture_beta=0.0)
+
+
+def test_a_filter_generator_trained_with_a_blur_bound_never_goes_below_it(tmp_path):
+    blur = {}
+    for bound in (-math.inf, 0.0):
+        config = _config(generator="filter", noise_input=True, filter_min_blur=bound)
+        trainer = Trainer(config, _sample_a, _sample_b, tmp_path / str(bound)).run()
+        blur[bound] = torch.cat([trainer.nets[k].blur_weights.detach().flatten() for k in ("G_ab", "G_ba")])
+    assert float(blur[-math.inf].min()) < 0  # unbounded, these domains make one direction sharpen
+    assert float(blur[0.0].min()) == 0.0 and float(blur[0.0].max()) > 0  # bounded: it blurs, never sharpens

@@ -11,6 +11,7 @@ Array axis order is (z, y, x) throughout, as in ``SimpleITK.GetArrayFromImage``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -35,6 +36,10 @@ class CycleGANConfig:
     filter_levels: tuple[float, ...] = ()
     """SUV thresholds of the ``filter`` generator's uptake levels, each with its own blur weights (so the background
     can be smoothed while lesion edges are kept); (): one set of weights."""
+    filter_min_blur: float = -math.inf
+    """Lower bound of the ``filter`` generator's blur weights: 0 allows blurring only, -0.5 a mild sharpening,
+    -inf any. A sharpening also amplifies the source's own noise, which keeps its grain (see
+    docs/methods/cyclegan.md, "Sharpening or noise")."""
     ngf: int = 64
     """Feature maps of the generator's first 7^3 convolution (then 2x, 4x after the downsamplings)."""
     n_res_blocks: int = 9
@@ -239,6 +244,8 @@ class CycleGANConfig:
                 or any(b <= a for a, b in zip(sigmas, sigmas[1:]))
             ):
                 raise ValueError(f"{name}={sigmas}: need one or more positive, increasing sigmas (voxels)")
+        if math.isnan(self.filter_min_blur) or self.filter_min_blur > 0:
+            raise ValueError(f"filter_min_blur={self.filter_min_blur}: must be <= 0 (0: no sharpening; -inf: no bound)")
         levels = self.filter_levels
         if any(v <= 0 for v in levels) or any(b <= a for a, b in zip(levels, levels[1:])):
             raise ValueError(f"filter_levels={levels}: need increasing positive SUVs")

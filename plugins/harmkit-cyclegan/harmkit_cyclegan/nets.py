@@ -221,7 +221,9 @@ class FilterGenerator3d(nn.Module):
     blended across the thresholds over about 20 % of SUV: a site's noise is removed by blurring the background,
     while lesions, whose features depend on their edges, may keep or sharpen theirs.
 
-    Every ``a`` and ``b`` starts at zero: the untrained generator is the identity. Input and output are in the
+    ``min_blur`` bounds every ``a`` from below (0: blur only; the trainer projects the weights onto the bound
+    after each step, :meth:`constrain_`). Every ``a`` and ``b`` starts at zero: the untrained generator is the
+    identity. Input and output are in the
     network's intensity range (the transform of intensity.py, ``suv_max`` and ``suv_scale``); it runs in fp32
     under autocast (it is cheap, and SUV differences of a few percent are what it learns). The input has two
     channels, image and noise; a one-channel input gets fresh noise.
@@ -234,8 +236,10 @@ class FilterGenerator3d(nn.Module):
         suv_scale: float = 1.0,
         levels: tuple[float, ...] = (),
         noise_sigmas: tuple[float, ...] | None = None,
+        min_blur: float = -math.inf,
     ) -> None:
         super().__init__()
+        self.min_blur = float(min_blur)
         self.sigmas = tuple(float(s) for s in sigmas)
         self.noise_sigmas = self.sigmas if noise_sigmas is None else tuple(float(s) for s in noise_sigmas)
         self.levels = tuple(float(v) for v in levels)
@@ -249,6 +253,12 @@ class FilterGenerator3d(nn.Module):
         for index, sigma in enumerate(self._all_sigmas):
             self.register_buffer(f"kernel{index}", gaussian_kernel(sigma), persistent=False)
         self.register_buffer("level_kernel", gaussian_kernel(2.0), persistent=False)
+
+    @torch.no_grad()
+    def constrain_(self) -> None:
+        """Project the blur weights onto their bound (``min_blur``), after each optimiser step."""
+        if math.isfinite(self.min_blur):
+            self.blur_weights.clamp_(min=self.min_blur)
 
     def _kernels(self, sigmas: tuple[float, ...]) -> list[torch.Tensor]:
         return [getattr(self, f"kernel{self._all_sigmas.index(sigma)}") for sigma in sigmas]
@@ -282,8 +292,9 @@ class FilterGenerator3d(nn.Module):
             with torch.no_grad():
                 membership = self.level_weights(suv)
             out = suv
+            weights = self.blur_weights.clamp(min=self.min_blur) if math.isfinite(self.min_blur) else self.blur_weights
             for index, kernel in enumerate(self._kernels(self.sigmas)):
-                a = (membership * self.blur_weights[:, index].view(1, -1, 1, 1, 1)).sum(dim=1, keepdim=True)
+                a = (membership * weights[:, index].view(1, -1, 1, 1, 1)).sum(dim=1, keepdim=True)
                 out = out + a * (separable_blur(suv, kernel) - suv)
             grain = torch.zeros_like(suv)
             for b, kernel in zip(self.noise_weights, self._kernels(self.noise_sigmas)):

@@ -127,6 +127,7 @@ def build_generator(config: CycleGANConfig) -> nn.Module:
             config.suv_scale,
             config.filter_levels,
             noise_sigmas=config.filter_noise_sigmas or None,
+            min_blur=config.filter_min_blur,
         )
     return ResnetGenerator3d(
         config.ngf,
@@ -506,6 +507,9 @@ class Trainer:
         finite_G = _finite_update(loss_G, self.opt_G)
         if finite_G:
             self.opt_G.step()
+            for generator in (G_ab, G_ba):
+                if isinstance(generator, FilterGenerator3d):
+                    generator.constrain_()
 
         for d in (D_a, D_b):
             d.requires_grad_(True)
