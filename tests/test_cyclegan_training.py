@@ -318,3 +318,26 @@ def test_a_filter_generator_trained_with_a_blur_bound_never_goes_below_it(tmp_pa
         blur[bound] = torch.cat([trainer.nets[k].blur_weights.detach().flatten() for k in ("G_ab", "G_ba")])
     assert float(blur[-math.inf].min()) < 0  # unbounded, these domains make one direction sharpen
     assert float(blur[0.0].min()) == 0.0 and float(blur[0.0].max()) > 0  # bounded: it blurs, never sharpens
+
+
+@pytest.mark.parametrize("noise_free", [False, True])
+def test_noise_free_constraints_leave_the_amount_of_added_noise_to_the_other_losses(tmp_path, noise_free):
+    losses = []
+    for noise in (0.0, 0.5):
+        config = _config(generator="filter", noise_input=True, lambda_anatomy=10.0, noise_free_constraints=noise_free)
+        trainer = Trainer(config, _sample_a, _sample_b, tmp_path / f"{noise_free}-{noise}")
+        with torch.no_grad():
+            for name in ("G_ab", "G_ba"):
+                trainer.nets[name].noise_weights.fill_(noise)
+        losses.append(trainer.train_step())
+    constraints = ("cycle", "identity", "anatomy")
+    if noise_free:  # the same first step, whatever noise the generators add
+        assert [losses[0][k] for k in constraints] == [losses[1][k] for k in constraints]
+    else:  # the added noise costs cycle, identity and anatomy loss
+        assert all(losses[1][k] > losses[0][k] for k in constraints), losses
+    assert losses[1]["texture"] != losses[0]["texture"]  # the band-energy loss still sees the noise
+
+
+def test_noise_free_constraints_need_the_filter_generator():
+    with pytest.raises(ValueError, match="noise_free_constraints"):
+        _config(noise_free_constraints=True)

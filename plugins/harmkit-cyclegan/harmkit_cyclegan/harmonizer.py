@@ -80,6 +80,7 @@ class CycleGANHarmonizer(ImageHarmonizer):
         filter_noise_sigmas: Any = None,
         filter_levels: Any = None,
         filter_min_blur: float | None = None,
+        noise_free_constraints: bool | None = None,
         ngf: int | None = None,
         n_res_blocks: int | None = None,
         residual: bool | None = None,
@@ -139,6 +140,7 @@ class CycleGANHarmonizer(ImageHarmonizer):
         self.filter_noise_sigmas = filter_noise_sigmas
         self.filter_levels = filter_levels
         self.filter_min_blur = filter_min_blur
+        self.noise_free_constraints = noise_free_constraints
         self.ngf = ngf
         self.n_res_blocks = n_res_blocks
         self.residual = residual

@@ -468,6 +468,14 @@ class Trainer:
             if cfg.lambda_identity > 0:
                 idt_b = G_ab(real_b)
                 idt_a = G_ba(real_a)
+            if cfg.noise_free_constraints:
+                # the constraints judge the translations without their added noise (a zero noise channel)
+                clean_b, clean_a = _without_noise(G_ab, real_a), _without_noise(G_ba, real_b)
+                rec_a, rec_b = _without_noise(G_ba, clean_b), _without_noise(G_ab, clean_a)
+                if cfg.lambda_identity > 0:
+                    idt_b, idt_a = _without_noise(G_ab, real_b), _without_noise(G_ba, real_a)
+            else:
+                clean_b, clean_a = fake_b, fake_a
         anatomy = self._anatomy
         cycle = cfg.lambda_cycle * (
             F.l1_loss(anatomy(rec_a.float()), anatomy(real_a)) + F.l1_loss(anatomy(rec_b.float()), anatomy(real_b))
@@ -496,8 +504,8 @@ class Trainer:
             texture = torch.zeros((), device=self.device)
         if cfg.lambda_anatomy > 0:
             kept = cfg.lambda_anatomy * (
-                F.l1_loss(anatomy(fake_b.float()), anatomy(real_a))
-                + F.l1_loss(anatomy(fake_a.float()), anatomy(real_b))
+                F.l1_loss(anatomy(clean_b.float()), anatomy(real_a))
+                + F.l1_loss(anatomy(clean_a.float()), anatomy(real_b))
             )
         else:
             kept = torch.zeros((), device=self.device)
@@ -721,6 +729,11 @@ def _finite_update(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> bool
         return True
     norms = torch._foreach_norm(grads) if hasattr(torch, "_foreach_norm") else [g.norm() for g in grads]
     return bool(torch.isfinite(torch.stack(norms)).all())
+
+
+def _without_noise(generator: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``generator``'s translation of ``x`` (one channel) with a zero noise channel: no noise is added."""
+    return generator(torch.cat([x, torch.zeros_like(x)], dim=1))
 
 
 def _lsgan(prediction: torch.Tensor, real: bool) -> torch.Tensor:
