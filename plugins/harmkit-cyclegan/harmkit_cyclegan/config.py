@@ -95,9 +95,10 @@ class CycleGANConfig:
     """> 0: weight of an L1 loss between each translation and its source, both blurred by ``cycle_sigma``: a
     translation may change texture, not uptake or anatomy at coarser scales (not in the paper). 0: off."""
     noise_free_constraints: bool = False
-    """``filter`` generator: the cycle, identity and anatomy losses see translations made without the added
-    noise, so they constrain what a translation does to the image and leave the amount of added noise (of any
-    grain) to the adversarial and band-energy losses (not in the paper)."""
+    """Generators with a noise input (``noise_input``): the cycle, identity and anatomy losses see translations made
+    with a zero noise channel, so they constrain what a translation does to the image and leave the amount of added
+    noise (of any grain) to the adversarial and band-energy losses (not in the paper). Without a noise input there
+    is no added noise, and this changes nothing."""
     texture_beta: float = 0.5
     """Error (log band energy) above which the band-energy loss grows linearly instead of quadratically: a
     domain gap of several units must not outweigh every other loss. ``inf``: squared everywhere."""
@@ -250,8 +251,6 @@ class CycleGANConfig:
                 raise ValueError(f"{name}={sigmas}: need one or more positive, increasing sigmas (voxels)")
         if math.isnan(self.filter_min_blur) or self.filter_min_blur > 0:
             raise ValueError(f"filter_min_blur={self.filter_min_blur}: must be <= 0 (0: no sharpening; -inf: no bound)")
-        if self.noise_free_constraints and self.generator != "filter":
-            raise ValueError("noise_free_constraints=True needs generator='filter' (its noise is a separate term)")
         levels = self.filter_levels
         if any(v <= 0 for v in levels) or any(b <= a for a, b in zip(levels, levels[1:])):
             raise ValueError(f"filter_levels={levels}: need increasing positive SUVs")

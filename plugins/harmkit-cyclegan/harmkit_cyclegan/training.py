@@ -468,7 +468,7 @@ class Trainer:
             if cfg.lambda_identity > 0:
                 idt_b = G_ab(real_b)
                 idt_a = G_ba(real_a)
-            if cfg.noise_free_constraints:
+            if cfg.noise_free_constraints and cfg.noise_input:
                 # the constraints judge the translations without their added noise (a zero noise channel)
                 clean_b, clean_a = _without_noise(G_ab, real_a), _without_noise(G_ba, real_b)
                 rec_a, rec_b = _without_noise(G_ba, clean_b), _without_noise(G_ab, clean_a)
