@@ -212,6 +212,18 @@ def test_an_explicit_parameter_equal_to_the_profiles_value_reuses_the_trained_mo
 
 
 @pytest.mark.slow
+def test_an_infinite_parameter_is_written_to_results_json_as_text(small_bench, tmp_path):
+    _, cache, first = small_bench
+    out = tmp_path / "inf"
+    # -inf is the profile's own bound: the same model, and a results.json in strict JSON that says what was asked
+    run_small_bench(out, cache, "--param", "cyclegan.filter_min_blur=-inf")
+    again = json.loads((out / "results.json").read_text())
+    assert again["config"]["params"]["cyclegan"]["filter_min_blur"] == "-inf"
+    assert again["cache"]["misses"] == 0
+    assert again["summary"] == first["summary"]
+
+
+@pytest.mark.slow
 def test_third_party_harmonizer_and_evaluator_run_in_the_bench_by_name(small_bench, example_site, tmp_path):
     _, cache, _ = small_bench
     out = tmp_path / "zscore"

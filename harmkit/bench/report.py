@@ -142,7 +142,8 @@ def write_outputs(ctx, staging: Path, cohort_info: dict, timings: dict) -> Any:
     results = {
         "format": "harmkit-bench/1",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "config": ctx.config.to_dict(),
+        # a parameter may be infinite (--param cyclegan.filter_min_blur=-inf): written as the text --param reads
+        "config": _finite_floats(ctx.config.to_dict(), infinity_as_text=True),
         "cohort": cohort,
         "simulation": cohort_info.get("simulation"),
         "versions": _versions(ctx),
@@ -170,6 +171,7 @@ def write_outputs(ctx, staging: Path, cohort_info: dict, timings: dict) -> Any:
     blocks = _report_blocks(ctx, results)
     (staging / "report.md").write_text(render_markdown(blocks))
     (staging / "report.html").write_text(render_html(blocks, staging))
+    results = _finite_floats(results)
     (staging / "results.json").write_text(json.dumps(results, indent=1, allow_nan=False, default=_json_default))
     # move into place: the old results.json goes first, the new one comes last
     (out_dir / "results.json").unlink(missing_ok=True)
@@ -180,6 +182,19 @@ def write_outputs(ctx, staging: Path, cohort_info: dict, timings: dict) -> Any:
         os.replace(staging / name, target)
     shutil.rmtree(staging, ignore_errors=True)
     return BenchResult(out_dir, results)
+
+
+def _finite_floats(value: Any, infinity_as_text: bool = False) -> Any:
+    """``value`` with every NaN or infinite float as None (strict JSON has neither), or infinities as "inf"/"-inf"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        if infinity_as_text and not math.isnan(value):
+            return "inf" if value > 0 else "-inf"
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_floats(v, infinity_as_text) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_floats(v, infinity_as_text) for v in value]
+    return value
 
 
 def _json_default(value: Any) -> Any:
