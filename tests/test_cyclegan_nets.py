@@ -521,3 +521,29 @@ def test_a_bound_on_the_blur_weights_keeps_the_filter_generator_from_sharpening_
     for bad in (0.1, math.nan):
         with pytest.raises(ValueError, match="filter_min_blur"):
             get_profile("quick").with_overrides(filter_min_blur=bad)
+
+
+def test_a_blur_bound_per_uptake_level_forbids_sharpening_the_background_and_keeps_it_for_hot_uptake():
+    torch.manual_seed(0)
+    suv = torch.ones(1, 1, 32, 32, 32)
+    suv[..., 16:] = 8.0  # a background of SUV 1 and a hot half of SUV 8, both with a noise texture
+    textured = FilterGenerator3d().to_network(suv * (1 + 0.1 * torch.randn_like(suv)))
+    inputs = torch.cat([textured, torch.zeros_like(textured)], dim=1)
+    per_level = FilterGenerator3d(sigmas=(1.0,), levels=(3.0,), min_blur=(0.0, -math.inf))
+    free = FilterGenerator3d(sigmas=(1.0,), levels=(3.0,))
+    with torch.no_grad():
+        for generator in (per_level, free):
+            generator.blur_weights.fill_(-0.5)  # a sharpening at both levels
+        bounded_out, free_out = per_level(inputs), free(inputs)
+    background, core = (..., slice(2, 10)), (..., slice(22, 30))
+    change = (bounded_out - textured).abs()
+    assert float(change[background].max()) < 1e-3  # SUV 1: held at the identity
+    assert float((free_out - textured).abs()[background].mean()) > 0.005  # unbounded: sharpened
+    assert torch.allclose(bounded_out[core], free_out[core], atol=1e-4)  # SUV 8: sharpened as without a bound
+    assert float(change[core].mean()) > 0.005
+    per_level.constrain_()
+    assert per_level.blur_weights[0].tolist() == [0.0] and per_level.blur_weights[1].tolist() == [-0.5]
+    quick = get_profile("quick")
+    assert quick.with_overrides(filter_min_blur=(0.0, -math.inf)).filter_min_blur == (0.0, -math.inf)
+    with pytest.raises(ValueError, match="one per uptake"):
+        quick.with_overrides(filter_min_blur=(0.0, 0.0, -math.inf))  # quick has two levels, not three

@@ -36,10 +36,10 @@ class CycleGANConfig:
     filter_levels: tuple[float, ...] = ()
     """SUV thresholds of the ``filter`` generator's uptake levels, each with its own blur weights (so the background
     can be smoothed while lesion edges are kept); (): one set of weights."""
-    filter_min_blur: float = -math.inf
-    """Lower bound of the ``filter`` generator's blur weights: 0 allows blurring only, -0.5 a mild sharpening,
-    -inf any. A sharpening also amplifies the source's own noise, which keeps its grain (see
-    docs/methods/cyclegan.md, "Sharpening or noise")."""
+    filter_min_blur: tuple[float, ...] = (-math.inf,)
+    """Lower bound of the ``filter`` generator's blur weights, one for every uptake level (lowest first) or one for
+    all: 0 allows blurring only, -0.5 a mild sharpening, -inf any. A sharpening also amplifies the source's own
+    noise, which keeps its grain (see docs/methods/cyclegan.md, "Sharpening or noise")."""
     ngf: int = 64
     """Feature maps of the generator's first 7^3 convolution (then 2x, 4x after the downsamplings)."""
     n_res_blocks: int = 9
@@ -249,9 +249,13 @@ class CycleGANConfig:
                 or any(b <= a for a, b in zip(sigmas, sigmas[1:]))
             ):
                 raise ValueError(f"{name}={sigmas}: need one or more positive, increasing sigmas (voxels)")
-        if math.isnan(self.filter_min_blur) or self.filter_min_blur > 0:
-            raise ValueError(f"filter_min_blur={self.filter_min_blur}: must be <= 0 (0: no sharpening; -inf: no bound)")
         levels = self.filter_levels
+        bounds = self.filter_min_blur
+        if len(bounds) not in (1, len(levels) + 1) or any(math.isnan(b) or b > 0 for b in bounds):
+            raise ValueError(
+                f"filter_min_blur={bounds}: need one bound <= 0 (0: no sharpening; -inf: no bound), or one per uptake "
+                f"level of filter_levels={levels} ({len(levels) + 1}, lowest level first)"
+            )
         if any(v <= 0 for v in levels) or any(b <= a for a, b in zip(levels, levels[1:])):
             raise ValueError(f"filter_levels={levels}: need increasing positive SUVs")
         if self.upsampling not in ("transpose", "resize"):
@@ -292,6 +296,7 @@ def _normalise(name: str, value: Any) -> Any:
         "filter_sigmas",
         "filter_noise_sigmas",
         "filter_levels",
+        "filter_min_blur",
     ):
         if isinstance(value, (int, float)):
             value = (value,)

@@ -79,7 +79,7 @@ class CycleGANHarmonizer(ImageHarmonizer):
         filter_sigmas: Any = None,
         filter_noise_sigmas: Any = None,
         filter_levels: Any = None,
-        filter_min_blur: float | None = None,
+        filter_min_blur: Any = None,
         noise_free_constraints: bool | None = None,
         ngf: int | None = None,
         n_res_blocks: int | None = None,

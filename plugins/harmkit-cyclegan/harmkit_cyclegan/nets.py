@@ -221,9 +221,9 @@ class FilterGenerator3d(nn.Module):
     blended across the thresholds over about 20 % of SUV: a site's noise is removed by blurring the background,
     while lesions, whose features depend on their edges, may keep or sharpen theirs.
 
-    ``min_blur`` bounds every ``a`` from below (0: blur only; the trainer projects the weights onto the bound
-    after each step, :meth:`constrain_`). Every ``a`` and ``b`` starts at zero: the untrained generator is the
-    identity. Input and output are in the
+    ``min_blur`` bounds the ``a`` from below, one bound for every level (lowest first) or one for all (0: blur
+    only; the trainer projects the weights onto the bounds after each step, :meth:`constrain_`). Every ``a`` and
+    ``b`` starts at zero: the untrained generator is the identity. Input and output are in the
     network's intensity range (the transform of intensity.py, ``suv_max`` and ``suv_scale``); it runs in fp32
     under autocast (it is cheap, and SUV differences of a few percent are what it learns). The input has two
     channels, image and noise; a one-channel input gets fresh noise.
@@ -236,13 +236,18 @@ class FilterGenerator3d(nn.Module):
         suv_scale: float = 1.0,
         levels: tuple[float, ...] = (),
         noise_sigmas: tuple[float, ...] | None = None,
-        min_blur: float = -math.inf,
+        min_blur: float | tuple[float, ...] = -math.inf,
     ) -> None:
         super().__init__()
-        self.min_blur = float(min_blur)
+        self.levels = tuple(float(v) for v in levels)
+        bounds = (min_blur,) if isinstance(min_blur, (int, float)) else tuple(min_blur)
+        if len(bounds) == 1:
+            bounds = bounds * (len(self.levels) + 1)
+        if len(bounds) != len(self.levels) + 1:
+            raise ValueError(f"min_blur={min_blur}: need one bound, or one per uptake level ({len(self.levels) + 1})")
+        self.min_blur = tuple(float(b) for b in bounds)
         self.sigmas = tuple(float(s) for s in sigmas)
         self.noise_sigmas = self.sigmas if noise_sigmas is None else tuple(float(s) for s in noise_sigmas)
-        self.levels = tuple(float(v) for v in levels)
         self.suv_max = float(suv_max)
         self.suv_scale = float(suv_scale)
         self.blur_weights = nn.Parameter(torch.zeros(len(self.levels) + 1, len(self.sigmas)))
@@ -256,9 +261,16 @@ class FilterGenerator3d(nn.Module):
 
     @torch.no_grad()
     def constrain_(self) -> None:
-        """Project the blur weights onto their bound (``min_blur``), after each optimiser step."""
-        if math.isfinite(self.min_blur):
-            self.blur_weights.clamp_(min=self.min_blur)
+        """Project the blur weights onto their bounds (``min_blur``), after each optimiser step."""
+        for level, bound in enumerate(self.min_blur):
+            if math.isfinite(bound):
+                self.blur_weights[level].clamp_(min=bound)
+
+    def _bounded_blur_weights(self) -> torch.Tensor:
+        if not any(math.isfinite(b) for b in self.min_blur):
+            return self.blur_weights
+        rows = [w.clamp(min=b) if math.isfinite(b) else w for w, b in zip(self.blur_weights, self.min_blur)]
+        return torch.stack(rows)
 
     def _kernels(self, sigmas: tuple[float, ...]) -> list[torch.Tensor]:
         return [getattr(self, f"kernel{self._all_sigmas.index(sigma)}") for sigma in sigmas]
@@ -292,7 +304,7 @@ class FilterGenerator3d(nn.Module):
             with torch.no_grad():
                 membership = self.level_weights(suv)
             out = suv
-            weights = self.blur_weights.clamp(min=self.min_blur) if math.isfinite(self.min_blur) else self.blur_weights
+            weights = self._bounded_blur_weights()
             for index, kernel in enumerate(self._kernels(self.sigmas)):
                 a = (membership * weights[:, index].view(1, -1, 1, 1, 1)).sum(dim=1, keepdim=True)
                 out = out + a * (separable_blur(suv, kernel) - suv)
