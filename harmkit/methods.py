@@ -28,8 +28,10 @@ class Method:
 
     ``control`` marks the rows a bench adds to give every image method a floor
     and a ceiling: ``"resample"`` (the identity through the image method's own
-    resampling) and ``"oracle"`` (each scan replaced by the same subject
-    really scanned at the reference site). A control has no stages.
+    resampling), ``"oracle"`` (each scan replaced by the same subject
+    really scanned at the reference site) and ``"oracle-grid"`` (that scan
+    resampled onto the original scan's grid: the ceiling of a harmonizer
+    that keeps each scan's grid). A control has no stages.
     """
 
     label: str

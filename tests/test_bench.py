@@ -92,6 +92,7 @@ def test_small_bench_rows_and_sane_numbers(small_bench):
         "combat",
         "gan+combat",
         "oracle",
+        "oracle-grid",
     ]
     assert set(rows) == {(m, ref) for m in results["methods"] for ref in results["references"]}
     assert set(results["references"]) == {"CHUM-HMR", "HGJ"}
@@ -123,6 +124,11 @@ def test_small_bench_floor_and_ceiling_rows(small_bench):
         # The ceiling: the same subjects scanned at the reference agree perfectly with the truth features.
         assert rows[("oracle", ref)]["cf_feature_ccc"] == pytest.approx(1.0)
         assert rows[("oracle", ref)]["overlap_ref"] > 0
+        # The grid-limited ceiling: the same counterfactuals on each scan's own grid, so closer to the truth
+        # than the floor yet short of the oracle.
+        grid = rows[("oracle-grid", ref)]
+        assert rows[("none", ref)]["cf_feature_ccc"] < grid["cf_feature_ccc"] < 1
+        assert 0 < grid["overlap_ref"] <= rows[("oracle", ref)]["overlap_ref"]
     # Gap closed against the oracle row: the oracle closes all of it, the floor none.
     gap = results["evaluators"]["gap-closed"]
     assert gap["skipped"] is None

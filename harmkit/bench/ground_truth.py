@@ -132,6 +132,90 @@ def add_oracle_row(ctx: "BenchContext", vois: list[str]) -> None:
     ctx.methods = [*ctx.methods, Method("oracle", (), control="oracle")]
 
 
+GRID_ORACLE = "oracle-grid"
+
+
+def _resample_onto(item: tuple[Scan, Scan, str]) -> str:
+    """Worker: the counterfactual's image resampled (linear) onto the scan's voxel grid, written atomically."""
+    import SimpleITK as sitk
+
+    from ..imageio import write_image
+
+    scan, counterfactual, out_path = item
+    grid = scan.load_image()
+    image = sitk.Resample(counterfactual.load_image(), grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    write_image(image, out_path)
+    return out_path
+
+
+def _header(path) -> tuple:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    return reader.GetSize(), reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection()
+
+
+def add_grid_oracle_row(ctx: "BenchContext") -> None:
+    """A second ceiling for image harmonizers that keep each scan's grid: an ``oracle-grid`` row.
+
+    Each non-reference scan is replaced by its counterfactual at the reference, linearly resampled onto the
+    scan's own voxel grid, and its features are taken with the scan's own masks: what a perfect translation
+    returned on the source grid (as harmkit's image harmonizers return it) can reach. Added after the
+    ``oracle`` row when the run has an image method, the cohort is simulated (its counterfactuals share the
+    scans' physical space; a real partner scan need not) and at least one scan's grid differs from its
+    counterfactual's; otherwise the ``oracle`` row is that ceiling already.
+    """
+    from dataclasses import replace
+
+    from ..imageio import geometry_difference
+    from .cohort import image_digest
+
+    if ctx.counterfactuals is None or not ctx.image_methods or not any(m.control == "oracle" for m in ctx.methods):
+        return
+    headers: dict[str, tuple] = {}
+
+    def header(scan: Scan):
+        if not isinstance(scan.image, (str, Path)):
+            return scan.load_image()  # an image held in memory
+        path = str(scan.image)
+        if path not in headers:
+            headers[path] = _header(path)
+        size, spacing, origin, direction = headers[path]
+        return {"size": size, "spacing": spacing, "origin": origin, "direction": direction}
+
+    pairs: dict[str, list[tuple[Scan, Scan]]] = {ref: [] for ref in ctx.references}
+    for ref in ctx.references:
+        for scan in ctx.cohort:
+            counterfactual = ctx.counterfactual(scan.subject_id, ref) if scan.group != ref else None
+            if counterfactual is not None:  # every non-reference scan has one: the oracle row exists
+                pairs[ref].append((scan, counterfactual))
+    if all(geometry_difference(header(scan), header(cf)) is None for items in pairs.values() for scan, cf in items):
+        return
+    for ref, items in pairs.items():
+        work, paths = [], {}
+        for scan, cf in items:
+            key = ctx.cache.key("grid-oracle", image_digest(scan), image_digest(cf), "v1")
+            path = ctx.cache.root / "images" / key[:2] / f"{key[:24]}.nii.gz"
+            if path.is_file():
+                paths[scan.subject_id] = path
+            else:
+                work.append((scan, cf, str(path)))
+        results = ctx.map(_resample_onto, work, label=f"{GRID_ORACLE} -> {ref}") if work else []
+        for (scan, _, path), result in zip(work, results):
+            if not result.ok:
+                raise HarmkitError(
+                    f"{GRID_ORACLE}: resampling the counterfactual of {scan.label} failed: {result.error}"
+                )
+            paths[scan.subject_id] = Path(path)
+        ctx.harmonized[(GRID_ORACLE, ref)] = {
+            sid: replace(ctx.cohort.get(sid), image=path, masks=dict(ctx.cohort.get(sid).masks))
+            for sid, path in paths.items()
+        }
+    ctx.methods = [*ctx.methods, Method(GRID_ORACLE, (), control=GRID_ORACLE)]
+
+
 def counterfactual_lookup(counterfactuals: Cohort) -> dict[tuple[str, str], Scan]:
     """``(subject_id, site group) -> Scan`` of the same subject at that group (its first site, alphabetically)."""
     lookup: dict[tuple[str, str], Scan] = {}

@@ -30,7 +30,7 @@ from .cohort import load_bench_cohort, references_of
 from .config import BenchConfig, load_config
 from .context import BenchContext
 from .features import extract_all
-from .ground_truth import add_oracle_row, prepare_ground_truth, prepare_outcome
+from .ground_truth import add_grid_oracle_row, add_oracle_row, prepare_ground_truth, prepare_outcome
 from .image_stages import add_body_masks, run_image_stages
 from .report import BenchResult, print_summary, write_outputs
 from .stages import plugin_params
@@ -119,6 +119,7 @@ def run_bench(config: BenchConfig | None = None, **options: Any) -> "BenchResult
         prepare_outcome(ctx)
         prepare_ground_truth(ctx, cohort_info, vois, console)
         add_oracle_row(ctx, vois)
+        add_grid_oracle_row(ctx)
         extract_all(ctx, vois, console)
         timings["features"] = time.time() - t
 
