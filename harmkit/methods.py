@@ -30,8 +30,8 @@ class Method:
     and a ceiling: ``"resample"`` (the identity through the image method's own
     resampling), ``"oracle"`` (each scan replaced by the same subject
     really scanned at the reference site) and ``"oracle-grid"`` (that scan
-    resampled onto the original scan's grid: the ceiling of a harmonizer
-    that keeps each scan's grid). A control has no stages.
+    resampled onto the original scan's grid: what the grid alone costs a
+    perfect translation). A control has no stages.
     """
 
     label: str

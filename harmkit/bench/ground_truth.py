@@ -158,11 +158,13 @@ def _header(path) -> tuple:
 
 
 def add_grid_oracle_row(ctx: "BenchContext") -> None:
-    """A second ceiling for image harmonizers that keep each scan's grid: an ``oracle-grid`` row.
+    """The oracle on each scan's own grid: an ``oracle-grid`` row, for image harmonizers that keep the grid.
 
     Each non-reference scan is replaced by its counterfactual at the reference, linearly resampled onto the
-    scan's own voxel grid, and its features are taken with the scan's own masks: what a perfect translation
-    returned on the source grid (as harmkit's image harmonizers return it) can reach. Added after the
+    scan's own voxel grid, and its features are taken with the scan's own masks: a perfect translation
+    returned on the source grid, as harmkit's image harmonizers return it. It shows what the grid alone
+    costs; it is not a bound (a harmonizer may match the reference's feature distributions more closely than
+    the resampled truth does). Added after the
     ``oracle`` row when the run has an image method, the cohort is simulated (its counterfactuals share the
     scans' physical space; a real partner scan need not) and at least one scan's grid differs from its
     counterfactual's; otherwise the ``oracle`` row is that ceiling already.
