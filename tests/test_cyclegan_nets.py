@@ -547,3 +547,45 @@ def test_a_blur_bound_per_uptake_level_forbids_sharpening_the_background_and_kee
     assert quick.with_overrides(filter_min_blur=(0.0, -math.inf)).filter_min_blur == (0.0, -math.inf)
     with pytest.raises(ValueError, match="one per uptake"):
         quick.with_overrides(filter_min_blur=(0.0, 0.0, -math.inf))  # quick has two levels, not three
+
+
+def _added_noise(generator, shape=(40, 40, 40), weights=None):
+    flat = torch.from_numpy(to_network(np.ones(shape, np.float32))[None, None])
+    noise = torch.randn_like(flat)
+    with torch.no_grad():
+        generator.noise_weights.copy_(torch.tensor(weights))
+        return (generator.to_suv(generator(torch.cat([flat, noise], dim=1))) - 1.0)[0, 0, 8:-8, 8:-8, 8:-8]
+
+
+def _lag_one_correlation(grain, axis):
+    a, b = grain.narrow(axis, 0, grain.shape[axis] - 1), grain.narrow(axis, 1, grain.shape[axis] - 1)
+    return float(torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1])
+
+
+def test_grains_in_mm_are_less_correlated_across_thicker_slices_and_unchanged_on_an_isotropic_grid():
+    from harmkit_cyclegan.training import build_generator
+
+    config = get_profile("quick").with_overrides(filter_mm=True)
+    assert config.filter_noise_sigmas == (0.5, 1.0, 2.0, 3.0)
+    weights = [0.0, 0.2, 0.0, 0.0]  # the 1-voxel grain only
+    torch.manual_seed(0)
+    lung = _added_noise(build_generator(config, spacing=(2.04, 2.04, 3.0)), weights=weights)
+    torch.manual_seed(0)
+    in_voxels = _added_noise(
+        build_generator(config.with_overrides(filter_mm=False), (2.04, 2.04, 3.0)), weights=weights
+    )
+    # A Gaussian grain of 1 x-voxel (2.04 mm) is 0.68 slices of 3 mm: neighbours along z correlate less than
+    # along x (about exp(-1/4) = 0.78 against exp(-1/(4 * 0.68**2)) = 0.58; seeds 0-2: x 0.77-0.78, z 0.54-0.57);
+    # in voxels, the same on every axis (0.77-0.78 on each).
+    x_corr, z_corr = _lag_one_correlation(lung, 2), _lag_one_correlation(lung, 0)
+    assert 0.7 < x_corr < 0.85 and 0.45 < z_corr < 0.65, (x_corr, z_corr)
+    assert abs(_lag_one_correlation(in_voxels, 0) - _lag_one_correlation(in_voxels, 2)) < 0.05
+    # the grain keeps the SD its weight asks for on any grid (0.2 at SUV 1)
+    assert float(lung.std()) == pytest.approx(0.2, rel=0.1)
+    assert float(in_voxels.std()) == pytest.approx(0.2, rel=0.1)
+    # On an isotropic grid (head and neck's 4 mm) grains in mm are grains in voxels, to the bit.
+    torch.manual_seed(1)
+    iso_mm = _added_noise(build_generator(config, spacing=(4.0, 4.0, 4.0)), weights=weights)
+    torch.manual_seed(1)
+    iso_voxels = _added_noise(build_generator(config.with_overrides(filter_mm=False), (4.0, 4.0, 4.0)), weights=weights)
+    assert torch.equal(iso_mm, iso_voxels)

@@ -12,4 +12,4 @@ runs on a bare GPU machine):
 - :mod:`.harmonizer`-- the :class:`~harmkit.interfaces.ImageHarmonizer` (SimpleITK side)
 """
 
-__version__ = "0.8.0"
+__version__ = "0.9.0"

@@ -40,6 +40,11 @@ class CycleGANConfig:
     """Lower bound of the ``filter`` generator's blur weights, one for every uptake level (lowest first) or one for
     all: 0 allows blurring only, -0.5 a mild sharpening, -inf any. A sharpening also amplifies the source's own
     noise, which keeps its grain (see docs/methods/cyclegan.md, "Sharpening or noise")."""
+    filter_mm: bool = False
+    """The ``filter`` generator's sigmas in units of the training grid's in-plane (x) voxel on every axis, so its
+    blurs and noise grains are isotropic in mm on an anisotropic grid; False: in voxels of each axis (isotropic in
+    voxels). PET noise and resolution are isotropic in mm, and on the lung's 2.04 x 2.04 x 3 mm grid noise made in
+    voxels is too correlated between slices (docs/methods/cyclegan.md, "Grains in mm")."""
     ngf: int = 64
     """Feature maps of the generator's first 7^3 convolution (then 2x, 4x after the downsamplings)."""
     n_res_blocks: int = 9

@@ -80,6 +80,7 @@ class CycleGANHarmonizer(ImageHarmonizer):
         filter_noise_sigmas: Any = None,
         filter_levels: Any = None,
         filter_min_blur: Any = None,
+        filter_mm: bool | None = None,
         noise_free_constraints: bool | None = None,
         ngf: int | None = None,
         n_res_blocks: int | None = None,
@@ -140,6 +141,7 @@ class CycleGANHarmonizer(ImageHarmonizer):
         self.filter_noise_sigmas = filter_noise_sigmas
         self.filter_levels = filter_levels
         self.filter_min_blur = filter_min_blur
+        self.filter_mm = filter_mm
         self.noise_free_constraints = noise_free_constraints
         self.ngf = ngf
         self.n_res_blocks = n_res_blocks
@@ -345,6 +347,7 @@ class CycleGANHarmonizer(ImageHarmonizer):
                     device=device,
                     progress=_loss_reporter(bar),
                     monitor=monitor,
+                    spacing=spacing,
                 )
                 started = time.perf_counter()
                 trainer.run()
@@ -526,7 +529,7 @@ class CycleGANHarmonizer(ImageHarmonizer):
         if direction not in nets:
             config = CycleGANConfig.from_dict(self.config_)
             device = self._torch_device()
-            net = build_generator(config)
+            net = build_generator(config, self.spacing_)
             assert self._generators is not None  # only a fitted or loaded model makes networks
             net.load_state_dict(self._generators[direction])
             net.eval().requires_grad_(False)

@@ -237,8 +237,10 @@ class FilterGenerator3d(nn.Module):
         levels: tuple[float, ...] = (),
         noise_sigmas: tuple[float, ...] | None = None,
         min_blur: float | tuple[float, ...] = -math.inf,
+        axis_scale: tuple[float, float, float] = (1.0, 1.0, 1.0),
     ) -> None:
         super().__init__()
+        self.axis_scale = tuple(float(a) for a in axis_scale)
         self.levels = tuple(float(v) for v in levels)
         bounds = (min_blur,) if isinstance(min_blur, (int, float)) else tuple(min_blur)
         if len(bounds) == 1:
@@ -256,7 +258,8 @@ class FilterGenerator3d(nn.Module):
         # one kernel per distinct sigma, blur and noise grains alike
         self._all_sigmas = sorted(set(self.sigmas) | set(self.noise_sigmas))
         for index, sigma in enumerate(self._all_sigmas):
-            self.register_buffer(f"kernel{index}", gaussian_kernel(sigma), persistent=False)
+            for axis, scale in enumerate(self.axis_scale):
+                self.register_buffer(f"kernel{index}_{axis}", gaussian_kernel(sigma * scale), persistent=False)
         self.register_buffer("level_kernel", gaussian_kernel(2.0), persistent=False)
 
     @torch.no_grad()
@@ -272,8 +275,12 @@ class FilterGenerator3d(nn.Module):
         rows = [w.clamp(min=b) if math.isfinite(b) else w for w, b in zip(self.blur_weights, self.min_blur)]
         return torch.stack(rows)
 
-    def _kernels(self, sigmas: tuple[float, ...]) -> list[torch.Tensor]:
-        return [getattr(self, f"kernel{self._all_sigmas.index(sigma)}") for sigma in sigmas]
+    def _kernels(self, sigmas: tuple[float, ...]) -> list[tuple[torch.Tensor, ...]]:
+        """Per sigma, its (z, y, x) 1D kernels."""
+        return [
+            tuple(getattr(self, f"kernel{self._all_sigmas.index(sigma)}_{axis}") for axis in range(3))
+            for sigma in sigmas
+        ]
 
     # intensity.py's transform, in torch (test_cyclegan_nets checks that the two agree).
     def to_suv(self, x: torch.Tensor) -> torch.Tensor:
@@ -310,7 +317,12 @@ class FilterGenerator3d(nn.Module):
                 out = out + a * (separable_blur(suv, kernel) - suv)
             grain = torch.zeros_like(suv)
             for b, kernel in zip(self.noise_weights, self._kernels(self.noise_sigmas)):
-                unit_sd = kernel.square().sum() ** 1.5  # SD of white noise after the 3D blur
+                kz, ky, kx = kernel
+                # SD of white noise after the blur (isotropic: as before per-axis kernels, to the bit)
+                if kz is ky is kx or self.axis_scale == (1.0, 1.0, 1.0):
+                    unit_sd = kx.square().sum() ** 1.5
+                else:
+                    unit_sd = (kz.square().sum() * ky.square().sum() * kx.square().sum()) ** 0.5
                 grain = grain + b * separable_blur(noise, kernel) / unit_sd
             out = out + suv.clamp(min=1e-6) ** self.noise_power * grain
             # Only the change crosses the transform's round trip: zero weights give back the input to the bit.
@@ -428,14 +440,15 @@ def band_pass(x: torch.Tensor, kernels: list[torch.Tensor]) -> list[torch.Tensor
     return out
 
 
-def separable_blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Blur a one-channel batch ``(n, 1, z, y, x)`` along all three axes with a 1D kernel (replicated edges)."""
-    radius = kernel.numel() // 2
-    out = F.pad(x, (radius,) * 6, mode="replicate")
-    k = kernel.to(device=x.device, dtype=x.dtype)
-    out = F.conv3d(out, k.view(1, 1, -1, 1, 1))
-    out = F.conv3d(out, k.view(1, 1, 1, -1, 1))
-    return F.conv3d(out, k.view(1, 1, 1, 1, -1))
+def separable_blur(x: torch.Tensor, kernel: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Blur a one-channel batch ``(n, 1, z, y, x)`` along all three axes with a 1D kernel, or one per axis
+    ``(z, y, x)`` (replicated edges)."""
+    kz, ky, kx = (kernel, kernel, kernel) if isinstance(kernel, torch.Tensor) else kernel
+    rz, ry, rx = (k.numel() // 2 for k in (kz, ky, kx))
+    out = F.pad(x, (rx, rx, ry, ry, rz, rz), mode="replicate")
+    out = F.conv3d(out, kz.to(device=x.device, dtype=x.dtype).view(1, 1, -1, 1, 1))
+    out = F.conv3d(out, ky.to(device=x.device, dtype=x.dtype).view(1, 1, 1, -1, 1))
+    return F.conv3d(out, kx.to(device=x.device, dtype=x.dtype).view(1, 1, 1, 1, -1))
 
 
 def receptive_field(module: nn.Module) -> int:

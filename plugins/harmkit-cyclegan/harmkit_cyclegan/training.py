@@ -119,8 +119,14 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if native else "fp32"
 
 
-def build_generator(config: CycleGANConfig) -> nn.Module:
+def build_generator(config: CycleGANConfig, spacing=None) -> nn.Module:
+    """The generator of ``config``; ``spacing`` (x, y, z, mm) of the training grid scales the ``filter``
+    generator's sigmas per axis when ``config.filter_mm``."""
     if config.generator == "filter":
+        axis_scale = (1.0, 1.0, 1.0)
+        if config.filter_mm and spacing is not None:
+            sx, sy, sz = (float(s) for s in spacing)
+            axis_scale = (sx / sz, sx / sy, 1.0)  # (z, y, x), in units of the x voxel
         return FilterGenerator3d(
             config.filter_sigmas,
             config.suv_max,
@@ -128,6 +134,7 @@ def build_generator(config: CycleGANConfig) -> nn.Module:
             config.filter_levels,
             noise_sigmas=config.filter_noise_sigmas or None,
             min_blur=config.filter_min_blur,
+            axis_scale=axis_scale,
         )
     return ResnetGenerator3d(
         config.ngf,
@@ -152,11 +159,11 @@ def build_discriminator(config: CycleGANConfig) -> nn.Module:
     return PatchDiscriminator3d(config.ndf, config.n_d_layers)
 
 
-def build_networks(config: CycleGANConfig) -> dict[str, nn.Module]:
-    """The four networks, initialised from the current torch RNG state."""
+def build_networks(config: CycleGANConfig, spacing=None) -> dict[str, nn.Module]:
+    """The four networks, initialised from the current torch RNG state (``spacing``: see :func:`build_generator`)."""
     nets: dict[str, nn.Module] = {
-        "G_ab": build_generator(config),
-        "G_ba": build_generator(config),
+        "G_ab": build_generator(config, spacing),
+        "G_ba": build_generator(config, spacing),
         "D_a": build_discriminator(config),
         "D_b": build_discriminator(config),
     }
@@ -221,7 +228,9 @@ class Trainer:
         device: str | torch.device = "cpu",
         progress: Callable[[int, int, dict], None] | None = None,
         monitor: tuple[np.ndarray, np.ndarray] | None = None,
+        spacing: tuple[float, float, float] | None = None,
     ) -> None:
+        """``spacing`` (x, y, z, mm) of the patches: the ``filter`` generator's sigmas per axis (``filter_mm``)."""
         self.config = config.validated()
         self.monitor_patches = monitor
         """Fixed patches ``(A, B)`` (n, 1, z, y, x), ideally of scans held out of training, for :meth:`monitor`."""
@@ -235,7 +244,7 @@ class Trainer:
 
         torch.manual_seed(config.seed)
         self.rng = np.random.default_rng(config.seed)
-        self.nets = build_networks(config)
+        self.nets = build_networks(config, spacing)
         for name, net in self.nets.items():
             # Module.to takes memory_format (documented); torch's overloads for it omit the keyword.
             self.nets[name] = net.to(self.device, memory_format=self.memory_format)  # type: ignore[call-overload]
