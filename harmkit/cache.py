@@ -275,6 +275,16 @@ class Cache:
             raise ValueError(f"not a cache key: {key!r}")
         return self.root / key[:2] / key
 
+    def image_path(self, folder: str, key: str) -> Path:
+        """The NIfTI file under which an image (a harmonized scan, a mask) is kept by ``key`` in ``folder``.
+
+        Images are plain files beside the entries, sharded by the key's first two digits; whoever writes one
+        writes it atomically (:func:`harmkit.imageio.write_image`), so a file that exists is complete.
+        """
+        if self.root is None:
+            raise HarmkitError("this cache is disabled (no cache directory)")
+        return self.root / folder / key[:2] / f"{key[:24]}.nii.gz"
+
     def __contains__(self, key: str) -> bool:
         return self.enabled and (self.path(key) / META).is_file()
 

@@ -210,6 +210,20 @@ def nifti_stored_data(path: str | os.PathLike, chunk_bytes: int = 1 << 24) -> St
 GEOMETRY_TOLERANCE = 1e-4
 
 
+def read_header(path: str | os.PathLike) -> dict:
+    """The voxel grid of the image file at ``path`` without reading its voxels: ``size``, ``spacing``, ``origin``,
+    ``direction`` (the header form :func:`geometry_difference` takes). Raises ``RuntimeError`` when unreadable."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    return {
+        "size": reader.GetSize(),
+        "spacing": reader.GetSpacing(),
+        "origin": reader.GetOrigin(),
+        "direction": reader.GetDirection(),
+    }
+
+
 def _grid(image) -> tuple:
     if isinstance(image, sitk.Image):
         return (
@@ -258,6 +272,7 @@ def copy_geometry(array_image: sitk.Image, reference: sitk.Image) -> sitk.Image:
 __all__ = [
     "read_image",
     "read_mask",
+    "read_header",
     "write_image",
     "zero_non_finite",
     "nifti_stored_data",

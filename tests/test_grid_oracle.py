@@ -15,7 +15,7 @@ from harmkit.methods import Method
 
 
 def _image(path, spacing, size=(12, 12, 8)):
-    z, y, x = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in size[::-1]), indexing="ij")
+    x = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in size[::-1]), indexing="ij")[2]
     # a ramp in mm along x: linear interpolation onto any grid reproduces it exactly inside the volume
     image = sitk.GetImageFromArray(1.0 + 0.1 * x * spacing[0])
     image.SetSpacing(spacing)

@@ -148,44 +148,32 @@ def _resample_onto(item: tuple[Scan, Scan, str]) -> str:
     return out_path
 
 
-def _header(path) -> tuple:
-    import SimpleITK as sitk
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    reader.ReadImageInformation()
-    return reader.GetSize(), reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection()
-
-
 def add_grid_oracle_row(ctx: "BenchContext") -> None:
     """The oracle on each scan's own grid: an ``oracle-grid`` row, for image harmonizers that keep the grid.
 
     Each non-reference scan is replaced by its counterfactual at the reference, linearly resampled onto the
     scan's own voxel grid, and its features are taken with the scan's own masks: a perfect translation
-    returned on the source grid, as harmkit's image harmonizers return it. It shows what the grid alone
-    costs; it is not a bound (a harmonizer may match the reference's feature distributions more closely than
-    the resampled truth does). Added after the
-    ``oracle`` row when the run has an image method, the cohort is simulated (its counterfactuals share the
-    scans' physical space; a real partner scan need not) and at least one scan's grid differs from its
-    counterfactual's; otherwise the ``oracle`` row is that ceiling already.
+    returned on the source grid, as harmkit's image harmonizers return it. It shows what the grid alone costs;
+    it is not a bound (a harmonizer may match the reference's feature distributions more closely than the
+    resampled truth does). Added after the ``oracle`` row when the run has an image method, the cohort is
+    simulated (its counterfactuals share the scans' physical space; a real partner scan need not) and at
+    least one scan's grid differs from its counterfactual's; otherwise the row would equal ``oracle``.
     """
     from dataclasses import replace
 
-    from ..imageio import geometry_difference
+    from ..imageio import geometry_difference, read_header
     from .cohort import image_digest
 
     if ctx.counterfactuals is None or not ctx.image_methods or not any(m.control == "oracle" for m in ctx.methods):
         return
-    headers: dict[str, tuple] = {}
 
-    def header(scan: Scan):
-        if not isinstance(scan.image, (str, Path)):
-            return scan.load_image()  # an image held in memory
-        path = str(scan.image)
-        if path not in headers:
-            headers[path] = _header(path)
-        size, spacing, origin, direction = headers[path]
-        return {"size": size, "spacing": spacing, "origin": origin, "direction": direction}
+    def grid(scan: Scan):
+        if isinstance(scan.image, (str, Path)):
+            try:
+                return read_header(scan.image)  # the header only, not the voxels
+            except RuntimeError:  # e.g. a DICOM series folder
+                pass
+        return scan.load_image()
 
     pairs: dict[str, list[tuple[Scan, Scan]]] = {ref: [] for ref in ctx.references}
     for ref in ctx.references:
@@ -193,27 +181,25 @@ def add_grid_oracle_row(ctx: "BenchContext") -> None:
             counterfactual = ctx.counterfactual(scan.subject_id, ref) if scan.group != ref else None
             if counterfactual is not None:  # every non-reference scan has one: the oracle row exists
                 pairs[ref].append((scan, counterfactual))
-    if all(geometry_difference(header(scan), header(cf)) is None for items in pairs.values() for scan, cf in items):
+    if all(geometry_difference(grid(scan), grid(cf)) is None for items in pairs.values() for scan, cf in items):
         return
     for ref, items in pairs.items():
-        work, paths = [], {}
-        for scan, cf in items:
-            key = ctx.cache.key("grid-oracle", image_digest(scan), image_digest(cf), "v1")
-            path = ctx.cache.root / "images" / key[:2] / f"{key[:24]}.nii.gz"
-            if path.is_file():
-                paths[scan.subject_id] = path
-            else:
-                work.append((scan, cf, str(path)))
+        paths = {
+            scan.subject_id: ctx.cache.image_path(
+                "images", ctx.cache.key("grid-oracle", image_digest(scan), image_digest(cf), "v1")
+            )
+            for scan, cf in items
+        }
+        work = [(scan, cf, str(paths[scan.subject_id])) for scan, cf in items if not paths[scan.subject_id].is_file()]
         results = ctx.map(_resample_onto, work, label=f"{GRID_ORACLE} -> {ref}") if work else []
-        for (scan, _, path), result in zip(work, results):
+        for (scan, _, _), result in zip(work, results):
             if not result.ok:
                 raise HarmkitError(
                     f"{GRID_ORACLE}: resampling the counterfactual of {scan.label} failed: {result.error}"
                 )
-            paths[scan.subject_id] = Path(path)
+        # the scan's own masks (a copy of the mapping, not shared with the cohort's scan)
         ctx.harmonized[(GRID_ORACLE, ref)] = {
-            sid: replace(ctx.cohort.get(sid), image=path, masks=dict(ctx.cohort.get(sid).masks))
-            for sid, path in paths.items()
+            scan.subject_id: replace(scan, image=paths[scan.subject_id], masks=dict(scan.masks)) for scan, _ in items
         }
     ctx.methods = [*ctx.methods, Method(GRID_ORACLE, (), control=GRID_ORACLE)]
 

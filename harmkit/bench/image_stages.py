@@ -77,7 +77,7 @@ def add_body_masks(ctx: "BenchContext", console) -> None:
     items, paths = [], {}
     for scan in missing:
         key = ctx.cache.key("body-mask", image_digest(scan), BODY_THRESHOLD_SUV, "v1")
-        path = ctx.cache.root / "masks" / key[:2] / f"{key[:24]}.nii.gz"
+        path = ctx.cache.image_path("masks", key)
         paths[scan.subject_id] = path
         if not path.is_file():
             items.append((scan, str(path)))
@@ -163,7 +163,7 @@ def _transform_towards(
             continue
         source = digests[scan.subject_id] if first else str(scan.image)
         key = ctx.cache.key("harmonized", model_key, source, ref)
-        out_path = ctx.cache.root / "images" / key[:2] / f"{key[:24]}.nii.gz"
+        out_path = ctx.cache.image_path("images", key)
         outputs[scan.subject_id] = out_path
         if not out_path.is_file():
             items.append((str(model_dir), scan, ref, str(out_path)))
@@ -259,7 +259,7 @@ def _add_resample_rows(ctx: "BenchContext", first_models: dict, digests: dict) -
                 if scan.group == ref or identity:
                     continue
                 key = ctx.cache.key("resampling-floor", model_key, digests[scan.subject_id], ref)
-                path = ctx.cache.root / "images" / key[:2] / f"{key[:24]}.nii.gz"
+                path = ctx.cache.image_path("images", key)
                 marker = path.with_suffix(".unchanged")
                 if path.is_file():
                     paths[scan.subject_id] = path

@@ -22,6 +22,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from ..errors import HarmkitError
+from ..imageio import read_header
 from ..voi import body_mask
 
 # name -> what it measures, on the patch divided by its body mean (gaussian(x, s): Gaussian smoothing, s in voxels)
@@ -162,37 +163,27 @@ def _smoothed_patches(array: np.ndarray, boxes: Sequence[tuple[slice, ...]]) -> 
     return out
 
 
-def _spacing_of(scan) -> tuple[float, float, float]:
+def _grid_of(scan) -> tuple:
+    """``(size, spacing)`` of ``scan``'s image, from its header where it is a file."""
     if isinstance(scan.image, sitk.Image):
-        return scan.image.GetSpacing()
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(scan.image))
+        return scan.image.GetSize(), scan.image.GetSpacing()
     try:
-        reader.ReadImageInformation()
-        return reader.GetSpacing()
-    except RuntimeError:
-        return scan.load_image().GetSpacing()
+        header = read_header(scan.image)
+        return header["size"], header["spacing"]
+    except RuntimeError:  # e.g. a DICOM series folder: load it
+        image = scan.load_image()
+        return image.GetSize(), image.GetSpacing()
 
 
 def _resampled_size(scan, spacing) -> int:
     """Smallest edge (voxels) of ``scan`` resampled to ``spacing``, from its header."""
-    if isinstance(scan.image, sitk.Image):
-        size, old = scan.image.GetSize(), scan.image.GetSpacing()
-    else:
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(scan.image))
-        try:
-            reader.ReadImageInformation()
-            size, old = reader.GetSize(), reader.GetSpacing()
-        except RuntimeError:
-            image = scan.load_image()
-            size, old = image.GetSize(), image.GetSpacing()
+    size, old = _grid_of(scan)
     return min(max(1, int(round(n * o / s))) for n, o, s in zip(size, old, spacing))
 
 
 def median_spacing(scans) -> tuple[float, float, float]:
     """Median voxel spacing (x, y, z) of ``scans``, read from the headers."""
-    x, y, z = (float(v) for v in np.median(np.asarray([_spacing_of(s) for s in scans]), axis=0))
+    x, y, z = (float(v) for v in np.median(np.asarray([_grid_of(s)[1] for s in scans]), axis=0))
     return x, y, z
 
 

@@ -318,8 +318,8 @@ class FilterGenerator3d(nn.Module):
             grain = torch.zeros_like(suv)
             for b, kernel in zip(self.noise_weights, self._kernels(self.noise_sigmas)):
                 kz, ky, kx = kernel
-                # SD of white noise after the blur (isotropic: as before per-axis kernels, to the bit)
-                if kz is ky is kx or self.axis_scale == (1.0, 1.0, 1.0):
+                # SD of white noise after the blur; the isotropic form keeps earlier models' output to the bit
+                if self.axis_scale == (1.0, 1.0, 1.0):
                     unit_sd = kx.square().sum() ** 1.5
                 else:
                     unit_sd = (kz.square().sum() * ky.square().sum() * kx.square().sum()) ** 0.5
