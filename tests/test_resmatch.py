@@ -101,7 +101,7 @@ def test_known_blur_is_recovered_with_the_correlation_statistic(data):
 
 def test_a_group_smoother_than_the_reference_is_left_unchanged_with_a_warning(data):
     with pytest.warns(ResolutionMatchingWarning, match="'SHARP' is sharper than site group 'SMOOTH'.*left unchanged"):
-        model = ResolutionMatching().fit(data, "SHARP")
+        model = ResolutionMatching(smoother_groups="keep").fit(data, "SHARP")
     assert model.fwhm_mm_["SMOOTH"] == 0.0 and set(model.unmatched_) == {"SMOOTH"}
     np.testing.assert_array_equal(
         sitk.GetArrayFromImage(model.transform(data[4]).load_image()), sitk.GetArrayFromImage(data[4].image)
@@ -312,3 +312,99 @@ def test_a_scan_too_small_for_flat_tissue_falls_back_on_healthy_tissue_with_a_wa
     assert not (region & (sitk.GetArrayFromImage(small[0].load_mask("lesion")) > 0)).any()
     with pytest.warns(ResolutionMatchingWarning, match="no flat homogeneous tissue in [1-4] scan"):
         ResolutionMatching().fit(small, "A")
+
+
+# --- sharpening (smoother_groups="sharpen") -------------------------------------------------------------------------
+
+
+def test_gaussian_sharpen_undoes_a_known_blur_and_keeps_the_mean():
+    from harmkit_histmatch.resmatch import gaussian_sharpen
+
+    point = np.zeros(SHAPE, np.float32)
+    point[20, 20, 20] = 1.0
+    blob = gaussian_smooth(point, (SPACING,) * 3, 8.0)
+    truth = 1.0 + 4.0 * blob / blob.max()  # an 8 mm (FWHM) hot spot of SUV 5 in SUV 1
+    blurred = gaussian_smooth(truth, (SPACING,) * 3, 6.0)
+    assert blurred.max() < 3.1  # partial volume
+    restored = gaussian_sharpen(blurred, (SPACING,) * 3, 6.0, max_gain=50.0)
+    assert restored.max() == pytest.approx(5.0, abs=0.05)
+    assert np.abs(restored - truth).mean() < 0.01 * np.abs(blurred - truth).mean()
+    gentle = gaussian_sharpen(blurred, (SPACING,) * 3, 6.0, max_gain=4.0)  # the default gain recovers most of it
+    assert 4.4 < gentle.max() < 5.0
+    for out in (restored, gentle):  # frequency 0 is passed with gain 1
+        assert out.mean() == pytest.approx(blurred.mean(), rel=1e-4)
+
+
+@pytest.mark.parametrize("gain", [2.0, 3.0, 8.0])
+def test_gaussian_sharpen_amplifies_no_frequency_by_more_than_its_gain(gain):
+    from harmkit_histmatch.resmatch import gaussian_sharpen
+
+    impulse = np.zeros((64, 64, 64), np.float32)
+    impulse[32, 32, 32] = 1.0
+    response = gaussian_sharpen(impulse, (SPACING,) * 3, 8.0, max_gain=gain)
+    transfer = np.abs(np.fft.rfftn(np.fft.ifftshift(response)))
+    eps = 1.0 / (4.0 * gain**2)
+    assert transfer.max() == pytest.approx((1 + eps) / (2 * np.sqrt(eps)), rel=0.01)  # the peak gain, about `gain`
+    assert transfer[0, 0, 0] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_smoother_quieter_group_is_sharpened_towards_the_reference(data):
+    model = ResolutionMatching().fit(data, "SHARP")  # smoother_groups="sharpen" is the default
+    width = model.sharpen_fwhm_mm_["SMOOTH"]
+    # a regularised inverse undoes only part of a blur, so the width it needs is wider than the blur itself
+    assert 0.5 * BLUR_FWHM < width <= 2.0 * BLUR_FWHM, model.sharpen_fwhm_mm_
+    assert model.fwhm_mm_["SMOOTH"] == 0.0 and model.sharpen_fwhm_mm_["SHARP"] == 0.0
+    assert model.sharpen_limit_["SMOOTH"] in ("statistic", "noise") and not model.unmatched_
+    ref = sitk.GetArrayFromImage(data[0].masks["reference"]) > 0
+
+    def texture(scans):
+        return np.mean([noise_smoothness(sitk.GetArrayFromImage(s.load_image()), ref, (SPACING,) * 3) for s in scans])
+
+    smooth = [s for s in data if s.site == "SMOOTH"]
+    outputs = [model.transform(s) for s in smooth]
+    target = texture([s for s in data if s.site == "SHARP"])
+    # the noise level reaches the sharp site's; its texture moves towards it (a regularised inverse cannot reach it)
+    before, after, goal = measured_noise(smooth), measured_noise(outputs), measured_noise(data[:3])
+    assert before < 0.7 * goal and after == pytest.approx(goal, rel=0.1)
+    assert abs(texture(outputs) - target) < 0.75 * abs(texture(smooth) - target)
+    for scan, out in zip(smooth, outputs):
+        assert mean_suv(out, ref) == pytest.approx(mean_suv(scan, ref), rel=0.01)
+        assert same_geometry(out.load_image(), scan.load_image())
+    loaded = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(loaded.transform(smooth[0]).load_image()),
+        sitk.GetArrayFromImage(outputs[0].load_image()),
+    )
+
+
+def test_sharpening_stops_where_the_noise_reaches_the_references(data):
+    """The smooth site quieter than the sharp one: sharpening until the texture matched would overshoot the noise."""
+    quiet_sharp = [
+        Scan(s.subject_id, s.site, sitk.Cast(s.image * 0.0 + 2.0, sitk.sitkFloat32) + (s.image - 2.0) * 0.45, s.masks)
+        for s in list(data)[:3]
+    ]
+    cohort = Cohort([*quiet_sharp, *list(data)[3:]])
+    model = ResolutionMatching(smoother_groups="sharpen").fit(cohort, "SHARP")
+    assert model.sharpen_limit_["SMOOTH"] == "noise"
+    assert model.matched_noise_levels_["SMOOTH"] == pytest.approx(model.noise_levels_["SHARP"], rel=0.02)
+    assert model.matched_statistics_["SMOOTH"] > model.site_statistics_["SHARP"]  # texture not reached
+
+
+def test_a_smoother_group_that_is_also_noisier_is_not_sharpened(noisy_data):
+    loud = [noisy_smooth_scan(f"m{i}", seed=300 + i) for i in range(3)]
+    quiet_sharp = [
+        Scan(s.subject_id, s.site, sitk.Cast(s.image * 0.0 + 2.0, sitk.sitkFloat32) + (s.image - 2.0) * 0.2, s.masks)
+        for s in list(noisy_data)[:3]
+    ]
+    with pytest.warns(ResolutionMatchingWarning, match="'NOISY' is smoother .* already at least as noisy"):
+        model = ResolutionMatching(smoother_groups="sharpen").fit(Cohort([*quiet_sharp, *loud]), "SHARP")
+    assert model.sharpen_fwhm_mm_["NOISY"] == 0.0 and "NOISY" in model.unmatched_
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(model.transform(loud[0]).load_image()), sitk.GetArrayFromImage(loud[0].image)
+    )
+
+
+@pytest.mark.parametrize("gain", [1.0, 0.5, "4"])
+def test_a_sharpening_gain_of_at_most_one_is_refused(data, gain):
+    with pytest.raises(HarmkitError, match="sharpen_gain must be a number > 1"):
+        ResolutionMatching(smoother_groups="sharpen", sharpen_gain=gain).fit(data, "SHARP")

@@ -1,15 +1,18 @@
 """Two simple image harmonizers for harmkit.
 
-* :class:`HistogramMatching` (``histmatch``): maps each scan's intensity
-  quantiles inside the body onto the reference site group's pooled quantiles.
+* :class:`HistogramMatching` (``histmatch``): one SUV factor per site group
+  from healthy-tissue levels (``mode="scale"``), or whole-body landmark
+  matching (``mode="nyul"``).
 * :class:`ResolutionMatching` (``resmatch``): EARL-style Gaussian post-filter
-  that smooths sharper site groups to the reference's resolution.
+  that smooths sharper site groups to the reference's resolution, and a
+  regularised deconvolution that sharpens smoother, quieter ones.
 """
 
 from .histmatch import HistogramMatching
 from .resmatch import (
     ResolutionMatching,
     ResolutionMatchingWarning,
+    gaussian_sharpen,
     gaussian_smooth,
     noise_smoothness,
 )
@@ -18,6 +21,7 @@ __all__ = [
     "HistogramMatching",
     "ResolutionMatching",
     "ResolutionMatchingWarning",
+    "gaussian_sharpen",
     "gaussian_smooth",
     "noise_smoothness",
 ]

@@ -28,11 +28,18 @@ different voxel sizes. ``"correlation"`` (the mean neighbouring-voxel
 correlation itself) and ``"cov"`` (coefficient of variation in the VOI) are
 alternatives; COV also depends on the injected dose and scan time.
 
-The width is found by bisection, smoothing crops of the actual scans around
-the VOI, so discretisation and anisotropic voxels are accounted for.
-Smoothing can only blur: a site group smoother than the reference is left
-unchanged (width 0, listed in ``unmatched_``, with a warning), or, with
-``smoother_groups="error"``, fitting refuses.
+The width is found by root finding, filtering crops of the actual scans
+around the VOI, so discretisation and anisotropic voxels are accounted for.
+
+A site group *smoother* than the reference is, by default
+(``smoother_groups="sharpen"``), sharpened: a Gaussian is undone by a
+regularised inverse filter (:func:`gaussian_sharpen`), whose width is fitted
+the same way but stopped where the group's noise level reaches the
+reference's, since an inverse filter amplifies noise. A group that is
+smoother *and* already at least as noisy as the reference is left unchanged
+(listed in ``unmatched_``, with a warning): no linear filter both sharpens
+and denoises. ``smoother_groups="keep"`` leaves every smoother group
+unchanged (the EARL filter, which only blurs) and ``"error"`` refuses.
 """
 
 from __future__ import annotations
@@ -79,6 +86,52 @@ def gaussian_smooth(array: np.ndarray, spacing_zyx, fwhm_mm: float) -> np.ndarra
         return np.array(array, dtype=np.float32, copy=True)
     sigma = [fwhm_mm / FWHM_PER_SIGMA / float(s) for s in spacing_zyx]
     return gaussian_filter(np.asarray(array, dtype=np.float32), sigma=sigma, mode="nearest", truncate=4.0)
+
+
+def gaussian_sharpen(array: np.ndarray, spacing_zyx, fwhm_mm: float, max_gain: float = 4.0) -> np.ndarray:
+    """Undo an isotropic Gaussian blur of ``fwhm_mm`` (mm) by a regularised (Wiener-type) inverse filter.
+
+    The filter is ``(1 + eps) H / (H^2 + eps)`` in frequency space, ``H`` being
+    the Gaussian's transfer function and ``eps = 1 / (4 max_gain^2)``: it
+    inverts the blur where the Gaussian passes more than about ``1/max_gain``
+    of the signal and rolls off beyond, so no frequency is amplified by more
+    than about ``max_gain``. Its gain at frequency 0 is 1, so the mean SUV of
+    a region is kept. The array is mirrored at its faces before the FFT, so no
+    wrap-around from the opposite face.
+    """
+    from scipy import fft
+
+    array = np.asarray(array, dtype=np.float32)
+    if fwhm_mm <= 0:
+        return np.array(array, copy=True)
+    sigma = [fwhm_mm / FWHM_PER_SIGMA / float(s) for s in spacing_zyx]
+    pad = [min(int(math.ceil(3.0 * s)) + 2, n - 1) for s, n in zip(sigma, array.shape)]
+    padded = np.pad(array, [(p, p) for p in pad], mode="reflect")
+    transfer = np.ones((1, 1, 1), dtype=np.float32)
+    for axis, (n, s) in enumerate(zip(padded.shape, sigma)):
+        freq = fft.rfftfreq(n) if axis == 2 else fft.fftfreq(n)
+        shape = [1, 1, 1]
+        shape[axis] = len(freq)
+        transfer = transfer * np.exp(-2.0 * (math.pi * freq * s) ** 2).astype(np.float32).reshape(shape)
+    eps = 1.0 / (4.0 * float(max_gain) ** 2)
+    spectrum = fft.rfftn(padded, workers=1)
+    spectrum *= (1.0 + eps) * transfer / (transfer * transfer + eps)
+    out = fft.irfftn(spectrum, s=padded.shape, workers=1)
+    return np.ascontiguousarray(out[tuple(slice(p, p + n) for p, n in zip(pad, array.shape))], dtype=np.float32)
+
+
+def resolution_filter(array: np.ndarray, spacing_zyx, fwhm_mm: float, max_gain: float = 4.0) -> np.ndarray:
+    """Smooth by a Gaussian of ``fwhm_mm`` when it is > 0, sharpen by one of ``-fwhm_mm`` when it is < 0.
+
+    A sharpened image of an input without negative values is clipped at 0
+    (the inverse filter rings below 0 next to the body's edge).
+    """
+    if fwhm_mm >= 0:
+        return gaussian_smooth(array, spacing_zyx, fwhm_mm)
+    out = gaussian_sharpen(array, spacing_zyx, -fwhm_mm, max_gain)
+    if float(np.min(array)) >= 0:
+        np.maximum(out, 0.0, out=out)
+    return out
 
 
 def neighbour_correlations(array: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -175,15 +228,18 @@ class _Patch:
         self.label = label
         self.flat = True  # False: an automatic region that found no flat tissue (see auto_region)
 
-    def statistic(self, name: str, fwhm_mm: float) -> float:
-        smoothed = gaussian_smooth(self.array, self.spacing, fwhm_mm)
+    def statistic(self, name: str, fwhm_mm: float, max_gain: float = 4.0) -> float:
+        """The statistic after :func:`resolution_filter` by ``fwhm_mm`` (< 0: sharpening)."""
+        smoothed = resolution_filter(self.array, self.spacing, fwhm_mm, max_gain)
         if self.highpass_mm > 0 and name != "cov":
             smoothed = smoothed - local_mean(smoothed, self.spacing, self.highpass_mm)
         return texture_statistic(name, smoothed, self.mask, self.spacing)
 
-    def noise_level(self, fwhm_mm: float, amplitude: float = 0.0, noise_fwhm_mm: float = 0.0, seed=0) -> float:
-        """Noise SD per sqrt(SUV) in the region after smoothing by ``fwhm_mm`` and adding noise of ``amplitude``."""
-        image = gaussian_smooth(self.array, self.spacing, fwhm_mm)
+    def noise_level(
+        self, fwhm_mm: float, amplitude: float = 0.0, noise_fwhm_mm: float = 0.0, seed=0, max_gain: float = 4.0
+    ) -> float:
+        """Noise SD per sqrt(SUV) in the region after filtering by ``fwhm_mm`` and adding noise of ``amplitude``."""
+        image = resolution_filter(self.array, self.spacing, fwhm_mm, max_gain)
         if amplitude > 0:
             image = add_noise(image, self.spacing, amplitude, noise_fwhm_mm, np.random.default_rng(seed))
         return noise_level(image, self.mask, self.spacing, self.highpass_mm)
@@ -227,8 +283,27 @@ def add_noise(array: np.ndarray, spacing_zyx, amplitude: float, fwhm_mm: float, 
     return out.astype(np.float32, copy=False)
 
 
+def _first_root(function, hi: float, step: float = 0.5) -> float | None:
+    """The smallest ``w`` in (0, ``hi``] where ``function`` (> 0 at 0) reaches 0, or None.
+
+    A regularised inverse filter's effect is not monotone in its width (a very
+    wide Gaussian's inverse only touches the lowest frequencies), so the first
+    sign change is searched on a grid of ``step`` mm before root finding in it.
+    """
+    from scipy.optimize import brentq
+
+    low, value = 0.0, function(0.0)
+    for high in np.arange(step, hi + step / 2, step):
+        high = float(min(high, hi))
+        next_value = function(high)
+        if next_value <= 0:
+            return float(brentq(function, low, high, xtol=0.01, rtol=1e-4)) if value > 0 else low
+        low, value = high, next_value
+    return None
+
+
 class ResolutionMatching(ImageHarmonizer):
-    """Smooth sharper site groups with a Gaussian so they match the reference group (EARL-style).
+    """Match site groups' resolution to the reference's: smooth sharper groups (EARL-style), sharpen smoother ones.
 
     Parameters
     ----------
@@ -258,23 +333,35 @@ class ResolutionMatching(ImageHarmonizer):
         subject id seed it). ``"keep"``: smoothing only (the EARL filter).
     random_state : int, default 0
         Seed of the added noise (``noise="match"``).
-    smoother_groups : {"keep", "error"}, default "keep"
+    smoother_groups : {"sharpen", "keep", "error"}, default "sharpen"
         A site group smoother than the reference (beyond ``tolerance``)
-        cannot be matched by smoothing: ``"keep"`` leaves its scans unchanged
-        (width 0, listed in ``unmatched_``, with a
-        :class:`ResolutionMatchingWarning`); ``"error"`` refuses to fit.
+        cannot be matched by smoothing. ``"sharpen"``: undo a Gaussian by a
+        regularised inverse filter, its width fitted until the texture
+        statistic or, first, the noise level reaches the reference's
+        (``sharpen_fwhm_mm_``, ``sharpen_limit_``); a group already at least
+        as noisy as the reference is left unchanged, with a warning.
+        ``"keep"``: leave its scans unchanged (width 0, listed in
+        ``unmatched_``, with a :class:`ResolutionMatchingWarning`).
+        ``"error"``: refuse to fit.
     exclude : sequence of str, default ("lesion",)
         Automatic region only: masks left out of it when a scan has them.
     band : (float, float), default (0.75, 1.33)
         Automatic region only: the local mean must lie within ``low`` to
         ``high`` times the body's median uptake (``0 < low < 1 < high``).
+    sharpen_gain : float, default 4.0
+        Sharpening only: the largest factor by which the inverse filter
+        amplifies any spatial frequency (> 1). Higher undoes more of the blur
+        and amplifies more noise.
 
     Fitted attributes: ``reference_site_``; ``fwhm_mm_`` ({site group: width
     in mm}, 0 for the reference); with fitted widths also
     ``site_statistics_`` ({site group: statistic before smoothing}),
     ``matched_statistics_`` ({site group: statistic after smoothing}) and
     ``unmatched_`` ({site group smoother than the reference, left unchanged:
-    its statistic}). With ``noise="match"`` also ``noise_amplitude_``
+    its statistic}). With ``smoother_groups="sharpen"`` also
+    ``sharpen_fwhm_mm_`` ({site group: width of the Gaussian undone, 0 for
+    the others}) and ``sharpen_limit_`` ({smoother site group: what stopped
+    the sharpening, ``"statistic"`` or ``"noise"``}). With ``noise="match"`` also ``noise_amplitude_``
     ({site group: SD of the added noise per square root of SUV}),
     ``noise_fwhm_mm_`` (its correlation FWHM: the reference's smoothness),
     ``noise_levels_`` and ``matched_noise_levels_`` ({site group: noise SD per
@@ -286,8 +373,8 @@ class ResolutionMatching(ImageHarmonizer):
 
     name = "resmatch"
     description = (
-        "Resolution matching: Gaussian post-filter of sharper sites (EARL-style), width fitted in healthy tissue, "
-        "noise added back to the reference's level"
+        "Resolution matching: Gaussian post-filter of sharper sites (EARL-style) and regularised deconvolution of "
+        "smoother, quieter ones, widths fitted in healthy tissue, noise matched to the reference's level"
     )
 
     def __init__(
@@ -297,11 +384,12 @@ class ResolutionMatching(ImageHarmonizer):
         statistic: str = "smoothness",
         max_fwhm_mm: float = 20.0,
         tolerance: float = 0.05,
-        smoother_groups: str = "keep",
+        smoother_groups: str = "sharpen",
         noise: str = "match",
         random_state: int = 0,
         exclude: Sequence[str] = DEFAULT_EXCLUDE,
         band: Sequence[float] = HOMOGENEOUS_BAND,
+        sharpen_gain: float = 4.0,
     ):
         self.fwhm_mm = fwhm_mm
         self.mask = mask
@@ -313,6 +401,7 @@ class ResolutionMatching(ImageHarmonizer):
         self.random_state = random_state
         self.exclude = exclude
         self.band = band
+        self.sharpen_gain = sharpen_gain
 
     def _where(self) -> str:
         return "the automatic homogeneous region" if self.mask is None else f"mask {self.mask!r}"
@@ -339,9 +428,14 @@ class ResolutionMatching(ImageHarmonizer):
             )
         if self.noise not in ("keep", "match"):
             raise HarmkitError(f"resmatch: noise={self.noise!r} is not known; use 'keep' or 'match'")
-        if self.smoother_groups not in ("keep", "error"):
+        if self.smoother_groups not in ("keep", "error", "sharpen"):
             raise HarmkitError(
-                f"resmatch: smoother_groups={self.smoother_groups!r} is not known; use 'keep' or 'error'"
+                f"resmatch: smoother_groups={self.smoother_groups!r} is not known; use 'keep', 'error' or 'sharpen'"
+            )
+        if not (isinstance(self.sharpen_gain, (int, float)) and float(self.sharpen_gain) > 1.0):
+            raise HarmkitError(
+                f"resmatch: sharpen_gain must be a number > 1 (the largest amplification of any frequency), "
+                f"got {self.sharpen_gain!r}"
             )
         if self.mask is not None:
             for name, default in (("exclude", DEFAULT_EXCLUDE), ("band", HOMOGENEOUS_BAND)):
@@ -379,7 +473,7 @@ class ResolutionMatching(ImageHarmonizer):
         patches = self._patches(cohort, reference_site, groups)
 
         def stats(group: str, fwhm: float) -> np.ndarray:
-            values = np.asarray([p.statistic(name, fwhm) for p in patches[group]])
+            values = np.asarray([p.statistic(name, fwhm, self.sharpen_gain) for p in patches[group]])
             values = values[np.isfinite(values)]
             if not len(values):
                 raise HarmkitError(
@@ -417,6 +511,7 @@ class ResolutionMatching(ImageHarmonizer):
         matched = {reference_site: target}
         widths = {reference_site: 0.0}
         unmatched: dict[str, float] = {}
+        limits: dict[str, str] = {}
         for group in groups:
             group_values = stats(group, 0.0)
             start = float(np.mean(group_values))
@@ -435,6 +530,15 @@ class ResolutionMatching(ImageHarmonizer):
                 if abs(gap) <= self.tolerance * abs(target):
                     widths[group], matched[group] = 0.0, start
                     continue
+                if self.smoother_groups == "sharpen":
+                    width = self._sharpening_width(group, reference_site, patches, target, increasing, limits)
+                    if width > 0:
+                        widths[group] = -width
+                        matched[group] = mean_stat(group, -width)
+                        continue
+                    widths[group], matched[group] = 0.0, start
+                    unmatched[group] = start
+                    continue
                 message = (
                     f"resmatch: the reference site group {reference_site!r} is sharper than site group {group!r} "
                     f"({name} {target:.4g} vs {start:.4g} in {self._where()}); smoothing cannot sharpen, so "
@@ -443,7 +547,8 @@ class ResolutionMatching(ImageHarmonizer):
                 if self.smoother_groups == "error":
                     raise HarmkitError(f"{message}. Use the smoothest site group as the reference")
                 warnings.warn(
-                    f"{message}: its scans are left unchanged. Use the smoothest site group as the reference",
+                    f"{message}: its scans are left unchanged. Use the smoothest site group as the reference, or "
+                    "smoother_groups='sharpen'",
                     ResolutionMatchingWarning,
                     stacklevel=2,
                 )
@@ -467,13 +572,67 @@ class ResolutionMatching(ImageHarmonizer):
             widths[group] = width
             matched[group] = mean_stat(group, width)
         self.reference_site_ = reference_site
-        self.fwhm_mm_ = widths
+        self.fwhm_mm_ = {g: max(w, 0.0) for g, w in widths.items()}
+        if self.smoother_groups == "sharpen":
+            self.sharpen_fwhm_mm_ = {g: (-w if w < 0 else 0.0) for g, w in widths.items()}
+            self.sharpen_limit_ = limits
         self.site_statistics_ = site_stats
         self.matched_statistics_ = matched
         self.unmatched_ = unmatched
         if self.noise == "match":
             self._fit_noise(patches, reference_site, groups, widths, unmatched)
         return self
+
+    def _sharpening_width(
+        self, group: str, reference_site: str, patches: dict, target: float, increasing: bool, limits: dict
+    ) -> float:
+        """The width of the Gaussian to undo in ``group`` (0: leave it unchanged, with a warning).
+
+        Sharpening is stopped at the first of: the texture statistic reaching
+        the reference's, and the noise level in the texture region reaching
+        the reference's (an inverse filter amplifies noise, and sharpening
+        beyond that point would trade a resolution difference for a noise
+        difference). A group already at least as noisy as the reference is
+        left unchanged. ``limits[group]`` records which of the two stopped it.
+        """
+        gain = self.sharpen_gain
+        hi = float(self.max_fwhm_mm)
+
+        def noise(w: float) -> float:
+            return float(np.nanmean([p.noise_level(-w, max_gain=gain) for p in patches[group]]))
+
+        def texture_gap(w: float) -> float:
+            values = [p.statistic(self.statistic, -w, gain) for p in patches[group]]
+            value = float(np.nanmean(values))
+            return (value - target) if increasing else (target - value)
+
+        noise_target = float(np.nanmean([p.noise_level(0.0) for p in patches[reference_site]]))
+        if not noise(0.0) < noise_target:
+            warnings.warn(
+                f"resmatch: site group {group!r} is smoother than the reference {reference_site!r} and already at "
+                f"least as noisy ({noise(0.0):.3g} vs {noise_target:.3g} per sqrt(SUV) in {self._where()}); "
+                "sharpening would make its noise differ more, so its scans are left unchanged",
+                ResolutionMatchingWarning,
+                stacklevel=3,
+            )
+            limits[group] = "noise"
+            return 0.0
+        candidates = {}
+        width = _first_root(lambda w: noise_target - noise(w), hi)
+        if width is not None:
+            candidates["noise"] = width
+        # the texture is searched only up to where the noise stops the sharpening anyway
+        width = _first_root(texture_gap, candidates.get("noise", hi))
+        if width is not None:
+            candidates["statistic"] = width
+        if not candidates:
+            raise HarmkitError(
+                f"resmatch: site group {group!r} still looks smoother and quieter than {reference_site!r} after "
+                f"undoing a {hi:g} mm Gaussian; raise max_fwhm_mm or sharpen_gain, or check {self._where()}"
+            )
+        limit = min(candidates, key=candidates.__getitem__)
+        limits[group] = limit
+        return candidates[limit]
 
     def _patches(self, cohort, reference_site: str, groups: list) -> dict[str, list[_Patch]]:
         """Every scan's texture-region crop, by site group."""
@@ -489,7 +648,9 @@ class ResolutionMatching(ImageHarmonizer):
 
         def level(group: str, amplitude: float) -> float:
             values = [
-                p.noise_level(widths[group], amplitude, noise_fwhm, (NOISE_SALT, int(self.random_state), i))
+                p.noise_level(
+                    widths[group], amplitude, noise_fwhm, (NOISE_SALT, int(self.random_state), i), self.sharpen_gain
+                )
                 for i, p in enumerate(patches[group])
             ]
             return float(np.nanmean(values))
@@ -527,7 +688,7 @@ class ResolutionMatching(ImageHarmonizer):
         )
 
     def transform(self, scan, target_site: str | None = None):
-        """Return ``scan`` smoothed by its site group's Gaussian (same grid, SUV mean kept)."""
+        """Return ``scan`` smoothed (or sharpened) by its site group's Gaussian (same grid, SUV mean kept)."""
         self.check_fitted()
         if target_site is not None and str(target_site) != self.reference_site_:
             raise TargetNotSupported(
@@ -535,13 +696,14 @@ class ResolutionMatching(ImageHarmonizer):
             )
         if scan.group == self.reference_site_:
             return scan.with_image(scan.load_image())
-        width = self.width_for(scan.group)
+        # > 0: smoothing, < 0: undoing a Gaussian (smoother_groups="sharpen")
+        width = self.width_for(scan.group) - float(getattr(self, "sharpen_fwhm_mm_", {}).get(scan.group, 0.0))
         amplitude = float(getattr(self, "noise_amplitude_", {}).get(scan.group, 0.0))
         image = scan.load_image()
-        if width <= 0 and amplitude <= 0:
+        if width == 0 and amplitude <= 0:
             return scan.with_image(image)
         spacing = tuple(reversed(image.GetSpacing()))
-        out = gaussian_smooth(sitk.GetArrayViewFromImage(image), spacing, width)
+        out = resolution_filter(sitk.GetArrayViewFromImage(image), spacing, width, float(self.sharpen_gain))
         if amplitude > 0:
             seed = (NOISE_SALT, int(self.random_state), zlib.crc32(str(scan.subject_id).encode()))
             out = add_noise(out, spacing, amplitude, float(self.noise_fwhm_mm_), np.random.default_rng(seed))
