@@ -6,6 +6,11 @@ Usage::
     python benchmarks/image_harmonizers.py --sizes 96x96x80 --scans 6 --jobs 2
     python benchmarks/image_harmonizers.py --manifest sim/manifest.csv --reference HGJ
 
+Rows: ``histmatch`` (scale mode, the default), ``resmatch`` with a given
+width, ``resmatch`` fitted towards the smooth group (smoothing the sharp one)
+and fitted towards the sharp group (sharpening the smooth one,
+``smoother_groups="sharpen"``, the default).
+
 Synthetic data (seeded): two site groups of ``--scans`` scans each; an
 ellipsoid body with correlated noise around SUV 1-2, a liver-like reference
 sphere, and the second group blurred by a 6 mm Gaussian. Images stay in
@@ -87,7 +92,7 @@ def main() -> None:
     parser.add_argument("--manifest", help="time on this cohort instead of synthetic scans")
     parser.add_argument(
         "--reference",
-        help="reference site group (with --manifest; must be the smoothest for resmatch)",
+        help="reference site group (with --manifest); the sharpening row then uses the other group",
     )
     args = parser.parse_args()
 
@@ -97,13 +102,15 @@ def main() -> None:
         import harmkit
 
         cohort = harmkit.load_cohort(args.manifest)
-        datasets = [(f"{args.manifest}", cohort, args.reference or cohort.site_groups[0])]
+        reference = args.reference or cohort.site_groups[0]
+        other = next((g for g in cohort.site_groups if g != reference), reference)
+        datasets = [(f"{args.manifest}", cohort, reference, other)]
     else:
         datasets = []
         for size in args.sizes:
             shape = tuple(int(v) for v in size.lower().split("x"))
             cohort, reference = synthetic_cohort(shape, args.scans)
-            datasets.append((f"{shape[2]}×{shape[1]}×{shape[0]} synthetic", cohort, reference))
+            datasets.append((f"{shape[2]}×{shape[1]}×{shape[0]} synthetic", cohort, reference, "SHARP"))
 
     print(
         f"histmatch / resmatch (harmkit-histmatch), jobs={args.jobs}; {platform.processor() or platform.machine()}, "
@@ -112,20 +119,24 @@ def main() -> None:
     print()
     print("| data | scans | method | fit per scan read (s) | transform per scan (s) | fitted |")
     print("|---|---:|---|---:|---:|---|")
-    for label, cohort, reference in datasets:
+    for label, cohort, smooth_reference, sharp_reference in datasets:
         n = len(cohort)
-        n_ref = sum(s.group == reference for s in cohort)
-        for harmonizer, reads in (
-            (HistogramMatching(), n_ref),
-            (ResolutionMatching(fwhm_mm=6.0), 0),
-            (ResolutionMatching(), n),
+        for harmonizer, reference, reads, name in (
+            (HistogramMatching(), smooth_reference, n, "histmatch (scale)"),
+            (ResolutionMatching(fwhm_mm=6.0, noise="keep"), smooth_reference, 0, "resmatch (fwhm_mm=6)"),
+            (ResolutionMatching(), smooth_reference, n, f"resmatch → {smooth_reference}"),
+            (ResolutionMatching(), sharp_reference, n, f"resmatch → {sharp_reference}"),
         ):
             fit_s, per_scan = time_harmonizer(harmonizer, cohort, reference, args.jobs)
-            name = harmonizer.name + (" (fwhm_mm=6)" if getattr(harmonizer, "fwhm_mm", None) else "")
+            others = [g for g in cohort.site_groups if g != reference]
             if harmonizer.name == "resmatch":
-                fitted = ", ".join(f"{g}: {w:.2f} mm" for g, w in harmonizer.fwhm_mm_.items() if g != reference)
+                sharpen = getattr(harmonizer, "sharpen_fwhm_mm_", {})
+                fitted = ", ".join(
+                    f"{g}: sharpen {sharpen[g]:.2f} mm" if sharpen.get(g) else f"{g}: {harmonizer.fwhm_mm_[g]:.2f} mm"
+                    for g in others
+                )
             else:
-                fitted = f"{len(harmonizer.landmarks_)} landmarks"
+                fitted = ", ".join(f"{g}: ×{harmonizer.scales_[g]:.3f}" for g in others)
             fit_text = f"{fit_s / reads:.3f}" if reads else "–"
             print(f"| {label} | {n} | {name} | {fit_text} | {per_scan:.3f} | {fitted} |")
 
