@@ -382,7 +382,7 @@ def test_scale_mode_save_and_load_keep_the_factors(tmp_path):
     )
 
 
-def test_train_and_harmonize_run_on_a_cohort_without_mask_body(tmp_path):
+def test_train_and_harmonize_run_on_a_cohort_without_mask_body(tmp_path, capsys):
     import pandas as pd
 
     import harmkit
@@ -400,3 +400,6 @@ def test_train_and_harmonize_run_on_a_cohort_without_mask_body(tmp_path):
         main(["harmonize", "--model", str(model), "--cohort", str(manifest), "--out", str(out)])
         assert len(pd.read_csv(out / "manifest.csv")) == 4
     assert harmkit.load_model(tmp_path / "model-histmatch").scales_["SRC"] == pytest.approx(1 / 1.2, rel=0.03)
+    printed = capsys.readouterr().out
+    assert "x0.8" in printed and "healthy level" in printed  # harmkit train says what each plugin fitted
+    assert "SRC" in printed and ("smoothed" in printed or "unchanged" in printed or "sharpened" in printed)

@@ -71,6 +71,8 @@ def test_known_blur_is_recovered_by_the_fitted_width_within_20_percent(data):
     model = ResolutionMatching().fit(data, "SMOOTH")
     assert model.fwhm_mm_["SMOOTH"] == 0.0
     assert abs(model.fwhm_mm_["SHARP"] - BLUR_FWHM) <= 0.2 * BLUR_FWHM, model.fwhm_mm_
+    assert set(model.training_) == {"SHARP"}
+    assert model.training_["SHARP"].startswith(f"smoothed by a {model.fwhm_mm_['SHARP']:.3g} mm Gaussian")
     assert model.site_statistics_["SHARP"] < model.site_statistics_["SMOOTH"]
     assert model.matched_statistics_["SHARP"] == pytest.approx(model.site_statistics_["SMOOTH"], rel=0.01)
 
@@ -355,6 +357,8 @@ def test_a_smoother_quieter_group_is_sharpened_towards_the_reference(data):
     assert 0.5 * BLUR_FWHM < width <= 2.0 * BLUR_FWHM, model.sharpen_fwhm_mm_
     assert model.fwhm_mm_["SMOOTH"] == 0.0 and model.sharpen_fwhm_mm_["SHARP"] == 0.0
     assert model.sharpen_limit_["SMOOTH"] in ("statistic", "noise") and not model.unmatched_
+    assert model.training_["SMOOTH"].startswith(f"sharpened: a {width:.3g} mm Gaussian undone, stopped at the")
+    assert "SHARP" not in model.training_
     ref = sitk.GetArrayFromImage(data[0].masks["reference"]) > 0
 
     def texture(scans):
@@ -386,6 +390,7 @@ def test_sharpening_stops_where_the_noise_reaches_the_references(data):
     cohort = Cohort([*quiet_sharp, *list(data)[3:]])
     model = ResolutionMatching(smoother_groups="sharpen").fit(cohort, "SHARP")
     assert model.sharpen_limit_["SMOOTH"] == "noise"
+    assert "stopped at the reference's noise level" in model.training_["SMOOTH"]
     assert model.matched_noise_levels_["SMOOTH"] == pytest.approx(model.noise_levels_["SHARP"], rel=0.02)
     assert model.matched_statistics_["SMOOTH"] > model.site_statistics_["SHARP"]  # texture not reached
 
@@ -399,6 +404,7 @@ def test_a_smoother_group_that_is_also_noisier_is_not_sharpened(noisy_data):
     with pytest.warns(ResolutionMatchingWarning, match="'NOISY' is smoother .* already at least as noisy"):
         model = ResolutionMatching(smoother_groups="sharpen").fit(Cohort([*quiet_sharp, *loud]), "SHARP")
     assert model.sharpen_fwhm_mm_["NOISY"] == 0.0 and "NOISY" in model.unmatched_
+    assert model.training_["NOISY"].startswith("unchanged: smoother and already as noisy as the reference")
     np.testing.assert_array_equal(
         sitk.GetArrayFromImage(model.transform(loud[0]).load_image()), sitk.GetArrayFromImage(loud[0].image)
     )

@@ -182,7 +182,9 @@ class HistogramMatching(ImageHarmonizer):
     ``scale_z_`` ({site group: standard errors of that factor's log from 0,
     ``None`` when unknown}),
     ``scales_`` ({site group: factor applied}, 1 for the reference and for
-    factors within ``significance``), ``n_scans_`` ({site group: scans}). Nyul
+    factors within ``significance``), ``n_scans_`` ({site group: scans}),
+    ``training_`` ({other site group: one line saying what was fitted; ``harmkit
+    train`` prints it}). Nyul
     mode: ``reference_site_``, ``landmarks_`` (percentiles),
     ``reference_landmarks_`` (pooled reference quantiles, SUV),
     ``n_reference_scans_``, ``n_reference_voxels_``.
@@ -282,6 +284,17 @@ class HistogramMatching(ImageHarmonizer):
             group: factor if _shown(z[group], float(self.significance)) else 1.0 for group, factor in measured.items()
         }
         self.n_scans_ = {group: len(values) for group, values in levels.items()}
+        # one line per site group: what harmkit train prints
+        self.training_ = {}
+        for group, factor in measured.items():
+            if group == reference:
+                continue
+            sure = "z unknown: too few scans" if z[group] is None else f"z = {z[group]:.2g}"
+            self.training_[group] = (
+                f"x{factor:.4g} (healthy level {site_levels[group]:.3g} vs {site_levels[reference]:.3g}, {sure})"
+                if self.scales_[group] != 1.0
+                else f"unchanged: measured x{factor:.4g} not shown beyond the patients' spread ({sure})"
+            )
         return self
 
     def _fit_nyul(self, cohort, reference_site: str) -> "HistogramMatching":

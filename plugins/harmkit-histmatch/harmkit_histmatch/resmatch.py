@@ -361,12 +361,14 @@ class ResolutionMatching(ImageHarmonizer):
     its statistic}). With ``smoother_groups="sharpen"`` also
     ``sharpen_fwhm_mm_`` ({site group: width of the Gaussian undone, 0 for
     the others}) and ``sharpen_limit_`` ({smoother site group: what stopped
-    the sharpening, ``"statistic"`` or ``"noise"``}). With ``noise="match"`` also ``noise_amplitude_``
-    ({site group: SD of the added noise per square root of SUV}),
+    the sharpening, ``"statistic"`` or ``"noise"``}). With ``noise="match"``
+    also ``noise_amplitude_`` ({site group: SD of the added noise per square
+    root of SUV}),
     ``noise_fwhm_mm_`` (its correlation FWHM: the reference's smoothness),
     ``noise_levels_`` and ``matched_noise_levels_`` ({site group: noise SD per
     square root of SUV in the texture region after smoothing, before and after
-    adding noise}).
+    adding noise}). Always ``training_`` ({non-reference site group: one line
+    saying what was fitted; ``harmkit train`` prints it}).
 
     Scans of the reference group come back unchanged.
     """
@@ -466,6 +468,12 @@ class ResolutionMatching(ImageHarmonizer):
                 self._fit_noise(
                     self._patches(cohort, reference_site, groups), reference_site, groups, self.fwhm_mm_, {}
                 )
+            amplitudes = getattr(self, "noise_amplitude_", {})
+            self.training_ = {
+                g: f"smoothed by the given {float(self.fwhm_mm):.3g} mm Gaussian"
+                + (f"; noise added, {amplitudes[g]:.3g} per sqrt(SUV)" if amplitudes.get(g, 0.0) >= 0.01 else "")
+                for g in groups
+            }
             return self
 
         name = self.statistic
@@ -581,7 +589,36 @@ class ResolutionMatching(ImageHarmonizer):
         self.unmatched_ = unmatched
         if self.noise == "match":
             self._fit_noise(patches, reference_site, groups, widths, unmatched)
+        self.training_ = self._summary(groups, widths, limits)
         return self
+
+    def _summary(self, groups: list, widths: dict, limits: dict) -> dict[str, str]:
+        """One line per site group saying what was fitted (``harmkit train`` prints it)."""
+        name = self.statistic
+        target = self.site_statistics_[self.reference_site_]
+        amplitudes = getattr(self, "noise_amplitude_", {})
+        lines = {}
+        for group in groups:
+            width = widths[group]
+            before, after = self.site_statistics_[group], self.matched_statistics_[group]
+            change = f"{name} {before:.3g} -> {after:.3g}, reference {target:.3g}"
+            if group in self.unmatched_:
+                reason = (
+                    "smoother and already as noisy as the reference"
+                    if limits.get(group) == "noise"
+                    else "smoother than the reference"
+                )
+                lines[group] = f"unchanged: {reason} ({name} {before:.3g}, reference {target:.3g})"
+            elif width < 0:
+                stop = "the reference's noise level" if limits[group] == "noise" else f"the reference's {name}"
+                lines[group] = f"sharpened: a {-width:.3g} mm Gaussian undone, stopped at {stop} ({change})"
+            elif width > 0:
+                lines[group] = f"smoothed by a {width:.3g} mm Gaussian ({change})"
+            else:
+                lines[group] = f"unchanged: within tolerance of the reference ({change})"
+            if amplitudes.get(group, 0.0) >= 0.01:
+                lines[group] += f"; noise added, {amplitudes[group]:.3g} per sqrt(SUV)"
+        return lines
 
     def _sharpening_width(
         self, group: str, reference_site: str, patches: dict, target: float, increasing: bool, limits: dict
