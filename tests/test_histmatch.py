@@ -376,6 +376,7 @@ def test_scale_mode_save_and_load_keep_the_factors(tmp_path):
     model = HistogramMatching(band=(0.4, 2.5)).fit(data, "REF")
     loaded = harmkit.load_model(model.save(tmp_path / "hm"))
     assert loaded.scales_ == model.scales_ and loaded.band == [0.4, 2.5]
+    assert loaded.learning_summary() == model.learning_summary() == {"message": f"SRC: {model.training_['SRC']}"}
     np.testing.assert_array_equal(
         sitk.GetArrayFromImage(loaded.transform(data[1]).load_image()),
         sitk.GetArrayFromImage(model.transform(data[1]).load_image()),

@@ -323,6 +323,13 @@ class HistogramMatching(ImageHarmonizer):
             f"histmatch: site group {group!r} was not in the cohort at fit (fitted: {fitted}); refit with its scans"
         )
 
+    def learning_summary(self) -> dict | None:
+        """What was fitted per site group, for the bench report's notes (``None`` before fitting or in nyul mode)."""
+        lines = getattr(self, "training_", None)
+        if not lines:
+            return None
+        return {"message": "; ".join(f"{group}: {line}" for group, line in lines.items())}
+
     def transform(self, scan, target_site: str | None = None):
         """Return ``scan`` on the reference group's SUV scale (same grid, float32)."""
         self.check_fitted()

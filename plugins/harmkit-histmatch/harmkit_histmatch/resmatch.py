@@ -711,6 +711,13 @@ class ResolutionMatching(ImageHarmonizer):
         self.noise_levels_ = before
         self.matched_noise_levels_ = after
 
+    def learning_summary(self) -> dict | None:
+        """What was fitted per site group, for the bench report's notes (``None`` before fitting or in nyul mode)."""
+        lines = getattr(self, "training_", None)
+        if not lines:
+            return None
+        return {"message": "; ".join(f"{group}: {line}" for group, line in lines.items())}
+
     def width_for(self, group: str) -> float:
         """The fitted Gaussian FWHM (mm) for ``group``."""
         self.check_fitted()
