@@ -1,4 +1,5 @@
-"""Small shared helpers: a scan's voxels inside a mask, checked, the reference's scans, and image rebuilding."""
+"""Small shared helpers: a scan's voxels inside a mask, checked, the reference's scans, image rebuilding, and the
+base class that reports what was fitted per site group."""
 
 from __future__ import annotations
 
@@ -6,7 +7,23 @@ import numpy as np
 import SimpleITK as sitk
 
 from harmkit.errors import HarmkitError
+from harmkit.interfaces import ImageHarmonizer
 from harmkit.toolkit import body_mask_of, resolve_site_group
+
+
+class PerGroupHarmonizer(ImageHarmonizer):
+    """An image harmonizer fitted per site group whose ``fit`` sets ``training_``: {site group: one line}.
+
+    ``harmkit train`` prints those lines; :meth:`learning_summary` hands them to the bench report's notes, so a
+    row equal to ``none`` says why.
+    """
+
+    def learning_summary(self) -> dict | None:
+        """What was fitted per site group (``None`` before fitting, or when the mode fits nothing per group)."""
+        lines = getattr(self, "training_", None)
+        if not lines:
+            return None
+        return {"message": "; ".join(f"{group}: {line}" for group, line in lines.items())}
 
 
 def image_and_mask(scan, mask_name: str) -> tuple[sitk.Image, np.ndarray, np.ndarray]:

@@ -43,10 +43,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from harmkit.errors import HarmkitError, TargetNotSupported
-from harmkit.interfaces import ImageHarmonizer
 from harmkit.toolkit import progress
 
-from ._scans import image_and_mask, mask_array, rebuild, reference_scans
+from ._scans import PerGroupHarmonizer, image_and_mask, mask_array, rebuild, reference_scans
 from .tissue import DEFAULT_BAND, DEFAULT_SMOOTHING_MM, check_band, healthy_tissue
 
 # Percentile grid that summarises each reference scan (0.1 % steps). Written as
@@ -136,7 +135,7 @@ def healthy_level(
     return level, count
 
 
-class HistogramMatching(ImageHarmonizer):
+class HistogramMatching(PerGroupHarmonizer):
     """Match each site group's SUV scale to the reference group's, in healthy tissue (or Nyul landmarks).
 
     Parameters
@@ -322,13 +321,6 @@ class HistogramMatching(ImageHarmonizer):
         raise HarmkitError(
             f"histmatch: site group {group!r} was not in the cohort at fit (fitted: {fitted}); refit with its scans"
         )
-
-    def learning_summary(self) -> dict | None:
-        """What was fitted per site group, for the bench report's notes (``None`` before fitting or in nyul mode)."""
-        lines = getattr(self, "training_", None)
-        if not lines:
-            return None
-        return {"message": "; ".join(f"{group}: {line}" for group, line in lines.items())}
 
     def transform(self, scan, target_site: str | None = None):
         """Return ``scan`` on the reference group's SUV scale (same grid, float32)."""

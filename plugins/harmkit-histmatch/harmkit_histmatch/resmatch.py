@@ -53,10 +53,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from harmkit.errors import HarmkitError, TargetNotSupported
-from harmkit.interfaces import ImageHarmonizer
 from harmkit.toolkit import progress
 
-from ._scans import image_and_mask, mask_array, rebuild, reference_scans
+from ._scans import PerGroupHarmonizer, image_and_mask, mask_array, rebuild, reference_scans
 from .tissue import HOMOGENEOUS_BAND, check_band, densest_block, healthy_tissue, homogeneous_tissue, local_mean
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
@@ -302,7 +301,7 @@ def _first_root(function, hi: float, step: float = 0.5) -> float | None:
     return None
 
 
-class ResolutionMatching(ImageHarmonizer):
+class ResolutionMatching(PerGroupHarmonizer):
     """Match site groups' resolution to the reference's: smooth sharper groups (EARL-style), sharpen smoother ones.
 
     Parameters
@@ -644,10 +643,11 @@ class ResolutionMatching(ImageHarmonizer):
             return (value - target) if increasing else (target - value)
 
         noise_target = float(np.nanmean([p.noise_level(0.0) for p in patches[reference_site]]))
-        if not noise(0.0) < noise_target:
+        noise_now = noise(0.0)
+        if not noise_now < noise_target:
             warnings.warn(
                 f"resmatch: site group {group!r} is smoother than the reference {reference_site!r} and already at "
-                f"least as noisy ({noise(0.0):.3g} vs {noise_target:.3g} per sqrt(SUV) in {self._where()}); "
+                f"least as noisy ({noise_now:.3g} vs {noise_target:.3g} per sqrt(SUV) in {self._where()}); "
                 "sharpening would make its noise differ more, so its scans are left unchanged",
                 ResolutionMatchingWarning,
                 stacklevel=3,
@@ -710,13 +710,6 @@ class ResolutionMatching(ImageHarmonizer):
         self.noise_amplitude_ = amplitudes
         self.noise_levels_ = before
         self.matched_noise_levels_ = after
-
-    def learning_summary(self) -> dict | None:
-        """What was fitted per site group, for the bench report's notes (``None`` before fitting or in nyul mode)."""
-        lines = getattr(self, "training_", None)
-        if not lines:
-            return None
-        return {"message": "; ".join(f"{group}: {line}" for group, line in lines.items())}
 
     def width_for(self, group: str) -> float:
         """The fitted Gaussian FWHM (mm) for ``group``."""
