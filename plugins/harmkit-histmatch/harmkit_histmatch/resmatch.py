@@ -36,10 +36,14 @@ A site group *smoother* than the reference is, by default
 regularised inverse filter (:func:`gaussian_sharpen`), whose width is fitted
 the same way but stopped where the group's noise level reaches the
 reference's, since an inverse filter amplifies noise. A group that is
-smoother *and* already at least as noisy as the reference is left unchanged
-(listed in ``unmatched_``, with a warning): no linear filter both sharpens
-and denoises. ``smoother_groups="keep"`` leaves every smoother group
-unchanged (the EARL filter, which only blurs) and ``"error"`` refuses.
+smoother *and* already at least as noisy as the reference cannot be matched
+by any linear filter, so it is *restored*: its noise is removed by an
+edge-preserving local Wiener filter (:func:`edge_preserving_denoise`), a
+Gaussian is undone (its width fitted so that the group's lesion edges become
+as sharp as the reference's, :class:`_LesionEdge`), and noise with the
+reference's texture and level is added. ``smoother_groups="restore"`` restores
+every smoother group; ``"keep"`` leaves every smoother group unchanged (the
+EARL filter, which only blurs) and ``"error"`` refuses.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ from .tissue import HOMOGENEOUS_BAND, check_band, densest_block, healthy_tissue,
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 STATISTICS = ("smoothness", "correlation", "cov")
+SMOOTHER_GROUPS = ("sharpen", "restore", "keep", "error")
 SMALL_VOI_VOXELS = 200  # below this the texture statistic of one VOI is too noisy to trust
 MIN_FLAT_VOXELS = 100  # fewer flat homogeneous voxels than this and the automatic region falls back
 AUTO_BLOCK_MM = 50.0  # side of the cube of homogeneous tissue the automatic region keeps
@@ -131,6 +136,49 @@ def resolution_filter(array: np.ndarray, spacing_zyx, fwhm_mm: float, max_gain: 
     if float(np.min(array)) >= 0:
         np.maximum(out, 0.0, out=out)
     return out
+
+
+def edge_preserving_denoise(
+    array: np.ndarray, spacing_zyx, fwhm_mm: float, noise_amplitude: float, strength: float = 1.0
+) -> np.ndarray:
+    """Remove noise of SD ``noise_amplitude * sqrt(SUV)`` from ``array`` and keep edges (a local Wiener filter).
+
+    Within a Gaussian window of ``fwhm_mm`` (mm) with mean ``m`` and variance
+    ``v``, each voxel becomes ``m + a (value - m)`` with
+    ``a = max(v - strength * n, 0) / v`` and ``n = noise_amplitude^2 * m`` the
+    expected (Poisson-like) noise variance there (Lee, *IEEE PAMI* 1980). In
+    flat tissue ``v`` is about ``n``, so ``a`` is 0 and the voxel takes the
+    local mean; where the window holds an edge (a lesion, an organ's rim) ``v``
+    is far above ``n``, ``a`` is near 1 and the voxel is kept. ``strength`` > 1
+    also removes noise coarser than the window. An input without negative
+    values gives an output without them.
+    """
+    if noise_amplitude <= 0 or fwhm_mm <= 0:
+        return np.array(array, dtype=np.float32, copy=True)
+    values = np.asarray(array, dtype=np.float32)
+    mean = gaussian_smooth(values, spacing_zyx, fwhm_mm)
+    variance = np.maximum(gaussian_smooth(values * values, spacing_zyx, fwhm_mm) - mean * mean, 0.0)
+    noise = np.float32(strength * noise_amplitude**2) * np.maximum(mean, 0.0)
+    slope = np.maximum(variance - noise, 0.0) / np.maximum(variance, np.float32(1e-12))
+    out = mean + slope * (values - mean)
+    if float(np.min(values)) >= 0:
+        np.maximum(out, 0.0, out=out)
+    return out.astype(np.float32, copy=False)
+
+
+def restoration_filter(
+    array: np.ndarray,
+    spacing_zyx,
+    fwhm_mm: float,
+    max_gain: float,
+    denoise_fwhm_mm: float,
+    noise_amplitude: float,
+    denoise_strength: float = 1.0,
+) -> np.ndarray:
+    """:func:`resolution_filter` by ``fwhm_mm``, after :func:`edge_preserving_denoise` when ``noise_amplitude`` > 0."""
+    if noise_amplitude > 0:
+        array = edge_preserving_denoise(array, spacing_zyx, denoise_fwhm_mm, noise_amplitude, denoise_strength)
+    return resolution_filter(array, spacing_zyx, fwhm_mm, max_gain)
 
 
 def neighbour_correlations(array: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -212,11 +260,22 @@ class _Patch:
     """A crop of one scan around its VOI, wide enough for the largest kernel tried (and the high-pass)."""
 
     def __init__(
-        self, label: str, image: sitk.Image, array: np.ndarray, mask: np.ndarray, max_fwhm_mm: float, highpass_mm: float
+        self,
+        label: str,
+        image: sitk.Image,
+        array: np.ndarray,
+        mask: np.ndarray,
+        max_fwhm_mm: float,
+        highpass_mm: float,
+        denoise_fwhm_mm: float = 0.0,
+        denoise_strength: float = 1.0,
     ):
         self.spacing = tuple(reversed(image.GetSpacing()))  # (z, y, x) like the array
         self.highpass_mm = highpass_mm
-        reach = 4.0 * max_fwhm_mm / FWHM_PER_SIGMA + 3.0 * highpass_mm / FWHM_PER_SIGMA
+        self.denoise_fwhm_mm = denoise_fwhm_mm
+        self.denoise_strength = denoise_strength
+        # 72 mm at the defaults: room for the denoiser (25 mm at its default window) and a fitted width too
+        reach = (4.0 * max_fwhm_mm + 3.0 * highpass_mm) / FWHM_PER_SIGMA
         margin = [int(math.ceil(reach / s)) + 1 for s in self.spacing]
         where = np.nonzero(mask)
         box = tuple(
@@ -227,20 +286,45 @@ class _Patch:
         self.label = label
         self.flat = True  # False: an automatic region that found no flat tissue (see auto_region)
 
-    def statistic(self, name: str, fwhm_mm: float, max_gain: float = 4.0) -> float:
-        """The statistic after :func:`resolution_filter` by ``fwhm_mm`` (< 0: sharpening)."""
-        smoothed = resolution_filter(self.array, self.spacing, fwhm_mm, max_gain)
-        if self.highpass_mm > 0 and name != "cov":
-            smoothed = smoothed - local_mean(smoothed, self.spacing, self.highpass_mm)
-        return texture_statistic(name, smoothed, self.mask, self.spacing)
+    def filtered(self, fwhm_mm: float, max_gain: float = 4.0, denoise: float = 0.0) -> np.ndarray:
+        """The crop after :func:`restoration_filter` (``fwhm_mm`` < 0: sharpening; ``denoise``: noise amplitude)."""
+        return restoration_filter(
+            self.array, self.spacing, fwhm_mm, max_gain, self.denoise_fwhm_mm, denoise, self.denoise_strength
+        )
 
-    def noise_level(
-        self, fwhm_mm: float, amplitude: float = 0.0, noise_fwhm_mm: float = 0.0, seed=0, max_gain: float = 4.0
-    ) -> float:
-        """Noise SD per sqrt(SUV) in the region after filtering by ``fwhm_mm`` and adding noise of ``amplitude``."""
-        image = resolution_filter(self.array, self.spacing, fwhm_mm, max_gain)
+    def output(
+        self,
+        fwhm_mm: float,
+        max_gain: float = 4.0,
+        denoise: float = 0.0,
+        amplitude: float = 0.0,
+        noise_fwhm_mm: float = 0.0,
+        seed=0,
+    ) -> np.ndarray:
+        """The crop after :meth:`filtered` and adding noise of ``amplitude`` (per sqrt(SUV)) and ``noise_fwhm_mm``."""
+        image = self.filtered(fwhm_mm, max_gain, denoise)
         if amplitude > 0:
             image = add_noise(image, self.spacing, amplitude, noise_fwhm_mm, np.random.default_rng(seed))
+        return image
+
+    def statistic(self, name: str, fwhm_mm: float, max_gain: float = 4.0, denoise: float = 0.0, **noise) -> float:
+        """The statistic after :meth:`output` (``noise``: its ``amplitude``, ``noise_fwhm_mm`` and ``seed``)."""
+        image = self.output(fwhm_mm, max_gain, denoise, **noise)
+        if self.highpass_mm > 0 and name != "cov":
+            image = image - local_mean(image, self.spacing, self.highpass_mm)
+        return texture_statistic(name, image, self.mask, self.spacing)
+
+    def noise_level(
+        self,
+        fwhm_mm: float,
+        amplitude: float = 0.0,
+        noise_fwhm_mm: float = 0.0,
+        seed=0,
+        max_gain: float = 4.0,
+        denoise: float = 0.0,
+    ) -> float:
+        """Noise SD per sqrt(SUV) in the region after :meth:`output`."""
+        image = self.output(fwhm_mm, max_gain, denoise, amplitude, noise_fwhm_mm, seed)
         return noise_level(image, self.mask, self.spacing, self.highpass_mm)
 
 
@@ -301,6 +385,62 @@ def _first_root(function, hi: float, step: float = 0.5) -> float | None:
     return None
 
 
+LESION_RING_MM = (5.0, 10.0)  # the lesion's and the background's uptake are read this far inside and outside its edge
+MIN_EDGE_LESIONS = 3  # fewer measurable lesions than this in a group and the width is fitted from the noise texture
+WIDTH_SOURCES = {
+    "given": "width given",
+    "lesion edges": "width fitted on the lesions' edges",
+    "noise texture": "width fitted on the noise textures",
+}
+
+
+class _LesionEdge:
+    """A crop of one scan around its lesion mask, ready to measure how sharp the lesion's edge is.
+
+    The edge width is that of a Gaussian-blurred step: ``sigma = h / (sqrt(2 pi) g)``, with ``h`` the
+    uptake step (mean of a ring 5-10 mm inside the mask minus a ring 5-10 mm outside) and ``g`` the mean
+    gradient across the mask's boundary, projected on the boundary's normal (noise gradients average out
+    in that projection, so noise does not make an edge look sharper).
+    """
+
+    def __init__(self, label: str, image: sitk.Image, array: np.ndarray, lesion: np.ndarray, margin_mm: float):
+        from scipy.ndimage import distance_transform_edt
+
+        self.label = label
+        self.spacing = tuple(reversed(image.GetSpacing()))
+        margin = [int(math.ceil((margin_mm + LESION_RING_MM[1]) / s)) + 1 for s in self.spacing]
+        where = np.nonzero(lesion)
+        box = tuple(
+            slice(max(0, int(w.min()) - m), min(n, int(w.max()) + 1 + m))
+            for w, m, n in zip(where, margin, lesion.shape)
+        )
+        self.array = np.ascontiguousarray(array[box])
+        inside = lesion[box]
+        half = 0.5 * min(self.spacing)
+        signed = np.where(
+            inside,
+            distance_transform_edt(inside, sampling=self.spacing) - half,
+            half - distance_transform_edt(~inside, sampling=self.spacing),
+        ).astype(np.float32)
+        low, high = LESION_RING_MM
+        self.inner = (signed >= low) & (signed <= high)
+        self.outer = (signed <= -low) & (signed >= -high)
+        self.band = np.abs(signed) <= 0.75 * max(self.spacing)
+        normal = np.gradient(signed, *self.spacing)
+        length = np.sqrt(sum(n * n for n in normal)) + np.float32(1e-9)
+        self.normal = [n[self.band] / length[self.band] for n in normal]
+        self.usable = int(self.inner.sum()) >= 10 and int(self.outer.sum()) >= 10 and int(self.band.sum()) >= 10
+
+    def sigma(self, image: np.ndarray) -> float:
+        """The edge width (Gaussian sigma, mm) of the lesion in ``image`` (this crop, filtered or not)."""
+        step = float(image[self.inner].mean() - image[self.outer].mean())
+        gradient = np.gradient(image, *self.spacing)
+        across = float(np.mean(sum(g[self.band] * n for g, n in zip(gradient, self.normal))))
+        if step <= 0 or across <= 0:
+            return float("nan")  # not a hot lesion on a colder background
+        return step / (math.sqrt(2.0 * math.pi) * across)
+
+
 class ResolutionMatching(PerGroupHarmonizer):
     """Match site groups' resolution to the reference's: smooth sharper groups (EARL-style), sharpen smoother ones.
 
@@ -332,13 +472,20 @@ class ResolutionMatching(PerGroupHarmonizer):
         subject id seed it). ``"keep"``: smoothing only (the EARL filter).
     random_state : int, default 0
         Seed of the added noise (``noise="match"``).
-    smoother_groups : {"sharpen", "keep", "error"}, default "sharpen"
+    smoother_groups : {"sharpen", "restore", "keep", "error"}, default "sharpen"
         A site group smoother than the reference (beyond ``tolerance``)
         cannot be matched by smoothing. ``"sharpen"``: undo a Gaussian by a
         regularised inverse filter, its width fitted until the texture
         statistic or, first, the noise level reaches the reference's
         (``sharpen_fwhm_mm_``, ``sharpen_limit_``); a group already at least
-        as noisy as the reference is left unchanged, with a warning.
+        as noisy as the reference is restored instead (below; with
+        ``noise="keep"`` it is left unchanged, with a warning).
+        ``"restore"``: every smoother group is denoised
+        (:func:`edge_preserving_denoise`), a Gaussian is undone (width
+        ``sharpen_fwhm_mm``, or fitted on the lesions' edges: the mask
+        ``lesion`` of at least 3 scans per group with lesions of about 2 cm or
+        more; otherwise on the noise textures, with a warning) and the
+        reference's noise is added (needs ``noise="match"``).
         ``"keep"``: leave its scans unchanged (width 0, listed in
         ``unmatched_``, with a :class:`ResolutionMatchingWarning`).
         ``"error"``: refuse to fit.
@@ -351,6 +498,15 @@ class ResolutionMatching(PerGroupHarmonizer):
         Sharpening only: the largest factor by which the inverse filter
         amplifies any spatial frequency (> 1). Higher undoes more of the blur
         and amplifies more noise.
+    denoise_fwhm_mm : float, default 15.0
+        Restoring only: the window (Gaussian FWHM, mm) of the denoiser.
+    sharpen_fwhm_mm : float or None, default None
+        Restoring only: the width (FWHM, mm) of the Gaussian undone; None fits
+        it (see ``smoother_groups``).
+    denoise_strength : float, default 1.0
+        Restoring only: the multiple of the expected noise variance the
+        denoiser removes (1: the local Wiener filter; higher removes more
+        noise from healthy tissue and smooths low-contrast lesion texture).
 
     Fitted attributes: ``reference_site_``; ``fwhm_mm_`` ({site group: width
     in mm}, 0 for the reference); with fitted widths also
@@ -366,7 +522,11 @@ class ResolutionMatching(PerGroupHarmonizer):
     ``noise_fwhm_mm_`` (its correlation FWHM: the reference's smoothness),
     ``noise_levels_`` and ``matched_noise_levels_`` ({site group: noise SD per
     square root of SUV in the texture region after smoothing, before and after
-    adding noise}). Always ``training_`` ({non-reference site group: one line
+    adding noise}). With ``smoother_groups`` "sharpen" or "restore" also
+    ``denoise_amplitude_`` ({site group: the noise (per square root of SUV)
+    the denoiser removed, 0 when not restored}) and ``restore_width_source_``
+    ({restored site group: ``"given"``, ``"lesion edges"`` or ``"noise
+    texture"``}). Always ``training_`` ({non-reference site group: one line
     saying what was fitted; ``harmkit train`` prints it}).
 
     Scans of the reference group come back unchanged.
@@ -374,8 +534,9 @@ class ResolutionMatching(PerGroupHarmonizer):
 
     name = "resmatch"
     description = (
-        "Resolution matching: Gaussian post-filter of sharper sites (EARL-style) and regularised deconvolution of "
-        "smoother, quieter ones, widths fitted in healthy tissue, noise matched to the reference's level"
+        "Resolution matching: Gaussian post-filter of sharper sites (EARL-style), regularised deconvolution of "
+        "smoother, quieter ones (denoised first when noisier), widths fitted in healthy tissue and on lesion edges, "
+        "noise matched to the reference's level"
     )
 
     def __init__(
@@ -391,6 +552,9 @@ class ResolutionMatching(PerGroupHarmonizer):
         exclude: Sequence[str] = DEFAULT_EXCLUDE,
         band: Sequence[float] = HOMOGENEOUS_BAND,
         sharpen_gain: float = 4.0,
+        denoise_fwhm_mm: float = 15.0,
+        sharpen_fwhm_mm: float | None = None,
+        denoise_strength: float = 1.0,
     ):
         self.fwhm_mm = fwhm_mm
         self.mask = mask
@@ -403,6 +567,9 @@ class ResolutionMatching(PerGroupHarmonizer):
         self.exclude = exclude
         self.band = band
         self.sharpen_gain = sharpen_gain
+        self.denoise_fwhm_mm = denoise_fwhm_mm
+        self.sharpen_fwhm_mm = sharpen_fwhm_mm
+        self.denoise_strength = denoise_strength
 
     def _where(self) -> str:
         return "the automatic homogeneous region" if self.mask is None else f"mask {self.mask!r}"
@@ -411,7 +578,7 @@ class ResolutionMatching(PerGroupHarmonizer):
         """The crop of ``scan`` around its texture region (automatic, or the mask ``mask``)."""
         if self.mask is None:
             image, array, region, flat = auto_region(scan, tuple(self.exclude), tuple(self.band))
-            patch = _Patch(scan.label, image, array, region, float(self.max_fwhm_mm), HIGHPASS_MM)
+            patch = _Patch(scan.label, image, array, region, float(self.max_fwhm_mm), HIGHPASS_MM, *self._denoiser())
             patch.flat = flat
             return patch
         image, array, region = image_and_mask(scan, self.mask)
@@ -420,7 +587,11 @@ class ResolutionMatching(PerGroupHarmonizer):
                 f"{scan.label}: mask {self.mask!r} has only {int(region.sum())} voxels; resmatch needs a VOI of at "
                 "least 20 voxels"
             )
-        return _Patch(scan.label, image, array, region, float(self.max_fwhm_mm), 0.0)
+        return _Patch(scan.label, image, array, region, float(self.max_fwhm_mm), 0.0, *self._denoiser())
+
+    def _denoiser(self) -> tuple[float, float]:
+        """The denoiser's window (mm) and strength, for the texture-region crops."""
+        return float(self.denoise_fwhm_mm), float(self.denoise_strength)
 
     def _check(self) -> None:
         if self.statistic not in STATISTICS:
@@ -429,9 +600,31 @@ class ResolutionMatching(PerGroupHarmonizer):
             )
         if self.noise not in ("keep", "match"):
             raise HarmkitError(f"resmatch: noise={self.noise!r} is not known; use 'keep' or 'match'")
-        if self.smoother_groups not in ("keep", "error", "sharpen"):
+        if self.smoother_groups not in SMOOTHER_GROUPS:
             raise HarmkitError(
-                f"resmatch: smoother_groups={self.smoother_groups!r} is not known; use 'keep', 'error' or 'sharpen'"
+                f"resmatch: smoother_groups={self.smoother_groups!r} is not known; use one of "
+                f"{', '.join(repr(m) for m in SMOOTHER_GROUPS)}"
+            )
+        if self.smoother_groups == "restore" and self.noise != "match":
+            raise HarmkitError(
+                "resmatch: smoother_groups='restore' removes a smoother group's noise and adds the reference's, "
+                "so it needs noise='match'; use smoother_groups='sharpen' with noise='keep'"
+            )
+        if not (isinstance(self.denoise_strength, (int, float)) and float(self.denoise_strength) > 0):
+            raise HarmkitError(
+                "resmatch: denoise_strength must be a number > 0 (the multiple of the expected noise variance "
+                f"removed), got {self.denoise_strength!r}"
+            )
+        if self.sharpen_fwhm_mm is not None and not (
+            isinstance(self.sharpen_fwhm_mm, (int, float)) and float(self.sharpen_fwhm_mm) > 0
+        ):
+            raise HarmkitError(
+                f"resmatch: sharpen_fwhm_mm must be a width in mm > 0 (the Gaussian undone in smoother groups), or "
+                f"None to fit it; got {self.sharpen_fwhm_mm!r}"
+            )
+        if not (isinstance(self.denoise_fwhm_mm, (int, float)) and float(self.denoise_fwhm_mm) > 0):
+            raise HarmkitError(
+                f"resmatch: denoise_fwhm_mm must be a window width in mm > 0, got {self.denoise_fwhm_mm!r}"
             )
         if not (isinstance(self.sharpen_gain, (int, float)) and float(self.sharpen_gain) > 1.0):
             raise HarmkitError(
@@ -465,7 +658,7 @@ class ResolutionMatching(PerGroupHarmonizer):
             }
             if self.noise == "match":
                 self._fit_noise(
-                    self._patches(cohort, reference_site, groups), reference_site, groups, self.fwhm_mm_, {}
+                    self._patches(cohort, reference_site, groups), reference_site, groups, self.fwhm_mm_, {}, {}
                 )
             amplitudes = getattr(self, "noise_amplitude_", {})
             self.training_ = {
@@ -519,6 +712,8 @@ class ResolutionMatching(PerGroupHarmonizer):
         widths = {reference_site: 0.0}
         unmatched: dict[str, float] = {}
         limits: dict[str, str] = {}
+        denoised: dict[str, float] = {}
+        sources: dict[str, str] = {}  # restored groups: where the width came from
         for group in groups:
             group_values = stats(group, 0.0)
             start = float(np.mean(group_values))
@@ -537,8 +732,19 @@ class ResolutionMatching(PerGroupHarmonizer):
                 if abs(gap) <= self.tolerance * abs(target):
                     widths[group], matched[group] = 0.0, start
                     continue
-                if self.smoother_groups == "sharpen":
-                    width = self._sharpening_width(group, reference_site, patches, target, increasing, limits)
+                if self.smoother_groups in ("sharpen", "restore"):
+                    width = (
+                        None
+                        if self.smoother_groups == "restore"
+                        else self._sharpening_width(group, reference_site, patches, target, increasing, limits)
+                    )
+                    if width is None:  # remove its noise, undo the blur, add the reference's noise
+                        denoised[group] = float(np.nanmean([p.noise_level(0.0) for p in patches[group]]))
+                        widths[group] = -self._restoring_width(
+                            cohort, reference_site, group, patches, start, increasing, denoised[group], sources
+                        )
+                        matched[group] = start  # replaced by the statistic after the added noise (_fit_noise)
+                        continue
                     if width > 0:
                         widths[group] = -width
                         matched[group] = mean_stat(group, -width)
@@ -580,14 +786,17 @@ class ResolutionMatching(PerGroupHarmonizer):
             matched[group] = mean_stat(group, width)
         self.reference_site_ = reference_site
         self.fwhm_mm_ = {g: max(w, 0.0) for g, w in widths.items()}
-        if self.smoother_groups == "sharpen":
+        if self.smoother_groups in ("sharpen", "restore"):
             self.sharpen_fwhm_mm_ = {g: (-w if w < 0 else 0.0) for g, w in widths.items()}
             self.sharpen_limit_ = limits
+        if self.smoother_groups in ("sharpen", "restore"):
+            self.denoise_amplitude_ = {g: denoised.get(g, 0.0) for g in widths}
+            self.restore_width_source_ = sources
         self.site_statistics_ = site_stats
         self.matched_statistics_ = matched
         self.unmatched_ = unmatched
         if self.noise == "match":
-            self._fit_noise(patches, reference_site, groups, widths, unmatched)
+            self._fit_noise(patches, reference_site, groups, widths, unmatched, denoised)
         self.training_ = self._summary(groups, widths, limits)
         return self
 
@@ -608,6 +817,12 @@ class ResolutionMatching(PerGroupHarmonizer):
                     else "smoother than the reference"
                 )
                 lines[group] = f"unchanged: {reason} ({name} {before:.3g}, reference {target:.3g})"
+            elif group in getattr(self, "restore_width_source_", {}):
+                lines[group] = (
+                    f"restored: its noise removed ({self.denoise_amplitude_[group]:.3g} per sqrt(SUV)), a {-width:.3g} "
+                    f"mm Gaussian undone ({WIDTH_SOURCES[self.restore_width_source_[group]]}), the reference's noise "
+                    f"added ({change})"
+                )
             elif width < 0:
                 stop = "the reference's noise level" if limits[group] == "noise" else f"the reference's {name}"
                 lines[group] = f"sharpened: a {-width:.3g} mm Gaussian undone, stopped at {stop} ({change})"
@@ -621,15 +836,16 @@ class ResolutionMatching(PerGroupHarmonizer):
 
     def _sharpening_width(
         self, group: str, reference_site: str, patches: dict, target: float, increasing: bool, limits: dict
-    ) -> float:
-        """The width of the Gaussian to undo in ``group`` (0: leave it unchanged, with a warning).
+    ) -> float | None:
+        """The width of the Gaussian to undo in ``group`` (None: restore it instead; 0: leave it unchanged).
 
         Sharpening is stopped at the first of: the texture statistic reaching
         the reference's, and the noise level in the texture region reaching
         the reference's (an inverse filter amplifies noise, and sharpening
         beyond that point would trade a resolution difference for a noise
         difference). A group already at least as noisy as the reference is
-        left unchanged. ``limits[group]`` records which of the two stopped it.
+        restored instead (denoised first, see ``smoother_groups``), or, with ``noise="keep"``, left unchanged
+        with a warning. ``limits[group]`` records which of the two stopped it.
         """
         gain = self.sharpen_gain
         hi = float(self.max_fwhm_mm)
@@ -645,10 +861,13 @@ class ResolutionMatching(PerGroupHarmonizer):
         noise_target = float(np.nanmean([p.noise_level(0.0) for p in patches[reference_site]]))
         noise_now = noise(0.0)
         if not noise_now < noise_target:
+            if self.noise == "match":
+                return None
             warnings.warn(
                 f"resmatch: site group {group!r} is smoother than the reference {reference_site!r} and already at "
                 f"least as noisy ({noise_now:.3g} vs {noise_target:.3g} per sqrt(SUV) in {self._where()}); "
-                "sharpening would make its noise differ more, so its scans are left unchanged",
+                "sharpening would make its noise differ more, and restoring it (denoising first) needs "
+                "noise='match', so its scans are left unchanged",
                 ResolutionMatchingWarning,
                 stacklevel=3,
             )
@@ -679,15 +898,22 @@ class ResolutionMatching(PerGroupHarmonizer):
             patches.setdefault(scan.group, []).append(self._patch(scan))
         return patches
 
-    def _fit_noise(self, patches: dict, reference_site: str, groups: list, widths: dict, unmatched: dict) -> None:
-        """The amplitude of noise each group needs after smoothing to reach the reference's noise level."""
+    def _fit_noise(
+        self, patches: dict, reference_site: str, groups: list, widths: dict, unmatched: dict, denoised: dict
+    ) -> None:
+        """The amplitude of noise each group needs after filtering to reach the reference's noise level.
+
+        A restored group's ``matched_statistics_`` entry becomes its statistic after the added noise.
+        """
         from scipy.optimize import brentq
 
+        def noise(amplitude: float, i: int) -> dict:
+            return dict(amplitude=amplitude, noise_fwhm_mm=noise_fwhm, seed=(NOISE_SALT, int(self.random_state), i))
+
         def level(group: str, amplitude: float) -> float:
+            denoise = denoised.get(group, 0.0)
             values = [
-                p.noise_level(
-                    widths[group], amplitude, noise_fwhm, (NOISE_SALT, int(self.random_state), i), self.sharpen_gain
-                )
+                p.noise_level(widths[group], max_gain=self.sharpen_gain, denoise=denoise, **noise(amplitude, i))
                 for i, p in enumerate(patches[group])
             ]
             return float(np.nanmean(values))
@@ -706,10 +932,118 @@ class ResolutionMatching(PerGroupHarmonizer):
                 hi *= 2.0
             amplitudes[group] = float(brentq(lambda a, g=group: level(g, a) - target, 0.0, hi, xtol=1e-4))
             after[group] = level(group, amplitudes[group])
+            if group in denoised:
+                self.matched_statistics_[group] = float(
+                    np.nanmean(
+                        [
+                            p.statistic(
+                                self.statistic,
+                                widths[group],
+                                self.sharpen_gain,
+                                denoised[group],
+                                **noise(amplitudes[group], i),
+                            )
+                            for i, p in enumerate(patches[group])
+                        ]
+                    )
+                )
         self.noise_fwhm_mm_ = noise_fwhm
         self.noise_amplitude_ = amplitudes
         self.noise_levels_ = before
         self.matched_noise_levels_ = after
+
+    def _restoring_width(
+        self,
+        cohort,
+        reference_site: str,
+        group: str,
+        patches: dict,
+        start: float,
+        increasing: bool,
+        denoise: float,
+        sources: dict,
+    ) -> float:
+        """The width of the Gaussian a restored group has undone (given, or fitted on its lesions' edges).
+
+        Fitted: the width whose restoration (denoising, then the regularised inverse) makes the group's
+        lesion edges as sharp as the reference's (:class:`_LesionEdge`), so it accounts for what the
+        denoiser and the gain do to an edge. Without at least :data:`MIN_EDGE_LESIONS` measurable lesions in
+        each group it falls back on the blur between the groups' noise textures, with a warning.
+        ``sources[group]`` says which: ``"given"``, ``"lesion edges"`` or ``"noise texture"``.
+        """
+        if self.sharpen_fwhm_mm is not None:
+            sources[group] = "given"
+            return float(self.sharpen_fwhm_mm)
+        edges = {site: self._lesion_edges(cohort, site) for site in (reference_site, group)}
+        counts = {site: len(found) for site, found in edges.items()}
+        if min(counts.values()) < MIN_EDGE_LESIONS:
+            warnings.warn(
+                f"resmatch: too few lesions with a measurable edge (mask 'lesion' of at least about 2 cm: "
+                f"{counts[reference_site]} in {reference_site!r}, {counts[group]} in {group!r}, "
+                f"{MIN_EDGE_LESIONS} needed in each) to fit the width restoring {group!r}; it is fitted from the "
+                "noise textures instead, which is wrong when a reconstruction changes noise and resolution "
+                "differently (resolution modelling). Give sharpen_fwhm_mm if you know the resolution difference",
+                ResolutionMatchingWarning,
+                stacklevel=3,
+            )
+            sources[group] = "noise texture"
+            return self._blur_between(reference_site, group, patches, start, increasing)
+        target = float(np.nanmean([e.sigma(e.array) for e in edges[reference_site]]))
+        gain, window, strength = float(self.sharpen_gain), float(self.denoise_fwhm_mm), float(self.denoise_strength)
+
+        def sharper_than_target(w: float) -> float:
+            restored = [
+                e.sigma(restoration_filter(e.array, e.spacing, -w, gain, window, denoise, strength))
+                for e in edges[group]
+            ]
+            return float(np.nanmean(restored)) - target
+
+        sources[group] = "lesion edges"
+        if sharper_than_target(0.0) <= 0:
+            return 0.0  # its lesions are already as sharp: only the noise is replaced
+        width = _first_root(sharper_than_target, float(self.max_fwhm_mm))
+        if width is None:
+            raise HarmkitError(
+                f"resmatch: the lesions of site group {group!r} are still less sharp than {reference_site!r}'s "
+                f"after undoing a {self.max_fwhm_mm:g} mm Gaussian; raise max_fwhm_mm or sharpen_gain, or give "
+                "sharpen_fwhm_mm"
+            )
+        return width
+
+    def _lesion_edges(self, cohort, site_group: str) -> list[_LesionEdge]:
+        """The measurable lesion edges of a site group's scans (those with a 'lesion' mask big enough)."""
+        found = []
+        scans = [s for s in cohort if s.group == site_group and "lesion" in s.masks]
+        for scan in progress(scans, f"resmatch: reading {site_group} lesion edges", min_total=8):
+            image, array, lesion = image_and_mask(scan, "lesion")
+            edge = _LesionEdge(scan.label, image, array, lesion, self._edge_margin_mm())
+            if edge.usable and np.isfinite(edge.sigma(edge.array)):
+                found.append(edge)
+        return found
+
+    def _edge_margin_mm(self) -> float:
+        """How far beyond a lesion's rings the restoration filter reads (denoising window, inverse filter)."""
+        return 4.0 * (float(self.denoise_fwhm_mm) + float(self.max_fwhm_mm)) / FWHM_PER_SIGMA
+
+    def _blur_between(self, reference_site: str, group: str, patches: dict, value: float, increasing: bool) -> float:
+        """The Gaussian width (mm) that makes the reference group's texture statistic equal to ``value``.
+
+        This is the resolution difference a restored group has undone: its own noise is removed first, so
+        its statistic no longer says how sharp it is.
+        """
+        from scipy.optimize import brentq
+
+        def gap(w: float) -> float:
+            mean = float(np.nanmean([p.statistic(self.statistic, w) for p in patches[reference_site]]))
+            return (value - mean) if increasing else (mean - value)
+
+        hi = float(self.max_fwhm_mm)
+        if gap(hi) > 0:
+            raise HarmkitError(
+                f"resmatch: the reference {reference_site!r} still looks sharper than site group {group!r} after a "
+                f"{hi:g} mm Gaussian; raise max_fwhm_mm or check {self._where()}"
+            )
+        return float(brentq(gap, 0.0, hi, xtol=0.01, rtol=1e-4))
 
     def width_for(self, group: str) -> float:
         """The fitted Gaussian FWHM (mm) for ``group``."""
@@ -740,7 +1074,16 @@ class ResolutionMatching(PerGroupHarmonizer):
         if width == 0 and amplitude <= 0:
             return scan.with_image(image)
         spacing = tuple(reversed(image.GetSpacing()))
-        out = resolution_filter(sitk.GetArrayViewFromImage(image), spacing, width, float(self.sharpen_gain))
+        denoise = float(getattr(self, "denoise_amplitude_", {}).get(scan.group, 0.0))
+        out = restoration_filter(
+            sitk.GetArrayViewFromImage(image),
+            spacing,
+            width,
+            float(self.sharpen_gain),
+            float(self.denoise_fwhm_mm),
+            denoise,
+            float(self.denoise_strength),
+        )
         if amplitude > 0:
             seed = (NOISE_SALT, int(self.random_state), zlib.crc32(str(scan.subject_id).encode()))
             out = add_noise(out, spacing, amplitude, float(self.noise_fwhm_mm_), np.random.default_rng(seed))
