@@ -8,8 +8,11 @@ Usage::
 
 Rows: ``histmatch`` (scale mode, the default), ``resmatch`` with a given
 width, ``resmatch`` fitted towards the smooth group (smoothing the sharp one)
-and fitted towards the sharp group (sharpening the smooth one,
-``smoother_groups="sharpen"``, the default).
+fitted towards the sharp group (sharpening the smooth one,
+``smoother_groups="sharpen"``, the default), and restoring the smooth one
+towards the sharp group (``smoother_groups="restore"``: denoising, undoing a
+given 6 mm Gaussian, adding the reference's noise; the synthetic scans have
+no lesions to fit the width on).
 
 Synthetic data (seeded): two site groups of ``--scans`` scans each; an
 ellipsoid body with correlated noise around SUV 1-2, a liver-like reference
@@ -126,13 +129,22 @@ def main() -> None:
             (ResolutionMatching(fwhm_mm=6.0, noise="keep"), smooth_reference, 0, "resmatch (fwhm_mm=6)"),
             (ResolutionMatching(), smooth_reference, n, f"resmatch → {smooth_reference}"),
             (ResolutionMatching(), sharp_reference, n, f"resmatch → {sharp_reference}"),
+            (
+                ResolutionMatching(smoother_groups="restore", sharpen_fwhm_mm=6.0),
+                sharp_reference,
+                n,
+                f"resmatch → {sharp_reference} (restore, sharpen_fwhm_mm=6)",
+            ),
         ):
             fit_s, per_scan = time_harmonizer(harmonizer, cohort, reference, args.jobs)
             others = [g for g in cohort.site_groups if g != reference]
             if harmonizer.name == "resmatch":
                 sharpen = getattr(harmonizer, "sharpen_fwhm_mm_", {})
+                restored = getattr(harmonizer, "denoise_amplitude_", {})
                 fitted = ", ".join(
-                    f"{g}: sharpen {sharpen[g]:.2f} mm" if sharpen.get(g) else f"{g}: {harmonizer.fwhm_mm_[g]:.2f} mm"
+                    (f"{g}: {'restore' if restored.get(g) else 'sharpen'} {sharpen[g]:.2f} mm")
+                    if sharpen.get(g)
+                    else f"{g}: {harmonizer.fwhm_mm_[g]:.2f} mm"
                     for g in others
                 )
             else:
