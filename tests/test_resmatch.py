@@ -471,7 +471,7 @@ def test_a_smoother_noisier_group_is_restored_to_the_references_noise_and_textur
 
     outputs = [model.transform(s) for s in loud]
     goal_noise, goal_texture = measured_noise(quiet_sharp), texture(quiet_sharp)
-    assert measured_noise(loud) > 1.3 * goal_noise  # the group starts noisier and coarser
+    assert measured_noise(loud) > 1.25 * goal_noise  # the group starts noisier and coarser (measured: 1.34x)
     assert measured_noise(outputs) == pytest.approx(goal_noise, rel=0.15)
     assert abs(texture(outputs) - goal_texture) < 0.5 * abs(texture(loud) - goal_texture)
     body = sphere(17) > 0  # the uptake, not its noise, is kept: compare means over a region much wider than the grain
@@ -572,4 +572,5 @@ def test_a_restored_groups_width_is_fitted_on_its_lesions_edges(noisy_data):
         return float(np.mean(values))
 
     assert edge_sigma(loud, restore=True) == pytest.approx(edge_sigma(quiet_sharp, restore=False), rel=0.05)
-    assert edge_sigma(loud, restore=False) > 1.3 * edge_sigma(quiet_sharp, restore=False)
+    # the NOISY lesions start wider (measured: 1.32x)
+    assert edge_sigma(loud, restore=False) > 1.2 * edge_sigma(quiet_sharp, restore=False)

@@ -430,6 +430,7 @@ class _LesionEdge:
         length = np.sqrt(sum(n * n for n in normal)) + np.float32(1e-9)
         self.normal = [n[self.band] / length[self.band] for n in normal]
         self.usable = int(self.inner.sum()) >= 10 and int(self.outer.sum()) >= 10 and int(self.band.sum()) >= 10
+        self.measured = self.sigma(self.array) if self.usable else float("nan")  # as acquired
 
     def sigma(self, image: np.ndarray) -> float:
         """The edge width (Gaussian sigma, mm) of the lesion in ``image`` (this crop, filtered or not)."""
@@ -495,7 +496,7 @@ class ResolutionMatching(PerGroupHarmonizer):
         Automatic region only: the local mean must lie within ``low`` to
         ``high`` times the body's median uptake (``0 < low < 1 < high``).
     sharpen_gain : float, default 4.0
-        Sharpening only: the largest factor by which the inverse filter
+        Sharpening and restoring: the largest factor by which the inverse filter
         amplifies any spatial frequency (> 1). Higher undoes more of the blur
         and amplifies more noise.
     denoise_fwhm_mm : float, default 15.0
@@ -513,9 +514,9 @@ class ResolutionMatching(PerGroupHarmonizer):
     ``site_statistics_`` ({site group: statistic before smoothing}),
     ``matched_statistics_`` ({site group: statistic after smoothing}) and
     ``unmatched_`` ({site group smoother than the reference, left unchanged:
-    its statistic}). With ``smoother_groups="sharpen"`` also
+    its statistic}). With ``smoother_groups`` "sharpen" or "restore" also
     ``sharpen_fwhm_mm_`` ({site group: width of the Gaussian undone, 0 for
-    the others}) and ``sharpen_limit_`` ({smoother site group: what stopped
+    the others}) and ``sharpen_limit_`` ({sharpened site group: what stopped
     the sharpening, ``"statistic"`` or ``"noise"``}). With ``noise="match"``
     also ``noise_amplitude_`` ({site group: SD of the added noise per square
     root of SUV}),
@@ -714,6 +715,7 @@ class ResolutionMatching(PerGroupHarmonizer):
         limits: dict[str, str] = {}
         denoised: dict[str, float] = {}
         sources: dict[str, str] = {}  # restored groups: where the width came from
+        edges: dict[str, list[_LesionEdge]] = {}  # lesion edges read for restoring, by site group
         for group in groups:
             group_values = stats(group, 0.0)
             start = float(np.mean(group_values))
@@ -741,7 +743,7 @@ class ResolutionMatching(PerGroupHarmonizer):
                     if width is None:  # remove its noise, undo the blur, add the reference's noise
                         denoised[group] = float(np.nanmean([p.noise_level(0.0) for p in patches[group]]))
                         widths[group] = -self._restoring_width(
-                            cohort, reference_site, group, patches, start, increasing, denoised[group], sources
+                            cohort, reference_site, group, patches, start, increasing, denoised[group], sources, edges
                         )
                         matched[group] = start  # replaced by the statistic after the added noise (_fit_noise)
                         continue
@@ -789,7 +791,6 @@ class ResolutionMatching(PerGroupHarmonizer):
         if self.smoother_groups in ("sharpen", "restore"):
             self.sharpen_fwhm_mm_ = {g: (-w if w < 0 else 0.0) for g, w in widths.items()}
             self.sharpen_limit_ = limits
-        if self.smoother_groups in ("sharpen", "restore"):
             self.denoise_amplitude_ = {g: denoised.get(g, 0.0) for g in widths}
             self.restore_width_source_ = sources
         self.site_statistics_ = site_stats
@@ -962,6 +963,7 @@ class ResolutionMatching(PerGroupHarmonizer):
         increasing: bool,
         denoise: float,
         sources: dict,
+        read: dict,
     ) -> float:
         """The width of the Gaussian a restored group has undone (given, or fitted on its lesions' edges).
 
@@ -969,12 +971,13 @@ class ResolutionMatching(PerGroupHarmonizer):
         lesion edges as sharp as the reference's (:class:`_LesionEdge`), so it accounts for what the
         denoiser and the gain do to an edge. Without at least :data:`MIN_EDGE_LESIONS` measurable lesions in
         each group it falls back on the blur between the groups' noise textures, with a warning.
-        ``sources[group]`` says which: ``"given"``, ``"lesion edges"`` or ``"noise texture"``.
+        ``sources[group]`` says which: ``"given"``, ``"lesion edges"`` or ``"noise texture"``. ``read``: the
+        lesion edges read so far in this fit, by site group.
         """
         if self.sharpen_fwhm_mm is not None:
             sources[group] = "given"
             return float(self.sharpen_fwhm_mm)
-        edges = {site: self._lesion_edges(cohort, site) for site in (reference_site, group)}
+        edges = {site: self._lesion_edges(cohort, site, read) for site in (reference_site, group)}
         counts = {site: len(found) for site, found in edges.items()}
         if min(counts.values()) < MIN_EDGE_LESIONS:
             warnings.warn(
@@ -988,7 +991,7 @@ class ResolutionMatching(PerGroupHarmonizer):
             )
             sources[group] = "noise texture"
             return self._blur_between(reference_site, group, patches, start, increasing)
-        target = float(np.nanmean([e.sigma(e.array) for e in edges[reference_site]]))
+        target = float(np.nanmean([e.measured for e in edges[reference_site]]))
         gain, window, strength = float(self.sharpen_gain), float(self.denoise_fwhm_mm), float(self.denoise_strength)
 
         def sharper_than_target(w: float) -> float:
@@ -1010,16 +1013,21 @@ class ResolutionMatching(PerGroupHarmonizer):
             )
         return width
 
-    def _lesion_edges(self, cohort, site_group: str) -> list[_LesionEdge]:
-        """The measurable lesion edges of a site group's scans (those with a 'lesion' mask big enough)."""
-        found = []
-        scans = [s for s in cohort if s.group == site_group and "lesion" in s.masks]
-        for scan in progress(scans, f"resmatch: reading {site_group} lesion edges", min_total=8):
-            image, array, lesion = image_and_mask(scan, "lesion")
-            edge = _LesionEdge(scan.label, image, array, lesion, self._edge_margin_mm())
-            if edge.usable and np.isfinite(edge.sigma(edge.array)):
-                found.append(edge)
-        return found
+    def _lesion_edges(self, cohort, site_group: str, read: dict) -> list[_LesionEdge]:
+        """The measurable lesion edges of a site group's scans (those with a 'lesion' mask big enough).
+
+        ``read`` keeps them for the fit, so the reference's scans are read once however many groups are restored.
+        """
+        if site_group not in read:
+            found = []
+            scans = [s for s in cohort if s.group == site_group and "lesion" in s.masks]
+            for scan in progress(scans, f"resmatch: reading {site_group} lesion edges", min_total=8):
+                image, array, lesion = image_and_mask(scan, "lesion")
+                edge = _LesionEdge(scan.label, image, array, lesion, self._edge_margin_mm())
+                if np.isfinite(edge.measured):
+                    found.append(edge)
+            read[site_group] = found
+        return read[site_group]
 
     def _edge_margin_mm(self) -> float:
         """How far beyond a lesion's rings the restoration filter reads (denoising window, inverse filter)."""
@@ -1067,14 +1075,14 @@ class ResolutionMatching(PerGroupHarmonizer):
             )
         if scan.group == self.reference_site_:
             return scan.with_image(scan.load_image())
-        # > 0: smoothing, < 0: undoing a Gaussian (smoother_groups="sharpen")
+        # > 0: smoothing, < 0: undoing a Gaussian (sharpened or restored groups)
         width = self.width_for(scan.group) - float(getattr(self, "sharpen_fwhm_mm_", {}).get(scan.group, 0.0))
         amplitude = float(getattr(self, "noise_amplitude_", {}).get(scan.group, 0.0))
         image = scan.load_image()
-        if width == 0 and amplitude <= 0:
+        denoise = float(getattr(self, "denoise_amplitude_", {}).get(scan.group, 0.0))
+        if width == 0 and amplitude <= 0 and denoise <= 0:
             return scan.with_image(image)
         spacing = tuple(reversed(image.GetSpacing()))
-        denoise = float(getattr(self, "denoise_amplitude_", {}).get(scan.group, 0.0))
         out = restoration_filter(
             sitk.GetArrayViewFromImage(image),
             spacing,
