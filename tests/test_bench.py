@@ -108,9 +108,13 @@ def test_small_bench_rows_and_sane_numbers(small_bench):
     overlap = results["evaluators"]["reproducibility"]["tables"]["overlap_per_feature"]
     assert all(r["improvement"] == 0 for r in overlap if r["method"] == "none")
     assert rows[("none", "HGJ")]["overlap_voi"] == 0
-    # image metrics only for methods with an image stage
+    # image metrics for methods with an image stage, and for the oracle-grid row: what a perfect translation
+    # scores against the original (a new noise realisation), which a harmonizer's SSIM is read against
     assert rows[("gan", "HGJ")]["ssim"] is not None and rows[("combat", "HGJ")].get("ssim") is None
     assert -1 <= rows[("gan", "HGJ")]["ssim"] <= 1
+    for ref in results["references"]:
+        assert 0 < rows[("oracle-grid", ref)]["ssim"] < 1
+        assert rows[("oracle", ref)].get("ssim") is None  # on the reference's grid: no voxel-wise comparison
 
 
 @pytest.mark.slow
