@@ -223,14 +223,14 @@ def test_an_explicit_parameter_equal_to_the_profiles_value_reuses_the_trained_mo
 
 @pytest.mark.slow
 def test_an_infinite_parameter_is_written_to_results_json_as_text(small_bench, tmp_path):
-    _, cache, first = small_bench
+    _, cache, _ = small_bench
     out = tmp_path / "inf"
-    # -inf is the profile's own bound: the same model, and a results.json in strict JSON that says what was asked
+    # -inf (no bound on the blur weights): a results.json in strict JSON that says what was asked
     run_small_bench(out, cache, "--param", "cyclegan.filter_min_blur=-inf")
-    again = json.loads((out / "results.json").read_text())
+    text = (out / "results.json").read_text()
+    again = json.loads(text, parse_constant=lambda name: pytest.fail(f"results.json holds {name}"))
     assert again["config"]["params"]["cyclegan"]["filter_min_blur"] == "-inf"
-    assert again["cache"]["misses"] == 0
-    assert again["summary"] == first["summary"]
+    assert again["cache"]["misses"] > 0  # another model than the profile's (its bound is 0)
 
 
 @pytest.mark.slow

@@ -314,11 +314,44 @@ def test_a_filter_generator_trained_with_a_blur_bound_never_goes_below_it(tmp_pa
     blur = {}
     for bound in (-math.inf, 0.0):
         # the constraints charge for noise here, so that these 9 steps also blur somewhere
-        config = _config(generator="filter", noise_input=True, filter_min_blur=bound, noise_free_constraints=False)
+        config = _config(
+            generator="filter",
+            noise_input=True,
+            filter_min_blur=bound,
+            filter_min_blur_towards="both",
+            noise_free_constraints=False,
+        )
         trainer = Trainer(config, _sample_a, _sample_b, tmp_path / str(bound)).run()
         blur[bound] = torch.cat([trainer.nets[k].blur_weights.detach().flatten() for k in ("G_ab", "G_ba")])
     assert float(blur[-math.inf].min()) < 0  # unbounded, these domains make one direction sharpen
     assert float(blur[0.0].min()) == 0.0 and float(blur[0.0].max()) > 0  # bounded: it blurs, never sharpens
+
+
+def test_the_blur_bound_towards_the_noisier_domain_bounds_only_that_generator(tmp_path):
+    def flat_tissue(noise_sd):  # uptake of about SUV 1 (network value -0.65) with white noise
+        return lambda rng, n: (-0.65 + noise_sd * rng.normal(size=(n, 1, PATCH, PATCH, PATCH))).astype(np.float32)
+
+    # the noisier domain is found whichever side it is on
+    quiet, noisy = flat_tissue(0.02), flat_tissue(0.08)
+    for sample_a, sample_b, bounded, free in ((quiet, noisy, "G_ab", "G_ba"), (noisy, quiet, "G_ba", "G_ab")):
+        config = _config(
+            generator="filter",
+            noise_input=True,
+            filter_min_blur=0.0,
+            filter_min_blur_towards="noisier",
+            noise_free_constraints=False,
+        )
+        trainer = Trainer(config, sample_a, sample_b, tmp_path / bounded).run()
+        assert trainer.bounded_generator == bounded
+        assert (trainer.healthy_band_shift > 0) == (bounded == "G_ab")
+        assert trainer.nets[bounded].min_blur == (0.0, 0.0) and trainer.nets[free].min_blur == (-math.inf, -math.inf)
+        assert float(trainer.nets[bounded].blur_weights.detach().min()) >= 0.0
+    # "both" bounds both generators
+    config = _config(generator="filter", noise_input=True, filter_min_blur=0.0, filter_min_blur_towards="both")
+    both = Trainer(config, _sample_a, _sample_b, tmp_path / "both")
+    assert both.nets["G_ab"].min_blur == both.nets["G_ba"].min_blur == (0.0, 0.0) and both.bounded_generator is None
+    with pytest.raises(ValueError, match="filter_min_blur_towards"):
+        _config(generator="filter", noise_input=True, filter_min_blur_towards="sharper")
 
 
 @pytest.mark.parametrize("noise_free", [False, True])

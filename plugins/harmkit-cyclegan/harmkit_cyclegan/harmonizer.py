@@ -80,6 +80,7 @@ class CycleGANHarmonizer(ImageHarmonizer):
         filter_noise_sigmas: Any = None,
         filter_levels: Any = None,
         filter_min_blur: Any = None,
+        filter_min_blur_towards: str | None = None,
         filter_mm: bool | None = None,
         noise_free_constraints: bool | None = None,
         ngf: int | None = None,
@@ -141,6 +142,7 @@ class CycleGANHarmonizer(ImageHarmonizer):
         self.filter_noise_sigmas = filter_noise_sigmas
         self.filter_levels = filter_levels
         self.filter_min_blur = filter_min_blur
+        self.filter_min_blur_towards = filter_min_blur_towards
         self.filter_mm = filter_mm
         self.noise_free_constraints = noise_free_constraints
         self.ngf = ngf
@@ -268,6 +270,14 @@ class CycleGANHarmonizer(ImageHarmonizer):
             "seconds": round(trainer.seconds, 1),
             "skipped_steps": trainer.skipped_steps,
             "scans": len(cohort),
+            **(
+                {
+                    "sharpening_bounded": {"G_ab": "x_to_y", "G_ba": "y_to_x"}[trainer.bounded_generator],
+                    "healthy_band_shift": round(float(trainer.healthy_band_shift or 0.0), 4),
+                }
+                if trainer.bounded_generator
+                else {}
+            ),
             **learning_verdict(read_monitor(self._training_log)),
         }
         return self
@@ -292,6 +302,13 @@ class CycleGANHarmonizer(ImageHarmonizer):
         )
         if not learned:
             message = "the discriminators stayed at chance for the whole training run: " + message
+        bounded = training.get("sharpening_bounded")
+        if bounded:
+            target = ", ".join(self.domains_["y" if bounded == "x_to_y" else "x"])
+            message += (
+                f"; blur weights bounded (filter_min_blur) towards {target}, the noisier domain in healthy tissue "
+                f"(band energy {training['healthy_band_shift']:+.2f} log)"
+            )
         return {"learned": learned, "message": message, **training}
 
     def _train(self, cohort, config: CycleGANConfig, domain_pair, spacing, run_dir: Path):

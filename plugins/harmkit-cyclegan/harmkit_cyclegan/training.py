@@ -133,7 +133,9 @@ def build_generator(config: CycleGANConfig, spacing=None) -> nn.Module:
             config.suv_scale,
             config.filter_levels,
             noise_sigmas=config.filter_noise_sigmas or None,
-            min_blur=config.filter_min_blur,
+            # "noisier": the trainer bounds one generator once it has measured the domains (Trainer.run); the
+            # other is unbounded, and the bounded one's weights stay on its bounds after training.
+            min_blur=config.filter_min_blur if config.filter_min_blur_towards == "both" else -math.inf,
             axis_scale=axis_scale,
         )
     return ResnetGenerator3d(
@@ -218,6 +220,10 @@ class Trainer:
 
     seconds: float = 0.0
     """Wall-clock seconds of :meth:`run`, recorded by the caller that timed it."""
+    bounded_generator: str | None = None
+    """``filter_min_blur_towards="noisier"``: the generator the bound was put on (``"G_ab"`` or ``"G_ba"``)."""
+    healthy_band_shift: float | None = None
+    """``filter_min_blur_towards="noisier"``: B's minus A's mean log band energy in healthy tissue (> 0: B noisier)."""
 
     def __init__(
         self,
@@ -592,6 +598,8 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if resume and self.checkpoint_path.exists():
             self.load_checkpoint()
+        if self.step < self.config.steps:
+            self.bound_towards_noisier()
         _truncate_log(self.out_dir / LOSSES, self.step)
         total = self.config.steps
         done_here = 0
@@ -621,6 +629,24 @@ class Trainer:
                 if self.progress is not None:
                     self.progress(self.step, total, losses)
         return self
+
+    def bound_towards_noisier(self) -> None:
+        """With ``filter_min_blur_towards="noisier"``, put ``filter_min_blur`` on the generator towards the noisier
+        domain: the one whose healthy tissue (the uptake levels below the top one) has the more band energy, the
+        mean of :attr:`texture_shift` over those levels and every band. Deterministic (the shift is measured on
+        patches of their own generator), so a resumed training bounds the same generator."""
+        cfg = self.config
+        if cfg.generator != "filter" or cfg.filter_min_blur_towards != "noisier" or self.bounded_generator:
+            return
+        shift = self.texture_shift
+        healthy = shift[:-1] if shift.shape[0] > 1 else shift
+        self.healthy_band_shift = float(healthy.mean())
+        self.bounded_generator = "G_ab" if self.healthy_band_shift > 0 else "G_ba"
+        generator = self.nets[self.bounded_generator]
+        assert isinstance(generator, FilterGenerator3d)
+        bounds = cfg.filter_min_blur
+        generator.min_blur = bounds * (len(generator.levels) + 1) if len(bounds) == 1 else bounds
+        generator.constrain_()
 
     def monitor(self, batch: int = 8) -> dict[str, float]:
         """Learning monitor on the fixed patches: discriminator accuracies and texture statistics.
