@@ -141,12 +141,16 @@ class VolumeStore:
             self.path, self._final_path = self._final_path, None
 
     def abort(self) -> None:
-        """Close and delete a store being created."""
-        if self.file.id.valid:
-            self.file.close()
-        if self._final_path is not None:
-            Path(self.path).unlink(missing_ok=True)
-            self._final_path = None
+        """Close and delete a store being created, also when closing fails (a full disk cannot flush the file)."""
+        try:
+            if self.file.id.valid:
+                self.file.close()
+        except Exception:  # noqa: BLE001 - the store is discarded; the error that made us abort is the one to report
+            pass
+        finally:
+            if self._final_path is not None:
+                Path(self.path).unlink(missing_ok=True)
+                self._final_path = None
 
     def __enter__(self) -> "VolumeStore":
         return self

@@ -199,3 +199,23 @@ def test_an_interrupted_write_leaves_no_store(tmp_path):
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(HarmkitError, match="cannot open"):
         VolumeStore(tmp_path / "v.h5")
+
+
+def test_a_write_that_fills_the_disk_leaves_no_temporary_store_and_reports_the_disk(tmp_path, monkeypatch):
+    import errno
+
+    import h5py
+
+    full = OSError(errno.ENOSPC, "No space left on device")
+
+    def close_on_a_full_disk(self):
+        raise RuntimeError("can't flush: no space left on device")  # what h5py raises after a failed write
+
+    with pytest.raises(OSError) as raised:
+        with VolumeStore.create(tmp_path / "v.h5") as store:
+            store.add("s", _volume((8, 8, 8)), spacing=(1, 1, 1))
+            monkeypatch.setattr(h5py.File, "close", close_on_a_full_disk)
+            raise full
+    monkeypatch.undo()
+    assert raised.value is full  # the disk's error reaches the user, not the failed close
+    assert list(tmp_path.iterdir()) == []  # the half-written temporary file is gone
