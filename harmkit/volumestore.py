@@ -27,6 +27,7 @@ Layout of the file::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -142,15 +143,13 @@ class VolumeStore:
 
     def abort(self) -> None:
         """Close and delete a store being created, also when closing fails (a full disk cannot flush the file)."""
-        try:
+        # The store is discarded: the error that made us abort is the one to report, not a failed close.
+        with contextlib.suppress(Exception):
             if self.file.id.valid:
                 self.file.close()
-        except Exception:  # noqa: BLE001 - the store is discarded; the error that made us abort is the one to report
-            pass
-        finally:
-            if self._final_path is not None:
-                Path(self.path).unlink(missing_ok=True)
-                self._final_path = None
+        if self._final_path is not None:
+            Path(self.path).unlink(missing_ok=True)
+            self._final_path = None
 
     def __enter__(self) -> "VolumeStore":
         return self

@@ -257,6 +257,8 @@ class CycleGANHarmonizer(ImageHarmonizer):
         finally:
             if temporary is not None:
                 shutil.rmtree(temporary, ignore_errors=True)
+        from .training import GENERATOR_OF_DIRECTION  # torch stays unimported until a model is fitted or used
+
         self.config_ = config.to_dict()
         self.domains_ = {"x": list(domain_pair[0]), "y": list(domain_pair[1])}
         self.reference_site_ = reference
@@ -272,10 +274,12 @@ class CycleGANHarmonizer(ImageHarmonizer):
             "scans": len(cohort),
             **(
                 {
-                    "sharpening_bounded": {"G_ab": "x_to_y", "G_ba": "y_to_x"}[trainer.bounded_generator],
-                    "healthy_band_shift": round(float(trainer.healthy_band_shift or 0.0), 4),
+                    "sharpening_bounded": next(
+                        d for d, g in GENERATOR_OF_DIRECTION.items() if g == trainer.bounded_generator
+                    ),
+                    "healthy_band_shift": round(float(trainer.healthy_band_shift), 4),
                 }
-                if trainer.bounded_generator
+                if trainer.bounded_generator and trainer.healthy_band_shift is not None
                 else {}
             ),
             **learning_verdict(read_monitor(self._training_log)),

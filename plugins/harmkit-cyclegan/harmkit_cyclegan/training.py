@@ -119,6 +119,10 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "bf16" if native else "fp32"
 
 
+GENERATOR_OF_DIRECTION = {"x_to_y": "G_ab", "y_to_x": "G_ba"}
+"""The trainer's generator behind each direction of a fitted model (domain x is the trainer's A)."""
+
+
 def build_generator(config: CycleGANConfig, spacing=None) -> nn.Module:
     """The generator of ``config``; ``spacing`` (x, y, z, mm) of the training grid scales the ``filter``
     generator's sigmas per axis when ``config.filter_mm``."""
@@ -724,10 +728,9 @@ class Trainer:
 
     def generator_state(self) -> dict[str, dict[str, torch.Tensor]]:
         """CPU state dicts of both generators (what inference needs): ``x_to_y`` (A->B) and ``y_to_x``."""
-        names = {"x_to_y": "G_ab", "y_to_x": "G_ba"}
         return {
             k: {n: t.detach().cpu().contiguous() for n, t in self.nets[v].state_dict().items()}
-            for k, v in names.items()
+            for k, v in GENERATOR_OF_DIRECTION.items()
         }
 
 
