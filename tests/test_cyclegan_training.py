@@ -327,6 +327,10 @@ def test_a_filter_generator_trained_with_a_blur_bound_never_goes_below_it(tmp_pa
     assert float(blur[0.0].min()) == 0.0 and float(blur[0.0].max()) > 0  # bounded: it blurs, never sharpens
 
 
+def _no_data(rng, n):
+    raise AssertionError("a finished training asked for data")
+
+
 def test_the_blur_bound_towards_the_noisier_domain_bounds_only_that_generator(tmp_path):
     def flat_tissue(noise_sd):  # uptake of about SUV 1 (network value -0.65) with white noise
         return lambda rng, n: (-0.65 + noise_sd * rng.normal(size=(n, 1, PATCH, PATCH, PATCH))).astype(np.float32)
@@ -346,6 +350,11 @@ def test_the_blur_bound_towards_the_noisier_domain_bounds_only_that_generator(tm
         assert (trainer.healthy_band_shift > 0) == (bounded == "G_ab")
         assert trainer.nets[bounded].min_blur == (0.0, 0.0) and trainer.nets[free].min_blur == (-math.inf, -math.inf)
         assert float(trainer.nets[bounded].blur_weights.detach().min()) >= 0.0
+        # a finished training reused from its folder reads no data, yet knows which generator was bounded
+        reused = Trainer(config, _no_data, _no_data, tmp_path / bounded).run()
+        assert reused.step == config.steps
+        assert (reused.bounded_generator, reused.healthy_band_shift) == (bounded, trainer.healthy_band_shift)
+        assert reused.nets[bounded].min_blur == (0.0, 0.0) and reused.nets[free].min_blur == (-math.inf, -math.inf)
     # "both" bounds both generators
     config = _config(generator="filter", noise_input=True, filter_min_blur=0.0, filter_min_blur_towards="both")
     both = Trainer(config, _sample_a, _sample_b, tmp_path / "both")

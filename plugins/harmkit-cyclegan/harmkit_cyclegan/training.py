@@ -312,6 +312,8 @@ class Trainer:
                 "D": self.sched_D.state_dict(),
             },
             "pools": {"a": self.pool_a.state(), "b": self.pool_b.state()},
+            # The bound's decision, so a reused finished training (which reads no data) can still report it.
+            "bound": {"generator": self.bounded_generator, "healthy_band_shift": self.healthy_band_shift},
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -359,6 +361,13 @@ class Trainer:
         self.rng.bit_generator.state = json.loads(state["rng"]["numpy"])
         self.step = int(state["step"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
+        bound = state.get("bound") or {}  # absent from checkpoints before plugin 0.10.1
+        if bound.get("generator"):
+            self.bounded_generator = str(bound["generator"])
+            self.healthy_band_shift = float(bound["healthy_band_shift"])
+            generator = self.nets[self.bounded_generator]
+            assert isinstance(generator, FilterGenerator3d)
+            generator.min_blur = self._bounds_for(generator)
         return self.step
 
     # -- training ---------------------------------------------------------------
@@ -648,9 +657,13 @@ class Trainer:
         self.bounded_generator = "G_ab" if self.healthy_band_shift > 0 else "G_ba"
         generator = self.nets[self.bounded_generator]
         assert isinstance(generator, FilterGenerator3d)
-        bounds = cfg.filter_min_blur
-        generator.min_blur = bounds * (len(generator.levels) + 1) if len(bounds) == 1 else bounds
+        generator.min_blur = self._bounds_for(generator)
         generator.constrain_()
+
+    def _bounds_for(self, generator: FilterGenerator3d) -> tuple[float, ...]:
+        """``filter_min_blur`` as one bound per uptake level of ``generator``."""
+        bounds = self.config.filter_min_blur
+        return bounds * (len(generator.levels) + 1) if len(bounds) == 1 else bounds
 
     def monitor(self, batch: int = 8) -> dict[str, float]:
         """Learning monitor on the fixed patches: discriminator accuracies and texture statistics.
