@@ -24,6 +24,8 @@ SMALL = [
     "--quiet",
     "--param",
     "cyclegan.steps=4",
+    "--param",
+    "cyclegan.texture_patches=32",  # quick's 1024 cost about 25 s per training; these tests check the protocol
 ]
 
 

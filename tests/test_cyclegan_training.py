@@ -44,6 +44,7 @@ def _config(**overrides):
         precision="fp32",
         pool_size=3,
         seed=3,
+        texture_patches=32,  # quick's 1024 cost about 25 s per trainer on one thread; mechanics need few
     )
     base.update(overrides)
     return get_profile("quick").with_overrides(**base)

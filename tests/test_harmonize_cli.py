@@ -32,6 +32,8 @@ TINY_CLI = [
     "threads=1",
     "-p",
     "progress=false",
+    "-p",
+    "texture_patches=32",  # quick's 1024 cost about 10 s per training; these tests check the commands
 ]
 
 
@@ -181,6 +183,7 @@ def test_an_interrupted_train_resumes_to_the_same_model(manifest, tmp_path, monk
         steps=5,
         checkpoint_every=2,
         seed=2,
+        texture_patches=32,
         ngf=2,
         ndf=2,
         n_res_blocks=1,
